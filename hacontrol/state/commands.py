@@ -1,0 +1,67 @@
+"""The command envelope: the only thing ever written to the Raft log.
+
+A command is a msgpack map `{"op": str, "ts": float, "idem": str | None, "args": map}`.
+The proposer stamps `ts` (wall clock) and the idempotency key, so that applying a command
+never reads the clock or a random source and every replica computes the same state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import invalid
+
+NOOP = "noop"
+NS_PUT = "ns_put"
+JOB_PUT = "job_put"
+JOB_SCALE = "job_scale"
+JOB_DELETE = "job_delete"
+NODE_REGISTER = "node_register"
+NODE_STATUS = "node_status"
+PLAN = "plan"
+ALLOC_UPDATE = "alloc_update"
+
+OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NODE_STATUS,
+                 PLAN, ALLOC_UPDATE})
+
+MAX_COMMAND_BYTES = 4 * 1024 * 1024
+MAX_IDEM_LEN = 200
+
+
+@dataclass(frozen=True)
+class Command:
+    op: str
+    ts: float
+    args: dict[str, Any]
+    idem: str | None = None
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"op": self.op, "ts": self.ts, "idem": self.idem,
+                              "args": self.args}, use_bin_type=True)
+
+
+def decode(raw: bytes) -> Command:
+    """Parse and check the envelope; raises `Rejection` on anything malformed."""
+    if not isinstance(raw, bytes | bytearray) or len(raw) > MAX_COMMAND_BYTES:
+        raise invalid("command", "not a command frame")
+    try:
+        d = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=MAX_COMMAND_BYTES,
+                            max_str_len=MAX_COMMAND_BYTES)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise invalid("command", f"undecodable command: {type(exc).__name__}") from None
+    if not isinstance(d, dict):
+        raise invalid("command", "command must be a map")
+    op, ts, idem, args = d.get("op"), d.get("ts"), d.get("idem"), d.get("args")
+    if op not in OPS:
+        raise invalid("op", f"unknown operation {op!r}")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise invalid("ts", "missing timestamp")
+    if idem is not None and (not isinstance(idem, str) or not 0 < len(idem) <= MAX_IDEM_LEN):
+        raise invalid("Idempotency-Key", f"must be 1-{MAX_IDEM_LEN} characters")
+    if not isinstance(args, dict):
+        raise invalid("args", "must be a map")
+    return Command(op=op, ts=float(ts), args=args, idem=idem)

@@ -1,0 +1,556 @@
+"""The replicated state machine.
+
+`apply(command_bytes, index)` is a pure function of the current state and the command: no
+clock, no randomness, no I/O, and it never raises. Every handler checks everything first and
+mutates only once the whole command is known to succeed, so a rejected command leaves no
+trace except in the idempotency table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from . import commands as C
+from .errors import Rejection, conflict, invalid, not_found
+from .model import (
+    DESIRED_RUN,
+    DESIRED_STOP,
+    FAILED,
+    JOB_RUNNING,
+    JOB_STOPPING,
+    LOST,
+    NODE_DOWN,
+    NODE_READY,
+    PENDING,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    Allocation,
+    Job,
+    JobSpec,
+    Node,
+    Quota,
+    Resources,
+    Usage,
+)
+from .quota import check_fits, headroom, total_usage
+from .validate import check_name, parse_count, parse_job_spec, parse_quota
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "default"
+IDEMPOTENCY_KEYS_KEPT = 10_000
+TERMINAL_ALLOCS_KEPT_PER_JOB = 20
+SNAPSHOT_VERSION = 1
+REPORTED_STATES = frozenset({STARTING, RUNNING, "exited", FAILED, STOPPED})
+
+Result = dict[str, Any]
+
+
+def _digest(op: str, args: dict[str, Any]) -> str:
+    return hashlib.sha256(msgpack.packb([op, args], use_bin_type=True)).hexdigest()[:32]
+
+
+class StateMachine:
+    def __init__(self) -> None:
+        self.namespaces: dict[str, Quota] = {DEFAULT_NAMESPACE: Quota()}
+        self.jobs: dict[tuple[str, str], Job] = {}
+        self.allocs: dict[str, Allocation] = {}
+        self.nodes: dict[str, Node] = {}
+        # key -> (request digest, result); FIFO-evicted so every replica forgets the same keys.
+        self.idempotency: OrderedDict[str, tuple[str, Result]] = OrderedDict()
+        self.alloc_seq = 0
+        self.index = 0
+        # Called after every applied entry (on the applying thread); never part of the state.
+        self.on_applied: Callable[[int, C.Command | None], None] | None = None
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, raw: bytes, index: int) -> Result:
+        self.index = max(self.index, index)
+        cmd: C.Command | None = None
+        try:
+            cmd = C.decode(raw)
+            result = self._apply_command(cmd, index)
+        except Rejection as rej:
+            result = {"ok": False, "error": rej.to_dict(), "index": index}
+        except Exception as exc:  # a bug must not wedge the replica: report, never raise
+            log.exception("internal error applying entry %d", index)
+            result = {"ok": False, "index": index,
+                      "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}",
+                                "field": None}}
+        if self.on_applied is not None:
+            try:
+                self.on_applied(index, cmd)
+            except Exception:
+                log.exception("on_applied hook failed")
+        return result
+
+    def _apply_command(self, cmd: C.Command, index: int) -> Result:
+        digest = ""
+        if cmd.idem is not None:
+            digest = _digest(cmd.op, cmd.args)
+            seen = self.idempotency.get(cmd.idem)
+            if seen is not None:
+                if seen[0] != digest:
+                    raise conflict("idempotency key was already used for a different request",
+                                   "Idempotency-Key")
+                return dict(seen[1], replayed=True)
+        handler = _HANDLERS[cmd.op]
+        try:
+            data = handler(self, cmd, index)
+            result: Result = {"ok": True, "index": index, **data}
+        except Rejection as rej:
+            result = {"ok": False, "error": rej.to_dict(), "index": index}
+        if cmd.idem is not None:
+            self.idempotency[cmd.idem] = (digest, result)
+            while len(self.idempotency) > IDEMPOTENCY_KEYS_KEPT:
+                self.idempotency.popitem(last=False)
+        return result
+
+    # --------------------------------------------------------------- handlers
+
+    def _noop(self, cmd: C.Command, index: int) -> Result:
+        return {}
+
+    def _ns_put(self, cmd: C.Command, index: int) -> Result:
+        name = check_name(cmd.args.get("name"), "namespace")
+        quota = parse_quota(cmd.args.get("quota"))
+        rej = check_fits(quota, self.namespace_usage(name))
+        if rej is not None:
+            raise Rejection(rej.code, "the namespace already uses more than this quota: "
+                            + rej.message, "quota." + (rej.field or "").split(".")[-1])
+        self.namespaces[name] = quota
+        return {"namespace": self.namespace_view(name)}
+
+    def _job_put(self, cmd: C.Command, index: int) -> Result:
+        ns, name = self._job_key(cmd.args)
+        if ns not in self.namespaces:
+            raise not_found(f"namespace {ns!r}", "namespace")
+        spec = parse_job_spec(cmd.args.get("spec"))
+        job = self.jobs.get((ns, name))
+        if job is not None and job.status == JOB_RUNNING and job.spec == spec:
+            return {"job": self.job_view(job), "changed": False}
+        old_usage = job.quota_usage() if job is not None else Usage()
+        self._check_quota(ns, self.namespace_usage(ns) - old_usage + spec.usage())
+        if job is None:
+            job = Job(ns, name, spec, 1, JOB_RUNNING, cmd.ts, cmd.ts, index)
+            self.jobs[job.key] = job
+        else:
+            new_version = job.status == JOB_STOPPING or not job.spec.same_template(spec)
+            job.spec = spec
+            job.status = JOB_RUNNING
+            job.updated_at = cmd.ts
+            job.modify_index = index
+            if new_version:
+                job.version += 1
+        self._reconcile(job, cmd.ts, index)
+        return {"job": self.job_view(job), "changed": True}
+
+    def _job_scale(self, cmd: C.Command, index: int) -> Result:
+        ns, name = self._job_key(cmd.args)
+        job = self.jobs.get((ns, name))
+        if job is None or job.status != JOB_RUNNING:
+            raise not_found(f"job {ns}/{name}", "name")
+        count = parse_count(cmd.args.get("count"))
+        if count == job.spec.count:
+            return {"job": self.job_view(job), "changed": False}
+        new_spec = JobSpec(**{**job.spec.__dict__, "count": count})
+        self._check_quota(ns, self.namespace_usage(ns) - job.quota_usage() + new_spec.usage())
+        job.spec = new_spec
+        job.updated_at = cmd.ts
+        job.modify_index = index
+        self._reconcile(job, cmd.ts, index)
+        return {"job": self.job_view(job), "changed": True}
+
+    def _job_delete(self, cmd: C.Command, index: int) -> Result:
+        ns, name = self._job_key(cmd.args)
+        job = self.jobs.get((ns, name))
+        if job is None:
+            raise not_found(f"job {ns}/{name}", "name")
+        job.status = JOB_STOPPING
+        job.updated_at = cmd.ts
+        job.modify_index = index
+        for alloc in self.job_allocs(job):
+            self._stop_alloc(alloc, cmd.ts, index, "job stopped")
+        view = self.job_view(job)
+        self._collect_job(job)
+        return {"job": view}
+
+    def _node_register(self, cmd: C.Command, index: int) -> Result:
+        a = cmd.args
+        name = check_name(a.get("name"), "name")
+        cpu = a.get("cpu")
+        mem = a.get("memory_mb")
+        address = a.get("address", "")
+        if isinstance(cpu, bool) or not isinstance(cpu, int | float) or not 0 < cpu <= 100_000:
+            raise invalid("cpu", "must be a positive number")
+        if isinstance(mem, bool) or not isinstance(mem, int) or not 0 < mem <= 2**40:
+            raise invalid("memory_mb", "must be a positive integer")
+        if not isinstance(address, str) or len(address) > 500:
+            raise invalid("address", "must be a string")
+        node = self.nodes.get(name)
+        if node is None:
+            node = Node(name, Resources(float(cpu), mem), address, NODE_READY, cmd.ts, cmd.ts,
+                        index)
+            self.nodes[name] = node
+        else:
+            node.capacity = Resources(float(cpu), mem)
+            node.address = address
+            node.status = NODE_READY
+            node.updated_at = cmd.ts
+            node.modify_index = index
+        return {"node": self.node_view(node)}
+
+    def _node_status(self, cmd: C.Command, index: int) -> Result:
+        name = cmd.args.get("name")
+        status = cmd.args.get("status")
+        node = self.nodes.get(name) if isinstance(name, str) else None
+        if node is None:
+            raise not_found(f"node {name!r}", "name")
+        if status not in (NODE_READY, NODE_DOWN):
+            raise invalid("status", "must be ready or down")
+        if node.status == status:
+            return {"node": self.node_view(node), "changed": False}
+        node.status = status
+        node.updated_at = cmd.ts
+        node.modify_index = index
+        if status == NODE_DOWN:
+            touched: dict[tuple[str, str], Job] = {}
+            for alloc in list(self.allocs.values()):
+                if alloc.node == name and not alloc.terminal:
+                    alloc.state = LOST
+                    alloc.message = f"node {name} down"
+                    alloc.updated_at = cmd.ts
+                    alloc.modify_index = index
+                    job = self.jobs.get((alloc.namespace, alloc.job))
+                    if job is not None:
+                        touched[job.key] = job
+            for job in touched.values():
+                if job.status == JOB_RUNNING:
+                    self._reconcile(job, cmd.ts, index)
+                else:
+                    self._collect_job(job)
+        return {"node": self.node_view(node), "changed": True}
+
+    def _plan(self, cmd: C.Command, index: int) -> Result:
+        placements = cmd.args.get("placements")
+        if not isinstance(placements, list):
+            raise invalid("placements", "must be a list")
+        parsed: list[tuple[str, str]] = []
+        for i, p in enumerate(placements):
+            if (not isinstance(p, list) or len(p) != 2
+                    or not all(isinstance(x, str) for x in p)):
+                raise invalid(f"placements[{i}]", "must be [allocation id, node name]")
+            parsed.append((p[0], p[1]))
+        free = {name: self.node_free(node) for name, node in self.nodes.items()}
+        placed: list[str] = []
+        rejected: list[list[str]] = []
+        # Re-check each placement against the state as it is now, not as the planner saw it:
+        # two plans made from the same view can never oversubscribe a node.
+        for alloc_id, node_name in parsed:
+            alloc = self.allocs.get(alloc_id)
+            node = self.nodes.get(node_name)
+            reason = None
+            if alloc is None or alloc.desired != DESIRED_RUN or alloc.state != PENDING:
+                reason = "allocation no longer pending"
+            elif alloc.node is not None:
+                reason = "allocation already placed"
+            elif node is None or node.status != NODE_READY:
+                reason = "node not ready"
+            else:
+                cpu, mem = free[node_name]
+                if alloc.resources.cpu > cpu + 1e-9 or alloc.resources.memory_mb > mem:
+                    reason = "node has no room"
+            if reason is not None:
+                rejected.append([alloc_id, reason])
+                continue
+            assert alloc is not None
+            cpu, mem = free[node_name]
+            free[node_name] = (cpu - alloc.resources.cpu, mem - alloc.resources.memory_mb)
+            alloc.node = node_name
+            alloc.placed_at = cmd.ts
+            alloc.updated_at = cmd.ts
+            alloc.modify_index = index
+            alloc.message = ""
+            placed.append(alloc_id)
+        return {"placed": placed, "rejected": rejected}
+
+    def _alloc_update(self, cmd: C.Command, index: int) -> Result:
+        node = cmd.args.get("node")
+        updates = cmd.args.get("updates")
+        if not isinstance(node, str) or not isinstance(updates, list):
+            raise invalid("updates", "must be a node name and a list of updates")
+        checked: list[tuple[Allocation, dict[str, Any]]] = []
+        ignored: list[str] = []
+        for i, u in enumerate(updates):
+            if not isinstance(u, dict) or not isinstance(u.get("id"), str):
+                raise invalid(f"updates[{i}].id", "must be a string")
+            state = u.get("state")
+            if state not in REPORTED_STATES:
+                raise invalid(f"updates[{i}].state", "not a reportable state")
+            for f in ("pid", "restarts", "exit_code"):
+                v = u.get(f)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                    raise invalid(f"updates[{i}].{f}", "must be an integer")
+            for f in ("signal", "message"):
+                v = u.get(f)
+                if v is not None and (not isinstance(v, str) or len(v) > 2000):
+                    raise invalid(f"updates[{i}].{f}", "must be a short string")
+            alloc = self.allocs.get(u["id"])
+            # Reports for allocations this node no longer holds come from a node that was
+            # cut off; the leader has already replaced them, so they change nothing.
+            if alloc is None or alloc.node != node or alloc.terminal:
+                ignored.append(u["id"])
+                continue
+            checked.append((alloc, u))
+        jobs: dict[tuple[str, str], Job] = {}
+        for alloc, u in checked:
+            alloc.state = u["state"]
+            alloc.pid = u.get("pid")
+            alloc.restarts = u.get("restarts") or alloc.restarts
+            alloc.exit_code = u.get("exit_code")
+            alloc.signal = u.get("signal")
+            alloc.message = u.get("message") or ""
+            alloc.updated_at = cmd.ts
+            alloc.modify_index = index
+            job = self.jobs.get((alloc.namespace, alloc.job))
+            if job is not None:
+                jobs[job.key] = job
+        for job in jobs.values():
+            self._collect_job(job)
+        return {"updated": len(checked), "ignored": ignored}
+
+    # ---------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _job_key(args: dict[str, Any]) -> tuple[str, str]:
+        return (check_name(args.get("namespace"), "namespace"), check_name(args.get("name"),
+                                                                            "name"))
+
+    def _check_quota(self, ns: str, usage: Usage) -> None:
+        rej = check_fits(self.namespaces.get(ns, Quota()), usage)
+        if rej is not None:
+            raise rej
+
+    def _new_alloc(self, job: Job, ts: float, index: int) -> Allocation:
+        self.alloc_seq += 1
+        alloc = Allocation(id=f"{job.name}-{self.alloc_seq:06d}", namespace=job.namespace,
+                           job=job.name, version=job.version, resources=job.spec.resources,
+                           created_at=ts, updated_at=ts, modify_index=index)
+        self.allocs[alloc.id] = alloc
+        return alloc
+
+    def _stop_alloc(self, alloc: Allocation, ts: float, index: int, why: str) -> None:
+        if alloc.desired == DESIRED_STOP and alloc.terminal:
+            return
+        alloc.desired = DESIRED_STOP
+        alloc.message = why
+        alloc.updated_at = ts
+        alloc.modify_index = index
+        if alloc.node is None and not alloc.terminal:
+            # Never placed: nothing runs anywhere, so it is stopped at once.
+            alloc.state = STOPPED
+
+    def _reconcile(self, job: Job, ts: float, index: int) -> None:
+        """Bring the job's live allocations to `count` of its current version."""
+        live: list[Allocation] = []
+        for alloc in self.job_allocs(job):
+            if alloc.desired != DESIRED_RUN or alloc.terminal:
+                continue
+            if alloc.version != job.version:
+                self._stop_alloc(alloc, ts, index, f"replaced by version {job.version}")
+            else:
+                live.append(alloc)
+        want = job.spec.count
+        if len(live) > want:
+            # Give up unplaced ones first, then the newest.
+            live.sort(key=lambda a: (a.node is not None, a.created_at, a.id))
+            for alloc in live[: len(live) - want]:
+                self._stop_alloc(alloc, ts, index, "scaled down")
+        for _ in range(want - len(live)):
+            self._new_alloc(job, ts, index)
+        self._trim_history(job)
+
+    def _collect_job(self, job: Job) -> None:
+        """Remove a stopping job once none of its processes can still be running."""
+        if job.status != JOB_STOPPING:
+            self._trim_history(job)
+            return
+        allocs = self.job_allocs(job)
+        if all(a.terminal for a in allocs):
+            for a in allocs:
+                del self.allocs[a.id]
+            del self.jobs[job.key]
+
+    def _trim_history(self, job: Job) -> None:
+        done = [a for a in self.job_allocs(job) if a.terminal]
+        excess = len(done) - TERMINAL_ALLOCS_KEPT_PER_JOB
+        if excess > 0:
+            done.sort(key=lambda a: (a.updated_at, a.id))
+            for a in done[:excess]:
+                del self.allocs[a.id]
+
+    # ------------------------------------------------------------------ reads
+
+    def job_allocs(self, job: Job) -> list[Allocation]:
+        return [a for a in self.allocs.values()
+                if a.namespace == job.namespace and a.job == job.name]
+
+    def namespace_usage(self, ns: str) -> Usage:
+        return total_usage(j.quota_usage() for j in self.jobs.values() if j.namespace == ns)
+
+    def namespace_view(self, ns: str) -> dict[str, Any]:
+        quota = self.namespaces[ns]
+        usage = self.namespace_usage(ns)
+        return {"name": ns, "quota": quota.to_dict(), "usage": usage.to_dict(),
+                "headroom": headroom(quota, usage)}
+
+    def node_free(self, node: Node) -> tuple[float, int]:
+        cpu, mem = node.capacity.cpu, node.capacity.memory_mb
+        for a in self.allocs.values():
+            if a.node == node.name and a.holds_resources:
+                cpu -= a.resources.cpu
+                mem -= a.resources.memory_mb
+        return (cpu, mem)
+
+    def node_view(self, node: Node) -> dict[str, Any]:
+        cpu, mem = self.node_free(node)
+        return {"name": node.name, "status": node.status, "address": node.address,
+                "capacity": node.capacity.to_dict(),
+                "free": {"cpu": round(cpu, 6), "memory_mb": mem},
+                "allocations": sum(1 for a in self.allocs.values()
+                                   if a.node == node.name and a.holds_resources),
+                "registered_at": node.registered_at, "updated_at": node.updated_at}
+
+    def job_counts(self, job: Job) -> dict[str, int]:
+        counts = {"desired": job.spec.count if job.status == JOB_RUNNING else 0,
+                  "pending": 0, "starting": 0, "running": 0, "exited": 0, "failed": 0,
+                  "lost": 0, "stopped": 0}
+        for a in self.job_allocs(job):
+            if a.version == job.version or a.state in (RUNNING, STARTING):
+                counts[a.state] = counts.get(a.state, 0) + 1
+        return counts
+
+    def job_view(self, job: Job) -> dict[str, Any]:
+        return {"namespace": job.namespace, "name": job.name, **job.spec.to_dict(),
+                "version": job.version, "status": job.status, "created_at": job.created_at,
+                "updated_at": job.updated_at, "modify_index": job.modify_index,
+                "counts": self.job_counts(job)}
+
+    @staticmethod
+    def alloc_view(a: Allocation) -> dict[str, Any]:
+        return {"id": a.id, "namespace": a.namespace, "job": a.job, "version": a.version,
+                "node": a.node, "desired": a.desired, "state": a.state, "pid": a.pid,
+                "restarts": a.restarts, "exit_code": a.exit_code, "signal": a.signal,
+                "message": a.message, "resources": a.resources.to_dict(),
+                "created_at": a.created_at, "updated_at": a.updated_at,
+                "placed_at": a.placed_at, "modify_index": a.modify_index}
+
+    def node_assignments(self, node_name: str) -> list[dict[str, Any]]:
+        """What an agent must run (and stop) now: its non-terminal allocations with specs."""
+        out = []
+        for a in self.allocs.values():
+            if a.node != node_name or a.terminal:
+                continue
+            job = self.jobs.get((a.namespace, a.job))
+            spec = job.spec.to_dict() if job is not None else None
+            out.append({"id": a.id, "namespace": a.namespace, "job": a.job,
+                        "version": a.version, "desired": a.desired, "state": a.state,
+                        "spec": spec})
+        return out
+
+    def pending_allocs(self) -> list[Allocation]:
+        return [a for a in self.allocs.values()
+                if a.state == PENDING and a.node is None and a.desired == DESIRED_RUN]
+
+    # -------------------------------------------------------------- snapshots
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb({
+            "v": SNAPSHOT_VERSION,
+            "index": self.index,
+            "alloc_seq": self.alloc_seq,
+            "namespaces": [[n, q.to_dict()] for n, q in self.namespaces.items()],
+            "jobs": [_job_to_dict(j) for j in self.jobs.values()],
+            "allocs": [_alloc_to_dict(a) for a in self.allocs.values()],
+            "nodes": [_node_to_dict(n) for n in self.nodes.values()],
+            "idempotency": [[k, d, r] for k, (d, r) in self.idempotency.items()],
+        }, use_bin_type=True)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state; raises on a malformed snapshot, leaving it unchanged."""
+        d = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if not isinstance(d, dict) or d.get("v") != SNAPSHOT_VERSION:
+            raise ValueError("unsupported snapshot version")
+        namespaces = {n: Quota.from_dict(q) for n, q in d["namespaces"]}
+        jobs = {(j["namespace"], j["name"]): _job_from_dict(j) for j in d["jobs"]}
+        allocs = {a["id"]: _alloc_from_dict(a) for a in d["allocs"]}
+        nodes = {n["name"]: _node_from_dict(n) for n in d["nodes"]}
+        idem: OrderedDict[str, tuple[str, Result]] = OrderedDict(
+            (k, (dg, r)) for k, dg, r in d["idempotency"])
+        self.namespaces, self.jobs, self.allocs, self.nodes = namespaces, jobs, allocs, nodes
+        self.idempotency = idem
+        self.alloc_seq = int(d["alloc_seq"])
+        self.index = int(d["index"])
+
+    def digest(self) -> str:
+        """A fingerprint of the state, for comparing replicas."""
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+
+def _job_to_dict(j: Job) -> dict[str, Any]:
+    return {"namespace": j.namespace, "name": j.name, "spec": j.spec.to_dict(),
+            "version": j.version, "status": j.status, "created_at": j.created_at,
+            "updated_at": j.updated_at, "modify_index": j.modify_index}
+
+
+def _job_from_dict(d: dict[str, Any]) -> Job:
+    return Job(d["namespace"], d["name"], parse_job_spec(d["spec"]), d["version"], d["status"],
+               d["created_at"], d["updated_at"], d["modify_index"])
+
+
+_ALLOC_FIELDS = ("id", "namespace", "job", "version", "desired", "state", "node", "pid",
+                 "restarts", "exit_code", "signal", "message", "created_at", "updated_at",
+                 "placed_at", "modify_index")
+
+
+def _alloc_to_dict(a: Allocation) -> dict[str, Any]:
+    d = {f: getattr(a, f) for f in _ALLOC_FIELDS}
+    d["resources"] = a.resources.to_dict()
+    return d
+
+
+def _alloc_from_dict(d: dict[str, Any]) -> Allocation:
+    kw = {f: d[f] for f in _ALLOC_FIELDS}
+    return Allocation(resources=Resources.from_dict(d["resources"]), **kw)
+
+
+def _node_to_dict(n: Node) -> dict[str, Any]:
+    return {"name": n.name, "capacity": n.capacity.to_dict(), "address": n.address,
+            "status": n.status, "registered_at": n.registered_at, "updated_at": n.updated_at,
+            "modify_index": n.modify_index}
+
+
+def _node_from_dict(d: dict[str, Any]) -> Node:
+    return Node(d["name"], Resources.from_dict(d["capacity"]), d["address"], d["status"],
+                d["registered_at"], d["updated_at"], d["modify_index"])
+
+
+_HANDLERS: dict[str, Callable[[StateMachine, C.Command, int], Result]] = {
+    C.NOOP: StateMachine._noop,
+    C.NS_PUT: StateMachine._ns_put,
+    C.JOB_PUT: StateMachine._job_put,
+    C.JOB_SCALE: StateMachine._job_scale,
+    C.JOB_DELETE: StateMachine._job_delete,
+    C.NODE_REGISTER: StateMachine._node_register,
+    C.NODE_STATUS: StateMachine._node_status,
+    C.PLAN: StateMachine._plan,
+    C.ALLOC_UPDATE: StateMachine._alloc_update,
+}
