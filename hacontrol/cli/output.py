@@ -1,0 +1,287 @@
+"""Rendering API responses as aligned text tables or raw JSON."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Any
+
+MISSING = "-"
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def print_json(value: Any, out: IO[str]) -> None:
+    out.write(to_json(value) + "\n")
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces, no trailing whitespace."""
+    text_rows = [[cell_text(c) for c in row] for row in rows]
+    width = len(headers)
+    for row in text_rows:
+        if len(row) != width:
+            raise ValueError(f"row has {len(row)} cells, expected {width}")
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [list(headers), *text_rows]:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def format_kv(pairs: Iterable[tuple[str, Any]]) -> str:
+    """A two-column "label  value" block for showing a single object."""
+    items = [(label, cell_text(value)) for label, value in pairs]
+    if not items:
+        return ""
+    width = max(len(label) for label, _ in items)
+    return "\n".join(f"{label.ljust(width)}  {value}".rstrip() for label, value in items)
+
+
+def cell_text(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format_number(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(cell_text(v) for v in value) if value else MISSING
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    # Cells must stay on one line or the table stops lining up.
+    return str(value).replace("\n", "\\n")
+
+
+def format_number(value: float | int | None) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def format_age(timestamp: Any, now: float | None = None) -> str:
+    """How long ago an epoch timestamp was, in the largest sensible unit."""
+    if timestamp is None or timestamp == "":
+        return MISSING
+    if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+        return str(timestamp)
+    now = time.time() if now is None else now
+    delta = now - float(timestamp)
+    suffix = " ago"
+    if delta < 0:
+        # Clock skew between replicas and this machine; "in" reads better than "-3s ago".
+        delta = -delta
+        suffix = " ahead"
+    seconds = int(delta)
+    if seconds < 60:
+        text = f"{seconds}s"
+    elif seconds < 3600:
+        text = f"{seconds // 60}m{seconds % 60:02d}s"
+    elif seconds < 86400:
+        text = f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    else:
+        text = f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+    return text + suffix
+
+
+def used_of(used: Any, limit: Any) -> str:
+    """"used/limit" where an absent limit means unlimited."""
+    limit_text = "unlimited" if limit is None else format_number(limit)
+    used_text = format_number(used) if isinstance(used, (int, float)) else cell_text(used)
+    return f"{used_text}/{limit_text}"
+
+
+def exit_text(alloc: Mapping[str, Any]) -> str:
+    signal = alloc.get("signal")
+    code = alloc.get("exit_code")
+    if signal not in (None, "", 0):
+        return f"signal {signal}"
+    return MISSING if code is None else str(code)
+
+
+# --- per-command renderers -------------------------------------------------
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    leader = status.get("leader")
+    leader_api = status.get("leader_api")
+    leader_text = cell_text(leader)
+    if leader and leader_api:
+        leader_text = f"{leader} ({leader_api})"
+    head = format_kv(
+        [
+            ("ID", status.get("id")),
+            ("Role", status.get("role")),
+            ("Leader", leader_text if leader else "none"),
+            ("Term", status.get("term")),
+            ("Commit index", status.get("commit_index")),
+            ("Applied index", status.get("applied_index")),
+            ("PID", status.get("pid")),
+        ]
+    )
+    members = status.get("members") or []
+    table = format_table(
+        ["MEMBER", "RAFT", "API", "LEADER"],
+        [
+            [m.get("id"), m.get("raft"), m.get("api"), "*" if m.get("id") == leader else ""]
+            for m in members
+        ],
+    )
+    return f"{head}\n\n{table}"
+
+
+def render_job_list(jobs: Sequence[Mapping[str, Any]]) -> str:
+    if not jobs:
+        return "No jobs."
+    rows = []
+    for job in jobs:
+        counts = job.get("counts") or {}
+        rows.append(
+            [
+                job.get("namespace"),
+                job.get("name"),
+                job.get("version"),
+                job.get("status"),
+                counts.get("desired", job.get("count")),
+                counts.get("running"),
+                counts.get("pending"),
+                counts.get("failed"),
+            ]
+        )
+    return format_table(
+        ["NAMESPACE", "NAME", "VERSION", "STATUS", "DESIRED", "RUNNING", "PENDING", "FAILED"],
+        rows,
+    )
+
+
+def render_job(
+    job: Mapping[str, Any], allocations: Sequence[Mapping[str, Any]], now: float | None = None
+) -> str:
+    counts = job.get("counts") or {}
+    command = job.get("command")
+    if isinstance(command, list):
+        command_text = shlex.join(str(c) for c in command)
+    else:
+        command_text = cell_text(command)
+    resources = job.get("resources") or {}
+    restart = job.get("restart") or {}
+    pairs: list[tuple[str, Any]] = [
+        ("Name", job.get("name")),
+        ("Namespace", job.get("namespace")),
+        ("Version", job.get("version")),
+        ("Status", job.get("status")),
+        ("Command", command_text),
+        ("Count", job.get("count")),
+    ]
+    if job.get("cwd"):
+        pairs.append(("Working dir", job.get("cwd")))
+    if resources:
+        pairs.append(
+            ("Resources", f"cpu={format_number(resources.get('cpu'))} "
+             f"memory_mb={format_number(resources.get('memory_mb'))}")
+        )
+    if restart:
+        pairs.append(("Restart", restart.get("policy")))
+    if counts:
+        pairs.append(
+            (
+                "Allocations",
+                f"desired={cell_text(counts.get('desired'))} "
+                f"running={cell_text(counts.get('running'))} "
+                f"pending={cell_text(counts.get('pending'))} "
+                f"failed={cell_text(counts.get('failed'))}",
+            )
+        )
+    head = format_kv(pairs)
+    return f"{head}\n\n{render_alloc_list(allocations, now=now, with_job=False)}"
+
+
+def render_alloc_list(
+    allocations: Sequence[Mapping[str, Any]], now: float | None = None, with_job: bool = True
+) -> str:
+    if not allocations:
+        return "No allocations."
+    headers = ["ID"]
+    if with_job:
+        headers += ["NAMESPACE", "JOB"]
+    headers += ["NODE", "STATE", "DESIRED", "PID", "RESTARTS", "EXIT", "UPDATED"]
+    rows = []
+    for a in allocations:
+        row: list[Any] = [a.get("id")]
+        if with_job:
+            row += [a.get("namespace"), a.get("job")]
+        row += [
+            a.get("node"),
+            a.get("state"),
+            a.get("desired"),
+            a.get("pid"),
+            a.get("restarts"),
+            exit_text(a),
+            format_age(a.get("updated_at", a.get("created_at")), now),
+        ]
+        rows.append(row)
+    return format_table(headers, rows)
+
+
+def render_node_list(nodes: Sequence[Mapping[str, Any]], now: float | None = None) -> str:
+    if not nodes:
+        return "No nodes."
+    rows = []
+    for n in nodes:
+        cap = n.get("capacity") or {}
+        free = n.get("free") or {}
+        rows.append(
+            [
+                n.get("name"),
+                n.get("status"),
+                f"{format_number(free.get('cpu'))}/{format_number(cap.get('cpu'))}",
+                f"{format_number(free.get('memory_mb'))}/{format_number(cap.get('memory_mb'))}",
+                format_age(n.get("last_heartbeat"), now),
+            ]
+        )
+    return format_table(["NAME", "STATUS", "CPU FREE", "MEMORY MB FREE", "HEARTBEAT"], rows)
+
+
+def render_namespace_list(namespaces: Sequence[Mapping[str, Any]]) -> str:
+    if not namespaces:
+        return "No namespaces."
+    rows = []
+    for ns in namespaces:
+        quota = ns.get("quota") or {}
+        usage = ns.get("usage") or {}
+        rows.append(
+            [
+                ns.get("name"),
+                used_of(usage.get("cpu", 0), quota.get("cpu")),
+                used_of(usage.get("memory_mb", 0), quota.get("memory_mb")),
+                used_of(usage.get("processes", 0), quota.get("processes")),
+            ]
+        )
+    return format_table(["NAME", "CPU", "MEMORY MB", "PROCESSES"], rows)
+
+
+def render_namespace(ns: Mapping[str, Any]) -> str:
+    quota = ns.get("quota") or {}
+    usage = ns.get("usage") or {}
+    head = format_kv([("Name", ns.get("name"))])
+    table = format_table(
+        ["RESOURCE", "USED", "QUOTA"],
+        [
+            [key, format_number(usage.get(key, 0)), "unlimited" if quota.get(key) is None
+             else format_number(quota.get(key))]
+            for key in ("cpu", "memory_mb", "processes")
+        ],
+    )
+    return f"{head}\n\n{table}"
