@@ -46,7 +46,9 @@ def restart_delay(policy: RestartPolicy, attempt: int, rand: float) -> float:
     return base_delay(policy, attempt) * (1.0 - JITTER * rand)
 
 
-def recent_restarts(policy: RestartPolicy, restart_times: Sequence[float], now: float) -> list[float]:
+def recent_restarts(
+    policy: RestartPolicy, restart_times: Sequence[float], now: float
+) -> list[float]:
     """The restart times that still count towards the window at ``now``."""
     return [t for t in restart_times if now - t < policy.window_s]
 
@@ -99,9 +101,7 @@ def decide(
         return Decision(ACTION_COMPLETE, 0.0, state, reason)
     recent = recent_restarts(policy, state.restart_times, now)
     if gave_up(policy, recent, now):
-        reason = (
-            f"gave up: more than {policy.max_restarts} restarts within {policy.window_s:g}s"
-        )
+        reason = f"gave up: more than {policy.max_restarts} restarts within {policy.window_s:g}s"
         return Decision(ACTION_GIVE_UP, 0.0, RestartState(state.attempt, tuple(recent)), reason)
     attempt = next_attempt_base(policy, state.attempt, uptime_s)
     delay = restart_delay(policy, attempt, rand)

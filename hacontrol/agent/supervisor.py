@@ -421,7 +421,9 @@ class Supervisor:
             # It ended on its own just before the stop got to it.
             return t.last
         exit_code, sig = t.last_exit
-        return self._emit(t, STATE_STOPPED, exit_code=exit_code, sig=sig, message="stopped by request")
+        return self._emit(
+            t, STATE_STOPPED, exit_code=exit_code, sig=sig, message="stopped by request"
+        )
 
     async def _terminate(self, t: _Task, handle: _Handle) -> None:
         """Stop signal to the group, grace period, then SIGKILL; waits for all members."""
