@@ -1,0 +1,114 @@
+"""The agent's one connection to the controllers.
+
+A long-polled `POST /v1/agent/sync` to the leader carries heartbeats and state reports up
+and desired allocations down. Followers answer `not_leader` with the leader's address; a dead
+or silent replica makes the link move on to the next one. Answers from a Raft term lower than
+the highest seen are ignored: a deposed leader cannot countermand its successor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_S = 1.0
+RETRY_PAUSE_S = 0.1
+
+
+@dataclass
+class SyncAnswer:
+    term: int
+    leader: str
+    index: int
+    acked: int
+    allocations: list[dict[str, Any]]
+
+
+class StaleLeader(Exception):
+    pass
+
+
+class ControllerLink:
+    def __init__(self, controllers: list[str], token: str) -> None:
+        if not controllers:
+            raise ValueError("at least one controller address is needed")
+        self.controllers = [c.rstrip("/") for c in controllers]
+        self.current = self.controllers[0]
+        self.token = token
+        self.highest_term = 0
+        self.index = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._rotation = 0
+
+    async def __aenter__(self) -> ControllerLink:
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.token}"})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _next_controller(self) -> None:
+        self._rotation = (self._rotation + 1) % len(self.controllers)
+        self.current = self.controllers[self._rotation]
+
+    async def sync(self, node: dict[str, Any], reports: list[dict[str, Any]],
+                   wait_s: float) -> SyncAnswer | None:
+        """One round trip; None when it did not reach a leader (the caller retries)."""
+        assert self._session is not None
+        body = {"node": node, "reports": reports, "index": self.index, "wait_s": wait_s,
+                "term": self.highest_term}
+        timeout = aiohttp.ClientTimeout(total=wait_s + 4.0, sock_connect=1.0)
+        try:
+            async with self._session.post(f"{self.current}/v1/agent/sync", json=body,
+                                          timeout=timeout) as resp:
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.debug("sync with %s failed: %s", self.current, exc)
+            self._next_controller()
+            return None
+        if resp.status != 200:
+            err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+            leader_api = err.get("leader_api")
+            if err.get("code") == "not_leader" and leader_api and leader_api != self.current:
+                self.current = leader_api.rstrip("/")
+            else:
+                if resp.status not in (503,):
+                    log.warning("sync with %s: HTTP %d %s", self.current, resp.status, err)
+                self._next_controller()
+            return None
+        answer = SyncAnswer(term=int(data["term"]), leader=str(data["leader"]),
+                            index=int(data["index"]), acked=int(data.get("acked", 0)),
+                            allocations=list(data["allocations"]))
+        if answer.term < self.highest_term:
+            log.warning("ignoring orders from %s at term %d: term %d already seen",
+                        answer.leader, answer.term, self.highest_term)
+            self._next_controller()
+            return None
+        self.highest_term = answer.term
+        self.index = answer.index
+        return answer
+
+
+async def wait_first(wake: asyncio.Event, coro: Any) -> Any:
+    """Run `coro`, but give up on it as soon as `wake` is set (returns None then)."""
+    task = asyncio.ensure_future(coro)
+    waiter = asyncio.ensure_future(wake.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None

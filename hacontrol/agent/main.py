@@ -1,0 +1,181 @@
+"""`hacontrol agent`: one node executor.
+
+It registers its node, keeps the link to the leader, runs what the leader assigns through
+the local `Supervisor`, and reports every state change. Processes keep running whatever the
+controllers do; only orders from the current (highest-term) leader change them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aiohttp import web
+
+from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
+from .spec import RestartPolicy, TaskEvent, TaskSpec
+from .supervisor import Supervisor
+
+log = logging.getLogger("hacontrol.agent")
+
+
+def task_spec(assignment: dict[str, Any], node: str) -> TaskSpec:
+    spec = assignment["spec"]
+    env = dict(spec.get("env") or {})
+    env.update({"HACONTROL_ALLOC_ID": assignment["id"], "HACONTROL_JOB": assignment["job"],
+                "HACONTROL_NAMESPACE": assignment["namespace"], "HACONTROL_NODE": node})
+    r = spec.get("restart") or {}
+    s = spec.get("stop") or {}
+    return TaskSpec(
+        alloc_id=assignment["id"], command=list(spec["command"]), env=env, cwd=spec.get("cwd"),
+        restart=RestartPolicy(**{k: r[k] for k in ("policy", "max_restarts", "window_s",
+                                                     "backoff_s", "backoff_max_s",
+                                                     "min_uptime_s") if k in r}),
+        stop_signal=s.get("signal", "SIGTERM"), stop_timeout_s=float(s.get("timeout_s", 5.0)))
+
+
+def event_report(ev: TaskEvent) -> dict[str, Any]:
+    return {"id": ev.alloc_id, "state": ev.state, "pid": ev.pid, "restarts": ev.restarts,
+            "exit_code": ev.exit_code, "signal": ev.signal, "message": ev.message[:2000],
+            "ts": ev.ts}
+
+
+class Agent:
+    def __init__(self, name: str, data_dir: Path, controllers: list[str], token: str,
+                 cpu: float, memory_mb: int, address: str) -> None:
+        self.name = name
+        self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address}
+        self.link = ControllerLink(controllers, token)
+        self.supervisor = Supervisor(data_dir, self._on_event)
+        # Latest unacknowledged report per allocation: only the newest state matters.
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.wake = asyncio.Event()
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._starting: set[str] = set()
+
+    def _on_event(self, ev: TaskEvent) -> None:
+        self.reports[ev.alloc_id] = event_report(ev)
+        self.wake.set()
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def _start(self, spec: TaskSpec) -> None:
+        try:
+            if await self.supervisor.adopt(spec) is None:
+                await self.supervisor.ensure(spec)
+        except Exception:
+            log.exception("could not start %s", spec.alloc_id)
+        finally:
+            self._starting.discard(spec.alloc_id)
+
+    def reconcile(self, assignments: list[dict[str, Any]]) -> None:
+        known = self.supervisor.tasks()
+        wanted = {a["id"]: a for a in assignments}
+        for alloc_id, a in wanted.items():
+            if a["desired"] == "run" and a.get("spec"):
+                if alloc_id not in known and alloc_id not in self._starting:
+                    try:
+                        spec = task_spec(a, self.name)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        self.reports[alloc_id] = {"id": alloc_id, "state": "failed",
+                                                  "message": f"bad spec: {exc}"}
+                        continue
+                    self._starting.add(alloc_id)
+                    self._spawn(self._start(spec))
+            elif a["desired"] == "stop":
+                if alloc_id in known:
+                    self._spawn(self.supervisor.stop(alloc_id))
+                elif alloc_id not in self._starting and alloc_id not in self.reports:
+                    # Never ran here (or finished before this agent started): say so, so
+                    # the controllers can let go of it.
+                    self.reports[alloc_id] = {"id": alloc_id, "state": "stopped"}
+        for alloc_id in known:
+            if alloc_id not in wanted:
+                # The leader no longer assigns it here (replaced while we were cut off,
+                # or finished and collected): stop it and forget it.
+                self._spawn(self._stop_and_forget(alloc_id))
+
+    async def _stop_and_forget(self, alloc_id: str) -> None:
+        await self.supervisor.stop(alloc_id)
+        self.supervisor.forget(alloc_id)
+        self.reports.pop(alloc_id, None)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with self.link:
+            while not stop.is_set():
+                self.wake.clear()
+                sent = dict(self.reports)
+                wait_s = 0.0 if sent else LONG_POLL_S
+                coro = self.link.sync(self.node, list(sent.values()), wait_s)
+                answer = await (wait_first(self.wake, coro) if not sent else coro)
+                if stop.is_set():
+                    break
+                if answer is None:
+                    if not self.wake.is_set():
+                        await wait_first(stop, asyncio.sleep(RETRY_PAUSE_S))
+                    continue
+                if answer.acked:
+                    for alloc_id, rep in sent.items():
+                        if self.reports.get(alloc_id) is rep:
+                            del self.reports[alloc_id]
+                self.reconcile(answer.allocations)
+        log.info("agent %s stopping its processes", self.name)
+        await self.supervisor.stop_all()
+        for t in list(self._bg):
+            t.cancel()
+
+
+async def _serve_health(host: str, port: int) -> web.AppRunner | None:
+    if not port:
+        return None
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/v1/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
+
+
+async def agent_main(args: Any) -> None:
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = Path(args.token_file).read_text().strip()
+    cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
+    mem = (args.memory_mb if args.memory_mb is not None
+           else psutil.virtual_memory().total // (1024 * 1024))
+    host = getattr(args, "host", None) or "127.0.0.1"
+    address = f"http://{host}:{args.port}" if args.port else ""
+    agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem), address)
+    runner = await _serve_health(host, args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        stop.set()
+        agent.wake.set()  # cut a long poll short
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    log.info("agent %s: cpu %.1f, memory %d MB, controllers %s, pid %d", args.name, cpu, mem,
+             ",".join(args.controllers), os.getpid())
+    await agent.run(stop)
+    if runner is not None:
+        await runner.cleanup()
+
+
+def run_agent(args: Any) -> None:
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(agent_main(args))

@@ -1,0 +1,83 @@
+"""The agents' side door: one long-polled sync call that is heartbeat, report and orders.
+
+Only the leader answers it. Every answer carries the leader's Raft term; an agent obeys
+only the highest term it has seen, so a deposed leader that still believes in itself
+cannot countermand the new one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from hacontrol.state import commands as C
+from hacontrol.state.machine import StateMachine
+
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from hacontrol.server import Controller
+
+MAX_WAIT_S = 2.0
+
+
+def _not_leader(ctl: Controller) -> ApiError:
+    st = ctl.status()
+    return ApiError("not_leader", "this replica is not the leader", leader=st["leader"],
+                    leader_api=st["leader_api"])
+
+
+async def sync(request: web.Request) -> web.Response:
+    from .app import json_body  # late: app imports this module
+
+    ctl: Controller = request.app["ctl"]
+    if not ctl.is_leader():
+        raise _not_leader(ctl)
+    body = await json_body(request)
+    node = body.get("node")
+    if not isinstance(node, dict) or not isinstance(node.get("name"), str):
+        raise ApiError("invalid", "node must be an object with a name", "node")
+    name = node["name"]
+    reports = body.get("reports") or []
+    if not isinstance(reports, list):
+        raise ApiError("invalid", "must be a list", "reports")
+    seen_index = body.get("index") or 0
+    wait_s = min(float(body.get("wait_s") or 0.0), MAX_WAIT_S)
+    ctl.record_heartbeat(name)
+
+    def registration(m: StateMachine) -> tuple[bool, bool]:
+        n = m.nodes.get(name)
+        if n is None:
+            return (False, False)
+        same = (n.status == "ready" and n.address == node.get("address", "")
+                and abs(n.capacity.cpu - float(node.get("cpu") or 0)) < 1e-9
+                and n.capacity.memory_mb == node.get("memory_mb"))
+        return (True, same)
+
+    _, current = ctl.replica.read(registration)
+    if not current:
+        await ctl.write(C.NODE_REGISTER, {"name": name, "cpu": node.get("cpu"),
+                                          "memory_mb": node.get("memory_mb"),
+                                          "address": node.get("address", "")})
+    acked = 0
+    if reports:
+        await ctl.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})
+        acked = len(reports)
+    elif wait_s > 0 and ctl.replica.read(lambda m: m.index) <= seen_index:
+        # Long poll: answer as soon as anything is applied, or at the deadline.
+        await ctl.wait_changed(wait_s)
+
+    if not ctl.is_leader():
+        raise _not_leader(ctl)
+    term = ctl.term()
+    index, assignments = ctl.replica.read(lambda m: (m.index, m.node_assignments(name)))
+    return web.json_response({"term": term, "leader": ctl.me.id, "index": index,
+                              "acked": acked, "allocations": assignments})
+
+
+def register(app: web.Application) -> None:
+    app.router.add_post("/v1/agent/sync", sync)
+
+
+
