@@ -1,0 +1,401 @@
+"""The one place that touches pysyncobj."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import msgpack
+
+from hacontrol.raft.config import ReplicaConfig
+from hacontrol.raft.safety import install_fence, require_secret
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DUMP_FORMAT = 1
+
+# Mirrors pysyncobj.config.FAIL_REASON, kept here so callers need not import it.
+FAIL_SUCCESS = 0
+FAIL_QUEUE_FULL = 1
+FAIL_MISSING_LEADER = 2
+FAIL_DISCARDED = 3
+FAIL_NOT_LEADER = 4
+FAIL_LEADER_CHANGED = 5
+FAIL_REQUEST_DENIED = 6
+FAIL_UNKNOWN_OUTCOME = 7
+FAIL_NAMES = {
+    0: "SUCCESS",
+    1: "QUEUE_FULL",
+    2: "MISSING_LEADER",
+    3: "DISCARDED",
+    4: "NOT_LEADER",
+    5: "LEADER_CHANGED",
+    6: "REQUEST_DENIED",
+    7: "UNKNOWN_OUTCOME",
+}
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+class Machine(Protocol):
+    def apply(self, command: bytes, index: int) -> Any: ...  # never raises; msgpack-able result
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class Applied:
+    index: int
+    result: Any
+
+
+@dataclass(frozen=True)
+class ApplyError:
+    """Result stored when the machine broke its never-raise contract."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    node_id: str
+    raft_addr: str
+    role: str  # 'leader' | 'follower' | 'candidate'
+    leader: str | None
+    term: int
+    commit_index: int
+    applied_index: int
+    healthy: bool
+    ready: bool
+    unhealthy_reason: str | None = None
+
+
+SubmitCallback = Callable[[Applied | None, int], None]
+
+
+class _WedgeWatch(logging.Handler):
+    """Spots pysyncobj's known wedges in its own log records.
+
+    The logger is process-global, so records are attributed to a replica by
+    the thread that emitted them (each replica has its own tick thread).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.replicas: weakref.WeakSet[Replica] = weakref.WeakSet()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tid = record.thread
+        for replica in list(self.replicas):
+            if replica._tick_thread_id == tid:
+                replica._on_pysyncobj_log(record)
+
+
+_watch = _WedgeWatch()
+_watch_lock = threading.Lock()
+_watch_installed = False
+
+
+def _install_watch() -> None:
+    global _watch_installed
+    with _watch_lock:
+        if not _watch_installed:
+            logging.getLogger("pysyncobj.syncobj").addHandler(_watch)
+            _watch_installed = True
+
+
+def _make_node_class() -> type:
+    from pysyncobj import SyncObj, replicated
+
+    class _Node(SyncObj):  # type: ignore[misc]
+        def __init__(self, owner: Replica, self_addr: str, peers: list[str], conf: Any) -> None:
+            # A weak reference: the Replica owns the node, not the other way round.
+            self._hc_owner = weakref.ref(owner)
+            super().__init__(self_addr, peers, conf)
+
+        # The only replicated method, ever: pysyncobj numbers replicated methods
+        # by sorted name, so adding another would renumber journal entries.
+        @replicated
+        def apply_command(self, command: bytes) -> Any:
+            # During apply raftLastApplied still names the previous entry.
+            index = self.raftLastApplied + 1
+            owner = self._hc_owner()
+            if owner is None:
+                return Applied(index, ApplyError("replica gone"))
+            return owner._apply(command, index)
+
+    return _Node
+
+
+_node_class: type | None = None
+
+
+class Replica:
+    """A Raft replica of ``machine``; construct it in the main thread."""
+
+    def __init__(self, config: ReplicaConfig, machine: Machine) -> None:
+        global _node_class
+        require_secret(config.secret)
+        tuning = config.tuning
+        install_fence(tuning.max_frame_bytes)
+        _install_watch()
+        if threading.current_thread() is not threading.main_thread():
+            # pysyncobj's tick thread exits when its creating thread exits.
+            logger.warning("Replica created outside the main thread; it dies with that thread")
+
+        from pysyncobj import SyncObjConf
+
+        self.config = config
+        self.machine = machine
+        self.lock = threading.Lock()
+        self._tuning = tuning
+        self._tick_thread_id: int | None = None
+        self._last_tick = time.monotonic()
+        self._tick_failures = 0
+        self._unhealthy: str | None = None
+        self._pushed_index = 0
+        self._pushed_commit = 0
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
+        self._wake_pending = False
+        self._destroyed = False
+
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = SyncObjConf(
+            password=config.secret,
+            journalFile=str(config.journal_path),
+            fullDumpFile=str(config.dump_path),
+            serializer=self._write_dump,
+            deserializer=self._read_dump,
+            # Forking a process that runs asyncio and other threads is unsafe
+            # (locks held by other threads stay locked in the child), and our
+            # snapshots are small msgpack blobs; pysyncobj also never forks
+            # with a custom serializer, this makes the choice explicit.
+            useFork=False,
+            dynamicMembershipChange=False,
+            **tuning.syncobj_kwargs(),
+        )
+        if _node_class is None:
+            _node_class = _make_node_class()
+        self._node = _node_class(self, config.raft_addr, list(config.peers), conf)
+        self._node.addOnTickCallback(self._on_tick)
+        self._disable_admin_commands()
+        _watch.replicas.add(self)
+
+    # ---- tick thread side -------------------------------------------------
+
+    def _apply(self, command: bytes, index: int) -> Applied:
+        # An exception escaping a replicated method makes pysyncobj retry the
+        # same entry forever; turn every failure into a result value.
+        try:
+            with self.lock:
+                result = self.machine.apply(bytes(command), index)
+        except Exception as exc:
+            logger.exception("state machine raised applying index %d", index)
+            result = ApplyError(f"{type(exc).__name__}: {exc}")
+        return Applied(index, result)
+
+    def _on_tick(self) -> None:
+        node = self._node
+        if self._tick_thread_id is None:
+            self._tick_thread_id = threading.get_ident()
+            self._setup_wake_pipe()
+        self._last_tick = time.monotonic()
+        self._tick_failures = 0
+        if not self._tuning.group_commit or node._SyncObj__raftState != 2:
+            return
+        try:
+            last_index = node._SyncObj__raftLog[-1][1]
+            commit = node._SyncObj__raftCommitIndex
+            if last_index > self._pushed_index or commit > self._pushed_commit:
+                self._pushed_index = last_index
+                self._pushed_commit = commit
+                node._SyncObj__sendAppendEntries()
+        except Exception:
+            logger.exception("group-commit push failed")
+
+    def _setup_wake_pipe(self) -> None:
+        from pysyncobj.poller import POLL_EVENT_TYPE
+
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._wake_r, self._wake_w = r, w
+        self._node._poller.subscribe(r, self._on_wake, POLL_EVENT_TYPE.READ)
+
+    def _on_wake(self, _descr: int, _events: int) -> None:
+        # Clear before draining: a submitter that still sees the flag set has
+        # queued its command before this tick's queue check runs.
+        self._wake_pending = False
+        try:
+            while os.read(self._wake_r, 4096):  # type: ignore[arg-type]
+                pass
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass
+
+    def _wake(self) -> None:
+        if self._wake_pending or self._wake_w is None:
+            return
+        self._wake_pending = True
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass  # pipe full: a wake-up is already pending
+        except OSError:
+            pass
+
+    def _on_pysyncobj_log(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.levelno >= logging.CRITICAL and "truncating already-applied" in msg:
+            self._unhealthy = "applied log entries were truncated; state may have diverged"
+        elif "failed _onTick" in msg:
+            self._tick_failures += 1
+        elif "failed to load full dump" in msg:
+            self._unhealthy = "failed to load the full dump"
+
+    def _write_dump(self, file_name: str, data: tuple[Any, ...]) -> None:
+        # pysyncobj hands us (last applied entry, the one before it, cluster);
+        # the machine's own state goes alongside. Runs on the tick thread, so
+        # the snapshot matches the last applied index exactly.
+        last, prev, cluster = data
+        with self.lock:
+            state = self.machine.snapshot()
+        payload = msgpack.packb(
+            {
+                "format": DUMP_FORMAT,
+                "last": [bytes(last[0]), int(last[1]), int(last[2])],
+                "prev": [bytes(prev[0]), int(prev[1]), int(prev[2])],
+                "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
+                "state": state,
+            },
+            use_bin_type=True,
+        )
+        with open(file_name, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read_dump(self, file_name: str) -> tuple[Any, ...]:
+        with open(file_name, "rb") as f:
+            doc = msgpack.unpackb(f.read(), raw=False, strict_map_key=True)
+        if not isinstance(doc, dict) or doc.get("format") != DUMP_FORMAT:
+            raise ValueError(f"unsupported raft dump format in {file_name}")
+        last = doc["last"]
+        prev = doc["prev"]
+        with self.lock:
+            self.machine.restore(doc["state"])
+        # Tuples, exactly as the journal yields them: pysyncobj compares these
+        # with its journal head and clears the journal on any mismatch.
+        return (
+            (bytes(last[0]), int(last[1]), int(last[2])),
+            (bytes(prev[0]), int(prev[1]), int(prev[2])),
+            list(doc["cluster"]),
+        )
+
+    def _disable_admin_commands(self) -> None:
+        # Anyone holding the secret could otherwise transfer leadership or
+        # request an unsupported code version (which stalls every replica).
+        transport = self._node._SyncObj__transport
+        for name in ("add", "remove", "set_version", "transfer"):
+            transport.setOnUtilityMessageCallback(name, None)
+
+    # ---- any thread ---------------------------------------------------------
+
+    def submit(self, command: bytes, callback: SubmitCallback) -> None:
+        """Queue ``command``; ``callback(applied, fail_reason)`` fires once.
+
+        Non-blocking and thread-safe. The callback usually runs on the tick
+        thread (QUEUE_FULL fires in the caller's thread) and must be quick.
+        """
+        if len(command) > self._tuning.max_command_bytes:
+            raise ValueError(
+                f"command of {len(command)} bytes exceeds {self._tuning.max_command_bytes}"
+            )
+        if self._destroyed:
+            _safe_call(callback, None, FAIL_MISSING_LEADER)
+            return
+
+        def on_result(res: Any, err: int) -> None:
+            # Never let a callback raise into pysyncobj: during apply that would
+            # re-apply the same entry on the next tick.
+            if err == FAIL_SUCCESS and not isinstance(res, Applied):
+                res = Applied(self._node.raftLastApplied, res)
+            _safe_call(callback, res if err == FAIL_SUCCESS else None, err)
+
+        self._node.apply_command(bytes(command), callback=on_result)
+        self._wake()
+
+    def read(self, fn: Callable[[Machine], T]) -> T:
+        with self.lock:
+            return fn(self.machine)
+
+    def status(self) -> RaftStatus:
+        node = self._node
+        leader = node._getLeader()
+        healthy, reason = self._health()
+        return RaftStatus(
+            node_id=self.config.node_id,
+            raft_addr=self.config.raft_addr,
+            role=_ROLES.get(node._SyncObj__raftState, "follower"),
+            leader=getattr(leader, "address", None) if leader is not None else None,
+            term=int(node.raftCurrentTerm),
+            commit_index=int(node.raftCommitIndex),
+            applied_index=int(node.raftLastApplied),
+            healthy=healthy,
+            ready=bool(node.isReady()),
+            unhealthy_reason=reason,
+        )
+
+    def _health(self) -> tuple[bool, str | None]:
+        if self._destroyed:
+            return False, "destroyed"
+        if self._unhealthy is not None:
+            return False, self._unhealthy
+        if not self._node.tick_thread_alive():
+            return False, "tick thread is not running"
+        if self._tick_failures >= self._tuning.max_consecutive_tick_failures:
+            return False, f"{self._tick_failures} consecutive tick failures"
+        stalled = time.monotonic() - self._last_tick
+        if stalled > self._tuning.tick_stall_seconds:
+            return False, f"no tick for {stalled:.1f} s"
+        return True, None
+
+    def force_compaction(self) -> None:
+        self._node.forceLogCompaction()
+
+    def destroy(self) -> None:
+        if self._destroyed:
+            return
+        self._destroyed = True
+        _watch.replicas.discard(self)
+        self._node.removeOnTickCallback(self._on_tick)
+        thread = self._node._SyncObj__thread
+        self._node.destroy()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        for fd in (self._wake_r, self._wake_w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = None
+
+
+def _safe_call(callback: SubmitCallback, res: Applied | None, err: int) -> None:
+    try:
+        callback(res, err)
+    except Exception:
+        logger.exception("raft submit callback raised")
