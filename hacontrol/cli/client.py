@@ -71,6 +71,8 @@ class RetryPolicy:
     backoff_s: float = 0.25
     backoff_max_s: float = 2.0
     retry_after_max_s: float = 5.0
+    # A read nobody answers is usually a cluster that is not running; fail fast.
+    unreachable_read_attempts: int = 3
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Client:
         deadline = time.monotonic() + self.retry.deadline_s
         failures: list[str] = []
         last_error: ClientError | None = None
+        answered = False
         for attempt in range(self.retry.attempts):
             response = None
             n = len(self.addrs)
@@ -171,7 +174,12 @@ class Client:
             else:
                 return _result_from(response, self.token)
 
-            if attempt + 1 >= self.retry.attempts or time.monotonic() + wait > deadline:
+            if response is not None:
+                answered = True
+            limit = self.retry.attempts
+            if method == "GET" and not answered:
+                limit = min(limit, self.retry.unreachable_read_attempts)
+            if attempt + 1 >= limit or time.monotonic() + wait > deadline:
                 break
             self.sleep(wait)
         assert last_error is not None
