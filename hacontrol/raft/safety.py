@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 PICKLE_PROTOCOL = 4
 MIN_SECRET_LENGTH = 16
+_INFLATE_STEP = 1024 * 1024
 
 _PREFIX = struct.Struct("i")  # pysyncobj packs with native 'i': signed, 4 bytes
 
@@ -146,12 +147,23 @@ class _BoundedZlib:
         return zlib.compress(data, level)
 
     def decompress(self, data: bytes) -> bytes:
+        # Inflate in steps so a bomb is stopped at the cap, not after one
+        # oversized output buffer has been allocated.
         d = zlib.decompressobj()
-        out = d.decompress(data, self.max_output)
-        if d.unconsumed_tail or not d.eof:
-            logger.warning("raft frame refused: inflates beyond %d bytes", self.max_output)
-            raise ValueError("decompressed frame too large")
-        return out
+        out = bytearray()
+        pending = data
+        while not d.eof:
+            chunk = d.decompress(pending, _INFLATE_STEP)
+            pending = d.unconsumed_tail
+            if not chunk and not pending:
+                break
+            out += chunk
+            if len(out) > self.max_output:
+                logger.warning("raft frame refused: inflates beyond %d bytes", self.max_output)
+                raise ValueError("decompressed frame too large")
+        if not d.eof:
+            raise ValueError("truncated compressed frame")
+        return bytes(out)
 
 
 _lock = threading.Lock()
