@@ -105,17 +105,14 @@ class _AdoptedHandle:
         )
 
     def _watch(self) -> ExitStatus:
-        # psutil.Process.wait alone would never return for a zombie whose
-        # parent (init in some containers) does not reap it.
-        while not self._closed.is_set():
+        # Not psutil.Process.wait: it calls waitpid, which would steal the
+        # exit from asyncio's child watcher if the process is still our child
+        # (adopted after detach_all in the same agent), and it never returns
+        # for a zombie whose parent (some container inits) does not reap it.
+        # is_running() also compares create_time, so pid reuse reads as exit.
+        while not self._closed.wait(_ADOPTED_POLL_S):
             try:
-                self.proc.wait(timeout=_ADOPTED_POLL_S)
-                break
-            except psutil.TimeoutExpired:
-                try:
-                    if self.proc.status() == psutil.STATUS_ZOMBIE:
-                        break
-                except psutil.NoSuchProcess:
+                if not self.proc.is_running() or self.proc.status() == psutil.STATUS_ZOMBIE:
                     break
             except psutil.NoSuchProcess:
                 break
@@ -142,6 +139,7 @@ class _Task:
     # The runner reached a final state by itself (completed / gave up / could not start).
     terminal: bool = False
     last_exit: ExitStatus = (None, None)
+    last_pid: int | None = None
 
     def active(self) -> bool:
         return self.runner is not None and not self.runner.done()
@@ -177,6 +175,11 @@ class Supervisor:
 
     def tasks(self) -> dict[str, TaskEvent]:
         return {alloc_id: t.last for alloc_id, t in self._tasks.items()}
+
+    def active(self, alloc_id: str) -> bool:
+        """Whether the task is running or waiting to be restarted (not final)."""
+        t = self._tasks.get(alloc_id)
+        return t is not None and t.active()
 
     def spec(self, alloc_id: str) -> TaskSpec | None:
         t = self._tasks.get(alloc_id)
@@ -328,11 +331,13 @@ class Supervisor:
         while True:
             if handle is None:
                 t.last_exit = (None, None)
+                t.last_pid = None
                 self._emit(t, STATE_STARTING)
                 handle = await self._spawn(t)
                 if handle is None:
                     return
             t.handle = handle
+            t.last_pid = handle.pid
             if t.stop_requested.is_set():
                 # stop() arrived while we were spawning and could not see the
                 # process yet; the stop itself is reported by stop().
@@ -350,22 +355,25 @@ class Supervisor:
                 return
             await self._reap_group(t, handle)
             t.handle = None
+            if t.stop_requested.is_set():
+                return
             decision = decide(
                 spec.restart, t.rstate, exit_code, sig, uptime, self._monotonic(), self._rand()
             )
             t.rstate = decision.state
             if decision.action == ACTION_COMPLETE:
                 t.terminal = True
-                self._emit(t, STATE_EXITED, exit_code=exit_code, sig=sig, message=decision.reason)
+                self._emit(t, STATE_EXITED, handle.pid, exit_code, sig, decision.reason)
                 return
             if decision.action == ACTION_GIVE_UP:
                 t.terminal = True
-                self._emit(t, STATE_FAILED, exit_code=exit_code, sig=sig, message=decision.reason)
+                self._emit(t, STATE_FAILED, handle.pid, exit_code, sig, decision.reason)
                 return
-            self._emit(t, STATE_EXITED, exit_code=exit_code, sig=sig, message=decision.reason)
+            self._emit(t, STATE_EXITED, handle.pid, exit_code, sig, decision.reason)
             # A stop during the backoff reports no exit status: the one above
             # belongs to the crash, which was already reported.
             t.last_exit = (None, None)
+            t.last_pid = None
             if decision.delay_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(t.stop_requested.wait(), decision.delay_s)
@@ -422,7 +430,12 @@ class Supervisor:
             return t.last
         exit_code, sig = t.last_exit
         return self._emit(
-            t, STATE_STOPPED, exit_code=exit_code, sig=sig, message="stopped by request"
+            t,
+            STATE_STOPPED,
+            pid=t.last_pid,
+            exit_code=exit_code,
+            sig=sig,
+            message="stopped by request",
         )
 
     async def _terminate(self, t: _Task, handle: _Handle) -> None:
