@@ -315,7 +315,10 @@ class Supervisor:
             await self._supervise(t, handle)
         except asyncio.CancelledError:
             # Cancellation means detaching: the process keeps running and its
-            # pid.json stays so that it can be adopted.
+            # pid.json stays so that it can be adopted. An adopted process's
+            # watcher thread must end too, or loop shutdown would wait on it.
+            if t.handle is not None:
+                t.handle.close()
             raise
         except Exception as exc:
             log.exception("supervising %s failed", t.spec.alloc_id)

@@ -468,3 +468,33 @@ def test_adopted_process_exit_is_noticed_and_restarted(h: Harness) -> None:
         assert exited.pid == ev.pid and exited.exit_code is None
 
     h.run(scenario)
+
+
+def test_concurrent_stops_share_one_stop(h: Harness) -> None:
+    async def scenario() -> None:
+        ev = await h.sup.ensure(spec("twice", ["sleep", "30"]))
+        a, b = await asyncio.gather(h.sup.stop("twice"), h.sup.stop("twice"))
+        assert a == b
+        assert a is not None and a.state == "stopped" and a.pid == ev.pid
+        assert len(h.of("twice", "stopped")) == 1
+        assert await h.sup.stop("unknown") is None
+
+    h.run(scenario)
+
+
+def test_loop_shutdown_with_adopted_task_does_not_hang(h: Harness) -> None:
+    s = spec("detached", ["sleep", "30"])
+
+    async def first() -> None:
+        await h.sup.ensure(s)
+        await h.sup.detach_all()
+
+    async def second() -> None:
+        h.sup = h.new_supervisor()
+        assert await h.sup.adopt(s) is not None
+        # Return without stop_all/detach_all: asyncio.run cancels the runner.
+
+    asyncio.run(first())
+    t0 = time.monotonic()
+    asyncio.run(second())
+    assert time.monotonic() - t0 < 2.0
