@@ -78,6 +78,7 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(2 * self.size)
         for i in range(self.size):
             nid = f"n{i}"
