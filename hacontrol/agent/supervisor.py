@@ -193,13 +193,20 @@ class Supervisor:
         While a task is active (running, or waiting to be restarted) calling
         this again with the same alloc_id is a no-op, even with a different
         spec: changing a spec means stop() then ensure(). A task that reached
-        a final state (completed, failed, stopped) is started afresh.
+        a final state (completed, failed, stopped) is started afresh, and a
+        stop in progress is finished first (the later request wins).
         Returns once the first start attempt has an outcome.
         """
-        t = self._tasks.get(spec.alloc_id)
-        if t is not None and (t.active() or (t.stopper is not None and not t.stopper.done())):
-            await t.started.wait()
-            return t.last
+        while True:
+            t = self._tasks.get(spec.alloc_id)
+            if t is not None and t.stopper is not None and not t.stopper.done():
+                await asyncio.shield(t.stopper)
+                # Look again: a concurrent ensure may have started it meanwhile.
+                continue
+            if t is not None and t.active():
+                await t.started.wait()
+                return t.last
+            break
         t = self._new_task(spec)
         t.runner = asyncio.create_task(self._run(t, None), name=f"supervise-{spec.alloc_id}")
         await t.started.wait()

@@ -498,3 +498,16 @@ def test_loop_shutdown_with_adopted_task_does_not_hang(h: Harness) -> None:
     t0 = time.monotonic()
     asyncio.run(second())
     assert time.monotonic() - t0 < 2.0
+
+
+def test_ensure_during_stop_starts_once_after_it(h: Harness) -> None:
+    async def scenario() -> None:
+        s = spec("race", ["sleep", "30"])
+        first = await h.sup.ensure(s)
+        stopped, a, b = await asyncio.gather(h.sup.stop("race"), h.sup.ensure(s), h.sup.ensure(s))
+        assert stopped is not None and stopped.pid == first.pid
+        assert a.state == b.state == "running"
+        assert a.pid == b.pid != first.pid
+        assert len(h.of("race", "starting")) == 2
+
+    h.run(scenario)
