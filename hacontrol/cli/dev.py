@@ -191,6 +191,10 @@ def _child_setup(parent_pid: int, libc: Any) -> Callable[[], None]:
     return setup
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
         with path.open("rb") as f:
@@ -202,19 +206,33 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     return data.splitlines()[-lines:]
 
 
-def iter_alloc_pid_records(data_dir: Path) -> Iterator[tuple[Path, int, float]]:
-    for record in sorted(data_dir.glob("n*/allocs/*/pid.json")):
+# Recorded creation times may be rounded; a pid recycled within this window of the
+# original's start is not a realistic risk.
+CREATE_TIME_TOLERANCE_S = 0.5
+
+
+@dataclass
+class PidRecord:
+    path: Path
+    pid: int
+    create_time: float
+    pgid: int | None = None
+
+
+def iter_alloc_pid_records(data_dir: Path) -> Iterator[PidRecord]:
+    for path in sorted(data_dir.glob("n*/allocs/*/pid.json")):
         try:
-            info = json.loads(record.read_text())
+            info = json.loads(path.read_text())
             pid = int(info["pid"])
             create_time = float(info["create_time"])
+            pgid = int(info["pgid"]) if info.get("pgid") is not None else None
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if pid > 1:
-            yield record, pid, create_time
+            yield PidRecord(path, pid, create_time, pgid)
 
 
-def kill_recorded_process_group(pid: int, create_time: float) -> bool:
+def kill_recorded_process_group(pid: int, create_time: float, pgid: int | None = None) -> bool:
     """SIGKILL the group led by ``pid`` if that pid is still the process recorded.
 
     Comparing the creation time guards against a recycled pid now belonging to
@@ -224,15 +242,16 @@ def kill_recorded_process_group(pid: int, create_time: float) -> bool:
 
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) > 0.05:
+        if abs(proc.create_time() - create_time) > CREATE_TIME_TOLERANCE_S:
             return False
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+    leader = pid if pgid is None else pgid
     try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
+        if leader > 1 and os.getpgid(pid) == leader and leader != os.getpgid(0):
+            os.killpg(leader, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -478,8 +497,8 @@ class DevCluster:
         if ready_url:
             leader = self.leader_hint(ready_url)
             extra = f", leader {leader}" if leader else ""
-            self.say(f"hacontrol dev: cluster ready ({len(self.servers)} replicas, "
-                     f"{len(self.agents)} agents{extra})")
+            self.say(f"hacontrol dev: cluster ready ({_plural(len(self.servers), 'replica')}, "
+                     f"{_plural(len(self.agents), 'agent')}{extra})")
         else:
             self.say(f"hacontrol dev: no replica reported ready within "
                      f"{cfg.ready_timeout_s:g}s; still running, check the logs")
@@ -511,9 +530,10 @@ class DevCluster:
             self.say("hacontrol dev: stopping (Ctrl-C again to kill immediately)")
         self._stop_group(self.agents, AGENT_STOP_TIMEOUT_S)
         self._stop_group(self.servers, SERVER_STOP_TIMEOUT_S)
-        for record, pid, create_time in iter_alloc_pid_records(self.cfg.data_dir):
-            if kill_recorded_process_group(pid, create_time):
-                self.say(f"hacontrol dev: killed leftover job process group {pid} ({record.parent.name})")
+        for rec in iter_alloc_pid_records(self.cfg.data_dir):
+            if kill_recorded_process_group(rec.pid, rec.create_time, rec.pgid):
+                self.say(f"hacontrol dev: killed leftover job process {rec.pid} "
+                         f"(allocation {rec.path.parent.name})")
         with contextlib.suppress(OSError):
             (self.cfg.data_dir / "dev.json").unlink()
         self.say("hacontrol dev: stopped")
