@@ -14,7 +14,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from hacontrol.api.errors import ApiError, from_rejection
 from hacontrol.raft.bridge import ApplyFailed, LogBridge, NotApplied, OutcomeUnknown
-from hacontrol.raft.config import ReplicaConfig
+from hacontrol.raft.config import RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.state import commands as C
@@ -56,7 +56,7 @@ class Controller:
     def __init__(self, me: Member, peers: list[Member], replica: Replica,
                  machine: StateMachine) -> None:
         self.me = me
-        self.members = [me, *peers]
+        self.members = sorted([me, *peers], key=lambda m: m.id)
         self.by_raft = {m.raft: m for m in self.members}
         self.replica = replica
         self.machine = machine
@@ -180,9 +180,12 @@ async def run_controller(args: Any) -> None:
 
     install_fence()
     machine = StateMachine()
+    tuning = RaftTuning()
+    if getattr(args, "compaction_entries", None):
+        tuning = replace(tuning, log_compaction_min_entries=int(args.compaction_entries))
     replica = Replica(ReplicaConfig(node_id=args.id, raft_addr=args.raft,
                                     peers=[p.raft for p in peers], data_dir=data_dir,
-                                    secret=secret), machine)
+                                    secret=secret, tuning=tuning), machine)
     ctl = Controller(me, peers, replica, machine)
     loop = asyncio.get_running_loop()
     ctl.attach_loop(loop)
