@@ -447,7 +447,8 @@ class DevCluster:
             self.say(f"hacontrol dev: {child.kind} {child.name} (pid {child.pid}) {how}; "
                      f"log: {child.log_path}")
             for line in tail(child.log_path):
-                self.say(f"    {line}")
+                if not line.startswith("--- "):
+                    self.say(f"    {line}")
         return died
 
     def probe_ready(self, timeout_s: float = 1.0) -> str | None:
