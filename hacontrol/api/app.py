@@ -17,7 +17,7 @@ from hacontrol.state.errors import Rejection
 from hacontrol.state.machine import StateMachine
 from hacontrol.state.validate import check_name, parse_count, parse_job_spec, parse_quota
 
-from . import agent_routes
+from . import agent_routes, ui
 from .auth import error_middleware, token_middleware
 from .errors import ApiError
 
@@ -75,17 +75,22 @@ async def get_status(request: web.Request) -> web.Response:
     return ok(ctl_of(request).status())
 
 
+# Health answers carry no secrets; the cluster page reads every replica's from one origin.
+CORS_OPEN = {"Access-Control-Allow-Origin": "*"}
+
+
 async def get_health(request: web.Request) -> web.Response:
-    return ok({"status": "ok"})
+    return web.json_response({"status": "ok"}, headers=CORS_OPEN)
 
 
 async def get_ready(request: web.Request) -> web.Response:
     st = ctl_of(request).status()
     ready = (st["leader"] is not None and st["healthy"]
              and st["applied_index"] >= st["commit_index"])
-    return ok({"ready": ready, **{k: st[k] for k in ("role", "leader", "applied_index",
-                                                     "commit_index")}},
-              status=200 if ready else 503)
+    return web.json_response(
+        {"ready": ready, **{k: st[k] for k in ("id", "role", "leader", "term", "applied_index",
+                                                "commit_index")}},
+        status=200 if ready else 503, headers=CORS_OPEN)
 
 
 # -------------------------------------------------------------- namespaces
@@ -268,4 +273,5 @@ def build_app(ctl: Controller, token: str) -> web.Application:
     r.add_get("/v1/nodes", list_nodes)
     r.add_get("/v1/nodes/{name}", get_node)
     agent_routes.register(app)
+    ui.register(app)
     return app

@@ -10,7 +10,7 @@ from aiohttp import web
 from .errors import ApiError
 
 # Probes must work for orchestrators that hold no token (compose healthchecks, load balancers).
-OPEN_PATHS = frozenset({"/v1/health", "/v1/health/ready"})
+OPEN_PATHS = frozenset({"/v1/health", "/v1/health/ready", "/", "/ui"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 from .harness import Cluster, http, wait_for
@@ -24,6 +25,10 @@ def test_status_and_auth(cluster: Cluster) -> None:
     resp = http("GET", f"{lead.api}/v1/jobs", token="wrong")
     assert resp.status == 403 and resp.body["error"]["code"] == "forbidden"
     assert http("GET", f"{lead.api}/v1/health").status == 200
+    ready = http("GET", f"{lead.api}/v1/health/ready")
+    assert ready.status == 200 and ready.body["ready"] is True
+    page = urllib.request.urlopen(f"{lead.api}/ui", timeout=5).read().decode()
+    assert "<title>hacontrol</title>" in page
 
 
 def test_write_through_follower_is_read_everywhere(cluster: Cluster) -> None:
@@ -133,3 +138,31 @@ def test_stale_read_and_no_quorum(cluster: Cluster) -> None:
     resp = cluster.api("PUT", "/v1/jobs/default/other", JOB, replica=lone)
     assert resp.status == 503
     assert resp.body["error"]["outcome"] in ("unknown", "not_applied")
+
+
+def test_unknown_outcome_then_retry_with_same_key_applies_once(cluster: Cluster) -> None:
+    lead = cluster.leader()
+    others = [r for r in cluster.replicas if r is not lead]
+    for r in others:
+        r.proc.pause()
+    try:
+        resp = cluster.api("PUT", "/v1/jobs/default/web", JOB, replica=lead, idem="same-key",
+                           timeout=30)
+        assert resp.status == 503, resp
+        # The leader appended the entry but could not commit it: nobody can say yet
+        # whether it will be applied.
+        assert resp.body["error"]["outcome"] == "unknown", resp.body
+        assert resp.body["error"]["idempotency_key"] == "same-key"
+        assert resp.headers.get("Retry-After")
+    finally:
+        for r in others:
+            r.proc.resume()
+    cluster.leader()
+    resp = cluster.write("PUT", "/v1/jobs/default/web", JOB)  # another key, same content
+    assert resp.status == 200
+    again = None
+    for r in cluster.replicas:
+        again = cluster.api("PUT", "/v1/jobs/default/web", JOB, replica=r, idem="same-key")
+        assert again.status == 200, again
+    jobs = cluster.api("GET", "/v1/jobs").body["jobs"]
+    assert [j["name"] for j in jobs] == ["web"] and jobs[0]["version"] == 1
