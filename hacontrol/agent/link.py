@@ -57,6 +57,10 @@ class ControllerLink:
             await self._session.close()
 
     def _next_controller(self) -> None:
+        # Move past the one that failed us, wherever it came from (a redirect may have
+        # pointed at it).
+        if self.current in self.controllers:
+            self._rotation = self.controllers.index(self.current)
         self._rotation = (self._rotation + 1) % len(self.controllers)
         self.current = self.controllers[self._rotation]
 
