@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 from aiohttp import web
 
+from . import procinfo
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .spec import RestartPolicy, TaskEvent, TaskSpec
 from .supervisor import Supervisor
@@ -57,6 +58,7 @@ class Agent:
         self.wake = asyncio.Event()
         self._bg: set[asyncio.Task[Any]] = set()
         self._starting: set[str] = set()
+        self._swept = False
 
     def _on_event(self, ev: TaskEvent) -> None:
         self.reports[ev.alloc_id] = event_report(ev)
@@ -79,6 +81,9 @@ class Agent:
     def reconcile(self, assignments: list[dict[str, Any]]) -> None:
         known = self.supervisor.tasks()
         wanted = {a["id"]: a for a in assignments}
+        if not self._swept:
+            self._swept = True
+            self._sweep_orphans(set(wanted) | set(known))
         for alloc_id, a in wanted.items():
             if a["desired"] == "run" and a.get("spec"):
                 if alloc_id not in known and alloc_id not in self._starting:
@@ -102,6 +107,31 @@ class Agent:
                 # The leader no longer assigns it here (replaced while we were cut off,
                 # or finished and collected): stop it and forget it.
                 self._spawn(self._stop_and_forget(alloc_id))
+
+    def _sweep_orphans(self, keep: set[str]) -> None:
+        """Stop processes an earlier agent left behind for allocations no longer ours.
+
+        They were replaced elsewhere while this node was cut off or its agent was down;
+        leaving them would run duplicates. Only processes whose pid and start time match
+        the record are touched.
+        """
+        root = self.supervisor.data_dir / "allocs"
+        if not root.is_dir():
+            return
+        for d in sorted(root.iterdir()):
+            if d.name in keep:
+                continue
+            record = procinfo.read_pid_record(d)
+            if record is None or procinfo.matches(record) is None:
+                continue
+            log.warning("stopping %s (pid %d): no longer assigned to this node", d.name,
+                        record.pid)
+            self._spawn(self._reap_orphan(d.name, list(record.command or ["?"])))
+
+    async def _reap_orphan(self, alloc_id: str, command: list[str]) -> None:
+        spec = TaskSpec(alloc_id=alloc_id, command=command)
+        if await self.supervisor.adopt(spec) is not None:
+            await self._stop_and_forget(alloc_id)
 
     async def _stop_and_forget(self, alloc_id: str) -> None:
         await self.supervisor.stop(alloc_id)

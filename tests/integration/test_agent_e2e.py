@@ -110,10 +110,19 @@ def test_dead_node_work_moves_to_another_node(cluster: Cluster) -> None:
              what="second node registered")
     orphans = processes_with(marker)
     a1.kill9()
-    for p in orphans:  # the test, not the cluster, owns cleanup of the dead agent's children
-        p.kill()
-    moved = wait_for(lambda: [a for a in (running(cluster, "web", 2) or [])
-                              if a["node"] == "n2"] or None, 30, what="replacements on n2")
-    assert len(moved) == 2
-    nodes = {n["name"]: n["status"] for n in cluster.api("GET", "/v1/nodes").body["nodes"]}
-    assert nodes == {"n1": "down", "n2": "ready"}
+    try:
+        moved = wait_for(lambda: [a for a in (running(cluster, "web", 2) or [])
+                                  if a["node"] == "n2"] or None, 30, what="replacements on n2")
+        assert len(moved) == 2
+        nodes = {n["name"]: n["status"] for n in cluster.api("GET", "/v1/nodes").body["nodes"]}
+        assert nodes == {"n1": "down", "n2": "ready"}
+        assert len(processes_with(marker)) == 4  # n1's processes outlived their agent
+        # n1 comes back: its old instances were replaced, so its agent stops them.
+        cluster.start_agent("n1", cpu=1.0)
+        wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                                 for p in orphans), 20, what="n1's replaced processes stopped")
+        assert {a["pid"] for a in running(cluster, "web", 2) or []} == {a["pid"] for a in moved}
+    finally:
+        for p in orphans:
+            if p.is_running():
+                p.kill()
