@@ -169,6 +169,7 @@ class Replica:
         self._wake_w: int | None = None
         self._wake_pending = False
         self._destroyed = False
+        self._snapshot_loaded = False
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
         conf = SyncObjConf(
@@ -212,6 +213,9 @@ class Replica:
             self._setup_wake_pipe()
         self._last_tick = time.monotonic()
         self._tick_failures = 0
+        if self._snapshot_loaded:
+            self._snapshot_loaded = False
+            self._fail_orphaned_callbacks()
         if not self._tuning.group_commit or node._SyncObj__raftState != 2:
             return
         try:
@@ -224,6 +228,21 @@ class Replica:
         except Exception:
             logger.exception("group-commit push failed")
 
+    def _fail_orphaned_callbacks(self) -> None:
+        # Installing a snapshot jumps raftLastApplied past entries whose
+        # callbacks pysyncobj still holds; they would never fire and every such
+        # caller would sit until its deadline. Whether each entry was ours is
+        # unknowable from a snapshot, so report that, now.
+        node = self._node
+        waiting = node._SyncObj__commandsWaitingCommit
+        applied = node.raftLastApplied
+        orphaned = [idx for idx in list(waiting) if idx <= applied]
+        for idx in orphaned:
+            for _term, callback in waiting.pop(idx, []):
+                callback(None, FAIL_UNKNOWN_OUTCOME)
+        if orphaned:
+            logger.info("snapshot installed: %d waiting commands reported as unknown", len(orphaned))
+
     def _setup_wake_pipe(self) -> None:
         from pysyncobj.poller import POLL_EVENT_TYPE
 
@@ -234,16 +253,17 @@ class Replica:
         self._node._poller.subscribe(r, self._on_wake, POLL_EVENT_TYPE.READ)
 
     def _on_wake(self, _descr: int, _events: int) -> None:
-        # Clear before draining: a submitter that still sees the flag set has
+        # Drain before clearing the flag. Clearing first lets a submitter set
+        # the flag and write a byte that this drain then swallows, leaving the
+        # flag set with nothing in the pipe: every later submission would wait
+        # for the poll timeout. Any submitter that still sees the flag set here
         # queued its command before this tick's queue check runs.
-        self._wake_pending = False
         try:
             while os.read(self._wake_r, 4096):  # type: ignore[arg-type]
                 pass
-        except BlockingIOError:
-            pass
         except OSError:
-            pass
+            pass  # BlockingIOError: drained
+        self._wake_pending = False
 
     def _wake(self) -> None:
         if self._wake_pending or self._wake_w is None:
@@ -296,6 +316,7 @@ class Replica:
         prev = doc["prev"]
         with self.lock:
             self.machine.restore(doc["state"])
+        self._snapshot_loaded = True
         # Tuples, exactly as the journal yields them: pysyncobj compares these
         # with its journal head and clears the journal on any mismatch.
         return (
