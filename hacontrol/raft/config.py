@@ -40,7 +40,12 @@ class RaftTuning:
     auto_tick_period: float = 0.05
     # Group commit: batched appends (throughput) plus an immediate append as
     # soon as a tick has queued new entries or advanced the commit index
-    # (latency). Without it a write waits for the next heartbeat period.
+    # (latency); submissions wake the tick thread through a pipe. Measured on
+    # the leader, 100 B commands, 1000 in flight: 38-66k commits/s raw, 15k/s
+    # through LogBridge, sequential p50/p99 0.4-0.5/1.0-1.7 ms. Without it
+    # (plain batching, this heartbeat period): 15k/s and p50 52 ms, since a
+    # write waits for the next heartbeat; appendEntriesUseBatch=False gives
+    # ~1.2 ms but one message per command (2.6k/s).
     group_commit: bool = True
     # Waiting for a leader hides elections in an unbounded queue (#75); we fail
     # fast with a definite "not applied" and let the bridge retry.
