@@ -234,3 +234,80 @@ def test_decompression_bomb_refused(
         tracemalloc.stop()
     assert conn.state == CONNECTION_STATE.DISCONNECTED
     assert peak < safety.DEFAULT_MAX_FRAME_BYTES * 3 // 2
+
+
+# ---- LogBridge outcome mapping and barrier coalescing (no processes) --------
+
+
+class _FakeReplica:
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes, Any]] = []
+        self.leader: str | None = "127.0.0.1:1"
+
+    def submit(self, command: bytes, callback: Any) -> None:
+        self.calls.append((command, callback))
+
+    def status(self) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(leader=self.leader)
+
+
+def test_bridge_maps_outcomes_and_coalesces_barriers() -> None:
+    import asyncio
+    import threading
+
+    from hacontrol.raft import Applied, LogBridge, NotApplied, OutcomeUnknown
+    from hacontrol.raft.replica import FAIL_LEADER_CHANGED, FAIL_NOT_LEADER, FAIL_SUCCESS
+
+    fake = _FakeReplica()
+    bridge = LogBridge(fake)  # type: ignore[arg-type]
+
+    def reply(n: int, res: Any, err: int) -> None:
+        # Callbacks arrive on another thread, as from pysyncobj's tick thread.
+        t = threading.Thread(target=fake.calls[n][1], args=(res, err))
+        t.start()
+        t.join()
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(bridge.submit(b"a", 2))
+        await asyncio.sleep(0)
+        reply(0, Applied(7, {"ok": True}), FAIL_SUCCESS)
+        assert await task == {"ok": True}
+
+        task = asyncio.ensure_future(bridge.submit(b"b", 2, retry=False))
+        await asyncio.sleep(0)
+        reply(1, None, FAIL_NOT_LEADER)
+        with pytest.raises(NotApplied):
+            await task
+
+        task = asyncio.ensure_future(bridge.submit(b"c", 2))
+        await asyncio.sleep(0)
+        reply(2, None, FAIL_LEADER_CHANGED)
+        with pytest.raises(OutcomeUnknown):
+            await task
+
+        with pytest.raises(OutcomeUnknown):
+            await bridge.submit(b"d", 0.05)  # never answered
+
+        fake.leader = None
+        with pytest.raises(NotApplied):
+            await bridge.submit(b"e", 0.05)
+        fake.leader = "127.0.0.1:1"
+
+        # 50 readers, one in flight: the first gets its own no-op, all who
+        # arrive while it is in flight share exactly one more.
+        base = len(fake.calls)
+        first = asyncio.ensure_future(bridge.barrier(b"noop", 2))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(bridge.barrier(b"noop", 2)) for _ in range(49)]
+        await asyncio.sleep(0.01)
+        assert len(fake.calls) == base + 1
+        reply(base, Applied(100, None), FAIL_SUCCESS)
+        assert await first == 100
+        await asyncio.sleep(0.01)
+        assert len(fake.calls) == base + 2
+        reply(base + 1, Applied(101, None), FAIL_SUCCESS)
+        assert await asyncio.gather(*rest) == [101] * 49
+
+    asyncio.run(scenario())
