@@ -260,7 +260,23 @@ def install_fence(max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         pysyncobj.journal.loads = safe_loads  # type: ignore[attr-defined]
         pysyncobj.journal.dumps = safe_dumps  # type: ignore[attr-defined]
         _patch_tcp_connection(max_frame_bytes)
+        restore_inet_ntop()
         _installed_cap = max_frame_bytes
+
+
+def restore_inet_ntop() -> None:
+    """Undo pysyncobj's process-wide replacement of ``socket.inet_ntop``.
+
+    pysyncobj's win_inet_pton module assigns a Windows-only ``inet_ntop`` to the socket
+    module on every platform; on Linux it raises TypeError for anyone who calls it later
+    (psutil's connection listing, IPv6 address formatting in other libraries).
+    """
+    import _socket
+    import socket
+
+    import pysyncobj.win_inet_pton  # noqa: F401  (make sure the damage is done first)
+
+    socket.inet_ntop = _socket.inet_ntop
 
 
 def require_secret(secret: str | None) -> str:

@@ -311,3 +311,14 @@ def test_bridge_maps_outcomes_and_coalesces_barriers() -> None:
         assert await asyncio.gather(*rest) == [101] * 49
 
     asyncio.run(scenario())
+
+
+def test_socket_inet_ntop_still_works_after_importing_pysyncobj() -> None:
+    import socket
+
+    import pysyncobj.tcp_connection  # noqa: F401
+
+    import hacontrol.raft  # noqa: F401
+
+    assert socket.inet_ntop(socket.AF_INET, b"\x7f\x00\x00\x01") == "127.0.0.1"
+    assert socket.inet_ntop(socket.AF_INET6, b"\x00" * 15 + b"\x01") == "::1"
