@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from hacontrol import planted
 from hacontrol.api.errors import ApiError, from_rejection
 from hacontrol.raft.bridge import ApplyFailed, LogBridge, NotApplied, OutcomeUnknown
 from hacontrol.raft.config import RaftTuning, ReplicaConfig
@@ -68,6 +69,7 @@ class Controller:
         self.heartbeats: dict[str, float] = {}
         self.unplaced: dict[str, str] = {}
         self.started = time.monotonic()
+        self.plant: str | None = None
 
     # ----------------------------------------------------------- change feed
 
@@ -136,6 +138,8 @@ class Controller:
                     timeout: float = WRITE_TIMEOUT_S) -> dict[str, Any]:
         """Propose a command and return its result; raise ApiError on any failure."""
         cmd = C.Command(op, time.time(), args, idem or uuid.uuid4().hex)
+        if self.plant == planted.EARLY_ACK:
+            return await self._early_ack(cmd, timeout)
         try:
             result = await self.bridge.submit(cmd.encode(), timeout)
         except NotApplied as exc:
@@ -152,8 +156,40 @@ class Controller:
             raise from_rejection(result.get("error") or {})
         return result
 
+    async def _early_ack(self, cmd: C.Command, timeout: float) -> dict[str, Any]:
+        """Planted fault: answer as if applied while the entry may not even be committed."""
+        task = asyncio.ensure_future(self.bridge.submit(cmd.encode(), timeout))
+        task.add_done_callback(lambda t: t.exception())
+        a = cmd.args
+
+        def guess(m: StateMachine) -> dict[str, Any]:
+            out: dict[str, Any] = {"ok": True, "index": -1, "changed": True}
+            job = m.jobs.get((a.get("namespace", ""), a.get("name", "")))
+            view = m.job_view(job) if job is not None else {
+                "namespace": a.get("namespace"), "name": a.get("name"), "version": 0,
+                "count": 0, "env": {}}
+            if cmd.op == C.JOB_PUT:
+                spec = a["spec"]
+                same = job is not None and job.spec.to_dict() | {"count": 0} == \
+                    spec | {"count": 0}
+                view = {**view, "version": view["version"] + (0 if same else 1),
+                        "count": spec["count"], "env": spec.get("env", {})}
+            elif cmd.op == C.JOB_SCALE:
+                view = {**view, "count": a["count"]}
+            out["job"] = view
+            if cmd.op == C.NS_PUT:
+                out["namespace"] = {"name": a["name"], "quota": a["quota"],
+                                    "usage": {}, "headroom": {}}
+            return out
+        return self.replica.read(guess)
+
+    def _planted_quota_skip(self) -> bool:
+        return self.replica.status().role != "leader"
+
     async def read(self, fn: Callable[[StateMachine], T], stale: bool = False) -> T:
         """Linearizable unless `stale`: a no-op goes through the log first."""
+        if self.plant == planted.STALE_READ and not self.is_leader():
+            stale = True
         if not stale:
             noop = C.Command(C.NOOP, 0.0, {}).encode()
             try:
@@ -178,6 +214,7 @@ async def run_controller(args: Any) -> None:
     api_host, api_port = args.api.rsplit(":", 1)
     me = Member(args.id, args.raft, f"http://{args.api}")
 
+    plant = planted.check_plant(getattr(args, "plant", None))
     install_fence()
     machine = StateMachine()
     tuning = RaftTuning()
@@ -187,6 +224,11 @@ async def run_controller(args: Any) -> None:
                                     peers=[p.raft for p in peers], data_dir=data_dir,
                                     secret=secret, tuning=tuning), machine)
     ctl = Controller(me, peers, replica, machine)
+    if plant is not None:
+        log.warning("PLANTED FAULT %s is active: this replica is deliberately broken", plant)
+        ctl.plant = plant
+        if plant == planted.QUOTA_SKIP:
+            machine.planted_quota_skip = ctl._planted_quota_skip
     loop = asyncio.get_running_loop()
     ctl.attach_loop(loop)
 

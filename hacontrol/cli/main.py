@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.add_argument("--compaction-entries", type=non_negative_int, default=None,
                    help="compact the Raft log after this many entries (default 5000)")
+    p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=run_server)
 
     # agent

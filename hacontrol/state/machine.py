@@ -69,6 +69,8 @@ class StateMachine:
         self.index = 0
         # Called after every applied entry (on the applying thread); never part of the state.
         self.on_applied: Callable[[int, C.Command | None], None] | None = None
+        # Test-only planted fault (see hacontrol/planted.py); None in every real deployment.
+        self.planted_quota_skip: Callable[[], bool] | None = None
 
     # ------------------------------------------------------------------ apply
 
@@ -335,6 +337,8 @@ class StateMachine:
                                                                             "name"))
 
     def _check_quota(self, ns: str, usage: Usage) -> None:
+        if self.planted_quota_skip is not None and self.planted_quota_skip():
+            return
         rej = check_fits(self.namespaces.get(ns, Quota()), usage)
         if rej is not None:
             raise rej
