@@ -1,0 +1,273 @@
+"""Replicas and agents as plain processes on distinct loopback addresses (127.0.0.2, .3, ...).
+
+Needs no privileges, so it runs anywhere; the price is that it can only kill and pause:
+there is no network of its own to cut. `ProcessBackend` holds what every process-based
+backend shares (starting, killing, pausing, bookkeeping); `NetnsBackend` builds on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from .base import KILL, PAUSE, ClusterSpec, Member
+from .cleanup import Registry
+
+
+class BackendUnavailable(RuntimeError):
+    """The machine lacks what the backend needs (a tool, root); the message says what."""
+
+
+@dataclass
+class _Proc:
+    member: Member
+    argv: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ProcessBackend:
+    """Members as OS processes this object starts; subclasses decide where they live.
+
+    Every public method takes one lock, so a nemesis thread and a workload thread may call
+    in concurrently.
+    """
+
+    name = "process"
+    capabilities: frozenset[str] = frozenset({KILL, PAUSE})
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+        self.spec: ClusterSpec | None = None
+        self.registry: Registry | None = None
+        self.run_dir: Path | None = None
+        self.token = ""
+        self._procs: dict[str, _Proc] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------ subclass hooks
+
+    def _prepare(self, spec: ClusterSpec, reg: Registry) -> None:
+        """Create whatever network the members need."""
+
+    def _address(self, index: int) -> str:
+        raise NotImplementedError
+
+    def _ports(self, host: str) -> tuple[int, int]:
+        """(raft, api) ports for a replica bound to `host`."""
+        raise NotImplementedError
+
+    def _wrap(self, member: Member, argv: list[str]) -> list[str]:
+        """The command that runs `argv` where `member` lives."""
+        return argv
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, spec: ClusterSpec) -> list[Member]:
+        """Start every member under `spec.workdir/<backend>-<run id>` (see `run_dir`).
+
+        An empty `spec.token` or `spec.secret` is filled in with a fresh random one, so the
+        caller reads the token from the spec (or from `self.token`) afterwards.
+        """
+        with self._lock:
+            if self.registry is not None:
+                raise RuntimeError("setup() already called; use a new backend per run")
+            self.spec = spec
+            reg = self.registry = Registry()
+            try:
+                self._setup(spec, reg)
+            except BaseException:
+                self.teardown()
+                raise
+            return self.members()
+
+    def _setup(self, spec: ClusterSpec, reg: Registry) -> None:
+        spec.token = spec.token or secrets.token_hex(16)
+        spec.secret = spec.secret or secrets.token_hex(24)
+        self.token = spec.token
+        run_dir = self.run_dir = spec.workdir / f"{self.name}-{reg.run_id}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+        for fname, value in (("token", spec.token), ("secret", spec.secret)):
+            path = run_dir / fname
+            path.touch(mode=0o600)
+            path.write_text(value)
+        self._prepare(spec, reg)
+        replicas: list[Member] = []
+        for i in range(spec.replicas):
+            host = self._address(i)
+            raft_port, api_port = self._ports(host)
+            name = f"c{i + 1}"
+            replicas.append(Member(name, "replica", host, f"http://{host}:{api_port}",
+                                   f"{host}:{raft_port}", run_dir / f"{name}.log",
+                                   run_dir / name))
+        for m in replicas:
+            peers: list[str] = []
+            for o in replicas:
+                if o is not m:
+                    peers += ["--peer", f"{o.name}={o.raft_addr}={o.api_url}"]
+            assert m.api_url is not None
+            argv = [self.python, "-m", "hacontrol", "server", "--id", m.name,
+                    "--data-dir", str(m.data_dir), "--raft", str(m.raft_addr),
+                    "--api", m.api_url.removeprefix("http://"), *peers,
+                    "--secret-file", str(run_dir / "secret"),
+                    "--token-file", str(run_dir / "token"), *spec.server_args]
+            self._procs[m.name] = _Proc(m, argv)
+        controllers = ",".join(str(m.api_url) for m in replicas)
+        for j in range(spec.agents):
+            name = f"n{j + 1}"
+            m = Member(name, "agent", self._address(spec.replicas + j), None, None,
+                       run_dir / f"{name}.log", run_dir / name)
+            argv = [self.python, "-m", "hacontrol", "agent", "--name", name,
+                    "--data-dir", str(m.data_dir), "--controllers", controllers,
+                    "--token-file", str(run_dir / "token"), "--cpu", str(spec.agent_cpu),
+                    "--memory-mb", str(spec.agent_memory_mb)]
+            self._procs[name] = _Proc(m, argv)
+        reg.add_hook(self._reap)
+        for name in self._procs:
+            self.start(name)
+
+    # -------------------------------------------------------------- lifecycle
+
+    def members(self) -> list[Member]:
+        with self._lock:
+            return [p.member for p in self._procs.values()]
+
+    def member(self, name: str) -> Member:
+        return self._proc(name).member
+
+    def _proc(self, name: str) -> _Proc:
+        try:
+            return self._procs[name]
+        except KeyError:
+            raise KeyError(f"no member {name!r}; have {sorted(self._procs)}") from None
+
+    def start(self, name: str) -> None:
+        """Start the member if it is not running (a no-op if it is), keeping its data dir."""
+        with self._lock:
+            p = self._proc(name)
+            if p.popen is not None and p.popen.poll() is None:
+                return
+            assert self.spec is not None and self.registry is not None
+            p.member.data_dir.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env}
+            with p.member.log_path.open("ab") as log:
+                # Own session: a Ctrl-C in the terminal reaches only us, and we stop the
+                # members in order instead of them dying mid-write on their own.
+                p.popen = subprocess.Popen(self._wrap(p.member, p.argv), stdout=log,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           env=env, start_new_session=True)
+            p.paused = False
+            p.member.pid = p.popen.pid
+            self.registry.add_pid(p.popen.pid)
+
+    def kill(self, name: str) -> None:
+        with self._lock:
+            p = self._proc(name)
+            if p.popen is None or p.popen.poll() is not None:
+                return
+            self._adopt_descendants(p.popen.pid)
+            p.popen.kill()
+            p.popen.wait(10)
+            p.paused = False
+            if self.registry is not None:
+                self.registry.drop_pid(p.popen.pid)
+
+    def _adopt_descendants(self, pid: int) -> None:
+        """Register an agent's task processes: they outlive its kill, but not our teardown."""
+        if self.registry is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children(recursive=True):
+                self.registry.add_pid(child.pid)
+
+    def pause(self, name: str) -> None:
+        with self._lock:
+            p = self._proc(name)
+            if p.popen is not None and p.popen.poll() is None:
+                os.kill(p.popen.pid, signal.SIGSTOP)
+                p.paused = True
+
+    def resume(self, name: str) -> None:
+        with self._lock:
+            p = self._proc(name)
+            if p.popen is not None and p.popen.poll() is None:
+                os.kill(p.popen.pid, signal.SIGCONT)
+            p.paused = False
+
+    def paused(self, name: str) -> bool:
+        with self._lock:
+            return self._proc(name).paused and self.alive(name)
+
+    def alive(self, name: str) -> bool:
+        with self._lock:
+            p = self._proc(name)
+            return p.popen is not None and p.popen.poll() is None
+
+    # ----------------------------------------------------------------- network
+
+    def partition(self, groups: list[set[str]]) -> None:
+        raise NotImplementedError(f"the {self.name} backend cannot partition the network")
+
+    def loss(self, name: str, percent: int) -> None:
+        raise NotImplementedError(f"the {self.name} backend cannot drop packets")
+
+    def heal(self) -> None:
+        """Nothing to heal: this backend never touches the network."""
+
+    # ---------------------------------------------------------------- teardown
+
+    def _reap(self) -> None:
+        for p in self._procs.values():
+            if p.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.popen.wait(1)
+
+    def teardown(self) -> None:
+        with self._lock:
+            if self.registry is None:
+                return
+            for p in self._procs.values():
+                if p.popen is not None and p.popen.poll() is None:
+                    self._adopt_descendants(p.popen.pid)
+            errors = self.registry.teardown()
+            if errors:
+                raise RuntimeError(f"{self.name} teardown left work undone: {errors}")
+
+
+class LocalBackend(ProcessBackend):
+    """Members on 127.0.0.2, 127.0.0.3, ...; capabilities: kill and pause.
+
+    Each member binds its own loopback address, so logs and peer lists look like a real
+    multi-host cluster, and ports are chosen free per address.
+    """
+
+    name = "local"
+    capabilities = frozenset({KILL, PAUSE})
+
+    def _address(self, index: int) -> str:
+        if not sys.platform.startswith("linux"):
+            return "127.0.0.1"  # only Linux routes all of 127/8 to loopback out of the box
+        return f"127.0.0.{index + 2}"
+
+    def _ports(self, host: str) -> tuple[int, int]:
+        raft = free_port(host)
+        api = free_port(host)
+        while api == raft:
+            api = free_port(host)
+        return raft, api
