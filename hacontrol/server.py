@@ -8,6 +8,7 @@ API (`api/`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -70,6 +71,9 @@ class Controller:
         self.unplaced: dict[str, str] = {}
         self.started = time.monotonic()
         self.plant: str | None = None
+        # Generated idempotency keys: unique per process start, cheaper than uuid4.
+        self._key_prefix = f"{me.id}-{uuid.uuid4().hex[:12]}-"
+        self._key_seq = itertools.count(1)
 
     # ----------------------------------------------------------- change feed
 
@@ -137,7 +141,7 @@ class Controller:
     async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
                     timeout: float = WRITE_TIMEOUT_S) -> dict[str, Any]:
         """Propose a command and return its result; raise ApiError on any failure."""
-        cmd = C.Command(op, time.time(), args, idem or uuid.uuid4().hex)
+        cmd = C.Command(op, time.time(), args, idem or f"{self._key_prefix}{next(self._key_seq)}")
         if self.plant == planted.EARLY_ACK:
             return await self._early_ack(cmd, timeout)
         try:

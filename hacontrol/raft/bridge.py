@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -78,6 +79,7 @@ class LogBridge:
     def __init__(self, replica: Replica, max_in_flight: int = 1000) -> None:
         self._replica = replica
         self._max_in_flight = max_in_flight
+        self._inbox = _Inbox()
         self._slots: asyncio.Semaphore | None = None
         self._barrier_inflight: asyncio.Future[int] | None = None
         self._barrier_next: asyncio.Future[int] | None = None
@@ -137,7 +139,7 @@ class LogBridge:
                 last = NotApplied("no leader known")
             else:
                 fut: asyncio.Future[tuple[Applied | None, int]] = loop.create_future()
-                self._replica.submit(command, _resolver(loop, fut))
+                self._replica.submit(command, self._inbox.resolver(loop, fut))
                 # A plain timer instead of wait_for: no extra task per command,
                 # which measurably limited throughput with 1000 in flight.
                 timer = loop.call_later(remaining, _expire, fut)
@@ -225,20 +227,42 @@ class LogBridge:
             self._start_barrier(nxt, *args)
 
 
-def _resolver(
-    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[tuple[Applied | None, int]]
-) -> Callable[[Applied | None, int], None]:
-    def set_once(res: Applied | None, err: int) -> None:
-        if not fut.done():
-            fut.set_result((res, err))
+class _Inbox:
+    """Results handed from the tick thread to the event loop in batches.
 
-    def callback(res: Applied | None, err: int) -> None:
-        try:
-            loop.call_soon_threadsafe(set_once, res, err)
-        except RuntimeError:
-            pass  # loop closed: nobody is waiting any more
+    One `call_soon_threadsafe` per result costs a write to the loop's self-pipe each; under
+    load that was a tenth of the leader's CPU. Results queue here and one wake-up drains
+    every result that arrived in the meantime.
+    """
 
-    return callback
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Future[Any], Applied | None, int]] = []
+        self._scheduled = False
+
+    def resolver(self, loop: asyncio.AbstractEventLoop,
+                 fut: asyncio.Future[tuple[Applied | None, int]]
+                 ) -> Callable[[Applied | None, int], None]:
+        def callback(res: Applied | None, err: int) -> None:
+            with self._lock:
+                self._items.append((fut, res, err))
+                if self._scheduled:
+                    return
+                self._scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                pass  # loop closed: nobody is waiting any more
+
+        return callback
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._scheduled = False
+        for fut, res, err in items:
+            if not fut.done():
+                fut.set_result((res, err))
 
 
 def _expire(fut: asyncio.Future[tuple[Applied | None, int]]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgpack
 
+from hacontrol.raft import append_fix
 from hacontrol.raft.config import ReplicaConfig
 from hacontrol.raft.safety import install_fence, require_secret
 
@@ -122,6 +123,37 @@ def _make_node_class() -> type:
             # A weak reference: the Replica owns the node, not the other way round.
             self._hc_owner = weakref.ref(owner)
             super().__init__(self_addr, peers, conf)
+
+        def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> Any:  # noqa: N802
+            # Overrides pysyncobj's private handler (its callback is bound by attribute
+            # lookup, so this method is the one registered).
+            handle = super()._SyncObj__onMessageReceived
+            if (not isinstance(message, dict) or message.get("type") != "append_entries"
+                    or "prevLogIdx" not in message or message.get("transmission") is not None
+                    or message.get("term", -1) < self.raftCurrentTerm):
+                return handle(node, message)
+            prev = message["prevLogIdx"]
+            last = self._SyncObj__getCurrentLogIndex()
+            if prev >= last:
+                return handle(node, message)
+            ours = self._SyncObj__getEntries(prev)
+            message, reply_next = append_fix.rewrite(message, ours, last,
+                                                     self._SyncObj__getCurrentLogTerm())
+            if reply_next is None:
+                return handle(node, message)
+            send = self._SyncObj__sendNextNodeIdx
+
+            def pinned(node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N803
+                       success: bool = False) -> Any:
+                if success:
+                    nextNodeIdx = reply_next
+                return send(node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
+
+            self._SyncObj__sendNextNodeIdx = pinned
+            try:
+                return handle(node, message)
+            finally:
+                del self._SyncObj__sendNextNodeIdx
 
         # The only replicated method, ever: pysyncobj numbers replicated methods
         # by sorted name, so adding another would renumber journal entries.

@@ -39,7 +39,7 @@ from .model import (
     Resources,
     Usage,
 )
-from .quota import check_fits, headroom, total_usage
+from .quota import check_fits, headroom
 from .validate import check_name, parse_count, parse_job_spec, parse_quota
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,11 @@ class StateMachine:
         self.idempotency: OrderedDict[str, tuple[str, Result]] = OrderedDict()
         self.alloc_seq = 0
         self.index = 0
+        # Derived, never snapshotted: the sum of job usages per namespace, kept current so a
+        # quota check costs O(1) rather than a walk over every job of the namespace.
+        # Integers (micro-cores) so that the running sum and a recomputation after restore
+        # agree to the last bit: float sums depend on their order.
+        self.usage: dict[str, tuple[int, int, int]] = {}
         # Called after every applied entry (on the applying thread); never part of the state.
         self.on_applied: Callable[[int, C.Command | None], None] | None = None
         # Test-only planted fault (see hacontrol/planted.py); None in every real deployment.
@@ -144,7 +149,9 @@ class StateMachine:
         if job is None:
             job = Job(ns, name, spec, 1, JOB_RUNNING, cmd.ts, cmd.ts, index)
             self.jobs[job.key] = job
+            self._account(ns, old_usage, job.quota_usage())
         else:
+            was = job.quota_usage()
             new_version = job.status == JOB_STOPPING or not job.spec.same_template(spec)
             job.spec = spec
             job.status = JOB_RUNNING
@@ -152,6 +159,7 @@ class StateMachine:
             job.modify_index = index
             if new_version:
                 job.version += 1
+            self._account(ns, was, job.quota_usage())
         self._reconcile(job, cmd.ts, index)
         return {"job": self.job_view(job), "changed": True}
 
@@ -165,6 +173,7 @@ class StateMachine:
             return {"job": self.job_view(job), "changed": False}
         new_spec = JobSpec(**{**job.spec.__dict__, "count": count})
         self._check_quota(ns, self.namespace_usage(ns) - job.quota_usage() + new_spec.usage())
+        self._account(ns, job.quota_usage(), new_spec.usage())
         job.spec = new_spec
         job.updated_at = cmd.ts
         job.modify_index = index
@@ -176,6 +185,7 @@ class StateMachine:
         job = self.jobs.get((ns, name))
         if job is None:
             raise not_found(f"job {ns}/{name}", "name")
+        self._account(ns, job.quota_usage(), Usage())
         job.status = JOB_STOPPING
         job.updated_at = cmd.ts
         job.modify_index = index
@@ -407,8 +417,22 @@ class StateMachine:
         return [a for a in self.allocs.values()
                 if a.namespace == job.namespace and a.job == job.name]
 
+    def _account(self, ns: str, before: Usage, after: Usage) -> None:
+        c, m, p = self.usage.get(ns, (0, 0, 0))
+        b, a = _ints(before), _ints(after)
+        self.usage[ns] = (c - b[0] + a[0], m - b[1] + a[1], p - b[2] + a[2])
+
     def namespace_usage(self, ns: str) -> Usage:
-        return total_usage(j.quota_usage() for j in self.jobs.values() if j.namespace == ns)
+        c, m, p = self.usage.get(ns, (0, 0, 0))
+        return Usage(c / 1_000_000, m, p)
+
+    def recompute_usage(self) -> dict[str, tuple[int, int, int]]:
+        usage: dict[str, tuple[int, int, int]] = {}
+        for j in self.jobs.values():
+            c, m, p = usage.get(j.namespace, (0, 0, 0))
+            u = _ints(j.quota_usage())
+            usage[j.namespace] = (c + u[0], m + u[1], p + u[2])
+        return usage
 
     def namespace_view(self, ns: str) -> dict[str, Any]:
         quota = self.namespaces[ns]
@@ -503,10 +527,15 @@ class StateMachine:
         self.idempotency = idem
         self.alloc_seq = int(d["alloc_seq"])
         self.index = int(d["index"])
+        self.usage = self.recompute_usage()
 
     def digest(self) -> str:
         """A fingerprint of the state, for comparing replicas."""
         return hashlib.sha256(self.snapshot()).hexdigest()
+
+
+def _ints(u: Usage) -> tuple[int, int, int]:
+    return (round(u.cpu * 1_000_000), u.memory_mb, u.processes)
 
 
 def _job_to_dict(j: Job) -> dict[str, Any]:

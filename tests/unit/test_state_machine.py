@@ -211,6 +211,11 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
         pend = [[x.id, "n1"] for x in a.m.pending_allocs()]
         a(C.PLAN, placements=pend)
         b(C.PLAN, placements=pend)
+        assert a.m.usage == {k: v for k, v in a.m.recompute_usage().items()} or \
+            all(v == (0, 0, 0) for k, v in a.m.usage.items() if k not in a.m.recompute_usage())
+        restored = StateMachine()
+        restored.restore(a.m.snapshot())
+        assert restored.namespace_usage("default") == a.m.namespace_usage("default")
         quota = a.m.namespaces["default"].processes
         if quota is not None:
             assert a.m.namespace_usage("default").processes <= quota
