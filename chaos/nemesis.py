@@ -355,14 +355,38 @@ class Nemesis:
         self._paused: set[str] = set()
         caps = set(backend.capabilities)
         self._skip: set[int] = set()
-        for w in schedule:
-            if KIND_NEEDS[w.kind] <= caps and (w.kind != K_LOAD or load_burst is not None):
-                continue
-            if w.schedule != "mixed":
-                check_supported(w.nemesis, backend.name, caps, load_burst is not None)
-            # A mixed schedule made without the backend's capabilities: the windows it cannot
-            # do are skipped (and reported) rather than failing the whole run.
+        # Before setup the backend names no members; the schedule's own names stand in.
+        self._names = [m.name for m in backend.members()] or sorted(
+            {n for w in schedule for n in (*w.targets, *(x for g in w.groups for x in g))
+             if not n.startswith("@")})
+        self.schedule = [self._fit(w, caps) for w in schedule]
+
+    def _fit(self, w: FaultWindow, caps: set[str]) -> FaultWindow:
+        """The window itself if this run can do it; for mixed, a seeded substitute; else refuse."""
+        if self._can(w.kind, caps):
+            return w
+        if w.schedule != "mixed":
+            check_supported(w.nemesis, self.backend.name, caps, self.load_burst is not None)
+        # A mixed schedule made without the backend's capabilities: redraw this window from
+        # what the backend can do, from the window's own seed so the run stays reproducible.
+        rng = random.Random(w.seed)
+        pool = [n for n, d in NEMESES.items() if d.plan is not None and supported(n, caps)
+                and (n != "load-burst" or self.load_burst is not None)]
+        reps, agents = _replicas_agents(self._names)
+        if not pool or not reps:
             self._skip.add(w.id)
+            return w
+        name = rng.choice(pool)
+        planner = NEMESES[name].plan
+        assert planner is not None
+        plan = planner(rng, reps, agents)
+        end = w.end_s if plan.max_duration_s is None else min(w.end_s,
+                                                              w.start_s + plan.max_duration_s)
+        return FaultWindow(w.id, w.start_s, end, name, plan.kind, plan.targets, plan.groups,
+                           plan.percent, plan.size, rng.randrange(2**31), w.schedule)
+
+    def _can(self, kind: str, caps: set[str]) -> bool:
+        return KIND_NEEDS[kind] <= caps and (kind != K_LOAD or self.load_burst is not None)
 
     # ------------------------------------------------------------- reporting
 

@@ -210,7 +210,8 @@ class Registry:
 
 
 _ACTIVE: set[Registry] = set()
-_INSTALLED = False
+_ATEXIT = False
+_SIGNALS = False
 _PREVIOUS: dict[int, Any] = {}
 
 
@@ -224,8 +225,6 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     prev = _PREVIOUS.get(signum)
     if callable(prev):
         prev(signum, frame)
-    elif prev == signal.SIG_IGN:
-        return
     else:
         # Default disposition: die of the same signal, as the caller would expect.
         signal.signal(signum, signal.SIG_DFL)
@@ -233,16 +232,23 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def install_handlers() -> None:
-    """Hook teardown into exit and SIGINT/SIGTERM, chaining to handlers already set."""
-    global _INSTALLED
-    if _INSTALLED:
+    """Hook teardown into exit and SIGINT/SIGTERM, chaining to handlers already set.
+
+    Signal handlers can only be set from the main thread; a backend set up from a worker
+    thread (e.g. `asyncio.to_thread`) gets them from its constructor, run on the main one.
+    """
+    global _ATEXIT, _SIGNALS
+    if not _ATEXIT:
+        _ATEXIT = True
+        atexit.register(teardown_all)
+    if _SIGNALS or threading.current_thread() is not threading.main_thread():
         return
-    _INSTALLED = True
-    atexit.register(teardown_all)
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread; atexit still runs
+    _SIGNALS = True
     for sig in (signal.SIGINT, signal.SIGTERM):
-        _PREVIOUS[sig] = signal.getsignal(sig)
+        prev = signal.getsignal(sig)
+        if prev == signal.SIG_IGN:
+            continue  # whoever started us chose to ignore it (nohup, a background job)
+        _PREVIOUS[sig] = prev
         signal.signal(sig, _on_signal)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from .base import KILL, PAUSE, ClusterSpec, Member
-from .cleanup import Registry
+from .cleanup import Registry, install_handlers
 
 
 class BackendUnavailable(RuntimeError):
@@ -60,6 +60,7 @@ class ProcessBackend:
         self.token = ""
         self._procs: dict[str, _Proc] = {}
         self._lock = threading.RLock()
+        install_handlers()
 
     # ------------------------------------------------------------ subclass hooks
 
