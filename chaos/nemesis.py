@@ -115,7 +115,7 @@ def _pause(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
 
 
 def _partition_leader(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
-    return FaultPlan(K_PARTITION, groups=[[LEADER], [OTHERS]])
+    return FaultPlan(K_PARTITION, [LEADER], groups=[[LEADER], [OTHERS]])
 
 
 def _halves(rng: random.Random, reps: list[str]) -> tuple[list[str], list[str]]:
