@@ -196,10 +196,10 @@ class Run:
                         op.replicas.append(m.name)
                         break
                 self.history.ops.append(op)
-        leader = next(m for m in self.replicas)
-        async with session.get(f"{leader.api_url}/v1/jobs") as r:
+        any_replica = self.replicas[0]  # linearizable reads: any replica answers the same
+        async with session.get(f"{any_replica.api_url}/v1/jobs") as r:
             self.history.final["jobs"] = (await r.json())["jobs"]
-        async with session.get(f"{leader.api_url}/v1/namespaces") as r:
+        async with session.get(f"{any_replica.api_url}/v1/namespaces") as r:
             self.history.final["namespaces"] = [
                 {"name": n["name"], "quota": n["quota"]["processes"],
                  "usage": n["usage"]["processes"]} for n in (await r.json())["namespaces"]]
@@ -227,7 +227,8 @@ class Run:
         return verdicts
 
     async def execute(self) -> dict[str, Any]:
-        from .nemesis import Nemesis, make_schedule
+        from .cluster.cleanup import sweep_leftovers
+        from .nemesis import Nemesis, check_supported, make_schedule
 
         cfg = self.cfg
         workdir = Path(tempfile.mkdtemp(prefix="hcx-"))
@@ -236,6 +237,8 @@ class Run:
                            secret=self.secret,
                            server_args=["--plant", cfg.plant] if cfg.plant else [], env=env)
         self.backend = backend = make_backend(cfg.backend)
+        check_supported(cfg.nemesis, backend.name, backend.capabilities)
+        sweep_leftovers()
         try:
             self.members = await asyncio.to_thread(backend.setup, spec)
             await self._wait_leader(60)
@@ -260,7 +263,8 @@ class Run:
                     asyncio.run_coroutine_threadsafe(wl.burst(int(n)), loop)
 
                 schedule = make_schedule(cfg.nemesis, cfg.seed, cfg.time_s,
-                                         [m.name for m in self.members])
+                                         [m.name for m in self.members],
+                                         capabilities=backend.capabilities)
                 nemesis = Nemesis(backend, schedule, leader_finder(self.replicas, self.token),
                                   on_event, load_burst)
                 work = asyncio.create_task(wl.run(stop_work))

@@ -1,0 +1,56 @@
+"""A short chaos run inside `make test`: real faults, real histories, checkers that can fail.
+
+The standard set (`make chaos`) runs every nemesis for longer; this one keeps the default
+test run honest: one crash nemesis on plain processes, one partition nemesis in network
+namespaces, and a planted bug that the checkers must catch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chaos.runner import RunConfig, run
+
+
+def _netns_or_skip() -> None:
+    from chaos.cluster.netns import BackendUnavailable, check_tools
+    try:
+        check_tools()
+    except BackendUnavailable as exc:
+        if os.environ.get("HACONTROL_TEST_ALL") == "1":
+            pytest.fail(f"HACONTROL_TEST_ALL=1 but {exc}")
+        pytest.skip(str(exc))
+
+
+def _run(tmp_path: Path, **kw: object) -> dict:
+    cfg = RunConfig(results_dir=tmp_path / "results", convergence_bound_s=20.0, **kw)
+    summary, out = run(cfg)
+    report = json.loads((out / "report.json").read_text())
+    assert report["valid"] == summary["valid"]
+    assert (out / "history.jsonl").exists() and (out / "report.md").exists()
+    return report
+
+
+def test_kill_leader_on_processes(tmp_path: Path) -> None:
+    report = _run(tmp_path, nemesis="kill-leader", time_s=15.0, seed=11, backend="local")
+    assert report["faults"] >= 1
+    assert report["operations"] > 100
+    assert report["valid"], json.dumps(report["checkers"], indent=1)[:3000]
+
+
+def test_partition_leader_in_namespaces(tmp_path: Path) -> None:
+    _netns_or_skip()
+    report = _run(tmp_path, nemesis="partition-leader", time_s=15.0, seed=12, backend="netns")
+    assert report["faults"] >= 1
+    assert report["valid"], json.dumps(report["checkers"], indent=1)[:3000]
+
+
+def test_planted_stale_read_is_caught(tmp_path: Path) -> None:
+    report = _run(tmp_path, nemesis="pause", time_s=12.0, seed=13, backend="local",
+                  plant="stale-read")
+    assert report["valid"] is False
+    assert report["checkers"]["linearizable"]["valid"] is False
