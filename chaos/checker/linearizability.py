@@ -126,7 +126,9 @@ _SLICE = 4096
 _Search = Generator[None, None, PartitionResult]
 
 
-def _search_partition(model: Model, ops: Sequence[Operation], index: int) -> _Search:
+def _search_partition(
+    model: Model, ops: Sequence[Operation], index: int, max_states: int | None
+) -> _Search:
     """Decide one partition, yielding every ``_SLICE`` iterations.
 
     ``elapsed_s`` of the result is left at 0: the scheduler knows the time spent.
@@ -137,6 +139,9 @@ def _search_partition(model: Model, ops: Sequence[Operation], index: int) -> _Se
     if n == 0:
         return PartitionResult(index, True, 0, 0, 0, 0.0)
 
+    for op in ops:
+        if op.ret is not None and not op.ret >= op.call:
+            raise ValueError(f"operation returns before it is called: {op!r}")
     inputs = [op.input for op in ops]
     outputs = [UNKNOWN if op.is_unknown else op.output for op in ops]
 
@@ -191,6 +196,10 @@ def _search_partition(model: Model, ops: Sequence[Operation], index: int) -> _Se
         iterations += 1
         if iterations == _SLICE:
             iterations = 0
+            if max_states is not None and len(seen) > max_states:
+                return PartitionResult(
+                    index, "unknown", n, n_unknown, len(seen), 0.0, note="state limit reached"
+                )
             yield
         if is_call[entry]:
             i = op_of[entry]
@@ -292,6 +301,7 @@ def check(
     timeout_s: float | None = None,
     *,
     stop_on_violation: bool = True,
+    max_states: int | None = None,
 ) -> CheckResult:
     """Check ``ops`` against ``model``; ``valid`` is True, False or "unknown" (timeout).
 
@@ -299,13 +309,14 @@ def check(
     one decides the verdict even if others are undecided; with ``stop_on_violation``
     (the default) the search ends there and the undecided partitions are reported as
     "unknown" with a note, otherwise every partition is searched to the end (or until
-    the deadline).
+    the deadline). ``max_states`` bounds the memo set of each partition (roughly 200 bytes
+    per state plus the state itself); a partition reaching it is "unknown".
     """
     started = time.monotonic()
     deadline = None if timeout_s is None else started + timeout_s
     parts = model.partition(list(ops))
     searches: dict[int, _Search] = {
-        i: _search_partition(model, part, i) for i, part in enumerate(parts)
+        i: _search_partition(model, part, i, max_states) for i, part in enumerate(parts)
     }
     spent = [0.0] * len(parts)
     done: dict[int, PartitionResult] = {}

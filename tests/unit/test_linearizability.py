@@ -171,6 +171,28 @@ def test_timeout_gives_unknown() -> None:
     assert res.partitions[0].note == "timed out"
 
 
+def test_state_limit_gives_unknown() -> None:
+    writes = [op(0, 100, w(i), client=i) for i in range(14)]
+    res = check(REG, [*writes, op(101, 102, r(), 99)], max_states=1000)
+    assert res.valid == "unknown"
+    assert res.partitions[0].note == "state limit reached"
+
+
+def test_stop_on_violation_leaves_others_undecided() -> None:
+    bad = [op(0, 1, KvInput("put", "a", "x")), op(2, 3, KvInput("get", "a"), "")]
+    hard = [op(0, 100, KvInput("append", "b", str(i)), client=i) for i in range(14)]
+    hard.append(op(101, 102, KvInput("get", "b"), "nobody wrote this"))
+    res = check(KV, [*bad, *hard])
+    assert res.valid is False
+    assert res.partitions[1].valid == "unknown"
+    assert "partition 0" in res.partitions[1].note
+
+
+def test_return_before_call_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        check(REG, [op(2, 1, w(1))])
+
+
 # --------------------------------------------------------- versioned object
 
 
