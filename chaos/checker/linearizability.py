@@ -17,8 +17,7 @@ Operation outcomes:
 - ``unknown`` (or ``ret is None``): it may have taken effect at any time after its call,
   or never. Its return is placed at +infinity, so it never forces a backtrack; the model
   sees ``UNKNOWN`` as its output. The history is linearizable once every ``ok``
-  operation is linearized; unknown ones left over are taken never to have happened
-  (equivalently, to have happened after everything observed).
+  operation is linearized; unknown ones left over are taken never to have happened.
 
 Ties: when a call and a return carry the same timestamp, the call is ordered first, so
 the two operations count as concurrent. Clocks of limited resolution can make a real
@@ -285,7 +284,7 @@ def _counterexample(
     lines += [f"  {k + 1}. {show(ops[i])}" for k, i in enumerate(prefix)]
     lines.append(f"  state after prefix: {model.describe_state(state)}")
     if blocked is not None:
-        lines.append(f"  cannot be placed next: {show(ops[blocked])}")
+        lines.append(f"  returned before it could be linearized: {show(ops[blocked])}")
     return Counterexample(
         partition=index,
         prefix=tuple(ops[i] for i in prefix),

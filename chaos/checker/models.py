@@ -225,6 +225,8 @@ class TableModel(ModelBase):
     initial: Hashable
     steps: Mapping[str, StepFn]
     state_formatter: Callable[[Any], str] = field(default=repr)
+    # See is_read_only in the Model notes; None means "no operation is read-only".
+    read_only: Callable[[OpInput, Any], bool] | None = None
 
     def init(self) -> Hashable:
         return self.initial
@@ -239,6 +241,9 @@ class TableModel(ModelBase):
     def partition(self, ops: Sequence[Operation]) -> list[list[Operation]]:
         return partition_by(ops, lambda inp: inp.key)
 
+    def is_read_only(self, input: OpInput, output: Any) -> bool:
+        return self.read_only is not None and self.read_only(input, output)
+
     def describe_operation(self, input: OpInput, output: Any) -> str:
         arg = "" if input.arg is None else repr(input.arg)
         return f"{input.op}[{input.key!r}]({arg}) -> {output!r}"
@@ -247,7 +252,12 @@ class TableModel(ModelBase):
         return self.state_formatter(state)
 
     def with_steps(self, **extra: StepFn) -> TableModel:
-        return TableModel(self.name, self.initial, {**self.steps, **extra}, self.state_formatter)
+        # Replacing an existing operation may invalidate the read-only predicate, which
+        # was written for the old one; dropping it is always sound.
+        read_only = None if set(extra) & set(self.steps) else self.read_only
+        return TableModel(
+            self.name, self.initial, {**self.steps, **extra}, self.state_formatter, read_only
+        )
 
 
 # ---------------------------------------------------------- versioned object
@@ -304,10 +314,26 @@ def _vo_delete(s: ObjectState, _arg: Any, output: Any) -> StepResult:
     return _observed(output, new.version), new
 
 
+_VO_REJECTIONS: Final = {
+    "create": CONFLICT,
+    "update_if": CONFLICT,
+    "scale": NOT_FOUND,
+    "delete": NOT_FOUND,
+}
+
+
+def _vo_read_only(input: OpInput, output: Any) -> bool:
+    # Reads, and built-in writes that report a rejection, never change the state.
+    if input.op == "read":
+        return True
+    rejection = _VO_REJECTIONS.get(input.op)
+    return rejection is not None and output is not UNKNOWN and output == rejection
+
+
 def _vo_read(s: ObjectState, _arg: Any, output: Any) -> StepResult:
     if output is UNKNOWN:
         return True, s
-    return tuple(output) == tuple(s), s
+    return (isinstance(output, tuple | list) and tuple(output) == s), s
 
 
 def versioned_object_model(extra_steps: Mapping[str, StepFn] | None = None) -> TableModel:
@@ -333,6 +359,8 @@ def versioned_object_model(extra_steps: Mapping[str, StepFn] | None = None) -> T
         "delete": _vo_delete,
         "read": _vo_read,
     }
+    # The read-only predicate describes the built-in operations only.
+    overridden = bool(extra_steps and set(extra_steps) & set(steps))
     if extra_steps:
         steps.update(extra_steps)
     return TableModel(
@@ -340,4 +368,5 @@ def versioned_object_model(extra_steps: Mapping[str, StepFn] | None = None) -> T
         initial=ObjectState(False, 0, 0),
         steps=steps,
         state_formatter=lambda s: f"exists={s.exists} count={s.count} version={s.version}",
+        read_only=None if overridden else _vo_read_only,
     )

@@ -449,6 +449,48 @@ def test_agrees_with_brute_force(ops: list[Operation]) -> None:
     assert check(RegisterWithoutShortcuts(), ops).valid is expected
 
 
+@st.composite
+def random_object_histories(draw: st.DrawFn) -> list[Operation]:
+    """Arbitrary small histories of one versioned object, outputs from a small range."""
+    outputs = st.sampled_from([1, 2, 3, CONFLICT, NOT_FOUND])
+    ops: list[Operation] = []
+    for client in range(draw(st.integers(0, 6))):
+        call = draw(st.integers(0, 12))
+        ret = call + draw(st.integers(0, 8))
+        name = draw(st.sampled_from(["create", "update", "update_if", "scale", "delete", "read"]))
+        status = draw(st.sampled_from([Status.OK] * 4 + [Status.FAIL, Status.UNKNOWN]))
+        arg: Any = draw(st.integers(0, 1))
+        if name == "update_if":
+            arg = (draw(st.integers(0, 2)), arg)
+        elif name in ("delete", "read"):
+            arg = None
+        if name == "read":
+            out: Any = (draw(st.booleans()), draw(st.integers(0, 1)), draw(st.integers(0, 3)))
+        else:
+            out = draw(outputs)
+        unknown = status is Status.UNKNOWN
+        ops.append(
+            Operation(
+                client,
+                call,
+                None if unknown else ret,
+                OpInput(name, "job", arg),
+                None if unknown else out,
+                status,
+            )
+        )
+    return ops
+
+
+@settings(max_examples=300, deadline=None)
+@given(random_object_histories())
+def test_versioned_object_agrees_with_brute_force(ops: list[Operation]) -> None:
+    expected = brute_force(VO, ops)
+    assert check(VO, ops).valid is expected
+    # The same search without the read-only shortcut.
+    assert check(VO.with_steps(read=VO.steps["read"]), ops).valid is expected
+
+
 def test_model_base_defaults() -> None:
     class Counter(ModelBase):
         def init(self) -> int:
