@@ -25,13 +25,19 @@ ACTION_COMPLETE = "complete"
 ACTION_GIVE_UP = "give_up"
 
 
-def should_restart(policy: RestartPolicy, exit_code: int | None, signal: str | None) -> bool:
-    """Whether the policy wants the process back after this exit."""
+def should_restart(
+    policy: RestartPolicy, exit_code: int | None, signal: str | None, failed: bool = False
+) -> bool:
+    """Whether the policy wants the process back after this exit.
+
+    ``failed`` marks an instance ended for cause (failed health checks) whose
+    exit status, typically from a graceful stop, would otherwise read as success.
+    """
     if policy.policy == POLICY_ALWAYS:
         return True
     if policy.policy == POLICY_NEVER:
         return False
-    return signal is not None or exit_code != 0
+    return failed or signal is not None or exit_code != 0
 
 
 def base_delay(policy: RestartPolicy, attempt: int) -> float:
@@ -91,9 +97,10 @@ def decide(
     uptime_s: float,
     now: float,
     rand: float,
+    failed: bool = False,
 ) -> Decision:
     """What to do after a process ended (not by request)."""
-    if not should_restart(policy, exit_code, signal):
+    if not should_restart(policy, exit_code, signal, failed):
         if policy.policy == POLICY_NEVER:
             reason = "restart policy is never"
         else:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -29,6 +29,10 @@ class PidRecord:
     pgid: int
     create_time: float
     command: list[str]
+    # Isolation mode and cgroup directories of the instance, so that a later
+    # agent can still kill, freeze and account it after adopting it.
+    cgroup_mode: str | None = None
+    cgroups: dict[str, str] = field(default_factory=dict)
 
 
 def decode_returncode(returncode: int) -> tuple[int | None, str | None]:
@@ -66,6 +70,8 @@ def read_pid_record(alloc_dir: Path) -> PidRecord | None:
             pgid=int(raw["pgid"]),
             create_time=float(raw["create_time"]),
             command=[str(a) for a in raw.get("command", [])],
+            cgroup_mode=raw.get("cgroup_mode"),
+            cgroups={str(k): str(v) for k, v in (raw.get("cgroups") or {}).items()},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -1,0 +1,377 @@
+"""Per-instance cgroups: limits, membership, kill, freeze and OOM accounting.
+
+The mode is detected once per supervisor:
+
+* ``cgroup-v2``: a pure unified hierarchy at the mount point, one directory per
+  instance with ``memory.max``, ``cpu.max``, ``pids.max``, ``cgroup.freeze``,
+  ``cgroup.kill`` and ``memory.events``.
+* ``cgroup-v1``: one directory per instance in each of the memory, cpu, pids
+  and freezer hierarchies (``memory.limit_in_bytes``, ``cpu.cfs_quota_us``,
+  ``pids.max``, ``freezer.state``, ``memory.oom_control``).
+* ``rlimit``: no usable cgroups; limits fall back to rlimits and a watchdog
+  (see :mod:`hacontrol.agent.limits`).
+
+Instance cgroups are nested under the agent's own cgroup in each hierarchy
+(``<mount>/<controller>/<agent's path>/hacontrol/<alloc_id>``), so an agent
+that is itself confined (a container, a systemd unit) keeps its tasks within
+its own limits and only touches the part of the tree delegated to it.
+
+Joining: the child writes its own pid into every ``cgroup.procs`` file from the
+exec wrapper, before it drops privileges and before it execs the task's
+command (see :mod:`hacontrol.agent.execwrap`). Nothing the task runs can
+therefore fork outside the cgroup; joining from the agent right after spawn
+would leave a window in which the child could already have forked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hacontrol.agent.spec import Resources
+
+log = logging.getLogger(__name__)
+
+MODE_V2 = "cgroup-v2"
+MODE_V1 = "cgroup-v1"
+MODE_RLIMIT = "rlimit"
+MODES = frozenset({MODE_V2, MODE_V1, MODE_RLIMIT})
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PARENT_NAME = "hacontrol"
+V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer")
+# The unified hierarchy has a single directory per instance; this key names it.
+V2_KEY = "unified"
+
+CFS_PERIOD_US = 100_000
+# The kernel rejects quotas below 1 ms.
+_MIN_QUOTA_US = 1_000
+_FREEZE_TIMEOUT_S = 2.0
+_KILL_ROUNDS = 50
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where instance cgroups go: controller (or V2_KEY) -> parent directory."""
+
+    mode: str
+    bases: dict[str, Path]
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/<pid>/cgroup -> controller -> path ("" is the unified hierarchy)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if not controllers:
+            out[""] = path
+            continue
+        for c in controllers.split(","):
+            out[c] = path
+    return out
+
+
+def cpu_quota_us(cores: float, period_us: int = CFS_PERIOD_US) -> int:
+    return max(int(round(cores * period_us)), _MIN_QUOTA_US)
+
+
+def v1_limit_writes(res: Resources, has_memsw: bool) -> list[tuple[str, str, str]]:
+    """(controller, file, value) in the order they must be written."""
+    writes: list[tuple[str, str, str]] = []
+    if res.memory_mb is not None:
+        limit = str(res.memory_mb * 1024 * 1024)
+        writes.append(("memory", "memory.limit_in_bytes", limit))
+        if has_memsw:
+            # Without this a task with swap available would page out instead
+            # of being OOM-killed at its limit; memsw must be >= the limit,
+            # hence written after it.
+            writes.append(("memory", "memory.memsw.limit_in_bytes", limit))
+    if res.cpu is not None:
+        writes.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
+        writes.append(("cpu", "cpu.cfs_quota_us", str(cpu_quota_us(res.cpu))))
+    if res.pids is not None:
+        writes.append(("pids", "pids.max", str(res.pids)))
+    return writes
+
+
+def v2_limit_writes(res: Resources) -> list[tuple[str, str]]:
+    writes: list[tuple[str, str]] = []
+    if res.memory_mb is not None:
+        writes.append(("memory.max", str(res.memory_mb * 1024 * 1024)))
+        writes.append(("memory.swap.max", "0"))
+    if res.cpu is not None:
+        writes.append(("cpu.max", f"{cpu_quota_us(res.cpu)} {CFS_PERIOD_US}"))
+    if res.pids is not None:
+        writes.append(("pids.max", str(res.pids)))
+    return writes
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    """"key value" lines (memory.events, memory.oom_control, cgroup.events)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+# ------------------------------------------------------------------- detection
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def _probe(base: Path) -> bool:
+    """Whether we may create (and remove) instance directories under ``base``."""
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        probe = base / f".probe-{os.getpid()}"
+        probe.mkdir(exist_ok=True)
+        probe.rmdir()
+        return True
+    except OSError:
+        return False
+
+
+def detect(root: Path = CGROUP_ROOT, self_cgroup: str | None = None) -> Layout:
+    """Pick the isolation mode this host allows, preferring v2, then v1."""
+    if self_cgroup is None:
+        try:
+            self_cgroup = _read(Path("/proc/self/cgroup"))
+        except OSError:
+            return Layout(MODE_RLIMIT, {})
+    own = parse_proc_cgroup(self_cgroup)
+    if (root / "cgroup.controllers").exists():
+        layout = _detect_v2(root, own.get("", "/"))
+        if layout is not None:
+            return layout
+    if (root / "memory").is_dir():
+        layout = _detect_v1(root, own)
+        if layout is not None:
+            return layout
+    return Layout(MODE_RLIMIT, {})
+
+
+def _nested(mount: Path, own_path: str) -> Path:
+    candidate = mount / own_path.lstrip("/")
+    # Inside a cgroup namespace or a container the path in /proc/self/cgroup
+    # may not exist under our mount; the mount root is then our own subtree.
+    return (candidate if candidate.is_dir() else mount) / PARENT_NAME
+
+
+def _detect_v1(root: Path, own: dict[str, str]) -> Layout | None:
+    bases: dict[str, Path] = {}
+    for c in V1_CONTROLLERS:
+        mount = root / c
+        if not mount.is_dir():
+            continue
+        base = _nested(mount, own.get(c, "/"))
+        if _probe(base):
+            bases[c] = base
+    if "memory" not in bases or "freezer" not in bases:
+        # Without these we could neither enforce memory nor kill reliably;
+        # the rlimit mode is honest about that.
+        return None
+    return Layout(MODE_V1, bases)
+
+
+def _detect_v2(root: Path, own_path: str) -> Layout | None:
+    base = _nested(root, own_path)
+    if not _probe(base):
+        return None
+    try:
+        available = _read(base.parent / "cgroup.controllers").split()
+        wanted = [c for c in ("memory", "cpu", "pids") if c in available]
+        # Controllers must be enabled in every ancestor's subtree_control; the
+        # agent's own cgroup cannot do so while it holds processes (the "no
+        # internal processes" rule), in which case limits are unavailable.
+        for directory in (base.parent, base):
+            enabled = _read(directory / "cgroup.subtree_control").split()
+            missing = [c for c in wanted if c not in enabled]
+            if missing:
+                (directory / "cgroup.subtree_control").write_text(
+                    " ".join("+" + c for c in missing)
+                )
+        if "memory" not in _read(base / "cgroup.subtree_control").split():
+            return None
+    except OSError as exc:
+        log.info("cgroup v2 controllers unavailable under %s: %s", base, exc)
+        return None
+    return Layout(MODE_V2, {V2_KEY: base})
+
+
+# -------------------------------------------------------------------- instance
+
+
+class InstanceCgroup:
+    """The cgroup directories of one instance (one per hierarchy in v1)."""
+
+    def __init__(self, mode: str, paths: dict[str, Path]) -> None:
+        self.mode = mode
+        self.paths = paths
+
+    @classmethod
+    def create(cls, layout: Layout, name: str, res: Resources) -> InstanceCgroup:
+        """Make fresh directories and apply limits; raises OSError on failure."""
+        paths = {c: base / name for c, base in layout.bases.items()}
+        cg = cls(layout.mode, paths)
+        try:
+            for path in paths.values():
+                if path.exists():
+                    # Left behind by an earlier instance (an agent crash):
+                    # reuse would inherit its OOM counters, so empty and redo.
+                    leftover = cls(layout.mode, {"x": path})
+                    leftover.kill()
+                    leftover.remove()
+                path.mkdir()
+            if layout.mode == MODE_V1:
+                has_memsw = (paths["memory"] / "memory.memsw.limit_in_bytes").exists()
+                for controller, fname, value in v1_limit_writes(res, has_memsw):
+                    if controller in paths:
+                        (paths[controller] / fname).write_text(value)
+                    else:
+                        log.warning("no %s hierarchy: %s not applied", controller, fname)
+            else:
+                for fname, value in v2_limit_writes(res):
+                    target = paths[V2_KEY] / fname
+                    if fname == "memory.swap.max" and not target.exists():
+                        continue
+                    target.write_text(value)
+        except OSError:
+            cg.remove()
+            raise
+        return cg
+
+    @classmethod
+    def from_record(cls, mode: str, paths: dict[str, str]) -> InstanceCgroup:
+        return cls(mode, {k: Path(v) for k, v in paths.items()})
+
+    def record(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.paths.items()}
+
+    def procs_files(self) -> list[str]:
+        return [str(p / "cgroup.procs") for p in self.paths.values()]
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for path in self.paths.values():
+            with contextlib.suppress(OSError, ValueError):
+                found.update(int(x) for x in _read(path / "cgroup.procs").split())
+        return sorted(found)
+
+    def _freezer(self) -> Path | None:
+        if self.mode == MODE_V2:
+            return self.paths.get(V2_KEY)
+        return self.paths.get("freezer")
+
+    def can_freeze(self) -> bool:
+        return self._freezer() is not None
+
+    def _set_frozen(self, frozen: bool) -> bool:
+        path = self._freezer()
+        if path is None:
+            return False
+        try:
+            if self.mode == MODE_V2:
+                (path / "cgroup.freeze").write_text("1" if frozen else "0")
+            else:
+                (path / "freezer.state").write_text("FROZEN" if frozen else "THAWED")
+        except OSError:
+            return False
+        return True
+
+    def is_frozen(self) -> bool:
+        path = self._freezer()
+        if path is None:
+            return False
+        try:
+            if self.mode == MODE_V2:
+                return parse_keyed(_read(path / "cgroup.events")).get("frozen") == 1
+            return _read(path / "freezer.state").strip() == "FROZEN"
+        except OSError:
+            return False
+
+    def freeze_begin(self) -> bool:
+        """Ask the kernel to freeze; poll is_frozen() for completion."""
+        return self._set_frozen(True)
+
+    def thaw(self) -> bool:
+        return self._set_frozen(False)
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup, whatever its session or group.
+
+        Synchronous and bounded: v2 has cgroup.kill; in v1 the cgroup is frozen
+        first so that nothing can fork between reading the list and the kill,
+        then every listed pid is killed and the cgroup thawed so the kernel can
+        deliver the kills (frozen tasks do not die).
+        """
+        v2 = self.paths.get(V2_KEY)
+        if v2 is not None and (v2 / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                (v2 / "cgroup.kill").write_text("1")
+                return
+        froze = self._set_frozen(True)
+        if froze:
+            deadline = time.monotonic() + _FREEZE_TIMEOUT_S
+            # Bounded busy wait: freezing takes microseconds to milliseconds
+            # and this runs only at the end of a stop.
+            while not self.is_frozen() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        for _ in range(_KILL_ROUNDS):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if froze:
+                break
+        if froze:
+            self._set_frozen(False)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel OOM-killed in this cgroup."""
+        try:
+            if self.mode == MODE_V2:
+                return parse_keyed(_read(self.paths[V2_KEY] / "memory.events")).get(
+                    "oom_kill", 0
+                )
+            mem = self.paths.get("memory")
+            if mem is None:
+                return 0
+            counters = parse_keyed(_read(mem / "memory.oom_control"))
+            if "oom_kill" in counters:
+                return counters["oom_kill"]
+            # Kernels before 4.13 have no oom_kill counter; hitting the limit
+            # is the best evidence left.
+            return 1 if int(_read(mem / "memory.failcnt")) > 0 else 0
+        except (OSError, KeyError, ValueError):
+            return 0
+
+    def remove(self) -> bool:
+        """rmdir every directory; False if some still hold processes."""
+        ok = True
+        for path in self.paths.values():
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    ok = False
+        return ok
