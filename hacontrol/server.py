@@ -69,6 +69,10 @@ class Controller:
         # Leader-only memory: never replicated, rebuilt by every new leader.
         self.heartbeats: dict[str, float] = {}
         self.unplaced: dict[str, str] = {}
+        # Per-instance metrics reported by agents (cpu_percent, rss_bytes, ...): leader memory
+        # only, never through the log.
+        self.alloc_metrics: dict[str, dict[str, Any]] = {}
+        self.node_info: dict[str, dict[str, Any]] = {}
         self.started = time.monotonic()
         self.plant: str | None = None
         # Generated idempotency keys: unique per process start, cheaper than uuid4.
@@ -113,6 +117,14 @@ class Controller:
         """Wall-clock time of the node's last heartbeat, as this leader saw it."""
         seen = self.heartbeats.get(node)
         return None if seen is None else time.time() - (time.monotonic() - seen)
+
+    def local_event(self, kind: str, **payload: Any) -> None:
+        """An event only this replica saw (e.g. it became leader); not replicated."""
+        def add(m: StateMachine) -> None:
+            m.events.append({"index": m.index, "ts": time.time(), "type": kind, **payload})
+        self.replica.read(add)
+        if self._changed is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self._fire_changed)
 
     # ----------------------------------------------------------------- raft
 
@@ -241,7 +253,8 @@ async def run_controller(args: Any) -> None:
     await runner.setup()
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True)
     await site.start()
-    leader = LeaderLoop(ctl)
+    grace = getattr(args, "heartbeat_grace", None) or 3.0
+    leader = LeaderLoop(ctl, grace_s=float(grace))
     leader_task = asyncio.create_task(leader.run())
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())
 

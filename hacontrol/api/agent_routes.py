@@ -52,14 +52,23 @@ async def sync(request: web.Request) -> web.Response:
             return (False, False)
         same = (n.status == "ready" and n.address == node.get("address", "")
                 and abs(n.capacity.cpu - float(node.get("cpu") or 0)) < 1e-9
-                and n.capacity.memory_mb == node.get("memory_mb"))
+                and n.capacity.memory_mb == node.get("memory_mb")
+                and n.labels == (node.get("labels") or {})
+                and n.attributes == (node.get("attributes") or {}))
         return (True, same)
 
     _, current = ctl.replica.read(registration)
     if not current:
         await ctl.write(C.NODE_REGISTER, {"name": name, "cpu": node.get("cpu"),
                                           "memory_mb": node.get("memory_mb"),
-                                          "address": node.get("address", "")})
+                                          "address": node.get("address", ""),
+                                          "labels": node.get("labels") or {},
+                                          "attributes": node.get("attributes") or {}})
+    metrics = body.get("metrics")
+    if isinstance(metrics, dict):
+        ctl.alloc_metrics.update({k: v for k, v in metrics.items() if isinstance(v, dict)})
+    if isinstance(body.get("agent"), dict):
+        ctl.node_info[name] = body["agent"]
     acked = 0
     if reports:
         await ctl.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})

@@ -17,7 +17,7 @@ from hacontrol.state.errors import Rejection
 from hacontrol.state.machine import StateMachine
 from hacontrol.state.validate import check_name, parse_count, parse_job_spec, parse_quota
 
-from . import agent_routes, ui
+from . import agent_routes, ops_routes, ui
 from .auth import error_middleware, token_middleware
 from .errors import ApiError
 
@@ -206,6 +206,7 @@ async def list_allocs(request: web.Request) -> web.Response:
             if ((ns is None or a.namespace == ns) and (job is None or a.job == job)
                     and (node is None or a.node == node)):
                 v = m.alloc_view(a)
+                v["metrics"] = ctl.alloc_metrics.get(a.id)
                 if a.id in ctl.unplaced and a.state == "pending" and a.node is None:
                     v["pending_reason"] = ctl.unplaced[a.id]
                 out.append(v)
@@ -219,9 +220,13 @@ async def get_alloc(request: web.Request) -> web.Response:
     def view(m: StateMachine) -> dict[str, Any] | None:
         a = m.allocs.get(alloc_id)
         return m.alloc_view(a) if a is not None else None
-    out = await ctl_of(request).read(view, is_stale(request))
+    ctl = ctl_of(request)
+    out = await ctl.read(view, is_stale(request))
     if out is None:
         raise ApiError("not_found", f"allocation {alloc_id!r} not found", "id")
+    out["metrics"] = ctl.alloc_metrics.get(alloc_id)
+    if out["state"] == "pending" and out["node"] is None and alloc_id in ctl.unplaced:
+        out["pending_reason"] = ctl.unplaced[alloc_id]
     return ok({"allocation": out})
 
 
@@ -249,6 +254,7 @@ async def get_node(request: web.Request) -> web.Response:
     if out is None:
         raise ApiError("not_found", f"node {name!r} not found", "name")
     out["last_heartbeat"] = ctl.last_heartbeat(name)
+    out["agent"] = ctl.node_info.get(name)
     return ok({"node": out})
 
 
@@ -256,6 +262,7 @@ def build_app(ctl: Controller, token: str) -> web.Application:
     app = web.Application(middlewares=[error_middleware, token_middleware(token)],
                           client_max_size=MAX_BODY_BYTES)
     app["ctl"] = ctl
+    app["token"] = token
     r = app.router
     r.add_get("/v1/status", get_status)
     r.add_get("/v1/health", get_health)
@@ -273,5 +280,6 @@ def build_app(ctl: Controller, token: str) -> web.Application:
     r.add_get("/v1/nodes", list_nodes)
     r.add_get("/v1/nodes/{name}", get_node)
     agent_routes.register(app)
+    ops_routes.register(app)
     ui.register(app)
     return app

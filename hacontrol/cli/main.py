@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compaction-entries", type=non_negative_int, default=None,
                    help="compact the Raft log after this many entries (default 5000)")
     p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--heartbeat-grace", type=float, default=3.0,
+                   help="seconds of silence before a node is marked down (default 3)")
     p.set_defaults(run=run_server)
 
     # agent

@@ -24,9 +24,13 @@ NODE_REGISTER = "node_register"
 NODE_STATUS = "node_status"
 PLAN = "plan"
 ALLOC_UPDATE = "alloc_update"
+NODE_DRAIN = "node_drain"
+MIGRATE = "migrate"  # stop allocations and place replacements (drain)
+DEPLOY_STEP = "deploy_step"  # one step of a rolling update
+JOB_REVERT = "job_revert"
 
 OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NODE_STATUS,
-                 PLAN, ALLOC_UPDATE})
+                 PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP, JOB_REVERT})
 
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_IDEM_LEN = 200

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +19,7 @@ import msgpack
 from . import commands as C
 from .errors import Rejection, conflict, invalid, not_found
 from .model import (
+    COMPLETE,
     DESIRED_RUN,
     DESIRED_STOP,
     FAILED,
@@ -27,6 +28,7 @@ from .model import (
     LOST,
     NODE_DOWN,
     NODE_READY,
+    PAUSED,
     PENDING,
     RUNNING,
     STARTING,
@@ -48,7 +50,11 @@ DEFAULT_NAMESPACE = "default"
 IDEMPOTENCY_KEYS_KEPT = 10_000
 TERMINAL_ALLOCS_KEPT_PER_JOB = 20
 SNAPSHOT_VERSION = 1
-REPORTED_STATES = frozenset({STARTING, RUNNING, "exited", FAILED, STOPPED})
+REPORTED_STATES = frozenset({STARTING, RUNNING, PAUSED, "exited", FAILED, STOPPED})
+HEALTH_STATES = frozenset({"healthy", "unhealthy", "starting"})
+VERSIONS_KEPT = 10
+EVENTS_KEPT = 5000
+LABEL_RE_MAX = 64
 
 Result = dict[str, Any]
 
@@ -74,6 +80,9 @@ class StateMachine:
         self.usage: dict[str, tuple[int, int, int]] = {}
         # Called after every applied entry (on the applying thread); never part of the state.
         self.on_applied: Callable[[int, C.Command | None], None] | None = None
+        # Recent events, derived deterministically from applied entries. Not part of
+        # snapshots: a replica restored from one starts its event buffer afresh.
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         # Test-only planted fault (see hacontrol/planted.py); None in every real deployment.
         self.planted_quota_skip: Callable[[], bool] | None = None
 
@@ -110,11 +119,16 @@ class StateMachine:
                                    "Idempotency-Key")
                 return dict(seen[1], replayed=True)
         handler = _HANDLERS[cmd.op]
+        self._ts = cmd.ts
         try:
             data = handler(self, cmd, index)
             result: Result = {"ok": True, "index": index, **data}
         except Rejection as rej:
             result = {"ok": False, "error": rej.to_dict(), "index": index}
+            if rej.code == "quota_exceeded":
+                self._event(index, "quota_rejected", op=cmd.op,
+                            namespace=cmd.args.get("namespace", cmd.args.get("name")),
+                            job=cmd.args.get("name"), message=rej.message)
         if cmd.idem is not None:
             self.idempotency[cmd.idem] = (digest, result)
             while len(self.idempotency) > IDEMPOTENCY_KEYS_KEPT:
@@ -141,11 +155,17 @@ class StateMachine:
         if ns not in self.namespaces:
             raise not_found(f"namespace {ns!r}", "namespace")
         spec = parse_job_spec(cmd.args.get("spec"))
+        return self._register(ns, name, spec, cmd, index, reverted_from=None)
+
+    def _register(self, ns: str, name: str, spec: JobSpec, cmd: C.Command, index: int,
+                  reverted_from: int | None) -> Result:
         job = self.jobs.get((ns, name))
         if job is not None and job.status == JOB_RUNNING and job.spec == spec:
             return {"job": self.job_view(job), "changed": False}
+        self._check_cycle(ns, name, spec.option("depends_on", []))
         old_usage = job.quota_usage() if job is not None else Usage()
         self._check_quota(ns, self.namespace_usage(ns) - old_usage + spec.usage())
+        new_version = True
         if job is None:
             job = Job(ns, name, spec, 1, JOB_RUNNING, cmd.ts, cmd.ts, index)
             self.jobs[job.key] = job
@@ -153,15 +173,60 @@ class StateMachine:
         else:
             was = job.quota_usage()
             new_version = job.status == JOB_STOPPING or not job.spec.same_template(spec)
+            rolling = (new_version and job.status == JOB_RUNNING and spec.type == "service"
+                       and any(a.desired == DESIRED_RUN and a.state in (RUNNING, PAUSED)
+                               for a in self.job_allocs(job)))
             job.spec = spec
             job.status = JOB_RUNNING
             job.updated_at = cmd.ts
             job.modify_index = index
             if new_version:
                 job.version += 1
+                update = spec.option("update") or {}
+                job.deployment = None
+                if rolling:
+                    job.deployment = {
+                        "version": job.version, "status": "running", "started_at": cmd.ts,
+                        "deadline": cmd.ts + float(update.get("deadline_s", 300.0)),
+                        "from_version": job.version - 1, "reverted_from": reverted_from}
             self._account(ns, was, job.quota_usage())
+        if new_version:
+            job.versions.append({"version": job.version, "spec": spec.to_dict(),
+                                 "submitted_at": cmd.ts, "stable": job.deployment is None})
+            del job.versions[:-VERSIONS_KEPT]
+        self._event(index, "job_registered" if job.version == 1 and new_version else
+                    "job_updated", namespace=ns, job=name, version=job.version,
+                    count=spec.count, rolling=job.deployment is not None,
+                    reverted_from=reverted_from)
         self._reconcile(job, cmd.ts, index)
         return {"job": self.job_view(job), "changed": True}
+
+    def _job_revert(self, cmd: C.Command, index: int) -> Result:
+        ns, name = self._job_key(cmd.args)
+        job = self.jobs.get((ns, name))
+        if job is None:
+            raise not_found(f"job {ns}/{name}", "name")
+        version = cmd.args.get("version")
+        target = next((v for v in job.versions if v["version"] == version), None)
+        if target is None:
+            raise not_found(f"version {version!r} of job {ns}/{name}", "version")
+        spec = parse_job_spec(dict(target["spec"], count=job.spec.count))
+        return self._register(ns, name, spec, cmd, index, reverted_from=job.version)
+
+    def _check_cycle(self, ns: str, name: str, deps: list[str]) -> None:
+        graph = {j.name: list(j.spec.option("depends_on", []))
+                 for j in self.jobs.values() if j.namespace == ns}
+        graph[name] = list(deps)
+        # Depth-first walk from the new job: reaching it again is a cycle.
+        stack, seen = list(deps), set()
+        while stack:
+            cur = stack.pop()
+            if cur == name:
+                raise invalid("depends_on", f"dependency cycle through job {name!r}")
+            if cur in seen:
+                continue
+            seen.add(cur)
+            stack.extend(graph.get(cur, []))
 
     def _job_scale(self, cmd: C.Command, index: int) -> Result:
         ns, name = self._job_key(cmd.args)
@@ -177,6 +242,8 @@ class StateMachine:
         job.spec = new_spec
         job.updated_at = cmd.ts
         job.modify_index = index
+        self._event(index, "job_scaled", namespace=ns, job=name, count=count,
+                    source=cmd.args.get("source", "api"), reason=cmd.args.get("reason"))
         self._reconcile(job, cmd.ts, index)
         return {"job": self.job_view(job), "changed": True}
 
@@ -189,8 +256,10 @@ class StateMachine:
         job.status = JOB_STOPPING
         job.updated_at = cmd.ts
         job.modify_index = index
+        job.deployment = None
         for alloc in self.job_allocs(job):
             self._stop_alloc(alloc, cmd.ts, index, "job stopped")
+        self._event(index, "job_stopped", namespace=ns, job=name)
         view = self.job_view(job)
         self._collect_job(job)
         return {"job": view}
@@ -207,18 +276,103 @@ class StateMachine:
             raise invalid("memory_mb", "must be a positive integer")
         if not isinstance(address, str) or len(address) > 500:
             raise invalid("address", "must be a string")
+        labels = _str_map(a.get("labels"), "labels")
+        attributes = _str_map(a.get("attributes"), "attributes")
         node = self.nodes.get(name)
         if node is None:
             node = Node(name, Resources(float(cpu), mem), address, NODE_READY, cmd.ts, cmd.ts,
-                        index)
+                        index, labels, attributes)
             self.nodes[name] = node
+            self._event(index, "node_registered", node=name)
         else:
+            if node.status != NODE_READY:
+                self._event(index, "node_ready", node=name)
             node.capacity = Resources(float(cpu), mem)
             node.address = address
             node.status = NODE_READY
+            node.labels, node.attributes = labels, attributes
             node.updated_at = cmd.ts
             node.modify_index = index
         return {"node": self.node_view(node)}
+
+    def _node_drain(self, cmd: C.Command, index: int) -> Result:
+        name = cmd.args.get("name")
+        node = self.nodes.get(name) if isinstance(name, str) else None
+        if node is None:
+            raise not_found(f"node {name!r}", "name")
+        enable = cmd.args.get("enable")
+        if not isinstance(enable, bool):
+            raise invalid("enable", "must be true or false")
+        deadline = cmd.args.get("deadline_s", 60.0)
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float) \
+                or not 0 <= deadline <= 86400 * 7:
+            raise invalid("deadline_s", "must be a number of seconds")
+        node.drain = enable
+        node.drain_deadline = cmd.ts + float(deadline) if enable else None
+        node.updated_at = cmd.ts
+        node.modify_index = index
+        self._event(index, "node_drain", node=name, enable=enable,
+                    deadline_s=deadline if enable else None)
+        return {"node": self.node_view(node)}
+
+    def _migrate(self, cmd: C.Command, index: int) -> Result:
+        ids = cmd.args.get("allocations")
+        why = cmd.args.get("reason", "migrated")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise invalid("allocations", "must be a list of allocation ids")
+        moved = []
+        touched: dict[tuple[str, str], Job] = {}
+        for alloc_id in ids:
+            alloc = self.allocs.get(alloc_id)
+            if alloc is None or alloc.desired != DESIRED_RUN or alloc.terminal:
+                continue
+            self._stop_alloc(alloc, cmd.ts, index, str(why)[:200])
+            moved.append(alloc_id)
+            job = self.jobs.get((alloc.namespace, alloc.job))
+            if job is not None and job.status == JOB_RUNNING:
+                touched[job.key] = job
+        for job in touched.values():
+            self._reconcile(job, cmd.ts, index)
+        if moved:
+            self._event(index, "allocs_migrated", allocations=moved, reason=why)
+        return {"migrated": moved}
+
+    def _deploy_step(self, cmd: C.Command, index: int) -> Result:
+        ns, name = self._job_key(cmd.args)
+        job = self.jobs.get((ns, name))
+        dep = job.deployment if job is not None else None
+        if job is None or dep is None or dep["version"] != cmd.args.get("version") \
+                or dep["status"] != "running":
+            raise conflict("no such running deployment", "version")
+        start = cmd.args.get("start", 0)
+        stop = cmd.args.get("stop", [])
+        status = cmd.args.get("status")
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= 10_000:
+            raise invalid("start", "must be a small non-negative integer")
+        if not isinstance(stop, list) or not all(isinstance(i, str) for i in stop):
+            raise invalid("stop", "must be a list of allocation ids")
+        if status not in (None, "successful", "failed"):
+            raise invalid("status", "must be successful or failed")
+        new_live = [a for a in self.job_allocs(job) if a.version == job.version
+                    and a.desired == DESIRED_RUN and not a.terminal]
+        start = max(0, min(start, job.spec.count - len(new_live)))
+        for _ in range(start):
+            self._new_alloc(job, cmd.ts, index)
+        for alloc_id in stop:
+            alloc = self.allocs.get(alloc_id)
+            if alloc is not None and alloc.job == name and alloc.namespace == ns \
+                    and alloc.version != job.version:
+                self._stop_alloc(alloc, cmd.ts, index, f"replaced by version {job.version}")
+        if status is not None:
+            dep["status"] = status
+            if status == "successful":
+                for v in job.versions:
+                    if v["version"] == job.version:
+                        v["stable"] = True
+                job.deployment = None
+            self._event(index, "deployment", namespace=ns, job=name, version=job.version,
+                        status=status, message=cmd.args.get("message"))
+        return {"job": self.job_view(job)}
 
     def _node_status(self, cmd: C.Command, index: int) -> Result:
         name = cmd.args.get("name")
@@ -233,6 +387,7 @@ class StateMachine:
         node.status = status
         node.updated_at = cmd.ts
         node.modify_index = index
+        self._event(index, "node_" + status, node=name)
         if status == NODE_DOWN:
             touched: dict[tuple[str, str], Job] = {}
             for alloc in list(self.allocs.values()):
@@ -261,6 +416,28 @@ class StateMachine:
                     or not all(isinstance(x, str) for x in p)):
                 raise invalid(f"placements[{i}]", "must be [allocation id, node name]")
             parsed.append((p[0], p[1]))
+        evictions = cmd.args.get("evictions") or []
+        if not isinstance(evictions, list):
+            raise invalid("evictions", "must be a list")
+        for i, e in enumerate(evictions):
+            if (not isinstance(e, list) or len(e) != 2
+                    or not all(isinstance(x, str) for x in e)):
+                raise invalid(f"evictions[{i}]", "must be [allocation id, reason]")
+        evicted = []
+        touched: dict[tuple[str, str], Job] = {}
+        for alloc_id, why in evictions:
+            alloc = self.allocs.get(alloc_id)
+            if alloc is None or alloc.desired != DESIRED_RUN or alloc.terminal:
+                continue
+            self._stop_alloc(alloc, cmd.ts, index, why[:200])
+            evicted.append(alloc_id)
+            job = self.jobs.get((alloc.namespace, alloc.job))
+            if job is not None and job.status == JOB_RUNNING:
+                touched[job.key] = job
+        for job in touched.values():
+            self._reconcile(job, cmd.ts, index)
+        if evicted:
+            self._event(index, "allocs_preempted", allocations=evicted)
         free = {name: self.node_free(node) for name, node in self.nodes.items()}
         placed: list[str] = []
         rejected: list[list[str]] = []
@@ -274,8 +451,8 @@ class StateMachine:
                 reason = "allocation no longer pending"
             elif alloc.node is not None:
                 reason = "allocation already placed"
-            elif node is None or node.status != NODE_READY:
-                reason = "node not ready"
+            elif node is None or not node.eligible:
+                reason = "node not ready or draining"
             else:
                 cpu, mem = free[node_name]
                 if alloc.resources.cpu > cpu + 1e-9 or alloc.resources.memory_mb > mem:
@@ -292,7 +469,10 @@ class StateMachine:
             alloc.modify_index = index
             alloc.message = ""
             placed.append(alloc_id)
-        return {"placed": placed, "rejected": rejected}
+        if placed:
+            self._event(index, "allocs_placed", placements=[[a, self.allocs[a].node]
+                                                            for a in placed])
+        return {"placed": placed, "rejected": rejected, "evicted": evicted}
 
     def _alloc_update(self, cmd: C.Command, index: int) -> Result:
         node = cmd.args.get("node")
@@ -311,7 +491,9 @@ class StateMachine:
                 v = u.get(f)
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                     raise invalid(f"updates[{i}].{f}", "must be an integer")
-            for f in ("signal", "message"):
+            if u.get("health") is not None and u["health"] not in HEALTH_STATES:
+                raise invalid(f"updates[{i}].health", "must be healthy, unhealthy or starting")
+            for f in ("signal", "message", "reason"):
                 v = u.get(f)
                 if v is not None and (not isinstance(v, str) or len(v) > 2000):
                     raise invalid(f"updates[{i}].{f}", "must be a short string")
@@ -324,7 +506,19 @@ class StateMachine:
             checked.append((alloc, u))
         jobs: dict[tuple[str, str], Job] = {}
         for alloc, u in checked:
-            alloc.state = u["state"]
+            before = (alloc.state, alloc.health)
+            state = u["state"]
+            job = self.jobs.get((alloc.namespace, alloc.job))
+            if (state == "exited" and u.get("exit_code") == 0 and job is not None
+                    and job.spec.type == "batch"):
+                state = COMPLETE
+            if state == RUNNING and alloc.state != RUNNING and alloc.state != PAUSED:
+                alloc.running_since = cmd.ts
+            elif state not in (RUNNING, PAUSED):
+                alloc.running_since = None
+            alloc.state = state
+            alloc.health = u.get("health")
+            alloc.reason = u.get("reason")
             alloc.pid = u.get("pid")
             alloc.restarts = u.get("restarts") or alloc.restarts
             alloc.exit_code = u.get("exit_code")
@@ -332,7 +526,12 @@ class StateMachine:
             alloc.message = u.get("message") or ""
             alloc.updated_at = cmd.ts
             alloc.modify_index = index
-            job = self.jobs.get((alloc.namespace, alloc.job))
+            if before != (alloc.state, alloc.health):
+                self._event(index, "alloc_" + alloc.state, alloc=alloc.id,
+                            namespace=alloc.namespace, job=alloc.job, node=node,
+                            pid=alloc.pid, exit_code=alloc.exit_code, signal=alloc.signal,
+                            reason=alloc.reason, health=alloc.health,
+                            restarts=alloc.restarts)
             if job is not None:
                 jobs[job.key] = job
         for job in jobs.values():
@@ -340,6 +539,13 @@ class StateMachine:
         return {"updated": len(checked), "ignored": ignored}
 
     # ---------------------------------------------------------------- helpers
+
+    def _event(self, index: int, kind: str, **payload: Any) -> None:
+        self.events.append({"index": index, "ts": getattr(self, "_ts", 0.0), "type": kind,
+                            **{k: v for k, v in payload.items() if v is not None}})
+
+    def events_since(self, index: int, limit: int = 1000) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["index"] > index][:limit]
 
     @staticmethod
     def _job_key(args: dict[str, Any]) -> tuple[str, str]:
@@ -375,14 +581,34 @@ class StateMachine:
     def _reconcile(self, job: Job, ts: float, index: int) -> None:
         """Bring the job's live allocations to `count` of its current version."""
         live: list[Allocation] = []
+        old: list[Allocation] = []
+        done = 0
+        rolling = job.deployment is not None and job.deployment.get("status") == "running"
         for alloc in self.job_allocs(job):
+            if alloc.state == COMPLETE and alloc.version == job.version:
+                done += 1  # a finished batch instance still counts towards `count`
+                continue
             if alloc.desired != DESIRED_RUN or alloc.terminal:
                 continue
             if alloc.version != job.version:
-                self._stop_alloc(alloc, ts, index, f"replaced by version {job.version}")
+                if rolling and alloc.state in (RUNNING, PAUSED, STARTING):
+                    old.append(alloc)  # the rollout replaces these step by step
+                else:
+                    self._stop_alloc(alloc, ts, index, f"replaced by version {job.version}")
             else:
                 live.append(alloc)
-        want = job.spec.count
+        want = max(0, job.spec.count - done)
+        if rolling and old:
+            # New instances come from deployment steps; only trim what exceeds the count.
+            excess = len(live) + len(old) - want
+            if excess > 0:
+                for alloc in sorted(old, key=lambda a: a.id)[:excess]:
+                    self._stop_alloc(alloc, ts, index, "scaled down")
+            if len(live) > want:
+                for alloc in sorted(live, key=lambda a: a.id, reverse=True)[:len(live) - want]:
+                    self._stop_alloc(alloc, ts, index, "scaled down")
+            self._trim_history(job)
+            return
         if len(live) > want:
             # Give up unplaced ones first, then the newest.
             live.sort(key=lambda a: (a.node is not None, a.created_at, a.id))
@@ -451,6 +677,8 @@ class StateMachine:
     def node_view(self, node: Node) -> dict[str, Any]:
         cpu, mem = self.node_free(node)
         return {"name": node.name, "status": node.status, "address": node.address,
+                "labels": node.labels, "attributes": node.attributes, "drain": node.drain,
+                "drain_deadline": node.drain_deadline, "eligible": node.eligible,
                 "capacity": node.capacity.to_dict(),
                 "free": {"cpu": round(cpu, 6), "memory_mb": mem},
                 "allocations": sum(1 for a in self.allocs.values()
@@ -459,8 +687,8 @@ class StateMachine:
 
     def job_counts(self, job: Job) -> dict[str, int]:
         counts = {"desired": job.spec.count if job.status == JOB_RUNNING else 0,
-                  "pending": 0, "starting": 0, "running": 0, "exited": 0, "failed": 0,
-                  "lost": 0, "stopped": 0}
+                  "pending": 0, "starting": 0, "running": 0, "paused": 0, "exited": 0,
+                  "failed": 0, "lost": 0, "stopped": 0, "complete": 0}
         for a in self.job_allocs(job):
             if a.version == job.version or a.state in (RUNNING, STARTING):
                 counts[a.state] = counts.get(a.state, 0) + 1
@@ -468,9 +696,18 @@ class StateMachine:
 
     def job_view(self, job: Job) -> dict[str, Any]:
         return {"namespace": job.namespace, "name": job.name, **job.spec.to_dict(),
-                "version": job.version, "status": job.status, "created_at": job.created_at,
-                "updated_at": job.updated_at, "modify_index": job.modify_index,
+                "version": job.version, "status": self.job_status(job),
+                "created_at": job.created_at, "updated_at": job.updated_at,
+                "modify_index": job.modify_index, "deployment": job.deployment,
                 "counts": self.job_counts(job)}
+
+    def job_status(self, job: Job) -> str:
+        if job.status == JOB_RUNNING and job.spec.type == "batch" and job.spec.count > 0:
+            done = sum(1 for a in self.job_allocs(job)
+                       if a.version == job.version and a.state == COMPLETE)
+            if done >= job.spec.count:
+                return "complete"
+        return job.status
 
     @staticmethod
     def alloc_view(a: Allocation) -> dict[str, Any]:
@@ -479,7 +716,8 @@ class StateMachine:
                 "restarts": a.restarts, "exit_code": a.exit_code, "signal": a.signal,
                 "message": a.message, "resources": a.resources.to_dict(),
                 "created_at": a.created_at, "updated_at": a.updated_at,
-                "placed_at": a.placed_at, "modify_index": a.modify_index}
+                "placed_at": a.placed_at, "modify_index": a.modify_index, "health": a.health,
+                "reason": a.reason, "running_since": a.running_since}
 
     def node_assignments(self, node_name: str) -> list[dict[str, Any]]:
         """What an agent must run (and stop) now: its non-terminal allocations with specs."""
@@ -541,17 +779,19 @@ def _ints(u: Usage) -> tuple[int, int, int]:
 def _job_to_dict(j: Job) -> dict[str, Any]:
     return {"namespace": j.namespace, "name": j.name, "spec": j.spec.to_dict(),
             "version": j.version, "status": j.status, "created_at": j.created_at,
-            "updated_at": j.updated_at, "modify_index": j.modify_index}
+            "updated_at": j.updated_at, "modify_index": j.modify_index,
+            "deployment": j.deployment, "versions": j.versions}
 
 
 def _job_from_dict(d: dict[str, Any]) -> Job:
     return Job(d["namespace"], d["name"], parse_job_spec(d["spec"]), d["version"], d["status"],
-               d["created_at"], d["updated_at"], d["modify_index"])
+               d["created_at"], d["updated_at"], d["modify_index"], d.get("deployment"),
+               list(d.get("versions") or []))
 
 
 _ALLOC_FIELDS = ("id", "namespace", "job", "version", "desired", "state", "node", "pid",
                  "restarts", "exit_code", "signal", "message", "created_at", "updated_at",
-                 "placed_at", "modify_index")
+                 "placed_at", "modify_index", "health", "reason", "running_since")
 
 
 def _alloc_to_dict(a: Allocation) -> dict[str, Any]:
@@ -561,19 +801,33 @@ def _alloc_to_dict(a: Allocation) -> dict[str, Any]:
 
 
 def _alloc_from_dict(d: dict[str, Any]) -> Allocation:
-    kw = {f: d[f] for f in _ALLOC_FIELDS}
+    kw = {f: d.get(f) for f in _ALLOC_FIELDS}
     return Allocation(resources=Resources.from_dict(d["resources"]), **kw)
 
 
 def _node_to_dict(n: Node) -> dict[str, Any]:
     return {"name": n.name, "capacity": n.capacity.to_dict(), "address": n.address,
             "status": n.status, "registered_at": n.registered_at, "updated_at": n.updated_at,
-            "modify_index": n.modify_index}
+            "modify_index": n.modify_index, "labels": n.labels, "attributes": n.attributes,
+            "drain": n.drain, "drain_deadline": n.drain_deadline}
 
 
 def _node_from_dict(d: dict[str, Any]) -> Node:
     return Node(d["name"], Resources.from_dict(d["capacity"]), d["address"], d["status"],
-                d["registered_at"], d["updated_at"], d["modify_index"])
+                d["registered_at"], d["updated_at"], d["modify_index"],
+                dict(d.get("labels") or {}), dict(d.get("attributes") or {}),
+                bool(d.get("drain")), d.get("drain_deadline"))
+
+
+def _str_map(raw: Any, field: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > LABEL_RE_MAX:
+        raise invalid(field, f"must be an object of at most {LABEL_RE_MAX} strings")
+    for k, v in raw.items():
+        if not isinstance(k, str) or not isinstance(v, str) or len(k) > 128 or len(v) > 512:
+            raise invalid(f"{field}.{k}", "keys and values must be short strings")
+    return dict(sorted(raw.items()))
 
 
 _HANDLERS: dict[str, Callable[[StateMachine, C.Command, int], Result]] = {
@@ -586,4 +840,8 @@ _HANDLERS: dict[str, Callable[[StateMachine, C.Command, int], Result]] = {
     C.NODE_STATUS: StateMachine._node_status,
     C.PLAN: StateMachine._plan,
     C.ALLOC_UPDATE: StateMachine._alloc_update,
+    C.NODE_DRAIN: StateMachine._node_drain,
+    C.MIGRATE: StateMachine._migrate,
+    C.DEPLOY_STEP: StateMachine._deploy_step,
+    C.JOB_REVERT: StateMachine._job_revert,
 }

@@ -17,10 +17,12 @@ EXITED = "exited"  # ended; may be restarted by the agent or be complete
 FAILED = "failed"  # the restart policy gave up, or it could not start
 LOST = "lost"  # its node went down
 STOPPED = "stopped"  # stopped on request
+PAUSED = "paused"  # frozen on request; still holds its resources
+COMPLETE = "complete"  # a batch instance that exited successfully
 
-ALLOC_STATES = (PENDING, STARTING, RUNNING, EXITED, FAILED, LOST, STOPPED)
+ALLOC_STATES = (PENDING, STARTING, RUNNING, PAUSED, EXITED, FAILED, LOST, STOPPED, COMPLETE)
 # States after which the allocation holds no resources and will never run again.
-TERMINAL_STATES = frozenset({FAILED, LOST, STOPPED})
+TERMINAL_STATES = frozenset({FAILED, LOST, STOPPED, COMPLETE})
 
 DESIRED_RUN = "run"
 DESIRED_STOP = "stop"
@@ -72,13 +74,17 @@ class Usage:
 class Resources:
     cpu: float = 0.1
     memory_mb: int = 64
+    pids: int | None = None  # enforced by the agent, not used for placement
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cpu": self.cpu, "memory_mb": self.memory_mb}
+        d: dict[str, Any] = {"cpu": self.cpu, "memory_mb": self.memory_mb}
+        if self.pids is not None:
+            d["pids"] = self.pids
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Resources:
-        return cls(float(d["cpu"]), int(d["memory_mb"]))
+        return cls(float(d["cpu"]), int(d["memory_mb"]), d.get("pids"))
 
 
 @dataclass(frozen=True)
@@ -114,11 +120,28 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
     restart: RestartSpec = field(default_factory=RestartSpec)
     stop: StopSpec = field(default_factory=StopSpec)
+    # Validated optional sections (see validate.OPTIONAL_SECTIONS), defaults filled in, so
+    # that equal specs compare equal: process settings for the agent (user, group, umask,
+    # shell, health, logs, sockets) and scheduling settings (type, priority, constraints,
+    # scoring, preempt, depends_on, update, scaling, disconnect).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": list(self.command), "env": dict(self.env), "cwd": self.cwd,
                 "count": self.count, "resources": self.resources.to_dict(),
-                "restart": self.restart.to_dict(), "stop": self.stop.to_dict()}
+                "restart": self.restart.to_dict(), "stop": self.stop.to_dict(),
+                **self.options}
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return self.options.get(name, default)
+
+    @property
+    def type(self) -> str:
+        return str(self.options.get("type", "service"))
+
+    @property
+    def priority(self) -> int:
+        return int(self.options.get("priority", 50))
 
     def same_template(self, other: JobSpec) -> bool:
         """True when the two specs differ at most in `count` (no new version needed)."""
@@ -139,6 +162,11 @@ class Job:
     created_at: float
     updated_at: float
     modify_index: int
+    # The rollout of `version` while older instances still run: version, status
+    # (running|successful|failed), started_at, deadline, from_version.
+    deployment: dict[str, Any] | None = None
+    # Recent versions: {"version", "spec", "submitted_at", "stable"}; newest last.
+    versions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -168,6 +196,9 @@ class Allocation:
     updated_at: float = 0.0
     placed_at: float | None = None
     modify_index: int = 0
+    health: str | None = None  # healthy | unhealthy | starting | None (no check)
+    reason: str | None = None  # why it last exited: exit, signal, oom, stopped, health, ...
+    running_since: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -188,3 +219,12 @@ class Node:
     registered_at: float = 0.0
     updated_at: float = 0.0
     modify_index: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+    drain: bool = False
+    drain_deadline: float | None = None
+
+    @property
+    def eligible(self) -> bool:
+        """Whether new work may be placed here."""
+        return self.status == NODE_READY and not self.drain

@@ -1,0 +1,269 @@
+"""Operations beyond plain CRUD: node drain, job versions and revert, the event stream,
+allocation controls and logs (carried to the agent that runs the instance), and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from hacontrol.state import commands as C
+from hacontrol.state.machine import StateMachine
+from hacontrol.state.validate import check_name
+
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from hacontrol.server import Controller
+
+ALLOC_ACTIONS = ("pause", "resume", "restart", "signal")
+
+
+def _ctl(request: web.Request) -> Controller:
+    return request.app["ctl"]
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    from .app import json_body
+    return await json_body(request)
+
+
+def _checked_name(value: str, field: str) -> str:
+    from .app import checked
+    return checked(check_name, value, field)
+
+
+# --------------------------------------------------------------------- drain
+
+async def drain_node(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = await _body(request)
+    for k in body:
+        if k not in ("enable", "deadline_s"):
+            raise ApiError("invalid", "unknown field", k)
+    if not isinstance(body.get("enable"), bool):
+        raise ApiError("invalid", "required: true or false", "enable")
+    deadline = body.get("deadline_s", 60)
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline < 0:
+        raise ApiError("invalid", "must be a non-negative number of seconds", "deadline_s")
+    from .app import idem_key
+    res = await _ctl(request).write(C.NODE_DRAIN, {"name": name, "enable": body["enable"],
+                                                   "deadline_s": deadline}, idem_key(request))
+    return web.json_response({"node": res["node"], "index": res["index"]})
+
+
+# ------------------------------------------------------------ versions, revert
+
+async def job_versions(request: web.Request) -> web.Response:
+    ns = _checked_name(request.match_info["ns"], "namespace")
+    name = _checked_name(request.match_info["name"], "name")
+    from .app import is_stale
+
+    def view(m: StateMachine) -> list[dict[str, Any]] | None:
+        job = m.jobs.get((ns, name))
+        return None if job is None else list(reversed(job.versions))
+    out = await _ctl(request).read(view, is_stale(request))
+    if out is None:
+        raise ApiError("not_found", f"job {ns}/{name} not found", "name")
+    return web.json_response({"versions": out})
+
+
+async def job_revert(request: web.Request) -> web.Response:
+    ns = _checked_name(request.match_info["ns"], "namespace")
+    name = _checked_name(request.match_info["name"], "name")
+    body = await _body(request)
+    version = body.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ApiError("invalid", "required: a version number", "version")
+    from .app import idem_key
+    res = await _ctl(request).write(C.JOB_REVERT, {"namespace": ns, "name": name,
+                                                   "version": version}, idem_key(request))
+    return web.json_response({"job": res["job"], "index": res["index"]})
+
+
+# -------------------------------------------------------------------- events
+
+async def events(request: web.Request) -> web.StreamResponse:
+    ctl = _ctl(request)
+    raw = request.headers.get("Last-Event-ID") or request.query.get("index", "0")
+    try:
+        index = int(raw)
+    except ValueError:
+        raise ApiError("invalid", "must be an integer log index", "index") from None
+    follow = request.query.get("follow", "true").lower() in ("1", "true", "yes")
+    kinds = set(filter(None, request.query.get("type", "").split(",")))
+
+    def batch(after: int) -> tuple[list[dict[str, Any]], int, int]:
+        def read(m: StateMachine) -> tuple[list[dict[str, Any]], int, int]:
+            oldest = m.events[0]["index"] if m.events else m.index + 1
+            return m.events_since(after), oldest, m.index
+        return ctl.replica.read(read)
+
+    evs, oldest, head = batch(index)
+    if kinds:
+        evs = [e for e in evs if e["type"] in kinds]
+    if not follow:
+        return web.json_response({"events": evs, "index": evs[-1]["index"] if evs else index,
+                                  "oldest_index": oldest})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    if index and index < oldest - 1:
+        # Older events are gone (bounded buffer, or restored from a snapshot): say so.
+        await resp.write(f"event: truncated\ndata: {json.dumps({'oldest_index': oldest})}\n\n"
+                         .encode())
+    last = index
+    while True:
+        for e in evs:
+            last = max(last, e["index"])
+            if kinds and e["type"] not in kinds:
+                continue
+            await resp.write(f"id: {e['index']}\nevent: {e['type']}\ndata: "
+                             f"{json.dumps(e)}\n\n".encode())
+        if not evs:
+            await resp.write(b": keep-alive\n\n")
+        await ctl.wait_changed(10.0)
+        evs, _, _ = batch(last)
+        # Several events can share an index; only resend those not yet seen.
+        evs = [e for e in evs if e["index"] > last]
+
+
+# -------------------------------------------------- allocation controls, logs
+
+def _agent_for(ctl: Controller, alloc_id: str) -> tuple[str, dict[str, Any]]:
+    def find(m: StateMachine) -> tuple[str | None, dict[str, Any] | None]:
+        a = m.allocs.get(alloc_id)
+        if a is None:
+            return None, None
+        node = m.nodes.get(a.node) if a.node else None
+        return (node.address if node else None), m.alloc_view(a)
+    address, view = ctl.replica.read(find)
+    if view is None:
+        raise ApiError("not_found", f"allocation {alloc_id!r} not found", "id")
+    if not address:
+        raise ApiError("conflict", "the allocation is not placed on a reachable node", "id")
+    return address, view
+
+
+async def alloc_action(request: web.Request) -> web.Response:
+    ctl = _ctl(request)
+    alloc_id, action = request.match_info["id"], request.match_info["action"]
+    if action not in ALLOC_ACTIONS:
+        raise ApiError("not_found", f"unknown action {action!r}", "action")
+    body: dict[str, Any] = {}
+    if action == "signal":
+        body = await _body(request)
+        if not isinstance(body.get("signal"), str):
+            raise ApiError("invalid", "required: a signal name such as SIGHUP", "signal")
+    address, _ = _agent_for(ctl, alloc_id)
+    status, data = await _to_agent(request, "POST",
+                                   f"{address}/v1/allocations/{alloc_id}/{action}", body)
+    return web.json_response(data, status=status)
+
+
+async def alloc_logs(request: web.Request) -> web.StreamResponse:
+    ctl = _ctl(request)
+    alloc_id = request.match_info["id"]
+    stream = request.query.get("stream", "stdout")
+    if stream not in ("stdout", "stderr"):
+        raise ApiError("invalid", "must be stdout or stderr", "stream")
+    address, _ = _agent_for(ctl, alloc_id)
+    token = request.app["token"]
+    url = f"{address}/v1/allocations/{alloc_id}/logs"
+    session: aiohttp.ClientSession = request.app["agent_session"]
+    try:
+        async with session.get(url, params=dict(request.query),
+                               headers={"Authorization": f"Bearer {token}"},
+                               timeout=aiohttp.ClientTimeout(total=None, sock_connect=3)) as up:
+            resp = web.StreamResponse(status=up.status, headers={
+                "Content-Type": up.headers.get("Content-Type", "text/plain")})
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ApiError("unavailable", f"agent at {address} unreachable: {exc}",
+                       outcome="not_applied") from None
+
+
+async def _to_agent(request: web.Request, method: str, url: str,
+                    body: dict[str, Any]) -> tuple[int, Any]:
+    session: aiohttp.ClientSession = request.app["agent_session"]
+    token = request.app["token"]
+    try:
+        async with session.request(method, url, json=body,
+                                   headers={"Authorization": f"Bearer {token}"},
+                                   timeout=aiohttp.ClientTimeout(total=30)) as up:
+            return up.status, await up.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise ApiError("unavailable", f"agent unreachable: {exc}",
+                       outcome="not_applied") from None
+
+
+# ------------------------------------------------------------------- metrics
+
+def _prom(lines: list[str], name: str, value: float, help_: str, kind: str = "gauge",
+          **labels: str) -> None:
+    if not any(line.startswith(f"# HELP {name} ") for line in lines):
+        lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+    lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctl = _ctl(request)
+    st = ctl.status()
+    lines: list[str] = []
+    _prom(lines, "hacontrol_raft_term", st["term"], "current Raft term")
+    _prom(lines, "hacontrol_raft_commit_index", st["commit_index"], "Raft commit index")
+    _prom(lines, "hacontrol_raft_applied_index", st["applied_index"], "last applied index")
+    _prom(lines, "hacontrol_raft_leader", 1 if st["role"] == "leader" else 0,
+          "1 on the leader")
+    _prom(lines, "hacontrol_healthy", 1 if st["healthy"] else 0, "replica health")
+
+    def counts(m: StateMachine) -> tuple[dict[str, int], int, int]:
+        by_state: dict[str, int] = {}
+        for a in m.allocs.values():
+            by_state[a.state] = by_state.get(a.state, 0) + 1
+        return by_state, len(m.jobs), sum(1 for n in m.nodes.values() if n.status == "ready")
+    by_state, jobs, nodes = ctl.replica.read(counts)
+    _prom(lines, "hacontrol_jobs", jobs, "jobs known")
+    _prom(lines, "hacontrol_nodes_ready", nodes, "nodes ready")
+    for state, n in sorted(by_state.items()):
+        _prom(lines, "hacontrol_allocations", n, "allocations by state", state=state)
+    for alloc_id, mt in sorted(ctl.alloc_metrics.items()):
+        for key, help_ in (("cpu_percent", "instance CPU percent of one core"),
+                           ("rss_bytes", "instance resident memory"),
+                           ("threads", "instance threads"),
+                           ("open_files", "instance open files"),
+                           ("io_read_bytes", "instance bytes read"),
+                           ("io_write_bytes", "instance bytes written")):
+            if mt.get(key) is not None:
+                _prom(lines, f"hacontrol_instance_{key}", mt[key], help_, alloc=alloc_id)
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
+                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _session_ctx(app: web.Application) -> Any:
+    app["agent_session"] = aiohttp.ClientSession()
+    yield
+    await app["agent_session"].close()
+
+
+def register(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/nodes/{name}/drain", drain_node)
+    r.add_get("/v1/jobs/{ns}/{name}/versions", job_versions)
+    r.add_post("/v1/jobs/{ns}/{name}/revert", job_revert)
+    r.add_get("/v1/events", events)
+    r.add_post("/v1/allocations/{id}/{action}", alloc_action)
+    r.add_get("/v1/allocations/{id}/logs", alloc_logs)
+    r.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(_session_ctx)
+
+
+

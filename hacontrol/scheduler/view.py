@@ -1,0 +1,46 @@
+"""The scheduler's view of the state: plain placement inputs built from the machine."""
+
+from __future__ import annotations
+
+from hacontrol.state.machine import StateMachine
+from hacontrol.state.model import Allocation
+
+from .placement import Constraint, Demand, NodeRoom, Placed
+
+
+def placement_inputs(m: StateMachine, pending: list[Allocation]
+                     ) -> tuple[list[Demand], list[NodeRoom]]:
+    demands = []
+    for a in pending:
+        job = m.jobs.get((a.namespace, a.job))
+        if job is None:
+            continue
+        spec = job.spec
+        demands.append(Demand(
+            alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
+            memory_mb=a.resources.memory_mb, priority=spec.priority, job_type=spec.type,
+            constraints=tuple(Constraint(c.get("attribute", ""), c["operator"], c.get("value"))
+                              for c in spec.option("constraints", [])),
+            scoring=spec.option("scoring", "binpack"),
+            preempt=bool(spec.option("preempt", False))))
+    by_node: dict[str, list[Placed]] = {}
+    for a in m.allocs.values():
+        if a.node is None or not a.holds_resources:
+            continue
+        job = m.jobs.get((a.namespace, a.job))
+        by_node.setdefault(a.node, []).append(Placed(
+            alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
+            memory_mb=a.resources.memory_mb,
+            priority=job.spec.priority if job else 0,
+            job_type=job.spec.type if job else "service"))
+    rooms = []
+    for n in m.nodes.values():
+        if n.status != "ready":
+            continue
+        cpu, mem = m.node_free(n)
+        rooms.append(NodeRoom(
+            name=n.name, cpu_capacity=n.capacity.cpu, memory_capacity=n.capacity.memory_mb,
+            cpu_free=cpu, memory_free=mem, labels=dict(n.labels),
+            attributes=dict(n.attributes), eligible=n.eligible,
+            allocations=tuple(by_node.get(n.name, ()))))
+    return demands, rooms
