@@ -233,10 +233,11 @@ def test_preemption_evicts_lowest_priority_then_smallest_and_no_more_than_needed
                                         batch("p10small", 1.0, 256, 10),
                                         batch("p20", 1.0, 256, 20)))]
     plan = plan_placements([demand("x", cpu=3.0, priority=80, preempt=True)], nodes)
+    # three cpu takes both priority-10 victims; the priority-20 one is spared
     assert sorted(a for a, _ in plan.evictions) == ["p10big", "p10small"]
-    # one more cpu than p10small frees: p10small alone is not enough, p10big alone neither
     plan = plan_placements([demand("x", cpu=2.0, priority=80, preempt=True)], nodes)
-    # lowest priority then smallest: p10small first, then p10big makes p10small unnecessary
+    # p10small is taken first but is not enough; once p10big is taken it alone suffices,
+    # so p10small is given back rather than stopped for nothing
     assert [a for a, _ in plan.evictions] == ["p10big"]
 
 
