@@ -51,6 +51,9 @@ def _place_fds(sources: list[int], err_fd: int) -> int:
 
 def run(config: dict[str, Any], command: list[str]) -> NoReturn:
     err_fd = int(config["err_fd"])
+    # Inherited (pass_fds) means inheritable; it must close on exec, which is
+    # how the supervisor learns that the exec succeeded.
+    os.set_inheritable(err_fd, False)
     env = dict(os.environ)
     try:
         for path in config.get("cgroup_procs", []):
