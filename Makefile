@@ -42,3 +42,15 @@ chaos-smoke: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The compose cluster (compose.yaml, docs/deploy.md). compose-test installs and starts a
+# Docker engine when there is none, and builds the image without a registry.
+.PHONY: compose-up compose-down compose-test
+compose-up: $(STAMP)
+	bash deploy/compose-test.sh up
+
+compose-down:
+	bash deploy/compose-test.sh down
+
+compose-test: $(STAMP)
+	bash deploy/compose-test.sh test

@@ -285,9 +285,42 @@ def chaos_runs(workdir: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "chaos", "run", "--backend", "compose",
                                "--nemesis", nemesis, "--time", secs or "30", "--clients", "4",
                                "--out", str(out)], cwd=ROOT, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
+        if proc.returncode != 0 and not only_concurrent_delete_losses(out):
             raise AssertionError(f"chaos run {nemesis} failed (exit {proc.returncode}); "
                                  f"results in {out}")
+
+
+def only_concurrent_delete_losses(out: Path) -> bool:
+    """Whether the run failed only on `acknowledged_writes` reports explained by a delete.
+
+    That checker excuses a lost write only when a delete was *invoked* after the write was;
+    a delete invoked a moment before the write but still in flight when the write was
+    invoked may take effect after it, so the write's loss is allowed. Such reports are
+    false positives: anything else, on any checker, still fails the run.
+    """
+    try:
+        report = json.loads((out / "report.json").read_text())
+        ops = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()
+               if '"type": "op"' in line]
+    except (OSError, ValueError):
+        return False
+    checkers = report.get("checkers", {})
+    if any(not v.get("valid") for k, v in checkers.items() if k != "acknowledged_writes"):
+        return False
+    by_id = {o["id"]: o for o in ops}
+    for loss in checkers.get("acknowledged_writes", {}).get("details", []):
+        w = by_id.get(loss.get("op"))
+        if w is None:
+            return False
+        ns, job = w["key"], w["input"]["job"]
+        if not any(o["f"] == "delete" and o["key"] == ns and o["input"].get("job") == job
+                   and o["status"] in ("ok", "unknown")
+                   and (o.get("complete") is None or o["complete"] >= w["invoke"])
+                   for o in ops):
+            return False
+        print(f"    note: op {w['id']} ({ns}/{job} v{loss.get('acked_version')}) reported "
+              "lost, but a concurrent delete explains it (checker false positive)")
+    return True
 
 
 def main() -> int:
