@@ -55,6 +55,56 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    stream: Stream | None = None
+
+
+class Stream:
+    """An open response whose body is read as it arrives (logs, event streams)."""
+
+    def __init__(
+        self, url: str, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
+    ) -> None:
+        self.url = url
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self._conn = conn
+        self._response = response
+
+    def read_chunk(self, size: int = 65536) -> bytes:
+        """Whatever part of the body has arrived (at least one byte); b"" at the end.
+
+        A connection that breaks before the end raises StreamBroken.
+        """
+        try:
+            return self._response.read1(size)
+        except (OSError, http.client.HTTPException) as exc:
+            raise StreamBroken(_reason(exc)) from None
+
+    def readline(self, limit: int = 16 << 20) -> bytes:
+        try:
+            return self._response.readline(limit)
+        except (OSError, http.client.HTTPException) as exc:
+            raise StreamBroken(_reason(exc)) from None
+
+    def read_all(self, limit: int = 1 << 20) -> bytes:
+        try:
+            return self._response.read(limit)
+        except (OSError, http.client.HTTPException):
+            return b""
+
+    def close(self) -> None:
+        self._response.close()
+        self._conn.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StreamBroken(Exception):
+    """A streamed body ended early: the connection was reset, closed or timed out."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -140,6 +190,52 @@ class Client:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
 
+        return _result_from(self._exchange(method, target, data, headers), self.token)
+
+    def stream(
+        self,
+        path: str,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        read_timeout_s: float | None = None,
+    ) -> Stream:
+        """Open a GET whose body is read while it arrives, failing over like request().
+
+        Connecting and waiting for the response headers use the usual timeout; reading
+        the body then waits at most read_timeout_s per read (None: forever).
+        """
+        all_headers = {"Accept": "*/*"}
+        if self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        all_headers.update(headers or {})
+
+        def send_once(
+            method: str, url: str, data: bytes | None, hdrs: Mapping[str, str]
+        ) -> Response:
+            return self._open_stream(url, hdrs, read_timeout_s)
+
+        target = path + _query_string(query)
+        response = self._exchange("GET", target, None, all_headers, send_once)
+        if 200 <= response.status < 300 and response.stream is not None:
+            return response.stream
+        raise _error_from(response, self.token)
+
+    def rotate(self) -> None:
+        """Start the next request at the next address (after a stream from this one broke)."""
+        self._preferred = (self._preferred + 1) % len(self.addrs)
+
+    def backoff(self, attempt: int) -> float:
+        return self._backoff(attempt)
+
+    def _exchange(
+        self,
+        method: str,
+        target: str,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        send_once: SendOnce | None = None,
+    ) -> Response:
+        """The final answer to one logical request: a success or an error not worth retrying."""
         deadline = time.monotonic() + self.retry.deadline_s
         failures: list[str] = []
         last_error: ClientError | None = None
@@ -150,7 +246,9 @@ class Client:
             for k in range(n):
                 i = (self._preferred + k) % n
                 try:
-                    response = self._send(method, self.addrs[i] + target, data, headers)
+                    response = self._send(
+                        method, self.addrs[i] + target, data, headers, send_once
+                    )
                 except _NoAnswer as exc:
                     failures.append(f"{self.addrs[i]}: {exc}")
                     continue
@@ -172,7 +270,7 @@ class Client:
                 if wait is None:
                     wait = self._backoff(attempt)
             else:
-                return _result_from(response, self.token)
+                return response
 
             if response is not None:
                 answered = True
@@ -189,14 +287,22 @@ class Client:
         return min(self.retry.backoff_max_s, self.retry.backoff_s * (2**attempt))
 
     def _send(
-        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        send_once: SendOnce | None = None,
     ) -> Response:
+        once = send_once or self._send_once
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._send_once(method, url, data, headers)
+            response = once(method, url, data, headers)
             location = response.headers.get("Location")
             if response.status in (307, 308) and location:
                 nxt = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(nxt).scheme in ("http", "https"):
+                    if response.stream is not None:
+                        response.stream.close()
                     url = nxt
                     continue
             return response
@@ -224,6 +330,62 @@ class Client:
             raise _NoAnswer("timed out") from None
         except (OSError, http.client.HTTPException) as exc:
             raise _NoAnswer(_reason(exc)) from None
+
+
+    def _open_stream(
+        self, url: str, headers: Mapping[str, str], read_timeout_s: float | None
+    ) -> Response:
+        conn, target = _connection(url, self.timeout_s)
+        try:
+            conn.connect()
+            sock = conn.sock
+            conn.request("GET", target, headers=dict(headers))
+            response = conn.getresponse()
+        except TimeoutError:
+            conn.close()
+            raise _NoAnswer("timed out") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _NoAnswer(_reason(exc)) from None
+        stream = Stream(url, conn, response)
+        if not 200 <= response.status < 300:
+            body = stream.read_all()
+            stream.close()
+            return Response(response.status, response.headers, body)
+        if sock is not None:
+            # The body may stay quiet for long (a log nobody writes to); only the
+            # connection and the response headers are bound by the client's timeout.
+            sock.settimeout(read_timeout_s)
+        return Response(response.status, response.headers, b"", stream)
+
+
+SendOnce = Callable[[str, str, bytes | None, Mapping[str, str]], Response]
+
+
+def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A connection for url, through the environment's proxy when one applies."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port
+    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    https = parts.scheme == "https"
+    proxy = None
+    if not _is_loopback(url) and not urllib.request.proxy_bypass(host):
+        proxy = urllib.request.getproxies().get(parts.scheme)
+    conn: http.client.HTTPConnection
+    if proxy:
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        if https:
+            conn = http.client.HTTPSConnection(p.hostname or "", p.port or 3128, timeout=timeout)
+            conn.set_tunnel(host, port or 443)
+        else:
+            conn = http.client.HTTPConnection(p.hostname or "", p.port or 3128, timeout=timeout)
+            target = url
+    elif https:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    return conn, target
 
 
 def _header_map(headers: Any) -> Mapping[str, str]:

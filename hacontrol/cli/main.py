@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from hacontrol import __version__
 from hacontrol.cli import output
-from hacontrol.cli.client import DEFAULT_ADDR, Client, ClientError, quote, split_addrs
+from hacontrol.cli.client import (
+    DEFAULT_ADDR,
+    Client,
+    ClientError,
+    Stream,
+    StreamBroken,
+    quote,
+    split_addrs,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,6 +76,13 @@ def non_negative_int(value: str) -> int:
     return n
 
 
+def positive_int(value: str) -> int:
+    n = non_negative_int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def non_negative_float(value: str) -> float:
     try:
         f = float(value)
@@ -74,6 +91,33 @@ def non_negative_float(value: str) -> float:
     if not f >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return f
+
+
+def label_pair(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    key = key.strip()
+    if not sep or not key or any(c.isspace() for c in key):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    return key, val
+
+
+def bind_host(value: str) -> str:
+    host = value.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    # One colon is HOST:PORT (the port has its own flag); more is an IPv6 address.
+    if not host or host.count(":") == 1 or any(c.isspace() or c in "/[]" for c in host):
+        raise argparse.ArgumentTypeError(f"expected a host name or IP address, got {value!r}")
+    return host
+
+
+def signal_name(value: str) -> str:
+    name = value.strip().upper()
+    if name.isdigit():
+        return name
+    if not name.isalnum():
+        raise argparse.ArgumentTypeError(f"expected a signal such as SIGHUP, got {value!r}")
+    return name if name.startswith("SIG") else "SIG" + name
 
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -150,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", type=non_negative_float, default=None, help="CPU capacity to offer")
     p.add_argument("--memory-mb", type=non_negative_int, default=None, help="memory to offer")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--label", action="append", default=[], type=label_pair, metavar="KEY=VALUE",
+                   help="a node label for placement constraints (repeat for each)")
+    p.add_argument("--bind", default="127.0.0.1", type=bind_host, metavar="HOST",
+                   help="address the agent's own HTTP port listens on (default 127.0.0.1)")
     p.set_defaults(run=run_agent)
 
     # dev
@@ -188,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = client_cmd(job, "stop", "stop and remove a job", cmd_job_stop)
     p.add_argument("name")
     p.add_argument("--namespace", "-n")
+    p = client_cmd(job, "versions", "list a job's versions, newest first", cmd_job_versions)
+    p.add_argument("name")
+    p.add_argument("--namespace", "-n")
+    p = client_cmd(job, "revert", "submit an earlier version of a job again", cmd_job_revert)
+    p.add_argument("name")
+    p.add_argument("version", type=positive_int)
+    p.add_argument("--namespace", "-n")
 
     # alloc
     alloc = sub.add_parser("alloc", help="inspect allocations").add_subparsers(
@@ -199,12 +254,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node")
     p = client_cmd(alloc, "status", "show one allocation", cmd_alloc_status)
     p.add_argument("id")
+    for action, help_text in (("pause", "pause an allocation's processes"),
+                              ("resume", "resume a paused allocation"),
+                              ("restart", "restart an allocation in place")):
+        p = client_cmd(alloc, action, help_text, cmd_alloc_action)
+        p.add_argument("id")
+        p.set_defaults(action=action)
+    p = client_cmd(alloc, "signal", "send a signal to an allocation", cmd_alloc_action)
+    p.add_argument("id")
+    p.add_argument("signal", type=signal_name, help="e.g. SIGHUP or HUP")
+    p.set_defaults(action="signal")
+    p = client_cmd(alloc, "logs", "print an allocation's output", cmd_alloc_logs,
+                   json_flag=False)
+    p.add_argument("id")
+    p.add_argument("--stderr", action="store_true", help="standard error instead of output")
+    p.add_argument("--tail", type=non_negative_int, default=100,
+                   help="lines from the end to start with (default 100)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
 
     # node
     node = sub.add_parser("node", help="inspect nodes").add_subparsers(
         dest="node_command", metavar="SUBCOMMAND", required=True
     )
     client_cmd(node, "list", "list nodes", cmd_node_list)
+    p = client_cmd(node, "status", "show one node", cmd_node_status)
+    p.add_argument("name")
+    p = client_cmd(node, "drain", "move allocations off a node, or stop doing so", cmd_node_drain)
+    p.add_argument("name")
+    p.add_argument("--disable", action="store_true", help="end the drain")
+    p.add_argument("--deadline", type=non_negative_float, default=60.0, metavar="S",
+                   help="seconds before remaining allocations are stopped (default 60)")
+
+    # events
+    p = client_cmd(sub, "events", "show the cluster's recent events, or follow them",
+                   cmd_events)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--index", type=non_negative_int, default=None,
+                   help="only events after this log index")
+    p.add_argument("--type", action="append", default=[], metavar="T[,T...]",
+                   help="only events of these types")
 
     # namespace
     ns = sub.add_parser("namespace", help="manage namespaces and quotas").add_subparsers(
@@ -440,8 +528,7 @@ def cmd_alloc_status(args: argparse.Namespace, client: Client, out: IO[str]) -> 
     if args.json:
         output.print_json(result, out)
     else:
-        alloc = result.get("allocation") or {}
-        out.write(output.format_kv(sorted(alloc.items())) + "\n")
+        out.write(output.render_alloc(_unwrap(result, "allocation")) + "\n")
     return EXIT_OK
 
 
@@ -484,3 +571,249 @@ def cmd_set_quota(args: argparse.Namespace, client: Client, out: IO[str]) -> int
         ns.setdefault("name", args.namespace)
         out.write(output.render_namespace(ns) + "\n")
     return EXIT_OK
+
+
+def cmd_job_versions(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
+    ns = _namespace(args)
+    result = client.get(_job_path(ns, args.name) + "/versions")
+    if args.json:
+        output.print_json(result, out)
+    else:
+        out.write(output.render_versions(result.get("versions") or []) + "\n")
+    return EXIT_OK
+
+
+def cmd_job_revert(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
+    ns = _namespace(args)
+    result = client.post(_job_path(ns, args.name) + "/revert", {"version": args.version})
+    if args.json:
+        output.print_json(result, out)
+        return EXIT_OK
+    job = _unwrap(result, "job")
+    out.write(
+        f"Job {ns}/{args.name} reverted to version {args.version}: now version "
+        f"{output.cell_text(job.get('version'))}{_index_suffix(result)}\n"
+    )
+    return EXIT_OK
+
+
+def cmd_node_status(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
+    result = client.get(f"/v1/nodes/{quote(args.name)}")
+    if args.json:
+        output.print_json(result, out)
+    else:
+        node = _unwrap(result, "node")
+        node.setdefault("name", args.name)
+        out.write(output.render_node(node) + "\n")
+    return EXIT_OK
+
+
+def cmd_node_drain(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
+    enable = not args.disable
+    deadline: float | int = args.deadline
+    if float(deadline).is_integer():
+        deadline = int(deadline)
+    result = client.post(
+        f"/v1/nodes/{quote(args.name)}/drain", {"enable": enable, "deadline_s": deadline}
+    )
+    if args.json:
+        output.print_json(result, out)
+    elif enable:
+        out.write(
+            f"Node {args.name} draining (deadline {output.format_number(deadline)}s)"
+            f"{_index_suffix(result)}\n"
+        )
+    else:
+        out.write(f"Node {args.name} drain disabled{_index_suffix(result)}\n")
+    return EXIT_OK
+
+
+ACTION_DONE = {"pause": "paused", "resume": "resumed", "restart": "restarted",
+               "signal": "signalled"}
+
+
+def cmd_alloc_action(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
+    body: dict[str, Any] = {}
+    if args.action == "signal":
+        body = {"signal": args.signal}
+    result = client.post(f"/v1/allocations/{quote(args.id)}/{args.action}", body)
+    if args.json:
+        output.print_json(result, out)
+        return EXIT_OK
+    what = ACTION_DONE.get(args.action, args.action)
+    if args.action == "signal":
+        what += f" with {args.signal}"
+    line = f"Allocation {args.id} {what}"
+    alloc = result.get("allocation") if isinstance(result, dict) else None
+    if isinstance(alloc, dict) and alloc.get("state"):
+        line += f": state {alloc['state']}"
+        if alloc.get("pid") is not None:
+            line += f", pid {alloc['pid']}"
+    out.write(line + "\n")
+    return EXIT_OK
+
+
+def _binary_out(out: IO[str]) -> Callable[[bytes], None]:
+    """Write raw bytes to out's underlying buffer so log output passes through unchanged."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        def write_text(chunk: bytes) -> None:
+            out.write(chunk.decode("utf-8", "replace"))
+            out.flush()
+        return write_text
+    out.flush()
+
+    def write(chunk: bytes) -> None:
+        buffer.write(chunk)
+        buffer.flush()
+    return write
+
+
+def cmd_alloc_logs(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
+    query = {"stream": "stderr" if args.stderr else "stdout", "tail": args.tail,
+             "follow": "true" if args.follow else "false"}
+    write = _binary_out(out)
+    try:
+        # A followed log may stay quiet for hours; without follow the body is finite.
+        with client.stream(
+            f"/v1/allocations/{quote(args.id)}/logs", query,
+            read_timeout_s=None if args.follow else client.timeout_s,
+        ) as stream:
+            while True:
+                chunk = stream.read_chunk()
+                if not chunk:
+                    return EXIT_OK
+                write(chunk)
+    except StreamBroken as exc:
+        raise ClientError(0, "stream_broken", f"log stream interrupted: {exc}") from None
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# The server sends a comment at least every ten seconds; silence for longer than
+# this means the connection is gone even if no error has surfaced.
+EVENTS_READ_TIMEOUT_S = 35.0
+
+
+@dataclass
+class SseEvent:
+    id: str | None
+    event: str
+    data: str
+
+
+def read_sse(stream: Stream) -> Iterator[SseEvent]:
+    """Server-sent events from a stream until it ends (an unfinished event is dropped)."""
+    event_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    while True:
+        raw = stream.readline()
+        if not raw.endswith(b"\n"):
+            # The end of the stream, possibly mid-line: whatever is half-read is lost
+            # here and sent again after reconnecting from the last complete event.
+            return
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data or event_id is not None:
+                yield SseEvent(event_id, kind, "\n".join(data))
+            event_id, kind, data = None, "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "id":
+            event_id = value
+        elif name == "event":
+            kind = value
+        elif name == "data":
+            data.append(value)
+
+
+def _event_types(args: argparse.Namespace) -> str | None:
+    kinds = [t.strip() for v in args.type for t in v.split(",") if t.strip()]
+    return ",".join(kinds) or None
+
+
+def _print_event(args: argparse.Namespace, event: Any, out: IO[str]) -> None:
+    if args.json:
+        out.write(json.dumps(event, sort_keys=True) + "\n")
+    elif isinstance(event, dict):
+        out.write(output.event_line(event) + "\n")
+    else:
+        out.write(output.cell_text(event) + "\n")
+
+
+def cmd_events(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
+    types = _event_types(args)
+    if not args.follow:
+        result = client.get("/v1/events", {"index": args.index, "follow": "false", "type": types})
+        if args.json:
+            output.print_json(result, out)
+            return EXIT_OK
+        events = result.get("events") or []
+        for event in events:
+            _print_event(args, event, out)
+        if not events:
+            out.write("No events.\n")
+        return EXIT_OK
+    try:
+        return _follow_events(args, client, out, types)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _follow_events(
+    args: argparse.Namespace, client: Client, out: IO[str], types: str | None
+) -> int:
+    last_id: int | None = args.index
+    quiet_drops = 0
+    while True:
+        headers = {"Accept": "text/event-stream"}
+        if last_id is not None:
+            headers["Last-Event-ID"] = str(last_id)
+        query = {"index": last_id, "follow": "true", "type": types}
+        got_any = False
+        try:
+            with client.stream("/v1/events", query, headers,
+                               read_timeout_s=EVENTS_READ_TIMEOUT_S) as stream:
+                for sse in read_sse(stream):
+                    got_any = True
+                    last_id = _handle_sse(args, sse, last_id, out)
+        except StreamBroken:
+            pass
+        # The stream ended or broke: resume elsewhere from the last event seen. A
+        # server that keeps hanging up without sending anything is backed off from.
+        quiet_drops = 0 if got_any else quiet_drops + 1
+        client.rotate()
+        if quiet_drops:
+            if quiet_drops > client.retry.attempts:
+                raise ClientError(0, "stream_broken", "the event stream keeps closing")
+            client.sleep(client.backoff(quiet_drops - 1))
+
+
+def _handle_sse(args: argparse.Namespace, sse: SseEvent, last_id: int | None,
+                out: IO[str]) -> int | None:
+    try:
+        data: Any = json.loads(sse.data) if sse.data else {}
+    except ValueError:
+        data = sse.data
+    if sse.event == "truncated":
+        oldest = data.get("oldest_index") if isinstance(data, dict) else None
+        sys.stderr.write(
+            f"warning: events before index {output.cell_text(oldest)} are no longer kept\n"
+        )
+        return last_id
+    event_id: int | None = None
+    if sse.id is not None:
+        try:
+            event_id = int(sse.id)
+        except ValueError:
+            event_id = None
+    # Several events may share an index, so only an older index is a repeat.
+    if event_id is not None and last_id is not None and event_id < last_id:
+        return last_id
+    _print_event(args, data, out)
+    out.flush()
+    return event_id if event_id is not None else last_id

@@ -194,6 +194,9 @@ def render_job(
         )
     if restart:
         pairs.append(("Restart", restart.get("policy")))
+    deployment = job.get("deployment")
+    if isinstance(deployment, Mapping) and deployment:
+        pairs.append(("Deployment", deployment_text(deployment)))
     if counts:
         pairs.append(
             (
@@ -216,23 +219,166 @@ def render_alloc_list(
     headers = ["ID"]
     if with_job:
         headers += ["NAMESPACE", "JOB"]
-    headers += ["NODE", "STATE", "DESIRED", "PID", "RESTARTS", "EXIT", "UPDATED"]
+    with_health = any(a.get("health") for a in allocations)
+    headers += ["NODE", "STATE", "DESIRED"]
+    if with_health:
+        headers.append("HEALTH")
+    headers += ["PID", "RESTARTS", "EXIT", "UPDATED"]
     rows = []
     for a in allocations:
         row: list[Any] = [a.get("id")]
         if with_job:
             row += [a.get("namespace"), a.get("job")]
+        row += [a.get("node"), a.get("state"), a.get("desired")]
+        if with_health:
+            row.append(a.get("health"))
         row += [
-            a.get("node"),
-            a.get("state"),
-            a.get("desired"),
             a.get("pid"),
             a.get("restarts"),
             exit_text(a),
             format_age(a.get("updated_at", a.get("created_at")), now),
         ]
         rows.append(row)
-    return format_table(headers, rows)
+    text = format_table(headers, rows)
+    # Why an instance is not placed is too long for a column; list it below the table.
+    pending = [(a.get("id"), a.get("pending_reason")) for a in allocations
+               if a.get("pending_reason")]
+    if pending:
+        text += "\n\n" + "\n".join(
+            f"{cell_text(alloc_id)} pending: {cell_text(reason)}" for alloc_id, reason in pending
+        )
+    return text
+
+
+def deployment_text(deployment: Mapping[str, Any]) -> str:
+    text = f"version {cell_text(deployment.get('version'))} {cell_text(deployment.get('status'))}"
+    if deployment.get("reverted_from") is not None:
+        text += f" (revert of version {cell_text(deployment.get('reverted_from'))})"
+    return text
+
+
+def metrics_text(metrics: Mapping[str, Any]) -> str:
+    """ "cpu 12.5%, rss 40.2 MB" from an instance's sampled metrics."""
+    parts = []
+    cpu = metrics.get("cpu_percent")
+    if isinstance(cpu, (int, float)) and not isinstance(cpu, bool):
+        parts.append(f"cpu {cpu:.1f}%")
+    rss = metrics.get("rss_bytes")
+    if isinstance(rss, (int, float)) and not isinstance(rss, bool):
+        parts.append(f"rss {rss / (1024 * 1024):.1f} MB")
+    return ", ".join(parts) or MISSING
+
+
+def render_alloc(alloc: Mapping[str, Any], now: float | None = None) -> str:
+    resources = alloc.get("resources") or {}
+    pairs: list[tuple[str, Any]] = [
+        ("ID", alloc.get("id")),
+        ("Job", f"{cell_text(alloc.get('namespace'))}/{cell_text(alloc.get('job'))}"),
+        ("Version", alloc.get("version")),
+        ("Node", alloc.get("node")),
+        ("State", alloc.get("state")),
+        ("Desired", alloc.get("desired")),
+    ]
+    for label, key in (("Health", "health"), ("Reason", "reason"),
+                       ("Pending reason", "pending_reason")):
+        if alloc.get(key):
+            pairs.append((label, alloc.get(key)))
+    pairs += [
+        ("PID", alloc.get("pid")),
+        ("Restarts", alloc.get("restarts")),
+        ("Exit", exit_text(alloc)),
+    ]
+    if alloc.get("message"):
+        pairs.append(("Message", alloc.get("message")))
+    if resources:
+        pairs.append(("Resources", f"cpu={format_number(resources.get('cpu'))} "
+                      f"memory_mb={format_number(resources.get('memory_mb'))}"))
+    metrics = alloc.get("metrics")
+    if isinstance(metrics, Mapping) and metrics:
+        pairs.append(("Metrics", metrics_text(metrics)))
+    pairs += [
+        ("Created", format_age(alloc.get("created_at"), now)),
+        ("Updated", format_age(alloc.get("updated_at"), now)),
+    ]
+    if alloc.get("running_since") is not None:
+        pairs.append(("Running since", format_age(alloc.get("running_since"), now)))
+    known = {"id", "namespace", "job", "version", "node", "state", "desired", "health",
+             "reason", "pending_reason", "pid", "restarts", "exit_code", "signal", "message",
+             "resources", "metrics", "created_at", "updated_at", "running_since",
+             "placed_at", "modify_index"}
+    # Fields this client does not know yet are still worth seeing.
+    pairs += [(k, v) for k, v in sorted(alloc.items()) if k not in known and v is not None]
+    return format_kv(pairs)
+
+
+def render_node(node: Mapping[str, Any], now: float | None = None) -> str:
+    cap = node.get("capacity") or {}
+    free = node.get("free") or {}
+    drain = node.get("drain")
+    drain_text = cell_text(bool(drain))
+    if drain and node.get("drain_deadline") is not None:
+        drain_text += f" (deadline {format_age(node.get('drain_deadline'), now)})"
+    pairs: list[tuple[str, Any]] = [
+        ("Name", node.get("name")),
+        ("Status", node.get("status")),
+        ("Address", node.get("address")),
+        ("Drain", drain_text),
+        ("Eligible", node.get("eligible")),
+        ("Labels", key_values(node.get("labels"))),
+        ("Attributes", key_values(node.get("attributes"))),
+        ("CPU free", f"{format_number(free.get('cpu'))}/{format_number(cap.get('cpu'))}"),
+        ("Memory MB free",
+         f"{format_number(free.get('memory_mb'))}/{format_number(cap.get('memory_mb'))}"),
+        ("Allocations", node.get("allocations")),
+        ("Heartbeat", format_age(node.get("last_heartbeat"), now)),
+    ]
+    agent = node.get("agent")
+    if agent is not None:
+        pairs.append(("Agent", key_values(agent) if isinstance(agent, Mapping) else agent))
+    return format_kv(pairs)
+
+
+def key_values(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return " ".join(f"{k}={cell_text(v)}" for k, v in sorted(value.items())) or MISSING
+    return cell_text(value)
+
+
+def render_versions(versions: Sequence[Mapping[str, Any]], now: float | None = None) -> str:
+    if not versions:
+        return "No versions."
+    rows = []
+    for v in versions:
+        spec = v.get("spec") or {}
+        command = spec.get("command") if isinstance(spec, Mapping) else None
+        if isinstance(command, list):
+            command_text = shlex.join(str(c) for c in command)
+        else:
+            command_text = cell_text(command)
+        rows.append([v.get("version"), format_age(v.get("submitted_at"), now), v.get("stable"),
+                     command_text])
+    return format_table(["VERSION", "SUBMITTED", "STABLE", "COMMAND"], rows)
+
+
+EVENT_META = ("index", "ts", "type")
+
+
+def _event_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple, dict)) for v in value):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return cell_text(value)
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """One event on one line: time, index, type, then its own fields as key=value."""
+    ts = event.get("ts")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    else:
+        when = MISSING
+    fields = " ".join(f"{k}={_event_value(v)}" for k, v in event.items() if k not in EVENT_META)
+    line = f"{when}  {cell_text(event.get('index'))}  {cell_text(event.get('type'))}"
+    return f"{line}  {fields}" if fields else line
 
 
 def render_node_list(nodes: Sequence[Mapping[str, Any]], now: float | None = None) -> str:
