@@ -416,6 +416,9 @@ class Replica:
             return False, "destroyed"
         if self._unhealthy is not None:
             return False, self._unhealthy
+        broken = getattr(self.machine, "broken", None)
+        if broken:
+            return False, broken
         if not self._node.tick_thread_alive():
             return False, "tick thread is not running"
         if self._tick_failures >= self._tuning.max_consecutive_tick_failures:

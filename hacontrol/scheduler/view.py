@@ -25,7 +25,9 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             preempt=bool(spec.option("preempt", False))))
     by_node: dict[str, list[Placed]] = {}
     for a in m.allocs.values():
-        if a.node is None or not a.holds_resources:
+        if a.node is None or not a.holds_resources or a.desired != "run":
+            # Instances on their way out still hold room (node_free counts them) but must
+            # not be offered as preemption victims again.
             continue
         job = m.jobs.get((a.namespace, a.job))
         by_node.setdefault(a.node, []).append(Placed(
@@ -35,8 +37,6 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             job_type=job.spec.type if job else "service"))
     rooms = []
     for n in m.nodes.values():
-        if n.status != "ready":
-            continue
         cpu, mem = m.node_free(n)
         rooms.append(NodeRoom(
             name=n.name, cpu_capacity=n.capacity.cpu, memory_capacity=n.capacity.memory_mb,

@@ -73,6 +73,7 @@ class StateMachine:
         self.idempotency: OrderedDict[str, tuple[str, Result]] = OrderedDict()
         self.alloc_seq = 0
         self.index = 0
+        self.broken: str | None = None
         # Derived, never snapshotted: the sum of job usages per namespace, kept current so a
         # quota check costs O(1) rather than a walk over every job of the namespace.
         # Integers (micro-cores) so that the running sum and a recomputation after restore
@@ -97,7 +98,12 @@ class StateMachine:
         except Rejection as rej:
             result = {"ok": False, "error": rej.to_dict(), "index": index}
         except Exception as exc:  # a bug must not wedge the replica: report, never raise
-            log.exception("internal error applying entry %d", index)
+            # The handler may have mutated part of the state before failing: this replica
+            # can no longer be trusted to agree with the others. Fail-stop (readiness goes
+            # 503) rather than serve a state that may have silently diverged.
+            log.critical("internal error applying entry %d: replica marked broken", index,
+                         exc_info=True)
+            self.broken = f"internal error applying entry {index}: {type(exc).__name__}"
             result = {"ok": False, "index": index,
                       "error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}",
                                 "field": None}}
@@ -766,6 +772,7 @@ class StateMachine:
         self.alloc_seq = int(d["alloc_seq"])
         self.index = int(d["index"])
         self.usage = self.recompute_usage()
+        self.broken = None
 
     def digest(self) -> str:
         """A fingerprint of the state, for comparing replicas."""

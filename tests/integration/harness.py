@@ -186,12 +186,16 @@ class Cluster:
             self.wait_ready()
         return self
 
-    def start_agent(self, name: str, cpu: float = 4.0, memory_mb: int = 4096) -> Proc:
+    def start_agent(self, name: str, cpu: float = 4.0, memory_mb: int = 4096,
+                    labels: dict[str, str] | None = None, port: int | None = None) -> Proc:
         argv = [sys.executable, "-m", "hacontrol", "agent", "--name", name,
                 "--data-dir", str(self.root / name),
                 "--controllers", ",".join(r.api for r in self.replicas),
                 "--token-file", str(self.root / "token"),
-                "--cpu", str(cpu), "--memory-mb", str(memory_mb)]
+                "--cpu", str(cpu), "--memory-mb", str(memory_mb),
+                "--port", str(port if port is not None else free_ports(1)[0])]
+        for k, v in (labels or {}).items():
+            argv += ["--label", f"{k}={v}"]
         proc = self.agents.get(name) or Proc(name, argv, self.root / f"{name}.log")
         proc.start()
         self.agents[name] = proc

@@ -223,3 +223,16 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
             cpu, mem = a.m.node_free(node)
             assert cpu >= -1e-9 and mem >= 0
     assert a.m.snapshot() == b.m.snapshot()
+
+
+def test_a_bug_in_a_handler_marks_the_replica_broken(monkeypatch) -> None:
+    from hacontrol.state import machine as machine_mod
+
+    def boom(self, cmd, index):  # a handler that fails half way through
+        self.alloc_seq += 1
+        raise RuntimeError("bug")
+    monkeypatch.setitem(machine_mod._HANDLERS, C.NOOP, boom)
+    f = Feeder()
+    r = f(C.NOOP)
+    assert r["ok"] is False and r["error"]["code"] == "internal"
+    assert f.m.broken and "entry 1" in f.m.broken
