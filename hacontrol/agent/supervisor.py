@@ -925,6 +925,8 @@ class Supervisor:
         if t.runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await t.runner
+        t.handle = None
+        t.paused = False
         if t.terminal:
             # It ended on its own just before the stop got to it.
             return t.last
