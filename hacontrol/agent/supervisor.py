@@ -336,6 +336,7 @@ class Supervisor:
         # cgroups whose rmdir failed (an unreaped zombie still counted in
         # them); retried by the sampler.
         self._dead_cgroups: list[InstanceCgroup] = []
+        self.sweep_cgroups()
 
     # ---------------------------------------------------------------- queries
 
@@ -427,6 +428,8 @@ class Supervisor:
         proc = procinfo.matches(record)
         if proc is None:
             procinfo.remove_pid_record(alloc_dir)
+            if record.cgroups:
+                InstanceCgroup.from_record(record.cgroup_mode or "", record.cgroups).remove()
             return None
         cg = None
         if record.cgroups and record.cgroup_mode == self._layout.mode:
@@ -559,6 +562,27 @@ class Supervisor:
             t.kill_reason = REASON_STOPPED
         t.poke.set()
         return await fut
+
+    def sweep_cgroups(self) -> int:
+        """Remove empty instance cgroups of this supervisor left by earlier runs.
+
+        Instances that ended while no agent watched them (agent killed, then
+        the processes died) leave their directories behind. Only empty ones
+        of inactive tasks are removed (rmdir refuses populated cgroups).
+        Returns how many were removed.
+        """
+        suffix = f".{self._cg_scope}"
+        busy = {self._cg_name(a) for a, t in self._tasks.items() if t.active()}
+        removed = 0
+        for base in self._layout.bases.values():
+            with contextlib.suppress(OSError):
+                for entry in base.iterdir():
+                    if not entry.name.endswith(suffix) or entry.name in busy:
+                        continue
+                    with contextlib.suppress(OSError):
+                        entry.rmdir()
+                        removed += 1
+        return removed
 
     # -------------------------------------------------------------- internals
 

@@ -100,6 +100,11 @@ class Harness:
                 proc.kill()
             except psutil.Error:
                 continue
+        # Instance cgroups can only be removed once the killed processes are gone.
+        deadline = time.monotonic() + 5.0
+        while not all(gone(pid) for pid in self._tracked) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.new_supervisor().sweep_cgroups()
 
 
 @pytest.fixture
