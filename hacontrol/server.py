@@ -121,7 +121,7 @@ class Controller:
     def local_event(self, kind: str, **payload: Any) -> None:
         """An event only this replica saw (e.g. it became leader); not replicated."""
         def add(m: StateMachine) -> None:
-            m.events.append({"index": m.index, "ts": time.time(), "type": kind, **payload})
+            m.add_event({"index": m.index, "ts": time.time(), "type": kind, **payload})
         self.replica.read(add)
         if self._changed is not None and self.loop is not None:
             self.loop.call_soon_threadsafe(self._fire_changed)

@@ -52,8 +52,8 @@ def acknowledged_writes_present(h: History) -> Verdict:
     """Every acknowledged job write is still reflected in the final state.
 
     Versions only grow while a job exists, so a job's final version must be at least every
-    version a client was told, unless a delete (acknowledged or uncertain) was invoked after
-    that write was invoked. A job whose acknowledged writes are all followed by no delete
+    version a client was told, unless a delete (acknowledged or uncertain) may have taken
+    effect after it, i.e. did not complete before that write was invoked. A job whose acknowledged writes are all followed by no delete
     must still exist.
     """
     final_jobs: dict[tuple[str, str], dict[str, Any]] = {
@@ -66,8 +66,11 @@ def acknowledged_writes_present(h: History) -> Verdict:
             continue
         checked += 1
         key = (op.key, op.input["job"])
+        # A delete could have taken effect after this write if it had not completed before
+        # the write was invoked (an uncertain delete never completes).
         deleted_later = any(o.f == "delete" and o.key == op.key and o.input["job"] == key[1]
-                            and o.status in (OK, UNKNOWN) and o.invoke >= op.invoke
+                            and o.status in (OK, UNKNOWN)
+                            and (o.complete is None or o.complete >= op.invoke)
                             for o in h.ops)
         if deleted_later:
             continue

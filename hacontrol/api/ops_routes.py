@@ -90,19 +90,21 @@ async def events(request: web.Request) -> web.StreamResponse:
     ctl = _ctl(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("index", "0")
     try:
-        index = int(raw)
+        head, _, tail = raw.partition(".")
+        index, seq = int(head), (int(tail) if tail else -1)
     except ValueError:
-        raise ApiError("invalid", "must be an integer log index", "index") from None
+        raise ApiError("invalid", "must be a log index, or an event id INDEX.SEQ",
+                       "index") from None
     follow = request.query.get("follow", "true").lower() in ("1", "true", "yes")
     kinds = set(filter(None, request.query.get("type", "").split(",")))
 
-    def batch(after: int) -> tuple[list[dict[str, Any]], int, int]:
+    def batch(after: int, after_seq: int) -> tuple[list[dict[str, Any]], int, int]:
         def read(m: StateMachine) -> tuple[list[dict[str, Any]], int, int]:
             oldest = m.events[0]["index"] if m.events else m.index + 1
-            return m.events_since(after), oldest, m.index
+            return m.events_since(after, after_seq), oldest, m.index
         return ctl.replica.read(read)
 
-    evs, oldest, head = batch(index)
+    evs, oldest, _ = batch(index, seq)
     if kinds:
         evs = [e for e in evs if e["type"] in kinds]
     if not follow:
@@ -115,20 +117,18 @@ async def events(request: web.Request) -> web.StreamResponse:
         # Older events are gone (bounded buffer, or restored from a snapshot): say so.
         await resp.write(f"event: truncated\ndata: {json.dumps({'oldest_index': oldest})}\n\n"
                          .encode())
-    last = index
+    last, last_seq = index, seq
     while True:
         for e in evs:
-            last = max(last, e["index"])
+            last, last_seq = e["index"], e["seq"]
             if kinds and e["type"] not in kinds:
                 continue
-            await resp.write(f"id: {e['index']}\nevent: {e['type']}\ndata: "
+            await resp.write(f"id: {e['id']}\nevent: {e['type']}\ndata: "
                              f"{json.dumps(e)}\n\n".encode())
         if not evs:
             await resp.write(b": keep-alive\n\n")
         await ctl.wait_changed(10.0)
-        evs, _, _ = batch(last)
-        # Several events can share an index; only resend those not yet seen.
-        evs = [e for e in evs if e["index"] > last]
+        evs, _, _ = batch(last, last_seq)
 
 
 # -------------------------------------------------- allocation controls, logs

@@ -767,13 +767,14 @@ def cmd_events(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
 def _follow_events(
     args: argparse.Namespace, client: Client, out: IO[str], types: str | None
 ) -> int:
-    last_id: int | None = args.index
+    last_id: Any = args.index
     quiet_drops = 0
     while True:
         headers = {"Accept": "text/event-stream"}
         if last_id is not None:
             headers["Last-Event-ID"] = str(last_id)
-        query = {"index": last_id, "follow": "true", "type": types}
+        query = {"index": str(last_id).partition(".")[0] if last_id is not None else None,
+                 "follow": "true", "type": types}
         got_any = False
         try:
             with client.stream("/v1/events", query, headers,
@@ -793,8 +794,8 @@ def _follow_events(
             client.sleep(client.backoff(quiet_drops - 1))
 
 
-def _handle_sse(args: argparse.Namespace, sse: SseEvent, last_id: int | None,
-                out: IO[str]) -> int | None:
+def _handle_sse(args: argparse.Namespace, sse: SseEvent, last_id: Any,
+                out: IO[str]) -> Any:
     try:
         data: Any = json.loads(sse.data) if sse.data else {}
     except ValueError:
@@ -805,15 +806,21 @@ def _handle_sse(args: argparse.Namespace, sse: SseEvent, last_id: int | None,
             f"warning: events before index {output.cell_text(oldest)} are no longer kept\n"
         )
         return last_id
-    event_id: int | None = None
-    if sse.id is not None:
-        try:
-            event_id = int(sse.id)
-        except ValueError:
-            event_id = None
-    # Several events may share an index, so only an older index is a repeat.
-    if event_id is not None and last_id is not None and event_id < last_id:
+    event_id = _event_key(sse.id)
+    # Ids are "INDEX.SEQ" (several events may share a log index): anything not newer than
+    # the last one printed is a repeat after a reconnect.
+    if event_id is not None and last_id is not None and event_id <= _event_key(last_id):
         return last_id
     _print_event(args, data, out)
     out.flush()
-    return event_id if event_id is not None else last_id
+    return sse.id if event_id is not None else last_id
+
+
+def _event_key(raw: Any) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    head, _, tail = str(raw).partition(".")
+    try:
+        return (int(head), int(tail) if tail else 10**9)
+    except ValueError:
+        return None

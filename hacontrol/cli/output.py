@@ -360,7 +360,7 @@ def render_versions(versions: Sequence[Mapping[str, Any]], now: float | None = N
     return format_table(["VERSION", "SUBMITTED", "STABLE", "COMMAND"], rows)
 
 
-EVENT_META = ("index", "ts", "type")
+EVENT_META = ("index", "ts", "type", "seq", "id")
 
 
 def _event_value(value: Any) -> str:

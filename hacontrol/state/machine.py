@@ -547,11 +547,29 @@ class StateMachine:
     # ---------------------------------------------------------------- helpers
 
     def _event(self, index: int, kind: str, **payload: Any) -> None:
-        self.events.append({"index": index, "ts": getattr(self, "_ts", 0.0), "type": kind,
-                            **{k: v for k, v in payload.items() if v is not None}})
+        self.add_event({"index": index, "ts": getattr(self, "_ts", 0.0), "type": kind,
+                        **{k: v for k, v in payload.items() if v is not None}})
 
-    def events_since(self, index: int, limit: int = 1000) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["index"] > index][:limit]
+    def add_event(self, event: dict[str, Any]) -> None:
+        # Several events can share a log index; `seq` numbers them within it so a stream
+        # can resume exactly after the last one a client saw ("index.seq").
+        last = self.events[-1] if self.events else None
+        seq = last["seq"] + 1 if last is not None and last["index"] == event["index"] else 0
+        event["seq"] = seq
+        event["id"] = f"{event['index']}.{seq}"
+        self.events.append(event)
+
+    def events_since(self, index: int, seq: int = -1,
+                     limit: int = 1000) -> list[dict[str, Any]]:
+        """Events after (index, seq); seq -1 means after every event of `index`... exclusive
+        of none: pass seq=-1 to get all events of index+1 onwards and none of `index`."""
+        out = []
+        for e in self.events:
+            if e["index"] > index or (e["index"] == index and seq >= 0 and e["seq"] > seq):
+                out.append(e)
+                if len(out) >= limit:
+                    break
+        return out
 
     @staticmethod
     def _job_key(args: dict[str, Any]) -> tuple[str, str]:

@@ -343,12 +343,13 @@ def test_alloc_logs_error_answer(api: Api, capsys: pytest.CaptureFixture[str]) -
 # --- events ------------------------------------------------------------------------------------
 
 
-def event(index: int, kind: str, **payload: Any) -> dict[str, Any]:
-    return {"index": index, "ts": 1700000000.0 + index, "type": kind, **payload}
+def event(index: int, kind: str, seq: int = 0, **payload: Any) -> dict[str, Any]:
+    return {"index": index, "seq": seq, "id": f"{index}.{seq}", "ts": 1700000000.0 + index,
+            "type": kind, **payload}
 
 
 def sse(ev: dict[str, Any]) -> bytes:
-    return f"id: {ev['index']}\nevent: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
+    return f"id: {ev['id']}\nevent: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
 
 
 def test_events_without_follow(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
@@ -369,7 +370,7 @@ def test_events_without_follow(api: Api, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_events_follow_resumes_after_a_drop_without_loss_or_repeats(api: Api) -> None:
     evs = [event(3, "job_registered", job="web"), event(4, "node_ready", node="n1"),
-           event(4, "node_drain", node="n1", enable=True), event(5, "job_stopped", job="web"),
+           event(4, "node_drain", 1, node="n1", enable=True), event(5, "job_stopped", job="web"),
            event(6, "node_down", node="n1")]
     connections: list[int] = []
 
@@ -386,9 +387,10 @@ def test_events_follow_resumes_after_a_drop_without_loss_or_repeats(api: Api) ->
             assert request.transport is not None
             request.transport.close()
             return resp
-        after = int(request.headers["Last-Event-ID"])
+        head, _, tail = request.headers["Last-Event-ID"].partition(".")
+        after = (int(head), int(tail or -1))
         for ev in evs:
-            if ev["index"] > after:
+            if (ev["index"], ev["seq"]) > after:
                 await resp.write(sse(ev))
         await asyncio.sleep(30)
         return resp
@@ -411,7 +413,7 @@ def test_events_follow_resumes_after_a_drop_without_loss_or_repeats(api: Api) ->
     assert first.query == {"index": "2", "follow": "true",
                            "type": "job_registered,node_ready,node_drain"}
     assert first.headers["Last-Event-ID"] == "2"
-    assert second.headers["Last-Event-ID"] == "4"
+    assert second.headers["Last-Event-ID"] == "4.1"
     assert second.query["index"] == "4"
     # The reconnect went to the other address.
     assert (first.port, second.port) == (port_of(api.urls[0]), port_of(api.urls[1]))
