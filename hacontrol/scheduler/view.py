@@ -19,7 +19,8 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
         demands.append(Demand(
             alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
             memory_mb=a.resources.memory_mb, priority=spec.priority, job_type=spec.type,
-            constraints=tuple(Constraint(c.get("attribute", ""), c["operator"], c.get("value"))
+            constraints=tuple(Constraint(c.get("attribute", ""), c["operator"],
+                                         c.get("value") or "")
                               for c in spec.option("constraints", [])),
             scoring=spec.option("scoring", "binpack"),
             preempt=bool(spec.option("preempt", False))))
