@@ -65,11 +65,11 @@ class ControllerLink:
         self.current = self.controllers[self._rotation]
 
     async def sync(self, node: dict[str, Any], reports: list[dict[str, Any]],
-                   wait_s: float) -> SyncAnswer | None:
+                   wait_s: float, extra: dict[str, Any] | None = None) -> SyncAnswer | None:
         """One round trip; None when it did not reach a leader (the caller retries)."""
         assert self._session is not None
         body = {"node": node, "reports": reports, "index": self.index, "wait_s": wait_s,
-                "term": self.highest_term}
+                "term": self.highest_term, **(extra or {})}
         timeout = aiohttp.ClientTimeout(total=wait_s + 4.0, sock_connect=1.0)
         try:
             async with self._session.post(f"{self.current}/v1/agent/sync", json=body,

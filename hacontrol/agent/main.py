@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import platform
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,15 @@ from aiohttp import web
 
 from . import procinfo
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
-from .spec import RestartPolicy, TaskEvent, TaskSpec
+from .spec import (
+    HealthCheck,
+    LogPolicy,
+    Resources,
+    RestartPolicy,
+    SocketSpec,
+    TaskEvent,
+    TaskSpec,
+)
 from .supervisor import Supervisor
 
 log = logging.getLogger("hacontrol.agent")
@@ -32,25 +42,48 @@ def task_spec(assignment: dict[str, Any], node: str) -> TaskSpec:
                 "HACONTROL_NAMESPACE": assignment["namespace"], "HACONTROL_NODE": node})
     r = spec.get("restart") or {}
     s = spec.get("stop") or {}
+    res = spec.get("resources") or {}
+    h = spec.get("health")
+    lg = spec.get("logs") or {}
     return TaskSpec(
         alloc_id=assignment["id"], command=list(spec["command"]), env=env, cwd=spec.get("cwd"),
         restart=RestartPolicy(**{k: r[k] for k in ("policy", "max_restarts", "window_s",
                                                      "backoff_s", "backoff_max_s",
                                                      "min_uptime_s") if k in r}),
-        stop_signal=s.get("signal", "SIGTERM"), stop_timeout_s=float(s.get("timeout_s", 5.0)))
+        stop_signal=s.get("signal", "SIGTERM"), stop_timeout_s=float(s.get("timeout_s", 5.0)),
+        user=spec.get("user"), group=spec.get("group"), umask=spec.get("umask"),
+        shell=bool(spec.get("shell", False)),
+        resources=Resources(cpu=res.get("cpu"), memory_mb=res.get("memory_mb"),
+                            pids=res.get("pids")),
+        health=HealthCheck(**h) if h else None,
+        logs=LogPolicy(**lg) if lg else LogPolicy(),
+        sockets=[SocketSpec(**x) for x in spec.get("sockets") or []],
+        socket_key=f"{assignment['namespace']}/{assignment['job']}/v{assignment['version']}")
 
 
 def event_report(ev: TaskEvent) -> dict[str, Any]:
     return {"id": ev.alloc_id, "state": ev.state, "pid": ev.pid, "restarts": ev.restarts,
             "exit_code": ev.exit_code, "signal": ev.signal, "message": ev.message[:2000],
-            "ts": ev.ts}
+            "ts": ev.ts, "health": getattr(ev, "health", None),
+            "reason": getattr(ev, "reason", None)}
+
+
+def node_attributes() -> dict[str, str]:
+    u = platform.uname()
+    return {"os": u.system.lower(), "arch": u.machine, "hostname": u.node,
+            "kernel": u.release}
 
 
 class Agent:
     def __init__(self, name: str, data_dir: Path, controllers: list[str], token: str,
-                 cpu: float, memory_mb: int, address: str) -> None:
+                 cpu: float, memory_mb: int, address: str,
+                 labels: dict[str, str] | None = None) -> None:
         self.name = name
-        self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address}
+        self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address,
+                     "labels": dict(labels or {}), "attributes": node_attributes()}
+        self.last_contact = time.monotonic()
+        # alloc id -> disconnect.stop_after_s for the instances that asked for it
+        self.disconnect_after: dict[str, float] = {}
         self.link = ControllerLink(controllers, token)
         self.supervisor = Supervisor(data_dir, self._on_event)
         # Latest unacknowledged report per allocation: only the newest state matters.
@@ -84,6 +117,10 @@ class Agent:
         if not self._swept:
             self._swept = True
             self._sweep_orphans(set(wanted) | set(known))
+        self.disconnect_after = {
+            alloc_id: float(a["spec"]["disconnect"]["stop_after_s"])
+            for alloc_id, a in wanted.items()
+            if a.get("spec") and (a["spec"].get("disconnect") or {}).get("stop_after_s")}
         for alloc_id, a in wanted.items():
             if a["desired"] == "run" and a.get("spec"):
                 if alloc_id not in known and alloc_id not in self._starting:
@@ -133,6 +170,31 @@ class Agent:
         if await self.supervisor.adopt(spec) is not None:
             await self._stop_and_forget(alloc_id)
 
+    def _extra(self) -> dict[str, Any]:
+        metrics = getattr(self.supervisor, "metrics", None)
+        out: dict[str, Any] = {"agent": {
+            "pid": os.getpid(), "isolation": getattr(self.supervisor, "isolation_mode", None)}}
+        if metrics is not None:
+            try:
+                out["metrics"] = {k: _metric_dict(v) for k, v in metrics().items()}
+            except Exception:
+                log.exception("metrics sampling failed")
+        return out
+
+    def _enforce_disconnect(self) -> None:
+        """Stop instances whose job asked not to outlive a long cut-off from the leader.
+
+        A partitioned node would otherwise keep running instances the leader has already
+        replaced elsewhere: duplicates.
+        """
+        silent = time.monotonic() - self.last_contact
+        for alloc_id, limit in list(self.disconnect_after.items()):
+            if silent >= limit and self.supervisor.active(alloc_id):
+                log.warning("no leader for %.1fs: stopping %s (disconnect.stop_after_s=%g)",
+                            silent, alloc_id, limit)
+                self.disconnect_after.pop(alloc_id, None)
+                self._spawn(self.supervisor.stop(alloc_id))
+
     async def _stop_and_forget(self, alloc_id: str) -> None:
         await self.supervisor.stop(alloc_id)
         self.supervisor.forget(alloc_id)
@@ -144,14 +206,17 @@ class Agent:
                 self.wake.clear()
                 sent = dict(self.reports)
                 wait_s = 0.0 if sent else LONG_POLL_S
-                coro = self.link.sync(self.node, list(sent.values()), wait_s)
+                coro = self.link.sync(self.node, list(sent.values()), wait_s,
+                                      extra=self._extra())
                 answer = await (wait_first(self.wake, coro) if not sent else coro)
                 if stop.is_set():
                     break
                 if answer is None:
+                    self._enforce_disconnect()
                     if not self.wake.is_set():
                         await wait_first(stop, asyncio.sleep(RETRY_PAUSE_S))
                     continue
+                self.last_contact = time.monotonic()
                 if answer.acked:
                     for alloc_id, rep in sent.items():
                         if self.reports.get(alloc_id) is rep:
@@ -163,15 +228,21 @@ class Agent:
             t.cancel()
 
 
-async def _serve_health(host: str, port: int) -> web.AppRunner | None:
+def _metric_dict(m: Any) -> dict[str, Any]:
+    if isinstance(m, dict):
+        return m
+    return {k: getattr(m, k) for k in ("pid", "processes", "cpu_percent", "rss_bytes", "threads",
+                                       "open_files", "io_read_bytes", "io_write_bytes", "ts")
+            if hasattr(m, k)}
+
+
+async def _serve_health(host: str, port: int, agent: Agent | None = None,
+                        token: str = "") -> web.AppRunner | None:
     if not port:
         return None
+    from .http import build_agent_app
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/v1/health", health)
+    app = build_agent_app(agent, token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -187,8 +258,10 @@ async def agent_main(args: Any) -> None:
            else psutil.virtual_memory().total // (1024 * 1024))
     host = getattr(args, "host", None) or "127.0.0.1"
     address = f"http://{host}:{args.port}" if args.port else ""
-    agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem), address)
-    runner = await _serve_health(host, args.port)
+    labels = dict(getattr(args, "label", None) or [])
+    agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem), address,
+                  labels)
+    runner = await _serve_health(getattr(args, "bind", None) or host, args.port, agent, token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -1,0 +1,115 @@
+"""The agent's own small HTTP API, used by the controllers (never by users directly):
+health, Prometheus metrics, instance logs and instance controls. Token auth as everywhere.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .main import Agent
+
+ACTIONS = ("pause", "resume", "restart", "signal")
+
+
+def _err(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, "field": field}},
+                             status=status)
+
+
+def build_agent_app(agent: Agent | None, token: str) -> web.Application:
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/v1/health":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return _err(401, "unauthorized", "missing bearer token", "Authorization")
+        if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+            return _err(403, "forbidden", "wrong token", "Authorization")
+        return await handler(request)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    def sup() -> Any:
+        if agent is None:
+            raise web.HTTPServiceUnavailable()
+        return agent.supervisor
+
+    async def action(request: web.Request) -> web.Response:
+        alloc_id, what = request.match_info["id"], request.match_info["action"]
+        s = sup()
+        if what not in ACTIONS:
+            return _err(404, "not_found", f"unknown action {what!r}", "action")
+        if not s.active(alloc_id):
+            return _err(404, "not_found", f"allocation {alloc_id!r} does not run here", "id")
+        try:
+            if what == "signal":
+                body = await request.json()
+                s.signal(alloc_id, str(body.get("signal", "")))
+                ev = s.tasks().get(alloc_id)
+            else:
+                ev = await getattr(s, what)(alloc_id)
+        except ValueError as exc:
+            return _err(422, "invalid", str(exc), "signal" if what == "signal" else None)
+        except RuntimeError as exc:  # no live instance to act on
+            return _err(409, "conflict", str(exc), "id")
+        from .main import event_report
+        return web.json_response({"allocation": event_report(ev) if ev is not None else None,
+                                  "action": what})
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        alloc_id = request.match_info["id"]
+        s = sup()
+        stream = request.query.get("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            return _err(422, "invalid", "must be stdout or stderr", "stream")
+        try:
+            tail = int(request.query.get("tail", "100"))
+        except ValueError:
+            return _err(422, "invalid", "must be an integer", "tail")
+        follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+        if not s.alloc_dir(alloc_id).exists():
+            return _err(404, "not_found", f"no logs for {alloc_id!r} here", "id")
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        data = s.read_log(alloc_id, stream, tail)
+        await resp.write(data)
+        if follow:
+            live = s.alloc_dir(alloc_id) / f"{stream}.log"
+            offset = live.stat().st_size if live.exists() else 0
+            async for chunk in s.follow_log(alloc_id, stream, offset):
+                await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    async def metrics(_: web.Request) -> web.Response:
+        s = sup()
+        lines = ["# HELP hacontrol_agent_instances instances supervised",
+                 "# TYPE hacontrol_agent_instances gauge",
+                 f"hacontrol_agent_instances {sum(1 for a in s.tasks() if s.active(a))}"]
+        try:
+            samples = s.metrics()
+        except Exception:
+            samples = {}
+        from .main import _metric_dict
+        for key in ("cpu_percent", "rss_bytes", "threads", "open_files", "io_read_bytes",
+                    "io_write_bytes"):
+            lines += [f"# HELP hacontrol_instance_{key} per-instance {key.replace('_', ' ')}",
+                      f"# TYPE hacontrol_instance_{key} gauge"]
+            for alloc_id, m in sorted(samples.items()):
+                v = _metric_dict(m).get(key)
+                if v is not None:
+                    lines.append(f'hacontrol_instance_{key}{{alloc="{alloc_id}"}} {v}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    app = web.Application(middlewares=[auth])
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/allocations/{id}/{action}", action)
+    app.router.add_get("/v1/allocations/{id}/logs", logs)
+    return app
