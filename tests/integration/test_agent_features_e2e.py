@@ -102,3 +102,17 @@ def test_cut_off_instances_stop_after_disconnect_timeout(cluster: Cluster) -> No
     wait_for(lambda: not pid_alive(d["pid"]), 15, what="cut-off instance stopped")
     assert time.monotonic() - started >= 0.9
     assert pid_alive(k["pid"])  # jobs without the setting keep running
+
+
+def test_autoscaling_follows_reported_cpu(cluster: Cluster) -> None:
+    cluster.start_agent("n1")
+    burner = {"command": [PY, "-c", "while True: pass"], "count": 1,
+              "resources": {"cpu": 0.2, "memory_mb": 32},
+              "scaling": {"min": 1, "max": 3, "cpu_target": 0.5, "cooldown_s": 1}}
+    cluster.write("PUT", "/v1/jobs/default/burn", burner)
+    wait_for(lambda: cluster.api("GET", "/v1/jobs/default/burn").body["job"]["count"] == 3, 60,
+             what="scaled up to the maximum")
+    evs = cluster.api("GET", "/v1/events?follow=false&type=job_scaled").body["events"]
+    auto = [e for e in evs if e.get("source") == "autoscaler" and e["job"] == "burn"]
+    assert auto and "cpu" in auto[0]["reason"]
+    assert cluster.write("DELETE", "/v1/jobs/default/burn").status == 200
