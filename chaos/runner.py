@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from .agents import AgentsConfig, AgentsWorkload, crash_storm, kill_run_processes, new_marker
+from .checker import agents as agent_checks
 from .checker import invariants
 from .checker.linearizability import check as check_linearizable
 from .cluster.base import Backend, ClusterSpec, Member
@@ -43,6 +45,15 @@ class RunConfig:
     check_timeout_s: float = 300.0
     results_dir: Path | None = None
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    # "control": jobs are never placed (no agents by default); "agents": real agents run a
+    # few service jobs (chaos.agents), and their OS processes are checked too.
+    mode: str = "control"
+    agents: int = 0  # agents mode starts 2 when this is 0
+    agents_cfg: AgentsConfig = field(default_factory=AgentsConfig)
+
+    @property
+    def agent_count(self) -> int:
+        return (self.agents or 2) if self.mode == "agents" else self.agents
 
 
 def make_backend(name: str) -> Backend:
@@ -89,9 +100,14 @@ class Run:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = cfg.results_dir or RESULTS / f"{stamp}-{cfg.nemesis}-{cfg.seed}" \
             f"{'-' + cfg.plant if cfg.plant else ''}"
+        if cfg.mode not in ("control", "agents"):
+            raise ValueError(f"unknown mode {cfg.mode!r}: control or agents")
+        # Carried in every job process's environment, so the OS says which are this run's.
+        self.marker = new_marker()
         self.history = History(seed=cfg.seed, nemesis=cfg.nemesis, backend=cfg.backend,
                                meta={"plant": cfg.plant, "duration_s": cfg.time_s,
-                                     "clients": cfg.clients})
+                                     "clients": cfg.clients, "mode": cfg.mode,
+                                     "agents": cfg.agent_count, "run_marker": self.marker})
         self.t0 = time.monotonic()
         self.backend: Backend | None = None
         self.members: list[Member] = []
@@ -222,8 +238,12 @@ class Run:
             }}
         for v in (invariants.quota_never_exceeded(h), invariants.one_leader_per_term(h),
                   invariants.acknowledged_writes_present(h),
-                  invariants.converged(h, self.cfg.convergence_bound_s)):
+                  invariants.converged(h, self.cfg.convergence_bound_s),
+                  invariants.replica_logs_clean(self.out / "logs")):
             verdicts[v.name] = v.to_json()
+        if h.meta.get("mode") == "agents":
+            for v in agent_checks.check_all(h, self.cfg.convergence_bound_s):
+                verdicts[v.name] = v.to_json()
         return verdicts
 
     async def execute(self) -> dict[str, Any]:
@@ -231,29 +251,43 @@ class Run:
         from .nemesis import Nemesis, check_supported, make_schedule
 
         cfg = self.cfg
+        agents_mode = cfg.mode == "agents"
         workdir = Path(tempfile.mkdtemp(prefix="hcx-"))
         env = {"HACONTROL_ALLOW_PLANTED_FAULTS": "1"} if cfg.plant else {}
-        spec = ClusterSpec(replicas=cfg.replicas, agents=0, workdir=workdir, token=self.token,
-                           secret=self.secret,
+        spec = ClusterSpec(replicas=cfg.replicas, agents=cfg.agent_count, workdir=workdir,
+                           token=self.token, secret=self.secret,
                            server_args=["--plant", cfg.plant] if cfg.plant else [], env=env)
+        if agents_mode:
+            spec.agent_cpu = cfg.agents_cfg.agent_cpu
+            spec.agent_memory_mb = cfg.agents_cfg.agent_memory_mb
         self.backend = backend = make_backend(cfg.backend)
-        check_supported(cfg.nemesis, backend.name, backend.capabilities)
+        check_supported(cfg.nemesis, backend.name, backend.capabilities,
+                        agents=cfg.agent_count, has_crash=agents_mode)
         sweep_leftovers()
         try:
             self.members = await asyncio.to_thread(backend.setup, spec)
             await self._wait_leader(60)
             urls = {m.name: m.api_url for m in self.replicas if m.api_url}
             headers = {"Authorization": f"Bearer {self.token}"}
-            async with aiohttp.ClientSession(headers=headers) as session, \
-                    Workload(urls, self.token, self.history, cfg.workload, cfg.seed,
-                             self.t0) as wl:
+            wl: Workload = (
+                AgentsWorkload(urls, self.token, self.history, cfg.agents_cfg, cfg.seed,
+                               self.t0, self.marker) if agents_mode else
+                Workload(urls, self.token, self.history, cfg.workload, cfg.seed, self.t0))
+            async with aiohttp.ClientSession(headers=headers) as session, wl:
                 await wl.setup_namespaces()
+                if isinstance(wl, AgentsWorkload):
+                    await wl.wait_nodes(cfg.agent_count, 60)
                 self.t0 = time.monotonic()
                 wl.t0 = self.t0
                 loop = asyncio.get_running_loop()
                 stop_poll = asyncio.Event()
                 stop_work = asyncio.Event()
                 poller = asyncio.create_task(self._poll(session, stop_poll))
+                placements = None
+                if isinstance(wl, AgentsWorkload):
+                    # On the run's own clock, after t0, so they order with later operations.
+                    await wl.setup_jobs()
+                    placements = asyncio.create_task(wl.poll_placements(stop_poll))
 
                 def on_event(ev: dict[str, Any]) -> None:
                     ev = {**ev, "t": self.now()}
@@ -266,7 +300,10 @@ class Run:
                                          [m.name for m in self.members],
                                          capabilities=backend.capabilities)
                 nemesis = Nemesis(backend, schedule, leader_finder(self.replicas, self.token),
-                                  on_event, load_burst)
+                                  on_event, load_burst,
+                                  crash_storm=(lambda size, seed: crash_storm(self.marker, size,
+                                                                              seed))
+                                  if agents_mode else None)
                 work = asyncio.create_task(wl.run(stop_work))
                 nem_stop = asyncio.Event()
                 nem = asyncio.create_task(nemesis.run(nem_stop))
@@ -275,15 +312,26 @@ class Run:
                 stop_work.set()
                 await nem
                 await asyncio.to_thread(nemesis.final_heal)
-                self.history.faults.append({"t": self.now(), "fault": "final-heal",
+                healed_at = self.now()
+                self.history.faults.append({"t": healed_at, "fault": "final-heal",
                                             "phase": "start", "targets": []})
                 await work
                 self.history.final["convergence"] = await self._converge(session)
                 await self._final_reads(wl, session)
+                if isinstance(wl, AgentsWorkload):
+                    await wl.settle(healed_at, cfg.convergence_bound_s)
                 stop_poll.set()
                 await poller
+                if placements is not None:
+                    await placements
         finally:
-            await asyncio.to_thread(backend.teardown)
+            try:
+                await asyncio.to_thread(backend.teardown)
+            finally:
+                if agents_mode:
+                    # Agents leave their tasks running when stopped; these go by pid.
+                    swept = await asyncio.to_thread(kill_run_processes, self.marker)
+                    self.history.final["swept_at_teardown"] = len(swept)
             self._keep_logs()
             shutil.rmtree(workdir, ignore_errors=True)
         verdicts = self.check()

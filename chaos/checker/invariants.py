@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from chaos.history import OK, UNKNOWN, History
@@ -93,3 +94,21 @@ def converged(h: History, bound_s: float) -> Verdict:
                     f"(bound {bound_s:g}s)" if c.get("converged") else
                     f"did not converge within {bound_s:g}s: {c.get('reason', '?')}"),
                    [c])
+
+
+# Lines a healthy replica never logs: pysyncobj deleting entries it had applied (the wedge
+# seen under load), and our own fail-stop after an internal error in apply.
+ALARMS = ("truncating already-applied log entries", "replica marked broken",
+          "Traceback (most recent call last)")
+
+
+def replica_logs_clean(logs: Path) -> Verdict:
+    """No replica log shows a wedge, a divergence alarm or an unexpected traceback."""
+    bad = []
+    files = sorted(logs.glob("c*.log")) if logs.is_dir() else []
+    for f in files:
+        for n, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+            if any(a in line for a in ALARMS):
+                bad.append({"log": f.name, "line": n, "text": line[:300]})
+    return Verdict("replica_logs", not bad,
+                   f"{len(files)} replica logs scanned, {len(bad)} alarm lines", bad)
