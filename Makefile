@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench chaos chaos-smoke system-deps clean
+.PHONY: run test lint bench bench-agent bench-scheduler chaos chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/controllers.py
+
+bench-agent: $(STAMP)
+	$(PY) bench/agent.py
+
+bench-scheduler: $(STAMP)
+	$(PY) bench/scheduler.py
 
 # The standard chaos set: every nemesis, then every planted fault (20-40 minutes).
 chaos: $(STAMP) system-deps
