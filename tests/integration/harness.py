@@ -27,6 +27,23 @@ import psutil
 T = TypeVar("T")
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose host lacks something, or fail under HACONTROL_TEST_ALL=1 (CI)."""
+    import pytest
+
+    if os.environ.get("HACONTROL_TEST_ALL") == "1":
+        pytest.fail(f"HACONTROL_TEST_ALL=1 but {reason}")
+    pytest.skip(reason)
+
+
+def require_netns() -> None:
+    from chaos.cluster.netns import BackendUnavailable, check_tools
+    try:
+        check_tools()
+    except BackendUnavailable as exc:
+        skip_or_fail(str(exc))
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,7 @@ from chaos.nemesis import (
     validate_schedule,
 )
 
-from .harness import http, pid_alive, wait_for
+from .harness import http, pid_alive, require_netns, wait_for
 
 MEMBERS3 = ["c1", "c2", "c3"]
 MEMBERS5 = ["c1", "c2", "c3", "c4", "c5", "n1", "n2"]
@@ -137,12 +136,7 @@ def local(tmp_path: Path) -> Iterator[LocalBackend]:
 
 @pytest.fixture
 def netns(tmp_path: Path) -> Iterator[NetnsBackend]:
-    try:
-        check_tools()
-    except BackendUnavailable as exc:
-        if os.environ.get("HACONTROL_TEST_ALL") == "1":
-            pytest.fail(f"HACONTROL_TEST_ALL=1 but {exc}")
-        pytest.skip(str(exc))
+    require_netns()
     b = NetnsBackend()
     try:
         yield b

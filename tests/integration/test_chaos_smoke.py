@@ -8,22 +8,11 @@ namespaces, and a planted bug that the checkers must catch.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-import pytest
 
 from chaos.runner import RunConfig, run
 
-
-def _netns_or_skip() -> None:
-    from chaos.cluster.netns import BackendUnavailable, check_tools
-    try:
-        check_tools()
-    except BackendUnavailable as exc:
-        if os.environ.get("HACONTROL_TEST_ALL") == "1":
-            pytest.fail(f"HACONTROL_TEST_ALL=1 but {exc}")
-        pytest.skip(str(exc))
+from .harness import require_netns
 
 
 def _run(tmp_path: Path, **kw: object) -> dict:
@@ -43,7 +32,7 @@ def test_kill_leader_on_processes(tmp_path: Path) -> None:
 
 
 def test_partition_leader_in_namespaces(tmp_path: Path) -> None:
-    _netns_or_skip()
+    require_netns()
     report = _run(tmp_path, nemesis="partition-leader", time_s=15.0, seed=12, backend="netns")
     assert report["faults"] >= 1
     assert report["valid"], json.dumps(report["checkers"], indent=1)[:3000]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,23 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.integration.harness import free_ports
+
 T = TypeVar("T")
 
 HELPER = Path(__file__).with_name("kv_node.py")
 SECRET = "test-cluster-secret-0123456789abcdef"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
