@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--plant", choices=PLANTS, default=None,
                    help="run the cluster with a deliberately planted bug")
     r.add_argument("--clients", type=int, default=8)
+    r.add_argument("--mode", default="control", choices=("control", "agents"),
+                   help="control: jobs are never placed; agents: real agents run service "
+                        "jobs whose processes are checked too")
+    r.add_argument("--agents", type=int, default=0,
+                   help="agents to start (agents mode: 2 when 0)")
     r.add_argument("--out", type=Path, default=None, help="results directory")
     r.add_argument("-v", "--verbose", action="store_true")
     sub.add_parser("list", help="name the nemeses")
@@ -52,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from .workload import WorkloadConfig
     cfg = RunConfig(nemesis=args.nemesis, time_s=args.time, seed=args.seed,
                     backend=args.backend, plant=args.plant, clients=args.clients,
-                    results_dir=args.out, workload=WorkloadConfig(clients=args.clients))
+                    results_dir=args.out, workload=WorkloadConfig(clients=args.clients),
+                    mode=args.mode, agents=args.agents)
     summary, out = run(cfg)
     print(f"results: {out}")
     print(f"operations {summary['operations']} {summary['outcomes']}, "

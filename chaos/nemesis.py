@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LEADER = "@leader"  # the replica leading when the window starts
 OTHERS = "@others"  # every replica but that leader
+AGENT = "@agent"  # a seeded random agent, for schedules planned without agent names
 
 # Primitive fault kinds the executor knows how to start and end.
 K_KILL = "kill"
@@ -37,6 +38,7 @@ K_PARTITION = "partition"
 K_LOSS = "loss"
 K_RESTART_ALL = "restart-all"
 K_LOAD = "load-burst"
+K_CRASH = "crash-storm"  # SIGKILL job processes (not members): needs a run with agents
 
 KIND_NEEDS: dict[str, frozenset[str]] = {
     K_KILL: frozenset({KILL}),
@@ -45,10 +47,17 @@ KIND_NEEDS: dict[str, frozenset[str]] = {
     K_LOSS: frozenset({LOSS}),
     K_RESTART_ALL: frozenset({KILL}),
     K_LOAD: frozenset(),
+    K_CRASH: frozenset(),
 }
 
 DEFAULT_INTERVAL = (3.0, 6.0)
 RESTART_ALL_MAX_S = 2.0  # a whole-cluster outage longer than this only measures downtime
+# Comfortably past the servers' default heartbeat grace (3 s), so the node is marked down and
+# its allocations replaced before the agent returns to find them gone.
+NODE_LOSS_MIN_S = 10.0
+
+# Nemeses that act on agents or their job processes: they need a run with agents.
+AGENT_NEMESES = frozenset({"kill-agent", "partition-agent", "crash-storm", "node-loss"})
 
 
 class UnsupportedNemesis(ValueError):
@@ -63,6 +72,7 @@ class FaultPlan:
     percent: int | None = None  # loss
     size: int | None = None  # load-burst: how many operations
     max_duration_s: float | None = None
+    min_duration_s: float | None = None
 
 
 @dataclass
@@ -175,6 +185,28 @@ def _load_burst(rng: random.Random, reps: list[str], agents: list[str]) -> Fault
     return FaultPlan(K_LOAD, size=rng.choice([1000, 2000, 4000]))
 
 
+def _one_agent(rng: random.Random, agents: list[str]) -> str:
+    # Planned without agent names (e.g. only to learn the kind), a placeholder stands in.
+    return rng.choice(agents) if agents else AGENT
+
+
+def _kill_agent(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    return FaultPlan(K_KILL, [_one_agent(rng, agents)])
+
+
+def _partition_agent(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    # Other agents, named in no group, join every group (see `Nemesis._resolve`).
+    return FaultPlan(K_PARTITION, groups=[[_one_agent(rng, agents)], list(reps)])
+
+
+def _crash_storm(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    return FaultPlan(K_CRASH, size=rng.randint(3, 8))
+
+
+def _node_loss(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    return FaultPlan(K_KILL, [_one_agent(rng, agents)], min_duration_s=NODE_LOSS_MIN_S)
+
+
 NEMESES: dict[str, NemesisDef] = {
     "kill-leader": NemesisDef("SIGKILL the current leader; restart it at the window's end",
                               _kill_leader),
@@ -197,6 +229,13 @@ NEMESES: dict[str, NemesisDef] = {
     "restart-all": NemesisDef("SIGKILL every replica at once; restart them all "
                               f"after at most {RESTART_ALL_MAX_S:g}s", _restart_all),
     "load-burst": NemesisDef("thousands of concurrent writes at once", _load_burst),
+    "kill-agent": NemesisDef("SIGKILL a random agent; restart it at the window's end",
+                             _kill_agent),
+    "partition-agent": NemesisDef("cut a random agent off from every replica", _partition_agent),
+    "crash-storm": NemesisDef("SIGKILL 3-8 job processes of the run in quick succession",
+                              _crash_storm),
+    "node-loss": NemesisDef(f"SIGKILL a random agent and keep it down at least "
+                            f"{NODE_LOSS_MIN_S:g}s, past the heartbeat grace", _node_loss),
     "mixed": NemesisDef("every nemesis the backend supports, one per window, in one seeded "
                         "schedule", None),
 }
@@ -232,12 +271,20 @@ def supported(nemesis: str, capabilities: frozenset[str] | set[str]) -> bool:
 
 
 def check_supported(nemesis: str, backend_name: str, capabilities: frozenset[str] | set[str],
-                    has_load: bool = True) -> None:
-    """Refuse, with a message saying why, a nemesis this backend (or run) cannot do."""
+                    has_load: bool = True, agents: int | None = None,
+                    has_crash: bool = True) -> None:
+    """Refuse, with a message saying why, a nemesis this backend (or run) cannot do.
+
+    `agents` is how many agents the run has (None: not known yet); `has_crash` whether the
+    run can find its job processes to crash.
+    """
     if nemesis not in NEMESES:
         raise UnsupportedNemesis(f"unknown nemesis {nemesis!r}; known: {', '.join(NEMESES)}")
     if nemesis == "mixed":
         return  # mixed draws only from what the backend supports
+    if nemesis in AGENT_NEMESES and agents == 0:
+        raise UnsupportedNemesis(f"nemesis {nemesis!r} acts on agents or their jobs; run it "
+                                 "in agents mode (--mode agents --agents 2)")
     missing = plan_needs(nemesis) - set(capabilities)
     if missing:
         able = [n for n in NEMESES if n != "mixed" and supported(n, capabilities)]
@@ -247,6 +294,9 @@ def check_supported(nemesis: str, backend_name: str, capabilities: frozenset[str
             f"use the netns backend, or one of: {', '.join(able)}")
     if nemesis == "load-burst" and not has_load:
         raise UnsupportedNemesis("nemesis 'load-burst' needs a load generator; none was given")
+    if nemesis == "crash-storm" and not has_crash:
+        raise UnsupportedNemesis("nemesis 'crash-storm' needs a way to find the run's job "
+                                 "processes; none was given")
 
 
 def make_schedule(nemesis: str, seed: int, duration_s: float, members: list[str],
@@ -257,7 +307,8 @@ def make_schedule(nemesis: str, seed: int, duration_s: float, members: list[str]
     `members` are member names ("c1".. replicas, "n1".. agents). A quiet spell of
     `interval[0]` seconds opens the run; each window then lasts, and is followed by a quiet
     gap of, a random time within `interval`. For `mixed`, `capabilities` (when given) limits
-    the draw to the nemeses the backend supports.
+    the draw to the nemeses the backend supports, and agent nemeses are drawn only when
+    `members` name agents.
     """
     if nemesis not in NEMESES:
         raise UnsupportedNemesis(f"unknown nemesis {nemesis!r}; known: {', '.join(NEMESES)}")
@@ -270,7 +321,8 @@ def make_schedule(nemesis: str, seed: int, duration_s: float, members: list[str]
     rng = random.Random(f"{nemesis}/{seed}")
     if nemesis == "mixed":
         pool = [n for n, d in NEMESES.items() if d.plan is not None
-                and (capabilities is None or supported(n, capabilities))]
+                and (capabilities is None or supported(n, capabilities))
+                and (agents or n not in AGENT_NEMESES)]
     else:
         pool = [nemesis]
     windows: list[FaultWindow] = []
@@ -283,6 +335,8 @@ def make_schedule(nemesis: str, seed: int, duration_s: float, members: list[str]
         dur = rng.uniform(lo, hi)
         if plan.max_duration_s is not None:
             dur = min(dur, plan.max_duration_s)
+        if plan.min_duration_s is not None:
+            dur = max(dur, plan.min_duration_s)
         gap = rng.uniform(lo, hi)
         wseed = rng.randrange(2**31)
         if t + dur > duration_s:
@@ -297,7 +351,7 @@ def make_schedule(nemesis: str, seed: int, duration_s: float, members: list[str]
 def validate_schedule(schedule: list[FaultWindow], duration_s: float,
                       members: list[str]) -> None:
     """Raise ValueError unless windows are ordered, disjoint, in range, and name real members."""
-    known = set(members) | {LEADER, OTHERS}
+    known = set(members) | {LEADER, OTHERS, AGENT}
     prev_end = 0.0
     for w in schedule:
         if not prev_end <= w.start_s < w.end_s <= duration_s:
@@ -333,6 +387,8 @@ class Nemesis:
     (backend calls, `leader_finder`'s HTTP polls) runs in a worker thread, one at a time.
     `load_burst(size)` is called from a worker thread with the burst's number of operations;
     it must only start the burst (e.g. `asyncio.run_coroutine_threadsafe`) and return.
+    `crash_storm(size, seed)` (runs with agents) SIGKILLs up to `size` of the run's job
+    processes, chosen from `seed`, and returns their pids; it is called from a worker thread.
     Events go to `on_event` as dicts: t, wall, fault (nemesis name), kind, phase
     ("start" | "end" | "skip"), id (the window), targets, plus groups/percent/leader/error
     where they apply. `final_heal()` undoes whatever is still in effect.
@@ -342,12 +398,14 @@ class Nemesis:
                  leader_finder: Callable[[], str | None],
                  on_event: Callable[[dict[str, Any]], None],
                  load_burst: Callable[[float], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 crash_storm: Callable[[int, int], list[int]] | None = None) -> None:
         self.backend = backend
         self.schedule = schedule
         self.leader_finder = leader_finder
         self.on_event = on_event
         self.load_burst = load_burst
+        self.crash_storm = crash_storm
         self.clock = clock
         self._lock = threading.RLock()
         self._active: _Active | None = None
@@ -366,13 +424,16 @@ class Nemesis:
         if self._can(w.kind, caps):
             return w
         if w.schedule != "mixed":
-            check_supported(w.nemesis, self.backend.name, caps, self.load_burst is not None)
+            check_supported(w.nemesis, self.backend.name, caps, self.load_burst is not None,
+                            has_crash=self.crash_storm is not None)
         # A mixed schedule made without the backend's capabilities: redraw this window from
         # what the backend can do, from the window's own seed so the run stays reproducible.
         rng = random.Random(w.seed)
-        pool = [n for n, d in NEMESES.items() if d.plan is not None and supported(n, caps)
-                and (n != "load-burst" or self.load_burst is not None)]
         reps, agents = _replicas_agents(self._names)
+        pool = [n for n, d in NEMESES.items() if d.plan is not None and supported(n, caps)
+                and (n != "load-burst" or self.load_burst is not None)
+                and (n != "crash-storm" or self.crash_storm is not None)
+                and (agents or n not in AGENT_NEMESES)]
         if not pool or not reps:
             self._skip.add(w.id)
             return w
@@ -386,7 +447,8 @@ class Nemesis:
                            plan.percent, plan.size, rng.randrange(2**31), w.schedule)
 
     def _can(self, kind: str, caps: set[str]) -> bool:
-        return KIND_NEEDS[kind] <= caps and (kind != K_LOAD or self.load_burst is not None)
+        return (KIND_NEEDS[kind] <= caps and (kind != K_LOAD or self.load_burst is not None)
+                and (kind != K_CRASH or self.crash_storm is not None))
 
     # ------------------------------------------------------------- reporting
 
@@ -455,11 +517,13 @@ class Nemesis:
                 leader = random.Random(w.seed).choice(reps)
                 extra["leader_unknown"] = True
         others = [r for r in reps if r != leader]
+        agent = random.Random(w.seed).choice(agents) if agents else None
 
         def expand(names: list[str]) -> list[str]:
             out: list[str] = []
             for n in names:
-                out += [leader] if n == LEADER else others if n == OTHERS else [n]
+                out += ([leader] if n == LEADER else others if n == OTHERS else
+                        [agent] if n == AGENT else [n])
             return [n for n in dict.fromkeys(out) if n is not None]
 
         targets = expand(w.targets)
@@ -543,6 +607,12 @@ class Nemesis:
     def _nothing(self, targets: list[str], groups: list[list[str]], w: FaultWindow) -> None:
         """A burst runs its course; there is nothing to undo."""
 
+    def _crash(self, targets: list[str], groups: list[list[str]], w: FaultWindow) -> None:
+        assert self.crash_storm is not None
+        killed = self.crash_storm(int(w.size or 0), w.seed)
+        if self._active is not None:  # reported with the window's start event
+            self._active.extra["killed"] = killed
+
     Action = Callable[["Nemesis", list[str], list[list[str]], FaultWindow], None]
     _KINDS: dict[str, tuple[Action, Action]] = {
         K_KILL: (_kill, _restart),
@@ -551,6 +621,7 @@ class Nemesis:
         K_PARTITION: (_partition, _heal),
         K_LOSS: (_loss, _heal),
         K_LOAD: (_load, _nothing),
+        K_CRASH: (_crash, _nothing),
     }
 
     # ----------------------------------------------------------- final heal

@@ -1,5 +1,8 @@
 """The standard set: every nemesis at least once, then every planted fault; a table at the end.
 
+Nemeses that act on agents (kill-agent, partition-agent, crash-storm, node-loss) run in agents
+mode with 2 agents; the others in control-plane mode.
+
 `python -m chaos.standard [--time S] [--backend netns|local]` (what `make chaos` runs).
 Exit status 0 when every clean run is valid and every planted run is caught.
 """
@@ -11,7 +14,7 @@ import json
 import sys
 import time
 
-from .nemesis import list_nemeses
+from .nemesis import AGENT_NEMESES, list_nemeses
 from .runner import RESULTS, RunConfig, run
 
 # Which nemesis exposes which planted fault fastest (see docs/chaos.md).
@@ -32,30 +35,36 @@ def main(argv: list[str] | None = None) -> int:
     root = RESULTS / f"standard-{stamp}"
     root.mkdir(parents=True, exist_ok=True)
     rows = []
-    names = args.only or [n for n in list_nemeses() if n not in ("kill-agent", "partition-agent",
-                                                                "crash-storm", "node-loss")]
+    names = args.only or [n for n in list_nemeses() if n not in AGENT_NEMESES]
     plans: list[tuple[str, str | None]] = [(n, None) for n in names]
     if not args.no_plants:
         plans += [(nem, plant) for plant, nem in PLANTED]
+    if args.only is None:
+        # Last, so the control-plane runs and planted faults keep the seeds they had.
+        plans += [(n, None) for n in list_nemeses() if n in AGENT_NEMESES]
     ok = True
     for i, (nemesis, plant) in enumerate(plans):
+        agents_mode = nemesis in AGENT_NEMESES
         backend = args.backend
         if backend == "local" and nemesis.startswith(("partition", "netem")):
             continue
         cfg = RunConfig(nemesis=nemesis, time_s=args.time if not plant else min(args.time, 30),
                         seed=args.seed + i, backend=backend, plant=plant,
-                        results_dir=root / f"{i:02d}-{nemesis}{'-' + plant if plant else ''}")
+                        results_dir=root / f"{i:02d}-{nemesis}{'-' + plant if plant else ''}",
+                        mode="agents" if agents_mode else "control",
+                        agents=2 if agents_mode else 0)
         started = time.monotonic()
         try:
             summary, out = run(cfg)
         except Exception as exc:  # a run that cannot even finish is a failure of the set
-            rows.append({"nemesis": nemesis, "plant": plant, "error": repr(exc)})
+            rows.append({"nemesis": nemesis, "plant": plant, "mode": cfg.mode,
+                         "error": repr(exc)})
             ok = False
             continue
         caught = not summary["valid"]
         good = caught if plant else summary["valid"]
         ok = ok and good
-        rows.append({"nemesis": nemesis, "plant": plant, "seed": cfg.seed,
+        rows.append({"nemesis": nemesis, "plant": plant, "mode": cfg.mode, "seed": cfg.seed,
                      "operations": summary["operations"],
                      "unknown": summary["outcomes"]["unknown"],
                      "faults": summary["faults"], "valid": summary["valid"],

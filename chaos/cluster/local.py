@@ -78,6 +78,14 @@ class ProcessBackend:
         """The command that runs `argv` where `member` lives."""
         return argv
 
+    def _agent_port(self, host: str) -> int:
+        """The port of an agent's own HTTP API.
+
+        The agent listens on, and advertises, 127.0.0.1 (it has no option to advertise
+        another address), so the port is chosen free there.
+        """
+        return free_port("127.0.0.1")
+
     # ------------------------------------------------------------------ setup
 
     def setup(self, spec: ClusterSpec) -> list[Member]:
@@ -137,7 +145,8 @@ class ProcessBackend:
             argv = [self.python, "-m", "hacontrol", "agent", "--name", name,
                     "--data-dir", str(m.data_dir), "--controllers", controllers,
                     "--token-file", str(run_dir / "token"), "--cpu", str(spec.agent_cpu),
-                    "--memory-mb", str(spec.agent_memory_mb)]
+                    "--memory-mb", str(spec.agent_memory_mb),
+                    "--port", str(self._agent_port(m.host))]
             self._procs[name] = _Proc(m, argv)
         reg.add_hook(self._reap)
         for name in self._procs:

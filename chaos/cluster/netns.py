@@ -33,6 +33,7 @@ from .local import BackendUnavailable, ProcessBackend
 TABLE = "hacontrol_chaos"
 RAFT_PORT = 7000
 API_PORT = 8000
+AGENT_PORT = 9000
 HOST_OCTET = 254
 
 
@@ -161,6 +162,9 @@ class NetnsBackend(ProcessBackend):
 
     def _ports(self, host: str) -> tuple[int, int]:
         return RAFT_PORT, API_PORT  # every member has a network stack to itself
+
+    def _agent_port(self, host: str) -> int:
+        return AGENT_PORT  # a network stack of its own, as for replicas
 
     def _wrap(self, member: Member, argv: list[str]) -> list[str]:
         # `ip netns exec` execs the command in place, so the Popen pid is the member's own.
