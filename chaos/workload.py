@@ -155,8 +155,20 @@ class Workload:
             return FAIL, f"HTTP {status}: {err}"
         return None  # 503 unknown, 5xx, anything else: uncertain
 
-    async def perform(self, client: int) -> None:
-        op, method, path, body = self.new_op(client)
+    def burst_op(self, client: int, i: int) -> tuple[Op, str, str, Any]:
+        """A burst write on a key of its own: as much load on the log as any write, but
+        without piling hundreds of concurrent operations onto one key, which would make the
+        linearizability search explode without testing anything more."""
+        self.next_id += 1
+        ns = f"burst{i % 400}"
+        q = self.rng.randint(0, self.cfg.max_quota)
+        op = Op(id=self.next_id, client=client, f="put_quota", key=ns, input={"quota": q},
+                invoke=0.0)
+        return op, "PUT", f"/v1/namespaces/{ns}", {"quota": {"processes": q}}
+
+    async def perform(self, client: int, burst: int | None = None) -> None:
+        op, method, path, body = (self.new_op(client) if burst is None
+                                  else self.burst_op(client, burst))
         is_write = method != "GET"
         op.idem = uuid.uuid4().hex if is_write else None
         op.replica = self.rng.choice(self.names)
@@ -200,7 +212,7 @@ class Workload:
 
         async def one(i: int) -> None:
             async with sem:
-                await self.perform(1000 + i % concurrency)
+                await self.perform(1000 + i % concurrency, burst=i)
         await asyncio.gather(*(one(i) for i in range(n)))
         if on_done:
             on_done()
