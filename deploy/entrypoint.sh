@@ -62,7 +62,9 @@ agent)
     set -- --name "${HACONTROL_NODE_NAME:-$(hostname)}" \
         --data-dir "${HACONTROL_AGENT_DATA_DIR:-/var/lib/hacontrol-agent}" \
         --controllers "$HACONTROL_CONTROLLERS" --token-file "$run_dir/token" \
-        --port "${HACONTROL_AGENT_PORT:-8300}" --log-level "$log_level" "$@"
+        --port "${HACONTROL_AGENT_PORT:-8300}" --bind 0.0.0.0 \
+        --advertise "http://$(hostname):${HACONTROL_AGENT_PORT:-8300}" \
+        --log-level "$log_level" "$@"
     [ -z "${HACONTROL_AGENT_CPU:-}" ] || set -- "$@" --cpu "$HACONTROL_AGENT_CPU"
     [ -z "${HACONTROL_AGENT_MEMORY_MB:-}" ] || set -- "$@" --memory-mb "$HACONTROL_AGENT_MEMORY_MB"
     unset HACONTROL_CLUSTER_SECRET HACONTROL_TOKEN

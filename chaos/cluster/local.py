@@ -146,7 +146,7 @@ class ProcessBackend:
                     "--data-dir", str(m.data_dir), "--controllers", controllers,
                     "--token-file", str(run_dir / "token"), "--cpu", str(spec.agent_cpu),
                     "--memory-mb", str(spec.agent_memory_mb),
-                    "--port", str(self._agent_port(m.host))]
+                    "--port", str(self._agent_port(m.host)), "--bind", m.host]
             self._procs[name] = _Proc(m, argv)
         reg.add_hook(self._reap)
         for name in self._procs:

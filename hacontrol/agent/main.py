@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -256,12 +257,18 @@ async def agent_main(args: Any) -> None:
     cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
     mem = (args.memory_mb if args.memory_mb is not None
            else psutil.virtual_memory().total // (1024 * 1024))
-    host = getattr(args, "host", None) or "127.0.0.1"
-    address = f"http://{host}:{args.port}" if args.port else ""
+    host = getattr(args, "bind", None) or "127.0.0.1"
+    # The address the controllers use to reach this agent's API (logs, controls): given,
+    # or the bind address, or the host name when bound to every interface.
+    address = getattr(args, "advertise", None) or ""
+    if not address and args.port:
+        shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        address = f"http://{shown}:{args.port}"
     labels = dict(getattr(args, "label", None) or [])
     agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem), address,
                   labels)
-    runner = await _serve_health(getattr(args, "bind", None) or host, args.port, agent, token)
+    runner = await _serve_health(host, args.port, agent, token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a node label for placement constraints (repeat for each)")
     p.add_argument("--bind", default="127.0.0.1", type=bind_host, metavar="HOST",
                    help="address the agent's own HTTP port listens on (default 127.0.0.1)")
+    p.add_argument("--advertise", default=None, metavar="URL",
+                   help="URL the controllers use to reach this agent (default: from --bind)")
     p.set_defaults(run=run_agent)
 
     # dev
