@@ -42,6 +42,14 @@ def test_pause_resume_signal_restart_and_logs(cluster: Cluster, tmp_path) -> Non
     aid = alloc["id"]
     base = f"/v1/allocations/{aid}"
     follower = cluster.followers()[0]  # controls work through any replica
+
+    def logs(tail: int = 10) -> str:
+        req = urllib.request.Request(f"{follower.api}{base}/logs?tail={tail}",
+                                     headers={"Authorization": f"Bearer {cluster.token}"})
+        return urllib.request.urlopen(req, timeout=10).read().decode()
+    # The job prints once its signal handler is installed; a signal before that would
+    # meet Python's start-up, not the job.
+    wait_for(lambda: "hello from the job" in logs(), 20, what="job ready")
     resp = cluster.api("POST", f"{base}/pause", {}, replica=follower)
     assert resp.status == 200, resp
     wait_for(lambda: psutil.Process(alloc["pid"]).status() == psutil.STATUS_STOPPED
@@ -50,6 +58,10 @@ def test_pause_resume_signal_restart_and_logs(cluster: Cluster, tmp_path) -> Non
     assert cluster.api("POST", f"{base}/resume", {}).status == 200
     wait_for(lambda: cluster.api("GET", base).body["allocation"]["state"] == "running", 10,
              what="resumed")
+    # Thawed in the OS too (a frozen task shows as stopped or in uninterruptible sleep).
+    wait_for(lambda: psutil.Process(alloc["pid"]).status() not in (
+        psutil.STATUS_STOPPED, psutil.STATUS_DISK_SLEEP, psutil.STATUS_TRACING_STOP), 10,
+        what="thawed")
     assert cluster.api("POST", f"{base}/signal", {"signal": "SIGUSR1"}).status == 200
     wait_for(marker.exists, 10, what="signal delivered")
     bad = cluster.api("POST", f"{base}/signal", {"signal": "SIGNOPE"})
@@ -58,10 +70,7 @@ def test_pause_resume_signal_restart_and_logs(cluster: Cluster, tmp_path) -> Non
     after = wait_for(lambda: [a for a in running(cluster, "w") if a["pid"] != alloc["pid"]
                               and a["restarts"] >= 1], 20, what="restarted")[0]
     assert after["id"] == aid
-    req = urllib.request.Request(f"{follower.api}{base}/logs?tail=10",
-                                 headers={"Authorization": f"Bearer {cluster.token}"})
-    text = urllib.request.urlopen(req, timeout=10).read().decode()
-    assert "hello from the job" in text
+    assert "hello from the job" in logs()
 
 
 def test_metrics_and_health(cluster: Cluster) -> None:
