@@ -101,12 +101,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     def batch(after: int, after_seq: int) -> tuple[list[dict[str, Any]], int, int]:
         def read(m: StateMachine) -> tuple[list[dict[str, Any]], int, int]:
             oldest = m.events[0]["index"] if m.events else m.index + 1
-            return m.events_since(after, after_seq), oldest, m.index
+            return m.events_since(after, after_seq, kinds=kinds or None), oldest, m.index
         return ctl.replica.read(read)
 
     evs, oldest, _ = batch(index, seq)
-    if kinds:
-        evs = [e for e in evs if e["type"] in kinds]
     if not follow:
         return web.json_response({"events": evs, "index": evs[-1]["index"] if evs else index,
                                   "oldest_index": oldest})

@@ -87,6 +87,11 @@ def _drains(m: StateMachine, now_wall: float) -> list[str]:
     return moves
 
 
+def _priority(m: StateMachine, a: Any) -> int:
+    job = m.jobs.get((a.namespace, a.job))
+    return job.spec.priority if job is not None else 0
+
+
 class LeaderLoop:
     def __init__(self, ctl: Controller, grace_s: float = DEFAULT_GRACE_S) -> None:
         self.ctl = ctl
@@ -156,7 +161,10 @@ class LeaderLoop:
                     blocked[a.id] = "waiting for job(s) to complete: " + ", ".join(waiting)
                     continue
                 pending.append(a)
-            demands, rooms = placement_inputs(m, pending)
+            # Plan only what one plan entry can carry, highest priority first: planning the
+            # rest now would be thrown away and redone after this plan applies.
+            pending.sort(key=lambda a: (-_priority(m, a), a.id))
+            demands, rooms = placement_inputs(m, pending[:MAX_PLACEMENTS_PER_PLAN])
             return demands, rooms, blocked
 
         demands, rooms, blocked = self.ctl.replica.read(gather)

@@ -213,8 +213,16 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
         b(C.PLAN, placements=pend)
         assert a.m.usage == {k: v for k, v in a.m.recompute_usage().items()} or \
             all(v == (0, 0, 0) for k, v in a.m.usage.items() if k not in a.m.recompute_usage())
+        index = {n: set(ids) for n, ids in a.m.on_node.items() if ids}
+        actual: dict[str, set[str]] = {}
+        for x in a.m.allocs.values():
+            if x.node is not None:
+                actual.setdefault(x.node, set()).add(x.id)
+        assert index == actual
         restored = StateMachine()
         restored.restore(a.m.snapshot())
+        for n in a.m.nodes.values():
+            assert restored.node_free(n) == a.m.node_free(n)
         assert restored.namespace_usage("default") == a.m.namespace_usage("default")
         quota = a.m.namespaces["default"].processes
         if quota is not None:
