@@ -201,6 +201,7 @@ class Replica:
         self._wake_w: int | None = None
         self._wake_pending = False
         self._destroyed = False
+        self._snapshot: tuple[str, str | None, int, int, int] | None = None
         self._snapshot_loaded = False
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +241,17 @@ class Replica:
 
     def _on_tick(self) -> None:
         node = self._node
+        # Role, term and indexes change together on this thread; readers on other threads
+        # get this tick's consistent copy instead of a torn mix (e.g. "leader" from before
+        # and the new term from after a step-down, which looks like two leaders per term).
+        try:
+            leader = node._getLeader()
+            self._snapshot = (_ROLES.get(node._SyncObj__raftState, "follower"),
+                              getattr(leader, "address", None) if leader is not None else None,
+                              int(node.raftCurrentTerm), int(node.raftCommitIndex),
+                              int(node.raftLastApplied))
+        except Exception:
+            logger.exception("status snapshot failed")
         if self._tick_thread_id is None:
             self._tick_thread_id = threading.get_ident()
             self._setup_wake_pipe()
@@ -396,16 +408,23 @@ class Replica:
 
     def status(self) -> RaftStatus:
         node = self._node
-        leader = node._getLeader()
         healthy, reason = self._health()
+        snap = self._snapshot
+        if snap is None:
+            leader = node._getLeader()
+            snap = (_ROLES.get(node._SyncObj__raftState, "follower"),
+                    getattr(leader, "address", None) if leader is not None else None,
+                    int(node.raftCurrentTerm), int(node.raftCommitIndex),
+                    int(node.raftLastApplied))
+        role, leader_addr, term, commit, applied = snap
         return RaftStatus(
             node_id=self.config.node_id,
             raft_addr=self.config.raft_addr,
-            role=_ROLES.get(node._SyncObj__raftState, "follower"),
-            leader=getattr(leader, "address", None) if leader is not None else None,
-            term=int(node.raftCurrentTerm),
-            commit_index=int(node.raftCommitIndex),
-            applied_index=int(node.raftLastApplied),
+            role=role,
+            leader=leader_addr,
+            term=term,
+            commit_index=commit,
+            applied_index=applied,
             healthy=healthy,
             ready=bool(node.isReady()),
             unhealthy_reason=reason,
