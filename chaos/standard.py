@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                         seed=args.seed + i, backend=backend, plant=plant,
                         results_dir=root / f"{i:02d}-{nemesis}{'-' + plant if plant else ''}",
                         mode="agents" if agents_mode else "control",
-                        agents=2 if agents_mode else 0)
+                        agents=2 if agents_mode else 0,
+                        # A ring of overlapping majorities needs five replicas.
+                        replicas=5 if nemesis == "partition-ring" else 3)
         started = time.monotonic()
         try:
             summary, out = run(cfg)
