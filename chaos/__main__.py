@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--plant", choices=PLANTS, default=None,
                    help="run the cluster with a deliberately planted bug")
     r.add_argument("--clients", type=int, default=8)
+    r.add_argument("--replicas", type=int, default=3, help="controller replicas (3 or 5)")
     r.add_argument("--mode", default="control", choices=("control", "agents"),
                    help="control: jobs are never placed; agents: real agents run service "
                         "jobs whose processes are checked too")
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from .workload import WorkloadConfig
     cfg = RunConfig(nemesis=args.nemesis, time_s=args.time, seed=args.seed,
                     backend=args.backend, plant=args.plant, clients=args.clients,
+                    replicas=args.replicas,
                     results_dir=args.out, workload=WorkloadConfig(clients=args.clients),
                     mode=args.mode, agents=args.agents)
     summary, out = run(cfg)
