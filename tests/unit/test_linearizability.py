@@ -506,7 +506,18 @@ def test_model_base_defaults() -> None:
 
 # ------------------------------------------------------- external test vectors
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "linearizability"
+def _find_vectors() -> Path:
+    """The shared test vectors: $HACONTROL_TESTDATA, beside the checkout, or the
+    workplace's shared folder (CI clones the repository elsewhere)."""
+    sub = Path("linearizability")
+    candidates = [Path(os.environ["HACONTROL_TESTDATA"]) / sub] \
+        if os.environ.get("HACONTROL_TESTDATA") else []
+    candidates += [Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / sub,
+                   Path("/work/shared/testdata") / sub]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+VECTORS = _find_vectors()
 VECTOR_TIMEOUT_S = 60.0
 
 
