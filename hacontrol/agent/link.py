@@ -44,6 +44,7 @@ class ControllerLink:
         self.token = token
         self.highest_term = 0
         self.index = 0
+        self.fingerprint: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._rotation = 0
 
@@ -69,6 +70,7 @@ class ControllerLink:
         """One round trip; None when it did not reach a leader (the caller retries)."""
         assert self._session is not None
         body = {"node": node, "reports": reports, "index": self.index, "wait_s": wait_s,
+                "fingerprint": self.fingerprint,
                 "term": self.highest_term, **(extra or {})}
         timeout = aiohttp.ClientTimeout(total=wait_s + 4.0, sock_connect=1.0)
         try:
@@ -99,6 +101,7 @@ class ControllerLink:
             return None
         self.highest_term = answer.term
         self.index = answer.index
+        self.fingerprint = data.get("fingerprint")
         return answer
 
 

@@ -7,6 +7,7 @@ cannot countermand the new one.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -42,7 +43,6 @@ async def sync(request: web.Request) -> web.Response:
     reports = body.get("reports") or []
     if not isinstance(reports, list):
         raise ApiError("invalid", "must be a list", "reports")
-    seen_index = body.get("index") or 0
     wait_s = min(float(body.get("wait_s") or 0.0), MAX_WAIT_S)
     ctl.record_heartbeat(name)
 
@@ -73,16 +73,41 @@ async def sync(request: web.Request) -> web.Response:
     if reports:
         await ctl.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})
         acked = len(reports)
-    elif wait_s > 0 and ctl.replica.read(lambda m: m.index) <= seen_index:
-        # Long poll: answer as soon as anything is applied, or at the deadline.
-        await ctl.wait_changed(wait_s)
+    elif wait_s > 0:
+        # Long poll: answer as soon as something changes for this node (its fingerprint
+        # differs from the one the agent last got), or at the deadline. Waking on every
+        # applied entry would answer every agent for every write anywhere.
+        seen = body.get("fingerprint")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while ctl.replica.read(lambda m: node_fingerprint(m, name)) == seen:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not ctl.is_leader():
+                break
+            await ctl.wait_changed(remaining)
 
     if not ctl.is_leader():
         raise _not_leader(ctl)
     term = ctl.term()
-    index, assignments = ctl.replica.read(lambda m: (m.index, m.node_assignments(name)))
+    index, fp, assignments = ctl.replica.read(
+        lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name)))
     return web.json_response({"term": term, "leader": ctl.me.id, "index": index,
-                              "acked": acked, "allocations": assignments})
+                              "fingerprint": fp, "acked": acked,
+                              "allocations": assignments})
+
+
+def node_fingerprint(m: StateMachine, name: str) -> str:
+    """Changes whenever anything the node's agent is told changes: an allocation placed,
+    stopped, lost or collected, or its job's spec (every such change stamps a new
+    modify index on the allocation or the job)."""
+    latest, count = 0, 0
+    for a in m.node_allocs(name):
+        count += 1
+        latest = max(latest, a.modify_index)
+        job = m.jobs.get((a.namespace, a.job))
+        if job is not None:
+            latest = max(latest, job.modify_index)
+    return f"{count}.{latest}"
 
 
 def register(app: web.Application) -> None:
