@@ -46,19 +46,15 @@ async def sync(request: web.Request) -> web.Response:
     wait_s = min(float(body.get("wait_s") or 0.0), MAX_WAIT_S)
     ctl.record_heartbeat(name)
 
-    def registration(m: StateMachine) -> tuple[bool, bool]:
+    def registered_as_is(m: StateMachine) -> bool:
         n = m.nodes.get(name)
-        if n is None:
-            return (False, False)
-        same = (n.status == "ready" and n.address == node.get("address", "")
+        return (n is not None and n.status == "ready" and n.address == node.get("address", "")
                 and abs(n.capacity.cpu - float(node.get("cpu") or 0)) < 1e-9
                 and n.capacity.memory_mb == node.get("memory_mb")
                 and n.labels == (node.get("labels") or {})
                 and n.attributes == (node.get("attributes") or {}))
-        return (True, same)
 
-    _, current = ctl.replica.read(registration)
-    if not current:
+    if not ctl.replica.read(registered_as_is):
         await ctl.write(C.NODE_REGISTER, {"name": name, "cpu": node.get("cpu"),
                                           "memory_mb": node.get("memory_mb"),
                                           "address": node.get("address", ""),

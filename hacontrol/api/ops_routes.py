@@ -117,10 +117,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                          .encode())
     last, last_seq = index, seq
     while True:
-        for e in evs:
+        for e in evs:  # already filtered by kind
             last, last_seq = e["index"], e["seq"]
-            if kinds and e["type"] not in kinds:
-                continue
             await resp.write(f"id: {e['id']}\nevent: {e['type']}\ndata: "
                              f"{json.dumps(e)}\n\n".encode())
         if not evs:

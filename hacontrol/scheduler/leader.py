@@ -33,7 +33,7 @@ IDLE_WAKE_S = 0.25
 MAX_PLACEMENTS_PER_PLAN = 1000
 
 
-def _deps_done(m: StateMachine, job: Job) -> list[str]:
+def _waiting_for(m: StateMachine, job: Job) -> list[str]:
     """Names of the jobs `job` still waits for (batch jobs that have not completed)."""
     waiting = []
     for dep in job.spec.option("depends_on", []):
@@ -156,7 +156,7 @@ class LeaderLoop:
                 job = m.jobs.get((a.namespace, a.job))
                 if job is None:
                     continue
-                waiting = _deps_done(m, job)
+                waiting = _waiting_for(m, job)
                 if waiting:
                     blocked[a.id] = "waiting for job(s) to complete: " + ", ".join(waiting)
                     continue

@@ -54,7 +54,7 @@ REPORTED_STATES = frozenset({STARTING, RUNNING, PAUSED, "exited", FAILED, STOPPE
 HEALTH_STATES = frozenset({"healthy", "unhealthy", "starting"})
 VERSIONS_KEPT = 10
 EVENTS_KEPT = 5000
-LABEL_RE_MAX = 64
+MAX_LABELS = 64
 
 Result = dict[str, Any]
 
@@ -398,8 +398,8 @@ class StateMachine:
         self._event(index, "node_" + status, node=name)
         if status == NODE_DOWN:
             touched: dict[tuple[str, str], Job] = {}
-            for alloc in list(self.allocs.values()):
-                if alloc.node == name and not alloc.terminal:
+            for alloc in self.node_allocs(name):
+                if not alloc.terminal:
                     alloc.state = LOST
                     alloc.message = f"node {name} down"
                     alloc.updated_at = cmd.ts
@@ -867,8 +867,8 @@ def _node_from_dict(d: dict[str, Any]) -> Node:
 def _str_map(raw: Any, field: str) -> dict[str, str]:
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or len(raw) > LABEL_RE_MAX:
-        raise invalid(field, f"must be an object of at most {LABEL_RE_MAX} strings")
+    if not isinstance(raw, dict) or len(raw) > MAX_LABELS:
+        raise invalid(field, f"must be an object of at most {MAX_LABELS} strings")
     for k, v in raw.items():
         if not isinstance(k, str) or not isinstance(v, str) or len(k) > 128 or len(v) > 512:
             raise invalid(f"{field}.{k}", "keys and values must be short strings")

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from .errors import Rejection, quota_exceeded
 from .model import Quota, Usage
 
 _EPS = 1e-9
-
-
-def total_usage(usages: Iterable[Usage]) -> Usage:
-    total = Usage()
-    for u in usages:
-        total = total + u
-    return total
 
 
 def check_fits(quota: Quota, usage: Usage) -> Rejection | None:

@@ -380,7 +380,3 @@ def parse_options(raw: dict[str, Any]) -> dict[str, Any]:
         raise invalid("preempt", "only service jobs may preempt")
     return out
 
-
-def spec_from_stored(d: dict[str, Any]) -> JobSpec:
-    """Rebuild a spec from a snapshot; it was validated when it entered the log."""
-    return parse_job_spec(d)

@@ -6,6 +6,7 @@ Waiting is always polling with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -223,7 +224,7 @@ class Cluster:
             a.stop()
         for r in self.replicas:
             if r.proc.popen is not None:
-                with _suppress():
+                with contextlib.suppress(ProcessLookupError, OSError):
                     r.proc.resume()
             r.proc.stop()
 
@@ -302,14 +303,6 @@ class Cluster:
         resp = self.api("GET", f"/v1/allocations{q}", replica=replica)
         assert resp.status == 200, resp
         return resp.body["allocations"]
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
 
 
 def pid_alive(pid: int | None) -> bool:

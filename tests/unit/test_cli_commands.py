@@ -18,6 +18,8 @@ from aiohttp import web
 from hacontrol.cli import output
 from hacontrol.cli.main import build_parser, main, run_client_command
 
+from .http_server import serve_in_thread
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -69,35 +71,10 @@ def api() -> Iterator[Api]:
                                      status=404)
         return await handler(request)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    loop = asyncio.new_event_loop()
-    fake.loop = loop
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-
-    async def start() -> list[int]:
-        await runner.setup()
-        for _ in range(2):
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return [int(a[1]) for a in runner.addresses]
-
-    ports = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    fake.urls = [f"http://127.0.0.1:{p}" for p in ports]
-    try:
+    with serve_in_thread(handle, sites=2) as (loop, ports):
+        fake.loop = loop
+        fake.urls = [f"http://127.0.0.1:{p}" for p in ports]
         yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HACONTROL_ADDR", raising=False)
-    monkeypatch.delenv("HACONTROL_TOKEN", raising=False)
 
 
 def run(api: Api, *argv: str) -> int:

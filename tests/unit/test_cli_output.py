@@ -5,10 +5,8 @@ The command tests run the real client against a small aiohttp server on 127.0.0.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,8 @@ from aiohttp import web
 from hacontrol.cli import output
 from hacontrol.cli.client import Client, ClientError, RetryPolicy
 from hacontrol.cli.main import main
+
+from .http_server import serve_in_thread
 
 # --- tables --------------------------------------------------------------------
 
@@ -184,34 +184,9 @@ def api() -> Iterator[FakeApi]:
         return web.Response(status=status, text=json.dumps(body), headers=headers,
                             content_type="application/json")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner = web.AppRunner(app)
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return int(runner.addresses[0][1])
-
-    port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(handle) as (_, ports):
+        fake.url = f"http://127.0.0.1:{ports[0]}"
         yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HACONTROL_ADDR", raising=False)
-    monkeypatch.delenv("HACONTROL_TOKEN", raising=False)
 
 
 def closed_port_url() -> str:
