@@ -29,6 +29,7 @@ test: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hacontrol tests chaos bench
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) bench/controllers.py
