@@ -119,6 +119,9 @@ def _make_node_class() -> type:
     from pysyncobj import SyncObj, replicated
 
     class _Node(SyncObj):  # type: ignore[misc]
+        # pysyncobj's private method, shadowed per call in the handler below.
+        _SyncObj__sendNextNodeIdx: Callable[..., Any]
+
         def __init__(self, owner: Replica, self_addr: str, peers: list[str], conf: Any) -> None:
             # A weak reference: the Replica owns the node, not the other way round.
             self._hc_owner = weakref.ref(owner)
@@ -141,7 +144,7 @@ def _make_node_class() -> type:
                                                      self._SyncObj__getCurrentLogTerm())
             if reply_next is None:
                 return handle(node, message)
-            send = self._SyncObj__sendNextNodeIdx
+            send: Callable[..., Any] = self._SyncObj__sendNextNodeIdx
 
             def pinned(node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N803
                        success: bool = False) -> Any:
@@ -157,7 +160,7 @@ def _make_node_class() -> type:
 
         # The only replicated method, ever: pysyncobj numbers replicated methods
         # by sorted name, so adding another would renumber journal entries.
-        @replicated
+        @replicated  # type: ignore[untyped-decorator]  # pysyncobj ships no type hints
         def apply_command(self, command: bytes) -> Any:
             # During apply raftLastApplied still names the previous entry.
             index = self.raftLastApplied + 1

@@ -215,7 +215,7 @@ def _patch_tcp_connection(cap: int) -> None:
         # buffered, so parsing runs before a fast sender can pile up more.
         if len(buf) > cap:
             return False
-        return more
+        return bool(more)
 
     def processParseMessage(self: Any) -> Any:
         before = len(self._TcpConnection__readBuffer)
@@ -227,7 +227,7 @@ def _patch_tcp_connection(cap: int) -> None:
 
     cls._TcpConnection__processRead = processRead
     cls._TcpConnection__processParseMessage = processParseMessage
-    tcp_connection.zlib = _BoundedZlib(cap)  # type: ignore[assignment]
+    tcp_connection.zlib = _BoundedZlib(cap)
 
 
 def install_fence(max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
@@ -251,14 +251,14 @@ def install_fence(max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         import pysyncobj.syncobj  # noqa: F401
         import pysyncobj.tcp_connection  # noqa: F401
 
-        pso_pickle.pickle = _make_pickle_shim()  # type: ignore[attr-defined]
-        pso_pickle.loads = safe_loads  # type: ignore[assignment]
-        pso_pickle.load = safe_load  # type: ignore[assignment]
-        pso_pickle.dumps = safe_dumps  # type: ignore[assignment]
-        pso_pickle.dump = safe_dump  # type: ignore[assignment]
+        pso_pickle.pickle = _make_pickle_shim()
+        pso_pickle.loads = safe_loads
+        pso_pickle.load = safe_load
+        pso_pickle.dumps = safe_dumps
+        pso_pickle.dump = safe_dump
         # journal.py imported these by value.
-        pysyncobj.journal.loads = safe_loads  # type: ignore[attr-defined]
-        pysyncobj.journal.dumps = safe_dumps  # type: ignore[attr-defined]
+        pysyncobj.journal.loads = safe_loads
+        pysyncobj.journal.dumps = safe_dumps
         _patch_tcp_connection(max_frame_bytes)
         restore_inet_ntop()
         _installed_cap = max_frame_bytes
