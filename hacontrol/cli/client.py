@@ -129,7 +129,7 @@ class Client:
 
     # -- convenience verbs -------------------------------------------------
 
-    def get(self, path: str, query: Mapping[str, Any] | None = None) -> Json:
+    def get(self, path: str, query: Mapping[str, object] | None = None) -> Json:
         return self.request("GET", path, query=query)
 
     def put(self, path: str, body: Json) -> Json:
@@ -148,7 +148,7 @@ class Client:
         method: str,
         path: str,
         *,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, object] | None = None,
         body: Json = None,
         idempotency_key: str | None = None,
     ) -> Json:
@@ -174,7 +174,7 @@ class Client:
     def stream(
         self,
         path: str,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
         read_timeout_s: float | None = None,
     ) -> Stream:
@@ -270,7 +270,7 @@ def _close(response: Response) -> None:
         response.stream.close()
 
 
-def _query_string(query: Mapping[str, Any] | None) -> str:
+def _query_string(query: Mapping[str, object] | None) -> str:
     if not query:
         return ""
     items = [(k, str(v)) for k, v in query.items() if v is not None and v != ""]

@@ -144,12 +144,16 @@ class MockTransport:
 class HttpTransport:
     """HTTP/1.1 with `http.client`, one connection per request.
 
-    Uses the environment's proxy settings, except for loopback addresses: a proxy for
-    the outside world must not intercept a local cluster.
+    Uses the environment's proxy settings (unless use_env_proxy is False), except for
+    loopback addresses: a proxy for the outside world must not intercept a local cluster.
     """
 
+    def __init__(self, use_env_proxy: bool = True) -> None:
+        self.use_env_proxy = use_env_proxy
+
     def handle_request(self, request: Request) -> Response:
-        conn, target, proxy_headers = _connection(request.url, request.timeout_s)
+        conn, target, proxy_headers = _connection(
+            request.url, request.timeout_s, self.use_env_proxy)
         try:
             conn.connect()
             sock = conn.sock
@@ -201,7 +205,7 @@ class _HttpStream:
 
 
 def _connection(
-    url: str, timeout: float
+    url: str, timeout: float, use_env_proxy: bool
 ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
     """A connection for url (through the environment's proxy when one applies), the
     request target to send on it, and headers the proxy needs."""
@@ -216,7 +220,7 @@ def _connection(
     target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
     https = parts.scheme == "https"
     proxy = None
-    if not is_loopback(url) and not urllib.request.proxy_bypass(host):
+    if use_env_proxy and not is_loopback(url) and not urllib.request.proxy_bypass(host):
         proxy = urllib.request.getproxies().get(parts.scheme)
     conn: http.client.HTTPConnection
     if not proxy:
