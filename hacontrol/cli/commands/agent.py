@@ -7,7 +7,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hacontrol.cli.commands.base import EXIT_ERROR, EXIT_OK, LOG_LEVELS, SubParsers
+from hacontrol.cli.commands.base import (
+    EXIT_ERROR,
+    EXIT_OK,
+    LOG_LEVELS,
+    SubParsers,
+    missing_component,
+)
 from hacontrol.cli.commands.flags import (
     bind_host,
     label_pair,
@@ -15,7 +21,6 @@ from hacontrol.cli.commands.flags import (
     non_negative_int,
     url_list,
 )
-from hacontrol.cli.commands.server import missing_component
 
 
 def register(sub: SubParsers) -> None:

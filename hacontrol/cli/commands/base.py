@@ -95,3 +95,8 @@ def index_suffix(result: Json) -> str:
     if isinstance(result, dict) and result.get("index") is not None:
         return f" (index {result['index']})"
     return ""
+
+
+def missing_component(exc: ModuleNotFoundError, module: str) -> bool:
+    """Whether exc says `module` itself (not one of its own imports) is absent."""
+    return exc.name is not None and (module == exc.name or module.startswith(exc.name + "."))

@@ -7,7 +7,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hacontrol.cli.commands.base import EXIT_ERROR, EXIT_OK, LOG_LEVELS, SubParsers
+from hacontrol.cli.commands.base import (
+    EXIT_ERROR,
+    EXIT_OK,
+    LOG_LEVELS,
+    SubParsers,
+    missing_component,
+)
 from hacontrol.cli.commands.flags import host_port, non_negative_int, peer_spec
 
 
@@ -34,11 +40,6 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--heartbeat-grace", type=float, default=3.0,
                    help="seconds of silence before a node is marked down (default 3)")
     p.set_defaults(run=run_server)
-
-
-def missing_component(exc: ModuleNotFoundError, module: str) -> bool:
-    """Whether exc says `module` itself (not one of its own imports) is absent."""
-    return exc.name is not None and (module == exc.name or module.startswith(exc.name + "."))
 
 
 def run_server(args: argparse.Namespace) -> int:
