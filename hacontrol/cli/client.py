@@ -1,18 +1,41 @@
-"""A small synchronous client for the hacontrol admin API."""
+"""A small synchronous client for the hacontrol admin API.
+
+Everything here is logic over a `Transport` (see transport.py): failing over between
+replicas, retrying with one idempotency key, following redirects to the leader, and
+turning error answers into `ClientError`. The network itself is behind the transport.
+"""
 
 from __future__ import annotations
 
-import http.client
-import ipaddress
+import dataclasses
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from hacontrol.cli.transport import (
+    HttpTransport,
+    IterStream,
+    Request,
+    Response,
+    StreamBroken,
+    Transport,
+    TransportError,
+)
+
+__all__ = [
+    "DEFAULT_ADDR",
+    "Client",
+    "ClientError",
+    "RetryPolicy",
+    "Stream",
+    "StreamBroken",
+    "quote",
+    "split_addrs",
+]
 
 DEFAULT_ADDR = "http://127.0.0.1:8101"
 
@@ -20,6 +43,9 @@ DEFAULT_ADDR = "http://127.0.0.1:8101"
 # the server applies a write at most once, so even an "outcome unknown" is safe.
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_REDIRECTS = 3
+
+# Decoded JSON as served by the API; each command knows the shape it asked for.
+Json = Any
 
 
 class ClientError(Exception):
@@ -46,72 +72,27 @@ class ClientError(Exception):
         )
 
 
-class _NoAnswer(Exception):
-    """The request did not produce an HTTP response (refused, reset, timed out)."""
-
-
-@dataclass
-class Response:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    stream: Stream | None = None
-
-
 class Stream:
-    """An open response whose body is read as it arrives (logs, event streams)."""
+    """An open successful response whose body is read as it arrives."""
 
-    def __init__(
-        self, url: str, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
-    ) -> None:
+    def __init__(self, url: str, response: Response) -> None:
         self.url = url
         self.status = response.status
-        self.headers: Mapping[str, str] = response.headers
-        self._conn = conn
-        self._response = response
+        self.headers = response.headers
+        self._body = response.stream or IterStream([response.body])
 
-    def read_chunk(self, size: int = 65536) -> bytes:
-        """Whatever part of the body has arrived (at least one byte); b"" at the end.
-
-        A connection that breaks before the end raises StreamBroken.
-        """
-        try:
-            return self._response.read1(size)
-        except (OSError, http.client.HTTPException) as exc:
-            raise StreamBroken(_reason(exc)) from None
-
-    def readline(self, limit: int = 16 << 20) -> bytes:
-        try:
-            return self._response.readline(limit)
-        except (OSError, http.client.HTTPException) as exc:
-            raise StreamBroken(_reason(exc)) from None
-
-    def read_all(self, limit: int = 1 << 20) -> bytes:
-        try:
-            return self._response.read(limit)
-        except (OSError, http.client.HTTPException):
-            return b""
+    def read_chunk(self) -> bytes:
+        """Whatever part of the body has arrived; b"" at the end; StreamBroken if cut."""
+        return self._body.read_chunk()
 
     def close(self) -> None:
-        self._response.close()
-        self._conn.close()
+        self._body.close()
 
     def __enter__(self) -> Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class StreamBroken(Exception):
-    """A streamed body ended early: the connection was reset, closed or timed out."""
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # urllib refuses to redirect PUT/DELETE and drops the body of a redirected POST;
-    # redirects are followed by hand instead so every method keeps its body and key.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
 
 
 @dataclass
@@ -132,6 +113,7 @@ class Client:
     timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
+    transport: Transport = field(default_factory=HttpTransport)
     _preferred: int = 0
 
     def __post_init__(self) -> None:
@@ -144,21 +126,19 @@ class Client:
                 raise ClientError(
                     0, "config", f"invalid API address {addr!r}: expected http://HOST:PORT"
                 )
-        self._direct = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
-        self._proxied = urllib.request.build_opener(_NoRedirect)
 
     # -- convenience verbs -------------------------------------------------
 
-    def get(self, path: str, query: Mapping[str, Any] | None = None) -> Any:
+    def get(self, path: str, query: Mapping[str, object] | None = None) -> Json:
         return self.request("GET", path, query=query)
 
-    def put(self, path: str, body: Any) -> Any:
+    def put(self, path: str, body: Json) -> Json:
         return self.request("PUT", path, body=body)
 
-    def post(self, path: str, body: Any) -> Any:
+    def post(self, path: str, body: Json) -> Json:
         return self.request("POST", path, body=body)
 
-    def delete(self, path: str) -> Any:
+    def delete(self, path: str) -> Json:
         return self.request("DELETE", path)
 
     # -- core ----------------------------------------------------------------
@@ -168,10 +148,10 @@ class Client:
         method: str,
         path: str,
         *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
+        query: Mapping[str, object] | None = None,
+        body: Json = None,
         idempotency_key: str | None = None,
-    ) -> Any:
+    ) -> Json:
         """Send one logical request, failing over between replicas and retrying.
 
         Writes carry one idempotency key across every retry so the server can
@@ -180,7 +160,6 @@ class Client:
         method = method.upper()
         if method != "GET" and idempotency_key is None:
             idempotency_key = str(uuid.uuid4())
-        target = path + _query_string(query)
         data = None if body is None else json.dumps(body).encode()
         headers = {"Accept": "application/json"}
         if data is not None:
@@ -189,13 +168,13 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-
-        return _result_from(self._exchange(method, target, data, headers), self.token)
+        template = Request(method, path + _query_string(query), headers, data, self.timeout_s)
+        return _result_from(self._exchange(template), self.token)
 
     def stream(
         self,
         path: str,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
         read_timeout_s: float | None = None,
     ) -> Stream:
@@ -208,16 +187,11 @@ class Client:
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
         all_headers.update(headers or {})
-
-        def send_once(
-            method: str, url: str, data: bytes | None, hdrs: Mapping[str, str]
-        ) -> Response:
-            return self._open_stream(url, hdrs, read_timeout_s)
-
-        target = path + _query_string(query)
-        response = self._exchange("GET", target, None, all_headers, send_once)
-        if 200 <= response.status < 300 and response.stream is not None:
-            return response.stream
+        template = Request("GET", path + _query_string(query), all_headers, None,
+                           self.timeout_s, stream=True, read_timeout_s=read_timeout_s)
+        response, url = self._exchange(template)
+        if 200 <= response.status < 300:
+            return Stream(url, response)
         raise _error_from(response, self.token)
 
     def rotate(self) -> None:
@@ -225,57 +199,50 @@ class Client:
         self._preferred = (self._preferred + 1) % len(self.addrs)
 
     def backoff(self, attempt: int) -> float:
-        return self._backoff(attempt)
+        return min(self.retry.backoff_max_s, self.retry.backoff_s * 2.0**attempt)
 
-    def _exchange(
-        self,
-        method: str,
-        target: str,
-        data: bytes | None,
-        headers: Mapping[str, str],
-        send_once: SendOnce | None = None,
-    ) -> Response:
-        """The final answer to one logical request: a success or an error not worth retrying."""
+    def _exchange(self, template: Request) -> tuple[Response, str]:
+        """The final answer to one logical request (a success or an error not worth
+        retrying) and the URL that gave it. template.url holds the path and query."""
         deadline = time.monotonic() + self.retry.deadline_s
         failures: list[str] = []
         last_error: ClientError | None = None
         answered = False
         for attempt in range(self.retry.attempts):
-            response = None
+            answer = None
             n = len(self.addrs)
             for k in range(n):
                 i = (self._preferred + k) % n
                 try:
-                    response = self._send(
-                        method, self.addrs[i] + target, data, headers, send_once
-                    )
-                except _NoAnswer as exc:
+                    answer = self._send(template, self.addrs[i] + template.url)
+                except TransportError as exc:
                     failures.append(f"{self.addrs[i]}: {exc}")
                     continue
-                if response.status in RETRY_STATUSES:
+                if answer[0].status in RETRY_STATUSES:
                     # That replica may be cut off from the leader; start elsewhere next time.
                     self._preferred = (i + 1) % n
                 else:
                     self._preferred = i
                 break
 
-            if response is None:
-                wait = self._backoff(attempt)
+            if answer is None:
+                wait = self.backoff(attempt)
                 last_error = ClientError(
                     0, "unavailable", "no replica answered: " + "; ".join(failures[-n:])
                 )
-            elif response.status in RETRY_STATUSES:
+            elif answer[0].status in RETRY_STATUSES:
+                response = answer[0]
+                _close(response)
                 last_error = _error_from(response, self.token)
-                wait = _retry_after(response.headers, self.retry.retry_after_max_s)
-                if wait is None:
-                    wait = self._backoff(attempt)
+                hinted = _retry_after(response.headers, self.retry.retry_after_max_s)
+                wait = self.backoff(attempt) if hinted is None else hinted
             else:
-                return response
+                return answer
 
-            if response is not None:
+            if answer is not None:
                 answered = True
             limit = self.retry.attempts
-            if method == "GET" and not answered:
+            if template.method == "GET" and not answered:
                 limit = min(limit, self.retry.unreachable_read_attempts)
             if attempt + 1 >= limit or time.monotonic() + wait > deadline:
                 break
@@ -283,135 +250,27 @@ class Client:
         assert last_error is not None
         raise last_error
 
-    def _backoff(self, attempt: int) -> float:
-        return min(self.retry.backoff_max_s, self.retry.backoff_s * (2**attempt))
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        data: bytes | None,
-        headers: Mapping[str, str],
-        send_once: SendOnce | None = None,
-    ) -> Response:
-        once = send_once or self._send_once
+    def _send(self, template: Request, url: str) -> tuple[Response, str]:
+        """One attempt at one address, following the redirects a follower answers with."""
         for _ in range(MAX_REDIRECTS + 1):
-            response = once(method, url, data, headers)
+            response = self.transport.handle_request(dataclasses.replace(template, url=url))
             location = response.headers.get("Location")
             if response.status in (307, 308) and location:
                 nxt = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(nxt).scheme in ("http", "https"):
-                    if response.stream is not None:
-                        response.stream.close()
+                    _close(response)
                     url = nxt
                     continue
-            return response
-        raise _NoAnswer(f"too many redirects, last to {url}")
-
-    def _send_once(
-        self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]
-    ) -> Response:
-        req = urllib.request.Request(url, data=data, headers=dict(headers), method=method)
-        opener = self._direct if _is_loopback(url) else self._proxied
-        try:
-            with opener.open(req, timeout=self.timeout_s) as resp:
-                return Response(resp.status, _header_map(resp.headers), resp.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                body = exc.read()
-            except (OSError, http.client.HTTPException):
-                body = b""
-            finally:
-                exc.close()
-            return Response(exc.code, _header_map(exc.headers), body)
-        except urllib.error.URLError as exc:
-            raise _NoAnswer(_reason(exc.reason)) from None
-        except TimeoutError:
-            raise _NoAnswer("timed out") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise _NoAnswer(_reason(exc)) from None
+            return response, url
+        raise TransportError(f"too many redirects, last to {url}")
 
 
-    def _open_stream(
-        self, url: str, headers: Mapping[str, str], read_timeout_s: float | None
-    ) -> Response:
-        conn, target = _connection(url, self.timeout_s)
-        try:
-            conn.connect()
-            sock = conn.sock
-            conn.request("GET", target, headers=dict(headers))
-            response = conn.getresponse()
-        except TimeoutError:
-            conn.close()
-            raise _NoAnswer("timed out") from None
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise _NoAnswer(_reason(exc)) from None
-        stream = Stream(url, conn, response)
-        if not 200 <= response.status < 300:
-            body = stream.read_all()
-            stream.close()
-            return Response(response.status, response.headers, body)
-        if sock is not None:
-            # The body may stay quiet for long (a log nobody writes to); only the
-            # connection and the response headers are bound by the client's timeout.
-            sock.settimeout(read_timeout_s)
-        return Response(response.status, response.headers, b"", stream)
+def _close(response: Response) -> None:
+    if response.stream is not None:
+        response.stream.close()
 
 
-SendOnce = Callable[[str, str, bytes | None, Mapping[str, str]], Response]
-
-
-def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
-    """A connection for url, through the environment's proxy when one applies."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port
-    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-    https = parts.scheme == "https"
-    proxy = None
-    if not _is_loopback(url) and not urllib.request.proxy_bypass(host):
-        proxy = urllib.request.getproxies().get(parts.scheme)
-    conn: http.client.HTTPConnection
-    if proxy:
-        p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
-        if https:
-            conn = http.client.HTTPSConnection(p.hostname or "", p.port or 3128, timeout=timeout)
-            conn.set_tunnel(host, port or 443)
-        else:
-            conn = http.client.HTTPConnection(p.hostname or "", p.port or 3128, timeout=timeout)
-            target = url
-    elif https:
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    return conn, target
-
-
-def _header_map(headers: Any) -> Mapping[str, str]:
-    # HTTPMessage lookups are already case-insensitive, which header names need.
-    return headers if headers is not None else http.client.HTTPMessage()
-
-
-def _reason(reason: Any) -> str:
-    if isinstance(reason, BaseException):
-        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-        return text
-    return str(reason)
-
-
-def _is_loopback(url: str) -> bool:
-    # Proxies configured for the outside world must not intercept a local cluster.
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _query_string(query: Mapping[str, Any] | None) -> str:
+def _query_string(query: Mapping[str, object] | None) -> str:
     if not query:
         return ""
     items = [(k, str(v)) for k, v in query.items() if v is not None and v != ""]
@@ -429,13 +288,14 @@ def _retry_after(headers: Mapping[str, str], cap: float) -> float | None:
     return max(0.0, min(seconds, cap))
 
 
-def _decode(body: bytes) -> Any:
+def _decode(body: bytes) -> Json:
     if not body.strip():
         return {}
     return json.loads(body)
 
 
-def _result_from(response: Response, token: str | None) -> Any:
+def _result_from(answer: tuple[Response, str], token: str | None) -> Json:
+    response = answer[0]
     if 200 <= response.status < 300:
         try:
             return _decode(response.body)

@@ -4,35 +4,42 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 import hacontrol
+from hacontrol.cli.devprocess import (
+    child_setup,
+    ensure_secret_file,
+    iter_allocation_pid_records,
+    kill_recorded_process_group,
+    load_libc,
+    port_in_use,
+    tail,
+)
+from hacontrol.cli.transport import HttpTransport, Request, TransportError
 
 READY_PATH = "/v1/health/ready"
 AGENT_STOP_TIMEOUT_S = 20.0
 SERVER_STOP_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
 POLL_S = 0.2
-LOG_TAIL_LINES = 8
-PR_SET_PDEATHSIG = 1
+
+# What signal.signal() takes and gives back.
+SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
 
 @dataclass
@@ -122,143 +129,8 @@ class DevError(Exception):
     """A problem that stops the dev cluster from starting."""
 
 
-def ensure_secret_file(path: Path, generate: Callable[[], str]) -> tuple[str, bool]:
-    """Return the value stored at ``path``, creating it (mode 0600) if absent.
-
-    Reusing an existing value matters: replicas restarted on the same data dir must
-    keep the cluster secret and token they were first started with.
-    """
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing:
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
-        return existing, False
-    value = generate()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, value.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return value, True
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        # Match what servers do, so a port in TIME_WAIT is not mistaken for a busy one.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _load_libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-def _child_setup(parent_pid: int, libc: Any) -> Callable[[], None]:
-    def setup() -> None:
-        # If dev itself is killed outright, children get SIGTERM instead of being
-        # orphaned with job processes still running.
-        if libc is not None:
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return setup
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return data.splitlines()[-lines:]
-
-
-# Recorded creation times may be rounded; a pid recycled within this window of the
-# original's start is not a realistic risk.
-CREATE_TIME_TOLERANCE_S = 0.5
-
-
-@dataclass
-class PidRecord:
-    path: Path
-    pid: int
-    create_time: float
-    pgid: int | None = None
-
-
-def iter_alloc_pid_records(data_dir: Path) -> Iterator[PidRecord]:
-    for path in sorted(data_dir.glob("n*/allocs/*/pid.json")):
-        try:
-            info = json.loads(path.read_text())
-            pid = int(info["pid"])
-            create_time = float(info["create_time"])
-            pgid = int(info["pgid"]) if info.get("pgid") is not None else None
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if pid > 1:
-            yield PidRecord(path, pid, create_time, pgid)
-
-
-def kill_recorded_process_group(pid: int, create_time: float, pgid: int | None = None) -> bool:
-    """SIGKILL the group led by ``pid`` if that pid is still the process recorded.
-
-    Comparing the creation time guards against a recycled pid now belonging to
-    something unrelated.
-    """
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) > CREATE_TIME_TOLERANCE_S:
-            return False
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    leader = pid if pgid is None else pgid
-    try:
-        if leader > 1 and os.getpgid(pid) == leader and leader != os.getpgid(0):
-            os.killpg(leader, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return True
 
 
 class DevCluster:
@@ -276,6 +148,8 @@ class DevCluster:
         self.stop_event = threading.Event()
         self.stop_signals = 0
         self._lock_fd: int | None = None
+        # The cluster is local to this machine: no proxy may stand in between.
+        self.transport = HttpTransport(use_env_proxy=False)
 
     # -- output ----------------------------------------------------------------
 
@@ -296,8 +170,8 @@ class DevCluster:
     def forced(self) -> bool:
         return self.stop_signals >= 2
 
-    def install_signal_handlers(self) -> dict[int, Any]:
-        previous = {}
+    def install_signal_handlers(self) -> dict[signal.Signals, SignalHandler]:
+        previous: dict[signal.Signals, SignalHandler] = {}
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, self.request_stop)
         return previous
@@ -387,7 +261,7 @@ class DevCluster:
 
     def spawn(self, child: Child) -> None:
         (self.cfg.data_dir / child.name).mkdir(parents=True, exist_ok=True)
-        libc = _load_libc()
+        libc = load_libc()
         with child.log_path.open("ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"--- {stamp} hacontrol dev: {shlex.join(child.argv)}\n".encode())
@@ -401,7 +275,7 @@ class DevCluster:
                 # Own session: a terminal Ctrl-C reaches only dev, which then stops
                 # the children in order (agents before servers).
                 start_new_session=True,
-                preexec_fn=_child_setup(os.getpid(), libc),
+                preexec_fn=child_setup(os.getpid(), libc),
             )
         child.reported_exit = False
 
@@ -452,15 +326,14 @@ class DevCluster:
         return died
 
     def probe_ready(self, timeout_s: float = 1.0) -> str | None:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         for child in self.servers:
             if not child.alive() or child.api_url is None:
                 continue
+            request = Request("GET", child.api_url + READY_PATH, timeout_s=timeout_s)
             try:
-                with opener.open(child.api_url + READY_PATH, timeout=timeout_s) as resp:
-                    if resp.status == 200:
-                        return child.api_url
-            except (urllib.error.URLError, OSError, ValueError):
+                if self.transport.handle_request(request).status == 200:
+                    return child.api_url
+            except TransportError:
                 continue
         return None
 
@@ -479,14 +352,12 @@ class DevCluster:
         return None
 
     def leader_hint(self, url: str) -> str | None:
-        req = urllib.request.Request(
-            url + "/v1/status", headers={"Authorization": f"Bearer {self.token}"}
-        )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = Request("GET", url + "/v1/status",
+                          {"Authorization": f"Bearer {self.token}"}, timeout_s=2)
         try:
-            with opener.open(req, timeout=2) as resp:
-                status = json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError):
+            response = self.transport.handle_request(request)
+            status = json.loads(response.body) if response.status == 200 else None
+        except (TransportError, ValueError):
             return None
         leader = status.get("leader") if isinstance(status, dict) else None
         return str(leader) if leader else None
@@ -531,7 +402,7 @@ class DevCluster:
             self.say("hacontrol dev: stopping (Ctrl-C again to kill immediately)")
         self._stop_group(self.agents, AGENT_STOP_TIMEOUT_S)
         self._stop_group(self.servers, SERVER_STOP_TIMEOUT_S)
-        for rec in iter_alloc_pid_records(self.cfg.data_dir):
+        for rec in iter_allocation_pid_records(self.cfg.data_dir):
             if kill_recorded_process_group(rec.pid, rec.create_time, rec.pgid):
                 self.say(f"hacontrol dev: killed leftover job process {rec.pid} "
                          f"(allocation {rec.path.parent.name})")

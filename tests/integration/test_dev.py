@@ -64,6 +64,11 @@ def test_dev_runs_a_cluster_and_stops_without_orphans(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{api + 1}"
         wait_for(lambda: http("GET", f"{url}/v1/health/ready").status == 200, 60,
                  what="dev cluster ready")
+        # dev's own readiness probe and leader question found the cluster too.
+        def banner() -> str | None:
+            text = (tmp_path / "dev.out").read_text()
+            return text if "cluster ready" in text else None
+        assert "(3 replicas, 1 agent, leader c" in wait_for(banner, 30, what="dev banner")
         job_file = tmp_path / "web.yaml"
         job_file.write_text("command: [sleep, '600']\ncount: 1\nresources: {cpu: 0.1}\n")
         env = {**os.environ, "HACONTROL_ADDR": url, "HACONTROL_TOKEN": token}

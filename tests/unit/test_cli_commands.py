@@ -1,88 +1,40 @@
-"""Node, version, event, allocation-control and log commands, end to end against a small
-aiohttp server on 127.0.0.1 (two listening ports, to see which one a reconnect reaches).
+"""Node, version, event, allocation-control and log commands, end to end over an
+in-memory API behind the client's transport seam (two addresses, to see which one a
+reconnect reaches).
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from hacontrol.cli import output
+from hacontrol.cli.client import Client, ClientError
 from hacontrol.cli.main import build_parser, main, run_client_command
+from hacontrol.cli.transport import IterStream, Response, StreamBroken
 
-from .http_server import serve_in_thread
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: Any
-    port: int
-
-
-@dataclass
-class Api:
-    urls: list[str] = field(default_factory=list)
-    seen: list[Seen] = field(default_factory=list)
-    routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
-    loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def url(self) -> str:
-        return self.urls[0]
-
-    @property
-    def last(self) -> Seen:
-        return self.seen[-1]
-
-    def reply(self, method: str, path: str, body: Any, status: int = 200) -> None:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return web.json_response(body, status=status)
-
-        self.routes[(method, path)] = handler
+from .cli_fake import FakeApi, Seen, not_found
 
 
 @pytest.fixture
-def api() -> Iterator[Api]:
-    fake = Api()
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        sock = request.transport.get_extra_info("sockname") if request.transport else None
-        fake.seen.append(Seen(request.method, request.path, dict(request.query),
-                              dict(request.headers), json.loads(raw) if raw else None,
-                              int(sock[1]) if sock else 0))
-        handler = fake.routes.get((request.method, request.path))
-        if handler is None:
-            return web.json_response({"error": {"code": "not_found", "message": "no route"}},
-                                     status=404)
-        return await handler(request)
-
-    with serve_in_thread(handle, sites=2) as (loop, ports):
-        fake.loop = loop
-        fake.urls = [f"http://127.0.0.1:{p}" for p in ports]
-        yield fake
+def api() -> FakeApi:
+    return FakeApi(default=not_found)
 
 
-def run(api: Api, *argv: str) -> int:
-    return main([*argv, "--addr", api.url, "--token", "sekrit"])
+def run(api: FakeApi, *argv: str) -> int:
+    return api.run(*argv)
 
 
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
+def streaming(chunks: Callable[[Seen], Iterator[bytes]],
+              content_type: str = "text/plain") -> Callable[[Seen], Response]:
+    """A route whose body is produced chunk by chunk while the client reads it."""
+    def route(seen: Seen) -> Response:
+        return Response(200, {"Content-Type": content_type}, stream=IterStream(chunks(seen)))
+    return route
 
 
 # --- nodes -----------------------------------------------------------------------------
@@ -94,7 +46,7 @@ NODE = {"name": "n1", "status": "ready", "address": "http://10.0.0.5:8200",
         "allocations": 2, "last_heartbeat": None, "agent": "0.3.0"}
 
 
-def test_node_drain_enable_and_disable(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_node_drain_enable_and_disable(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.reply("POST", "/v1/nodes/n1/drain", {"node": NODE, "index": 41})
     assert run(api, "node", "drain", "n1", "--deadline", "30") == 0
     assert api.last.body == {"enable": True, "deadline_s": 30}
@@ -112,7 +64,7 @@ def test_node_drain_enable_and_disable(api: Api, capsys: pytest.CaptureFixture[s
     assert run(api, "node", "drain", "n1", "--deadline", "-1") == 2
 
 
-def test_node_status(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_node_status(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.reply("GET", "/v1/nodes/n1", {"node": NODE})
     assert run(api, "node", "status", "n1") == 0
     lines = capsys.readouterr().out.splitlines()
@@ -129,7 +81,7 @@ def test_node_status(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
 # --- versions and revert -------------------------------------------------------------------
 
 
-def test_job_versions_table(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_job_versions_table(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     versions = [
         {"version": 2, "spec": {"command": ["sh", "-c", "echo b"]}, "submitted_at": None,
          "stable": False},
@@ -148,7 +100,7 @@ def test_job_versions_table(api: Api, capsys: pytest.CaptureFixture[str]) -> Non
     assert output.render_versions([]) == "No versions."
 
 
-def test_job_revert(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_job_revert(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.reply("POST", "/v1/jobs/default/web/revert", {"job": {"version": 5}, "index": 90})
     assert run(api, "job", "revert", "web", "2") == 0
     assert api.last.body == {"version": 2}
@@ -162,7 +114,7 @@ def test_job_revert(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_job_status_shows_deployment_health_and_pending_reason(
-    api: Api, capsys: pytest.CaptureFixture[str]
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = {"namespace": "default", "name": "web", "version": 3, "status": "running",
            "command": ["sleep", "9"], "count": 2,
@@ -186,7 +138,7 @@ def test_job_status_shows_deployment_health_and_pending_reason(
 
 
 def test_alloc_status_shows_health_reason_and_metrics(
-    api: Api, capsys: pytest.CaptureFixture[str]
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
     alloc = {"id": "web-1", "namespace": "default", "job": "web", "version": 2, "node": "n1",
              "state": "running", "desired": "run", "pid": 77, "restarts": 1,
@@ -209,7 +161,7 @@ def test_alloc_status_shows_health_reason_and_metrics(
 
 @pytest.mark.parametrize(("action", "done"),
                          [("pause", "paused"), ("resume", "resumed"), ("restart", "restarted")])
-def test_alloc_actions(api: Api, capsys: pytest.CaptureFixture[str], action: str,
+def test_alloc_actions(api: FakeApi, capsys: pytest.CaptureFixture[str], action: str,
                        done: str) -> None:
     api.reply("POST", f"/v1/allocations/web-1/{action}",
               {"allocation": {"id": "web-1", "state": "running", "pid": 9}, "action": action})
@@ -218,7 +170,7 @@ def test_alloc_actions(api: Api, capsys: pytest.CaptureFixture[str], action: str
     assert capsys.readouterr().out == f"Allocation web-1 {done}: state running, pid 9\n"
 
 
-def test_alloc_signal(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_alloc_signal(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.reply("POST", "/v1/allocations/web-1/signal", {"allocation": None, "action": "signal"})
     assert run(api, "alloc", "signal", "web-1", "hup") == 0
     assert api.last.body == {"signal": "SIGHUP"}
@@ -229,7 +181,7 @@ def test_alloc_signal(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(api, "alloc", "signal", "web-1", "HUP;x") == 2
 
 
-def test_alloc_action_error(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_alloc_action_error(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.reply("POST", "/v1/allocations/web-1/pause",
               {"error": {"code": "conflict", "message": "not placed"}}, status=409)
     assert run(api, "alloc", "pause", "web-1") == 1
@@ -259,57 +211,70 @@ class ByteSink:
         pass
 
 
-def run_with_out(api: Api, out: Any, *argv: str) -> tuple[int, str]:
+def run_with_out(api: FakeApi, out: Any, *argv: str) -> tuple[int, str]:
     args = build_parser().parse_args([*argv, "--addr", ",".join(api.urls), "--token", "t"])
     err = io.StringIO()
-    return run_client_command(args, out, err), err.getvalue()
+    return run_client_command(args, out, err, api.transport), err.getvalue()
 
 
-def test_alloc_logs_streams_while_the_body_is_still_open(api: Api) -> None:
-    printed = threading.Event()
-    waited: list[bool] = []
+def test_alloc_logs_writes_each_part_as_it_arrives(api: FakeApi) -> None:
+    out = ByteSink()
+    printed_before_next: list[bool] = []
 
-    async def logs(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
-        await resp.write(b"first line\n")
-        # The second part only comes once the first has been printed.
-        assert api.loop is not None
-        waited.append(await api.loop.run_in_executor(None, printed.wait, 5.0))
-        await resp.write(b"second \xff line\n")
-        await resp.write_eof()
-        return resp
+    def logs(seen: Seen) -> Iterator[bytes]:
+        yield b"first line\n"
+        # The second part is only asked for once the first has been printed.
+        printed_before_next.append(out.data == b"first line\n")
+        yield b"second \xff line\n"
 
-    api.routes[("GET", "/v1/allocations/web-1/logs")] = logs
-    out = ByteSink(lambda data: printed.set() if b"first line\n" in data else None)
+    api.routes[("GET", "/v1/allocations/web-1/logs")] = streaming(logs)
     code, err = run_with_out(api, out, "alloc", "logs", "web-1", "-f", "--stderr",
                              "--tail", "5")
     assert (code, err) == (0, "")
-    assert waited == [True]
+    assert printed_before_next == [True]
     assert out.data == b"first line\nsecond \xff line\n"
     assert api.last.query == {"stream": "stderr", "tail": "5", "follow": "true"}
     assert api.last.headers["Authorization"] == "Bearer t"
+    # A followed log may stay quiet for hours: no read timeout.
+    assert api.last.request.stream and api.last.request.read_timeout_s is None
 
 
-def test_alloc_logs_defaults_and_ctrl_c(api: Api) -> None:
-    async def logs(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await resp.prepare(request)
-        await resp.write(b"hello\n")
-        await asyncio.sleep(30)
-        return resp
+def test_alloc_logs_defaults_and_ctrl_c(api: FakeApi) -> None:
+    bodies: list[IterStream] = []
 
-    api.routes[("GET", "/v1/allocations/web-1/logs")] = logs
+    def route(seen: Seen) -> Response:
+        body = IterStream(iter([b"hello\n", b"more\n"]))
+        bodies.append(body)
+        return Response(200, {"Content-Type": "text/plain"}, stream=body)
+
+    api.routes[("GET", "/v1/allocations/web-1/logs")] = route
 
     def interrupt(data: bytes) -> None:
         raise KeyboardInterrupt
 
-    code, err = run_with_out(api, ByteSink(interrupt), "alloc", "logs", "web-1")
+    out = ByteSink(interrupt)
+    code, err = run_with_out(api, out, "alloc", "logs", "web-1")
     assert (code, err) == (0, "")
+    assert out.data == b"hello\n"
     assert api.last.query == {"stream": "stdout", "tail": "100", "follow": "false"}
+    assert api.last.request.read_timeout_s == 10.0
+    assert [b.closed for b in bodies] == [True]
 
 
-def test_alloc_logs_error_answer(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_alloc_logs_broken_stream_is_an_error(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def logs(seen: Seen) -> Iterator[bytes]:
+        yield b"part\n"
+        raise StreamBroken("Connection reset by peer")
+
+    api.routes[("GET", "/v1/allocations/web-1/logs")] = streaming(logs)
+    assert run(api, "alloc", "logs", "web-1") == 1
+    assert capsys.readouterr() == (
+        "part\n", "error: log stream interrupted: Connection reset by peer\n")
+
+
+def test_alloc_logs_error_answer(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.reply("GET", "/v1/allocations/gone/logs",
               {"error": {"code": "not_found", "message": "allocation 'gone' not found"}},
               status=404)
@@ -329,7 +294,7 @@ def sse(ev: dict[str, Any]) -> bytes:
     return f"id: {ev['id']}\nevent: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
 
 
-def test_events_without_follow(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+def test_events_without_follow(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     evs = [event(7, "job_scaled", namespace="default", job="web", count=3),
            event(8, "allocs_placed", placements=[["web-1", "n1"]])]
     api.reply("GET", "/v1/events", {"events": evs, "index": 8, "oldest_index": 1})
@@ -345,34 +310,26 @@ def test_events_without_follow(api: Api, capsys: pytest.CaptureFixture[str]) -> 
     assert json.loads(capsys.readouterr().out)["oldest_index"] == 1
 
 
-def test_events_follow_resumes_after_a_drop_without_loss_or_repeats(api: Api) -> None:
+def test_events_follow_resumes_after_a_drop_without_loss_or_repeats(api: FakeApi) -> None:
     evs = [event(3, "job_registered", job="web"), event(4, "node_ready", node="n1"),
            event(4, "node_drain", 1, node="n1", enable=True), event(5, "job_stopped", job="web"),
            event(6, "node_down", node="n1")]
-    connections: list[int] = []
 
-    async def stream(request: web.Request) -> web.StreamResponse:
-        connections.append(len(connections))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        if len(connections) == 1:
-            await resp.write(b": keep-alive\n\n")
+    def stream(seen: Seen) -> Iterator[bytes]:
+        if len(api.seen) == 1:
+            yield b": keep-alive\n\n"
             for ev in evs[:3]:
-                await resp.write(sse(ev))
+                yield sse(ev)
             # Half of the next event, then the connection is cut.
-            await resp.write(sse(evs[3])[:20])
-            assert request.transport is not None
-            request.transport.close()
-            return resp
-        head, _, tail = request.headers["Last-Event-ID"].partition(".")
+            yield sse(evs[3])[:20]
+            raise StreamBroken("Connection reset by peer")
+        head, _, tail = seen.headers["Last-Event-ID"].partition(".")
         after = (int(head), int(tail or -1))
         for ev in evs:
             if (ev["index"], ev["seq"]) > after:
-                await resp.write(sse(ev))
-        await asyncio.sleep(30)
-        return resp
+                yield sse(ev)
 
-    api.routes[("GET", "/v1/events")] = stream
+    api.routes[("GET", "/v1/events")] = streaming(stream, "text/event-stream")
     lines: list[dict[str, Any]] = []
 
     class Out(io.StringIO):
@@ -390,24 +347,22 @@ def test_events_follow_resumes_after_a_drop_without_loss_or_repeats(api: Api) ->
     assert first.query == {"index": "2", "follow": "true",
                            "type": "job_registered,node_ready,node_drain"}
     assert first.headers["Last-Event-ID"] == "2"
+    assert first.headers["Accept"] == "text/event-stream"
+    assert first.request.read_timeout_s == 35.0
     assert second.headers["Last-Event-ID"] == "4.1"
     assert second.query["index"] == "4"
     # The reconnect went to the other address.
-    assert (first.port, second.port) == (port_of(api.urls[0]), port_of(api.urls[1]))
+    assert (first.addr, second.addr) == (api.urls[0], api.urls[1])
 
 
 def test_events_follow_prints_lines_and_reports_truncation(
-    api: Api, capsys: pytest.CaptureFixture[str]
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def stream(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(b'event: truncated\ndata: {"oldest_index": 50}\n\n')
-        await resp.write(sse(event(50, "node_ready", node="n2")))
-        await asyncio.sleep(30)
-        return resp
+    def stream(seen: Seen) -> Iterator[bytes]:
+        yield b'event: truncated\ndata: {"oldest_index": 50}\n\n'
+        yield sse(event(50, "node_ready", node="n2"))
 
-    api.routes[("GET", "/v1/events")] = stream
+    api.routes[("GET", "/v1/events")] = streaming(stream, "text/event-stream")
 
     class Out(io.StringIO):
         def write(self, text: str) -> int:
@@ -423,8 +378,20 @@ def test_events_follow_prints_lines_and_reports_truncation(
     assert api.last.query == {"follow": "true"}
 
 
+def test_events_follow_backs_off_from_a_server_that_keeps_hanging_up(api: FakeApi) -> None:
+    waits: list[float] = []
+    api.routes[("GET", "/v1/events")] = streaming(lambda seen: iter([b": hi\n\n"]))
+    args = build_parser().parse_args(["events", "-f"])
+    client = Client(api.urls, token="t", sleep=waits.append, transport=api.transport)
+    with pytest.raises(ClientError, match="the event stream keeps closing"):
+        args.handler(args, client, io.StringIO())
+    assert len(api.seen) == 9
+    assert [s.addr for s in api.seen[:3]] == [api.urls[0], api.urls[1], api.urls[0]]
+    assert waits == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+
+
 def test_events_follow_gives_up_when_nobody_answers(
-    api: Api, capsys: pytest.CaptureFixture[str]
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
     api.reply("GET", "/v1/events", {"error": {"code": "forbidden", "message": "no"}},
               status=403)

@@ -1,26 +1,24 @@
 """Table rendering, and what the command line sends and prints end to end.
 
-The command tests run the real client against a small aiohttp server on 127.0.0.1.
+The command tests run the real client over an in-memory API behind its transport seam
+(tests/unit/cli_fake.py); test_cli_transport.py runs the real transport against sockets.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 
 from hacontrol.cli import output
 from hacontrol.cli.client import Client, ClientError, RetryPolicy
 from hacontrol.cli.main import main
+from hacontrol.cli.transport import Response
 
-from .http_server import serve_in_thread
+from .cli_fake import FakeApi
 
 # --- tables --------------------------------------------------------------------
 
@@ -141,63 +139,27 @@ def test_render_nodes_and_namespaces() -> None:
     assert "memory_mb  64    unlimited" in text
 
 
-# --- a real HTTP server for command tests ------------------------------------------
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: Any
-    raw_path: str = ""
-
-
-Reply = tuple[int, Any, dict[str, str]]
-
-
-@dataclass
-class FakeApi:
-    url: str = ""
-    seen: list[Seen] = field(default_factory=list)
-    # Scripted answers, consumed in order; afterwards `default` answers everything.
-    replies: list[Reply] = field(default_factory=list)
-    default: Callable[[Seen], Reply] = lambda s: (200, {}, {})
-
-    @property
-    def last(self) -> Seen:
-        return self.seen[-1]
+# --- commands over the in-memory API ----------------------------------------------
 
 
 @pytest.fixture
-def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-
-    async def handle(request: web.Request) -> web.Response:
-        raw = await request.read()
-        seen = Seen(request.method, request.path, dict(request.query),
-                    dict(request.headers), json.loads(raw) if raw else None,
-                    request.raw_path)
-        fake.seen.append(seen)
-        status, body, headers = fake.replies.pop(0) if fake.replies else fake.default(seen)
-        return web.Response(status=status, text=json.dumps(body), headers=headers,
-                            content_type="application/json")
-
-    with serve_in_thread(handle) as (_, ports):
-        fake.url = f"http://127.0.0.1:{ports[0]}"
-        yield fake
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+def api() -> FakeApi:
+    return FakeApi()
 
 
 def run(api: FakeApi, *argv: str) -> int:
-    return main([*argv, "--addr", api.url, "--token", "sekrit"])
+    return api.run(*argv)
+
+
+def client_for(api: FakeApi, addrs: list[str] | None = None,
+               retry: RetryPolicy | None = None,
+               sleep: Callable[[float], None] | None = None) -> Client:
+    return Client(addrs or [api.url], token="t", retry=retry or RetryPolicy(),
+                  sleep=sleep or fail_on_sleep, transport=api.transport)
+
+
+def fail_on_sleep(seconds: float) -> None:
+    raise AssertionError(f"unexpected wait of {seconds}s")
 
 
 def test_job_scale_sends_post_with_count_and_key(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,6 +168,7 @@ def test_job_scale_sends_post_with_count_and_key(api: FakeApi, capsys: pytest.Ca
     req = api.last
     assert (req.method, req.path, req.body) == ("POST", "/v1/jobs/default/web/scale", {"count": 3})
     assert req.headers["Authorization"] == "Bearer sekrit"
+    assert req.headers["Content-Type"] == "application/json"
     uuid.UUID(req.headers["Idempotency-Key"])
     assert capsys.readouterr().out == "Job default/web scaled to 3 (index 7)\n"
 
@@ -215,6 +178,7 @@ def test_reads_send_no_idempotency_key(api: FakeApi) -> None:
     assert run(api, "node", "list") == 0
     assert api.last.method == "GET" and api.last.path == "/v1/nodes"
     assert "Idempotency-Key" not in api.last.headers
+    assert api.last.request.body is None
 
 
 def test_job_run_uses_file_names_and_flag_overrides(
@@ -270,6 +234,15 @@ def test_api_error_prints_message_and_field(api: FakeApi, capsys: pytest.Capture
     assert capsys.readouterr().err == "error: over quota\n"
 
 
+def test_error_answer_that_is_not_json(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    api.routes[("GET", "/v1/nodes")] = lambda seen: Response(500, {}, b"<h1>oops</h1>")
+    assert run(api, "node", "list") == 1
+    assert capsys.readouterr().err == "error: HTTP 500: <h1>oops</h1>\n"
+    api.routes[("GET", "/v1/nodes")] = lambda seen: Response(200, {}, b"not json")
+    assert run(api, "node", "list") == 1
+    assert capsys.readouterr().err == "error: server answered with invalid JSON\n"
+
+
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["job", "scale", "web"]) == 2
@@ -300,10 +273,11 @@ def test_write_retried_with_same_key_after_unknown_outcome(
 def test_retries_are_bounded(api: FakeApi) -> None:
     unknown = {"error": {"code": "unavailable", "message": "no leader", "outcome": "unknown"}}
     api.default = lambda s: (503, unknown, {"Retry-After": "0"})
-    client = Client([api.url], token="t", retry=RetryPolicy(attempts=4), sleep=lambda s: None)
+    client = client_for(api, retry=RetryPolicy(attempts=4), sleep=lambda s: None)
     with pytest.raises(ClientError) as info:
         client.post("/v1/jobs/default/web/scale", {"count": 1})
     assert info.value.status == 503
+    assert str(info.value) == "no leader (outcome unknown)"
     assert len(api.seen) == 4
     assert len({s.headers["Idempotency-Key"] for s in api.seen}) == 1
 
@@ -312,33 +286,75 @@ def test_retry_after_is_honoured(api: FakeApi) -> None:
     waits: list[float] = []
     api.replies += [(503, {"error": {"code": "not_leader", "message": "no leader"}},
                      {"Retry-After": "2"}), (200, {}, {})]
-    client = Client([api.url], token="t", sleep=waits.append)
+    client = client_for(api, sleep=waits.append)
     client.put("/v1/namespaces/x", {"quota": {}})
     assert waits == [2.0]
 
 
+def test_backoff_without_retry_after_is_exponential_and_capped(api: FakeApi) -> None:
+    waits: list[float] = []
+    api.default = lambda s: (502, {}, {})
+    client = client_for(api, retry=RetryPolicy(attempts=6, deadline_s=1000),
+                        sleep=waits.append)
+    with pytest.raises(ClientError):
+        client.post("/v1/x", {})
+    assert waits == [0.25, 0.5, 1.0, 2.0, 2.0]
+
+
 def test_fails_over_to_next_address(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    api.down.add(api.urls[0])
     api.replies.append((200, {"id": "c2", "role": "leader", "leader": "c2", "members": []}, {}))
-    addrs = f"{closed_port_url()},{api.url}"
-    assert main(["status", "--json", "--addr", addrs, "--token", "t"]) == 0
+    addrs = ",".join(api.urls)
+    assert api.main("status", "--json", "--addr", addrs, "--token", "t") == 0
     assert json.loads(capsys.readouterr().out)["id"] == "c2"
+    assert api.last.addr == api.urls[1]
+
+
+def test_unavailable_replica_moves_to_the_next_address(api: FakeApi) -> None:
+    # A replica answering 503 may be cut off from the leader: the retry goes elsewhere,
+    # and so does the next request.
+    api.replies += [(503, {"error": {"code": "not_leader", "message": "no"}},
+                     {"Retry-After": "0"}), (200, {}, {}), (200, {}, {})]
+    client = client_for(api, api.urls, sleep=lambda s: None)
+    client.post("/v1/x", {})
+    client.get("/v1/y")
+    assert [s.addr for s in api.seen] == [api.urls[0], api.urls[1], api.urls[1]]
 
 
 def test_write_after_connection_failure_keeps_key(api: FakeApi) -> None:
+    api.down.add(api.urls[0])
     api.replies.append((200, {}, {}))
-    client = Client([closed_port_url(), api.url], token="t", sleep=lambda s: None)
+    client = client_for(api, api.urls, sleep=lambda s: None)
     client.request("PUT", "/v1/namespaces/a", body={"quota": {}}, idempotency_key="k-1")
     assert api.last.headers["Idempotency-Key"] == "k-1"
+    assert api.last.addr == api.urls[1]
+
+
+def test_write_keeps_key_while_every_replica_is_down_for_a_while(api: FakeApi) -> None:
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        if len(waits) == 2:
+            api.down.clear()
+
+    api.down.update(api.urls)
+    client = client_for(api, api.urls, sleep=sleep)
+    client.request("POST", "/v1/x", body={}, idempotency_key="k-3")
+    assert waits == [0.25, 0.5]
+    assert [s.headers["Idempotency-Key"] for s in api.seen] == ["k-3"]
 
 
 def test_nobody_answering_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["node", "list", "--addr", closed_port_url(), "--token", "t"]) == 1
+    api = FakeApi()
+    api.down.update(api.urls)
+    assert api.main("node", "list", "--addr", api.url, "--token", "t") == 1
     assert capsys.readouterr().err.startswith("error: no replica answered")
 
 
 def test_redirect_keeps_method_body_and_key(api: FakeApi) -> None:
     api.replies += [(307, {}, {"Location": "/v1/elsewhere"}), (200, {"ok": True}, {})]
-    client = Client([api.url], token="t")
+    client = client_for(api)
     assert client.request("PUT", "/v1/jobs/default/web", body={"command": ["x"]},
                           idempotency_key="k-2") == {"ok": True}
     first, second = api.seen
@@ -347,26 +363,47 @@ def test_redirect_keeps_method_body_and_key(api: FakeApi) -> None:
     assert second.headers["Idempotency-Key"] == "k-2"
 
 
+def test_redirect_follows_the_leader_to_another_address(api: FakeApi) -> None:
+    leader = api.urls[1]
+    api.replies += [(307, {}, {"Location": leader + "/v1/jobs/default/web"}),
+                    (200, {"index": 3}, {})]
+    client = client_for(api)
+    assert client.post("/v1/jobs/default/web", {"count": 1}) == {"index": 3}
+    assert [s.addr for s in api.seen] == [api.url, leader]
+    assert api.seen[0].headers["Idempotency-Key"] == api.seen[1].headers["Idempotency-Key"]
+
+
+def test_redirect_loop_is_an_error(api: FakeApi) -> None:
+    api.default = lambda s: (308, {}, {"Location": "/v1/again"})
+    client = client_for(api, retry=RetryPolicy(attempts=1))
+    with pytest.raises(ClientError) as info:
+        client.get("/v1/x")
+    assert "too many redirects" in str(info.value)
+    assert len(api.seen) == 4
+
+
 def test_env_and_token_file(
     api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     api.default = lambda s: (200, {"namespaces": []}, {})
-    monkeypatch.setenv("HACONTROL_ADDR", f"{closed_port_url()}, {api.url}")
+    api.down.add(api.urls[0])
+    monkeypatch.setenv("HACONTROL_ADDR", f"{api.urls[0]}, {api.urls[1]}")
     monkeypatch.setenv("HACONTROL_TOKEN", "from-env")
-    assert main(["namespace", "list"]) == 0
+    assert api.main("namespace", "list") == 0
     assert api.last.headers["Authorization"] == "Bearer from-env"
+    assert api.last.addr == api.urls[1]
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
-    assert main(["--token-file", str(token_file), "namespace", "list"]) == 0
+    assert api.main("--token-file", str(token_file), "namespace", "list") == 0
     assert api.last.headers["Authorization"] == "Bearer from-file"
-    assert main(["namespace", "list", "--token-file", str(tmp_path / "missing")]) == 2
+    assert api.main("namespace", "list", "--token-file", str(tmp_path / "missing")) == 2
     assert "cannot read token file" in capsys.readouterr().err
 
 
 def test_unauthorized_without_token_hints(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.replies.append((401, {"error": {"code": "unauthorized", "message": "missing token"}}, {}))
-    assert main(["node", "list", "--addr", api.url]) == 1
+    assert api.main("node", "list", "--addr", api.url) == 1
     assert "HACONTROL_TOKEN" in capsys.readouterr().err
     assert "Authorization" not in api.last.headers
 
@@ -385,12 +422,16 @@ def test_job_status_one_job_includes_allocations(
 
 
 def test_job_status_list_and_alloc_filters(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
-    api.replies += [(200, {"jobs": []}, {}), (200, {"allocations": []}, {})]
+    api.replies += [(200, {"jobs": []}, {}), (200, {"allocations": []}, {}),
+                    (200, {"allocations": []}, {})]
     assert run(api, "job", "status") == 0
     assert (api.last.path, api.last.query) == ("/v1/jobs", {})
     assert run(api, "alloc", "list", "--node", "n1") == 0
     assert (api.last.path, api.last.query) == ("/v1/allocations", {"node": "n1"})
     assert capsys.readouterr().out == "No jobs.\nNo allocations.\n"
+    # The full word works too.
+    assert run(api, "allocation", "list", "--job", "web") == 0
+    assert (api.last.path, api.last.query) == ("/v1/allocations", {"job": "web"})
 
 
 def test_set_quota_sends_nulls_for_unlimited(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,26 @@
+"""One module per command group, as Nomad's ``command/``.
+
+Each group module has ``register(sub)``, which adds its subparsers and sets on each one
+either ``handler`` (a client command: ``(args, client, out) -> exit code``, run with one
+shared `Client`) or ``run`` (a daemon command: ``(args) -> exit code``). ``cli/main.py``
+builds the top-level parser from `GROUPS`, in this order, and dispatches.
+"""
+
+from __future__ import annotations
+
+from hacontrol.cli.commands import (
+    agent,
+    allocation,
+    dev,
+    events,
+    job,
+    namespace,
+    node,
+    server,
+    status,
+)
+from hacontrol.cli.commands.base import CommandGroup
+
+GROUPS: tuple[CommandGroup, ...] = (
+    server, agent, dev, status, job, allocation, node, events, namespace
+)

@@ -1,0 +1,56 @@
+"""``hacontrol server``: run one controller replica in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hacontrol.cli.commands.base import (
+    EXIT_ERROR,
+    EXIT_OK,
+    LOG_LEVELS,
+    SubParsers,
+    missing_component,
+)
+from hacontrol.cli.commands.flags import host_port, non_negative_int, peer_spec
+
+
+def register(sub: SubParsers) -> None:
+    p = sub.add_parser("server", help="run a controller replica")
+    p.add_argument("--id", required=True, help="this replica's id")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--raft", required=True, type=host_port, metavar="HOST:PORT")
+    p.add_argument("--api", required=True, type=host_port, metavar="HOST:PORT")
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        type=peer_spec,
+        metavar="ID=RAFTHOST:PORT=http://APIHOST:PORT",
+        help="another replica (repeat for each)",
+    )
+    p.add_argument("--secret-file", required=True, type=Path)
+    p.add_argument("--token-file", required=True, type=Path)
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--compaction-entries", type=non_negative_int, default=None,
+                   help="compact the Raft log after this many entries (default 5000)")
+    p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--heartbeat-grace", type=float, default=3.0,
+                   help="seconds of silence before a node is marked down (default 3)")
+    p.set_defaults(run=run_server)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    try:
+        from hacontrol.server import serve
+    except ModuleNotFoundError as exc:
+        if not missing_component(exc, "hacontrol.server"):
+            raise
+        print("error: the controller component (hacontrol.server) is not installed", file=sys.stderr)
+        return EXIT_ERROR
+    # Whatever the component returns: an exit code, or None for a clean stop.
+    entry: Callable[[argparse.Namespace], object] = serve
+    result = entry(args)
+    return result if isinstance(result, int) else EXIT_OK
