@@ -13,6 +13,7 @@ from typing import Any
 from .resources import Resources, Usage
 from .spec import JobSpec
 from .states import (
+    TERMINAL_STATES,
     AllocState,
     DeploymentStatus,
     DesiredState,
@@ -21,7 +22,6 @@ from .states import (
     JobStatus,
     NodeStatus,
 )
-from .states import TERMINAL_STATES
 
 
 @dataclass
