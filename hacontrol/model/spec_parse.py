@@ -110,7 +110,7 @@ def _env(raw: Any) -> dict[str, str]:
     if len(env) > MAX_ENV:
         raise invalid("env", f"at most {MAX_ENV} variables")
     for k, v in env.items():
-        if not k or "=" in k or "\x00" in k:
+        if not isinstance(k, str) or not k or "=" in k or "\x00" in k:
             raise invalid(f"env.{k}", "invalid variable name")
         if not isinstance(v, str) or "\x00" in v:
             raise invalid(f"env.{k}", "must be a string")

@@ -36,7 +36,8 @@ SPECS: list[dict[str, Any]] = [
 ]
 
 
-def run() -> StateMachine:
+def run(record: list[tuple[str, dict[str, Any]]] | None = None) -> StateMachine:
+    """Apply the history; `record` collects the (op, args) of every command."""
     m = StateMachine()
     index = 0
     ts = 1000.0
@@ -45,6 +46,8 @@ def run() -> StateMachine:
         nonlocal index, ts
         index += 1
         ts += 1.5
+        if record is not None:
+            record.append((op, args))
         return m.apply(C.Command(op, ts, args, idem).encode(), index)
 
     do(C.NS_PUT, name="team", quota={"cpu": 8, "memory_mb": 4096})
