@@ -219,6 +219,15 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
             if x.node is not None:
                 actual.setdefault(x.node, set()).add(x.id)
         assert index == actual
+        # The other indexes agree with the table, in the table's order.
+        s = a.m.store
+        by_job: dict[tuple[str, str], list[str]] = {}
+        for x in a.m.allocs.values():
+            by_job.setdefault((x.namespace, x.job), []).append(x.id)
+        assert {k: list(v) for k, v in s.by_job.items()} == by_job
+        assert list(s.pending) == [x.id for x in a.m.allocs.values()
+                                   if x.state == "pending" and x.node is None
+                                   and x.desired == "run"]
         restored = StateMachine()
         restored.restore(a.m.snapshot())
         for n in a.m.nodes.values():
@@ -234,12 +243,12 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
 
 
 def test_a_bug_in_a_handler_marks_the_replica_broken(monkeypatch) -> None:
-    from hacontrol.state import machine as machine_mod
+    from hacontrol.state.handlers import HANDLERS
 
-    def boom(self, cmd, index):  # a handler that fails half way through
-        self.alloc_seq += 1
+    def boom(tx, args):  # a handler that fails half way through
+        tx.store.alloc_seq += 1
         raise RuntimeError("bug")
-    monkeypatch.setitem(machine_mod._HANDLERS, C.NOOP, boom)
+    monkeypatch.setitem(HANDLERS, C.NOOP, boom)
     f = Feeder()
     r = f(C.NOOP)
     assert r["ok"] is False and r["error"]["code"] == "internal"
