@@ -217,7 +217,7 @@ def _detect_v2(root: Path, own_path: str) -> Layout | None:
 # -------------------------------------------------------------------- instance
 
 
-class InstanceCgroup:
+class AllocationCgroup:
     """The cgroup directories of one instance (one per hierarchy in v1)."""
 
     def __init__(self, mode: str, paths: dict[str, Path]) -> None:
@@ -225,7 +225,7 @@ class InstanceCgroup:
         self.paths = paths
 
     @classmethod
-    def create(cls, layout: Layout, name: str, res: Resources) -> InstanceCgroup:
+    def create(cls, layout: Layout, name: str, res: Resources) -> AllocationCgroup:
         """Make fresh directories and apply limits; raises OSError on failure."""
         paths = {c: base / name for c, base in layout.bases.items()}
         cg = cls(layout.mode, paths)
@@ -257,7 +257,7 @@ class InstanceCgroup:
         return cg
 
     @classmethod
-    def from_record(cls, mode: str, paths: dict[str, str]) -> InstanceCgroup:
+    def from_record(cls, mode: str, paths: dict[str, str]) -> AllocationCgroup:
         return cls(mode, {k: Path(v) for k, v in paths.items()})
 
     def record(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ import platform
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +22,25 @@ import psutil
 from aiohttp import web
 
 from . import procinfo
+from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
+from .nursery import Nursery
+from .report import event_report, metrics_report
 from .spec import (
+    AllocationEvent,
+    AllocationSpec,
     HealthCheck,
     LogPolicy,
     Resources,
     RestartPolicy,
     SocketSpec,
-    TaskEvent,
-    TaskSpec,
 )
 from .supervisor import Supervisor
 
 log = logging.getLogger("hacontrol.agent")
 
 
-def task_spec(assignment: dict[str, Any], node: str) -> TaskSpec:
+def allocation_spec(assignment: dict[str, Any], node: str) -> AllocationSpec:
     spec = assignment["spec"]
     env = dict(spec.get("env") or {})
     env.update({"HACONTROL_ALLOC_ID": assignment["id"], "HACONTROL_JOB": assignment["job"],
@@ -46,7 +50,8 @@ def task_spec(assignment: dict[str, Any], node: str) -> TaskSpec:
     res = spec.get("resources") or {}
     h = spec.get("health")
     lg = spec.get("logs") or {}
-    return TaskSpec(
+    """The spec to run for an assignment from the leader, plus the agent's own env vars."""
+    return AllocationSpec(
         alloc_id=assignment["id"], command=list(spec["command"]), env=env, cwd=spec.get("cwd"),
         restart=RestartPolicy(**{k: r[k] for k in ("policy", "max_restarts", "window_s",
                                                      "backoff_s", "backoff_max_s",
@@ -60,13 +65,6 @@ def task_spec(assignment: dict[str, Any], node: str) -> TaskSpec:
         logs=LogPolicy(**lg) if lg else LogPolicy(),
         sockets=[SocketSpec(**x) for x in spec.get("sockets") or []],
         socket_key=f"{assignment['namespace']}/{assignment['job']}/v{assignment['version']}")
-
-
-def event_report(ev: TaskEvent) -> dict[str, Any]:
-    return {"id": ev.alloc_id, "state": ev.state, "pid": ev.pid, "restarts": ev.restarts,
-            "exit_code": ev.exit_code, "signal": ev.signal, "message": ev.message[:2000],
-            "ts": ev.ts, "health": getattr(ev, "health", None),
-            "reason": getattr(ev, "reason", None)}
 
 
 def node_attributes() -> dict[str, str]:
@@ -90,20 +88,19 @@ class Agent:
         # Latest unacknowledged report per allocation: only the newest state matters.
         self.reports: dict[str, dict[str, Any]] = {}
         self.wake = asyncio.Event()
-        self._bg: set[asyncio.Task[Any]] = set()
+        # Starts and stops in flight; awaited (or cancelled) when the agent ends.
+        self._bg = Nursery(f"agent {name}")
         self._starting: set[str] = set()
         self._swept = False
 
-    def _on_event(self, ev: TaskEvent) -> None:
+    def _on_event(self, ev: AllocationEvent) -> None:
         self.reports[ev.alloc_id] = event_report(ev)
         self.wake.set()
 
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
-        self._bg.add(t)
-        t.add_done_callback(self._bg.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        self._bg.start(coro)
 
-    async def _start(self, spec: TaskSpec) -> None:
+    async def _start(self, spec: AllocationSpec) -> None:
         try:
             if await self.supervisor.adopt(spec) is None:
                 await self.supervisor.ensure(spec)
@@ -113,7 +110,7 @@ class Agent:
             self._starting.discard(spec.alloc_id)
 
     def reconcile(self, assignments: list[dict[str, Any]]) -> None:
-        known = self.supervisor.tasks()
+        known = self.supervisor.allocations()
         wanted = {a["id"]: a for a in assignments}
         if not self._swept:
             self._swept = True
@@ -126,7 +123,7 @@ class Agent:
             if a["desired"] == "run" and a.get("spec"):
                 if alloc_id not in known and alloc_id not in self._starting:
                     try:
-                        spec = task_spec(a, self.name)
+                        spec = allocation_spec(a, self.name)
                     except (ValueError, KeyError, TypeError) as exc:
                         self.reports[alloc_id] = {"id": alloc_id, "state": "failed",
                                                   "message": f"bad spec: {exc}"}
@@ -167,19 +164,18 @@ class Agent:
             self._spawn(self._reap_orphan(d.name, list(record.command or ["?"])))
 
     async def _reap_orphan(self, alloc_id: str, command: list[str]) -> None:
-        spec = TaskSpec(alloc_id=alloc_id, command=command)
+        spec = AllocationSpec(alloc_id=alloc_id, command=command)
         if await self.supervisor.adopt(spec) is not None:
             await self._stop_and_forget(alloc_id)
 
     def _extra(self) -> dict[str, Any]:
-        metrics = getattr(self.supervisor, "metrics", None)
         out: dict[str, Any] = {"agent": {
-            "pid": os.getpid(), "isolation": getattr(self.supervisor, "isolation_mode", None)}}
-        if metrics is not None:
-            try:
-                out["metrics"] = {k: _metric_dict(v) for k, v in metrics().items()}
-            except Exception:
-                log.exception("metrics sampling failed")
+            "pid": os.getpid(), "isolation": self.supervisor.isolation_mode}}
+        try:
+            out["metrics"] = {k: metrics_report(v)
+                              for k, v in self.supervisor.metrics().items()}
+        except Exception:
+            log.exception("metrics sampling failed")
         return out
 
     def _enforce_disconnect(self) -> None:
@@ -225,25 +221,14 @@ class Agent:
                 self.reconcile(answer.allocations)
         log.info("agent %s stopping its processes", self.name)
         await self.supervisor.stop_all()
-        for t in list(self._bg):
-            t.cancel()
-
-
-def _metric_dict(m: Any) -> dict[str, Any]:
-    if isinstance(m, dict):
-        return m
-    return {k: getattr(m, k) for k in ("pid", "processes", "cpu_percent", "rss_bytes", "threads",
-                                       "open_files", "io_read_bytes", "io_write_bytes", "ts")
-            if hasattr(m, k)}
+        await self._bg.aclose()
 
 
 async def _serve_health(host: str, port: int, agent: Agent | None = None,
                         token: str = "") -> web.AppRunner | None:
     if not port:
         return None
-    from .http import build_agent_app
-
-    app = build_agent_app(agent, token)
+    app = build_agent_app(agent.supervisor if agent is not None else None, token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()

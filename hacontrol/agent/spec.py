@@ -24,7 +24,7 @@ STATES = frozenset(
     {STATE_STARTING, STATE_RUNNING, STATE_EXITED, STATE_FAILED, STATE_STOPPED, STATE_PAUSED}
 )
 
-# Why an instance ended (TaskEvent.reason).
+# Why an instance ended (AllocationEvent.reason).
 REASON_EXIT = "exit"
 REASON_SIGNAL = "signal"
 REASON_OOM = "oom"
@@ -153,7 +153,7 @@ def parse_signal(name: str) -> signal.Signals:
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class AllocationSpec:
     alloc_id: str
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -192,7 +192,7 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
-class TaskEvent:
+class AllocationEvent:
     alloc_id: str
     state: str
     pid: int | None

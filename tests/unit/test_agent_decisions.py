@@ -10,15 +10,16 @@ import pytest
 from hacontrol.agent import cgroups, limits, logs, metrics
 from hacontrol.agent.backoff import ACTION_COMPLETE, ACTION_RESTART, RestartState, decide
 from hacontrol.agent.health import HealthState, health_step
+from hacontrol.agent.process import resolve_identity, shell_command
 from hacontrol.agent.spec import (
+    AllocationSpec,
     HealthCheck,
     LogPolicy,
     Resources,
     RestartPolicy,
     SocketSpec,
-    TaskSpec,
 )
-from hacontrol.agent.supervisor import exit_reason, resolve_identity, shell_command
+from hacontrol.agent.transitions import exit_reason
 
 CHECK = HealthCheck(type="tcp", port=1, failures=3, grace_s=5.0)
 
@@ -92,20 +93,20 @@ def test_identity_resolution() -> None:
 
 
 def test_shell_only_when_asked() -> None:
-    plain = TaskSpec("a", ["echo", "$HOME"])
+    plain = AllocationSpec("a", ["echo", "$HOME"])
     assert shell_command(plain) == ["echo", "$HOME"]
-    sh = TaskSpec("a", ["echo $1", "zero", "one"], shell=True)
+    sh = AllocationSpec("a", ["echo $1", "zero", "one"], shell=True)
     assert shell_command(sh) == ["/bin/sh", "-c", "echo $1", "zero", "one"]
 
 
 def test_spec_defaults_and_validation() -> None:
-    spec = TaskSpec("a", ["true"])
+    spec = AllocationSpec("a", ["true"])
     assert spec.user is None and not spec.shell and spec.health is None
     assert spec.resources == Resources() and spec.logs == LogPolicy() and spec.sockets == []
     with pytest.raises(ValueError):
-        TaskSpec("a", ["true"], umask=0o1000)
+        AllocationSpec("a", ["true"], umask=0o1000)
     with pytest.raises(ValueError):
-        TaskSpec("a", ["true"], sockets=[SocketSpec("x", 1), SocketSpec("x", 2)])
+        AllocationSpec("a", ["true"], sockets=[SocketSpec("x", 1), SocketSpec("x", 2)])
     with pytest.raises(ValueError):
         SocketSpec("a:b", 1)
     with pytest.raises(ValueError):

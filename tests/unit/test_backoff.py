@@ -17,7 +17,7 @@ from hacontrol.agent.backoff import (
     restart_delay,
     should_restart,
 )
-from hacontrol.agent.spec import RestartPolicy, TaskSpec, parse_signal
+from hacontrol.agent.spec import AllocationSpec, RestartPolicy, parse_signal
 
 ON_FAILURE = RestartPolicy(policy="on-failure")
 ALWAYS = RestartPolicy(policy="always")
@@ -199,14 +199,14 @@ def test_policy_validation() -> None:
         RestartPolicy(backoff_s=-0.1)
 
 
-def test_task_spec_validation() -> None:
+def test_allocation_spec_validation() -> None:
     with pytest.raises(ValueError):
-        TaskSpec("a", [])
+        AllocationSpec("a", [])
     with pytest.raises(ValueError):
-        TaskSpec("../etc", ["true"])
+        AllocationSpec("../etc", ["true"])
     with pytest.raises(ValueError):
-        TaskSpec("a", ["true"], stop_signal="SIGNOPE")
-    assert TaskSpec("a", ["true"]).restart == RestartPolicy()
+        AllocationSpec("a", ["true"], stop_signal="SIGNOPE")
+    assert AllocationSpec("a", ["true"]).restart == RestartPolicy()
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", "TERM", "term", "15"])
