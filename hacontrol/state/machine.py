@@ -16,6 +16,9 @@ from typing import Any
 
 import msgpack
 
+from hacontrol.model.records import Deployment, JobVersion
+from hacontrol.model.states import AllocState, DeploymentStatus
+
 from . import commands as C
 from .errors import Rejection, conflict, invalid, not_found
 from .model import (
@@ -170,7 +173,7 @@ class StateMachine:
         job = self.jobs.get((ns, name))
         if job is not None and job.status == JOB_RUNNING and job.spec == spec:
             return {"job": self.job_view(job), "changed": False}
-        self._check_cycle(ns, name, spec.option("depends_on", []))
+        self._check_cycle(ns, name, spec.depends_on or ())
         old_usage = job.quota_usage() if job is not None else Usage()
         self._check_quota(ns, self.namespace_usage(ns) - old_usage + spec.usage())
         new_version = True
@@ -190,21 +193,18 @@ class StateMachine:
             job.modify_index = index
             if new_version:
                 job.version += 1
-                update = spec.option("update") or {}
-                job.deployment = None
+                job.rollout = None
                 if rolling:
-                    job.deployment = {
-                        "version": job.version, "status": "running", "started_at": cmd.ts,
-                        "deadline": cmd.ts + float(update.get("deadline_s", 300.0)),
-                        "from_version": job.version - 1, "reverted_from": reverted_from}
+                    job.rollout = Deployment(
+                        job.version, DeploymentStatus.RUNNING, cmd.ts,
+                        cmd.ts + spec.update_policy.deadline_s, job.version - 1, reverted_from)
             self._account(ns, was, job.quota_usage())
         if new_version:
-            job.versions.append({"version": job.version, "spec": spec.to_dict(),
-                                 "submitted_at": cmd.ts, "stable": job.deployment is None})
-            del job.versions[:-VERSIONS_KEPT]
+            job.history.append(JobVersion(job.version, spec, cmd.ts, job.rollout is None))
+            del job.history[:-VERSIONS_KEPT]
         self._event(index, "job_registered" if job.version == 1 and new_version else
                     "job_updated", namespace=ns, job=name, version=job.version,
-                    count=spec.count, rolling=job.deployment is not None,
+                    count=spec.count, rolling=job.rollout is not None,
                     reverted_from=reverted_from)
         self._reconcile(job, cmd.ts, index)
         return {"job": self.job_view(job), "changed": True}
@@ -215,14 +215,14 @@ class StateMachine:
         if job is None:
             raise not_found(f"job {ns}/{name}", "name")
         version = cmd.args.get("version")
-        target = next((v for v in job.versions if v["version"] == version), None)
+        target = next((v for v in job.history if v.version == version), None)
         if target is None:
             raise not_found(f"version {version!r} of job {ns}/{name}", "version")
-        spec = parse_job_spec(dict(target["spec"], count=job.spec.count))
+        spec = target.spec.with_count(job.spec.count)
         return self._register(ns, name, spec, cmd, index, reverted_from=job.version)
 
-    def _check_cycle(self, ns: str, name: str, deps: list[str]) -> None:
-        graph = {j.name: list(j.spec.option("depends_on", []))
+    def _check_cycle(self, ns: str, name: str, deps: tuple[str, ...]) -> None:
+        graph = {j.name: list(j.spec.depends_on or ())
                  for j in self.jobs.values() if j.namespace == ns}
         graph[name] = list(deps)
         # Depth-first walk from the new job: reaching it again is a cycle.
@@ -244,7 +244,7 @@ class StateMachine:
         count = parse_count(cmd.args.get("count"))
         if count == job.spec.count:
             return {"job": self.job_view(job), "changed": False}
-        new_spec = JobSpec(**{**job.spec.__dict__, "count": count})
+        new_spec = job.spec.with_count(count)
         self._check_quota(ns, self.namespace_usage(ns) - job.quota_usage() + new_spec.usage())
         self._account(ns, job.quota_usage(), new_spec.usage())
         job.spec = new_spec
@@ -264,7 +264,7 @@ class StateMachine:
         job.status = JOB_STOPPING
         job.updated_at = cmd.ts
         job.modify_index = index
-        job.deployment = None
+        job.rollout = None
         for alloc in self.job_allocs(job):
             self._stop_alloc(alloc, cmd.ts, index, "job stopped")
         self._event(index, "job_stopped", namespace=ns, job=name)
@@ -348,9 +348,9 @@ class StateMachine:
     def _deploy_step(self, cmd: C.Command, index: int) -> Result:
         ns, name = self._job_key(cmd.args)
         job = self.jobs.get((ns, name))
-        dep = job.deployment if job is not None else None
-        if job is None or dep is None or dep["version"] != cmd.args.get("version") \
-                or dep["status"] != "running":
+        dep = job.rollout if job is not None else None
+        if job is None or dep is None or dep.version != cmd.args.get("version") \
+                or dep.status != DeploymentStatus.RUNNING:
             raise conflict("no such running deployment", "version")
         start = cmd.args.get("start", 0)
         stop = cmd.args.get("stop", [])
@@ -372,12 +372,12 @@ class StateMachine:
                     and alloc.version != job.version:
                 self._stop_alloc(alloc, cmd.ts, index, f"replaced by version {job.version}")
         if status is not None:
-            dep["status"] = status
+            dep.status = DeploymentStatus(status)
             if status == "successful":
-                for v in job.versions:
-                    if v["version"] == job.version:
-                        v["stable"] = True
-                job.deployment = None
+                for v in job.history:
+                    if v.version == job.version:
+                        v.stable = True
+                job.rollout = None
             self._event(index, "deployment", namespace=ns, job=name, version=job.version,
                         status=status, message=cmd.args.get("message"))
         return {"job": self.job_view(job)}
@@ -516,7 +516,7 @@ class StateMachine:
         jobs: dict[tuple[str, str], Job] = {}
         for alloc, u in checked:
             before = (alloc.state, alloc.health)
-            state = u["state"]
+            state = AllocState(u["state"])
             job = self.jobs.get((alloc.namespace, alloc.job))
             if (state == "exited" and u.get("exit_code") == 0 and job is not None
                     and job.spec.type == "batch"):
@@ -613,7 +613,7 @@ class StateMachine:
         live: list[Allocation] = []
         old: list[Allocation] = []
         done = 0
-        rolling = job.deployment is not None and job.deployment.get("status") == "running"
+        rolling = job.rollout is not None and job.rollout.status == DeploymentStatus.RUNNING
         for alloc in self.job_allocs(job):
             if alloc.state == COMPLETE and alloc.version == job.version:
                 done += 1  # a finished batch instance still counts towards `count`
@@ -784,9 +784,9 @@ class StateMachine:
             "index": self.index,
             "alloc_seq": self.alloc_seq,
             "namespaces": [[n, q.to_dict()] for n, q in self.namespaces.items()],
-            "jobs": [_job_to_dict(j) for j in self.jobs.values()],
-            "allocs": [_alloc_to_dict(a) for a in self.allocs.values()],
-            "nodes": [_node_to_dict(n) for n in self.nodes.values()],
+            "jobs": [j.to_dict() for j in self.jobs.values()],
+            "allocs": [a.to_dict() for a in self.allocs.values()],
+            "nodes": [n.to_dict() for n in self.nodes.values()],
             "idempotency": [[k, d, r] for k, (d, r) in self.idempotency.items()],
         }, use_bin_type=True)
 
@@ -796,9 +796,9 @@ class StateMachine:
         if not isinstance(d, dict) or d.get("v") != SNAPSHOT_VERSION:
             raise ValueError("unsupported snapshot version")
         namespaces = {n: Quota.from_dict(q) for n, q in d["namespaces"]}
-        jobs = {(j["namespace"], j["name"]): _job_from_dict(j) for j in d["jobs"]}
-        allocs = {a["id"]: _alloc_from_dict(a) for a in d["allocs"]}
-        nodes = {n["name"]: _node_from_dict(n) for n in d["nodes"]}
+        jobs = {(j["namespace"], j["name"]): Job.from_dict(j) for j in d["jobs"]}
+        allocs = {a["id"]: Allocation.from_dict(a) for a in d["allocs"]}
+        nodes = {n["name"]: Node.from_dict(n) for n in d["nodes"]}
         idem: OrderedDict[str, tuple[str, Result]] = OrderedDict(
             (k, (dg, r)) for k, dg, r in d["idempotency"])
         self.namespaces, self.jobs, self.allocs, self.nodes = namespaces, jobs, allocs, nodes
@@ -819,49 +819,6 @@ class StateMachine:
 
 def _ints(u: Usage) -> tuple[int, int, int]:
     return (round(u.cpu * 1_000_000), u.memory_mb, u.processes)
-
-
-def _job_to_dict(j: Job) -> dict[str, Any]:
-    return {"namespace": j.namespace, "name": j.name, "spec": j.spec.to_dict(),
-            "version": j.version, "status": j.status, "created_at": j.created_at,
-            "updated_at": j.updated_at, "modify_index": j.modify_index,
-            "deployment": j.deployment, "versions": j.versions}
-
-
-def _job_from_dict(d: dict[str, Any]) -> Job:
-    return Job(d["namespace"], d["name"], parse_job_spec(d["spec"]), d["version"], d["status"],
-               d["created_at"], d["updated_at"], d["modify_index"], d.get("deployment"),
-               list(d.get("versions") or []))
-
-
-_ALLOC_FIELDS = ("id", "namespace", "job", "version", "desired", "state", "node", "pid",
-                 "restarts", "exit_code", "signal", "message", "created_at", "updated_at",
-                 "placed_at", "modify_index", "health", "reason", "running_since")
-
-
-def _alloc_to_dict(a: Allocation) -> dict[str, Any]:
-    d = {f: getattr(a, f) for f in _ALLOC_FIELDS}
-    d["resources"] = a.resources.to_dict()
-    return d
-
-
-def _alloc_from_dict(d: dict[str, Any]) -> Allocation:
-    kw = {f: d.get(f) for f in _ALLOC_FIELDS}
-    return Allocation(resources=Resources.from_dict(d["resources"]), **kw)
-
-
-def _node_to_dict(n: Node) -> dict[str, Any]:
-    return {"name": n.name, "capacity": n.capacity.to_dict(), "address": n.address,
-            "status": n.status, "registered_at": n.registered_at, "updated_at": n.updated_at,
-            "modify_index": n.modify_index, "labels": n.labels, "attributes": n.attributes,
-            "drain": n.drain, "drain_deadline": n.drain_deadline}
-
-
-def _node_from_dict(d: dict[str, Any]) -> Node:
-    return Node(d["name"], Resources.from_dict(d["capacity"]), d["address"], d["status"],
-                d["registered_at"], d["updated_at"], d["modify_index"],
-                dict(d.get("labels") or {}), dict(d.get("attributes") or {}),
-                bool(d.get("drain")), d.get("drain_deadline"))
 
 
 def _str_map(raw: Any, field: str) -> dict[str, str]:
