@@ -34,18 +34,9 @@ from hacontrol.agent.process import (
     signal_all,
     spawn,
 )
-from hacontrol.agent.spec import (
-    HEALTH_STARTING,
-    REASON_FAILED_START,
-    REASON_HEALTH,
-    REASON_OOM,
-    REASON_STOPPED,
-    STATE_STARTING,
-    AllocationEvent,
-    AllocationSpec,
-    parse_signal,
-)
+from hacontrol.agent.spec import AllocationEvent, AllocationSpec, parse_signal
 from hacontrol.agent.transitions import InvalidTransition, Trigger, exit_reason, transition
+from hacontrol.model.states import AllocState, ExitReason, Health
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +76,9 @@ class AllocationRunner:
         self._clock = clock
         self._rand = rand
         self._monotonic = monotonic
-        self.health: str | None = HEALTH_STARTING if spec.health else None
+        self.health: Health | None = Health.STARTING if spec.health else None
         self.last = AllocationEvent(
-            spec.alloc_id, STATE_STARTING, None, 0, None, None, clock(), health=self.health
+            spec.alloc_id, AllocState.STARTING, None, 0, None, None, clock(), health=self.health
         )
         self.restarts = 0
         self.handle: Handle | None = None
@@ -100,7 +91,7 @@ class AllocationRunner:
         # Set by restart(), stop() or the health hook to end the current process
         # (or cut a backoff short); a restart or health kill says why in _kill_reason.
         self._poke = asyncio.Event()
-        self._kill_reason: str | None = None
+        self._kill_reason: ExitReason | None = None
         self._paused = False
         self._last_exit: ExitStatus = (None, None)
         self._last_pid: int | None = None
@@ -165,16 +156,16 @@ class AllocationRunner:
             raise AllocationNotRunning(f"{self.spec.alloc_id} is not active")
         fut: asyncio.Future[AllocationEvent] = asyncio.get_running_loop().create_future()
         self._restart_waiters.append(fut)
-        self.end_process(REASON_STOPPED)
+        self.end_process(ExitReason.STOPPED)
         return await fut
 
     # ---------------------------------------------------------- for the hooks
 
-    def report_health(self, status: str, message: str, pid: int) -> None:
+    def report_health(self, status: Health, message: str, pid: int) -> None:
         self.health = status
         self._emit(Trigger.HEALTH, pid=pid, message=message)
 
-    def end_process(self, reason: str) -> None:
+    def end_process(self, reason: ExitReason) -> None:
         if self._kill_reason is None:
             self._kill_reason = reason
         self._poke.set()
@@ -227,7 +218,7 @@ class AllocationRunner:
             if handle is None:
                 self._last_exit = (None, None)
                 self._last_pid = None
-                self.health = HEALTH_STARTING if spec.health else None
+                self.health = Health.STARTING if spec.health else None
                 self._emit(Trigger.LAUNCH)
                 handle = await self._launch()
                 if handle is None:
@@ -268,7 +259,7 @@ class AllocationRunner:
             # Read through a call: set by restart() or a hook while we awaited.
             requested = self._requested()
             reason = exit_reason(exit_code, sig, outcome.oom, requested)
-            if requested == REASON_STOPPED:
+            if requested == ExitReason.STOPPED:
                 self._emit(Trigger.EXITED, handle.pid, exit_code, sig, "restart requested", reason)
                 self.restarts += 1
                 handle = None
@@ -281,13 +272,13 @@ class AllocationRunner:
                 uptime,
                 self._monotonic(),
                 self._rand(),
-                failed=requested == REASON_HEALTH,
+                failed=requested == ExitReason.HEALTH,
             )
             self._rstate = decision.state
             message = decision.reason
-            if reason == REASON_OOM:
+            if reason == ExitReason.OOM:
                 message = f"out of memory; {message}"
-            elif reason == REASON_HEALTH:
+            elif reason == ExitReason.HEALTH:
                 message = f"failed health checks; {message}"
             if decision.action in (ACTION_COMPLETE, ACTION_GIVE_UP):
                 self.terminal = True
@@ -321,7 +312,7 @@ class AllocationRunner:
             for hook in self.hooks:
                 await hook.exited(outcome)
             self.terminal = True
-            self._emit(Trigger.LAUNCH_FAILED, message=str(exc), reason=REASON_FAILED_START)
+            self._emit(Trigger.LAUNCH_FAILED, message=str(exc), reason=ExitReason.FAILED_START)
             return None
 
     async def _backoff(self, delay_s: float) -> None:
@@ -354,13 +345,13 @@ class AllocationRunner:
     async def _terminate(self, handle: Handle) -> None:
         """Stop signal to the group, grace period, then SIGKILL; waits for all members."""
         spec = self.spec
-        sig = parse_signal(spec.stop_signal)
-        loop_deadline = self._monotonic() + spec.stop_timeout_s
+        sig = parse_signal(spec.stop.signal)
+        loop_deadline = self._monotonic() + spec.stop.timeout_s
         signal_all(handle, sig)
         # A frozen or stopped process cannot act on the stop signal.
         self._unpause(handle)
         try:
-            await asyncio.wait_for(asyncio.shield(handle.done), spec.stop_timeout_s)
+            await asyncio.wait_for(asyncio.shield(handle.done), spec.stop.timeout_s)
         except TimeoutError:
             pass
         while alive(handle) and self._monotonic() < loop_deadline:
@@ -383,7 +374,7 @@ class AllocationRunner:
 
     # -------------------------------------------------------------- internals
 
-    def _requested(self) -> str | None:
+    def _requested(self) -> ExitReason | None:
         return self._kill_reason
 
     def _live_handle(self) -> Handle:
@@ -409,7 +400,7 @@ class AllocationRunner:
             exit_code=exit_code,
             sig=sig,
             message="stopped by request",
-            reason=REASON_STOPPED,
+            reason=ExitReason.STOPPED,
         )
 
     def _emit(
@@ -419,7 +410,7 @@ class AllocationRunner:
         exit_code: int | None = None,
         sig: str | None = None,
         message: str = "",
-        reason: str | None = None,
+        reason: ExitReason | None = None,
     ) -> AllocationEvent:
         ev = AllocationEvent(
             alloc_id=self.spec.alloc_id,

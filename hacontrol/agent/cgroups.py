@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hacontrol.agent.spec import Resources
+from hacontrol.model.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -87,32 +87,33 @@ def cpu_quota_us(cores: float, period_us: int = CFS_PERIOD_US) -> int:
     return max(int(round(cores * period_us)), _MIN_QUOTA_US)
 
 
-def v1_limit_writes(res: Resources, has_memsw: bool) -> list[tuple[str, str, str]]:
-    """(controller, file, value) in the order they must be written."""
-    writes: list[tuple[str, str, str]] = []
-    if res.memory_mb is not None:
-        limit = str(res.memory_mb * 1024 * 1024)
-        writes.append(("memory", "memory.limit_in_bytes", limit))
-        if has_memsw:
-            # Without this a task with swap available would page out instead
-            # of being OOM-killed at its limit; memsw must be >= the limit,
-            # hence written after it.
-            writes.append(("memory", "memory.memsw.limit_in_bytes", limit))
-    if res.cpu is not None:
-        writes.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
-        writes.append(("cpu", "cpu.cfs_quota_us", str(cpu_quota_us(res.cpu))))
+def v1_limit_writes(res: Resources | None, has_memsw: bool) -> list[tuple[str, str, str]]:
+    """(controller, file, value) in the order they must be written; None: no limits."""
+    if res is None:
+        return []
+    limit = str(res.memory_mb * 1024 * 1024)
+    writes = [("memory", "memory.limit_in_bytes", limit)]
+    if has_memsw:
+        # Without this a process with swap available would page out instead
+        # of being OOM-killed at its limit; memsw must be >= the limit,
+        # hence written after it.
+        writes.append(("memory", "memory.memsw.limit_in_bytes", limit))
+    writes.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
+    writes.append(("cpu", "cpu.cfs_quota_us", str(cpu_quota_us(res.cpu))))
     if res.pids is not None:
         writes.append(("pids", "pids.max", str(res.pids)))
     return writes
 
 
-def v2_limit_writes(res: Resources) -> list[tuple[str, str]]:
-    writes: list[tuple[str, str]] = []
-    if res.memory_mb is not None:
-        writes.append(("memory.max", str(res.memory_mb * 1024 * 1024)))
-        writes.append(("memory.swap.max", "0"))
-    if res.cpu is not None:
-        writes.append(("cpu.max", f"{cpu_quota_us(res.cpu)} {CFS_PERIOD_US}"))
+def v2_limit_writes(res: Resources | None) -> list[tuple[str, str]]:
+    """(file, value) in the order they must be written; None: no limits."""
+    if res is None:
+        return []
+    writes = [
+        ("memory.max", str(res.memory_mb * 1024 * 1024)),
+        ("memory.swap.max", "0"),
+        ("cpu.max", f"{cpu_quota_us(res.cpu)} {CFS_PERIOD_US}"),
+    ]
     if res.pids is not None:
         writes.append(("pids.max", str(res.pids)))
     return writes
@@ -225,7 +226,7 @@ class AllocationCgroup:
         self.paths = paths
 
     @classmethod
-    def create(cls, layout: Layout, name: str, res: Resources) -> AllocationCgroup:
+    def create(cls, layout: Layout, name: str, res: Resources | None) -> AllocationCgroup:
         """Make fresh directories and apply limits; raises OSError on failure."""
         paths = {c: base / name for c, base in layout.bases.items()}
         cg = cls(layout.mode, paths)

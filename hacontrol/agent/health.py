@@ -14,22 +14,15 @@ import os
 import signal
 from dataclasses import dataclass
 
-from hacontrol.agent.spec import (
-    CHECK_EXEC,
-    CHECK_HTTP,
-    CHECK_TCP,
-    HEALTH_HEALTHY,
-    HEALTH_STARTING,
-    HEALTH_UNHEALTHY,
-    HealthCheck,
-)
+from hacontrol.model.spec import HealthCheck
+from hacontrol.model.states import Health, HealthCheckType
 
 _MAX_STATUS_LINE = 8192
 
 
 @dataclass(frozen=True)
 class HealthState:
-    status: str = HEALTH_STARTING
+    status: Health = Health.STARTING
     consecutive_failures: int = 0
 
 
@@ -38,13 +31,13 @@ def health_step(
 ) -> HealthState:
     """The state after one probe result; ``since_start_s`` is the instance's age."""
     if ok:
-        return HealthState(HEALTH_HEALTHY, 0)
+        return HealthState(Health.HEALTHY, 0)
     if since_start_s < check.grace_s:
         # The task is still coming up: a failure says nothing yet.
         return state
     failures = state.consecutive_failures + 1
     if failures >= check.failures:
-        return HealthState(HEALTH_UNHEALTHY, failures)
+        return HealthState(Health.UNHEALTHY, failures)
     return HealthState(state.status, failures)
 
 
@@ -59,7 +52,7 @@ async def probe(
 ) -> ProbeResult:
     """Run one check, never taking longer than ``check.timeout_s``."""
     try:
-        if check.type == CHECK_EXEC:
+        if check.type == HealthCheckType.EXEC:
             return await _probe_exec(check, env, cwd)
         return await asyncio.wait_for(_probe_net(check), check.timeout_s)
     except TimeoutError:
@@ -72,9 +65,9 @@ async def _probe_net(check: HealthCheck) -> ProbeResult:
     assert check.port is not None
     reader, writer = await asyncio.open_connection(check.host, check.port)
     try:
-        if check.type == CHECK_TCP:
+        if check.type == HealthCheckType.TCP:
             return ProbeResult(True, "connected")
-        assert check.type == CHECK_HTTP
+        assert check.type == HealthCheckType.HTTP
         host = check.host if ":" not in check.host else f"[{check.host}]"
         writer.write(
             f"GET {check.path} HTTP/1.0\r\nHost: {host}:{check.port}\r\n"

@@ -14,9 +14,10 @@ from typing import Protocol
 
 from aiohttp import web
 
+from hacontrol.agent.spec import AllocationEvent
+
 from .metrics import AllocationMetrics
 from .report import event_report, metrics_report
-from .spec import AllocationEvent
 
 
 class LocalAllocations(Protocol):

@@ -16,7 +16,7 @@ grandchild that calls setsid() can escape a stop in this mode.
 
 from __future__ import annotations
 
-from hacontrol.agent.spec import Resources
+from hacontrol.model.resources import Resources
 
 MIB = 1024 * 1024
 # Backstop = factor * limit + slack; generous enough that the watchdog, not
@@ -25,14 +25,14 @@ RLIMIT_FACTOR = 2
 RLIMIT_SLACK_BYTES = 64 * MIB
 
 
-def rlimits_for(res: Resources) -> list[tuple[str, int, int]]:
-    """(resource name, soft, hard) to apply in the child before exec."""
-    if res.memory_mb is None:
+def rlimits_for(res: Resources | None) -> list[tuple[str, int, int]]:
+    """(resource name, soft, hard) to apply in the child before exec; None: no limits."""
+    if res is None:
         return []
     backstop = res.memory_mb * MIB * RLIMIT_FACTOR + RLIMIT_SLACK_BYTES
     return [("RLIMIT_DATA", backstop, backstop)]
 
 
-def over_memory(rss_bytes: int, res: Resources) -> bool:
-    """The watchdog's verdict for one instance."""
-    return res.memory_mb is not None and rss_bytes > res.memory_mb * MIB
+def over_memory(rss_bytes: int, res: Resources | None) -> bool:
+    """The watchdog's verdict for one allocation; None: no limit."""
+    return res is not None and rss_bytes > res.memory_mb * MIB

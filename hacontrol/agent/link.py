@@ -28,7 +28,7 @@ class SyncAnswer:
     leader: str
     index: int
     acked: int
-    allocations: list[dict[str, Any]]
+    allocations: list[Any]  # raw assignments, decoded by the agent
 
 
 class StaleLeader(Exception):

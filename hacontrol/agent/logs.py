@@ -21,7 +21,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from hacontrol.agent.spec import LogPolicy
+from hacontrol.model.spec import LogPolicy
 
 STREAMS = ("stdout", "stderr")
 _READ_CHUNK = 64 * 1024

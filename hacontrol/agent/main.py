@@ -21,50 +21,18 @@ from typing import Any
 import psutil
 from aiohttp import web
 
+from hacontrol.agent.spec import AllocationEvent, AllocationSpec
+from hacontrol.model.states import AllocState, DesiredState
+
 from . import procinfo
+from .assignments import AssignmentDecoder, allocation_spec
 from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .nursery import Nursery
 from .report import event_report, metrics_report
-from .spec import (
-    AllocationEvent,
-    AllocationSpec,
-    HealthCheck,
-    LogPolicy,
-    Resources,
-    RestartPolicy,
-    SocketSpec,
-)
 from .supervisor import Supervisor
 
 log = logging.getLogger("hacontrol.agent")
-
-
-def allocation_spec(assignment: dict[str, Any], node: str) -> AllocationSpec:
-    spec = assignment["spec"]
-    env = dict(spec.get("env") or {})
-    env.update({"HACONTROL_ALLOC_ID": assignment["id"], "HACONTROL_JOB": assignment["job"],
-                "HACONTROL_NAMESPACE": assignment["namespace"], "HACONTROL_NODE": node})
-    r = spec.get("restart") or {}
-    s = spec.get("stop") or {}
-    res = spec.get("resources") or {}
-    h = spec.get("health")
-    lg = spec.get("logs") or {}
-    """The spec to run for an assignment from the leader, plus the agent's own env vars."""
-    return AllocationSpec(
-        alloc_id=assignment["id"], command=list(spec["command"]), env=env, cwd=spec.get("cwd"),
-        restart=RestartPolicy(**{k: r[k] for k in ("policy", "max_restarts", "window_s",
-                                                     "backoff_s", "backoff_max_s",
-                                                     "min_uptime_s") if k in r}),
-        stop_signal=s.get("signal", "SIGTERM"), stop_timeout_s=float(s.get("timeout_s", 5.0)),
-        user=spec.get("user"), group=spec.get("group"), umask=spec.get("umask"),
-        shell=bool(spec.get("shell", False)),
-        resources=Resources(cpu=res.get("cpu"), memory_mb=res.get("memory_mb"),
-                            pids=res.get("pids")),
-        health=HealthCheck(**h) if h else None,
-        logs=LogPolicy(**lg) if lg else LogPolicy(),
-        sockets=[SocketSpec(**x) for x in spec.get("sockets") or []],
-        socket_key=f"{assignment['namespace']}/{assignment['job']}/v{assignment['version']}")
 
 
 def node_attributes() -> dict[str, str]:
@@ -90,6 +58,7 @@ class Agent:
         self.wake = asyncio.Event()
         # Starts and stops in flight; awaited (or cancelled) when the agent ends.
         self._bg = Nursery(f"agent {name}")
+        self._decoder = AssignmentDecoder()
         self._starting: set[str] = set()
         self._swept = False
 
@@ -109,36 +78,41 @@ class Agent:
         finally:
             self._starting.discard(spec.alloc_id)
 
-    def reconcile(self, assignments: list[dict[str, Any]]) -> None:
+    def reconcile(self, assignments: list[Any]) -> None:
         known = self.supervisor.allocations()
-        wanted = {a["id"]: a for a in assignments}
+        wanted, rejected = self._decoder.decode(assignments)
         if not self._swept:
             self._swept = True
-            self._sweep_orphans(set(wanted) | set(known))
+            self._sweep_orphans(set(wanted) | set(rejected) | set(known))
         self.disconnect_after = {
-            alloc_id: float(a["spec"]["disconnect"]["stop_after_s"])
+            alloc_id: a.spec.disconnect.stop_after_s
             for alloc_id, a in wanted.items()
-            if a.get("spec") and (a["spec"].get("disconnect") or {}).get("stop_after_s")}
+            if a.spec is not None and a.spec.disconnect is not None
+            and a.spec.disconnect.stop_after_s}
+        for alloc_id, why in rejected.items():
+            if alloc_id not in known and alloc_id not in self._starting:
+                self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
+                                          "message": f"bad spec: {why}"}
         for alloc_id, a in wanted.items():
-            if a["desired"] == "run" and a.get("spec"):
+            if a.desired == DesiredState.RUN and a.spec is not None:
                 if alloc_id not in known and alloc_id not in self._starting:
                     try:
                         spec = allocation_spec(a, self.name)
-                    except (ValueError, KeyError, TypeError) as exc:
-                        self.reports[alloc_id] = {"id": alloc_id, "state": "failed",
+                    except ValueError as exc:
+                        self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
                                                   "message": f"bad spec: {exc}"}
                         continue
                     self._starting.add(alloc_id)
                     self._spawn(self._start(spec))
-            elif a["desired"] == "stop":
+            elif a.desired == DesiredState.STOP:
                 if alloc_id in known:
                     self._spawn(self.supervisor.stop(alloc_id))
                 elif alloc_id not in self._starting and alloc_id not in self.reports:
                     # Never ran here (or finished before this agent started): say so, so
                     # the controllers can let go of it.
-                    self.reports[alloc_id] = {"id": alloc_id, "state": "stopped"}
+                    self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.STOPPED}
         for alloc_id in known:
-            if alloc_id not in wanted:
+            if alloc_id not in wanted and alloc_id not in rejected:
                 # The leader no longer assigns it here (replaced while we were cut off,
                 # or finished and collected): stop it and forget it.
                 self._spawn(self._stop_and_forget(alloc_id))

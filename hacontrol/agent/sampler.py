@@ -27,7 +27,7 @@ from hacontrol.agent.metrics import (
 )
 from hacontrol.agent.nursery import Nursery, cancel_and_wait
 from hacontrol.agent.process import STDERR_LOG, STDOUT_LOG, Handle
-from hacontrol.agent.spec import LogPolicy
+from hacontrol.model.spec import LogPolicy
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from hacontrol.agent.spec import SocketSpec
+from hacontrol.model.spec import SocketSpec
 
 LISTEN_BACKLOG = 4096
 

@@ -195,7 +195,7 @@ class Supervisor:
         """Stop the allocation's whole process group; it is not restarted afterwards.
 
         Sends the spec's stop signal to the group (and every other process in
-        the allocation's cgroup), waits up to stop_timeout_s for every member
+        the allocation's cgroup), waits up to the stop timeout_s for every member
         to exit, then SIGKILLs the group and the cgroup. Returns the final
         event, or None for an unknown alloc_id. A caller that stops waiting
         does not abandon the process group half-killed: the runner finishes.

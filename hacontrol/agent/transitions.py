@@ -10,17 +10,7 @@ from __future__ import annotations
 
 import enum
 
-from hacontrol.agent.spec import (
-    REASON_EXIT,
-    REASON_OOM,
-    REASON_SIGNAL,
-    STATE_EXITED,
-    STATE_FAILED,
-    STATE_PAUSED,
-    STATE_RUNNING,
-    STATE_STARTING,
-    STATE_STOPPED,
-)
+from hacontrol.model.states import AllocState, ExitReason
 
 
 class Trigger(enum.StrEnum):
@@ -38,23 +28,23 @@ class Trigger(enum.StrEnum):
     CRASHED = "crashed"  # the runner itself failed (a bug): report and give up
 
 
-_LIVE = (STATE_STARTING, STATE_RUNNING, STATE_PAUSED, STATE_EXITED)
+_LIVE = (AllocState.STARTING, AllocState.RUNNING, AllocState.PAUSED, AllocState.EXITED)
 
 # (current state, trigger) -> next state. Anything missing is not allowed.
-TRANSITIONS: dict[tuple[str, Trigger], str] = {
-    (STATE_STARTING, Trigger.LAUNCH): STATE_STARTING,
-    (STATE_EXITED, Trigger.LAUNCH): STATE_STARTING,
-    (STATE_STARTING, Trigger.LAUNCHED): STATE_RUNNING,
-    (STATE_STARTING, Trigger.LAUNCH_FAILED): STATE_FAILED,
-    (STATE_RUNNING, Trigger.EXITED): STATE_EXITED,
-    (STATE_PAUSED, Trigger.EXITED): STATE_EXITED,
-    (STATE_RUNNING, Trigger.GAVE_UP): STATE_FAILED,
-    (STATE_PAUSED, Trigger.GAVE_UP): STATE_FAILED,
-    (STATE_RUNNING, Trigger.HEALTH): STATE_RUNNING,
-    (STATE_RUNNING, Trigger.PAUSE): STATE_PAUSED,
-    (STATE_PAUSED, Trigger.RESUME): STATE_RUNNING,
-    **{(state, Trigger.STOPPED): STATE_STOPPED for state in _LIVE},
-    **{(state, Trigger.CRASHED): STATE_FAILED for state in _LIVE},
+TRANSITIONS: dict[tuple[AllocState, Trigger], AllocState] = {
+    (AllocState.STARTING, Trigger.LAUNCH): AllocState.STARTING,
+    (AllocState.EXITED, Trigger.LAUNCH): AllocState.STARTING,
+    (AllocState.STARTING, Trigger.LAUNCHED): AllocState.RUNNING,
+    (AllocState.STARTING, Trigger.LAUNCH_FAILED): AllocState.FAILED,
+    (AllocState.RUNNING, Trigger.EXITED): AllocState.EXITED,
+    (AllocState.PAUSED, Trigger.EXITED): AllocState.EXITED,
+    (AllocState.RUNNING, Trigger.GAVE_UP): AllocState.FAILED,
+    (AllocState.PAUSED, Trigger.GAVE_UP): AllocState.FAILED,
+    (AllocState.RUNNING, Trigger.HEALTH): AllocState.RUNNING,
+    (AllocState.RUNNING, Trigger.PAUSE): AllocState.PAUSED,
+    (AllocState.PAUSED, Trigger.RESUME): AllocState.RUNNING,
+    **{(state, Trigger.STOPPED): AllocState.STOPPED for state in _LIVE},
+    **{(state, Trigger.CRASHED): AllocState.FAILED for state in _LIVE},
 }
 
 
@@ -62,7 +52,7 @@ class InvalidTransition(RuntimeError):
     """The runner tried a move the table does not allow (a bug in the runner)."""
 
 
-def transition(state: str, trigger: Trigger) -> str:
+def transition(state: AllocState, trigger: Trigger) -> AllocState:
     """The state after ``trigger`` in ``state``; InvalidTransition if not allowed."""
     try:
         return TRANSITIONS[(state, trigger)]
@@ -70,12 +60,14 @@ def transition(state: str, trigger: Trigger) -> str:
         raise InvalidTransition(f"{trigger} is not allowed in state {state!r}") from None
 
 
-def exit_reason(exit_code: int | None, sig: str | None, oom: bool, requested: str | None) -> str:
+def exit_reason(
+    exit_code: int | None, sig: str | None, oom: bool, requested: ExitReason | None
+) -> ExitReason:
     """Why a process ended; an ending we caused names our cause."""
     if requested is not None:
         return requested
     if oom:
-        return REASON_OOM
+        return ExitReason.OOM
     if sig is not None:
-        return REASON_SIGNAL
-    return REASON_EXIT
+        return ExitReason.SIGNAL
+    return ExitReason.EXIT

@@ -17,8 +17,10 @@ from typing import TypeVar
 import psutil
 import pytest
 
-from hacontrol.agent.spec import AllocationEvent, AllocationSpec, RestartPolicy
+from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.agent.supervisor import Supervisor
+from hacontrol.model.spec import RestartSpec, StopSpec
+from hacontrol.model.states import RestartPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,8 +135,8 @@ def spec(
         command=command,
         env=env if env is not None else {},
         cwd=cwd,
-        restart=RestartPolicy(policy=policy, **restart),  # type: ignore[arg-type]
-        stop_timeout_s=stop_timeout_s,
+        restart=RestartSpec(policy=RestartPolicy(policy), **restart),  # type: ignore[arg-type]
+        stop=StopSpec(timeout_s=stop_timeout_s),
     )
 
 

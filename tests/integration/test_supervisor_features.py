@@ -18,15 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hacontrol.agent.spec import (
-    AllocationSpec,
-    HealthCheck,
-    LogPolicy,
-    Resources,
-    RestartPolicy,
-    SocketSpec,
-)
+from hacontrol.agent.spec import AllocationSpec
 from hacontrol.agent.supervisor import Supervisor
+from hacontrol.model.resources import Resources
+from hacontrol.model.spec import HealthCheck, LogPolicy, RestartSpec, SocketSpec, StopSpec
+from hacontrol.model.states import HealthCheckType, RestartPolicy
 
 from .test_supervisor import Harness, gone, py, wait_for
 
@@ -93,8 +89,10 @@ def allocation(alloc_id: str, command: list[str], policy: str = "never", **kw: o
     return AllocationSpec(
         alloc_id=alloc_id,
         command=command,
-        restart=RestartPolicy(policy=policy, backoff_s=0.05, max_restarts=50, min_uptime_s=0.1),
-        stop_timeout_s=1.0,
+        restart=RestartSpec(
+            policy=RestartPolicy(policy), backoff_s=0.05, max_restarts=50, min_uptime_s=0.1
+        ),
+        stop=StopSpec(timeout_s=1.0),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -313,8 +311,10 @@ def test_restart_counts_and_skips_backoff(h: FeatureHarness) -> None:
         spec = AllocationSpec(
             "r1",
             ["sleep", "30"],
-            restart=RestartPolicy(policy="on-failure", backoff_s=30.0, backoff_max_s=30.0),
-            stop_timeout_s=1.0,
+            restart=RestartSpec(
+                policy=RestartPolicy.ON_FAILURE, backoff_s=30.0, backoff_max_s=30.0
+            ),
+            stop=StopSpec(timeout_s=1.0),
         )
         first = await h.sup.ensure(spec)
         ev = await h.sup.restart("r1")
@@ -366,10 +366,17 @@ def test_health_check_restarts_unhealthy(h: FeatureHarness, tmp_path: Path, kind
     flag = tmp_path / "sick"
     if kind == "exec":
         check = HealthCheck(
-            type="exec", command=["sh", "-c", f"test ! -e {flag}"], interval_s=0.1, failures=2
+            type=HealthCheckType.EXEC,
+            command=("sh", "-c", f"test ! -e {flag}"),
+            interval_s=0.1,
+            failures=2,
+            grace_s=0.0,
         )
     else:
-        check = HealthCheck(type=kind, port=port, path="/ok", interval_s=0.1, failures=2)
+        check = HealthCheck(
+            type=HealthCheckType(kind), port=port, path="/ok", interval_s=0.1, failures=2,
+            grace_s=0.0,
+        )
 
     async def scenario() -> None:
         spec = allocation("h1", [*py(HEALTH_SERVER), str(flag), str(port), kind], policy="always")

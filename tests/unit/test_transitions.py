@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from hacontrol.agent.spec import (
-    STATE_EXITED,
-    STATE_FAILED,
-    STATE_PAUSED,
-    STATE_RUNNING,
-    STATE_STARTING,
-    STATE_STOPPED,
-    STATES,
-)
 from hacontrol.agent.transitions import TRANSITIONS, InvalidTransition, Trigger, transition
+from hacontrol.model.states import REPORTED_STATES as STATES
+from hacontrol.model.states import AllocState
 
-FINAL = (STATE_FAILED, STATE_STOPPED)
+FINAL = (AllocState.FAILED, AllocState.STOPPED)
 LIVE = sorted(STATES - set(FINAL))
 
 
@@ -34,22 +27,22 @@ def test_nothing_leaves_a_final_state(state: str, trigger: Trigger) -> None:
 
 @pytest.mark.parametrize("state", LIVE)
 def test_stop_and_crash_are_accepted_in_every_live_state(state: str) -> None:
-    assert transition(state, Trigger.STOPPED) == STATE_STOPPED
-    assert transition(state, Trigger.CRASHED) == STATE_FAILED
+    assert transition(state, Trigger.STOPPED) == AllocState.STOPPED
+    assert transition(state, Trigger.CRASHED) == AllocState.FAILED
 
 
 def test_a_normal_life() -> None:
-    state = STATE_STARTING
+    state = AllocState.STARTING
     for trigger, expected in [
-        (Trigger.LAUNCH, STATE_STARTING),
-        (Trigger.LAUNCHED, STATE_RUNNING),
-        (Trigger.HEALTH, STATE_RUNNING),
-        (Trigger.PAUSE, STATE_PAUSED),
-        (Trigger.RESUME, STATE_RUNNING),
-        (Trigger.EXITED, STATE_EXITED),  # restart pending
-        (Trigger.LAUNCH, STATE_STARTING),
-        (Trigger.LAUNCHED, STATE_RUNNING),
-        (Trigger.GAVE_UP, STATE_FAILED),
+        (Trigger.LAUNCH, AllocState.STARTING),
+        (Trigger.LAUNCHED, AllocState.RUNNING),
+        (Trigger.HEALTH, AllocState.RUNNING),
+        (Trigger.PAUSE, AllocState.PAUSED),
+        (Trigger.RESUME, AllocState.RUNNING),
+        (Trigger.EXITED, AllocState.EXITED),  # restart pending
+        (Trigger.LAUNCH, AllocState.STARTING),
+        (Trigger.LAUNCHED, AllocState.RUNNING),
+        (Trigger.GAVE_UP, AllocState.FAILED),
     ]:
         state = transition(state, trigger)
         assert state == expected
@@ -58,13 +51,13 @@ def test_a_normal_life() -> None:
 @pytest.mark.parametrize(
     ("state", "trigger"),
     [
-        (STATE_STARTING, Trigger.PAUSE),  # nothing to freeze yet
-        (STATE_EXITED, Trigger.PAUSE),
-        (STATE_RUNNING, Trigger.RESUME),  # only a paused allocation resumes
-        (STATE_PAUSED, Trigger.HEALTH),  # checks are suspended while paused
-        (STATE_RUNNING, Trigger.LAUNCH),  # one process at a time
-        (STATE_EXITED, Trigger.EXITED),
-        (STATE_STARTING, Trigger.EXITED),  # it never ran
+        (AllocState.STARTING, Trigger.PAUSE),  # nothing to freeze yet
+        (AllocState.EXITED, Trigger.PAUSE),
+        (AllocState.RUNNING, Trigger.RESUME),  # only a paused allocation resumes
+        (AllocState.PAUSED, Trigger.HEALTH),  # checks are suspended while paused
+        (AllocState.RUNNING, Trigger.LAUNCH),  # one process at a time
+        (AllocState.EXITED, Trigger.EXITED),
+        (AllocState.STARTING, Trigger.EXITED),  # it never ran
     ],
 )
 def test_moves_the_runner_never_makes(state: str, trigger: Trigger) -> None:
@@ -73,6 +66,6 @@ def test_moves_the_runner_never_makes(state: str, trigger: Trigger) -> None:
 
 
 def test_paused_process_may_end_or_be_stopped() -> None:
-    assert transition(STATE_PAUSED, Trigger.EXITED) == STATE_EXITED
-    assert transition(STATE_PAUSED, Trigger.GAVE_UP) == STATE_FAILED
-    assert transition(STATE_PAUSED, Trigger.STOPPED) == STATE_STOPPED
+    assert transition(AllocState.PAUSED, Trigger.EXITED) == AllocState.EXITED
+    assert transition(AllocState.PAUSED, Trigger.GAVE_UP) == AllocState.FAILED
+    assert transition(AllocState.PAUSED, Trigger.STOPPED) == AllocState.STOPPED

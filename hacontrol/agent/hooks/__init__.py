@@ -24,6 +24,7 @@ from typing import Protocol
 from hacontrol.agent.nursery import Nursery
 from hacontrol.agent.process import Handle, LaunchConfig
 from hacontrol.agent.spec import AllocationSpec
+from hacontrol.model.states import ExitReason, Health
 
 
 @dataclass
@@ -47,10 +48,10 @@ class HookHost(Protocol):
     @property
     def stopping(self) -> bool: ...
 
-    def report_health(self, status: str, message: str, pid: int) -> None:
+    def report_health(self, status: Health, message: str, pid: int) -> None:
         """A health transition: recorded and reported in the current state."""
 
-    def end_process(self, reason: str) -> None:
+    def end_process(self, reason: ExitReason) -> None:
         """Ask for the current process to be ended for ``reason`` (then restarted or not,
         as the restart policy says)."""
 

@@ -13,7 +13,7 @@ from hacontrol.agent.health import HealthState, health_step, probe
 from hacontrol.agent.hooks import HookHost, Outcome
 from hacontrol.agent.nursery import cancel_and_wait
 from hacontrol.agent.process import Handle, LaunchConfig, child_env
-from hacontrol.agent.spec import HEALTH_UNHEALTHY, REASON_HEALTH
+from hacontrol.model.states import ExitReason, Health
 
 
 class HealthHook:
@@ -57,7 +57,7 @@ class HealthHook:
             new = health_step(check, state, result.ok, self._monotonic() - started)
             if new.status != state.status:
                 host.report_health(new.status, f"health {new.status}: {result.detail}", handle.pid)
-                if new.status == HEALTH_UNHEALTHY:
-                    host.end_process(REASON_HEALTH)
+                if new.status == Health.UNHEALTHY:
+                    host.end_process(ExitReason.HEALTH)
                     return
             state = new
