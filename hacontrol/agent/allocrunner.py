@@ -71,7 +71,7 @@ class AllocationRunner:
         self.alloc_dir = alloc_dir
         self.nursery = Nursery(f"allocation {spec.alloc_id}")
         self.hooks: list[Hook] = []
-        self.task: asyncio.Task[None] | None = None
+        self.supervising: asyncio.Task[None] | None = None
         self._on_event = on_event
         self._clock = clock
         self._rand = rand
@@ -101,7 +101,7 @@ class AllocationRunner:
 
     def active(self) -> bool:
         """Running or waiting to be restarted (not in a final state)."""
-        return self.task is not None and not self.task.done()
+        return self.supervising is not None and not self.supervising.done()
 
     @property
     def paused(self) -> bool:

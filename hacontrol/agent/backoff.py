@@ -15,7 +15,7 @@ from hacontrol.model.states import RestartPolicy
 
 # Fraction of the delay that jitter may remove. Removing (rather than adding)
 # keeps the result within backoff_max_s while still spreading out restarts of
-# many tasks that crashed together.
+# many allocations that crashed together.
 JITTER = 0.5
 
 # 2.0 ** 1000 is still a finite float; beyond it the cap has long applied.
@@ -31,7 +31,7 @@ def should_restart(
 ) -> bool:
     """Whether the policy wants the process back after this exit.
 
-    ``failed`` marks an instance ended for cause (failed health checks) whose
+    ``failed`` marks a process ended for cause (failed health checks) whose
     exit status, typically from a graceful stop, would otherwise read as success.
     """
     if policy.policy == RestartPolicy.ALWAYS:
@@ -76,7 +76,7 @@ def next_attempt_base(policy: RestartSpec, attempt: int, uptime_s: float) -> int
 
 @dataclass(frozen=True)
 class RestartState:
-    """What the decision needs to remember between exits of one task."""
+    """What the decision needs to remember between exits of one allocation."""
 
     attempt: int = 0
     restart_times: tuple[float, ...] = ()

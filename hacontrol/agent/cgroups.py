@@ -1,24 +1,24 @@
-"""Per-instance cgroups: limits, membership, kill, freeze and OOM accounting.
+"""Per-allocation cgroups: limits, membership, kill, freeze and OOM accounting.
 
 The mode is detected once per supervisor:
 
 * ``cgroup-v2``: a pure unified hierarchy at the mount point, one directory per
-  instance with ``memory.max``, ``cpu.max``, ``pids.max``, ``cgroup.freeze``,
+  allocation with ``memory.max``, ``cpu.max``, ``pids.max``, ``cgroup.freeze``,
   ``cgroup.kill`` and ``memory.events``.
-* ``cgroup-v1``: one directory per instance in each of the memory, cpu, pids
+* ``cgroup-v1``: one directory per allocation in each of the memory, cpu, pids
   and freezer hierarchies (``memory.limit_in_bytes``, ``cpu.cfs_quota_us``,
   ``pids.max``, ``freezer.state``, ``memory.oom_control``).
 * ``rlimit``: no usable cgroups; limits fall back to rlimits and a watchdog
   (see :mod:`hacontrol.agent.limits`).
 
-Instance cgroups are nested under the agent's own cgroup in each hierarchy
+Allocation cgroups are nested under the agent's own cgroup in each hierarchy
 (``<mount>/<controller>/<agent's path>/hacontrol/<alloc_id>``), so an agent
 that is itself confined (a container, a systemd unit) keeps its tasks within
 its own limits and only touches the part of the tree delegated to it.
 
 Joining: the child writes its own pid into every ``cgroup.procs`` file from the
-exec wrapper, before it drops privileges and before it execs the task's
-command (see :mod:`hacontrol.agent.execwrap`). Nothing the task runs can
+exec wrapper, before it drops privileges and before it execs the allocation's
+command (see :mod:`hacontrol.agent.execwrap`). Nothing the allocation runs can
 therefore fork outside the cgroup; joining from the agent right after spawn
 would leave a window in which the child could already have forked.
 """
@@ -46,7 +46,7 @@ MODES = frozenset({MODE_V2, MODE_V1, MODE_RLIMIT})
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT_NAME = "hacontrol"
 V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer")
-# The unified hierarchy has a single directory per instance; this key names it.
+# The unified hierarchy has a single directory per allocation; this key names it.
 V2_KEY = "unified"
 
 CFS_PERIOD_US = 100_000
@@ -58,7 +58,7 @@ _KILL_ROUNDS = 50
 
 @dataclass(frozen=True)
 class Layout:
-    """Where instance cgroups go: controller (or V2_KEY) -> parent directory."""
+    """Where allocation cgroups go: controller (or V2_KEY) -> parent directory."""
 
     mode: str
     bases: dict[str, Path]
@@ -137,7 +137,7 @@ def _read(path: Path) -> str:
 
 
 def _probe(base: Path) -> bool:
-    """Whether we may create (and remove) instance directories under ``base``."""
+    """Whether we may create (and remove) allocation directories under ``base``."""
     try:
         base.mkdir(parents=True, exist_ok=True)
         probe = base / f".probe-{os.getpid()}"
@@ -215,11 +215,11 @@ def _detect_v2(root: Path, own_path: str) -> Layout | None:
     return Layout(MODE_V2, {V2_KEY: base})
 
 
-# -------------------------------------------------------------------- instance
+# -------------------------------------------------------------------- allocation
 
 
 class AllocationCgroup:
-    """The cgroup directories of one instance (one per hierarchy in v1)."""
+    """The cgroup directories of one process (one per hierarchy in v1)."""
 
     def __init__(self, mode: str, paths: dict[str, Path]) -> None:
         self.mode = mode
@@ -233,7 +233,7 @@ class AllocationCgroup:
         try:
             for path in paths.values():
                 if path.exists():
-                    # Left behind by an earlier instance (an agent crash):
+                    # Left behind by an earlier process (an agent crash):
                     # reuse would inherit its OOM counters, so empty and redo.
                     leftover = cls(layout.mode, {"x": path})
                     leftover.kill()
@@ -319,7 +319,7 @@ class AllocationCgroup:
         Synchronous and bounded: v2 has cgroup.kill; in v1 the cgroup is frozen
         first so that nothing can fork between reading the list and the kill,
         then every listed pid is killed and the cgroup thawed so the kernel can
-        deliver the kills (frozen tasks do not die).
+        deliver the kills (frozen processes do not die).
         """
         v2 = self.paths.get(V2_KEY)
         if v2 is not None and (v2 / "cgroup.kill").exists():

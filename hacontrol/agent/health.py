@@ -1,9 +1,9 @@
 """Health checks: a pure state machine plus the probes that feed it.
 
-State per instance: "starting" until the first success (failures during the
+State per process: "starting" until the first success (failures during the
 grace period after start do not count), "healthy" after a success, and
 "unhealthy" once ``failures`` consecutive checks failed. The supervisor runs
-one probe loop per instance and acts on the transitions.
+one probe loop per process and acts on the transitions.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ class HealthState:
 def health_step(
     check: HealthCheck, state: HealthState, ok: bool, since_start_s: float
 ) -> HealthState:
-    """The state after one probe result; ``since_start_s`` is the instance's age."""
+    """The state after one probe result; ``since_start_s`` is the process's age."""
     if ok:
         return HealthState(Health.HEALTHY, 0)
     if since_start_s < check.grace_s:
-        # The task is still coming up: a failure says nothing yet.
+        # The process is still coming up: a failure says nothing yet.
         return state
     failures = state.consecutive_failures + 1
     if failures >= check.failures:
@@ -109,7 +109,7 @@ async def _probe_exec(
         await proc.wait()
         return ProbeResult(False, f"timed out after {check.timeout_s:g}s")
     except asyncio.CancelledError:
-        # The instance ended while its check ran; the check must not outlive it.
+        # The process ended while its check ran; the check must not outlive it.
         _kill_check(proc.pid)
         raise
     return ProbeResult(code == 0, f"exit code {code}")

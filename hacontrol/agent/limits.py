@@ -1,8 +1,8 @@
 """Fallback limits for hosts without usable cgroups (isolation mode "rlimit").
 
-rlimits are per process, not per instance, so they can only be a backstop: the
+rlimits are per process, not per allocation, so they can only be a backstop: the
 memory limit proper is enforced by the supervisor's sampling watchdog, which
-sums the resident memory of the instance's process group and kills the group
+sums the resident memory of the allocation's process group and kills the group
 (reported as an OOM) once it is over the limit. RLIMIT_DATA is set with
 headroom above the limit so that a process growing faster than the sampling
 interval still stops somewhere; RLIMIT_AS is not used because runtimes that
@@ -20,7 +20,7 @@ from hacontrol.model.resources import Resources
 
 MIB = 1024 * 1024
 # Backstop = factor * limit + slack; generous enough that the watchdog, not
-# an allocation failure, is what normally ends an instance over its limit.
+# an allocation failure, is what normally ends a process over its limit.
 RLIMIT_FACTOR = 2
 RLIMIT_SLACK_BYTES = 64 * MIB
 

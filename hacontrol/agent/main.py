@@ -49,7 +49,7 @@ class Agent:
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address,
                      "labels": dict(labels or {}), "attributes": node_attributes()}
         self.last_contact = time.monotonic()
-        # alloc id -> disconnect.stop_after_s for the instances that asked for it
+        # alloc id -> disconnect.stop_after_s for the allocations that asked for it
         self.disconnect_after: dict[str, float] = {}
         self.link = ControllerLink(controllers, token)
         self.supervisor = Supervisor(data_dir, self._on_event)
@@ -153,9 +153,9 @@ class Agent:
         return out
 
     def _enforce_disconnect(self) -> None:
-        """Stop instances whose job asked not to outlive a long cut-off from the leader.
+        """Stop allocations whose job asked not to outlive a long cut-off from the leader.
 
-        A partitioned node would otherwise keep running instances the leader has already
+        A partitioned node would otherwise keep running allocations the leader has already
         replaced elsewhere: duplicates.
         """
         silent = time.monotonic() - self.last_contact

@@ -215,7 +215,11 @@ class Supervisor:
 
     async def detach_all(self) -> None:
         """Stop watching without touching the processes (they can be adopted later)."""
-        runners = [r.task for r in self._runners.values() if r.active() and r.task is not None]
+        runners = [
+            r.supervising
+            for r in self._runners.values()
+            if r.active() and r.supervising is not None
+        ]
         for r in self._runners.values():
             if r.handle is not None:
                 r.handle.close()
@@ -313,7 +317,7 @@ class Supervisor:
         self._runners[spec.alloc_id] = r
         self._sampler.start()
         handle = adopted(r) if adopted is not None else None
-        r.task = self._nursery.start(r.run(handle), name=f"supervise-{spec.alloc_id}")
+        r.supervising = self._nursery.start(r.run(handle), name=f"supervise-{spec.alloc_id}")
         return r
 
     def _hooks(self, r: AllocationRunner) -> list[Hook]:
@@ -336,5 +340,5 @@ class Supervisor:
 
     async def _finished(self, r: AllocationRunner) -> None:
         """Wait for the runner to end; cancelling the caller does not cancel the runner."""
-        if r.task is not None and not r.task.done():
-            await asyncio.wait({r.task})
+        if r.supervising is not None and not r.supervising.done():
+            await asyncio.wait({r.supervising})
