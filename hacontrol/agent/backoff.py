@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hacontrol.agent.spec import POLICY_ALWAYS, POLICY_NEVER, RestartPolicy
+from hacontrol.model.spec import RestartSpec
+from hacontrol.model.states import RestartPolicy
 
 # Fraction of the delay that jitter may remove. Removing (rather than adding)
 # keeps the result within backoff_max_s while still spreading out restarts of
-# many tasks that crashed together.
+# many allocations that crashed together.
 JITTER = 0.5
 
 # 2.0 ** 1000 is still a finite float; beyond it the cap has long applied.
@@ -26,40 +27,40 @@ ACTION_GIVE_UP = "give_up"
 
 
 def should_restart(
-    policy: RestartPolicy, exit_code: int | None, signal: str | None, failed: bool = False
+    policy: RestartSpec, exit_code: int | None, signal: str | None, failed: bool = False
 ) -> bool:
     """Whether the policy wants the process back after this exit.
 
-    ``failed`` marks an instance ended for cause (failed health checks) whose
+    ``failed`` marks a process ended for cause (failed health checks) whose
     exit status, typically from a graceful stop, would otherwise read as success.
     """
-    if policy.policy == POLICY_ALWAYS:
+    if policy.policy == RestartPolicy.ALWAYS:
         return True
-    if policy.policy == POLICY_NEVER:
+    if policy.policy == RestartPolicy.NEVER:
         return False
     return failed or signal is not None or exit_code != 0
 
 
-def base_delay(policy: RestartPolicy, attempt: int) -> float:
+def base_delay(policy: RestartSpec, attempt: int) -> float:
     """Delay before restart number ``attempt`` (0-based), before jitter."""
     exponent = min(max(attempt, 0), _MAX_EXPONENT)
     return min(policy.backoff_s * 2.0**exponent, policy.backoff_max_s)
 
 
-def restart_delay(policy: RestartPolicy, attempt: int, rand: float) -> float:
+def restart_delay(policy: RestartSpec, attempt: int, rand: float) -> float:
     """Jittered delay; ``rand`` in [0, 1] (0 gives the full base delay)."""
     rand = min(max(rand, 0.0), 1.0)
     return base_delay(policy, attempt) * (1.0 - JITTER * rand)
 
 
 def recent_restarts(
-    policy: RestartPolicy, restart_times: Sequence[float], now: float
+    policy: RestartSpec, restart_times: Sequence[float], now: float
 ) -> list[float]:
     """The restart times that still count towards the window at ``now``."""
     return [t for t in restart_times if now - t < policy.window_s]
 
 
-def gave_up(policy: RestartPolicy, restart_times: Sequence[float], now: float) -> bool:
+def gave_up(policy: RestartSpec, restart_times: Sequence[float], now: float) -> bool:
     """True if restarting at ``now`` would exceed max_restarts within window_s.
 
     ``restart_times`` holds when the earlier restarts happened; the restart
@@ -68,14 +69,14 @@ def gave_up(policy: RestartPolicy, restart_times: Sequence[float], now: float) -
     return len(recent_restarts(policy, restart_times, now)) + 1 > policy.max_restarts
 
 
-def next_attempt_base(policy: RestartPolicy, attempt: int, uptime_s: float) -> int:
+def next_attempt_base(policy: RestartSpec, attempt: int, uptime_s: float) -> int:
     """Backoff attempt to use after a run of ``uptime_s``: a healthy run resets it."""
     return 0 if uptime_s >= policy.min_uptime_s else max(attempt, 0)
 
 
 @dataclass(frozen=True)
 class RestartState:
-    """What the decision needs to remember between exits of one task."""
+    """What the decision needs to remember between exits of one allocation."""
 
     attempt: int = 0
     restart_times: tuple[float, ...] = ()
@@ -90,7 +91,7 @@ class Decision:
 
 
 def decide(
-    policy: RestartPolicy,
+    policy: RestartSpec,
     state: RestartState,
     exit_code: int | None,
     signal: str | None,
@@ -101,7 +102,7 @@ def decide(
 ) -> Decision:
     """What to do after a process ended (not by request)."""
     if not should_restart(policy, exit_code, signal, failed):
-        if policy.policy == POLICY_NEVER:
+        if policy.policy == RestartPolicy.NEVER:
             reason = "restart policy is never"
         else:
             reason = "completed successfully"

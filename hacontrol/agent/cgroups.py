@@ -1,24 +1,24 @@
-"""Per-instance cgroups: limits, membership, kill, freeze and OOM accounting.
+"""Per-allocation cgroups: limits, membership, kill, freeze and OOM accounting.
 
 The mode is detected once per supervisor:
 
 * ``cgroup-v2``: a pure unified hierarchy at the mount point, one directory per
-  instance with ``memory.max``, ``cpu.max``, ``pids.max``, ``cgroup.freeze``,
+  allocation with ``memory.max``, ``cpu.max``, ``pids.max``, ``cgroup.freeze``,
   ``cgroup.kill`` and ``memory.events``.
-* ``cgroup-v1``: one directory per instance in each of the memory, cpu, pids
+* ``cgroup-v1``: one directory per allocation in each of the memory, cpu, pids
   and freezer hierarchies (``memory.limit_in_bytes``, ``cpu.cfs_quota_us``,
   ``pids.max``, ``freezer.state``, ``memory.oom_control``).
 * ``rlimit``: no usable cgroups; limits fall back to rlimits and a watchdog
   (see :mod:`hacontrol.agent.limits`).
 
-Instance cgroups are nested under the agent's own cgroup in each hierarchy
+Allocation cgroups are nested under the agent's own cgroup in each hierarchy
 (``<mount>/<controller>/<agent's path>/hacontrol/<alloc_id>``), so an agent
 that is itself confined (a container, a systemd unit) keeps its tasks within
 its own limits and only touches the part of the tree delegated to it.
 
 Joining: the child writes its own pid into every ``cgroup.procs`` file from the
-exec wrapper, before it drops privileges and before it execs the task's
-command (see :mod:`hacontrol.agent.execwrap`). Nothing the task runs can
+exec wrapper, before it drops privileges and before it execs the allocation's
+command (see :mod:`hacontrol.agent.execwrap`). Nothing the allocation runs can
 therefore fork outside the cgroup; joining from the agent right after spawn
 would leave a window in which the child could already have forked.
 """
@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hacontrol.agent.spec import Resources
+from hacontrol.model.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ MODES = frozenset({MODE_V2, MODE_V1, MODE_RLIMIT})
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT_NAME = "hacontrol"
 V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer")
-# The unified hierarchy has a single directory per instance; this key names it.
+# The unified hierarchy has a single directory per allocation; this key names it.
 V2_KEY = "unified"
 
 CFS_PERIOD_US = 100_000
@@ -58,7 +58,7 @@ _KILL_ROUNDS = 50
 
 @dataclass(frozen=True)
 class Layout:
-    """Where instance cgroups go: controller (or V2_KEY) -> parent directory."""
+    """Where allocation cgroups go: controller (or V2_KEY) -> parent directory."""
 
     mode: str
     bases: dict[str, Path]
@@ -87,32 +87,33 @@ def cpu_quota_us(cores: float, period_us: int = CFS_PERIOD_US) -> int:
     return max(int(round(cores * period_us)), _MIN_QUOTA_US)
 
 
-def v1_limit_writes(res: Resources, has_memsw: bool) -> list[tuple[str, str, str]]:
-    """(controller, file, value) in the order they must be written."""
-    writes: list[tuple[str, str, str]] = []
-    if res.memory_mb is not None:
-        limit = str(res.memory_mb * 1024 * 1024)
-        writes.append(("memory", "memory.limit_in_bytes", limit))
-        if has_memsw:
-            # Without this a task with swap available would page out instead
-            # of being OOM-killed at its limit; memsw must be >= the limit,
-            # hence written after it.
-            writes.append(("memory", "memory.memsw.limit_in_bytes", limit))
-    if res.cpu is not None:
-        writes.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
-        writes.append(("cpu", "cpu.cfs_quota_us", str(cpu_quota_us(res.cpu))))
+def v1_limit_writes(res: Resources | None, has_memsw: bool) -> list[tuple[str, str, str]]:
+    """(controller, file, value) in the order they must be written; None: no limits."""
+    if res is None:
+        return []
+    limit = str(res.memory_mb * 1024 * 1024)
+    writes = [("memory", "memory.limit_in_bytes", limit)]
+    if has_memsw:
+        # Without this a process with swap available would page out instead
+        # of being OOM-killed at its limit; memsw must be >= the limit,
+        # hence written after it.
+        writes.append(("memory", "memory.memsw.limit_in_bytes", limit))
+    writes.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
+    writes.append(("cpu", "cpu.cfs_quota_us", str(cpu_quota_us(res.cpu))))
     if res.pids is not None:
         writes.append(("pids", "pids.max", str(res.pids)))
     return writes
 
 
-def v2_limit_writes(res: Resources) -> list[tuple[str, str]]:
-    writes: list[tuple[str, str]] = []
-    if res.memory_mb is not None:
-        writes.append(("memory.max", str(res.memory_mb * 1024 * 1024)))
-        writes.append(("memory.swap.max", "0"))
-    if res.cpu is not None:
-        writes.append(("cpu.max", f"{cpu_quota_us(res.cpu)} {CFS_PERIOD_US}"))
+def v2_limit_writes(res: Resources | None) -> list[tuple[str, str]]:
+    """(file, value) in the order they must be written; None: no limits."""
+    if res is None:
+        return []
+    writes = [
+        ("memory.max", str(res.memory_mb * 1024 * 1024)),
+        ("memory.swap.max", "0"),
+        ("cpu.max", f"{cpu_quota_us(res.cpu)} {CFS_PERIOD_US}"),
+    ]
     if res.pids is not None:
         writes.append(("pids.max", str(res.pids)))
     return writes
@@ -136,7 +137,7 @@ def _read(path: Path) -> str:
 
 
 def _probe(base: Path) -> bool:
-    """Whether we may create (and remove) instance directories under ``base``."""
+    """Whether we may create (and remove) allocation directories under ``base``."""
     try:
         base.mkdir(parents=True, exist_ok=True)
         probe = base / f".probe-{os.getpid()}"
@@ -214,25 +215,25 @@ def _detect_v2(root: Path, own_path: str) -> Layout | None:
     return Layout(MODE_V2, {V2_KEY: base})
 
 
-# -------------------------------------------------------------------- instance
+# -------------------------------------------------------------------- allocation
 
 
-class InstanceCgroup:
-    """The cgroup directories of one instance (one per hierarchy in v1)."""
+class AllocationCgroup:
+    """The cgroup directories of one process (one per hierarchy in v1)."""
 
     def __init__(self, mode: str, paths: dict[str, Path]) -> None:
         self.mode = mode
         self.paths = paths
 
     @classmethod
-    def create(cls, layout: Layout, name: str, res: Resources) -> InstanceCgroup:
+    def create(cls, layout: Layout, name: str, res: Resources | None) -> AllocationCgroup:
         """Make fresh directories and apply limits; raises OSError on failure."""
         paths = {c: base / name for c, base in layout.bases.items()}
         cg = cls(layout.mode, paths)
         try:
             for path in paths.values():
                 if path.exists():
-                    # Left behind by an earlier instance (an agent crash):
+                    # Left behind by an earlier process (an agent crash):
                     # reuse would inherit its OOM counters, so empty and redo.
                     leftover = cls(layout.mode, {"x": path})
                     leftover.kill()
@@ -257,7 +258,7 @@ class InstanceCgroup:
         return cg
 
     @classmethod
-    def from_record(cls, mode: str, paths: dict[str, str]) -> InstanceCgroup:
+    def from_record(cls, mode: str, paths: dict[str, str]) -> AllocationCgroup:
         return cls(mode, {k: Path(v) for k, v in paths.items()})
 
     def record(self) -> dict[str, str]:
@@ -318,7 +319,7 @@ class InstanceCgroup:
         Synchronous and bounded: v2 has cgroup.kill; in v1 the cgroup is frozen
         first so that nothing can fork between reading the list and the kill,
         then every listed pid is killed and the cgroup thawed so the kernel can
-        deliver the kills (frozen tasks do not die).
+        deliver the kills (frozen processes do not die).
         """
         v2 = self.paths.get(V2_KEY)
         if v2 is not None and (v2 / "cgroup.kill").exists():

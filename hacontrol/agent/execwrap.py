@@ -1,10 +1,10 @@
-"""Exec wrapper: prepares the child in place, then execs the task's command.
+"""Exec wrapper: prepares the child in place, then execs the allocation's command.
 
 Run as ``python -I -S execwrap.py <config-json> <command...>``: it imports the
 standard library only (so ``-S`` and no package path are needed, keeping its
-start-up cheap) and never forks, so the task's command keeps the wrapper's pid.
+start-up cheap) and never forks, so the allocation's command keeps the wrapper's pid.
 That is what makes ``LISTEN_PID`` correct and lets the wrapper join the cgroups
-before anything of the task can fork.
+before anything of the allocation can fork.
 
 Order matters: cgroups are joined and rlimits set while still root, inherited
 sockets are moved to fds 3.. , then groups/gid/uid are dropped and the umask
@@ -87,7 +87,7 @@ def run(config: dict[str, Any], command: list[str]) -> NoReturn:
     if config.get("umask") is not None:
         os.umask(int(config["umask"]))
     # The interpreter ignores SIGPIPE and SIGXFSZ; ignored dispositions survive
-    # exec, and the task must start with the defaults.
+    # exec, and the command must start with the defaults.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     try:

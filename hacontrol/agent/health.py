@@ -1,9 +1,9 @@
 """Health checks: a pure state machine plus the probes that feed it.
 
-State per instance: "starting" until the first success (failures during the
+State per process: "starting" until the first success (failures during the
 grace period after start do not count), "healthy" after a success, and
 "unhealthy" once ``failures`` consecutive checks failed. The supervisor runs
-one probe loop per instance and acts on the transitions.
+one probe loop per process and acts on the transitions.
 """
 
 from __future__ import annotations
@@ -14,37 +14,30 @@ import os
 import signal
 from dataclasses import dataclass
 
-from hacontrol.agent.spec import (
-    CHECK_EXEC,
-    CHECK_HTTP,
-    CHECK_TCP,
-    HEALTH_HEALTHY,
-    HEALTH_STARTING,
-    HEALTH_UNHEALTHY,
-    HealthCheck,
-)
+from hacontrol.model.spec import HealthCheck
+from hacontrol.model.states import Health, HealthCheckType
 
 _MAX_STATUS_LINE = 8192
 
 
 @dataclass(frozen=True)
 class HealthState:
-    status: str = HEALTH_STARTING
+    status: Health = Health.STARTING
     consecutive_failures: int = 0
 
 
 def health_step(
     check: HealthCheck, state: HealthState, ok: bool, since_start_s: float
 ) -> HealthState:
-    """The state after one probe result; ``since_start_s`` is the instance's age."""
+    """The state after one probe result; ``since_start_s`` is the process's age."""
     if ok:
-        return HealthState(HEALTH_HEALTHY, 0)
+        return HealthState(Health.HEALTHY, 0)
     if since_start_s < check.grace_s:
-        # The task is still coming up: a failure says nothing yet.
+        # The process is still coming up: a failure says nothing yet.
         return state
     failures = state.consecutive_failures + 1
     if failures >= check.failures:
-        return HealthState(HEALTH_UNHEALTHY, failures)
+        return HealthState(Health.UNHEALTHY, failures)
     return HealthState(state.status, failures)
 
 
@@ -59,7 +52,7 @@ async def probe(
 ) -> ProbeResult:
     """Run one check, never taking longer than ``check.timeout_s``."""
     try:
-        if check.type == CHECK_EXEC:
+        if check.type == HealthCheckType.EXEC:
             return await _probe_exec(check, env, cwd)
         return await asyncio.wait_for(_probe_net(check), check.timeout_s)
     except TimeoutError:
@@ -72,9 +65,9 @@ async def _probe_net(check: HealthCheck) -> ProbeResult:
     assert check.port is not None
     reader, writer = await asyncio.open_connection(check.host, check.port)
     try:
-        if check.type == CHECK_TCP:
+        if check.type == HealthCheckType.TCP:
             return ProbeResult(True, "connected")
-        assert check.type == CHECK_HTTP
+        assert check.type == HealthCheckType.HTTP
         host = check.host if ":" not in check.host else f"[{check.host}]"
         writer.write(
             f"GET {check.path} HTTP/1.0\r\nHost: {host}:{check.port}\r\n"
@@ -116,7 +109,7 @@ async def _probe_exec(
         await proc.wait()
         return ProbeResult(False, f"timed out after {check.timeout_s:g}s")
     except asyncio.CancelledError:
-        # The instance ended while its check ran; the check must not outlive it.
+        # The process ended while its check ran; the check must not outlive it.
         _kill_check(proc.pid)
         raise
     return ProbeResult(code == 0, f"exit code {code}")

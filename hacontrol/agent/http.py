@@ -1,16 +1,43 @@
 """The agent's own small HTTP API, used by the controllers (never by users directly):
-health, Prometheus metrics, instance logs and instance controls. Token auth as everywhere.
+health, Prometheus metrics, allocation logs and allocation controls. Token auth as everywhere.
+
+It sees the agent only through :class:`LocalAllocations` (the supervisor satisfies it), so
+this module and :mod:`hacontrol.agent.main` do not import each other.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .main import Agent
+from hacontrol.agent.spec import AllocationEvent
+
+from .metrics import AllocationMetrics
+from .report import event_report, metrics_report
+
+
+class LocalAllocations(Protocol):
+    """What the HTTP API needs of the allocations running on this node."""
+
+    def allocations(self) -> dict[str, AllocationEvent]: ...
+    def active(self, alloc_id: str) -> bool: ...
+    def alloc_dir(self, alloc_id: str) -> Path: ...
+    def metrics(self) -> dict[str, AllocationMetrics]: ...
+    def read_log(self, alloc_id: str, stream: str, tail_lines: int) -> bytes: ...
+    def follow_log(
+        self, alloc_id: str, stream: str, from_offset: int = 0
+    ) -> AsyncIterator[bytes]: ...
+    def signal(self, alloc_id: str, name: str) -> bool | None: ...
+    async def pause(self, alloc_id: str) -> AllocationEvent | None: ...
+    async def resume(self, alloc_id: str) -> AllocationEvent | None: ...
+    async def restart(self, alloc_id: str) -> AllocationEvent | None: ...
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ACTIONS = ("pause", "resume", "restart", "signal")
 
@@ -20,9 +47,11 @@ def _err(status: int, code: str, message: str, field: str | None = None) -> web.
                              status=status)
 
 
-def build_agent_app(agent: Agent | None, token: str) -> web.Application:
+def build_agent_app(local: LocalAllocations | None, token: str) -> web.Application:
+    """The app; ``local`` None answers 503 to everything but the health check."""
+
     @web.middleware
-    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/v1/health":
             return await handler(request)
         header = request.headers.get("Authorization", "")
@@ -35,10 +64,10 @@ def build_agent_app(agent: Agent | None, token: str) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    def sup() -> Any:
-        if agent is None:
+    def sup() -> LocalAllocations:
+        if local is None:
             raise web.HTTPServiceUnavailable()
-        return agent.supervisor
+        return local
 
     async def action(request: web.Request) -> web.Response:
         alloc_id, what = request.match_info["id"], request.match_info["action"]
@@ -48,17 +77,21 @@ def build_agent_app(agent: Agent | None, token: str) -> web.Application:
         if not s.active(alloc_id):
             return _err(404, "not_found", f"allocation {alloc_id!r} does not run here", "id")
         try:
+            ev: AllocationEvent | None
             if what == "signal":
                 body = await request.json()
                 s.signal(alloc_id, str(body.get("signal", "")))
-                ev = s.tasks().get(alloc_id)
+                ev = s.allocations().get(alloc_id)
+            elif what == "pause":
+                ev = await s.pause(alloc_id)
+            elif what == "resume":
+                ev = await s.resume(alloc_id)
             else:
-                ev = await getattr(s, what)(alloc_id)
+                ev = await s.restart(alloc_id)
         except ValueError as exc:
             return _err(422, "invalid", str(exc), "signal" if what == "signal" else None)
-        except RuntimeError as exc:  # no live instance to act on
+        except RuntimeError as exc:  # no live process to act on
             return _err(409, "conflict", str(exc), "id")
-        from .main import event_report
         return web.json_response({"allocation": event_report(ev) if ev is not None else None,
                                   "action": what})
 
@@ -91,18 +124,17 @@ def build_agent_app(agent: Agent | None, token: str) -> web.Application:
         s = sup()
         lines = ["# HELP hacontrol_agent_instances instances supervised",
                  "# TYPE hacontrol_agent_instances gauge",
-                 f"hacontrol_agent_instances {sum(1 for a in s.tasks() if s.active(a))}"]
+                 f"hacontrol_agent_instances {sum(1 for a in s.allocations() if s.active(a))}"]
         try:
             samples = s.metrics()
         except Exception:
             samples = {}
-        from .main import _metric_dict
         for key in ("cpu_percent", "rss_bytes", "threads", "open_files", "io_read_bytes",
                     "io_write_bytes"):
             lines += [f"# HELP hacontrol_instance_{key} per-instance {key.replace('_', ' ')}",
                       f"# TYPE hacontrol_instance_{key} gauge"]
             for alloc_id, m in sorted(samples.items()):
-                v = _metric_dict(m).get(key)
+                v = metrics_report(m).get(key)
                 if v is not None:
                     lines.append(f'hacontrol_instance_{key}{{alloc="{alloc_id}"}} {v}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")

@@ -28,7 +28,7 @@ class SyncAnswer:
     leader: str
     index: int
     acked: int
-    allocations: list[dict[str, Any]]
+    allocations: list[Any]  # raw assignments, decoded by the agent
 
 
 class StaleLeader(Exception):
@@ -107,15 +107,15 @@ class ControllerLink:
 
 async def wait_first(wake: asyncio.Event, coro: Any) -> Any:
     """Run `coro`, but give up on it as soon as `wake` is set (returns None then)."""
-    task = asyncio.ensure_future(coro)
+    call = asyncio.ensure_future(coro)
     waiter = asyncio.ensure_future(wake.wait())
     try:
-        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({call, waiter}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
+    if call in done:
+        return call.result()
+    call.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+        await call
     return None

@@ -1,4 +1,4 @@
-"""Per-instance log files: size-based rotation, tail and follow.
+"""Per-allocation log files: size-based rotation, tail and follow.
 
 The child holds its stdout/stderr files open with O_APPEND, and keeps them
 after the agent dies, so the agent cannot swap the file under it. Rotation is
@@ -21,7 +21,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from hacontrol.agent.spec import LogPolicy
+from hacontrol.model.spec import LogPolicy
 
 STREAMS = ("stdout", "stderr")
 _READ_CHUNK = 64 * 1024

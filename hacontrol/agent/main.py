@@ -14,59 +14,25 @@ import platform
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import psutil
 from aiohttp import web
 
+from hacontrol.agent.spec import AllocationEvent, AllocationSpec
+from hacontrol.model.states import AllocState, DesiredState
+
 from . import procinfo
+from .assignments import AssignmentDecoder, allocation_spec
+from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
-from .spec import (
-    HealthCheck,
-    LogPolicy,
-    Resources,
-    RestartPolicy,
-    SocketSpec,
-    TaskEvent,
-    TaskSpec,
-)
+from .nursery import Nursery
+from .report import event_report, metrics_report
 from .supervisor import Supervisor
 
 log = logging.getLogger("hacontrol.agent")
-
-
-def task_spec(assignment: dict[str, Any], node: str) -> TaskSpec:
-    spec = assignment["spec"]
-    env = dict(spec.get("env") or {})
-    env.update({"HACONTROL_ALLOC_ID": assignment["id"], "HACONTROL_JOB": assignment["job"],
-                "HACONTROL_NAMESPACE": assignment["namespace"], "HACONTROL_NODE": node})
-    r = spec.get("restart") or {}
-    s = spec.get("stop") or {}
-    res = spec.get("resources") or {}
-    h = spec.get("health")
-    lg = spec.get("logs") or {}
-    return TaskSpec(
-        alloc_id=assignment["id"], command=list(spec["command"]), env=env, cwd=spec.get("cwd"),
-        restart=RestartPolicy(**{k: r[k] for k in ("policy", "max_restarts", "window_s",
-                                                     "backoff_s", "backoff_max_s",
-                                                     "min_uptime_s") if k in r}),
-        stop_signal=s.get("signal", "SIGTERM"), stop_timeout_s=float(s.get("timeout_s", 5.0)),
-        user=spec.get("user"), group=spec.get("group"), umask=spec.get("umask"),
-        shell=bool(spec.get("shell", False)),
-        resources=Resources(cpu=res.get("cpu"), memory_mb=res.get("memory_mb"),
-                            pids=res.get("pids")),
-        health=HealthCheck(**h) if h else None,
-        logs=LogPolicy(**lg) if lg else LogPolicy(),
-        sockets=[SocketSpec(**x) for x in spec.get("sockets") or []],
-        socket_key=f"{assignment['namespace']}/{assignment['job']}/v{assignment['version']}")
-
-
-def event_report(ev: TaskEvent) -> dict[str, Any]:
-    return {"id": ev.alloc_id, "state": ev.state, "pid": ev.pid, "restarts": ev.restarts,
-            "exit_code": ev.exit_code, "signal": ev.signal, "message": ev.message[:2000],
-            "ts": ev.ts, "health": getattr(ev, "health", None),
-            "reason": getattr(ev, "reason", None)}
 
 
 def node_attributes() -> dict[str, str]:
@@ -83,27 +49,27 @@ class Agent:
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address,
                      "labels": dict(labels or {}), "attributes": node_attributes()}
         self.last_contact = time.monotonic()
-        # alloc id -> disconnect.stop_after_s for the instances that asked for it
+        # alloc id -> disconnect.stop_after_s for the allocations that asked for it
         self.disconnect_after: dict[str, float] = {}
         self.link = ControllerLink(controllers, token)
         self.supervisor = Supervisor(data_dir, self._on_event)
         # Latest unacknowledged report per allocation: only the newest state matters.
         self.reports: dict[str, dict[str, Any]] = {}
         self.wake = asyncio.Event()
-        self._bg: set[asyncio.Task[Any]] = set()
+        # Starts and stops in flight; awaited (or cancelled) when the agent ends.
+        self._bg = Nursery(f"agent {name}")
+        self._decoder = AssignmentDecoder()
         self._starting: set[str] = set()
         self._swept = False
 
-    def _on_event(self, ev: TaskEvent) -> None:
+    def _on_event(self, ev: AllocationEvent) -> None:
         self.reports[ev.alloc_id] = event_report(ev)
         self.wake.set()
 
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
-        self._bg.add(t)
-        t.add_done_callback(self._bg.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        self._bg.start(coro)
 
-    async def _start(self, spec: TaskSpec) -> None:
+    async def _start(self, spec: AllocationSpec) -> None:
         try:
             if await self.supervisor.adopt(spec) is None:
                 await self.supervisor.ensure(spec)
@@ -112,36 +78,41 @@ class Agent:
         finally:
             self._starting.discard(spec.alloc_id)
 
-    def reconcile(self, assignments: list[dict[str, Any]]) -> None:
-        known = self.supervisor.tasks()
-        wanted = {a["id"]: a for a in assignments}
+    def reconcile(self, assignments: list[Any]) -> None:
+        known = self.supervisor.allocations()
+        wanted, rejected = self._decoder.decode(assignments)
         if not self._swept:
             self._swept = True
-            self._sweep_orphans(set(wanted) | set(known))
+            self._sweep_orphans(set(wanted) | set(rejected) | set(known))
         self.disconnect_after = {
-            alloc_id: float(a["spec"]["disconnect"]["stop_after_s"])
+            alloc_id: a.spec.disconnect.stop_after_s
             for alloc_id, a in wanted.items()
-            if a.get("spec") and (a["spec"].get("disconnect") or {}).get("stop_after_s")}
+            if a.spec is not None and a.spec.disconnect is not None
+            and a.spec.disconnect.stop_after_s}
+        for alloc_id, why in rejected.items():
+            if alloc_id not in known and alloc_id not in self._starting:
+                self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
+                                          "message": f"bad spec: {why}"}
         for alloc_id, a in wanted.items():
-            if a["desired"] == "run" and a.get("spec"):
+            if a.desired == DesiredState.RUN and a.spec is not None:
                 if alloc_id not in known and alloc_id not in self._starting:
                     try:
-                        spec = task_spec(a, self.name)
-                    except (ValueError, KeyError, TypeError) as exc:
-                        self.reports[alloc_id] = {"id": alloc_id, "state": "failed",
+                        spec = allocation_spec(a, self.name)
+                    except ValueError as exc:
+                        self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
                                                   "message": f"bad spec: {exc}"}
                         continue
                     self._starting.add(alloc_id)
                     self._spawn(self._start(spec))
-            elif a["desired"] == "stop":
+            elif a.desired == DesiredState.STOP:
                 if alloc_id in known:
                     self._spawn(self.supervisor.stop(alloc_id))
                 elif alloc_id not in self._starting and alloc_id not in self.reports:
                     # Never ran here (or finished before this agent started): say so, so
                     # the controllers can let go of it.
-                    self.reports[alloc_id] = {"id": alloc_id, "state": "stopped"}
+                    self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.STOPPED}
         for alloc_id in known:
-            if alloc_id not in wanted:
+            if alloc_id not in wanted and alloc_id not in rejected:
                 # The leader no longer assigns it here (replaced while we were cut off,
                 # or finished and collected): stop it and forget it.
                 self._spawn(self._stop_and_forget(alloc_id))
@@ -167,25 +138,24 @@ class Agent:
             self._spawn(self._reap_orphan(d.name, list(record.command or ["?"])))
 
     async def _reap_orphan(self, alloc_id: str, command: list[str]) -> None:
-        spec = TaskSpec(alloc_id=alloc_id, command=command)
+        spec = AllocationSpec(alloc_id=alloc_id, command=command)
         if await self.supervisor.adopt(spec) is not None:
             await self._stop_and_forget(alloc_id)
 
     def _extra(self) -> dict[str, Any]:
-        metrics = getattr(self.supervisor, "metrics", None)
         out: dict[str, Any] = {"agent": {
-            "pid": os.getpid(), "isolation": getattr(self.supervisor, "isolation_mode", None)}}
-        if metrics is not None:
-            try:
-                out["metrics"] = {k: _metric_dict(v) for k, v in metrics().items()}
-            except Exception:
-                log.exception("metrics sampling failed")
+            "pid": os.getpid(), "isolation": self.supervisor.isolation_mode}}
+        try:
+            out["metrics"] = {k: metrics_report(v)
+                              for k, v in self.supervisor.metrics().items()}
+        except Exception:
+            log.exception("metrics sampling failed")
         return out
 
     def _enforce_disconnect(self) -> None:
-        """Stop instances whose job asked not to outlive a long cut-off from the leader.
+        """Stop allocations whose job asked not to outlive a long cut-off from the leader.
 
-        A partitioned node would otherwise keep running instances the leader has already
+        A partitioned node would otherwise keep running allocations the leader has already
         replaced elsewhere: duplicates.
         """
         silent = time.monotonic() - self.last_contact
@@ -225,25 +195,14 @@ class Agent:
                 self.reconcile(answer.allocations)
         log.info("agent %s stopping its processes", self.name)
         await self.supervisor.stop_all()
-        for t in list(self._bg):
-            t.cancel()
-
-
-def _metric_dict(m: Any) -> dict[str, Any]:
-    if isinstance(m, dict):
-        return m
-    return {k: getattr(m, k) for k in ("pid", "processes", "cpu_percent", "rss_bytes", "threads",
-                                       "open_files", "io_read_bytes", "io_write_bytes", "ts")
-            if hasattr(m, k)}
+        await self._bg.aclose()
 
 
 async def _serve_health(host: str, port: int, agent: Agent | None = None,
                         token: str = "") -> web.AppRunner | None:
     if not port:
         return None
-    from .http import build_agent_app
-
-    app = build_agent_app(agent, token)
+    app = build_agent_app(agent.supervisor if agent is not None else None, token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()

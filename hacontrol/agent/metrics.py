@@ -1,4 +1,4 @@
-"""Resource usage of instances, sampled for all of them in one pass.
+"""Resource usage of allocations, sampled for all of them in one pass.
 
 CPU percent is computed from cpu_times deltas between samples, per pid, so a
 sample needs no second pass or sleep and processes that come and go between
@@ -17,7 +17,7 @@ import psutil
 
 
 @dataclass(frozen=True)
-class InstanceMetrics:
+class AllocationMetrics:
     pid: int | None
     processes: int
     cpu_percent: float  # 100 = one core
@@ -92,12 +92,12 @@ def aggregate(
     previous: Mapping[tuple[int, float], float],
     prev_ts: float | None,
     now: float,
-) -> InstanceMetrics:
-    """One instance's metrics from its processes' samples (pure)."""
+) -> AllocationMetrics:
+    """One allocation's metrics from its processes' samples (pure)."""
     cpu = 0.0
     if prev_ts is not None and now > prev_ts:
         cpu = 100.0 * cpu_delta(samples, previous, prev_ts) / (now - prev_ts)
-    return InstanceMetrics(
+    return AllocationMetrics(
         pid=leader,
         processes=len(samples),
         cpu_percent=cpu,

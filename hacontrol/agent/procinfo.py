@@ -29,7 +29,7 @@ class PidRecord:
     pgid: int
     create_time: float
     command: list[str]
-    # Isolation mode and cgroup directories of the instance, so that a later
+    # Isolation mode and cgroup directories of the process, so that a later
     # agent can still kill, freeze and account it after adopting it.
     cgroup_mode: str | None = None
     cgroups: dict[str, str] = field(default_factory=dict)

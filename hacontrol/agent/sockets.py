@@ -1,13 +1,13 @@
-"""Listening sockets shared by the instances of one key (socket activation).
+"""Listening sockets shared by the allocations of one key (socket activation).
 
 The agent binds each socket once per key and keeps it open while any
 allocation of the key is supervised, including across crashes and restarts
-of its instances: connections that arrive while an instance is down wait in
-the kernel's accept queue instead of being refused, and an instance that dies
+of its processes: connections that arrive while a process is down wait in
+the kernel's accept queue instead of being refused, and a process that dies
 loses only the connections it had already accepted.
 
-Limitation: after an agent restart, adopted instances keep their inherited
-sockets but the new agent cannot get hold of them, so a new instance of the
+Limitation: after an agent restart, adopted processes keep their inherited
+sockets but the new agent cannot get hold of them, so a new process of the
 same key would fail to bind (EADDRINUSE) until the adopted ones are gone.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from hacontrol.agent.spec import SocketSpec
+from hacontrol.model.spec import SocketSpec
 
 LISTEN_BACKLOG = 4096
 

@@ -17,8 +17,10 @@ from typing import TypeVar
 import psutil
 import pytest
 
-from hacontrol.agent.spec import RestartPolicy, TaskEvent, TaskSpec
+from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.agent.supervisor import Supervisor
+from hacontrol.model.spec import RestartSpec, StopSpec
+from hacontrol.model.states import RestartPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,14 +51,14 @@ def gone(pid: int) -> bool:
 class Harness:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.events: list[TaskEvent] = []
+        self.events: list[AllocationEvent] = []
         self._tracked: dict[int, float] = {}
         self.sup = self.new_supervisor()
 
     def new_supervisor(self) -> Supervisor:
         return Supervisor(self.data_dir, self._on_event)
 
-    def _on_event(self, ev: TaskEvent) -> None:
+    def _on_event(self, ev: AllocationEvent) -> None:
         self.events.append(ev)
         if ev.pid is not None:
             self.track(ev.pid)
@@ -65,15 +67,15 @@ class Harness:
         with contextlib.suppress(psutil.Error):
             self._tracked.setdefault(pid, psutil.Process(pid).create_time())
 
-    def of(self, alloc_id: str, state: str | None = None) -> list[TaskEvent]:
+    def of(self, alloc_id: str, state: str | None = None) -> list[AllocationEvent]:
         return [e for e in self.events if e.alloc_id == alloc_id and state in (None, e.state)]
 
-    def last(self, alloc_id: str) -> TaskEvent | None:
+    def last(self, alloc_id: str) -> AllocationEvent | None:
         evs = self.of(alloc_id)
         return evs[-1] if evs else None
 
-    def state_is(self, alloc_id: str, state: str) -> Callable[[], TaskEvent | None]:
-        def pred() -> TaskEvent | None:
+    def state_is(self, alloc_id: str, state: str) -> Callable[[], AllocationEvent | None]:
+        def pred() -> AllocationEvent | None:
             ev = self.last(alloc_id)
             return ev if ev is not None and ev.state == state else None
 
@@ -127,14 +129,14 @@ def spec(
     cwd: str | None = None,
     stop_timeout_s: float = 2.0,
     **restart: float,
-) -> TaskSpec:
-    return TaskSpec(
+) -> AllocationSpec:
+    return AllocationSpec(
         alloc_id=alloc_id,
         command=command,
         env=env if env is not None else {},
         cwd=cwd,
-        restart=RestartPolicy(policy=policy, **restart),  # type: ignore[arg-type]
-        stop_timeout_s=stop_timeout_s,
+        restart=RestartSpec(policy=RestartPolicy(policy), **restart),  # type: ignore[arg-type]
+        stop=StopSpec(timeout_s=stop_timeout_s),
     )
 
 
@@ -151,7 +153,7 @@ def test_start_reports_running_with_real_pid(h: Harness) -> None:
         assert record["pid"] == ev.pid
         assert record["create_time"] == pytest.approx(proc.create_time())
         assert [e.state for e in h.of("a1")] == ["starting", "running"]
-        assert h.sup.tasks()["a1"] == ev
+        assert h.sup.allocations()["a1"] == ev
 
         stopped = await h.sup.stop("a1")
         assert stopped is not None
@@ -394,15 +396,15 @@ def test_stop_all_leaves_no_process(h: Harness) -> None:
         evs = [await h.sup.ensure(spec(f"all{i}", ["sleep", "30"])) for i in range(3)]
         await h.sup.stop_all()
         assert all(e.pid is not None and gone(e.pid) for e in evs)
-        assert {e.state for e in h.sup.tasks().values()} == {"stopped"}
+        assert {e.state for e in h.sup.allocations().values()} == {"stopped"}
 
     h.run(scenario)
 
 
 def test_callback_errors_do_not_break_supervision(tmp_path: Path) -> None:
-    seen: list[TaskEvent] = []
+    seen: list[AllocationEvent] = []
 
-    def bad(ev: TaskEvent) -> None:
+    def bad(ev: AllocationEvent) -> None:
         seen.append(ev)
         raise RuntimeError("boom")
 

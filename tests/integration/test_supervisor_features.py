@@ -18,15 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hacontrol.agent.spec import (
-    HealthCheck,
-    LogPolicy,
-    Resources,
-    RestartPolicy,
-    SocketSpec,
-    TaskSpec,
-)
+from hacontrol.agent.spec import AllocationSpec
 from hacontrol.agent.supervisor import Supervisor
+from hacontrol.model.resources import Resources
+from hacontrol.model.spec import HealthCheck, LogPolicy, RestartSpec, SocketSpec, StopSpec
+from hacontrol.model.states import HealthCheckType, RestartPolicy
 
 from .test_supervisor import Harness, gone, py, wait_for
 
@@ -89,12 +85,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def task(alloc_id: str, command: list[str], policy: str = "never", **kw: object) -> TaskSpec:
-    return TaskSpec(
+def allocation(alloc_id: str, command: list[str], policy: str = "never", **kw: object) -> AllocationSpec:
+    return AllocationSpec(
         alloc_id=alloc_id,
         command=command,
-        restart=RestartPolicy(policy=policy, backoff_s=0.05, max_restarts=50, min_uptime_s=0.1),
-        stop_timeout_s=1.0,
+        restart=RestartSpec(
+            policy=RestartPolicy(policy), backoff_s=0.05, max_restarts=50, min_uptime_s=0.1
+        ),
+        stop=StopSpec(timeout_s=1.0),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -123,7 +121,7 @@ def test_user_group_and_umask(h: FeatureHarness, tmp_path: Path) -> None:
     async def scenario() -> None:
         # Not python: the interpreter under test may live where nobody cannot read.
         cmd = ["sh", "-c", f"touch {out / 'f'}; exec sleep 30"]
-        ev = await h.sup.ensure(task("u1", cmd, user="nobody", umask=0o027))
+        ev = await h.sup.ensure(allocation("u1", cmd, user="nobody", umask=0o027))
         assert ev.state == "running" and ev.pid is not None
         proc = psutil.Process(ev.pid)
         assert proc.uids().real == nobody.pw_uid
@@ -140,10 +138,10 @@ def test_user_group_and_umask(h: FeatureHarness, tmp_path: Path) -> None:
 
 def test_unknown_user_is_a_failed_start(h: FeatureHarness) -> None:
     async def scenario() -> None:
-        ev = await h.sup.ensure(task("u2", ["true"], user="hacontrol-no-such-user"))
+        ev = await h.sup.ensure(allocation("u2", ["true"], user="hacontrol-no-such-user"))
         assert ev.state == "failed" and ev.reason == "failed-start"
         assert "hacontrol-no-such-user" in ev.message
-        ev = await h.sup.ensure(task("u3", ["/nonexistent/hacontrol-bin"]))
+        ev = await h.sup.ensure(allocation("u3", ["/nonexistent/hacontrol-bin"]))
         assert ev.state == "failed" and ev.reason == "failed-start"
 
     h.run(scenario)
@@ -152,8 +150,8 @@ def test_unknown_user_is_a_failed_start(h: FeatureHarness) -> None:
 def test_shell_only_when_asked(h: FeatureHarness, tmp_path: Path) -> None:
     async def scenario() -> None:
         env = {"GREETING": "hello"}
-        await h.sup.ensure(task("s1", ["echo $GREETING"], shell=True, env=env))
-        await h.sup.ensure(task("s2", ["echo", "$GREETING"], env=env))
+        await h.sup.ensure(allocation("s1", ["echo $GREETING"], shell=True, env=env))
+        await h.sup.ensure(allocation("s2", ["echo", "$GREETING"], env=env))
         for a in ("s1", "s2"):
             await wait_for(h.state_is(a, "exited"), what=f"{a} exit")
         assert h.sup.read_log("s1", "stdout", 10) == b"hello\n"
@@ -171,7 +169,7 @@ def test_memory_hog_is_oom_killed_in_cgroup(h: FeatureHarness) -> None:
     need_cgroups(h)
 
     async def scenario() -> None:
-        await h.sup.ensure(task("m1", MEMORY_HOG, resources=Resources(memory_mb=50)))
+        await h.sup.ensure(allocation("m1", MEMORY_HOG, resources=Resources(memory_mb=50)))
         ev = await wait_for(h.state_is("m1", "exited"), timeout=20, what="oom")
         assert ev.reason == "oom", ev
         assert ev.signal == "SIGKILL"
@@ -183,7 +181,7 @@ def test_memory_hog_is_killed_by_watchdog_in_rlimit_mode(hr: FeatureHarness) -> 
     assert hr.sup.isolation_mode == "rlimit"
 
     async def scenario() -> None:
-        ev = await hr.sup.ensure(task("m2", MEMORY_HOG, resources=Resources(memory_mb=50)))
+        ev = await hr.sup.ensure(allocation("m2", MEMORY_HOG, resources=Resources(memory_mb=50)))
         assert ev.state == "running"
         ev = await wait_for(hr.state_is("m2", "exited"), timeout=20, what="oom")
         assert ev.reason == "oom", ev
@@ -196,7 +194,7 @@ def test_cpu_quota_throttles(h: FeatureHarness) -> None:
     need_cgroups(h)
 
     async def scenario() -> None:
-        ev = await h.sup.ensure(task("c1", py("while True: pass"), resources=Resources(cpu=0.2)))
+        ev = await h.sup.ensure(allocation("c1", py("while True: pass"), resources=Resources(cpu=0.2)))
         assert ev.pid is not None
         proc = psutil.Process(ev.pid)
         proc.cpu_percent(None)
@@ -227,7 +225,7 @@ def test_setsid_grandchild_is_killed_at_stop(h: FeatureHarness, tmp_path: Path) 
             subprocess.Popen([sys.executable, '-c', {textwrap.dedent(grandchild)!r}])
             time.sleep(60)
         """
-        await h.sup.ensure(task("g1", py(parent)))
+        await h.sup.ensure(allocation("g1", py(parent)))
         gc = int(await wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="gc"))
         h.track(gc)
         assert os.getsid(gc) == gc  # it left the instance's session and group
@@ -270,7 +268,7 @@ def _count(d: Path) -> int:
 
 def _pause_resume_signal(h: FeatureHarness, d: Path, frozen_states: set[str]) -> None:
     async def scenario() -> None:
-        ev = await h.sup.ensure(task("p1", [*py(COUNTER), str(d)]))
+        ev = await h.sup.ensure(allocation("p1", [*py(COUNTER), str(d)]))
         assert ev.pid is not None
         await wait_for(lambda: _count(d) > 0, what="counter")
         ev = await h.sup.pause("p1")
@@ -310,11 +308,13 @@ def test_pause_resume_signal_with_sigstop(hr: FeatureHarness, tmp_path: Path) ->
 
 def test_restart_counts_and_skips_backoff(h: FeatureHarness) -> None:
     async def scenario() -> None:
-        spec = TaskSpec(
+        spec = AllocationSpec(
             "r1",
             ["sleep", "30"],
-            restart=RestartPolicy(policy="on-failure", backoff_s=30.0, backoff_max_s=30.0),
-            stop_timeout_s=1.0,
+            restart=RestartSpec(
+                policy=RestartPolicy.ON_FAILURE, backoff_s=30.0, backoff_max_s=30.0
+            ),
+            stop=StopSpec(timeout_s=1.0),
         )
         first = await h.sup.ensure(spec)
         ev = await h.sup.restart("r1")
@@ -366,14 +366,21 @@ def test_health_check_restarts_unhealthy(h: FeatureHarness, tmp_path: Path, kind
     flag = tmp_path / "sick"
     if kind == "exec":
         check = HealthCheck(
-            type="exec", command=["sh", "-c", f"test ! -e {flag}"], interval_s=0.1, failures=2
+            type=HealthCheckType.EXEC,
+            command=("sh", "-c", f"test ! -e {flag}"),
+            interval_s=0.1,
+            failures=2,
+            grace_s=0.0,
         )
     else:
-        check = HealthCheck(type=kind, port=port, path="/ok", interval_s=0.1, failures=2)
+        check = HealthCheck(
+            type=HealthCheckType(kind), port=port, path="/ok", interval_s=0.1, failures=2,
+            grace_s=0.0,
+        )
 
     async def scenario() -> None:
-        spec = task("h1", [*py(HEALTH_SERVER), str(flag), str(port), kind], policy="always")
-        ev = await h.sup.ensure(TaskSpec(**{**spec.__dict__, "health": check}))
+        spec = allocation("h1", [*py(HEALTH_SERVER), str(flag), str(port), kind], policy="always")
+        ev = await h.sup.ensure(AllocationSpec(**{**spec.__dict__, "health": check}))
         assert ev.health == "starting"
         healthy = await wait_for(lambda: any(e.health == "healthy" for e in h.of("h1")))
         assert healthy
@@ -411,7 +418,7 @@ def test_log_rotation_and_follow(h: FeatureHarness) -> None:
                 seen.extend(chunk)
 
         follower = asyncio.create_task(follow())
-        await h.sup.ensure(task("l1", writer, logs=policy))
+        await h.sup.ensure(allocation("l1", writer, logs=policy))
         await wait_for(h.state_is("l1", "exited"), timeout=15, what="writer done")
         await wait_for(lambda: b"line 00599" in seen, what="follower reaches the end")
         follower.cancel()
@@ -443,7 +450,7 @@ def test_metrics_report_rss(h: FeatureHarness, tmp_path: Path) -> None:
     """
 
     async def scenario() -> None:
-        ev = await h.sup.ensure(task("x1", py(code)))
+        ev = await h.sup.ensure(allocation("x1", py(code)))
         m = await wait_for(
             lambda: (m := h.sup.metrics().get("x1")) and m.rss_bytes >= 30 * MiB and m,
             what="rss >= 30 MiB",
@@ -477,7 +484,7 @@ def test_shared_sockets_survive_worker_crashes(h: FeatureHarness) -> None:
     async def scenario() -> None:
         for a in ids:
             ev = await h.sup.ensure(
-                task(
+                allocation(
                     a,
                     [sys.executable, WORKER],
                     policy="always",
@@ -544,7 +551,7 @@ def test_listen_env_matches_systemd(h: FeatureHarness, tmp_path: Path) -> None:
 
     async def scenario() -> None:
         socks = [SocketSpec("a", p1, "127.0.0.1"), SocketSpec("b", p2, "127.0.0.1")]
-        await h.sup.ensure(task("e1", py(code), sockets=socks))
+        await h.sup.ensure(allocation("e1", py(code), sockets=socks))
         await wait_for(h.state_is("e1", "exited"), what="exit")
         assert out.read_text() == f"2 a:b True {p1} {p2}", h.sup.read_log("e1", "stderr", 20)
 

@@ -17,14 +17,16 @@ from hacontrol.agent.backoff import (
     restart_delay,
     should_restart,
 )
-from hacontrol.agent.spec import RestartPolicy, TaskSpec, parse_signal
+from hacontrol.agent.spec import AllocationSpec, parse_signal
+from hacontrol.model.spec import RestartSpec, StopSpec
+from hacontrol.model.states import RestartPolicy
 
-ON_FAILURE = RestartPolicy(policy="on-failure")
-ALWAYS = RestartPolicy(policy="always")
-NEVER = RestartPolicy(policy="never")
+ON_FAILURE = RestartSpec(policy=RestartPolicy.ON_FAILURE)
+ALWAYS = RestartSpec(policy=RestartPolicy.ALWAYS)
+NEVER = RestartSpec(policy=RestartPolicy.NEVER)
 
 policies = st.builds(
-    RestartPolicy,
+    RestartSpec,
     policy=st.sampled_from(["always", "on-failure", "never"]),
     max_restarts=st.integers(0, 50),
     window_s=st.floats(0, 1e4),
@@ -52,7 +54,7 @@ unit = st.floats(0, 1)
     ],
 )
 def test_should_restart(
-    policy: RestartPolicy, exit_code: int | None, sig: str | None, expected: bool
+    policy: RestartSpec, exit_code: int | None, sig: str | None, expected: bool
 ) -> None:
     assert should_restart(policy, exit_code, sig) is expected
 
@@ -61,23 +63,23 @@ def test_should_restart(
 
 
 def test_first_delay_is_backoff_s_and_doubles_until_cap() -> None:
-    p = RestartPolicy(backoff_s=0.1, backoff_max_s=1.0)
+    p = RestartSpec(backoff_s=0.1, backoff_max_s=1.0)
     assert [base_delay(p, a) for a in range(6)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
     assert restart_delay(p, 0, 0.0) == pytest.approx(0.1)
     assert restart_delay(p, 0, 1.0) == pytest.approx(0.1 * (1 - JITTER))
 
 
 def test_zero_backoff_means_immediate_restart() -> None:
-    p = RestartPolicy(backoff_s=0.0)
+    p = RestartSpec(backoff_s=0.0)
     assert all(restart_delay(p, a, 0.5) == 0.0 for a in range(100))
 
 
 def test_huge_attempt_does_not_overflow() -> None:
-    assert base_delay(RestartPolicy(backoff_s=1e3, backoff_max_s=7.0), 10**9) == 7.0
+    assert base_delay(RestartSpec(backoff_s=1e3, backoff_max_s=7.0), 10**9) == 7.0
 
 
 @given(policies, attempts, unit)
-def test_delay_within_bounds(policy: RestartPolicy, attempt: int, rand: float) -> None:
+def test_delay_within_bounds(policy: RestartSpec, attempt: int, rand: float) -> None:
     d = restart_delay(policy, attempt, rand)
     base = base_delay(policy, attempt)
     assert 0.0 <= d <= policy.backoff_max_s
@@ -85,20 +87,20 @@ def test_delay_within_bounds(policy: RestartPolicy, attempt: int, rand: float) -
 
 
 @given(policies, attempts)
-def test_base_delay_monotone(policy: RestartPolicy, attempt: int) -> None:
+def test_base_delay_monotone(policy: RestartSpec, attempt: int) -> None:
     assert base_delay(policy, attempt) <= base_delay(policy, attempt + 1)
 
 
 @given(policies, attempts, unit, unit)
 def test_more_jitter_never_lengthens(
-    policy: RestartPolicy, attempt: int, a: float, b: float
+    policy: RestartSpec, attempt: int, a: float, b: float
 ) -> None:
     lo, hi = sorted((a, b))
     assert restart_delay(policy, attempt, hi) <= restart_delay(policy, attempt, lo)
 
 
 @given(policies, attempts, st.floats(-10, 10))
-def test_rand_out_of_range_is_clamped(policy: RestartPolicy, attempt: int, rand: float) -> None:
+def test_rand_out_of_range_is_clamped(policy: RestartSpec, attempt: int, rand: float) -> None:
     assert 0.0 <= restart_delay(policy, attempt, rand) <= policy.backoff_max_s
 
 
@@ -106,7 +108,7 @@ def test_rand_out_of_range_is_clamped(policy: RestartPolicy, attempt: int, rand:
 
 
 def test_gave_up_counts_only_the_window() -> None:
-    p = RestartPolicy(max_restarts=2, window_s=10.0)
+    p = RestartSpec(max_restarts=2, window_s=10.0)
     assert not gave_up(p, [], 100.0)
     assert not gave_up(p, [95.0], 100.0)
     assert gave_up(p, [95.0, 99.0], 100.0)
@@ -115,17 +117,17 @@ def test_gave_up_counts_only_the_window() -> None:
 
 
 def test_zero_max_restarts_gives_up_at_once() -> None:
-    assert gave_up(RestartPolicy(max_restarts=0), [], 0.0)
+    assert gave_up(RestartSpec(max_restarts=0), [], 0.0)
 
 
 @given(policies, st.lists(st.floats(0, 1e4), max_size=60), st.floats(0, 2e4))
-def test_gave_up_matches_definition(policy: RestartPolicy, times: list[float], now: float) -> None:
+def test_gave_up_matches_definition(policy: RestartSpec, times: list[float], now: float) -> None:
     in_window = sum(1 for t in times if now - t < policy.window_s)
     assert gave_up(policy, times, now) == (in_window + 1 > policy.max_restarts)
 
 
 def test_uptime_resets_attempt() -> None:
-    p = RestartPolicy(min_uptime_s=5.0)
+    p = RestartSpec(min_uptime_s=5.0)
     assert next_attempt_base(p, 7, 4.9) == 7
     assert next_attempt_base(p, 7, 5.0) == 0
 
@@ -134,7 +136,7 @@ def test_uptime_resets_attempt() -> None:
 
 
 def test_decide_restart_sequence_backs_off_then_gives_up() -> None:
-    p = RestartPolicy(max_restarts=3, window_s=60.0, backoff_s=1.0, backoff_max_s=100.0)
+    p = RestartSpec(max_restarts=3, window_s=60.0, backoff_s=1.0, backoff_max_s=100.0)
     state = RestartState()
     delays = []
     for i in range(3):
@@ -149,7 +151,7 @@ def test_decide_restart_sequence_backs_off_then_gives_up() -> None:
 
 
 def test_decide_long_run_resets_backoff() -> None:
-    p = RestartPolicy(backoff_s=1.0, backoff_max_s=100.0, min_uptime_s=5.0)
+    p = RestartSpec(backoff_s=1.0, backoff_max_s=100.0, min_uptime_s=5.0)
     state = RestartState(attempt=4, restart_times=(0.0,))
     d = decide(p, state, 1, None, uptime_s=30.0, now=31.0, rand=0.0)
     assert d.action == ACTION_RESTART
@@ -169,7 +171,7 @@ def test_decide_completion() -> None:
     st.lists(st.tuples(st.floats(0, 100), unit), max_size=80),
 )
 def test_decide_never_exceeds_max_restarts_in_window(
-    policy: RestartPolicy, gaps: list[tuple[float, float]]
+    policy: RestartSpec, gaps: list[tuple[float, float]]
 ) -> None:
     """Simulated crash loop: restarts granted within any window stay <= max_restarts."""
     state = RestartState()
@@ -190,23 +192,14 @@ def test_decide_never_exceeds_max_restarts_in_window(
 # ------------------------------------------------------------ spec validation
 
 
-def test_policy_validation() -> None:
+def test_allocation_spec_validation() -> None:
     with pytest.raises(ValueError):
-        RestartPolicy(policy="sometimes")
+        AllocationSpec("a", [])
     with pytest.raises(ValueError):
-        RestartPolicy(max_restarts=-1)
+        AllocationSpec("../etc", ["true"])
     with pytest.raises(ValueError):
-        RestartPolicy(backoff_s=-0.1)
-
-
-def test_task_spec_validation() -> None:
-    with pytest.raises(ValueError):
-        TaskSpec("a", [])
-    with pytest.raises(ValueError):
-        TaskSpec("../etc", ["true"])
-    with pytest.raises(ValueError):
-        TaskSpec("a", ["true"], stop_signal="SIGNOPE")
-    assert TaskSpec("a", ["true"]).restart == RestartPolicy()
+        AllocationSpec("a", ["true"], stop=StopSpec(signal="SIGNOPE"))
+    assert AllocationSpec("a", ["true"]).restart == RestartSpec()
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", "TERM", "term", "15"])

@@ -1,0 +1,305 @@
+"""One process group of an allocation: starting it, watching it, signalling it.
+
+Plain mechanics with no policy: the allocation runner decides when to start,
+stop or restart; this module only knows how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+from hacontrol.agent import execwrap, procinfo
+from hacontrol.agent.cgroups import AllocationCgroup
+from hacontrol.agent.spec import AllocationSpec
+
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
+
+# Non-child processes cannot be waited for by the kernel, so adopted ones are
+# watched by a thread that checks on them at this interval.
+ADOPTED_POLL_S = 0.05
+
+WRAPPER = str(Path(execwrap.__file__).resolve())
+
+ExitStatus = tuple[int | None, str | None]
+# Starts a coroutine as a task someone owns (a Nursery's start).
+StartTask = Callable[[Coroutine[Any, Any, ExitStatus], str], "asyncio.Task[ExitStatus]"]
+
+
+class LaunchFailed(Exception):
+    """The process could not be started; the message says why, for the report."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int | None = None
+    gid: int | None = None
+    groups: list[int] | None = None
+
+
+def resolve_identity(user: str | None, group: str | None, euid: int) -> Identity:
+    """uid/gid/supplementary groups for the child; ValueError if not possible.
+
+    Names or numbers are accepted. Changing identity needs root; a non-root
+    agent may only "change" to its own ids.
+    """
+    if user is None and group is None:
+        return Identity()
+    uid: int | None = None
+    gid: int | None = None
+    groups: list[int] | None = None
+    if user is not None:
+        try:
+            pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except (KeyError, OverflowError):
+            raise ValueError(f"unknown user {user!r}") from None
+        uid, gid = pw.pw_uid, pw.pw_gid
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"unknown group {group!r}") from None
+    if uid is not None and gid is not None:
+        groups = sorted(set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)))
+    elif gid is not None:
+        groups = [gid]
+    if euid != 0:
+        if (uid is None or uid == euid) and (gid is None or gid == os.getegid()):
+            return Identity()
+        raise ValueError("user/group can only be set when the agent runs as root")
+    return Identity(uid, gid, groups)
+
+
+def shell_command(spec: AllocationSpec) -> list[str]:
+    """The argv to exec: /bin/sh -c only when the spec asks for a shell."""
+    if not spec.shell:
+        return list(spec.command)
+    # Like subprocess with shell=True: further items become $0, $1, ...
+    return ["/bin/sh", "-c", spec.command[0], *spec.command[1:]]
+
+
+def child_env(spec: AllocationSpec) -> dict[str, str]:
+    env = dict(spec.env)
+    env.setdefault("PATH", os.environ.get("PATH") or os.defpath)
+    return env
+
+
+# ---------------------------------------------------------------- handles
+
+
+class Handle(Protocol):
+    """A running process group being watched."""
+
+    pid: int
+    pgid: int
+    done: asyncio.Future[ExitStatus]
+    adopted: bool
+    cg: AllocationCgroup | None
+
+    def close(self) -> None: ...
+
+
+class ChildHandle:
+    """A process we spawned; its exit arrives via the asyncio child watcher."""
+
+    adopted = False
+
+    def __init__(
+        self, proc: asyncio.subprocess.Process, cg: AllocationCgroup | None, start: StartTask
+    ) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        # start_new_session makes the child the leader of its own group.
+        self.pgid = proc.pid
+        self.cg = cg
+        self.done: asyncio.Future[ExitStatus] = start(self._wait(), f"wait-{proc.pid}")
+
+    async def _wait(self) -> ExitStatus:
+        return procinfo.decode_returncode(await self.proc.wait())
+
+    def close(self) -> None:
+        pass
+
+
+class AdoptedHandle:
+    """A process left behind by an earlier agent; not our child, so no waitpid."""
+
+    adopted = True
+
+    def __init__(
+        self, proc: psutil.Process, pgid: int, cg: AllocationCgroup | None, start: StartTask
+    ) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.pgid = pgid
+        self.cg = cg
+        self._closed = threading.Event()
+        self.done: asyncio.Future[ExitStatus] = start(
+            asyncio.to_thread(self._watch), f"watch-{proc.pid}"
+        )
+
+    def _watch(self) -> ExitStatus:
+        # Not psutil.Process.wait: it calls waitpid, which would steal the
+        # exit from asyncio's child watcher if the process is still our child
+        # (adopted after detach_all in the same agent), and it never returns
+        # for a zombie whose parent (some container inits) does not reap it.
+        # is_running() also compares create_time, so pid reuse reads as exit.
+        while not self._closed.wait(ADOPTED_POLL_S):
+            try:
+                if not self.proc.is_running() or self.proc.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+        # The exit status of a non-child is not ours to collect.
+        return None, None
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+# ---------------------------------------------------------------- launching
+
+
+@dataclass
+class LaunchConfig:
+    """What the prestart hooks contribute to the exec wrapper's set-up."""
+
+    cg: AllocationCgroup | None = None
+    rlimits: list[tuple[str, int, int]] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+    fd_names: list[str] = field(default_factory=list)
+
+
+async def spawn(
+    spec: AllocationSpec, alloc_dir: Path, config: LaunchConfig, start: StartTask
+) -> ChildHandle:
+    """Start the command through the exec wrapper; LaunchFailed if it cannot run."""
+    command = shell_command(spec)
+    try:
+        ident = resolve_identity(spec.user, spec.group, os.geteuid())
+    except ValueError as exc:
+        raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
+    err_r, err_w = os.pipe()
+    wrapper_config: dict[str, Any] = {
+        "err_fd": err_w,
+        "cgroup_procs": config.cg.procs_files() if config.cg is not None else [],
+        "rlimits": config.rlimits,
+        "uid": ident.uid,
+        "gid": ident.gid,
+        "groups": ident.groups,
+        "umask": spec.umask,
+        "fds": config.fds,
+        "fd_names": config.fd_names,
+    }
+    try:
+        try:
+            alloc_dir.mkdir(parents=True, exist_ok=True)
+            with (
+                open(alloc_dir / STDOUT_LOG, "ab") as out,
+                open(alloc_dir / STDERR_LOG, "ab") as err,
+            ):
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    WRAPPER,
+                    json.dumps(wrapper_config),
+                    *command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=child_env(spec),
+                    cwd=spec.cwd,
+                    start_new_session=True,
+                    pass_fds=[err_w, *config.fds],
+                )
+        finally:
+            os.close(err_w)
+        # EOF without data: the wrapper exec'd the command (the pipe is
+        # close-on-exec), so the pid now runs the allocation's command itself.
+        failure = await asyncio.to_thread(_read_all, err_r)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        os.close(err_r)
+        raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
+    os.close(err_r)
+    if failure:
+        await proc.wait()
+        raise LaunchFailed(_wrapper_error(failure, command[0]))
+    return ChildHandle(proc, config.cg, start)
+
+
+# ---------------------------------------------------------------- signalling
+
+
+def live(pids: list[int]) -> list[int]:
+    """The pids that exist and are not zombies."""
+    out: list[int] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+    return out
+
+
+def alive(handle: Handle) -> bool:
+    """Whether any member of the group or of its cgroup still runs."""
+    if procinfo.group_alive(handle.pgid):
+        return True
+    return handle.cg is not None and bool(live(handle.cg.pids()))
+
+
+def may_signal(handle: Handle) -> bool:
+    """Guard against signalling a recycled pgid.
+
+    Until the leader is reaped its pid (= the pgid) cannot be reused, and
+    after that the kernel keeps the group id reserved while any member
+    lives; only an empty group is unsafe to signal.
+    """
+    if not handle.done.done():
+        return True
+    return procinfo.group_alive(handle.pgid)
+
+
+def signal_all(handle: Handle, sig: signal.Signals) -> None:
+    """The group, plus cgroup members that left it (setsid and the like)."""
+    if may_signal(handle):
+        procinfo.signal_group(handle.pgid, sig)
+    if handle.cg is not None:
+        for pid in handle.cg.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _wrapper_error(raw: bytes, program: str) -> str:
+    try:
+        info = json.loads(raw)
+        stage, error = str(info["stage"]), str(info["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"cannot start {program!r}: {raw[:200]!r}"
+    if stage == "exec":
+        return error
+    return f"cannot start {program!r}: {stage}: {error}"
