@@ -51,8 +51,11 @@ if str(REPO) not in sys.path:
 
 import psutil  # noqa: E402
 
-from hacontrol.agent.spec import Resources, RestartPolicy, TaskEvent, TaskSpec  # noqa: E402
+from hacontrol.agent.spec import AllocationEvent, AllocationSpec  # noqa: E402
 from hacontrol.agent.supervisor import Supervisor  # noqa: E402
+from hacontrol.model.resources import Resources  # noqa: E402
+from hacontrol.model.spec import RestartSpec  # noqa: E402
+from hacontrol.model.states import RestartPolicy  # noqa: E402
 from tests.integration.harness import Cluster, wait_for  # noqa: E402
 
 NS = "default"
@@ -401,12 +404,12 @@ def hac_cluster_side(root: Path, crash_py: Path, s: Settings) -> tuple[Figures, 
 
 
 async def _ensure_many(root: Path, n: int, cpu: float) -> float:
-    def on_event(_ev: TaskEvent) -> None:
+    def on_event(_ev: AllocationEvent) -> None:
         pass
 
     sup = Supervisor(root, on_event)
-    policy = RestartPolicy(policy="on-failure", backoff_s=0.0, backoff_max_s=0.0)
-    specs = [TaskSpec(alloc_id=f"b{i:04d}-{uuid.uuid4().hex[:8]}", command=["sleep", "3600"],
+    policy = RestartSpec(policy=RestartPolicy.ON_FAILURE, backoff_s=0.0, backoff_max_s=0.0)
+    specs = [AllocationSpec(alloc_id=f"b{i:04d}-{uuid.uuid4().hex[:8]}", command=["sleep", "3600"],
                       restart=policy, resources=Resources(cpu=cpu, memory_mb=16))
              for i in range(n)]
     children: list[psutil.Process] = []
