@@ -5,7 +5,12 @@ from __future__ import annotations
 from hacontrol.state.machine import StateMachine
 from hacontrol.state.model import Allocation
 
-from .placement import Constraint, Demand, NodeRoom, Placed
+from .constraints import Constraint
+from .placement import BATCH, SERVICE, Demand, JobType, NodeRoom, Placed
+
+
+def _job_type(name: str) -> JobType:
+    return BATCH if name == BATCH else SERVICE
 
 
 def placement_inputs(m: StateMachine, pending: list[Allocation]
@@ -18,7 +23,7 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
         spec = job.spec
         demands.append(Demand(
             alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
-            memory_mb=a.resources.memory_mb, priority=spec.priority, job_type=spec.type,
+            memory_mb=a.resources.memory_mb, priority=spec.priority, job_type=_job_type(spec.type),
             constraints=tuple(Constraint(c.get("attribute", ""), c["operator"],
                                          c.get("value") or "")
                               for c in spec.option("constraints", [])),
@@ -35,7 +40,7 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
             memory_mb=a.resources.memory_mb,
             priority=job.spec.priority if job else 0,
-            job_type=job.spec.type if job else "service"))
+            job_type=_job_type(job.spec.type) if job else SERVICE))
     rooms = []
     for n in m.nodes.values():
         cpu, mem = m.node_free(n)
