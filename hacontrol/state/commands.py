@@ -44,8 +44,9 @@ class Command:
     idem: str | None = None
 
     def encode(self) -> bytes:
-        return msgpack.packb({"op": self.op, "ts": self.ts, "idem": self.idem,
-                              "args": self.args}, use_bin_type=True)
+        raw: bytes = msgpack.packb({"op": self.op, "ts": self.ts, "idem": self.idem,
+                                    "args": self.args}, use_bin_type=True)
+        return raw
 
 
 def decode(raw: bytes) -> Command:
@@ -60,7 +61,7 @@ def decode(raw: bytes) -> Command:
     if not isinstance(d, dict):
         raise invalid("command", "command must be a map")
     op, ts, idem, args = d.get("op"), d.get("ts"), d.get("idem"), d.get("args")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise invalid("op", f"unknown operation {op!r}")
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         raise invalid("ts", "missing timestamp")

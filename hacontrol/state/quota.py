@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import Rejection, quota_exceeded
-from .model import Quota, Usage
+from hacontrol.model.errors import Rejection, quota_exceeded
+from hacontrol.model.resources import Quota, Usage
 
 _EPS = 1e-9
 

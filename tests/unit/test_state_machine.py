@@ -234,12 +234,12 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
 
 
 def test_a_bug_in_a_handler_marks_the_replica_broken(monkeypatch) -> None:
-    from hacontrol.state import machine as machine_mod
+    from hacontrol.state.handlers import HANDLERS
 
-    def boom(self, cmd, index):  # a handler that fails half way through
-        self.alloc_seq += 1
+    def boom(tx, args):  # a handler that fails half way through
+        tx.store.alloc_seq += 1
         raise RuntimeError("bug")
-    monkeypatch.setitem(machine_mod._HANDLERS, C.NOOP, boom)
+    monkeypatch.setitem(HANDLERS, C.NOOP, boom)
     f = Feeder()
     r = f(C.NOOP)
     assert r["ok"] is False and r["error"]["code"] == "internal"

@@ -1,0 +1,341 @@
+"""Checking an untrusted job spec (API input, a command in the log) into a `JobSpec`.
+
+Every failure raises `Rejection` naming the field, so bad input gets a 422 before any log
+entry is written, and a malformed entry in the log is rejected as a whole by `apply`.
+Defaults come from the dataclasses in `spec.py`, never from literals here.
+"""
+
+from __future__ import annotations
+
+import re
+import signal as _signal
+from collections.abc import Callable
+from typing import Any
+
+from .checks import (
+    argv,
+    boolean,
+    check_name,
+    integer,
+    no_unknown,
+    number,
+    obj,
+    port,
+)
+from .errors import invalid
+from .resources import Resources
+from .spec import (
+    Constraint,
+    DisconnectSpec,
+    HealthCheck,
+    JobSpec,
+    LogPolicy,
+    RestartSpec,
+    ScalingSpec,
+    SocketSpec,
+    StopSpec,
+    UpdateSpec,
+)
+from .states import ConstraintOperator, HealthCheckType, JobType, RestartPolicy, Scoring
+
+MAX_COUNT = 10_000
+MAX_ARGV = 256
+MAX_ARG_LEN = 8192
+MAX_ENV = 256
+USER_RE = re.compile(r"^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10})$")
+SOCKET_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SIGNALS = {s.name for s in _signal.Signals}
+_TOP_LEVEL = {"command", "env", "cwd", "count", "resources", "restart", "stop", "type",
+              "priority", "scoring", "user", "group", "umask", "shell", "health", "logs",
+              "sockets", "constraints", "preempt", "depends_on", "update", "scaling",
+              "disconnect",
+              # `name` and `namespace` may ride along in job files; the URL decides them.
+              "name", "namespace"}
+
+
+def parse_count(raw: Any, field: str = "count") -> int:
+    return integer(raw, field, minimum=0, maximum=MAX_COUNT)
+
+
+def parse_job_spec(raw: Any) -> JobSpec:
+    if not isinstance(raw, dict):
+        raise invalid("spec", "job spec must be a JSON object")
+    no_unknown(raw, _TOP_LEVEL, "")
+    command = _command(raw.get("command"))
+    env = _env(raw.get("env"))
+    cwd = raw.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")):
+        raise invalid("cwd", "must be an absolute path")
+    count = parse_count(raw.get("count", 1))
+    resources = _resources(raw.get("resources"))
+    restart = _restart(raw.get("restart"))
+    stop = _stop(raw.get("stop"))
+
+    kind = raw.get("type", JobType.SERVICE)
+    if kind not in JobType.__members__.values():
+        raise invalid("type", "must be service or batch")
+    priority = integer(raw.get("priority", JobSpec.priority), "priority", maximum=100)
+    scoring = None
+    if "scoring" in raw:
+        if raw["scoring"] not in Scoring.__members__.values():
+            raise invalid("scoring", "must be binpack or spread")
+        scoring = Scoring(raw["scoring"])
+    sections = {name: parse(raw[name]) for name, parse in _SECTIONS.items()
+                if raw.get(name) is not None}
+    spec = JobSpec(command=tuple(command), env=tuple(sorted(env.items())), cwd=cwd,
+                   count=count, resources=resources, restart=restart, stop=stop,
+                   type=JobType(kind), priority=priority, scoring=scoring, **sections)
+    if spec.preempt and spec.type != JobType.SERVICE:
+        raise invalid("preempt", "only service jobs may preempt")
+    if spec.shell and len(command) != 1:
+        raise invalid("command", "with shell: true, command is one string for /bin/sh -c")
+    return spec
+
+
+def _command(command: Any) -> list[str]:
+    if not isinstance(command, list) or not command:
+        raise invalid("command", "required: a non-empty list of strings (argv)")
+    if len(command) > MAX_ARGV:
+        raise invalid("command", f"at most {MAX_ARGV} arguments")
+    for i, arg in enumerate(command):
+        if not isinstance(arg, str) or len(arg) > MAX_ARG_LEN or "\x00" in arg:
+            raise invalid(f"command[{i}]", "must be a string without NUL bytes")
+    if not command[0]:
+        raise invalid("command[0]", "must not be empty")
+    return command
+
+
+def _env(raw: Any) -> dict[str, str]:
+    env = obj(raw, "env")
+    if len(env) > MAX_ENV:
+        raise invalid("env", f"at most {MAX_ENV} variables")
+    for k, v in env.items():
+        if not isinstance(k, str) or not k or "=" in k or "\x00" in k:
+            raise invalid(f"env.{k}", "invalid variable name")
+        if not isinstance(v, str) or "\x00" in v:
+            raise invalid(f"env.{k}", "must be a string")
+    return env
+
+
+def _resources(raw: Any) -> Resources:
+    res = obj(raw, "resources")
+    no_unknown(res, {"cpu", "memory_mb", "pids"}, "resources.")
+    pids = res.get("pids")
+    return Resources(
+        pids=None if pids is None else integer(pids, "resources.pids", minimum=1,
+                                               maximum=10**7),
+        cpu=number(res.get("cpu", Resources.cpu), "resources.cpu", maximum=1024,
+                   allow_zero=False),
+        memory_mb=integer(res.get("memory_mb", Resources.memory_mb), "resources.memory_mb",
+                          minimum=1, maximum=2**30),
+    )
+
+
+def _restart(raw: Any) -> RestartSpec:
+    rs = obj(raw, "restart")
+    no_unknown(rs, {"policy", "max_restarts", "window_s", "backoff_s", "backoff_max_s",
+                    "min_uptime_s"}, "restart.")
+    rd = RestartSpec()
+    policy = rs.get("policy", rd.policy)
+    if policy not in RestartPolicy.__members__.values():
+        raise invalid("restart.policy", "must be one of " + ", ".join(RestartPolicy))
+    restart = RestartSpec(
+        policy=RestartPolicy(policy),
+        max_restarts=integer(rs.get("max_restarts", rd.max_restarts), "restart.max_restarts",
+                             maximum=10**6),
+        window_s=number(rs.get("window_s", rd.window_s), "restart.window_s", maximum=86400 * 7,
+                        allow_zero=False),
+        backoff_s=number(rs.get("backoff_s", rd.backoff_s), "restart.backoff_s", maximum=3600),
+        backoff_max_s=number(rs.get("backoff_max_s", rd.backoff_max_s),
+                             "restart.backoff_max_s", maximum=86400),
+        min_uptime_s=number(rs.get("min_uptime_s", rd.min_uptime_s), "restart.min_uptime_s",
+                            maximum=86400),
+    )
+    if restart.backoff_max_s < restart.backoff_s:
+        raise invalid("restart.backoff_max_s", "must be at least restart.backoff_s")
+    return restart
+
+
+def _stop(raw: Any) -> StopSpec:
+    st = obj(raw, "stop")
+    no_unknown(st, {"signal", "timeout_s"}, "stop.")
+    sig = st.get("signal", StopSpec.signal)
+    if not isinstance(sig, str) or sig.upper() not in _SIGNALS:
+        raise invalid("stop.signal", "must be a signal name such as SIGTERM")
+    return StopSpec(signal=sig.upper(),
+                    timeout_s=number(st.get("timeout_s", StopSpec.timeout_s), "stop.timeout_s",
+                                     maximum=3600))
+
+
+def _health(raw: Any) -> HealthCheck:
+    d = obj(raw, "health")
+    no_unknown(d, {"type", "port", "host", "path", "expect_status", "command", "interval_s",
+                   "timeout_s", "failures", "grace_s"}, "health.")
+    kind = d.get("type")
+    if kind not in HealthCheckType.__members__.values():
+        raise invalid("health.type", "must be one of " + ", ".join(HealthCheckType))
+    x = HealthCheck(HealthCheckType(str(kind)))
+    checked: dict[str, Any] = {}
+    if kind in (HealthCheckType.TCP, HealthCheckType.HTTP):
+        if "port" not in d:
+            raise invalid("health.port", "required for tcp and http checks")
+        checked["port"] = port(d["port"], "health.port")
+        host = d.get("host", x.host)
+        if not isinstance(host, str) or not host:
+            raise invalid("health.host", "must be a host name or address")
+        checked["host"] = host
+    if kind == HealthCheckType.HTTP:
+        path = d.get("path", x.path)
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise invalid("health.path", "must start with /")
+        checked["path"] = path
+        checked["expect_status"] = integer(d.get("expect_status", x.expect_status),
+                                           "health.expect_status", minimum=100, maximum=599)
+    if kind == HealthCheckType.EXEC:
+        checked["command"] = tuple(argv(d.get("command"), "health.command"))
+    return HealthCheck(
+        x.type, **checked,
+        interval_s=number(d.get("interval_s", x.interval_s), "health.interval_s",
+                          minimum=0.05, maximum=3600),
+        timeout_s=number(d.get("timeout_s", x.timeout_s), "health.timeout_s", minimum=0.01,
+                         maximum=3600),
+        failures=integer(d.get("failures", x.failures), "health.failures", minimum=1,
+                         maximum=1000),
+        grace_s=number(d.get("grace_s", x.grace_s), "health.grace_s", maximum=3600))
+
+
+def _logs(raw: Any) -> LogPolicy:
+    d = obj(raw, "logs")
+    no_unknown(d, {"max_bytes", "keep"}, "logs.")
+    return LogPolicy(integer(d.get("max_bytes", LogPolicy.max_bytes), "logs.max_bytes",
+                             minimum=1024, maximum=2**40),
+                     integer(d.get("keep", LogPolicy.keep), "logs.keep", maximum=100))
+
+
+def _sockets(raw: Any) -> tuple[SocketSpec, ...]:
+    if not isinstance(raw, list) or len(raw) > 16:
+        raise invalid("sockets", "must be a list of at most 16 sockets")
+    out: list[SocketSpec] = []
+    names: set[str] = set()
+    for i, s in enumerate(raw):
+        d = obj(s, f"sockets[{i}]")
+        no_unknown(d, {"name", "port", "host"}, f"sockets[{i}].")
+        name = d.get("name")
+        if not isinstance(name, str) or not SOCKET_NAME_RE.match(name) or name in names:
+            raise invalid(f"sockets[{i}].name", "must be a unique name of letters, digits, "
+                                                "'_', '-' or '.'")
+        names.add(name)
+        host = d.get("host", SocketSpec.host)
+        if not isinstance(host, str) or not host:
+            raise invalid(f"sockets[{i}].host", "must be an address")
+        out.append(SocketSpec(name, port(d.get("port"), f"sockets[{i}].port"), host))
+    return tuple(out)
+
+
+def _constraints(raw: Any) -> tuple[Constraint, ...]:
+    if not isinstance(raw, list) or len(raw) > 32:
+        raise invalid("constraints", "must be a list of at most 32 constraints")
+    return tuple(_constraint(c, f"constraints[{i}]") for i, c in enumerate(raw))
+
+
+def _constraint(raw: Any, at: str) -> Constraint:
+    d = obj(raw, at)
+    no_unknown(d, {"attribute", "operator", "value"}, f"{at}.")
+    op = d.get("operator", Constraint.operator)
+    if op not in ConstraintOperator.__members__.values():
+        raise invalid(f"{at}.operator", "must be one of " + ", ".join(ConstraintOperator))
+    op = ConstraintOperator(op)
+    if op == ConstraintOperator.DISTINCT_NODES:
+        return Constraint(op)
+    attr = d.get("attribute")
+    if not isinstance(attr, str) or not attr or len(attr) > 200:
+        raise invalid(f"{at}.attribute", "required: e.g. node.name, label.zone or attr.os")
+    value = d.get("value")
+    if op == ConstraintOperator.IN:
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(v, str) for v in value)):
+            raise invalid(f"{at}.value", "must be a list of strings for 'in'")
+        return Constraint(op, attr, tuple(value))
+    if not isinstance(value, str):
+        raise invalid(f"{at}.value", "must be a string")
+    if op == ConstraintOperator.REGEXP:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise invalid(f"{at}.value", f"bad regular expression: {exc}") from None
+    return Constraint(op, attr, value)
+
+
+def _update(raw: Any) -> UpdateSpec:
+    d = obj(raw, "update")
+    no_unknown(d, {"max_parallel", "min_healthy_s", "deadline_s", "auto_revert"}, "update.")
+    x = UpdateSpec()
+    return UpdateSpec(
+        integer(d.get("max_parallel", x.max_parallel), "update.max_parallel", minimum=1,
+                maximum=MAX_COUNT),
+        number(d.get("min_healthy_s", x.min_healthy_s), "update.min_healthy_s",
+               maximum=86400),
+        number(d.get("deadline_s", x.deadline_s), "update.deadline_s", minimum=1,
+               maximum=86400 * 7),
+        boolean(d.get("auto_revert", x.auto_revert), "update.auto_revert"))
+
+
+def _scaling(raw: Any) -> ScalingSpec:
+    d = obj(raw, "scaling")
+    no_unknown(d, {"min", "max", "cpu_target", "cooldown_s"}, "scaling.")
+    x = ScalingSpec()
+    lo = integer(d.get("min", x.min_count), "scaling.min", maximum=MAX_COUNT)
+    hi = integer(d.get("max", lo), "scaling.max", maximum=MAX_COUNT)
+    if hi < lo:
+        raise invalid("scaling.max", "must be at least scaling.min")
+    return ScalingSpec(lo, hi, number(d.get("cpu_target", x.cpu_target), "scaling.cpu_target",
+                                      minimum=0.01, maximum=10, allow_zero=False),
+                       number(d.get("cooldown_s", x.cooldown_s), "scaling.cooldown_s",
+                              maximum=86400))
+
+
+def _depends_on(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or len(raw) > 32:
+        raise invalid("depends_on", "must be a list of at most 32 job names")
+    return tuple(sorted({check_name(v, f"depends_on[{i}]") for i, v in enumerate(raw)}))
+
+
+def _disconnect(raw: Any) -> DisconnectSpec:
+    d = obj(raw, "disconnect")
+    no_unknown(d, {"stop_after_s"}, "disconnect.")
+    return DisconnectSpec(number(d.get("stop_after_s"), "disconnect.stop_after_s",
+                                 minimum=0.1, maximum=86400 * 7))
+
+
+def _user(raw: Any, field: str) -> str:
+    if not isinstance(raw, str) or not USER_RE.match(raw):
+        raise invalid(field, "must be a user or group name, or a numeric id")
+    return raw
+
+
+def _umask(raw: Any) -> int:
+    if isinstance(raw, str):
+        try:
+            raw = int(raw, 8)
+        except ValueError:
+            raise invalid("umask", "must be octal, e.g. \"022\"") from None
+    return integer(raw, "umask", maximum=0o777)
+
+
+# The optional sections with a parser, checked in this order (the first bad one is the one
+# reported). `type`, `priority` and `scoring` are handled in `parse_job_spec`.
+_SECTIONS: dict[str, Callable[[Any], Any]] = {
+    "user": lambda v: _user(v, "user"),
+    "group": lambda v: _user(v, "group"),
+    "umask": _umask,
+    "shell": lambda v: boolean(v, "shell"),
+    "health": _health,
+    "logs": _logs,
+    "sockets": _sockets,
+    "constraints": _constraints,
+    "preempt": lambda v: boolean(v, "preempt"),
+    "depends_on": _depends_on,
+    "update": _update,
+    "scaling": _scaling,
+    "disconnect": _disconnect,
+}

@@ -1,0 +1,38 @@
+"""What a handler gets while applying one command: the store, the command's log index and
+timestamp, and the event log. Handlers read no clock: `ts` was stamped by the proposer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hacontrol.model.resources import Quota, Usage
+
+from .events import EventLog
+from .quota import check_fits
+from .store import Store
+
+Result = dict[str, Any]
+
+
+@dataclass
+class Applying:
+    store: Store
+    events: EventLog
+    index: int
+    ts: float
+    # Test-only planted fault (see hacontrol/planted.py); None in every real deployment.
+    planted_quota_skip: Callable[[], bool] | None = None
+
+    def event(self, kind: str, **payload: Any) -> None:
+        self.events.add({"index": self.index, "ts": self.ts, "type": kind,
+                         **{k: v for k, v in payload.items() if v is not None}})
+
+    def check_quota(self, ns: str, usage: Usage) -> None:
+        """Raise `Rejection` unless `usage` fits the namespace's quota."""
+        if self.planted_quota_skip is not None and self.planted_quota_skip():
+            return
+        rej = check_fits(self.store.namespaces.get(ns, Quota()), usage)
+        if rej is not None:
+            raise rej

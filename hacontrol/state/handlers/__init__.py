@@ -1,0 +1,38 @@
+"""One handler per log operation, grouped by what they change.
+
+A handler gets the `Applying` context and the command's arguments, checks the arguments
+(through `validate`) and everything else it depends on before changing anything, and
+returns the result's data or raises `Rejection`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import commands as C
+from ..context import Applying, Result
+from . import allocations, deployments, jobs, namespaces, nodes, plans
+
+Handler = Callable[[Applying, dict[str, Any]], Result]
+
+
+def noop(tx: Applying, args: dict[str, Any]) -> Result:
+    return {}
+
+
+HANDLERS: dict[str, Handler] = {
+    C.NOOP: noop,
+    C.NS_PUT: namespaces.put,
+    C.JOB_PUT: jobs.put,
+    C.JOB_SCALE: jobs.scale,
+    C.JOB_DELETE: jobs.delete,
+    C.JOB_REVERT: jobs.revert,
+    C.NODE_REGISTER: nodes.register,
+    C.NODE_STATUS: nodes.status,
+    C.NODE_DRAIN: nodes.drain,
+    C.PLAN: plans.apply_plan,
+    C.ALLOC_UPDATE: allocations.update,
+    C.MIGRATE: allocations.migrate,
+    C.DEPLOY_STEP: deployments.step,
+}

@@ -1,0 +1,51 @@
+"""The snapshot encoding: a msgpack map of the tables and the idempotency table.
+
+Its bytes are also the input of the state digest, so key names and orders never change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from hacontrol.model.records import Allocation, Job, Node
+from hacontrol.model.resources import Quota
+
+from .dispatch import IdempotencyTable
+from .store import Store
+
+SNAPSHOT_VERSION = 1
+
+
+def encode(store: Store, idem: IdempotencyTable) -> bytes:
+    raw: bytes = msgpack.packb({
+        "v": SNAPSHOT_VERSION,
+        "index": store.index,
+        "alloc_seq": store.alloc_seq,
+        "namespaces": [[n, q.to_dict()] for n, q in store.namespaces.items()],
+        "jobs": [j.to_dict() for j in store.jobs.values()],
+        "allocs": [a.to_dict() for a in store.allocs.values()],
+        "nodes": [n.to_dict() for n in store.nodes.values()],
+        "idempotency": [[k, d, r] for k, d, r in idem],
+    }, use_bin_type=True)
+    return raw
+
+
+def decode(data: bytes) -> tuple[Store, IdempotencyTable]:
+    """A new store (indexes built) and idempotency table; raises on a malformed snapshot."""
+    d: Any = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    if not isinstance(d, dict) or d.get("v") != SNAPSHOT_VERSION:
+        raise ValueError("unsupported snapshot version")
+    store = Store()
+    store.namespaces = {n: Quota.from_dict(q) for n, q in d["namespaces"]}
+    store.jobs = {(j["namespace"], j["name"]): Job.from_dict(j) for j in d["jobs"]}
+    store.allocs = {a["id"]: Allocation.from_dict(a) for a in d["allocs"]}
+    store.nodes = {n["name"]: Node.from_dict(n) for n in d["nodes"]}
+    store.alloc_seq = int(d["alloc_seq"])
+    store.index = int(d["index"])
+    store.rebuild_indexes()
+    idem = IdempotencyTable()
+    for k, dg, r in d["idempotency"]:
+        idem.entries[k] = (dg, r)
+    return store, idem

@@ -1,0 +1,115 @@
+"""The replicated tables and the indexes that keep every read proportional to its answer.
+
+Tables: namespaces, jobs, allocations, nodes. Indexes (derived, rebuilt on restore, never
+snapshotted): allocations by job, by node, and the pending ones; resource usage per
+namespace. Every change to an allocation's job, node or pending-ness goes through the
+methods here so that the indexes cannot drift from the tables. Iteration orders are those
+of the allocation table (creation order), or of placement for a node, so that every
+replica walks them identically.
+"""
+
+from __future__ import annotations
+
+from hacontrol.model.records import Allocation, Job, Node
+from hacontrol.model.resources import Quota, Usage
+from hacontrol.model.states import AllocState, DesiredState
+
+DEFAULT_NAMESPACE = "default"
+
+JobKey = tuple[str, str]
+
+
+class Store:
+    def __init__(self) -> None:
+        self.namespaces: dict[str, Quota] = {DEFAULT_NAMESPACE: Quota()}
+        self.jobs: dict[JobKey, Job] = {}
+        self.allocs: dict[str, Allocation] = {}
+        self.nodes: dict[str, Node] = {}
+        self.alloc_seq = 0
+        self.index = 0
+        # Indexes: key -> ids (dicts as insertion-ordered sets).
+        self.by_node: dict[str, dict[str, None]] = {}
+        self.by_job: dict[JobKey, dict[str, None]] = {}
+        self.pending: dict[str, None] = {}
+        # The sum of job usages per namespace, so a quota check costs O(1). Integers
+        # (micro-cores): float sums depend on their order, and the running sum must agree
+        # to the last bit with a recomputation after a restore.
+        self.usage: dict[str, tuple[int, int, int]] = {}
+
+    # ------------------------------------------------------------ allocations
+
+    def add_alloc(self, alloc: Allocation) -> None:
+        self.allocs[alloc.id] = alloc
+        self.by_job.setdefault((alloc.namespace, alloc.job), {})[alloc.id] = None
+        if alloc.node is not None:
+            self.by_node.setdefault(alloc.node, {})[alloc.id] = None
+        elif alloc.state == AllocState.PENDING and alloc.desired == DesiredState.RUN:
+            self.pending[alloc.id] = None
+
+    def place(self, alloc: Allocation, node: str) -> None:
+        alloc.node = node
+        self.by_node.setdefault(node, {})[alloc.id] = None
+        self.pending.pop(alloc.id, None)
+
+    def unpend(self, alloc: Allocation) -> None:
+        """Call when an unplaced allocation stops being wanted."""
+        self.pending.pop(alloc.id, None)
+
+    def forget_alloc(self, alloc: Allocation) -> None:
+        del self.allocs[alloc.id]
+        key = (alloc.namespace, alloc.job)
+        ids = self.by_job.get(key)
+        if ids is not None:
+            ids.pop(alloc.id, None)
+            if not ids:
+                del self.by_job[key]
+        if alloc.node is not None:
+            self.by_node.get(alloc.node, {}).pop(alloc.id, None)
+        self.pending.pop(alloc.id, None)
+
+    def job_allocs(self, job: Job) -> list[Allocation]:
+        return [self.allocs[i] for i in self.by_job.get(job.key, {})]
+
+    def node_allocs(self, name: str) -> list[Allocation]:
+        return [self.allocs[i] for i in self.by_node.get(name, {})]
+
+    def pending_allocs(self) -> list[Allocation]:
+        return [self.allocs[i] for i in self.pending]
+
+    def node_free(self, node: Node) -> tuple[float, int]:
+        """(cores, MiB) not held by allocations on the node."""
+        # Integer micro-cores: the result must not depend on the order of the sum, or a
+        # replica restored from a snapshot could judge a borderline fit differently.
+        cpu_u, mem = 0, 0
+        for a in self.node_allocs(node.name):
+            if a.holds_resources:
+                cpu_u += round(a.resources.cpu * 1_000_000)
+                mem += a.resources.memory_mb
+        return (node.capacity.cpu - cpu_u / 1_000_000, node.capacity.memory_mb - mem)
+
+    # ------------------------------------------------------------ usage
+
+    def account(self, ns: str, before: Usage, after: Usage) -> None:
+        c, m, p = self.usage.get(ns, (0, 0, 0))
+        b, a = before.as_ints(), after.as_ints()
+        self.usage[ns] = (c - b[0] + a[0], m - b[1] + a[1], p - b[2] + a[2])
+
+    def namespace_usage(self, ns: str) -> Usage:
+        c, m, p = self.usage.get(ns, (0, 0, 0))
+        return Usage(c / 1_000_000, m, p)
+
+    def recompute_usage(self) -> dict[str, tuple[int, int, int]]:
+        usage: dict[str, tuple[int, int, int]] = {}
+        for j in self.jobs.values():
+            c, m, p = usage.get(j.namespace, (0, 0, 0))
+            u = j.quota_usage().as_ints()
+            usage[j.namespace] = (c + u[0], m + u[1], p + u[2])
+        return usage
+
+    def rebuild_indexes(self) -> None:
+        """Derive every index from the tables (after a restore)."""
+        allocs = list(self.allocs.values())
+        self.allocs, self.by_node, self.by_job, self.pending = {}, {}, {}, {}
+        for a in allocs:
+            self.add_alloc(a)
+        self.usage = self.recompute_usage()

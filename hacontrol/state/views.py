@@ -1,0 +1,90 @@
+"""The answers the API serves, built from the store. Reads only; each costs what its answer
+holds (a job's allocations, a node's allocations), never a walk over the whole table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hacontrol.model.messages import Assignment
+from hacontrol.model.records import Allocation, Job, Node
+from hacontrol.model.states import AllocState, JobStatus, JobType
+
+from .quota import headroom
+from .store import Store
+
+View = dict[str, Any]
+_COUNTED = ("pending", "starting", "running", "paused", "exited", "failed", "lost", "stopped",
+            "complete")
+
+
+def namespace_view(store: Store, ns: str) -> View:
+    quota = store.namespaces[ns]
+    usage = store.namespace_usage(ns)
+    return {"name": ns, "quota": quota.to_dict(), "usage": usage.to_dict(),
+            "headroom": headroom(quota, usage)}
+
+
+def node_view(store: Store, node: Node) -> View:
+    cpu, mem = store.node_free(node)
+    return {"name": node.name, "status": node.status, "address": node.address,
+            "labels": node.labels, "attributes": node.attributes, "drain": node.drain,
+            "drain_deadline": node.drain_deadline, "eligible": node.eligible,
+            "capacity": node.capacity.to_dict(),
+            "free": {"cpu": round(cpu, 6), "memory_mb": mem},
+            "allocations": sum(1 for a in store.node_allocs(node.name) if a.holds_resources),
+            "registered_at": node.registered_at, "updated_at": node.updated_at}
+
+
+def job_counts(store: Store, job: Job) -> dict[str, int]:
+    counts = {"desired": job.spec.count if job.status == JobStatus.RUNNING else 0}
+    counts.update(dict.fromkeys(_COUNTED, 0))
+    for a in store.job_allocs(job):
+        if a.version == job.version or a.state in (AllocState.RUNNING, AllocState.STARTING):
+            counts[a.state] = counts.get(a.state, 0) + 1
+    return counts
+
+
+def job_status(store: Store, job: Job) -> str:
+    """The stored status, or `complete` for a batch job whose allocations all completed."""
+    if job.status == JobStatus.RUNNING and job.spec.type == JobType.BATCH \
+            and job.spec.count > 0:
+        done = sum(1 for a in store.job_allocs(job)
+                   if a.version == job.version and a.state == AllocState.COMPLETE)
+        if done >= job.spec.count:
+            return JobStatus.COMPLETE
+    return job.status
+
+
+def job_view(store: Store, job: Job) -> View:
+    return {"namespace": job.namespace, "name": job.name, **job.spec.to_dict(),
+            "version": job.version, "status": job_status(store, job),
+            "created_at": job.created_at, "updated_at": job.updated_at,
+            "modify_index": job.modify_index, "deployment": job.deployment,
+            "counts": job_counts(store, job)}
+
+
+def alloc_view(a: Allocation) -> View:
+    return {"id": a.id, "namespace": a.namespace, "job": a.job, "version": a.version,
+            "node": a.node, "desired": a.desired, "state": a.state, "pid": a.pid,
+            "restarts": a.restarts, "exit_code": a.exit_code, "signal": a.signal,
+            "message": a.message, "resources": a.resources.to_dict(),
+            "created_at": a.created_at, "updated_at": a.updated_at,
+            "placed_at": a.placed_at, "modify_index": a.modify_index, "health": a.health,
+            "reason": a.reason, "running_since": a.running_since}
+
+
+def assignments(store: Store, node_name: str) -> list[Assignment]:
+    """What an agent must run (and stop) now: its non-terminal allocations with specs."""
+    out = []
+    for a in store.node_allocs(node_name):
+        if a.terminal:
+            continue
+        job = store.jobs.get((a.namespace, a.job))
+        out.append(Assignment(a.id, a.namespace, a.job, a.version, a.desired, a.state,
+                              None if job is None else job.spec))
+    return out
+
+
+def versions_view(job: Job) -> list[View]:
+    """The job's version history, newest first."""
+    return [v.to_dict() for v in reversed(job.history)]
