@@ -12,9 +12,9 @@ import asyncio
 from aiohttp import web
 
 from hacontrol.controller.errors import NotLeader
+from hacontrol.model.errors import invalid
 from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.state import commands as C
-from hacontrol.state.errors import invalid
 from hacontrol.state.machine import StateMachine
 
 from .backend import Cluster

@@ -12,10 +12,10 @@ import aiohttp
 from aiohttp import web
 
 from hacontrol.controller.errors import AgentUnreachable
+from hacontrol.model.checks import check_name
+from hacontrol.model.errors import Rejection, conflict, invalid, not_found
 from hacontrol.state import commands as C
-from hacontrol.state.errors import Rejection, conflict, invalid, not_found
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.validate import check_name
 
 from .backend import Store
 from .request import (
@@ -58,7 +58,7 @@ async def job_versions(request: web.Request) -> web.Response:
 
     def view(m: StateMachine) -> list[dict[str, Any]] | None:
         job = m.jobs.get((ns, name))
-        return None if job is None else list(reversed(job.versions))
+        return None if job is None else [v.to_dict() for v in reversed(job.history)]
     out = await store_of(request).read(view, is_stale(request))
     if out is None:
         raise not_found(f"job {ns}/{name}", "name")

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hacontrol.model.errors import invalid
 from hacontrol.scheduler.leader_state import Leadership, LeaderState
 from hacontrol.state import commands as C
-from hacontrol.state.errors import invalid
 
 from .backend import Cluster, Store
 from .errors import RequestError

@@ -10,11 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
+from hacontrol.model.checks import check_name
+from hacontrol.model.errors import invalid, not_found
+from hacontrol.model.spec_parse import parse_count, parse_job_spec
 from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.state import commands as C
-from hacontrol.state.errors import invalid, not_found
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.validate import check_name, parse_count, parse_job_spec, parse_quota
+from hacontrol.state.validate import parse_quota
 
 from .request import (
     cluster_of,

@@ -9,7 +9,7 @@ ApplyFailed), plus what the replica itself can refuse.
 
 from __future__ import annotations
 
-from hacontrol.state.errors import Rejection
+from hacontrol.model.errors import Rejection
 
 __all__ = ["AgentUnreachable", "CommandFailed", "ControlError", "NoQuorum", "NotApplied",
            "NotLeader", "OutcomeUnknown", "Rejection"]

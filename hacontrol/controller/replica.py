@@ -15,12 +15,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hacontrol.model.errors import Rejection
 from hacontrol.raft.bridge import ApplyFailed, LogBridge
 from hacontrol.raft.bridge import NotApplied as LogNotApplied
 from hacontrol.raft.bridge import OutcomeUnknown as LogOutcomeUnknown
 from hacontrol.raft.replica import Replica
 from hacontrol.state import commands as C
-from hacontrol.state.errors import Rejection
 from hacontrol.state.machine import StateMachine
 
 from .changes import ChangeFeed

@@ -21,9 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hacontrol.model.records import Allocation, Job
+from hacontrol.model.states import (
+    AllocState,
+    DeploymentStatus,
+    DesiredState,
+    JobStatus,
+    NodeStatus,
+)
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.model import DESIRED_RUN, NODE_READY, PENDING, STARTING, Allocation, Job
 
 from . import autoscale, drain, rollout
 from .leader_state import JobKey, LeaderState
@@ -32,6 +39,9 @@ from .placement import Demand, NodeRoom, plan_placements
 from .view import placement_inputs
 
 MAX_PLACEMENTS_PER_PLAN = 1000
+
+_FAILED = (AllocState.FAILED, AllocState.LOST)
+_IN_FLIGHT = (AllocState.PENDING, AllocState.STARTING)
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,7 @@ def decide(m: StateMachine, leader: LeaderState, now: Now,
 def survey(m: StateMachine, leader: LeaderState, now: Now,
            grace_s: float = DEFAULT_GRACE_S) -> Survey:
     """The part of `decide` that reads the state (the caller holds it still)."""
-    ready = [n.name for n in m.nodes.values() if n.status == NODE_READY]
+    ready = [n.name for n in m.nodes.values() if n.status == NodeStatus.READY]
     for name in nodes_to_mark_down(ready, leader.heartbeats, leader.since, now.mono, grace_s):
         return Survey(Decisions([Proposal(C.NODE_STATUS, {"name": name, "status": "down"},
                                           warning=f"node {name} missed heartbeats for "
@@ -113,22 +123,21 @@ def finish(s: Survey) -> Decisions:
 def deployment_steps(m: StateMachine, now_wall: float) -> list[Proposal]:
     out: list[Proposal] = []
     for job in m.jobs.values():
-        dep = job.deployment
-        if dep is None or dep.get("status") != "running":
+        dep = job.rollout
+        if dep is None or dep.status != DeploymentStatus.RUNNING:
             continue
-        upd = job.spec.option("update") or {}
-        new: list[rollout.Instance] = []
-        old: list[rollout.Instance] = []
+        upd = job.spec.update_policy
+        new: list[rollout.Allocation] = []
+        old: list[rollout.Allocation] = []
         for a in m.job_allocs(job):
-            if a.desired != DESIRED_RUN or a.terminal and a.state not in ("failed", "lost"):
+            if a.desired != DesiredState.RUN or a.terminal and a.state not in _FAILED:
                 continue
-            inst = rollout.Instance(a.id, a.state, a.health, a.running_since)
-            (new if a.version == job.version else old).append(inst)
-        old = [i for i in old if i.state not in ("failed", "lost")]
-        step = rollout.next_step(job.spec.count, int(upd.get("max_parallel", 1)),
-                                 float(upd.get("min_healthy_s", 0.0)), float(dep["deadline"]),
-                                 bool(upd.get("auto_revert", False)),
-                                 int(dep["from_version"]), new, old, now_wall)
+            one = rollout.Allocation(a.id, a.state, a.health, a.running_since)
+            (new if a.version == job.version else old).append(one)
+        old = [i for i in old if i.state not in _FAILED]
+        step = rollout.next_step(job.spec.count, upd.max_parallel, upd.min_healthy_s,
+                                 dep.deadline, upd.auto_revert, dep.from_version, new, old,
+                                 now_wall)
         if step.empty:
             continue
         out.append(Proposal(C.DEPLOY_STEP, {
@@ -152,15 +161,16 @@ def drain_moves(m: StateMachine, now_wall: float) -> list[str]:
             continue
         on_node = []
         for a in m.node_allocs(node.name):
-            if a.desired == DESIRED_RUN and not a.terminal:
+            if a.desired == DesiredState.RUN and not a.terminal:
                 job = m.jobs.get((a.namespace, a.job))
-                par = int((job.spec.option("update") or {}).get("max_parallel", 1)) if job else 1
+                par = job.spec.update_policy.max_parallel if job else 1
                 on_node.append(drain.OnNode(a.id, (a.namespace, a.job), par))
         if not on_node:
             continue
         in_flight: dict[tuple[str, str], int] = {}
         for a in m.allocs.values():
-            if a.desired == DESIRED_RUN and a.state in (PENDING, STARTING) and a.node != node.name:
+            if (a.desired == DesiredState.RUN and a.state in _IN_FLIGHT
+                    and a.node != node.name):
                 in_flight[(a.namespace, a.job)] = in_flight.get((a.namespace, a.job), 0) + 1
         moves += drain.to_migrate(on_node, in_flight, now_wall, node.drain_deadline)
     return moves
@@ -174,16 +184,16 @@ def autoscale_proposals(m: StateMachine, leader: LeaderState, now_wall: float
     out: list[Proposal] = []
     scaled: dict[JobKey, float] = {}
     for job in m.jobs.values():
-        sc = job.spec.option("scaling")
-        if sc is None or job.status != "running":
+        sc = job.spec.scaling
+        if sc is None or job.status != JobStatus.RUNNING:
             continue
         used = [metrics[a.id]["cpu_percent"] / 100.0 for a in m.job_allocs(job)
-                if a.state == "running" and a.id in metrics
+                if a.state == AllocState.RUNNING and a.id in metrics
                 and metrics[a.id].get("cpu_percent") is not None]
         key = (job.namespace, job.name)
-        d = autoscale.decide(job.spec.count, job.spec.resources.cpu, used, sc["min"],
-                             sc["max"], sc["cpu_target"], leader.last_scaled.get(key),
-                             sc["cooldown_s"], now_wall)
+        d = autoscale.decide(job.spec.count, job.spec.resources.cpu, used, sc.min_count,
+                             sc.max_count, sc.cpu_target, leader.last_scaled.get(key),
+                             sc.cooldown_s, now_wall)
         if d is None:
             continue
         scaled[key] = now_wall
@@ -198,9 +208,9 @@ def autoscale_proposals(m: StateMachine, leader: LeaderState, now_wall: float
 def _waiting_for(m: StateMachine, job: Job) -> list[str]:
     """Names of the jobs `job` still waits for (batch jobs that have not completed)."""
     waiting = []
-    for dep in job.spec.option("depends_on", []):
+    for dep in job.spec.depends_on or ():
         other = m.jobs.get((job.namespace, dep))
-        if other is None or m.job_status(other) != "complete":
+        if other is None or m.job_status(other) != JobStatus.COMPLETE:
             waiting.append(dep)
     return waiting
 

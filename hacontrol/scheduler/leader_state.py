@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hacontrol.model.states import AllocState
+
 JobKey = tuple[str, str]  # (namespace, name)
 
 
@@ -38,7 +40,7 @@ class LeaderState:
 
     def pending_reason(self, alloc_id: str, state: str, node: str | None) -> str | None:
         """Why a pending, unplaced allocation waits (None for anything else)."""
-        if state == "pending" and node is None:
+        if state == AllocState.PENDING and node is None:
             return self.unplaced.get(alloc_id)
         return None
 

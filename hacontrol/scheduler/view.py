@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from hacontrol.model.records import Allocation
+from hacontrol.model.states import DesiredState, Scoring
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.model import Allocation
 
 from .constraints import Constraint
-from .placement import BATCH, SERVICE, Demand, JobType, NodeRoom, Placed
+from .placement import BATCH, BINPACK, SERVICE, SPREAD, Demand, JobType, NodeRoom, Placed
 
 
 def _job_type(name: str) -> JobType:
@@ -24,14 +25,13 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
         demands.append(Demand(
             alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
             memory_mb=a.resources.memory_mb, priority=spec.priority, job_type=_job_type(spec.type),
-            constraints=tuple(Constraint(c.get("attribute", ""), c["operator"],
-                                         c.get("value") or "")
-                              for c in spec.option("constraints", [])),
-            scoring=spec.option("scoring", "binpack"),
-            preempt=bool(spec.option("preempt", False))))
+            constraints=tuple(Constraint(c.attribute or "", c.operator, c.value or "")
+                              for c in spec.constraints or ()),
+            scoring=SPREAD if spec.scoring == Scoring.SPREAD else BINPACK,
+            preempt=bool(spec.preempt)))
     by_node: dict[str, list[Placed]] = {}
     for a in m.allocs.values():
-        if a.node is None or not a.holds_resources or a.desired != "run":
+        if a.node is None or not a.holds_resources or a.desired != DesiredState.RUN:
             # Instances on their way out still hold room (node_free counts them) but must
             # not be offered as preemption victims again.
             continue

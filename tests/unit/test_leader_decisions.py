@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from hacontrol.model.spec_parse import parse_job_spec
 from hacontrol.scheduler.decide import Decisions, Now, decide
 from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.validate import parse_job_spec
 
 SLEEP: dict[str, Any] = {"command": ["sleep", "600"], "resources": {"cpu": 0.5,
                                                                     "memory_mb": 64}}
