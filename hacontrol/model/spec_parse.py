@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import signal as _signal
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from .checks import (
@@ -45,12 +46,8 @@ MAX_ENV = 256
 USER_RE = re.compile(r"^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10})$")
 SOCKET_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SIGNALS = {s.name for s in _signal.Signals}
-_TOP_LEVEL = {"command", "env", "cwd", "count", "resources", "restart", "stop", "type",
-              "priority", "scoring", "user", "group", "umask", "shell", "health", "logs",
-              "sockets", "constraints", "preempt", "depends_on", "update", "scaling",
-              "disconnect",
-              # `name` and `namespace` may ride along in job files; the URL decides them.
-              "name", "namespace"}
+# `name` and `namespace` may ride along in job files; the URL decides them.
+_TOP_LEVEL = {f.name for f in fields(JobSpec)} | {"name", "namespace"}
 
 
 def parse_count(raw: Any, field: str = "count") -> int:

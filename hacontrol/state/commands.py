@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import invalid
+from hacontrol.model.errors import invalid
 
 NOOP = "noop"
 NS_PUT = "ns_put"

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from hacontrol.model.errors import Rejection
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
 
@@ -23,7 +24,6 @@ from . import commands as C
 from . import snapshot as snap
 from . import views
 from .dispatch import IdempotencyTable, apply_command
-from .errors import Rejection
 from .events import EVENTS_KEPT, EventLog
 from .store import DEFAULT_NAMESPACE, Store
 

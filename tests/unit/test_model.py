@@ -165,3 +165,11 @@ def test_a_bad_report_is_rejected_naming_the_field(report: dict[str, Any], field
     with pytest.raises(Rejection) as exc:
         SyncRequest.from_dict(raw)
     assert exc.value.field == field
+
+
+def test_unknown_spec_fields_are_rejected_but_name_may_ride_along() -> None:
+    with pytest.raises(Rejection) as exc:
+        parse_job_spec({"command": ["x"], "bogus": 1})
+    assert exc.value.field == "bogus"
+    assert parse_job_spec({"command": ["x"], "name": "web", "namespace": "default"}) \
+        == parse_job_spec({"command": ["x"]})

@@ -219,6 +219,15 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
             if x.node is not None:
                 actual.setdefault(x.node, set()).add(x.id)
         assert index == actual
+        # The other indexes agree with the table, in the table's order.
+        s = a.m.store
+        by_job: dict[tuple[str, str], list[str]] = {}
+        for x in a.m.allocs.values():
+            by_job.setdefault((x.namespace, x.job), []).append(x.id)
+        assert {k: list(v) for k, v in s.by_job.items()} == by_job
+        assert list(s.pending) == [x.id for x in a.m.allocs.values()
+                                   if x.state == "pending" and x.node is None
+                                   and x.desired == "run"]
         restored = StateMachine()
         restored.restore(a.m.snapshot())
         for n in a.m.nodes.values():
