@@ -46,7 +46,6 @@ class Controller:
         self.replica = replica
         self.machine = machine
         self.bridge = LogBridge(replica)
-        self.started = time.monotonic()
         self._changes: ChangeFeed | None = None
         # Generated idempotency keys: unique per process start, cheaper than uuid4.
         self._key_prefix = f"{me.id}-{uuid.uuid4().hex[:12]}-"
