@@ -27,7 +27,7 @@ from hacontrol.model.states import REPORTED_STATES, AllocState, Health, NodeStat
 
 __all__ = [
     "MAX_COUNT", "NAME_RE", "AllocUpdate", "DeployStep", "NodeRegistration", "check_name",
-    "parse_alloc_updates", "parse_count", "parse_deploy_step", "parse_drain",
+    "node_name", "parse_alloc_updates", "parse_count", "parse_deploy_step", "parse_drain",
     "parse_evictions", "parse_job_key", "parse_job_spec", "parse_migrate",
     "parse_node_registration", "parse_node_status", "parse_placements", "parse_quota",
 ]
@@ -80,6 +80,13 @@ def parse_node_registration(a: dict[str, Any]) -> NodeRegistration:
     return NodeRegistration(name, Resources(float(cpu), mem), address,
                             str_map(a.get("labels"), "labels", max_items=MAX_LABELS),
                             str_map(a.get("attributes"), "attributes", max_items=MAX_LABELS))
+
+
+def node_name(a: dict[str, Any]) -> str | None:
+    """The node a command names, or None when it names none (the caller answers not found:
+    a node is looked up, never created, by these commands)."""
+    name = a.get("name")
+    return name if isinstance(name, str) else None
 
 
 def parse_node_status(a: dict[str, Any]) -> NodeStatus:

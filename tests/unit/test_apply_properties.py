@@ -155,7 +155,7 @@ def test_garbled_valid_commands_never_raise_nor_half_apply(raw: bytes) -> None:
     _check(raw)
 
 
-@settings(max_examples=1000, deadline=None,
+@settings(max_examples=500, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(frames)
 def test_random_frames_never_raise_nor_half_apply(raw: bytes) -> None:

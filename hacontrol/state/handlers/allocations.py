@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hacontrol.model.records import Allocation, Job
-from hacontrol.model.states import AllocState, DesiredState, JobType
+from hacontrol.model.states import AllocState, DesiredState, JobStatus, JobType
 
 from ..context import Applying, Result
 from ..lifecycle import collect_job, reconcile_touched, stop_alloc
@@ -24,7 +24,7 @@ def stop_and_replace(tx: Applying, ids: list[tuple[str, str]]) -> list[str]:
         stop_alloc(tx, alloc, why[:200])
         stopped.append(alloc_id)
         job = tx.store.jobs.get((alloc.namespace, alloc.job))
-        if job is not None and job.status == "running":
+        if job is not None and job.status == JobStatus.RUNNING:
             touched[job.key] = job
     reconcile_touched(tx, touched)
     return stopped

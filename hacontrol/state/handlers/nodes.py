@@ -11,7 +11,7 @@ from hacontrol.model.states import AllocState, JobStatus, NodeStatus
 from .. import views
 from ..context import Applying, Result
 from ..lifecycle import collect_job, reconcile
-from ..validate import parse_drain, parse_node_registration, parse_node_status
+from ..validate import node_name, parse_drain, parse_node_registration, parse_node_status
 
 
 def register(tx: Applying, args: dict[str, Any]) -> Result:
@@ -35,10 +35,10 @@ def register(tx: Applying, args: dict[str, Any]) -> Result:
 
 
 def _node(tx: Applying, args: dict[str, Any]) -> Node:
-    name = args.get("name")
-    node = tx.store.nodes.get(name) if isinstance(name, str) else None
+    name = node_name(args)
+    node = None if name is None else tx.store.nodes.get(name)
     if node is None:
-        raise not_found(f"node {name!r}", "name")
+        raise not_found(f"node {args.get('name')!r}", "name")
     return node
 
 
