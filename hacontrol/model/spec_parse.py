@@ -24,6 +24,7 @@ from .checks import (
     port,
 )
 from .errors import invalid
+from .pattern import compile_pattern
 from .resources import Resources
 from .spec import (
     Constraint,
@@ -257,8 +258,8 @@ def _constraint(raw: Any, at: str) -> Constraint:
         raise invalid(f"{at}.value", "must be a string")
     if op == ConstraintOperator.REGEXP:
         try:
-            re.compile(value)
-        except re.error as exc:
+            compile_pattern(value)
+        except ValueError as exc:
             raise invalid(f"{at}.value", f"bad regular expression: {exc}") from None
     return Constraint(op, attr, value)
 

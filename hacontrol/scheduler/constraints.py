@@ -11,11 +11,11 @@ instances, so here it always passes and `is_distinct` lets the planner find it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Protocol
+
+from hacontrol.model.pattern import compile_pattern
 
 EQ = "="
 NE = "!="
@@ -63,11 +63,6 @@ def _values(c: Constraint) -> tuple[str, ...]:
     return tuple(c.value)
 
 
-@lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def constraint_error(c: Constraint) -> str | None:
     """Why `c` cannot be evaluated, or None; job validation can reuse this."""
     if c.operator not in OPERATORS:
@@ -84,8 +79,8 @@ def constraint_error(c: Constraint) -> str | None:
         return f"operator {c.operator!r} needs a single string value"
     if c.operator == REGEXP:
         try:
-            _compiled(str(c.value))
-        except re.error as err:
+            compile_pattern(str(c.value))
+        except ValueError as err:
             return f"bad regular expression {c.value!r}: {err}"
     return None
 
@@ -115,7 +110,8 @@ def satisfies(c: Constraint, node: NodeFacts) -> bool:
         return actual == c.value
     if c.operator == IN:
         return actual in _values(c)
-    return _compiled(str(c.value)).search(actual) is not None
+    # linear time in len(actual): RE2, never a backtracking engine (see model/pattern.py)
+    return compile_pattern(str(c.value)).search(actual) is not None
 
 
 def describe(c: Constraint) -> str:
