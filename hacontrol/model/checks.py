@@ -8,14 +8,31 @@ from typing import Any
 
 from .errors import invalid
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$")
+# Always used with `fullmatch`: `$` also matches before a trailing newline, so `match` with
+# `^...$` accepted "web\n" (and made allocation ids such as "web\n-000001").
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?")
+# Allocation ids are `<job name>-<sequence>`; the agent names a directory after one, so the
+# character set leaves no room for "/", "." or ".." to escape its data directory.
+ALLOC_ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,199}")
+# C0, DEL and C1: never part of a name, a label or an environment variable's name.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def check_name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise invalid(field, "must be 1-64 characters of a-z, 0-9, '-', '_' or '.', "
                              "starting and ending with a letter or digit")
     return value
+
+
+def check_alloc_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not ALLOC_ID_RE.fullmatch(value):
+        raise invalid(field, "must be an allocation id")
+    return value
+
+
+def has_control(value: str) -> bool:
+    return CONTROL_RE.search(value) is not None
 
 
 def obj(value: Any, field: str) -> dict[str, Any]:
@@ -97,8 +114,9 @@ def str_map(raw: Any, field: str, *, max_items: int = 64) -> dict[str, str]:
     if not isinstance(raw, dict) or len(raw) > max_items:
         raise invalid(field, f"must be an object of at most {max_items} strings")
     for k, v in raw.items():
-        if not isinstance(k, str) or not isinstance(v, str) or len(k) > 128 or len(v) > 512:
-            raise invalid(f"{field}.{k}", "keys and values must be short strings")
+        if (not isinstance(k, str) or not isinstance(v, str) or len(k) > 128 or len(v) > 512
+                or not k or has_control(k) or has_control(v)):
+            raise invalid(f"{field}.{k}", "keys and values must be short strings without control characters")
     return dict(sorted(raw.items()))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .checks import (
+    check_alloc_id,
     check_name,
     integer,
     number,
@@ -67,10 +68,8 @@ class Assignment:
     @classmethod
     def from_dict(cls, raw: Any, at: str = "allocation") -> Assignment:
         d = obj(raw, at)
-        alloc_id = string(d.get("id"), f"{at}.id", max_len=200)
-        if not alloc_id or "/" in alloc_id or alloc_id in (".", ".."):
-            # The agent names a directory after it: it must not escape the data dir.
-            raise invalid(f"{at}.id", "must be an allocation id")
+        # The agent names a directory after it: it must not escape the data dir.
+        alloc_id = check_alloc_id(d.get("id"), f"{at}.id")
         spec = d.get("spec")
         return cls(alloc_id, check_name(d.get("namespace"), f"{at}.namespace"),
                    check_name(d.get("job"), f"{at}.job"),

@@ -17,6 +17,7 @@ from .checks import (
     argv,
     boolean,
     check_name,
+    has_control,
     integer,
     no_unknown,
     number,
@@ -44,8 +45,9 @@ MAX_COUNT = 10_000
 MAX_ARGV = 256
 MAX_ARG_LEN = 8192
 MAX_ENV = 256
-USER_RE = re.compile(r"^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10})$")
-SOCKET_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# used with fullmatch (`$` would accept a trailing newline)
+USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}")
+SOCKET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SIGNALS = {s.name for s in _signal.Signals}
 # `name` and `namespace` may ride along in job files; the URL decides them.
 _TOP_LEVEL = {f.name for f in fields(JobSpec)} | {"name", "namespace"}
@@ -108,7 +110,7 @@ def _env(raw: Any) -> dict[str, str]:
     if len(env) > MAX_ENV:
         raise invalid("env", f"at most {MAX_ENV} variables")
     for k, v in env.items():
-        if not isinstance(k, str) or not k or "=" in k or "\x00" in k:
+        if not isinstance(k, str) or not k or "=" in k or has_control(k):
             raise invalid(f"env.{k}", "invalid variable name")
         if not isinstance(v, str) or "\x00" in v:
             raise invalid(f"env.{k}", "must be a string")
@@ -219,7 +221,7 @@ def _sockets(raw: Any) -> tuple[SocketSpec, ...]:
         d = obj(s, f"sockets[{i}]")
         no_unknown(d, {"name", "port", "host"}, f"sockets[{i}].")
         name = d.get("name")
-        if not isinstance(name, str) or not SOCKET_NAME_RE.match(name) or name in names:
+        if not isinstance(name, str) or not SOCKET_NAME_RE.fullmatch(name) or name in names:
             raise invalid(f"sockets[{i}].name", "must be a unique name of letters, digits, "
                                                 "'_', '-' or '.'")
         names.add(name)
@@ -306,7 +308,7 @@ def _disconnect(raw: Any) -> DisconnectSpec:
 
 
 def _user(raw: Any, field: str) -> str:
-    if not isinstance(raw, str) or not USER_RE.match(raw):
+    if not isinstance(raw, str) or not USER_RE.fullmatch(raw):
         raise invalid(field, "must be a user or group name, or a numeric id")
     return raw
 

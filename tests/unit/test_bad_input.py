@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
+from hacontrol.model.checks import check_alloc_id, check_name, str_map
 from hacontrol.model.errors import Rejection
+from hacontrol.model.messages import Assignment
 from hacontrol.model.spec_parse import parse_job_spec
 from hacontrol.scheduler.constraints import Constraint, constraint_error, satisfies
 from hacontrol.scheduler.placement import NodeRoom
+
+from .api_fake import ApplyingReplica, call
 
 
 def _node(name: str) -> NodeRoom:
@@ -36,3 +41,54 @@ def test_patterns_a_linear_engine_cannot_run_are_refused(pattern: str) -> None:
         parse_job_spec({"command": ["true"], "constraints": [
             {"attribute": "node.name", "operator": "regexp", "value": pattern}]})
     assert exc.value.field == "constraints[0].value"
+
+
+# --- names ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["web\n", "web\r", "w\x1beb", "web\x00", "web\x85"])
+def test_a_name_with_a_trailing_newline_or_control_character_is_refused(name: str) -> None:
+    with pytest.raises(Rejection):
+        check_name(name, "name")
+
+
+def test_put_job_with_an_encoded_newline_in_its_name_is_a_422() -> None:
+    replica = ApplyingReplica()
+    status, _, body = call(replica, "PUT", "/v1/jobs/default/web%0A",
+                           json.dumps({"command": ["true"]}).encode())
+    assert status == 422, body
+    assert json.loads(body)["error"]["field"] == "name"
+    assert replica.m.jobs == {}
+
+
+@pytest.mark.parametrize("key", ["A\nB", "A\x1b[2J", "A\x7f"])
+def test_control_characters_in_env_names_are_refused(key: str) -> None:
+    with pytest.raises(Rejection) as exc:
+        parse_job_spec({"command": ["true"], "env": {key: "v"}})
+    assert exc.value.field == f"env.{key}"
+
+
+@pytest.mark.parametrize("field,value", [("user", "root\n"), ("group", "root\n"),
+                                         ("sockets", [{"name": "http\n", "port": 80}])])
+def test_user_group_and_socket_names_are_anchored_at_the_very_end(field: str,
+                                                                  value: object) -> None:
+    with pytest.raises(Rejection):
+        parse_job_spec({"command": ["true"], field: value})
+
+
+@pytest.mark.parametrize("labels", [{"zone\n": "a"}, {"zone": "a\x1b]0;pwned\x07"}, {"": "a"}])
+def test_control_characters_in_node_labels_are_refused(labels: dict[str, str]) -> None:
+    with pytest.raises(Rejection):
+        str_map(labels, "labels")
+
+
+@pytest.mark.parametrize("alloc_id", ["../../etc", "..", ".", "web\n-000001", "a/b", "",
+                                      "x" * 201])
+def test_an_assignment_id_that_could_leave_the_data_dir_is_refused(alloc_id: str) -> None:
+    with pytest.raises(Rejection) as exc:
+        check_alloc_id(alloc_id, "allocation.id")
+    assert exc.value.field == "allocation.id"
+    raw = {"id": alloc_id, "namespace": "default", "job": "web", "version": 1,
+           "desired": "run", "state": "pending", "spec": None}
+    with pytest.raises(Rejection):
+        Assignment.from_dict(raw)
