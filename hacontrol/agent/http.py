@@ -7,6 +7,7 @@ this module and :mod:`hacontrol.agent.main` do not import each other.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Protocol
 from aiohttp import web
 
 from hacontrol.agent.spec import AllocationEvent
+from hacontrol.model.checks import ALLOC_ID_RE
+from hacontrol.model.text import prometheus_label
 
 from .metrics import AllocationMetrics
 from .report import event_report, metrics_report
@@ -48,7 +51,13 @@ def _err(status: int, code: str, message: str, field: str | None = None) -> web.
 
 
 def build_agent_app(local: LocalAllocations | None, token: str) -> web.Application:
-    """The app; ``local`` None answers 503 to everything but the health check."""
+    """The app; ``local`` None answers 503 to everything but the health check.
+
+    Raises `ValueError` for an empty token: "Bearer " with nothing after it would match it.
+    """
+    if not token.strip():
+        raise ValueError("the agent API needs a non-empty token")
+    expected = token.strip().encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -57,8 +66,12 @@ def build_agent_app(local: LocalAllocations | None, token: str) -> web.Applicati
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return _err(401, "unauthorized", "missing bearer token", "Authorization")
-        if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+        presented = header[7:].strip().encode()
+        if not presented or not hmac.compare_digest(presented, expected):
             return _err(403, "forbidden", "wrong token", "Authorization")
+        if "id" in request.match_info and not ALLOC_ID_RE.fullmatch(request.match_info["id"]):
+            # The id becomes a directory name under the data dir: nothing else may pass.
+            return _err(422, "invalid", "must be an allocation id", "id")
         return await handler(request)
 
     async def health(_: web.Request) -> web.Response:
@@ -110,7 +123,8 @@ def build_agent_app(local: LocalAllocations | None, token: str) -> web.Applicati
             return _err(404, "not_found", f"no logs for {alloc_id!r} here", "id")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
-        data = s.read_log(alloc_id, stream, tail)
+        # Disk reads off the event loop: a slow read must not delay the next heartbeat.
+        data = await asyncio.to_thread(s.read_log, alloc_id, stream, tail)
         await resp.write(data)
         if follow:
             live = s.alloc_dir(alloc_id) / f"{stream}.log"
@@ -136,7 +150,8 @@ def build_agent_app(local: LocalAllocations | None, token: str) -> web.Applicati
             for alloc_id, m in sorted(samples.items()):
                 v = metrics_report(m).get(key)
                 if v is not None:
-                    lines.append(f'hacontrol_instance_{key}{{alloc="{alloc_id}"}} {v}')
+                    lines.append(f'hacontrol_instance_{key}{{alloc="{prometheus_label(alloc_id)}"}} '
+                                 f'{v}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     app = web.Application(middlewares=[auth])

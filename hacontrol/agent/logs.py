@@ -25,7 +25,10 @@ from hacontrol.model.spec import LogPolicy
 
 STREAMS = ("stdout", "stderr")
 _READ_CHUNK = 64 * 1024
-_TAIL_BLOCK = 8192
+_TAIL_BLOCK = 64 * 1024
+# The most a tail answers, whatever number of lines it asks for: enough for any reading by a
+# person, small enough to read in well under the agent's heartbeat interval.
+MAX_TAIL_BYTES = 4 * 1024 * 1024
 
 
 def log_path(alloc_dir: Path, stream: str) -> Path:
@@ -68,9 +71,13 @@ def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
     return True
 
 
-def tail(path: Path, lines: int) -> bytes:
-    """The last ``lines`` lines of ``path``."""
-    if lines <= 0:
+def tail(path: Path, lines: int, max_bytes: int = MAX_TAIL_BYTES) -> bytes:
+    """The last ``lines`` lines of ``path``, and never more than its last ``max_bytes``.
+
+    Reads backwards in blocks and joins them once, so the cost is the size of the answer,
+    whatever ``lines`` asks for.
+    """
+    if lines <= 0 or max_bytes <= 0:
         return b""
     try:
         f = open(path, "rb")
@@ -79,14 +86,26 @@ def tail(path: Path, lines: int) -> bytes:
     with f:
         end = f.seek(0, os.SEEK_END)
         pos = end
-        data = b""
+        blocks: list[bytes] = []
+        newlines = 0
         # One newline more than lines: a trailing newline ends the last line
         # rather than starting another.
-        while pos > 0 and data.count(b"\n") <= lines:
-            step = min(_TAIL_BLOCK, pos)
+        while pos > 0 and newlines <= lines and end - pos < max_bytes:
+            step = min(_TAIL_BLOCK, pos, max_bytes - (end - pos))
             pos -= step
             f.seek(pos)
-            data = f.read(step) + data
+            block = f.read(step)
+            blocks.append(block)
+            newlines += block.count(b"\n")
+        cut = False
+        if pos > 0 and end - pos >= max_bytes:
+            f.seek(pos - 1)
+            cut = f.read(1) != b"\n"  # the cap fell inside a line
+    data = b"".join(reversed(blocks))
+    if cut and b"\n" in data:
+        data = data[data.index(b"\n") + 1:]  # leave out the line the cap cut
+    if not data:
+        return b""
     body = data[:-1] if data.endswith(b"\n") else data
     parts = body.split(b"\n")
     if pos > 0 or len(parts) > lines:
@@ -95,14 +114,16 @@ def tail(path: Path, lines: int) -> bytes:
     return out + b"\n" if data.endswith(b"\n") else out
 
 
-def read_log(alloc_dir: Path, stream: str, tail_lines: int) -> bytes:
-    """Last ``tail_lines`` lines, reaching into the newest rotated file if needed."""
+def read_log(alloc_dir: Path, stream: str, tail_lines: int,
+             max_bytes: int = MAX_TAIL_BYTES) -> bytes:
+    """Last ``tail_lines`` lines, reaching into the newest rotated file if needed; at most
+    ``max_bytes`` in all. Blocking: call it off the event loop."""
     path = log_path(alloc_dir, stream)
-    live = tail(path, tail_lines)
+    live = tail(path, tail_lines, max_bytes)
     have = live.count(b"\n") + (0 if live.endswith(b"\n") or not live else 1)
     if have >= tail_lines:
         return live
-    older = tail(rotated(path, 1), tail_lines - have)
+    older = tail(rotated(path, 1), tail_lines - have, max_bytes - len(live))
     return older + live
 
 

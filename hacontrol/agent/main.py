@@ -213,6 +213,9 @@ async def agent_main(args: Any) -> None:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     token = Path(args.token_file).read_text().strip()
+    if not token:
+        # "Bearer " with nothing after it would match an empty token
+        raise SystemExit(f"{args.token_file}: empty token")
     cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
     mem = (args.memory_mb if args.memory_mb is not None
            else psutil.virtual_memory().total // (1024 * 1024))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
+from hacontrol.model.checks import ALLOC_ID_RE
 from hacontrol.model.resources import Resources
 from hacontrol.model.spec import HealthCheck, LogPolicy, RestartSpec, SocketSpec, StopSpec
 from hacontrol.model.states import AllocState, ExitReason, Health
@@ -60,7 +61,7 @@ class AllocationSpec:
     socket_key: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.alloc_id or "/" in self.alloc_id or self.alloc_id in (".", ".."):
+        if not ALLOC_ID_RE.fullmatch(self.alloc_id):
             # The id names a directory under data_dir; it must not escape it.
             raise ValueError(f"invalid alloc_id {self.alloc_id!r}")
         if not self.command:

@@ -40,6 +40,7 @@ from hacontrol.agent.process import AdoptedHandle
 from hacontrol.agent.sampler import Sampler
 from hacontrol.agent.sockets import SocketRegistry
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec, parse_signal
+from hacontrol.model.checks import ALLOC_ID_RE
 
 __all__ = ["AllocationNotRunning", "Supervisor"]
 
@@ -102,6 +103,10 @@ class Supervisor:
         return self._layout.mode
 
     def alloc_dir(self, alloc_id: str) -> Path:
+        """The allocation's directory; raises `ValueError` for an id that is not one (it
+        could name a path outside the data dir)."""
+        if not ALLOC_ID_RE.fullmatch(alloc_id):
+            raise ValueError(f"invalid allocation id {alloc_id!r}")
         return self.data_dir / "allocs" / alloc_id
 
     def allocations(self) -> dict[str, AllocationEvent]:

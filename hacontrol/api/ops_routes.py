@@ -14,6 +14,7 @@ from aiohttp import web
 from hacontrol.controller.errors import AgentUnreachable
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import Rejection, conflict, invalid, not_found
+from hacontrol.model.text import prometheus_label
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
@@ -194,7 +195,7 @@ def _prom(lines: list[str], name: str, value: float, help_: str, kind: str = "ga
           **labels: str) -> None:
     if not any(line.startswith(f"# HELP {name} ") for line in lines):
         lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-    lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    lab = ",".join(f'{k}="{prometheus_label(v)}"' for k, v in labels.items())
     lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
 
 

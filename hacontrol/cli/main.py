@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from hacontrol import __version__
+from hacontrol.cli import output
 from hacontrol.cli.client import DEFAULT_ADDR, Client, ClientError, split_addrs
 from hacontrol.cli.commands import GROUPS
 from hacontrol.cli.commands.base import (
@@ -64,8 +65,8 @@ def run_client_command(
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
-    except ClientError as exc:
-        err.write(f"error: {exc}\n")
+    except ClientError as exc:  # its message may quote the server
+        err.write(f"error: {output.terminal_safe(str(exc))}\n")
         return EXIT_ERROR
     except BrokenPipeError:
         # Output piped into `head` and friends; not worth a traceback.

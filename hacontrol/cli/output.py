@@ -8,7 +8,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
+from hacontrol.model.text import strip_terminal_controls
+
 MISSING = "-"
+
+
+def terminal_safe(text: str) -> str:
+    """Server-provided `text` as it may reach a terminal: names, messages and labels come
+    from other users and agents, and an escape sequence in one must print, not act."""
+    return strip_terminal_controls(text)
 
 
 def to_json(value: Any) -> str:
@@ -58,7 +66,7 @@ def cell_text(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     # Cells must stay on one line or the table stops lining up.
-    return str(value).replace("\n", "\\n")
+    return terminal_safe(str(value)).replace("\n", "\\n")
 
 
 def format_number(value: float | int | None) -> str:
@@ -378,7 +386,7 @@ def event_line(event: Mapping[str, Any]) -> str:
         when = MISSING
     fields = " ".join(f"{k}={_event_value(v)}" for k, v in event.items() if k not in EVENT_META)
     line = f"{when}  {cell_text(event.get('index'))}  {cell_text(event.get('type'))}"
-    return f"{line}  {fields}" if fields else line
+    return terminal_safe(f"{line}  {fields}" if fields else line)
 
 
 def render_node_list(nodes: Sequence[Mapping[str, Any]], now: float | None = None) -> str:

@@ -34,10 +34,12 @@ class ApplyingReplica(FakeReplica):
 
 
 def call(replica: FakeReplica, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None, **app_options: Any
-         ) -> tuple[int, dict[str, str], bytes]:
+         headers: dict[str, str] | None = None, leadership: Leadership | None = None,
+         **app_options: Any) -> tuple[int, dict[str, str], bytes]:
     async def go() -> tuple[int, dict[str, str], bytes]:
-        leadership = Leadership(lambda: 3 if replica.leading else None)
+        nonlocal leadership
+        if leadership is None:
+            leadership = Leadership(lambda: 3 if replica.leading else None)
         app: web.Application = build_app(replica, replica, leadership, TOKEN, **app_options)
         sent = {"Authorization": f"Bearer {TOKEN}", **(headers or {})}
         async with TestClient(TestServer(app)) as client:

@@ -11,10 +11,13 @@ from hacontrol.model.checks import check_alloc_id, check_name, str_map
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import Assignment
 from hacontrol.model.spec_parse import parse_job_spec
+from hacontrol.model.text import strip_terminal_controls
 from hacontrol.scheduler.constraints import Constraint, constraint_error, satisfies
+from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.placement import NodeRoom
 
 from .api_fake import ApplyingReplica, call
+from .cli_fake import FakeApi, not_found
 
 
 def _node(name: str) -> NodeRoom:
@@ -92,3 +95,49 @@ def test_an_assignment_id_that_could_leave_the_data_dir_is_refused(alloc_id: str
            "desired": "run", "state": "pending", "spec": None}
     with pytest.raises(Rejection):
         Assignment.from_dict(raw)
+
+
+# --- text that reaches a terminal or another format ----------------------------------
+
+HOSTILE = "web\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b\x00"
+
+
+def test_the_cli_prints_server_text_without_terminal_controls(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi(default=not_found)
+    api.reply("GET", "/v1/jobs", {"jobs": [{"namespace": "default", "name": HOSTILE,
+                                            "version": 1, "count": 1, "status": HOSTILE,
+                                            "counts": {}}]})
+    assert api.run("job", "status") == 0
+    printed = capsys.readouterr().out
+    assert "web" in printed and "red" in printed
+    assert not any(c in printed for c in "\x1b\x07\x9b\x00")
+
+
+def test_the_cli_strips_terminal_controls_from_server_error_messages(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi(default=lambda _seen: (
+        422, {"error": {"code": "invalid", "message": HOSTILE, "field": "name"}}, {}))
+    assert api.run("job", "status") != 0
+    err = capsys.readouterr().err
+    assert "web" in err and "\x1b" not in err and "\x07" not in err
+
+
+@pytest.mark.parametrize("text,shown", [("plain\tand\nlines", "plain\tand\nlines"),
+                                        ("\x1b[1mbold\x1b[0m", "bold"),
+                                        ("\x1b]8;;http://x\x1b\\link", "link")])
+def test_strip_terminal_controls_keeps_layout(text: str, shown: str) -> None:
+    assert strip_terminal_controls(text) == shown
+
+
+def test_server_metrics_escape_label_values() -> None:
+    replica = ApplyingReplica()
+    leadership = Leadership(lambda: 3)
+    state = leadership.current()
+    assert state is not None
+    state.alloc_metrics['x"} 1\nevil{a="'] = {"cpu_percent": 1.0}
+    status, _, body = call(replica, "GET", "/metrics", leadership=leadership)
+    assert status == 200
+    lines = body.decode().splitlines()
+    assert not any(line.startswith("evil") for line in lines)
+    assert 'hacontrol_instance_cpu_percent{alloc="x\\"} 1\\nevil{a=\\""} 1.0' in lines

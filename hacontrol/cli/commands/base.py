@@ -72,7 +72,7 @@ def show(args: argparse.Namespace, out: IO[str], result: Json,
     if args.json:
         output.print_json(result, out)
     else:
-        out.write(render() + "\n")
+        out.write(output.terminal_safe(render()) + "\n")
     return EXIT_OK
 
 

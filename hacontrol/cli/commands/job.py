@@ -74,10 +74,10 @@ def cmd_job_run(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
         output.print_json(result, out)
         return EXIT_OK
     job = result.get("job") or {}
-    out.write(
+    out.write(output.terminal_safe(
         f"Job {ns}/{job.get('name', name)} registered: version "
         f"{output.cell_text(job.get('version'))}, index {output.cell_text(result.get('index'))}\n"
-    )
+    ))
     return EXIT_OK
 
 
@@ -96,7 +96,7 @@ def cmd_job_status(args: argparse.Namespace, client: Client, out: IO[str]) -> in
     else:
         job.setdefault("name", args.name)
         job.setdefault("namespace", ns)
-        out.write(output.render_job(job, allocations) + "\n")
+        out.write(output.terminal_safe(output.render_job(job, allocations)) + "\n")
     return EXIT_OK
 
 

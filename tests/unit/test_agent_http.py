@@ -1,0 +1,106 @@
+"""The agent's own HTTP API against hostile requests: ids that name paths, empty tokens,
+huge tails, label values that would break the metrics format."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from hacontrol.agent import logs
+from hacontrol.agent.http import build_agent_app
+from hacontrol.agent.supervisor import Supervisor
+from hacontrol.model.text import prometheus_label
+
+TOKEN = "agent-secret"
+
+
+def get(sup: Supervisor, path: str, token: str = TOKEN,
+        ) -> tuple[int, bytes, float]:
+    """(status, body, worst event-loop stall in seconds while the request ran)."""
+    async def go() -> tuple[int, bytes, float]:
+        worst = 0.0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal worst
+            while not done:
+                t = time.monotonic()
+                await asyncio.sleep(0.01)
+                worst = max(worst, time.monotonic() - t - 0.01)
+
+        async with TestClient(TestServer(build_agent_app(sup, token))) as client:
+            tick = asyncio.create_task(ticker())
+            resp = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+            body = await resp.read()
+            done = True
+            await tick
+            return resp.status, body, worst
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def sup(tmp_path: Path) -> Supervisor:
+    return Supervisor(tmp_path / "agent", lambda _ev: None, isolation="rlimit")
+
+
+@pytest.mark.parametrize("token", ["", "   \n"])
+def test_an_empty_token_is_refused_rather_than_matching_bearer_nothing(
+        sup: Supervisor, token: str) -> None:
+    with pytest.raises(ValueError):
+        build_agent_app(sup, token)
+
+
+def test_bearer_with_nothing_after_it_is_refused(sup: Supervisor) -> None:
+    async def go() -> int:
+        async with TestClient(TestServer(build_agent_app(sup, TOKEN))) as client:
+            resp = await client.get("/metrics", headers={"Authorization": "Bearer "})
+            return resp.status
+    assert asyncio.run(go()) in (401, 403)
+
+
+@pytest.mark.parametrize("alloc_id", ["..", "%2E%2E", "..%2F..", "web%0A-000001"])
+def test_an_allocation_id_that_names_another_path_is_refused(sup: Supervisor,
+                                                             alloc_id: str) -> None:
+    # allocs/.. is the data dir itself: its "stdout.log" must stay unreadable
+    (sup.data_dir / "allocs").mkdir(parents=True)
+    (sup.data_dir / "stdout.log").write_text("agent secret\n")
+    status, body, _ = get(sup, f"/v1/allocations/{alloc_id}/logs")
+    assert status in (404, 422), body
+    assert b"secret" not in body
+    with pytest.raises(ValueError):
+        sup.alloc_dir("..")
+
+
+def test_a_huge_tail_of_a_big_log_answers_quickly_capped_and_off_the_loop(
+        sup: Supervisor) -> None:
+    d = sup.alloc_dir("web-000001")
+    d.mkdir(parents=True)
+    line = b"x" * 99 + b"\n"
+    with open(d / "stdout.log", "wb") as f:
+        for _ in range(30):
+            f.write(line * 10_000)  # 1 MB
+    started = time.monotonic()
+    status, body, stall = get(sup, "/v1/allocations/web-000001/logs?tail=1000000000")
+    assert status == 200
+    assert time.monotonic() - started < 5.0
+    assert logs.MAX_TAIL_BYTES - len(line) < len(body) <= logs.MAX_TAIL_BYTES
+    assert body.startswith(line) and body.endswith(line)
+    assert stall < 0.5
+
+
+def test_tail_reads_into_the_rotated_file_within_the_cap(tmp_path: Path) -> None:
+    (tmp_path / "stdout.log.1").write_bytes(b"a\nb\nc\n")
+    (tmp_path / "stdout.log").write_bytes(b"d\ne\n")
+    assert logs.read_log(tmp_path, "stdout", 3) == b"c\nd\ne\n"
+    assert logs.read_log(tmp_path, "stdout", 10, max_bytes=6) == b"c\nd\ne\n"
+    # a line cut by the cap is left out, not shown by its end
+    assert logs.read_log(tmp_path, "stdout", 10, max_bytes=5) == b"d\ne\n"
+    assert logs.read_log(tmp_path, "stdout", 10, max_bytes=3) == b"e\n"
+
+
+def test_metrics_label_values_are_escaped() -> None:
+    assert prometheus_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
