@@ -35,12 +35,10 @@ async def get_status(request: web.Request) -> web.Response:
     return ok(cluster_of(request).status())
 
 
-# Health answers carry no secrets; the cluster page reads every replica's from one origin.
-CORS_OPEN = {"Access-Control-Allow-Origin": "*"}
-
-
+# No route sends CORS headers: no other origin's page may read this API with a user's
+# browser, not even the health answers (which would tell a page what runs on the network).
 async def get_health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"}, headers=CORS_OPEN)
+    return web.json_response({"status": "ok"})
 
 
 async def get_ready(request: web.Request) -> web.Response:
@@ -51,7 +49,7 @@ async def get_ready(request: web.Request) -> web.Response:
         {"ready": ready, "id": st["id"], "role": st["role"], "leader": st["leader"],
          "term": st["term"], "applied_index": st["applied_index"],
          "commit_index": st["commit_index"]},
-        status=200 if ready else 503, headers=CORS_OPEN)
+        status=200 if ready else 503)
 
 
 # -------------------------------------------------------------- namespaces

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import json
 import time
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from hacontrol.api.app import build_app
 from hacontrol.model.checks import check_alloc_id, check_name, str_map
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import Assignment
@@ -141,3 +146,45 @@ def test_server_metrics_escape_label_values() -> None:
     lines = body.decode().splitlines()
     assert not any(line.startswith("evil") for line in lines)
     assert 'hacontrol_instance_cpu_percent{alloc="x\\"} 1\\nevil{a=\\""} 1.0' in lines
+
+
+# --- the page, and other origins -----------------------------------------------------
+
+
+def test_the_page_has_a_content_security_policy_that_admits_only_its_own_code() -> None:
+    status, headers, body = call(ApplyingReplica(), "GET", "/ui")
+    assert status == 200
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    page = body.decode()
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in csp
+    assert " on" + "click=" not in page  # inline handlers would need 'unsafe-inline'
+
+
+def test_no_route_ever_answers_with_cors_headers() -> None:
+    replica = ApplyingReplica()
+    app = build_app(replica, replica, Leadership(lambda: 3), "t")
+    paths = sorted({r.resource.canonical.replace("{", "").replace("}", "")
+                    for r in app.router.routes() if r.resource is not None})
+    assert "/v1/health" in paths and "/ui" in paths
+    sent = {"Origin": "https://evil.example", "Access-Control-Request-Method": "PUT",
+            "Authorization": "Bearer t"}
+
+    async def go() -> list[tuple[str, str, list[str]]]:
+        found = []
+        async with TestClient(TestServer(app)) as client:
+            for path in paths:
+                for method in ("GET", "OPTIONS", "PUT"):
+                    try:  # streaming routes answer headers at once, then keep going
+                        resp = await asyncio.wait_for(
+                            client.request(method, path, data=b"{}", headers=sent), 5)
+                    except TimeoutError:
+                        continue
+                    cors = [h for h in resp.headers if h.lower().startswith("access-control")]
+                    resp.close()
+                    found += [(method, path, cors)] if cors else []
+        return found
+    assert asyncio.run(go()) == []
