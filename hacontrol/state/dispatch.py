@@ -1,4 +1,14 @@
-"""Applying one decoded command: the idempotency table, then the operation's handler."""
+"""Applying one decoded command: the idempotency table, then the operation's handler.
+
+The table answers a retried request (same key, same request) with the first answer
+without applying it again. It keeps a compact copy of each result, never a whole job spec
+(a spec may be 1 MiB): a job view keeps everything but its spec, and a replay takes the spec
+back from the job's version history, so the answer is the first one, byte for byte, while
+that version is still kept; after that the answer is the view without its spec (name,
+version, count, status...: what the CLI reads). Every replica keeps and forgets the same
+entries at the same log index: sizes are measured on the msgpack encoding, which is the same
+everywhere.
+"""
 
 from __future__ import annotations
 
@@ -17,30 +27,88 @@ from .handlers import HANDLERS
 from .store import Store
 
 IDEMPOTENCY_KEYS_KEPT = 10_000
+# At most this much in all, measured as msgpack; compact entries are about 300 bytes, so the
+# key count is what binds in practice and this only guards against large results.
+IDEMPOTENCY_BYTES_KEPT = 8 * 1024 * 1024
+# A compact result larger than this keeps only its scalar fields (plans list every
+# placement; they are proposed by the leader, which never retries them with the same key).
+RESULT_BYTES_KEPT = 4096
+# What the table keeps of a job view: all but the spec (plus the count, which `job_scale`
+# changes without a new version), in the view's own order.
+JOB_REFERENCE = ("namespace", "name", "count", "version", "status", "created_at", "updated_at",
+                 "modify_index", "deployment", "counts")
 
 
 def request_digest(op: str, args: dict[str, object]) -> str:
     return hashlib.sha256(msgpack.packb([op, args], use_bin_type=True)).hexdigest()[:32]
 
 
-class IdempotencyTable:
-    """key -> (request digest, result), FIFO-evicted so every replica forgets the same
-    keys at the same entry."""
+def _packed_len(value: object) -> int:
+    return len(msgpack.packb(value, use_bin_type=True))
 
-    def __init__(self, kept: int = IDEMPOTENCY_KEYS_KEPT) -> None:
+
+def compact_result(result: Result) -> Result:
+    """What the table keeps of `result`: job views shrunk to `JOB_REFERENCE`, and only the
+    scalar fields of anything still over `RESULT_BYTES_KEPT`. Compacting twice changes
+    nothing, so a snapshot's entries can be compacted again on restore."""
+    out = dict(result)
+    job = out.get("job")
+    if isinstance(job, dict):
+        out["job"] = {k: job[k] for k in JOB_REFERENCE if k in job}
+    if _packed_len(out) > RESULT_BYTES_KEPT:
+        out = {k: v for k, v in out.items()
+               if k == "job" or not isinstance(v, list | dict) or k == "error"}
+        out["compacted"] = True
+    return out
+
+
+def replayed_result(store: Store, kept: Result) -> Result:
+    """The answer to a retried request: the kept result, its job view made whole again
+    from the job's version history when that version is still kept."""
+    out = dict(kept, replayed=True)
+    ref = kept.get("job")
+    if isinstance(ref, dict):
+        job = store.jobs.get((str(ref.get("namespace")), str(ref.get("name"))))
+        kept_version = next((v for v in job.history if v.version == ref.get("version")),
+                            None) if job is not None else None
+        count = ref.get("count")
+        if kept_version is not None and isinstance(count, int):
+            spec = kept_version.spec.with_count(count).to_dict()
+            out["job"] = {"namespace": ref["namespace"], "name": ref["name"], **spec,
+                          **{k: v for k, v in ref.items() if k not in spec
+                             and k not in ("namespace", "name")}}
+    return out
+
+
+class IdempotencyTable:
+    """key -> (request digest, compact result), FIFO-evicted by count and by bytes, so
+    every replica forgets the same keys at the same entry."""
+
+    def __init__(self, kept: int = IDEMPOTENCY_KEYS_KEPT,
+                 bytes_kept: int = IDEMPOTENCY_BYTES_KEPT) -> None:
         self.kept = kept
-        self.entries: OrderedDict[str, tuple[str, Result]] = OrderedDict()
+        self.bytes_kept = bytes_kept
+        self.bytes = 0
+        self.entries: OrderedDict[str, tuple[str, Result, int]] = OrderedDict()
 
     def get(self, key: str) -> tuple[str, Result] | None:
-        return self.entries.get(key)
+        entry = self.entries.get(key)
+        return None if entry is None else (entry[0], entry[1])
 
     def put(self, key: str, digest: str, result: Result) -> None:
-        self.entries[key] = (digest, result)
-        while len(self.entries) > self.kept:
-            self.entries.popitem(last=False)
+        kept = compact_result(result)
+        size = _packed_len([key, digest, kept])
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        self.entries[key] = (digest, kept, size)
+        self.bytes += size
+        while len(self.entries) > self.kept or self.bytes > self.bytes_kept:
+            _, (_, _, dropped) = self.entries.popitem(last=False)
+            self.bytes -= dropped
 
     def __iter__(self) -> Iterator[tuple[str, str, Result]]:
-        for k, (d, r) in self.entries.items():
+        for k, (d, r, _) in self.entries.items():
             yield k, d, r
 
     def __len__(self) -> int:
@@ -59,7 +127,7 @@ def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C
             if seen[0] != digest:
                 raise conflict("idempotency key was already used for a different request",
                                "Idempotency-Key")
-            return dict(seen[1], replayed=True)
+            return replayed_result(store, seen[1])
     tx = Applying(store, events, index, cmd.ts, planted_quota_skip)
     try:
         data = HANDLERS[cmd.op](tx, cmd.args)

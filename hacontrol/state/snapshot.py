@@ -47,5 +47,5 @@ def decode(data: bytes) -> tuple[Store, IdempotencyTable]:
     store.rebuild_indexes()
     idem = IdempotencyTable()
     for k, dg, r in d["idempotency"]:
-        idem.entries[k] = (dg, r)
+        idem.put(k, dg, r)  # compacts entries written before results were kept compact
     return store, idem
