@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hacontrol import planted
 from hacontrol.api.app import build_app
+from hacontrol.api.limits import Limits
 from hacontrol.controller.status import Member, parse_peer
 from hacontrol.raft.config import RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
@@ -28,6 +29,7 @@ from hacontrol.scheduler.loop import LeaderLoop
 from hacontrol.state.machine import StateMachine
 
 log = logging.getLogger("hacontrol.server")
+LIMIT_FLAGS = ("max_body_bytes", "max_jobs", "max_namespaces", "max_nodes")
 
 
 async def run_controller(args: Any) -> None:
@@ -57,7 +59,9 @@ async def run_controller(args: Any) -> None:
     ctl.attach_loop(loop)
     leadership = Leadership(ctl.leading_term)
 
-    app = build_app(ctl, ctl, leadership, token)
+    limits = Limits(**{f: getattr(args, f) for f in LIMIT_FLAGS
+                       if getattr(args, f, None) is not None})
+    app = build_app(ctl, ctl, leadership, token, limits)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True)

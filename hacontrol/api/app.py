@@ -17,14 +17,17 @@ from . import agent_routes, ops_routes, routes, ui
 from .auth import token_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
-from .request import CLUSTER, LEADERSHIP, MAX_BODY_BYTES, STORE, TOKEN
+from .limits import LimitedStore, Limits
+from .request import CLUSTER, LEADERSHIP, MAX_BODY, STORE, TOKEN
 
 
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
-              token: str) -> web.Application:
+              token: str, limits: Limits | None = None) -> web.Application:
+    limits = limits or Limits()
     app = web.Application(middlewares=[error_middleware, token_middleware(token)],
-                          client_max_size=MAX_BODY_BYTES)
-    app[STORE] = store
+                          client_max_size=limits.max_body_bytes)
+    app[MAX_BODY] = limits.max_body_bytes
+    app[STORE] = LimitedStore(store, limits)
     app[CLUSTER] = cluster
     app[LEADERSHIP] = leadership
     app[TOKEN] = token

@@ -36,6 +36,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "quota_exceeded": 409,
+    "limit_exceeded": 409,
     "payload_too_large": 413,
     "not_leader": 503,
     "unavailable": 503,

@@ -23,6 +23,7 @@ STORE = web.AppKey[Store]("store")
 CLUSTER = web.AppKey[Cluster]("cluster")
 LEADERSHIP = web.AppKey[Leadership]("leadership")
 TOKEN = web.AppKey[str]("token")
+MAX_BODY = web.AppKey[int]("max_body_bytes")
 AGENT_SESSION = web.AppKey[aiohttp.ClientSession]("agent_session")
 
 
@@ -40,9 +41,14 @@ def leader_of(request: web.Request) -> LeaderState | None:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise RequestError("payload_too_large", f"body over {MAX_BODY_BYTES} bytes", "body")
-    raw = await request.read()
+    limit = request.app.get(MAX_BODY, MAX_BODY_BYTES)
+    too_large = RequestError("payload_too_large", f"body over {limit} bytes", "body")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # a chunked body that said nothing of its size
+        raise too_large from None
     if not raw:
         raise invalid("body", "a JSON object body is required")
     try:

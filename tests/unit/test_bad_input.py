@@ -7,11 +7,13 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from hacontrol.api.app import build_app
+from hacontrol.api.limits import LimitedStore, Limits
 from hacontrol.model.checks import check_alloc_id, check_name, str_map
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import Assignment
@@ -20,9 +22,11 @@ from hacontrol.model.text import strip_terminal_controls
 from hacontrol.scheduler.constraints import Constraint, constraint_error, satisfies
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.placement import NodeRoom
+from hacontrol.state import commands as C
 
 from .api_fake import ApplyingReplica, call
 from .cli_fake import FakeApi, not_found
+from .test_api_errors import TOKEN
 
 
 def _node(name: str) -> NodeRoom:
@@ -188,3 +192,66 @@ def test_no_route_ever_answers_with_cors_headers() -> None:
                     found += [(method, path, cors)] if cors else []
         return found
     assert asyncio.run(go()) == []
+
+
+# --- caps ----------------------------------------------------------------------------
+
+
+def _put(replica: ApplyingReplica, path: str, body: object, limits: Limits
+         ) -> tuple[int, dict[str, object]]:
+    status, _, raw = call(replica, "PUT", path, json.dumps(body).encode(), limits=limits)
+    return status, json.loads(raw)
+
+
+def test_jobs_beyond_the_cap_are_refused_naming_the_field() -> None:
+    replica, limits = ApplyingReplica(), Limits(max_jobs=2)
+    job = {"command": ["true"], "count": 0}
+    assert _put(replica, "/v1/jobs/default/a", job, limits)[0] == 200
+    assert _put(replica, "/v1/jobs/default/b", job, limits)[0] == 200
+    status, body = _put(replica, "/v1/jobs/default/c", job, limits)
+    assert status == 409
+    assert body["error"] == {"code": "limit_exceeded", "field": "name",
+                             "message": "the cluster already holds the most jobs it "
+                                        "accepts (2)"}
+    # an existing job can still change
+    assert _put(replica, "/v1/jobs/default/a", {**job, "count": 1}, limits)[0] == 200
+
+
+def test_namespaces_beyond_the_cap_are_refused_naming_the_field() -> None:
+    replica = ApplyingReplica()
+    limits = Limits(max_namespaces=len(replica.m.namespaces) + 1)
+    assert _put(replica, "/v1/namespaces/team", {}, limits)[0] == 200
+    status, body = _put(replica, "/v1/namespaces/other", {}, limits)
+    assert (status, body["error"]["field"]) == (409, "namespace")
+
+
+def test_nodes_beyond_the_cap_are_refused_naming_the_field() -> None:
+    replica = ApplyingReplica()
+    store = LimitedStore(replica, Limits(max_nodes=1))
+    node = {"cpu": 1.0, "memory_mb": 100, "address": ""}
+    asyncio.run(store.write(C.NODE_REGISTER, {"name": "n1", **node}))
+    asyncio.run(store.write(C.NODE_REGISTER, {"name": "n1", **node}))  # again: not new
+    with pytest.raises(Rejection) as exc:
+        asyncio.run(store.write(C.NODE_REGISTER, {"name": "n2", **node}))
+    assert (exc.value.code, exc.value.field) == ("limit_exceeded", "node.name")
+    assert sorted(replica.m.nodes) == ["n1"]
+
+
+def test_a_body_over_the_cap_is_a_413_naming_the_body_even_when_chunked() -> None:
+    replica, limits = ApplyingReplica(), Limits(max_body_bytes=1000)
+    big = json.dumps({"command": ["true"], "env": {"X": "x" * 2000}}).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield big
+
+    for data in (big, chunks()):
+        async def go(data: object = data) -> tuple[int, dict[str, object]]:
+            app = build_app(replica, replica, Leadership(lambda: 3), TOKEN, limits)
+            async with TestClient(TestServer(app)) as client:
+                resp = await client.put("/v1/jobs/default/web", data=data,
+                                        headers={"Authorization": f"Bearer {TOKEN}"})
+                return resp.status, await resp.json()
+        status, body = asyncio.run(go())
+        assert status == 413
+        assert body["error"]["field"] == "body"
+    assert replica.m.jobs == {}

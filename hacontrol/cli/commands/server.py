@@ -14,7 +14,7 @@ from hacontrol.cli.commands.base import (
     SubParsers,
     missing_component,
 )
-from hacontrol.cli.commands.flags import host_port, non_negative_int, peer_spec
+from hacontrol.cli.commands.flags import host_port, non_negative_int, peer_spec, positive_int
 
 
 def register(sub: SubParsers) -> None:
@@ -39,6 +39,12 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--heartbeat-grace", type=float, default=3.0,
                    help="seconds of silence before a node is marked down (default 3)")
+    for flag, what in (("--max-body-bytes", "bytes in a request body (default 1 MiB)"),
+                       ("--max-jobs", "jobs in the cluster (default 10000)"),
+                       ("--max-namespaces", "namespaces (default 1000)"),
+                       ("--max-nodes", "nodes (default 5000)")):
+        p.add_argument(flag, type=positive_int, default=None, help=f"accept at most this many "
+                       f"{what}; more is refused with 409 or 413 naming the field")
     p.set_defaults(run=run_server)
 
 
