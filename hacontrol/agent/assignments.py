@@ -15,8 +15,11 @@ from .spec import AllocationSpec
 log = logging.getLogger(__name__)
 
 
-def allocation_spec(assignment: Assignment, node: str) -> AllocationSpec:
+def allocation_spec(assignment: Assignment, node: str,
+                    default_user: str | None = None) -> AllocationSpec:
     """What to run for an assignment from the leader, plus the agent's own env vars.
+
+    A spec that names no user runs as `default_user` (None: as the agent itself).
 
     ValueError if the spec is missing or the supervisor cannot run it.
     """
@@ -39,7 +42,7 @@ def allocation_spec(assignment: Assignment, node: str) -> AllocationSpec:
         cwd=spec.cwd,
         restart=spec.restart,
         stop=spec.stop,
-        user=spec.user,
+        user=spec.user if spec.user is not None else default_user,
         group=spec.group,
         umask=spec.umask,
         shell=bool(spec.shell),

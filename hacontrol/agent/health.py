@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
+from typing import Any
 
+import psutil
+
+from hacontrol.agent.process import wrapper_argv
+from hacontrol.model.checks import has_control
 from hacontrol.model.spec import HealthCheck
 from hacontrol.model.states import Health, HealthCheckType
 
@@ -47,13 +54,36 @@ class ProbeResult:
     detail: str
 
 
+@dataclass(frozen=True)
+class Confinement:
+    """Where an exec check runs: as the allocation's user and group, in its cgroup, under
+    its rlimits and umask (what the exec wrapper applies to the allocation itself)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    groups: list[int] | None = None
+    umask: int | None = None
+    cgroup_procs: list[str] = field(default_factory=list)
+    rlimits: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def wrapper_config(self, err_fd: int) -> dict[str, Any]:
+        return {"err_fd": err_fd, "cgroup_procs": self.cgroup_procs, "rlimits": self.rlimits,
+                "uid": self.uid, "gid": self.gid, "groups": self.groups, "umask": self.umask,
+                "fds": [], "fd_names": []}
+
+
 async def probe(
-    check: HealthCheck, env: dict[str, str] | None = None, cwd: str | None = None
+    check: HealthCheck, env: dict[str, str] | None = None, cwd: str | None = None,
+    confinement: Confinement | None = None,
 ) -> ProbeResult:
-    """Run one check, never taking longer than ``check.timeout_s``."""
+    """Run one check, never taking longer than ``check.timeout_s``.
+
+    Exec checks run inside ``confinement`` when given (the agent's own identity and
+    limits otherwise); network checks reach only addresses of this node.
+    """
     try:
         if check.type == HealthCheckType.EXEC:
-            return await _probe_exec(check, env, cwd)
+            return await _probe_exec(check, env, cwd, confinement)
         return await asyncio.wait_for(_probe_net(check), check.timeout_s)
     except TimeoutError:
         return ProbeResult(False, f"timed out after {check.timeout_s:g}s")
@@ -61,9 +91,40 @@ async def probe(
         return ProbeResult(False, f"{type(exc).__name__}: {exc}")
 
 
+def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses of this node's interfaces."""
+    out: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                with contextlib.suppress(ValueError):
+                    out.add(ipaddress.ip_address(a.address.split("%", 1)[0]))
+    return out
+
+
+async def own_address(host: str, port: int) -> str | None:
+    """An address of this node that `host` names, or None: a check must not become a way
+    to reach other machines from the agent's network position."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                         type=socket.SOCK_STREAM)
+    mine = local_addresses()
+    for *_, sockaddr in infos:
+        addr = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if addr.is_loopback or addr in mine:
+            return str(sockaddr[0])
+    return None
+
+
 async def _probe_net(check: HealthCheck) -> ProbeResult:
     assert check.port is not None
-    reader, writer = await asyncio.open_connection(check.host, check.port)
+    if check.type == HealthCheckType.HTTP and (has_control(check.path) or " " in check.path):
+        return ProbeResult(False, "the check's path holds a space or a control character")
+    # Connect to the address that was checked, not to the name again (which could then
+    # resolve elsewhere).
+    address = await own_address(check.host, check.port)
+    if address is None:
+        return ProbeResult(False, f"{check.host!r} is not an address of this node")
+    reader, writer = await asyncio.open_connection(address, check.port)
     try:
         if check.type == HealthCheckType.TCP:
             return ProbeResult(True, "connected")
@@ -91,17 +152,39 @@ async def _probe_net(check: HealthCheck) -> ProbeResult:
 
 
 async def _probe_exec(
-    check: HealthCheck, env: dict[str, str] | None, cwd: str | None
+    check: HealthCheck, env: dict[str, str] | None, cwd: str | None,
+    confinement: Confinement | None,
 ) -> ProbeResult:
-    proc = await asyncio.create_subprocess_exec(
-        *check.command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
+    if confinement is None:
+        proc = await asyncio.create_subprocess_exec(
+            *check.command, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True)
+        return await _wait_check(check, proc)
+    err_r, err_w = os.pipe()
+    try:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *wrapper_argv(confinement.wrapper_config(err_w), list(check.command)),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True,
+                pass_fds=[err_w])
+        finally:
+            os.close(err_w)
+        result = await _wait_check(check, proc)
+        if not result.ok:
+            # The wrapper reports why it could not exec (unknown command, cgroup gone...)
+            os.set_blocking(err_r, False)
+            with contextlib.suppress(OSError):
+                why = os.read(err_r, 4096)
+                if why:
+                    return ProbeResult(False, f"cannot run the check: {why.decode(errors='replace')}")
+        return result
+    finally:
+        os.close(err_r)
+
+
+async def _wait_check(check: HealthCheck, proc: asyncio.subprocess.Process) -> ProbeResult:
     try:
         code = await asyncio.wait_for(proc.wait(), check.timeout_s)
     except TimeoutError:

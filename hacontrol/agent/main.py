@@ -44,8 +44,11 @@ def node_attributes() -> dict[str, str]:
 class Agent:
     def __init__(self, name: str, data_dir: Path, controllers: list[str], token: str,
                  cpu: float, memory_mb: int, address: str,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None,
+                 default_user: str | None = None) -> None:
         self.name = name
+        # who runs allocations whose spec names no user (see `default_user_for`)
+        self.default_user = default_user
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address,
                      "labels": dict(labels or {}), "attributes": node_attributes()}
         self.last_contact = time.monotonic()
@@ -97,7 +100,7 @@ class Agent:
             if a.desired == DesiredState.RUN and a.spec is not None:
                 if alloc_id not in known and alloc_id not in self._starting:
                     try:
-                        spec = allocation_spec(a, self.name)
+                        spec = allocation_spec(a, self.name, self.default_user)
                     except ValueError as exc:
                         self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
                                                   "message": f"bad spec: {exc}"}
@@ -209,6 +212,15 @@ async def _serve_health(host: str, port: int, agent: Agent | None = None,
     return runner
 
 
+def default_user_for(given: str | None, euid: int) -> str | None:
+    """Who runs an allocation whose spec names no user: `--default-user` when given, else
+    `nobody` when the agent runs as root (a job must ask for `user: root` to get it), else
+    the agent's own user (it cannot change users anyway)."""
+    if given:
+        return given
+    return "nobody" if euid == 0 else None
+
+
 async def agent_main(args: Any) -> None:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +241,7 @@ async def agent_main(args: Any) -> None:
         address = f"http://{shown}:{args.port}"
     labels = dict(getattr(args, "label", None) or [])
     agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem), address,
-                  labels)
+                  labels, default_user_for(getattr(args, "default_user", None), os.geteuid()))
     runner = await _serve_health(host, args.port, agent, token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -85,6 +85,12 @@ def resolve_identity(user: str | None, group: str | None, euid: int) -> Identity
     return Identity(uid, gid, groups)
 
 
+def wrapper_argv(config: dict[str, Any], command: list[str]) -> list[str]:
+    """The argv that runs `command` through the exec wrapper with `config` (cgroups,
+    rlimits, identity, umask, fds: see `execwrap`)."""
+    return [sys.executable, "-I", "-S", WRAPPER, json.dumps(config), *command]
+
+
 def shell_command(spec: AllocationSpec) -> list[str]:
     """The argv to exec: /bin/sh -c only when the spec asks for a shell."""
     if not spec.shell:
@@ -214,12 +220,7 @@ async def spawn(
                 open(alloc_dir / STDERR_LOG, "ab") as err,
             ):
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    WRAPPER,
-                    json.dumps(wrapper_config),
-                    *command,
+                    *wrapper_argv(wrapper_config, command),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,

@@ -186,8 +186,11 @@ def _health(raw: Any) -> HealthCheck:
         checked["host"] = host
     if kind == HealthCheckType.HTTP:
         path = d.get("path", x.path)
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise invalid("health.path", "must start with /")
+        if (not isinstance(path, str) or not path.startswith("/") or " " in path
+                or has_control(path)):
+            # it goes into the request line: CR or LF would add headers or requests
+            raise invalid("health.path", "must start with / and hold no spaces or control "
+                                         "characters")
         checked["path"] = path
         checked["expect_status"] = integer(d.get("expect_status", x.expect_status),
                                            "health.expect_status", minimum=100, maximum=599)

@@ -396,6 +396,31 @@ def test_health_check_restarts_unhealthy(h: FeatureHarness, tmp_path: Path, kind
     h.run(scenario)
 
 
+def test_exec_check_runs_as_the_allocations_user_in_its_cgroup(h: FeatureHarness) -> None:
+    need_root()
+    nobody = pwd.getpwnam("nobody")
+    out = Path(tempfile.mkdtemp(prefix="hacontrol-check-"))
+    os.chmod(out, 0o777)
+    # Healthy only if the check runs as nobody, in the allocation's cgroup, under its umask.
+    check = HealthCheck(
+        type=HealthCheckType.EXEC,
+        command=("sh", "-c", f'test "$(id -u)" = {nobody.pw_uid} && test "$(umask)" = 0027 '
+                             f'&& test "$(cat /proc/self/cgroup)" = "$(cat {out / "cg"})"'),
+        interval_s=0.1, failures=1000, grace_s=0.0)
+
+    async def scenario() -> None:
+        cmd = ["sh", "-c", f"cat /proc/self/cgroup > {out / 'cg'}; exec sleep 30"]
+        spec = allocation("c1", cmd, user="nobody", umask=0o027)
+        await h.sup.ensure(AllocationSpec(**{**spec.__dict__, "health": check}))
+        await wait_for(lambda: any(e.health == "healthy" for e in h.of("c1")),
+                       what="healthy: the check ran as the allocation")
+
+    try:
+        h.run(scenario)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 # ------------------------------------------------------------------- logs
 
 

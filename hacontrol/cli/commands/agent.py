@@ -41,6 +41,9 @@ def register(sub: SubParsers) -> None:
                    help="address the agent's own HTTP port listens on (default 127.0.0.1)")
     p.add_argument("--advertise", default=None, metavar="URL",
                    help="URL the controllers use to reach this agent (default: from --bind)")
+    p.add_argument("--default-user", default=None, metavar="USER",
+                   help="user for allocations whose job names none (default: nobody when "
+                        "the agent runs as root, else the agent's own user)")
     p.set_defaults(run=run_agent)
 
 
