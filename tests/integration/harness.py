@@ -205,7 +205,11 @@ class Cluster:
         return self
 
     def start_agent(self, name: str, cpu: float = 4.0, memory_mb: int = 4096,
-                    labels: dict[str, str] | None = None, port: int | None = None) -> Proc:
+                    labels: dict[str, str] | None = None, port: int | None = None,
+                    default_user: str | None = "root") -> Proc:
+        """An agent; `default_user` None leaves the agent's own default (nobody as root).
+        Tests' jobs run the test interpreter and write to pytest's temporary directories,
+        which only root may reach here, so by default they keep running as root."""
         argv = [sys.executable, "-m", "hacontrol", "agent", "--name", name,
                 "--data-dir", str(self.root / name),
                 "--controllers", ",".join(r.api for r in self.replicas),
@@ -214,6 +218,8 @@ class Cluster:
                 "--port", str(port if port is not None else free_ports(1)[0])]
         for k, v in (labels or {}).items():
             argv += ["--label", f"{k}={v}"]
+        if default_user is not None and os.geteuid() == 0:
+            argv += ["--default-user", default_user]
         proc = self.agents.get(name) or Proc(name, argv, self.root / f"{name}.log")
         proc.start()
         self.agents[name] = proc

@@ -3,11 +3,14 @@ and instances that stop themselves when cut off from the leader."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
 import time
 import urllib.request
 
 import psutil
+import pytest
 
 from .harness import Cluster, free_ports, pid_alive, wait_for
 
@@ -125,3 +128,17 @@ def test_autoscaling_follows_reported_cpu(cluster: Cluster) -> None:
     auto = [e for e in evs if e.get("source") == "autoscaler" and e["job"] == "burn"]
     assert auto and "cpu" in auto[0]["reason"]
     assert cluster.write("DELETE", "/v1/jobs/default/burn").status == 200
+
+
+def test_jobs_run_as_nobody_unless_they_ask_for_root(cluster: Cluster) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("an agent that is not root runs every job as itself")
+    cluster.start_agent("n1", default_user=None)  # the agent's own default
+    sleep = {"command": ["sleep", "600"], "count": 1,
+             "resources": {"cpu": 0.1, "memory_mb": 32}}
+    cluster.write("PUT", "/v1/jobs/default/plain", sleep)
+    cluster.write("PUT", "/v1/jobs/default/asroot", {**sleep, "user": "root"})
+    plain = wait_for(lambda: running(cluster, "plain"), 30, what="plain running")[0]
+    asroot = wait_for(lambda: running(cluster, "asroot"), 30, what="asroot running")[0]
+    assert psutil.Process(plain["pid"]).uids().real == pwd.getpwnam("nobody").pw_uid
+    assert psutil.Process(asroot["pid"]).uids().real == 0
