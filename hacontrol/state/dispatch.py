@@ -35,6 +35,8 @@ IDEMPOTENCY_BYTES_KEPT = 8 * 1024 * 1024
 RESULT_BYTES_KEPT = 4096
 # What the table keeps of a job view: all but the spec (plus the count, which `job_scale`
 # changes without a new version), in the view's own order.
+# The objects write routes answer with (`res["job"]`...): a compacted result keeps them.
+ANSWERED_OBJECTS = ("job", "node", "namespace", "error")
 JOB_REFERENCE = ("namespace", "name", "count", "version", "status", "created_at", "updated_at",
                  "modify_index", "deployment", "counts")
 
@@ -56,8 +58,11 @@ def compact_result(result: Result) -> Result:
     if isinstance(job, dict):
         out["job"] = {k: job[k] for k in JOB_REFERENCE if k in job}
     if _packed_len(out) > RESULT_BYTES_KEPT:
+        node = out.get("node")
         out = {k: v for k, v in out.items()
-               if k == "job" or not isinstance(v, list | dict) or k == "error"}
+               if k in ANSWERED_OBJECTS or not isinstance(v, list | dict)}
+        if isinstance(node, dict):  # labels and attributes are what can make a node large
+            out["node"] = {k: v for k, v in node.items() if k not in ("labels", "attributes")}
         out["compacted"] = True
     return out
 

@@ -3,6 +3,7 @@ retried request still answered as the first time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import msgpack
@@ -90,3 +91,17 @@ def test_many_big_results_cost_the_table_little() -> None:
     for i in range(100):  # kept whole, these were 60 MB
         f(C.JOB_PUT, namespace="default", name=f"j{i}", spec={**BIG, "count": 0})
     assert f.m.idem.bytes < 100 * 1024
+
+
+def test_a_replayed_drain_of_a_node_with_large_labels_still_answers_the_node() -> None:
+    replica = ApplyingReplica()
+    labels = {f"k{i}": "v" * 500 for i in range(64)}
+    asyncio.run(replica.write(C.NODE_REGISTER, {"name": "n1", "cpu": 1.0, "memory_mb": 100,
+                                                "address": "", "labels": labels}))
+    body, key = json.dumps({"enable": True}).encode(), {"Idempotency-Key": "drain-1"}
+    s1, _, first = call(replica, "POST", "/v1/nodes/n1/drain", body, headers=key)
+    s2, _, again = call(replica, "POST", "/v1/nodes/n1/drain", body, headers=key)
+    assert (s1, s2) == (200, 200), again
+    a, b = json.loads(first), json.loads(again)
+    assert (b["node"]["name"], b["node"]["drain"], b["index"]) \
+        == (a["node"]["name"], a["node"]["drain"], a["index"])
