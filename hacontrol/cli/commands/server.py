@@ -39,12 +39,13 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--heartbeat-grace", type=float, default=3.0,
                    help="seconds of silence before a node is marked down (default 3)")
-    for flag, what in (("--max-body-bytes", "bytes in a request body (default 1 MiB)"),
-                       ("--max-jobs", "jobs in the cluster (default 10000)"),
+    for flag, what in (("--max-body-bytes", "bytes in a request body (default 1 MiB; "
+                                            "more is a 413)"),
+                       ("--max-jobs", "jobs (default 10000; more is a 409 limit_exceeded)"),
                        ("--max-namespaces", "namespaces (default 1000)"),
                        ("--max-nodes", "nodes (default 5000)")):
-        p.add_argument(flag, type=positive_int, default=None, help=f"accept at most this many "
-                       f"{what}; more is refused with 409 or 413 naming the field")
+        p.add_argument(flag, type=positive_int, default=None,
+                       help=f"accept at most this many {what}")
     p.set_defaults(run=run_server)
 
 
