@@ -88,6 +88,17 @@ def read_entries(path: Path, files: Files | None = None) -> list[Entry]:
     return records.scan(data, str(path)).entries
 
 
+def first_mismatch(a: list[Entry], b: list[Entry]) -> int | None:
+    """The lowest index both logs hold with a different term or command (Raft's Log
+    Matching property says there is none), or None."""
+    theirs = {e[1]: e for e in b}
+    for entry in a:
+        other = theirs.get(entry[1])
+        if other is not None and (other[2], bytes(other[0])) != (entry[2], bytes(entry[0])):
+            return entry[1]
+    return None
+
+
 class DurableJournal:
     """pysyncobj's `Journal` interface over an append-only, checksummed file."""
 

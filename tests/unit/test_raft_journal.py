@@ -10,7 +10,7 @@ import pytest
 
 from hacontrol.raft import records
 from hacontrol.raft.config import Durability
-from hacontrol.raft.journal import DurableJournal, Meta, read_entries
+from hacontrol.raft.journal import DurableJournal, Meta, first_mismatch, read_entries
 from hacontrol.raft.storage import OsFiles, StorageError
 from tests.unit.lossy_files import LossyFiles
 
@@ -248,3 +248,10 @@ def test_real_files_roundtrip_and_torn_tail(tmp_path: Path) -> None:
     assert path.stat().st_size == j2._written
     j2._destroy()
     assert not (tmp_path / "raft.journal.meta.tmp").exists()
+
+
+def test_first_mismatch_compares_the_indexes_both_logs_hold() -> None:
+    a = [(b"x1", 1, 1), (b"x2", 2, 1), (b"x3", 3, 2)]
+    assert first_mismatch(a, a[:2]) is None
+    assert first_mismatch(a[1:], [(b"x1", 1, 1), (b"x2", 2, 1), (b"y3", 3, 2), (b"z", 4, 2)]) == 3
+    assert first_mismatch(a, [(b"x2", 2, 3)]) == 2  # same command, other term
