@@ -133,7 +133,15 @@ class DurableJournal:
             self.meta = Meta()
             files.replace(self.meta_path, self.meta.encode())
         else:
-            self.meta = decode_meta(meta_data, str(self.meta_path))
+            try:
+                self.meta = decode_meta(meta_data, str(self.meta_path))
+            except StorageError as exc:
+                if self.durability.fsync_meta:
+                    raise
+                # Without fsync a power cut can leave the renamed file empty; pysyncobj
+                # then starts from term 0 with no vote, which is what this fault shows.
+                logger.warning("%s; starting from term 0 (meta fsync is off)", exc)
+                self.meta = Meta()
         if data is None:
             files.replace(self.path, records.FILE_MAGIC)
             data = records.FILE_MAGIC

@@ -128,6 +128,12 @@ def _make_node_class() -> type:
                 owner.on_storage_error(message)
             self.destroy()
 
+        def _SyncObj__onBecomeLeader(self) -> None:  # noqa: N802
+            super()._SyncObj__onBecomeLeader()
+            # Its no-op is on disk before anything counts it: a single-node cluster
+            # computes its commit index right after an election, in the same tick.
+            self._hc_journal.sync()
+
         def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
             if not self.hc_flush():
                 return

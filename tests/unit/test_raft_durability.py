@@ -58,7 +58,8 @@ class Owner:
         self.storage_error = message
 
 
-def start(files: LossyFiles, durability: Durability | None = None) -> tuple[Any, Recorder]:
+def start(files: LossyFiles, durability: Durability | None = None,
+          peers: list[str] | None = None) -> tuple[Any, Recorder]:
     install_fence()
     conf = SyncObjConf(autoTick=False, appendEntriesUseBatch=True, raftMinTimeout=1000.0,
                        raftMaxTimeout=2000.0, connectionTimeout=1e9,
@@ -66,7 +67,8 @@ def start(files: LossyFiles, durability: Durability | None = None) -> tuple[Any,
     journal = DurableJournal(J, M, durability or Durability(), files)
     transport = Recorder(files)
     transport.owner = Owner()  # the node holds its owner weakly
-    node = node_class()(transport.owner, ME, [A, B], conf, journal, transport)
+    node = node_class()(transport.owner, ME, [A, B] if peers is None else peers, conf,
+                        journal, transport)
     return node, transport
 
 
@@ -133,12 +135,24 @@ def synced_indexes(files: LossyFiles) -> list[int]:
 def test_the_leader_counts_itself_only_for_synced_entries() -> None:
     files = LossyFiles()
     node, transport = start(files)
-    become_leader(node, transport)  # appends its no-op (index 2) while "polling"
-    assert 2 not in synced_indexes(files)
+    become_leader(node, transport)
+    assert 2 in synced_indexes(files)  # its no-op, synced as it became leader
+    node.apply_command(b"x", callback=lambda res, err: None)
+    node.doTick(0)  # appends index 3 and sends it; nothing synced it yet
+    assert node._SyncObj__getCurrentLogIndex() == 3 and 3 not in synced_indexes(files)
     node._SyncObj__onMessageReceived(TCPNode(A), {
-        "type": "next_node_idx", "next_node_idx": 3, "reset": False, "success": True})
-    node.doTick(0)  # A and the leader make a majority for index 2
-    assert node.raftCommitIndex == 2
+        "type": "next_node_idx", "next_node_idx": 4, "reset": False, "success": True})
+    node.doTick(0)  # A and the leader make a majority for index 3
+    assert node.raftCommitIndex == 3
+    assert 3 in synced_indexes(files)
+
+
+def test_a_single_node_syncs_its_no_op_before_committing_it() -> None:
+    files = LossyFiles()
+    node, _ = start(files, peers=[])
+    node._SyncObj__raftElectionDeadline = 0
+    node.doTick(0)  # elected, and computes its commit index in the same tick
+    assert node._isLeader() and node.raftCommitIndex == 2
     assert 2 in synced_indexes(files)
 
 

@@ -255,3 +255,14 @@ def test_first_mismatch_compares_the_indexes_both_logs_hold() -> None:
     assert first_mismatch(a, a[:2]) is None
     assert first_mismatch(a[1:], [(b"x1", 1, 1), (b"x2", 2, 1), (b"y3", 3, 2), (b"z", 4, 2)]) == 3
     assert first_mismatch(a, [(b"x2", 2, 3)]) == 2  # same command, other term
+
+
+def test_without_meta_fsync_an_empty_meta_file_means_term_zero() -> None:
+    files = LossyFiles()
+    open_journal(files, Durability(fsync_meta=False)).setCurrentTerm(4, "a:1")
+    files.current[M] = bytearray()  # renamed, content never synced
+    j = open_journal(files, Durability(fsync_meta=False))
+    assert (j.getCurrentTerm(), j.getVotedForNodeId()) == (0, None)
+    files.current[M] = bytearray()
+    with pytest.raises(StorageError):
+        open_journal(files)
