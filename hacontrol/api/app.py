@@ -13,23 +13,27 @@ from aiohttp import web
 
 from hacontrol.scheduler.leader_state import Leadership
 
-from . import agent_routes, ops_routes, routes, ui
-from .auth import token_middleware
+from . import acl_routes, agent_routes, ops_routes, routes, ui
+from .auth import acl_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
-from .request import CLUSTER, LEADERSHIP, MAX_BODY_BYTES, STORE, TOKEN
+from .request import ACL_CONFIGURED, CLUSTER, LEADERSHIP, MAX_BODY_BYTES, STORE, TOKEN
 
 
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
               token: str) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, token_middleware(token)],
+    """The API of one replica. `token`: the credential the controllers present to agents
+    (requests are authorised against the replicated ACL tables, not against it)."""
+    app = web.Application(middlewares=[error_middleware, acl_middleware()],
                           client_max_size=MAX_BODY_BYTES)
     app[STORE] = store
     app[CLUSTER] = cluster
     app[LEADERSHIP] = leadership
     app[TOKEN] = token
+    app[ACL_CONFIGURED] = bool(token)
     routes.register(app)
     agent_routes.register(app)
+    acl_routes.register(app)
     ops_routes.register(app)
     ui.register(app)
     return app

@@ -10,11 +10,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hacontrol.model.acl import Token
 from hacontrol.model.errors import invalid
 from hacontrol.scheduler.leader_state import Leadership, LeaderState
 from hacontrol.state import commands as C
 
-from .backend import Cluster, Store
+from .backend import ActingStore, Cluster, Store
 from .errors import RequestError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -22,12 +23,19 @@ MAX_BODY_BYTES = 1024 * 1024
 STORE = web.AppKey[Store]("store")
 CLUSTER = web.AppKey[Cluster]("cluster")
 LEADERSHIP = web.AppKey[Leadership]("leadership")
+# The credential the controllers present to agents (the configured token, for now).
 TOKEN = web.AppKey[str]("token")
+# Whether this replica was given a token to bootstrap with (ready only once applied).
+ACL_CONFIGURED = web.AppKey[bool]("acl_configured")
+# The token a request was authorised with (set by `auth.acl_middleware`).
+IDENTITY = web.RequestKey[Token]("identity")
 AGENT_SESSION = web.AppKey[aiohttp.ClientSession]("agent_session")
 
 
 def store_of(request: web.Request) -> Store:
-    return request.app[STORE]
+    """The replicated state; writes through it act for the request's token."""
+    token = request.get(IDENTITY)
+    return ActingStore(request.app[STORE], token.accessor_id if token is not None else None)
 
 
 def cluster_of(request: web.Request) -> Cluster:
