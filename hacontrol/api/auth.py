@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from hacontrol.acl.authorize import Action, Decision, authorize, usable
+from hacontrol.acl.authorize import Action, Decision, authorize, node_may, usable
 from hacontrol.acl.secrets import hash_secret, same_hash
 from hacontrol.model.acl import Token, TokenType
 from hacontrol.state.machine import StateMachine
@@ -124,6 +124,16 @@ def require(request: web.Request, action: Action, namespace: str | None = None) 
         lambda m: authorize(token, m.store.acl_policies, action, namespace)))
     if not decision:
         raise RequestError("forbidden", f"permission denied: {decision.reason}", "Authorization")
+
+
+def speaks_for(request: web.Request, node: str) -> None:
+    """Raise 403 unless the request's token may speak for `node` (a node credential for
+    its own node; a token that may write nodes for any)."""
+    token = identity_of(request)
+    decision = (Decision(False, "no token") if token is None else store_of(request).read_local(
+        lambda m: node_may(token, m.store.acl_policies, node)))
+    if not decision:
+        raise RequestError("forbidden", f"permission denied: {decision.reason}", "node.name")
 
 
 def _lookup(secret: str) -> Callable[[StateMachine], tuple[Token | None, bool]]:

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from hacontrol.acl.secrets import accessor_for, hash_secret
 from hacontrol.api.app import build_app
 from hacontrol.controller.errors import (
     AgentUnreachable,
@@ -23,7 +24,6 @@ from hacontrol.controller.errors import (
     Rejection,
 )
 from hacontrol.controller.status import ReplicaStatus
-from hacontrol.acl.secrets import accessor_for, hash_secret
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
