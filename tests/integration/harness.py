@@ -173,6 +173,8 @@ class Cluster:
     replicas: list[Replica] = field(default_factory=list)
     agents: dict[str, Proc] = field(default_factory=dict)
     extra_server_args: list[str] = field(default_factory=list)
+    # False: the replicas get no token to bootstrap with (the cluster starts locked).
+    configured_token: bool = True
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -192,7 +194,9 @@ class Cluster:
                     "--raft", f"127.0.0.1:{r.raft_port}",
                     "--api", f"127.0.0.1:{r.api_port}", *peers,
                     "--secret-file", str(self.root / "secret"),
-                    "--token-file", str(self.root / "token"), *self.extra_server_args]
+                    *(["--token-file", str(self.root / "token")] if self.configured_token
+                      else []),
+                    *self.extra_server_args]
             r.proc = Proc(r.id, argv, self.root / f"{r.id}.log")
 
     # -------------------------------------------------------------- lifecycle
