@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from hacontrol import planted
-from hacontrol.acl.secrets import accessor_for, hash_secret
+from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secret
 from hacontrol.api.app import build_app
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
 from hacontrol.controller.replica import Controller
@@ -85,7 +85,8 @@ async def run_controller(args: Any) -> None:
     ctl.attach_loop(loop)
     leadership = Leadership(ctl.leading_term)
 
-    app = build_app(ctl, ctl, leadership, token)
+    app = build_app(ctl, ctl, leadership, controller_credential(secret),
+                    bootstrap_token=bool(token))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True)

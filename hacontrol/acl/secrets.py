@@ -32,3 +32,11 @@ def accessor_for(secret_hash: str) -> str:
 def same_hash(a: str, b: str) -> bool:
     """Constant-time comparison of two hex digests."""
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def controller_credential(cluster_secret: str) -> str:
+    """The credential every controller presents to agents: derived from the cluster secret
+    (which agents never see), so every replica holds the same one without storing it and no
+    user token is ever sent to an agent."""
+    return hmac.new(cluster_secret.encode(), b"hacontrol controller credential",
+                    hashlib.sha256).hexdigest()

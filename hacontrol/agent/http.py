@@ -7,7 +7,6 @@ this module and :mod:`hacontrol.agent.main` do not import each other.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
@@ -47,8 +46,10 @@ def _err(status: int, code: str, message: str, field: str | None = None) -> web.
                              status=status)
 
 
-def build_agent_app(local: LocalAllocations | None, token: str) -> web.Application:
-    """The app; ``local`` None answers 503 to everything but the health check."""
+def build_agent_app(local: LocalAllocations | None,
+                    accepts: Callable[[str], bool]) -> web.Application:
+    """The app; ``local`` None answers 503 to everything but the health check.
+    ``accepts`` says whether a bearer secret is the controllers' credential."""
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -57,7 +58,7 @@ def build_agent_app(local: LocalAllocations | None, token: str) -> web.Applicati
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return _err(401, "unauthorized", "missing bearer token", "Authorization")
-        if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+        if not accepts(header[7:].strip()):
             return _err(403, "forbidden", "wrong token", "Authorization")
         return await handler(request)
 

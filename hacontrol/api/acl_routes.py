@@ -27,18 +27,26 @@ from hacontrol.state.machine import StateMachine
 
 from .auth import identity_of
 from .errors import RequestError
-from .request import idem_key, is_stale, json_body, ok, only_fields, store_of
+from .request import (
+    controller_credential_hash,
+    idem_key,
+    is_stale,
+    json_body,
+    ok,
+    only_fields,
+    store_of,
+)
 
 DEFAULT_INTRO_TTL_S = 600.0
 
 
-async def _create(request: web.Request, op: str, args: dict[str, Any]) -> web.Response:
-    """Propose a command that creates a token; answer the token with its secret (once)."""
+async def _create(request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Propose a command that creates a token; the answer: the token with its secret."""
     secret, accessor = new_secret(), new_accessor()
     res = await store_of(request).write(op, {"accessor_id": accessor,
                                              "secret_hash": hash_secret(secret), **args},
                                         idem_key(request))
-    return ok({"token": {**res["token"], "secret_id": secret}, "index": res["index"]})
+    return {"token": {**res["token"], "secret_id": secret}, "index": res["index"]}
 
 
 # ------------------------------------------------------------------ bootstrap
@@ -47,7 +55,7 @@ async def bootstrap(request: web.Request) -> web.Response:
     """The first management token; refused (403) once the cluster is bootstrapped."""
     if await store_of(request).read(lambda m: m.store.acl_bootstrapped, is_stale(request)):
         raise RequestError("forbidden", "the ACL system is already bootstrapped", "bootstrap")
-    return await _create(request, C.ACL_BOOTSTRAP, {"name": "bootstrap"})
+    return ok(await _create(request, C.ACL_BOOTSTRAP, {"name": "bootstrap"}))
 
 
 # ------------------------------------------------------------------- policies
@@ -88,7 +96,7 @@ async def delete_policy(request: web.Request) -> web.Response:
 
 async def create_token(request: web.Request) -> web.Response:
     req = parse_token_request(await json_body(request))
-    return await _create(request, C.ACL_TOKEN_CREATE, req.to_dict())
+    return ok(await _create(request, C.ACL_TOKEN_CREATE, req.to_dict()))
 
 
 async def list_tokens(request: web.Request) -> web.Response:
@@ -120,9 +128,9 @@ async def create_intro(request: web.Request) -> web.Response:
     only_fields(body, ("name", "ttl_s"))
     name = None if body.get("name") is None else check_name(body["name"], "name")
     ttl = parse_ttl(body.get("ttl_s")) or DEFAULT_INTRO_TTL_S
-    return await _create(request, C.ACL_TOKEN_CREATE, {
+    return ok(await _create(request, C.ACL_TOKEN_CREATE, {
         "name": f"intro {name or '*'}", "type": str(TokenType.INTRO), "policies": [],
-        "ttl_s": ttl, "node": name})
+        "ttl_s": ttl, "node": name}))
 
 
 async def exchange_intro(request: web.Request) -> web.Response:
@@ -132,7 +140,9 @@ async def exchange_intro(request: web.Request) -> web.Response:
     if "node" not in body:
         raise invalid("node", "required: the node's name")
     node = check_name(body["node"], "node")
-    return await _create(request, C.NODE_CREDENTIAL, {"node": node})
+    answer = await _create(request, C.NODE_CREDENTIAL, {"node": node})
+    # The agent pins this to recognise the controllers' calls from now on.
+    return ok({**answer, "controller_credential_sha256": controller_credential_hash(request)})
 
 
 def register(app: web.Application) -> None:

@@ -22,7 +22,7 @@ from hacontrol.state.machine import StateMachine
 
 from .auth import speaks_for
 from .backend import Cluster
-from .request import cluster_of, json_body, leader_of, store_of
+from .request import cluster_of, controller_credential_hash, json_body, leader_of, store_of
 
 MAX_WAIT_S = 2.0
 
@@ -105,7 +105,9 @@ async def sync(request: web.Request) -> web.Response:
         lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name)))
     return web.json_response({"term": term, "leader": cluster.id, "index": index,
                               "fingerprint": fp, "acked": acked,
-                              "allocations": assignments})
+                              "allocations": assignments,
+                              "controller_credential_sha256":
+                                  controller_credential_hash(request)})
 
 
 def check_address(value: Any, field: str) -> str:

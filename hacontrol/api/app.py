@@ -21,16 +21,18 @@ from .request import ACL_CONFIGURED, CLUSTER, LEADERSHIP, MAX_BODY_BYTES, STORE,
 
 
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
-              token: str) -> web.Application:
+              token: str, *, bootstrap_token: bool = False) -> web.Application:
     """The API of one replica. `token`: the credential the controllers present to agents
-    (requests are authorised against the replicated ACL tables, not against it)."""
+    (requests are authorised against the replicated ACL tables, never against it);
+    `bootstrap_token`: this replica was given a token to bootstrap with, and is ready only
+    once it is applied."""
     app = web.Application(middlewares=[error_middleware, acl_middleware()],
                           client_max_size=MAX_BODY_BYTES)
     app[STORE] = store
     app[CLUSTER] = cluster
     app[LEADERSHIP] = leadership
     app[TOKEN] = token
-    app[ACL_CONFIGURED] = bool(token)
+    app[ACL_CONFIGURED] = bootstrap_token
     routes.register(app)
     agent_routes.register(app)
     acl_routes.register(app)

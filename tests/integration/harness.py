@@ -209,11 +209,16 @@ class Cluster:
         return self
 
     def start_agent(self, name: str, cpu: float = 4.0, memory_mb: int = 4096,
-                    labels: dict[str, str] | None = None, port: int | None = None) -> Proc:
+                    labels: dict[str, str] | None = None, port: int | None = None,
+                    intro_token_file: Path | None = None) -> Proc:
+        """Start (or restart) an agent; it joins with `intro_token_file` when given, else
+        introduces itself with the cluster's management token."""
+        credential = (["--intro-token-file", str(intro_token_file)] if intro_token_file
+                      else ["--token-file", str(self.root / "token")])
         argv = [sys.executable, "-m", "hacontrol", "agent", "--name", name,
                 "--data-dir", str(self.root / name),
                 "--controllers", ",".join(r.api for r in self.replicas),
-                "--token-file", str(self.root / "token"),
+                *credential,
                 "--cpu", str(cpu), "--memory-mb", str(memory_mb),
                 "--port", str(port if port is not None else free_ports(1)[0])]
         for k, v in (labels or {}).items():

@@ -3,6 +3,7 @@ once per cluster, and a node credential speaks for its node only."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 from .harness import Cluster, http, wait_for
@@ -77,3 +78,43 @@ def test_configured_token_cluster_refuses_bootstrap(cluster: Cluster) -> None:
         assert http("POST", f"{r.api}/v1/acl/bootstrap").status == 403
     me = cluster.api("GET", "/v1/acl/tokens/self").body["token"]
     assert me["type"] == "management" and me["name"] == "configured"
+
+
+def test_agent_joins_with_an_introduction_token(cluster: Cluster) -> None:
+    resp = cluster.write("POST", "/v1/nodes/intro", {"name": "n1", "ttl_s": 60})
+    assert resp.status == 200, resp
+    intro_file = cluster.root / "n1-intro"
+    intro_file.write_text(resp.body["token"]["secret_id"])
+    cluster.start_agent("n1", intro_token_file=intro_file)
+    cred_file = cluster.root / "n1" / "node-credential"
+    wait_for(cred_file.exists, 30, what="the node credential")
+    assert cred_file.stat().st_mode & 0o777 == 0o600
+    cred = cred_file.read_text().strip()
+    wait_for(lambda: cluster.api("GET", "/v1/nodes/n1").status == 200, 20, what="n1 ready")
+    # The credential speaks for n1 only, and can do nothing else.
+    lead = cluster.leader()
+    node = {"name": "n2", "cpu": 1, "memory_mb": 64, "address": "http://127.0.0.1:9"}
+    assert http("POST", f"{lead.api}/v1/agent/sync", {"node": node}, token=cred).status == 403
+    assert http("PUT", f"{lead.api}/v1/jobs/default/x", JOB, token=cred).status == 403
+    assert http("GET", f"{lead.api}/v1/jobs", token=cred).status == 403
+    # The controllers still reach the agent (with their own credential): a job's logs.
+    job = {"command": ["sh", "-c", "echo hello-from-n1; sleep 600"], "count": 1,
+           "resources": {"cpu": 0.1, "memory_mb": 16}}
+    assert cluster.write("PUT", "/v1/jobs/default/echo", job).status == 200
+
+    def running_alloc() -> str | None:
+        allocs = cluster.api("GET", "/v1/allocations?job=echo").body["allocations"]
+        return next((a["id"] for a in allocs if a["state"] == "running"), None)
+    alloc_id = wait_for(running_alloc, 30, what="echo running")
+
+    def logs() -> bytes:
+        req = urllib.request.Request(f"{lead.api}/v1/allocations/{alloc_id}/logs",
+                                     headers={"Authorization": f"Bearer {cluster.token}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            body: bytes = resp.read()
+            return body
+    wait_for(lambda: b"hello-from-n1" in logs(), 20, what="logs through the controllers")
+    # A user's token is refused by the agent itself.
+    agent_url = cluster.api("GET", "/v1/nodes/n1").body["node"]["address"]
+    assert http("GET", f"{agent_url}/v1/allocations/{alloc_id}/logs",
+                token=cluster.token).status == 403
