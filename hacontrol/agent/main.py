@@ -26,7 +26,7 @@ from hacontrol.model.states import AllocState, DesiredState
 
 from . import procinfo
 from .assignments import AssignmentDecoder, allocation_spec
-from .credentials import ControllerKey, JoinRefused, node_credential
+from .credentials import NODE_CREDENTIAL_FILE, ControllerKey, JoinRefused, node_credential
 from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .nursery import Nursery
@@ -215,8 +215,13 @@ async def agent_main(args: Any) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     key = ControllerKey(data_dir)
     try:
-        token = _read_secret(getattr(args, "token_file", None), "HACONTROL_TOKEN")
-        intro = _read_secret(getattr(args, "intro_token_file", None), "HACONTROL_INTRO_TOKEN")
+        # A credential kept from an earlier start is all it needs: the introduction token
+        # is used up by then, and its file may be gone; the token is not read at all.
+        joined = (data_dir / NODE_CREDENTIAL_FILE).exists()
+        token = None if joined else _read_secret(getattr(args, "token_file", None),
+                                                 "HACONTROL_TOKEN")
+        intro = None if joined else _read_secret(getattr(args, "intro_token_file", None),
+                                                 "HACONTROL_INTRO_TOKEN")
         credential = await node_credential(list(args.controllers), args.name, data_dir, key,
                                            intro, token)
     except (OSError, JoinRefused) as exc:

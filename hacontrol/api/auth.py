@@ -97,15 +97,6 @@ def identity_of(request: web.Request) -> Token | None:
     return request.get(IDENTITY)
 
 
-def may(request: web.Request, action: Action, namespace: str | None = None) -> bool:
-    """Whether the request's token may `action` (for routes that filter what they list)."""
-    token = identity_of(request)
-    if token is None:
-        return False
-    return bool(store_of(request).read_local(
-        lambda m: authorize(token, m.store.acl_policies, action, namespace)))
-
-
 def visible(request: web.Request, action: Action) -> Callable[[StateMachine, str], bool]:
     """A test, to call inside a read, of whether the request's token may `action` in a
     namespace (for list routes, which show only what the token may see)."""
