@@ -25,7 +25,8 @@ CONTROLLER_OPS = frozenset({C.NODE_STATUS, C.PLAN, C.MIGRATE, C.DEPLOY_STEP})
 
 
 def runs_as_root(spec: Any) -> bool:
-    return isinstance(spec, dict) and spec.get("user") in ROOT_USERS
+    user = spec.get("user") if isinstance(spec, dict) else None
+    return isinstance(user, str) and user in ROOT_USERS
 
 
 def _str(args: dict[str, Any], key: str) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hacontrol.acl.secrets import hash_secret, new_accessor, new_secret
 from hacontrol.state import commands as C
@@ -198,3 +200,45 @@ def test_snapshot_round_trip_and_unchanged_without_acls() -> None:
     token = f.m.acl_tokens[tok]
     assert copy.store.token_by_hash(token.secret_hash) == token
     assert copy.acl_bootstrapped
+
+
+def test_garbled_arguments_with_a_token_are_refusals_not_crashes() -> None:
+    f, root = setup()
+    for op in sorted(C.OPS):
+        for args in ({}, {"spec": {"user": ["root"]}, "namespace": 3, "name": None},
+                     {"type": "intro", "node": ["x"], "ttl_s": "1"}, {"policy": {"rules": 1}},
+                     {"accessor_id": 7, "version": {}, "updates": "x"}):
+            r = f(op, root, **args)
+            assert f.m.broken is None, (op, args, r)
+
+
+values = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats()
+                      | st.sampled_from(["root", "0", "n1", "default", "intro", "client",
+                                         "management", "x*"]),
+                      lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.sampled_from(
+                          ["name", "namespace", "spec", "user", "type", "node", "policies",
+                           "ttl_s", "accessor_id", "secret_hash", "policy", "rules",
+                           "version", "count", "updates"]), inner, max_size=4),
+                      max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(C.OPS)), st.dictionaries(st.sampled_from(
+    ["name", "namespace", "spec", "type", "node", "policies", "ttl_s", "policy", "version",
+     "count", "updates", "quota", "enable"]), values, max_size=5), st.integers(0, 3))
+def test_random_commands_with_tokens_never_break_the_replica(op: str, args: dict[str, Any],
+                                                             who: int) -> None:
+    f, root = setup()
+    policy(f, root, "p", {"namespaces": {"*": {"policy": "write"}}, "node": "write"})
+    client = f.token(C.ACL_TOKEN_CREATE, root, name="c", type="client", policies=["p"])
+    actor = [None, root, client, new_accessor()][who]
+    before = msgpack.unpackb(f.m.snapshot())
+    r = f(op, actor, **args)
+    assert f.m.broken is None
+    if not r["ok"]:
+        # Refused as a whole: nothing changed but the applied index (and the idempotency
+        # table, which these commands, sent without a key, do not touch).
+        after = msgpack.unpackb(f.m.snapshot())
+        before.pop("index"), after.pop("index")
+        assert after == before
