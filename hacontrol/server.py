@@ -51,6 +51,10 @@ async def bootstrap_configured(ctl: Controller, token: str) -> None:
         except (NotApplied, OutcomeUnknown, CommandFailed) as exc:
             log.debug("bootstrap of the configured token not applied yet: %s", exc)
             await asyncio.sleep(0.2)
+        except Exception:
+            # Never give up silently: this replica would never become ready.
+            log.exception("bootstrap of the configured token failed; retrying")
+            await asyncio.sleep(1.0)
     log.info("ACLs bootstrapped")
 
 
