@@ -10,6 +10,7 @@ tokens are not judged here (they speak only for their node, see `node_may`).
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +47,9 @@ WRITE_GRANTS = READ_GRANTS | {Capability.SUBMIT_JOB, Capability.SCALE_JOB,
                               Capability.ALLOC_LIFECYCLE}
 
 
+CAPABILITY_OF = {a: Capability(str(a)) for a in NAMESPACED}
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -56,17 +60,24 @@ class Decision:
 
 
 def glob_match(glob: str, namespace: str) -> bool:
+    if "*" not in glob:
+        return glob == namespace
+    if glob == "*":
+        return True
     # fnmatchcase: no case folding, and `?`/`[...]` cannot occur (the parser allows only `*`).
     return fnmatch.fnmatchcase(namespace, glob)
 
 
-def _granted_in_rule(policy: Level | None, caps: frozenset[Capability]) -> set[Capability]:
-    granted: set[Capability] = set(caps)
+@functools.lru_cache(maxsize=1024)
+def _granted_in_rule(policy: Level | None, caps: frozenset[Capability]
+                     ) -> frozenset[Capability]:
+    # Cached: every request and every applied command asks this of the same few rules.
+    granted = set(caps)
     if policy == Level.READ:
         granted |= READ_GRANTS
     elif policy == Level.WRITE:
         granted |= WRITE_GRANTS
-    return granted
+    return frozenset(granted)
 
 
 def _coarse(action: Action) -> tuple[str, Level]:
@@ -86,13 +97,13 @@ def authorize(token: Token, policies: Mapping[str, Policy] | Iterable[Policy],
         return Decision(True, "management token")
     if token.type != TokenType.CLIENT:
         return Decision(False, f"a {token.type} token may not {action}")
-    by_name = (dict(policies) if isinstance(policies, Mapping)
-               else {p.name: p for p in policies})
+    by_name = policies if isinstance(policies, dict) else (
+        dict(policies) if isinstance(policies, Mapping) else {p.name: p for p in policies})
     mine = [by_name[n] for n in token.policies if n in by_name]
     if action in NAMESPACED:
         if namespace is None:
             return Decision(False, f"{action} needs a namespace")
-        cap = Capability(str(action))
+        cap = CAPABILITY_OF[action]
         granted = False
         for p in mine:
             for glob, rule in p.namespaces.items():
