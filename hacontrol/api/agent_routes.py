@@ -76,9 +76,10 @@ async def sync(request: web.Request) -> web.Response:
     if isinstance(metrics, dict):
         checked = check_metrics(metrics)
         # Only for this node's live allocations: a node cannot feed another's autoscaling.
-        live = store.read_local(lambda m: {a.id for a in m.node_allocs(name)
-                                           if not a.terminal})
+        live, ended = store.read_local(lambda m: _live_and_ended(m, name))
         leader.alloc_metrics.update({k: v for k, v in checked.items() if k in live})
+        for alloc_id in ended:  # the leader's memory keeps no metrics of ended allocations
+            leader.alloc_metrics.pop(alloc_id, None)
     if isinstance(body.get("agent"), dict):
         leader.node_info[name] = body["agent"]
     acked = 0
@@ -108,6 +109,17 @@ async def sync(request: web.Request) -> web.Response:
                               "allocations": assignments,
                               "controller_credential_sha256":
                                   controller_credential_hash(request)})
+
+
+def _live_and_ended(m: StateMachine, node: str) -> tuple[set[str], list[str]]:
+    live: set[str] = set()
+    ended: list[str] = []
+    for a in m.node_allocs(node):
+        if a.terminal:
+            ended.append(a.id)
+        else:
+            live.add(a.id)
+    return live, ended
 
 
 def check_address(value: Any, field: str) -> str:

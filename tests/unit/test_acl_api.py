@@ -17,6 +17,7 @@ from hacontrol.api.app import build_app
 from hacontrol.api.auth import ROUTES
 from hacontrol.controller.errors import Rejection
 from hacontrol.controller.status import ReplicaStatus
+from hacontrol.model.states import AllocState
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
@@ -66,10 +67,12 @@ class LocalReplica:
 Call = Callable[..., tuple[int, Any]]
 
 
-def session(replica: LocalReplica, script: Callable[[Call], None]) -> None:
+def session(replica: LocalReplica, script: Callable[[Call], None],
+            leadership: Leadership | None = None) -> None:
     """Run `script(call)` against one app; `call(method, path, body, token)`."""
     async def go() -> None:
-        app: web.Application = build_app(replica, replica, Leadership(lambda: 3), "")
+        app: web.Application = build_app(replica, replica, leadership or Leadership(lambda: 3),
+                                         "")
         async with TestClient(TestServer(app)) as client:
             loop = asyncio.get_running_loop()
 
@@ -274,4 +277,12 @@ def test_sync_reports_are_checked() -> None:
         status, body = call("POST", "/v1/agent/sync", {"node": node, "metrics": {
             alloc.id: {"cpu_percent": 12.5}, "someone-else": {"cpu_percent": 1.0}}}, root)
         assert status == 200, body
-    session(replica, script)
+        memory = leadership.current()
+        assert memory is not None and set(memory.alloc_metrics) == {alloc.id}
+        # Once the allocation has ended, its metrics are dropped (and never taken again).
+        alloc.state = AllocState.STOPPED
+        status, body = call("POST", "/v1/agent/sync", {"node": node, "metrics": {
+            alloc.id: {"cpu_percent": 1.0}}}, root)
+        assert status == 200 and memory.alloc_metrics == {}
+    leadership = Leadership(lambda: 3)
+    session(replica, script, leadership)
