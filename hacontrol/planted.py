@@ -81,8 +81,8 @@ class EarlyAck(Controller):
     """Writes answer as if applied while their entry may not even be committed."""
 
     async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
-                    timeout: float = WRITE_TIMEOUT_S) -> Result:
-        cmd = self.command(op, args, idem)
+                    timeout: float = WRITE_TIMEOUT_S, actor: str | None = None) -> Result:
+        cmd = self.command(op, args, idem, actor)
         task = asyncio.ensure_future(self.bridge.submit(cmd.encode(), timeout))
         task.add_done_callback(lambda t: t.exception())
         return self.read_local(lambda m: _guess(m, cmd))

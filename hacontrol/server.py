@@ -18,27 +18,59 @@ from typing import Any
 from aiohttp import web
 
 from hacontrol import planted
+from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secret
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import Limits
+from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
+from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
+from hacontrol.model.errors import Rejection
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import LeaderLoop
+from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 log = logging.getLogger("hacontrol.server")
 LIMIT_FLAGS = ("max_body_bytes", "max_jobs", "max_namespaces", "max_nodes")
 
 
+async def bootstrap_configured(ctl: Controller, token: str) -> None:
+    """Make the configured token the cluster's first management token, unless the cluster
+    is already bootstrapped (then the configured token is whatever the state says of it:
+    revoking it sticks across restarts). Every replica proposes the same command under the
+    same idempotency key, so however many propose it, it applies once."""
+    secret_hash = hash_secret(token)
+    accessor = accessor_for(secret_hash)
+    args = {"accessor_id": accessor, "secret_hash": secret_hash, "name": "configured"}
+    while not ctl.read_local(lambda m: m.acl_bootstrapped):
+        try:
+            await ctl.write(C.ACL_BOOTSTRAP, args, idem=f"acl-bootstrap-{accessor}")
+        except Rejection:
+            return  # bootstrapped meanwhile, by someone else
+        except (NotApplied, OutcomeUnknown, CommandFailed) as exc:
+            log.debug("bootstrap of the configured token not applied yet: %s", exc)
+            await asyncio.sleep(0.2)
+        except Exception:
+            # Never give up silently: this replica would never become ready.
+            log.exception("bootstrap of the configured token failed; retrying")
+            await asyncio.sleep(1.0)
+    log.info("ACLs bootstrapped")
+
+
 async def run_controller(args: Any) -> None:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = require_secret(Path(args.secret_file).read_text().strip())
-    token = Path(args.token_file).read_text().strip()
-    if not token:
-        raise SystemExit(f"{args.token_file}: empty token")
+    # The configured token becomes the first management token; without one the cluster
+    # starts locked until `hacontrol acl bootstrap`.
+    token = ""
+    if getattr(args, "token_file", None):
+        token = Path(args.token_file).read_text().strip()
+        if not token:
+            raise SystemExit(f"{args.token_file}: empty token")
     peers = [parse_peer(p) for p in (args.peer or [])]
     api_host, api_port = args.api.rsplit(":", 1)
     me = Member(args.id, args.raft, f"http://{args.api}")
@@ -68,7 +100,8 @@ async def run_controller(args: Any) -> None:
 
     limits = Limits(**{f: getattr(args, f) for f in LIMIT_FLAGS
                        if getattr(args, f, None) is not None})
-    app = build_app(ctl, ctl, leadership, token, limits)
+    app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
+                    bootstrap_token=bool(token))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True)
@@ -79,6 +112,7 @@ async def run_controller(args: Any) -> None:
                                                                 term=term),
                         grace_s=float(grace))
     leader_task = asyncio.create_task(leader.run())
+    bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())
 
     stop = asyncio.Event()
@@ -87,6 +121,8 @@ async def run_controller(args: Any) -> None:
     await stop.wait()
     log.info("replica %s stopping", args.id)
     leader_task.cancel()
+    if bootstrap_task is not None:
+        bootstrap_task.cancel()
     await runner.cleanup()
     replica.destroy()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ class ControllerLink:
         self.fingerprint: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._rotation = 0
+        # Told the hash of the controllers' credential each answer carries (pinned once).
+        self.on_controller_key: Callable[[object], None] | None = None
 
     async def __aenter__(self) -> ControllerLink:
         self._session = aiohttp.ClientSession(
@@ -101,6 +104,8 @@ class ControllerLink:
             return None
         self.highest_term = answer.term
         self.index = answer.index
+        if self.on_controller_key is not None:
+            self.on_controller_key(data.get("controller_credential_sha256"))
         self.fingerprint = data.get("fingerprint")
         return answer
 

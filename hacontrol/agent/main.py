@@ -26,6 +26,7 @@ from hacontrol.model.states import AllocState, DesiredState
 
 from . import procinfo
 from .assignments import AssignmentDecoder, allocation_spec
+from .credentials import NODE_CREDENTIAL_FILE, ControllerKey, JoinRefused, node_credential
 from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .nursery import Nursery
@@ -201,11 +202,11 @@ class Agent:
         await self._bg.aclose()
 
 
-async def _serve_health(host: str, port: int, agent: Agent | None = None,
-                        token: str = "") -> web.AppRunner | None:
+async def _serve_health(host: str, port: int, agent: Agent | None,
+                        key: ControllerKey) -> web.AppRunner | None:
     if not port:
         return None
-    app = build_agent_app(agent.supervisor if agent is not None else None, token)
+    app = build_agent_app(agent.supervisor if agent is not None else None, key.accepts)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -224,10 +225,19 @@ def default_user_for(given: str | None, euid: int) -> str | None:
 async def agent_main(args: Any) -> None:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    token = Path(args.token_file).read_text().strip()
-    if not token:
-        # "Bearer " with nothing after it would match an empty token
-        raise SystemExit(f"{args.token_file}: empty token")
+    key = ControllerKey(data_dir)
+    try:
+        # A credential kept from an earlier start is all it needs: the introduction token
+        # is used up by then, and its file may be gone; the token is not read at all.
+        joined = (data_dir / NODE_CREDENTIAL_FILE).exists()
+        token = None if joined else _read_secret(getattr(args, "token_file", None),
+                                                 "HACONTROL_TOKEN")
+        intro = None if joined else _read_secret(getattr(args, "intro_token_file", None),
+                                                 "HACONTROL_INTRO_TOKEN")
+        credential = await node_credential(list(args.controllers), args.name, data_dir, key,
+                                           intro, token)
+    except (OSError, JoinRefused) as exc:
+        raise SystemExit(f"agent {args.name}: cannot join: {exc}") from None
     cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
     mem = (args.memory_mb if args.memory_mb is not None
            else psutil.virtual_memory().total // (1024 * 1024))
@@ -240,9 +250,11 @@ async def agent_main(args: Any) -> None:
         shown = f"[{shown}]" if ":" in shown else shown
         address = f"http://{shown}:{args.port}"
     labels = dict(getattr(args, "label", None) or [])
-    agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem), address,
-                  labels, default_user_for(getattr(args, "default_user", None), os.geteuid()))
-    runner = await _serve_health(host, args.port, agent, token)
+    agent = Agent(args.name, data_dir, list(args.controllers), credential, cpu, int(mem),
+                  address, labels,
+                  default_user_for(getattr(args, "default_user", None), os.geteuid()))
+    agent.link.on_controller_key = key.pin
+    runner = await _serve_health(host, args.port, agent, key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -257,6 +269,14 @@ async def agent_main(args: Any) -> None:
     await agent.run(stop)
     if runner is not None:
         await runner.cleanup()
+
+
+def _read_secret(path: Any, env: str) -> str | None:
+    """A secret from a file (stripped; empty counts as none), else from `env`."""
+    if path:
+        value = Path(path).read_text().strip()
+        return value or None
+    return os.environ.get(env) or None
 
 
 def run_agent(args: Any) -> None:

@@ -8,6 +8,9 @@ cannot countermand the new one.
 from __future__ import annotations
 
 import asyncio
+import math
+from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -17,8 +20,9 @@ from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
+from .auth import speaks_for
 from .backend import Cluster
-from .request import cluster_of, json_body, leader_of, store_of
+from .request import cluster_of, controller_credential_hash, json_body, leader_of, store_of
 
 MAX_WAIT_S = 2.0
 
@@ -44,6 +48,10 @@ async def sync(request: web.Request) -> web.Response:
     if not isinstance(node, dict) or not isinstance(node.get("name"), str):
         raise invalid("node", "node must be an object with a name")
     name = node["name"]
+    speaks_for(request, name)  # before the heartbeat: a node cannot keep another alive
+    address = node.get("address", "")
+    if address:
+        check_address(address, "node.address")
     reports = body.get("reports") or []
     if not isinstance(reports, list):
         raise invalid("reports", "must be a list")
@@ -66,7 +74,12 @@ async def sync(request: web.Request) -> web.Response:
                                           "attributes": node.get("attributes") or {}})
     metrics = body.get("metrics")
     if isinstance(metrics, dict):
-        leader.alloc_metrics.update({k: v for k, v in metrics.items() if isinstance(v, dict)})
+        checked = check_metrics(metrics)
+        # Only for this node's live allocations: a node cannot feed another's autoscaling.
+        live, ended = store.read_local(lambda m: _live_and_ended(m, name))
+        leader.alloc_metrics.update({k: v for k, v in checked.items() if k in live})
+        for alloc_id in ended:  # the leader's memory keeps no metrics of ended allocations
+            leader.alloc_metrics.pop(alloc_id, None)
     if isinstance(body.get("agent"), dict):
         leader.node_info[name] = body["agent"]
     acked = 0
@@ -93,7 +106,54 @@ async def sync(request: web.Request) -> web.Response:
         lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name)))
     return web.json_response({"term": term, "leader": cluster.id, "index": index,
                               "fingerprint": fp, "acked": acked,
-                              "allocations": assignments})
+                              "allocations": assignments,
+                              "controller_credential_sha256":
+                                  controller_credential_hash(request)})
+
+
+def _live_and_ended(m: StateMachine, node: str) -> tuple[set[str], list[str]]:
+    live: set[str] = set()
+    ended: list[str] = []
+    for a in m.node_allocs(node):
+        if a.terminal:
+            ended.append(a.id)
+        else:
+            live.add(a.id)
+    return live, ended
+
+
+def check_address(value: Any, field: str) -> str:
+    """An agent's address: `http(s)://host[:port]`, nothing else (no user, path, query or
+    fragment), since the controllers build request URLs from it."""
+    if not isinstance(value, str) or len(value) > 500 or any(c.isspace() for c in value):
+        raise invalid(field, "must be a URL http(s)://host[:port]")
+    try:
+        u = urlsplit(value)
+        port_ok = u.port is None or 0 < u.port < 65536
+    except ValueError:
+        port_ok = False
+    if (not port_ok or u.scheme not in ("http", "https") or not u.hostname
+            or u.username is not None or u.password is not None or u.path not in ("", "/")
+            or u.query or u.fragment or "#" in value or "?" in value):
+        raise invalid(field, "must be a URL http(s)://host[:port] with no path, query or "
+                             "fragment")
+    return value
+
+
+def check_metrics(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each allocation's sampled metrics: finite numbers (or null) only; one NaN fed to the
+    autoscaler would make every leader step raise."""
+    out: dict[str, dict[str, Any]] = {}
+    for alloc_id, values in raw.items():
+        if not isinstance(values, dict):
+            continue
+        for key, v in values.items():
+            ok_number = (v is None or (not isinstance(v, bool) and isinstance(v, int | float)
+                                       and math.isfinite(v)))
+            if not ok_number:
+                raise invalid(f"metrics.{alloc_id}.{key}", "must be a finite number")
+        out[alloc_id] = values
+    return out
 
 
 def node_fingerprint(m: StateMachine, name: str) -> str:

@@ -13,26 +13,33 @@ from aiohttp import web
 
 from hacontrol.scheduler.leader_state import Leadership
 
-from . import agent_routes, ops_routes, routes, ui
-from .auth import token_middleware
+from . import acl_routes, agent_routes, ops_routes, routes, ui
+from .auth import acl_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
 from .limits import LimitedStore, Limits
-from .request import CLUSTER, LEADERSHIP, MAX_BODY, STORE, TOKEN
+from .request import ACL_CONFIGURED, CLUSTER, LEADERSHIP, MAX_BODY, STORE, TOKEN
 
 
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
-              token: str, limits: Limits | None = None) -> web.Application:
+              token: str, limits: Limits | None = None, *,
+              bootstrap_token: bool = False) -> web.Application:
+    """The API of one replica. `token`: the credential the controllers present to agents
+    (requests are authorised against the replicated ACL tables, never against it);
+    `limits`: caps on bodies and table sizes; `bootstrap_token`: this replica was given a
+    token to bootstrap with, and is ready only once it is applied."""
     limits = limits or Limits()
-    app = web.Application(middlewares=[error_middleware, token_middleware(token)],
+    app = web.Application(middlewares=[error_middleware, acl_middleware()],
                           client_max_size=limits.max_body_bytes)
     app[MAX_BODY] = limits.max_body_bytes
     app[STORE] = LimitedStore(store, limits)
     app[CLUSTER] = cluster
     app[LEADERSHIP] = leadership
     app[TOKEN] = token
+    app[ACL_CONFIGURED] = bootstrap_token
     routes.register(app)
     agent_routes.register(app)
+    acl_routes.register(app)
     ops_routes.register(app)
     ui.register(app)
     return app

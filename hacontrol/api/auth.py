@@ -1,30 +1,212 @@
-"""Bearer-token authentication for every API path except liveness."""
+"""Who is asking, and may they: one middleware and one table of what each route needs.
+
+Every route is listed in `ROUTES` with the permission it needs; a route missing from the
+table is refused to everyone (default deny; `tests/unit/test_acl_api.py` checks that every
+registered route is listed). The bearer secret is hashed and looked up in the replicated
+token table as applied on this replica; a write is checked again where it counts, when
+every replica applies it (`hacontrol/state/permit.py`).
+"""
 
 from __future__ import annotations
 
-import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from hacontrol.acl.authorize import Action, Decision, authorize, node_may, usable
+from hacontrol.acl.secrets import hash_secret, same_hash
+from hacontrol.model.acl import Token, TokenType
+from hacontrol.state.machine import StateMachine
+
 from .errors import Handler, RequestError
-
-# Probes must work for orchestrators that hold no token (compose healthchecks, load balancers).
-OPEN_PATHS = frozenset({"/v1/health", "/v1/health/ready", "/", "/ui"})
+from .request import IDENTITY, store_of
 
 
-def token_middleware(token: str) -> Middleware:
-    expected = token.encode()
+@dataclass(frozen=True)
+class Need:
+    """What a route needs. `kind`:
+    - `open`: nothing (probes, the page, bootstrap, which the state allows once);
+    - `token`: any valid user token (the route filters what it shows, or shows the token);
+    - `action`: `action`, in the namespace from the path (`ns`) or of the allocation `id`;
+    - `node`: a node credential, or a token that may write nodes (the agents' sync);
+    - `intro`: an introduction token (exchanged for a node credential)."""
+
+    kind: str
+    action: Action | None = None
+    scope: str | None = None  # "ns": match_info["ns"]; "alloc": the allocation's namespace
+
+
+OPEN = Need("open")
+TOKEN = Need("token")
+NODE = Need("node")
+INTRO = Need("intro")
+
+
+def act(action: Action, scope: str | None = None) -> Need:
+    return Need("action", action, scope)
+
+
+A = Action
+ROUTES: dict[tuple[str, str], Need] = {
+    ("GET", "/v1/health"): OPEN,
+    ("GET", "/v1/health/ready"): OPEN,
+    ("GET", "/"): OPEN,
+    ("GET", "/ui"): OPEN,
+    ("GET", "/v1/status"): TOKEN,
+    ("GET", "/v1/namespaces"): TOKEN,  # filtered to the namespaces whose jobs it may list
+    ("GET", "/v1/namespaces/{ns}"): act(A.LIST_JOBS, "ns"),
+    ("PUT", "/v1/namespaces/{ns}"): act(A.OPERATOR_WRITE),
+    ("GET", "/v1/jobs"): TOKEN,  # filtered by list-jobs
+    ("GET", "/v1/jobs/{ns}/{name}"): act(A.READ_JOB, "ns"),
+    ("PUT", "/v1/jobs/{ns}/{name}"): act(A.SUBMIT_JOB, "ns"),
+    ("DELETE", "/v1/jobs/{ns}/{name}"): act(A.SUBMIT_JOB, "ns"),
+    ("POST", "/v1/jobs/{ns}/{name}/scale"): act(A.SCALE_JOB, "ns"),
+    ("GET", "/v1/jobs/{ns}/{name}/versions"): act(A.READ_JOB, "ns"),
+    ("POST", "/v1/jobs/{ns}/{name}/revert"): act(A.SUBMIT_JOB, "ns"),
+    ("GET", "/v1/allocations"): TOKEN,  # filtered by read-job
+    ("GET", "/v1/allocations/{id}"): act(A.READ_JOB, "alloc"),
+    ("POST", "/v1/allocations/{id}/{action}"): act(A.ALLOC_LIFECYCLE, "alloc"),
+    ("GET", "/v1/allocations/{id}/logs"): act(A.READ_LOGS, "alloc"),
+    ("GET", "/v1/nodes"): act(A.NODE_READ),
+    ("GET", "/v1/nodes/{name}"): act(A.NODE_READ),
+    ("POST", "/v1/nodes/{name}/drain"): act(A.NODE_WRITE),
+    ("POST", "/v1/nodes/intro"): act(A.NODE_WRITE),
+    ("GET", "/v1/events"): act(A.OPERATOR_READ),
+    ("GET", "/metrics"): act(A.OPERATOR_READ),
+    ("POST", "/v1/agent/sync"): NODE,
+    ("POST", "/v1/agent/credential"): INTRO,
+    ("POST", "/v1/acl/bootstrap"): OPEN,
+    ("GET", "/v1/acl/policies"): act(A.ACL_READ),
+    ("GET", "/v1/acl/policies/{name}"): act(A.ACL_READ),
+    ("PUT", "/v1/acl/policies/{name}"): act(A.ACL_WRITE),
+    ("DELETE", "/v1/acl/policies/{name}"): act(A.ACL_WRITE),
+    ("GET", "/v1/acl/tokens"): act(A.ACL_READ),
+    ("POST", "/v1/acl/tokens"): act(A.ACL_WRITE),
+    ("GET", "/v1/acl/tokens/self"): TOKEN,
+    ("DELETE", "/v1/acl/tokens/{accessor_id}"): act(A.ACL_WRITE),
+}
+
+USER_TYPES = (TokenType.MANAGEMENT, TokenType.CLIENT)
+
+
+def identity_of(request: web.Request) -> Token | None:
+    """The token the request was authorised with (None on open routes)."""
+    return request.get(IDENTITY)
+
+
+def visible(request: web.Request, action: Action) -> Callable[[StateMachine, str], bool]:
+    """A test, to call inside a read, of whether the request's token may `action` in a
+    namespace (for list routes, which show only what the token may see)."""
+    token = identity_of(request)
+
+    def test(m: StateMachine, namespace: str) -> bool:
+        return token is not None and bool(authorize(token, m.store.acl_policies, action,
+                                                    namespace))
+    return test
+
+
+def require(request: web.Request, action: Action, namespace: str | None = None) -> None:
+    """Raise 403 unless the request's token may `action`."""
+    token = identity_of(request)
+    decision = (Decision(False, "no token") if token is None else store_of(request).read_local(
+        lambda m: authorize(token, m.store.acl_policies, action, namespace)))
+    if not decision:
+        raise RequestError("forbidden", f"permission denied: {decision.reason}", "Authorization")
+
+
+def speaks_for(request: web.Request, node: str) -> None:
+    """Raise 403 unless the request's token may speak for `node` (a node credential for
+    its own node; a token that may write nodes for any)."""
+    token = identity_of(request)
+    decision = (Decision(False, "no token") if token is None else store_of(request).read_local(
+        lambda m: node_may(token, m.store.acl_policies, node)))
+    if not decision:
+        raise RequestError("forbidden", f"permission denied: {decision.reason}", "node.name")
+
+
+def _lookup(secret: str) -> Callable[[StateMachine], tuple[Token | None, bool]]:
+    wanted = hash_secret(secret)
+
+    def find(m: StateMachine) -> tuple[Token | None, bool]:
+        token = m.store.token_by_hash(wanted)
+        if token is not None and not same_hash(token.secret_hash, wanted):
+            token = None
+        return token, m.store.acl_bootstrapped
+    return find
+
+
+def _route_key(request: web.Request) -> tuple[str, str] | None:
+    route = request.match_info.route
+    resource = route.resource
+    if resource is None or route.method == "*":
+        return None  # no route matched: the handler answers 404 or 405
+    method = "GET" if request.method == "HEAD" else request.method
+    return method, resource.canonical
+
+
+def _scope_namespace(request: web.Request, need: Need) -> str | None:
+    if need.scope == "ns":
+        return request.match_info.get("ns")
+    if need.scope == "alloc":
+        alloc_id = request.match_info.get("id", "")
+        alloc = store_of(request).read_local(lambda m: m.allocs.get(alloc_id))
+        # Unknown allocation: judge against no namespace (refused unless management), so a
+        # token cannot probe which allocation ids exist.
+        return alloc.namespace if alloc is not None else None
+    return None
+
+
+def _judge(request: web.Request, need: Need, token: Token) -> Decision:
+    match need.kind:
+        case "token":
+            return Decision(token.type in USER_TYPES, f"a {token.type} token may not do this")
+        case "node":
+            if token.type == TokenType.NODE:
+                return Decision(True, "node credential")
+            return store_of(request).read_local(
+                lambda m: authorize(token, m.store.acl_policies, Action.NODE_WRITE))
+        case "intro":
+            return Decision(token.type == TokenType.INTRO, "needs an introduction token")
+        case "action":
+            assert need.action is not None
+            ns = _scope_namespace(request, need)
+            if token.type == TokenType.MANAGEMENT:
+                return Decision(True, "management token")
+            return store_of(request).read_local(
+                lambda m: authorize(token, m.store.acl_policies, need.action or Action.ACL_WRITE,
+                                    ns))
+    return Decision(False, "this route is not open to anyone")
+
+
+def acl_middleware(clock: Callable[[], float] = time.time) -> Middleware:
+    """Authenticate the bearer token and check the route's permission (default deny)."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        key = _route_key(request)
+        need = ROUTES.get(key) if key is not None else TOKEN
+        if need is None:
+            need = Need("deny")
+        if need.kind == "open":
             return await handler(request)
         header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        secret = header[7:].strip() if header.startswith("Bearer ") else ""
+        if not secret:
             raise RequestError("unauthorized", "missing bearer token", "Authorization")
-        if not hmac.compare_digest(header[7:].strip().encode(), expected):
-            raise RequestError("forbidden", "wrong token", "Authorization")
+        token, bootstrapped = store_of(request).read_local(_lookup(secret))
+        valid = usable(token, clock())
+        if token is None or not valid:
+            hint = "" if bootstrapped else (
+                " (ACLs are not bootstrapped yet: run 'hacontrol acl bootstrap')")
+            raise RequestError("forbidden", f"{valid.reason}{hint}", "Authorization")
+        request[IDENTITY] = token
+        decision = _judge(request, need, token)
+        if not decision:
+            raise RequestError("forbidden", f"permission denied: {decision.reason}",
+                               "Authorization")
         return await handler(request)
 
     return check

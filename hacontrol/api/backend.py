@@ -15,9 +15,10 @@ T = TypeVar("T")
 class Store(Protocol):
     """The replicated state: commands in, views out."""
 
-    async def write(self, op: str, args: dict[str, Any], idem: str | None = None
-                    ) -> dict[str, Any]:
-        """The command's result once applied; raises `Rejection` or a controller error."""
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    *, actor: str | None = None) -> dict[str, Any]:
+        """The command's result once applied; raises `Rejection` or a controller error.
+        `actor`: the accessor id of the token the command acts for."""
         ...
 
     async def read(self, fn: Callable[[StateMachine], T], stale: bool = False) -> T:
@@ -31,6 +32,28 @@ class Store(Protocol):
     async def wait_changed(self, timeout: float) -> None:
         """Return once something is applied here, or at `timeout`."""
         ...
+
+
+class ActingStore:
+    """A `Store` whose writes act for one token (its accessor id stamped on each command),
+    so that no route can write without saying for whom."""
+
+    def __init__(self, store: Store, actor: str | None) -> None:
+        self.store = store
+        self.actor = actor
+
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    *, actor: str | None = None) -> dict[str, Any]:
+        return await self.store.write(op, args, idem, actor=self.actor)
+
+    async def read(self, fn: Callable[[StateMachine], T], stale: bool = False) -> T:
+        return await self.store.read(fn, stale)
+
+    def read_local(self, fn: Callable[[StateMachine], T]) -> T:
+        return self.store.read_local(fn)
+
+    async def wait_changed(self, timeout: float) -> None:
+        await self.store.wait_changed(timeout)
 
 
 class Cluster(Protocol):

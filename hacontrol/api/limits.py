@@ -63,13 +63,13 @@ class LimitedStore:
         self.store = store
         self.limits = limits
 
-    async def write(self, op: str, args: dict[str, Any], idem: str | None = None
-                    ) -> dict[str, Any]:
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    *, actor: str | None = None) -> dict[str, Any]:
         if op in (C.JOB_PUT, C.NS_PUT, C.NODE_REGISTER):
             rejection = self.store.read_local(_over(self.limits, op, args))
             if rejection is not None:
                 raise rejection
-        return await self.store.write(op, args, idem)
+        return await self.store.write(op, args, idem, actor=actor)
 
     async def read(self, fn: Callable[[StateMachine], T], stale: bool = False) -> T:
         return await self.store.read(fn, stale)

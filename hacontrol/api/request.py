@@ -3,6 +3,7 @@ request (body, flags, headers) parsed the same way everywhere."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -10,11 +11,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hacontrol.model.acl import Token
 from hacontrol.model.errors import invalid
 from hacontrol.scheduler.leader_state import Leadership, LeaderState
 from hacontrol.state import commands as C
 
-from .backend import Cluster, Store
+from .backend import ActingStore, Cluster, Store
 from .errors import RequestError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -22,13 +24,25 @@ MAX_BODY_BYTES = 1024 * 1024
 STORE = web.AppKey[Store]("store")
 CLUSTER = web.AppKey[Cluster]("cluster")
 LEADERSHIP = web.AppKey[Leadership]("leadership")
+# The credential the controllers present to agents (`acl.secrets.controller_credential`).
 TOKEN = web.AppKey[str]("token")
 MAX_BODY = web.AppKey[int]("max_body_bytes")
+# Whether this replica was given a token to bootstrap with (ready only once applied).
+ACL_CONFIGURED = web.AppKey[bool]("acl_configured")
+# The token a request was authorised with (set by `auth.acl_middleware`).
+IDENTITY = web.RequestKey[Token]("identity")
 AGENT_SESSION = web.AppKey[aiohttp.ClientSession]("agent_session")
 
 
+def controller_credential_hash(request: web.Request) -> str:
+    """What agents pin to recognise the controllers' calls (a hash: no secret)."""
+    return hashlib.sha256(request.app[TOKEN].encode()).hexdigest()
+
+
 def store_of(request: web.Request) -> Store:
-    return request.app[STORE]
+    """The replicated state; writes through it act for the request's token."""
+    token = request.get(IDENTITY)
+    return ActingStore(request.app[STORE], token.accessor_id if token is not None else None)
 
 
 def cluster_of(request: web.Request) -> Cluster:

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hacontrol.acl.authorize import Action
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import invalid, not_found
 from hacontrol.model.spec_parse import parse_count, parse_job_spec
@@ -18,7 +19,9 @@ from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.state.validate import parse_quota
 
+from .auth import visible
 from .request import (
+    ACL_CONFIGURED,
     cluster_of,
     idem_key,
     is_stale,
@@ -43,8 +46,11 @@ async def get_health(request: web.Request) -> web.Response:
 
 async def get_ready(request: web.Request) -> web.Response:
     st = cluster_of(request).status()
+    # A replica given a token to bootstrap with is ready once that token works.
+    acl_ready = (not request.app[ACL_CONFIGURED]
+                 or store_of(request).read_local(lambda m: m.acl_bootstrapped))
     ready = (st["leader"] is not None and st["healthy"]
-             and st["applied_index"] >= st["commit_index"])
+             and st["applied_index"] >= st["commit_index"] and acl_ready)
     return web.json_response(
         {"ready": ready, "id": st["id"], "role": st["role"], "leader": st["leader"],
          "term": st["term"], "applied_index": st["applied_index"],
@@ -55,8 +61,10 @@ async def get_ready(request: web.Request) -> web.Response:
 # -------------------------------------------------------------- namespaces
 
 async def list_namespaces(request: web.Request) -> web.Response:
+    shown = visible(request, Action.LIST_JOBS)
+
     def view(m: StateMachine) -> list[dict[str, Any]]:
-        return [m.namespace_view(n) for n in sorted(m.namespaces)]
+        return [m.namespace_view(n) for n in sorted(m.namespaces) if shown(m, n)]
     return ok({"namespaces": await store_of(request).read(view, is_stale(request))})
 
 
@@ -102,9 +110,11 @@ async def list_jobs(request: web.Request) -> web.Response:
     if ns is not None:
         check_name(ns, "namespace")
 
+    shown = visible(request, Action.LIST_JOBS)
+
     def view(m: StateMachine) -> list[dict[str, Any]]:
         return [m.job_view(j) for (jns, _), j in sorted(m.jobs.items())
-                if ns is None or jns == ns]
+                if (ns is None or jns == ns) and shown(m, jns)]
     jobs = await store_of(request).read(view, is_stale(request))
     return ok({"jobs": jobs})
 
@@ -159,12 +169,13 @@ async def list_allocs(request: web.Request) -> web.Response:
     q = request.query
     ns, job, node = q.get("namespace"), q.get("job"), q.get("node")
     leader = leader_of(request)
+    shown = visible(request, Action.READ_JOB)
 
     def view(m: StateMachine) -> list[dict[str, Any]]:
         out = []
         for a in m.allocs.values():
             if ((ns is None or a.namespace == ns) and (job is None or a.job == job)
-                    and (node is None or a.node == node)):
+                    and (node is None or a.node == node) and shown(m, a.namespace)):
                 v = m.alloc_view(a)
                 v["metrics"] = _metrics_of(leader, a.id)
                 reason = leader.pending_reason(a.id, a.state, a.node) if leader else None

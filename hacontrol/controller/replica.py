@@ -111,19 +111,22 @@ class Controller:
 
     # --------------------------------------------------------- writes, reads
 
-    def command(self, op: str, args: dict[str, Any], idem: str | None = None) -> C.Command:
-        """The command as it goes into the log: stamped with the time and a key."""
+    def command(self, op: str, args: dict[str, Any], idem: str | None = None,
+                actor: str | None = None) -> C.Command:
+        """The command as it goes into the log: stamped with the time, a key and the
+        accessor id of the token it acts for (None: the controllers themselves)."""
         return C.Command(op, time.time(), args,
-                         idem or f"{self._key_prefix}{next(self._key_seq)}")
+                         idem or f"{self._key_prefix}{next(self._key_seq)}", actor)
 
     async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
-                    timeout: float = WRITE_TIMEOUT_S) -> Result:
+                    timeout: float = WRITE_TIMEOUT_S, actor: str | None = None) -> Result:
         """Propose a command and return its result once applied here.
 
-        Raises `Rejection` when the state machine refuses it, `NotApplied`,
-        `OutcomeUnknown` or `CommandFailed` after what the log did with it.
+        Raises `Rejection` when the state machine refuses it (including a token that may
+        not, checked at apply), `NotApplied`, `OutcomeUnknown` or `CommandFailed` after
+        what the log did with it.
         """
-        cmd = self.command(op, args, idem)
+        cmd = self.command(op, args, idem, actor)
         try:
             result = await self.bridge.submit(cmd.encode(), timeout)
         except LogNotApplied as exc:

@@ -1,8 +1,11 @@
 """The command envelope: the only thing ever written to the Raft log.
 
-A command is a msgpack map `{"op": str, "ts": float, "idem": str | None, "args": map}`.
-The proposer stamps `ts` (wall clock) and the idempotency key, so that applying a command
-never reads the clock or a random source and every replica computes the same state.
+A command is a msgpack map `{"op": str, "ts": float, "idem": str | None, "args": map}`,
+plus `"acc": str` when it is proposed on behalf of a token (its accessor id). The proposer
+stamps `ts` (wall clock), the idempotency key and the accessor id, so that applying a
+command never reads the clock or a random source and every replica computes the same state
+and makes the same access decision. A command without `acc` comes from the controllers
+themselves (the leader loop, a configured bootstrap), as every command did before ACLs.
 """
 
 from __future__ import annotations
@@ -28,9 +31,17 @@ NODE_DRAIN = "node_drain"
 MIGRATE = "migrate"  # stop allocations and place replacements (drain)
 DEPLOY_STEP = "deploy_step"  # one step of a rolling update
 JOB_REVERT = "job_revert"
+ACL_BOOTSTRAP = "acl_bootstrap"
+ACL_POLICY_PUT = "acl_policy_put"
+ACL_POLICY_DELETE = "acl_policy_delete"
+ACL_TOKEN_CREATE = "acl_token_create"
+ACL_TOKEN_REVOKE = "acl_token_revoke"
+NODE_CREDENTIAL = "node_credential"  # an introduction token exchanged for a node credential
 
 OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NODE_STATUS,
-                 PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP, JOB_REVERT})
+                 PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP, JOB_REVERT,
+                 ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE, ACL_TOKEN_CREATE,
+                 ACL_TOKEN_REVOKE, NODE_CREDENTIAL})
 
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_IDEM_LEN = 200
@@ -42,10 +53,14 @@ class Command:
     ts: float
     args: dict[str, Any]
     idem: str | None = None
+    acc: str | None = None  # the accessor id of the token it acts for; None: the controllers
 
     def encode(self) -> bytes:
-        raw: bytes = msgpack.packb({"op": self.op, "ts": self.ts, "idem": self.idem,
-                                    "args": self.args}, use_bin_type=True)
+        envelope: dict[str, Any] = {"op": self.op, "ts": self.ts, "idem": self.idem,
+                                    "args": self.args}
+        if self.acc is not None:
+            envelope["acc"] = self.acc
+        raw: bytes = msgpack.packb(envelope, use_bin_type=True)
         return raw
 
 
@@ -69,4 +84,7 @@ def decode(raw: bytes) -> Command:
         raise invalid("Idempotency-Key", f"must be 1-{MAX_IDEM_LEN} characters")
     if not isinstance(args, dict):
         raise invalid("args", "must be a map")
-    return Command(op=op, ts=float(ts), args=args, idem=idem)
+    acc = d.get("acc")
+    if acc is not None and (not isinstance(acc, str) or not 0 < len(acc) <= MAX_IDEM_LEN):
+        raise invalid("acc", "must be an accessor id")
+    return Command(op=op, ts=float(ts), args=args, idem=idem, acc=acc)

@@ -24,10 +24,14 @@ class Applying:
     ts: float
     # Test-only planted fault (see hacontrol/planted.py); None in every real deployment.
     planted_quota_skip: Callable[[], bool] | None = None
+    # The accessor id of the token the command acts for (None: the controllers themselves).
+    actor: str | None = None
 
     def event(self, kind: str, **payload: Any) -> None:
+        """Record an event; it names the acting token, so the events are an audit trail."""
         self.events.add({"index": self.index, "ts": self.ts, "type": kind,
-                         **{k: v for k, v in payload.items() if v is not None}})
+                         **{k: v for k, v in payload.items() if v is not None},
+                         **({"accessor": self.actor} if self.actor is not None else {})})
 
     def check_quota(self, ns: str, usage: Usage) -> None:
         """Raise `Rejection` unless `usage` fits the namespace's quota."""

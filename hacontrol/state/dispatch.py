@@ -24,6 +24,7 @@ from . import commands as C
 from .context import Applying, Result
 from .events import EventLog
 from .handlers import HANDLERS
+from .permit import check_command
 from .store import Store
 
 IDEMPOTENCY_KEYS_KEPT = 10_000
@@ -123,7 +124,12 @@ class IdempotencyTable:
 def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C.Command,
                   index: int, planted_quota_skip: Callable[[], bool] | None = None) -> Result:
     """The result of `cmd`; raises `Rejection` only for a reused idempotency key (the
-    caller turns it into a result). A handler's rejection is recorded under the key."""
+    caller turns it into a result). A handler's rejection is recorded under the key; an
+    access refusal is not (it is about who asked, and a retry with a valid token must
+    apply), and comes before any replay (a refused token learns nothing of a result)."""
+    refused = check_command(store, cmd)
+    if refused is not None:
+        return {"ok": False, "error": refused.to_dict(), "index": index}
     digest = ""
     if cmd.idem is not None:
         digest = request_digest(cmd.op, cmd.args)
@@ -133,7 +139,7 @@ def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C
                 raise conflict("idempotency key was already used for a different request",
                                "Idempotency-Key")
             return replayed_result(store, seen[1])
-    tx = Applying(store, events, index, cmd.ts, planted_quota_skip)
+    tx = Applying(store, events, index, cmd.ts, planted_quota_skip, cmd.acc)
     try:
         data = HANDLERS[cmd.op](tx, cmd.args)
         result: Result = {"ok": True, "index": index, **data}

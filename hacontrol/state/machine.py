@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from hacontrol.model.acl import Policy, Token
 from hacontrol.model.errors import Rejection
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
@@ -74,6 +75,18 @@ class StateMachine:
     @property
     def usage(self) -> dict[str, tuple[int, int, int]]:
         return self.store.usage
+
+    @property
+    def acl_policies(self) -> dict[str, Policy]:
+        return self.store.acl_policies
+
+    @property
+    def acl_tokens(self) -> dict[str, Token]:
+        return self.store.acl_tokens
+
+    @property
+    def acl_bootstrapped(self) -> bool:
+        return self.store.acl_bootstrapped
 
     @property
     def on_node(self) -> dict[str, dict[str, None]]:

@@ -1,6 +1,8 @@
 """The snapshot encoding: a msgpack map of the tables and the idempotency table.
 
 Its bytes are also the input of the state digest, so key names and orders never change.
+The access-control tables are written only once there is something in them, so a state
+without ACLs encodes (and digests) exactly as before they existed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import Any
 
 import msgpack
 
+from hacontrol.model.acl import Policy, Token
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota
 
@@ -19,7 +22,7 @@ SNAPSHOT_VERSION = 1
 
 
 def encode(store: Store, idem: IdempotencyTable) -> bytes:
-    raw: bytes = msgpack.packb({
+    tables: dict[str, Any] = {
         "v": SNAPSHOT_VERSION,
         "index": store.index,
         "alloc_seq": store.alloc_seq,
@@ -28,7 +31,12 @@ def encode(store: Store, idem: IdempotencyTable) -> bytes:
         "allocs": [a.to_dict() for a in store.allocs.values()],
         "nodes": [n.to_dict() for n in store.nodes.values()],
         "idempotency": [[k, d, r] for k, d, r in idem],
-    }, use_bin_type=True)
+    }
+    if store.acl_bootstrapped or store.acl_tokens or store.acl_policies:
+        tables["acl_bootstrapped"] = store.acl_bootstrapped
+        tables["acl_policies"] = [p.to_dict() for p in store.acl_policies.values()]
+        tables["acl_tokens"] = [t.to_dict() for t in store.acl_tokens.values()]
+    raw: bytes = msgpack.packb(tables, use_bin_type=True)
     return raw
 
 
@@ -44,6 +52,9 @@ def decode(data: bytes) -> tuple[Store, IdempotencyTable]:
     store.nodes = {n["name"]: Node.from_dict(n) for n in d["nodes"]}
     store.alloc_seq = int(d["alloc_seq"])
     store.index = int(d["index"])
+    store.acl_bootstrapped = bool(d.get("acl_bootstrapped", False))
+    store.acl_policies = {p["name"]: Policy.from_dict(p) for p in d.get("acl_policies", [])}
+    store.acl_tokens = {t["accessor_id"]: Token.from_dict(t) for t in d.get("acl_tokens", [])}
     store.rebuild_indexes()
     idem = IdempotencyTable()
     for k, dg, r in d["idempotency"]:

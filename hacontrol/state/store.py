@@ -1,8 +1,8 @@
 """The replicated tables and the indexes that keep every read proportional to its answer.
 
-Tables: namespaces, jobs, allocations, nodes. Indexes (derived, rebuilt on restore, never
+Tables: namespaces, jobs, allocations, nodes, ACL policies and tokens. Indexes (derived, rebuilt on restore, never
 snapshotted): allocations by job, by node, and the pending ones; resource usage per
-namespace. Every change to an allocation's job, node or pending-ness goes through the
+namespace; tokens by secret hash. Every change to an allocation's job, node or pending-ness goes through the
 methods here so that the indexes cannot drift from the tables. Iteration orders are those
 of the allocation table (creation order), or of placement for a node, so that every
 replica walks them identically.
@@ -10,6 +10,7 @@ replica walks them identically.
 
 from __future__ import annotations
 
+from hacontrol.model.acl import Policy, Token
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
 from hacontrol.model.states import AllocState, DesiredState
@@ -35,6 +36,28 @@ class Store:
         # (micro-cores): float sums depend on their order, and the running sum must agree
         # to the last bit with a recomputation after a restore.
         self.usage: dict[str, tuple[int, int, int]] = {}
+        # Access control. Tokens by accessor id; `acl_by_hash` is their index by the
+        # SHA-256 of the secret (derived, never snapshotted).
+        self.acl_policies: dict[str, Policy] = {}
+        self.acl_tokens: dict[str, Token] = {}
+        self.acl_bootstrapped = False
+        self.acl_by_hash: dict[str, str] = {}
+
+    # ------------------------------------------------------------ tokens
+
+    def add_token(self, token: Token) -> None:
+        self.acl_tokens[token.accessor_id] = token
+        self.acl_by_hash[token.secret_hash] = token.accessor_id
+
+    def remove_token(self, accessor_id: str) -> Token | None:
+        token = self.acl_tokens.pop(accessor_id, None)
+        if token is not None:
+            self.acl_by_hash.pop(token.secret_hash, None)
+        return token
+
+    def token_by_hash(self, secret_hash: str) -> Token | None:
+        accessor = self.acl_by_hash.get(secret_hash)
+        return None if accessor is None else self.acl_tokens.get(accessor)
 
     # ------------------------------------------------------------ allocations
 
@@ -113,3 +136,4 @@ class Store:
         for a in allocs:
             self.add_alloc(a)
         self.usage = self.recompute_usage()
+        self.acl_by_hash = {t.secret_hash: a for a, t in self.acl_tokens.items()}

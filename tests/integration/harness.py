@@ -173,6 +173,8 @@ class Cluster:
     replicas: list[Replica] = field(default_factory=list)
     agents: dict[str, Proc] = field(default_factory=dict)
     extra_server_args: list[str] = field(default_factory=list)
+    # False: the replicas get no token to bootstrap with (the cluster starts locked).
+    configured_token: bool = True
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -192,7 +194,9 @@ class Cluster:
                     "--raft", f"127.0.0.1:{r.raft_port}",
                     "--api", f"127.0.0.1:{r.api_port}", *peers,
                     "--secret-file", str(self.root / "secret"),
-                    "--token-file", str(self.root / "token"), *self.extra_server_args]
+                    *(["--token-file", str(self.root / "token")] if self.configured_token
+                      else []),
+                    *self.extra_server_args]
             r.proc = Proc(r.id, argv, self.root / f"{r.id}.log")
 
     # -------------------------------------------------------------- lifecycle
@@ -206,14 +210,19 @@ class Cluster:
 
     def start_agent(self, name: str, cpu: float = 4.0, memory_mb: int = 4096,
                     labels: dict[str, str] | None = None, port: int | None = None,
-                    default_user: str | None = "root") -> Proc:
-        """An agent; `default_user` None leaves the agent's own default (nobody as root).
-        Tests' jobs run the test interpreter and write to pytest's temporary directories,
-        which only root may reach here, so by default they keep running as root."""
+                    default_user: str | None = "root",
+                    intro_token_file: Path | None = None) -> Proc:
+        """Start (or restart) an agent; it joins with `intro_token_file` when given, else
+        introduces itself with the cluster's management token. `default_user` None leaves
+        the agent's own default (nobody as root). Tests' jobs run the test interpreter and
+        write to pytest's temporary directories, which only root may reach here, so by
+        default they keep running as root."""
+        credential = (["--intro-token-file", str(intro_token_file)] if intro_token_file
+                      else ["--token-file", str(self.root / "token")])
         argv = [sys.executable, "-m", "hacontrol", "agent", "--name", name,
                 "--data-dir", str(self.root / name),
                 "--controllers", ",".join(r.api for r in self.replicas),
-                "--token-file", str(self.root / "token"),
+                *credential,
                 "--cpu", str(cpu), "--memory-mb", str(memory_mb),
                 "--port", str(port if port is not None else free_ports(1)[0])]
         for k, v in (labels or {}).items():

@@ -21,12 +21,13 @@ from .test_api_errors import TOKEN, FakeReplica
 class ApplyingReplica(FakeReplica):
     def __init__(self) -> None:
         super().__init__()
-        self.index = 0
+        self.index = self.m.index  # the fake's ACL bootstrap is already applied
 
-    async def write(self, op: str, args: dict[str, Any], idem: str | None = None
-                    ) -> dict[str, Any]:
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    *, actor: str | None = None) -> dict[str, Any]:
         self.index += 1
-        result = self.m.apply(C.Command(op, time.time(), args, idem).encode(), self.index)
+        result = self.m.apply(C.Command(op, time.time(), args, idem, actor).encode(),
+                              self.index)
         if not result.get("ok"):
             err = result["error"]
             raise Rejection(err["code"], err["message"], err.get("field"))

@@ -4,6 +4,7 @@ huge tails, label values that would break the metrics format."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -11,11 +12,20 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from hacontrol.agent import logs
+from hacontrol.agent.credentials import ControllerKey
 from hacontrol.agent.http import build_agent_app
 from hacontrol.agent.supervisor import Supervisor
 from hacontrol.model.text import prometheus_label
 
 TOKEN = "agent-secret"
+
+
+def key_for(sup: Supervisor, token: str = TOKEN) -> ControllerKey:
+    """The agent's pinned controllers' credential, as after its first sync."""
+    sup.data_dir.mkdir(parents=True, exist_ok=True)
+    key = ControllerKey(sup.data_dir)
+    key.pin(hashlib.sha256(token.encode()).hexdigest())
+    return key
 
 
 def get(sup: Supervisor, path: str, token: str = TOKEN,
@@ -32,7 +42,7 @@ def get(sup: Supervisor, path: str, token: str = TOKEN,
                 await asyncio.sleep(0.01)
                 worst = max(worst, time.monotonic() - t - 0.01)
 
-        async with TestClient(TestServer(build_agent_app(sup, token))) as client:
+        async with TestClient(TestServer(build_agent_app(sup, key_for(sup).accepts))) as client:
             tick = asyncio.create_task(ticker())
             resp = await client.get(path, headers={"Authorization": f"Bearer {token}"})
             body = await resp.read()
@@ -47,16 +57,16 @@ def sup(tmp_path: Path) -> Supervisor:
     return Supervisor(tmp_path / "agent", lambda _ev: None, isolation="rlimit")
 
 
-@pytest.mark.parametrize("token", ["", "   \n"])
-def test_an_empty_token_is_refused_rather_than_matching_bearer_nothing(
+@pytest.mark.parametrize("token", ["", "   \n", TOKEN])
+def test_nothing_is_accepted_before_the_controllers_credential_is_pinned(
         sup: Supervisor, token: str) -> None:
-    with pytest.raises(ValueError):
-        build_agent_app(sup, token)
+    sup.data_dir.mkdir(parents=True, exist_ok=True)
+    assert not ControllerKey(sup.data_dir).accepts(token)
 
 
 def test_bearer_with_nothing_after_it_is_refused(sup: Supervisor) -> None:
     async def go() -> int:
-        async with TestClient(TestServer(build_agent_app(sup, TOKEN))) as client:
+        async with TestClient(TestServer(build_agent_app(sup, key_for(sup).accepts))) as client:
             resp = await client.get("/metrics", headers={"Authorization": "Bearer "})
             return resp.status
     assert asyncio.run(go()) in (401, 403)

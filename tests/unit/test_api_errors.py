@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from hacontrol.acl.secrets import accessor_for, hash_secret
 from hacontrol.api.app import build_app
 from hacontrol.controller.errors import (
     AgentUnreachable,
@@ -24,6 +25,7 @@ from hacontrol.controller.errors import (
 )
 from hacontrol.controller.status import ReplicaStatus
 from hacontrol.scheduler.leader_state import Leadership
+from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 TOKEN = "tok"
@@ -34,12 +36,15 @@ class FakeReplica:
 
     def __init__(self, fail: Exception | None = None, leading: bool = True) -> None:
         self.m = StateMachine()
+        h = hash_secret(TOKEN)
+        assert self.m.apply(C.Command(C.ACL_BOOTSTRAP, 1.0, {
+            "accessor_id": accessor_for(h), "secret_hash": h}).encode(), 1)["ok"]
         self.fail = fail
         self.leading = leading
         self.id = "c1"
 
-    async def write(self, op: str, args: dict[str, Any], idem: str | None = None
-                    ) -> dict[str, Any]:
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    *, actor: str | None = None) -> dict[str, Any]:
         assert self.fail is not None
         raise self.fail
 

@@ -9,6 +9,7 @@ builds the top-level parser from `GROUPS`, in this order, and dispatches.
 from __future__ import annotations
 
 from hacontrol.cli.commands import (
+    acl,
     agent,
     allocation,
     dev,
@@ -22,5 +23,5 @@ from hacontrol.cli.commands import (
 from hacontrol.cli.commands.base import CommandGroup
 
 GROUPS: tuple[CommandGroup, ...] = (
-    server, agent, dev, status, job, allocation, node, events, namespace
+    server, agent, dev, status, job, allocation, node, events, namespace, acl
 )

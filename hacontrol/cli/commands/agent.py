@@ -30,7 +30,12 @@ def register(sub: SubParsers) -> None:
     p.add_argument(
         "--controllers", required=True, type=url_list, action="extend", metavar="URL[,URL...]"
     )
-    p.add_argument("--token-file", required=True, type=Path)
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="a token that may write nodes; the agent introduces itself with it "
+                        "(default $HACONTROL_TOKEN)")
+    p.add_argument("--intro-token-file", type=Path, default=None,
+                   help="an introduction token ('hacontrol node intro create'), exchanged "
+                        "once for this node's credential (default $HACONTROL_INTRO_TOKEN)")
     p.add_argument("--port", type=non_negative_int, default=0)
     p.add_argument("--cpu", type=non_negative_float, default=None, help="CPU capacity to offer")
     p.add_argument("--memory-mb", type=non_negative_int, default=None, help="memory to offer")

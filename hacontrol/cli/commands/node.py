@@ -7,6 +7,7 @@ from typing import IO
 
 from hacontrol.cli import output
 from hacontrol.cli.client import Client, quote
+from hacontrol.cli.commands.acl import register_intro
 from hacontrol.cli.commands.base import (
     SubParsers,
     client_command,
@@ -29,6 +30,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--disable", action="store_true", help="end the drain")
     p.add_argument("--deadline", type=non_negative_float, default=60.0, metavar="S",
                    help="seconds before remaining allocations are stopped (default 60)")
+    register_intro(node)
 
 
 def cmd_node_list(args: argparse.Namespace, client: Client, out: IO[str]) -> int:

@@ -32,7 +32,9 @@ def register(sub: SubParsers) -> None:
         help="another replica (repeat for each)",
     )
     p.add_argument("--secret-file", required=True, type=Path)
-    p.add_argument("--token-file", required=True, type=Path)
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="a secret that becomes the first management token; without it the "
+                        "cluster starts locked until 'hacontrol acl bootstrap'")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.add_argument("--compaction-entries", type=non_negative_int, default=None,
                    help="compact the Raft log after this many entries (default 5000)")

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import commands as C
 from ..context import Applying, Result
-from . import allocations, deployments, jobs, namespaces, nodes, plans
+from . import acl, allocations, deployments, jobs, namespaces, nodes, plans
 
 Handler = Callable[[Applying, dict[str, Any]], Result]
 
@@ -35,4 +35,10 @@ HANDLERS: dict[str, Handler] = {
     C.ALLOC_UPDATE: allocations.update,
     C.MIGRATE: allocations.migrate,
     C.DEPLOY_STEP: deployments.step,
+    C.ACL_BOOTSTRAP: acl.bootstrap,
+    C.ACL_POLICY_PUT: acl.policy_put,
+    C.ACL_POLICY_DELETE: acl.policy_delete,
+    C.ACL_TOKEN_CREATE: acl.token_create,
+    C.ACL_TOKEN_REVOKE: acl.token_revoke,
+    C.NODE_CREDENTIAL: acl.node_credential,
 }

@@ -1,0 +1,160 @@
+"""Access control: bootstrap, policies, tokens, node introductions and credentials.
+
+Secrets are made here, on the replica that answers, and shown once in the answer; only
+their SHA-256 goes into the log. A retry of a token creation therefore makes a new secret:
+retried with the same Idempotency-Key it is refused as a different request (409) rather
+than answered with a secret nobody holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from hacontrol.acl.secrets import hash_secret, new_accessor, new_secret
+from hacontrol.model.acl import (
+    TokenType,
+    check_accessor,
+    parse_policy,
+    parse_token_request,
+    parse_ttl,
+)
+from hacontrol.model.checks import check_name, obj
+from hacontrol.model.errors import invalid, not_found
+from hacontrol.state import commands as C
+from hacontrol.state.machine import StateMachine
+
+from .auth import identity_of
+from .errors import RequestError
+from .request import (
+    controller_credential_hash,
+    idem_key,
+    is_stale,
+    json_body,
+    ok,
+    only_fields,
+    store_of,
+)
+
+DEFAULT_INTRO_TTL_S = 600.0
+
+
+async def _create(request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Propose a command that creates a token; the answer: the token with its secret."""
+    secret, accessor = new_secret(), new_accessor()
+    res = await store_of(request).write(op, {"accessor_id": accessor,
+                                             "secret_hash": hash_secret(secret), **args},
+                                        idem_key(request))
+    return {"token": {**res["token"], "secret_id": secret}, "index": res["index"]}
+
+
+# ------------------------------------------------------------------ bootstrap
+
+async def bootstrap(request: web.Request) -> web.Response:
+    """The first management token; refused (403) once the cluster is bootstrapped."""
+    if await store_of(request).read(lambda m: m.store.acl_bootstrapped, is_stale(request)):
+        raise RequestError("forbidden", "the ACL system is already bootstrapped", "bootstrap")
+    return ok(await _create(request, C.ACL_BOOTSTRAP, {"name": "bootstrap"}))
+
+
+# ------------------------------------------------------------------- policies
+
+async def put_policy(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"], "name")
+    policy = parse_policy(name, await json_body(request))  # 422 naming the field
+    res = await store_of(request).write(C.ACL_POLICY_PUT, {"policy": policy.to_dict()},
+                                        idem_key(request))
+    return ok({"policy": res["policy"], "index": res["index"]})
+
+
+async def list_policies(request: web.Request) -> web.Response:
+    def view(m: StateMachine) -> list[dict[str, Any]]:
+        return [p.to_dict() for _, p in sorted(m.store.acl_policies.items())]
+    return ok({"policies": await store_of(request).read(view, is_stale(request))})
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"], "name")
+
+    def view(m: StateMachine) -> dict[str, Any] | None:
+        p = m.store.acl_policies.get(name)
+        return p.to_dict() if p is not None else None
+    out = await store_of(request).read(view, is_stale(request))
+    if out is None:
+        raise not_found(f"policy {name!r}", "name")
+    return ok({"policy": out})
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"], "name")
+    res = await store_of(request).write(C.ACL_POLICY_DELETE, {"name": name}, idem_key(request))
+    return ok({"policy": res["policy"], "index": res["index"]})
+
+
+# --------------------------------------------------------------------- tokens
+
+async def create_token(request: web.Request) -> web.Response:
+    req = parse_token_request(await json_body(request))
+    return ok(await _create(request, C.ACL_TOKEN_CREATE, req.to_dict()))
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    def view(m: StateMachine) -> list[dict[str, Any]]:
+        return [t.public() for t in sorted(m.store.acl_tokens.values(),
+                                           key=lambda t: (t.create_ts, t.accessor_id))]
+    return ok({"tokens": await store_of(request).read(view, is_stale(request))})
+
+
+async def token_self(request: web.Request) -> web.Response:
+    token = identity_of(request)
+    assert token is not None  # the middleware let only a valid token through
+    return ok({"token": token.public()})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    accessor = check_accessor(request.match_info["accessor_id"])
+    res = await store_of(request).write(C.ACL_TOKEN_REVOKE, {"accessor_id": accessor},
+                                        idem_key(request))
+    return ok({"token": res["token"], "index": res["index"]})
+
+
+# ------------------------------------------------------- node introductions
+
+async def create_intro(request: web.Request) -> web.Response:
+    """A short-lived introduction token, optionally for one node name."""
+    raw = await request.read()
+    body = obj(await json_body(request), "body") if raw else {}
+    only_fields(body, ("name", "ttl_s"))
+    name = None if body.get("name") is None else check_name(body["name"], "name")
+    ttl = parse_ttl(body.get("ttl_s")) or DEFAULT_INTRO_TTL_S
+    return ok(await _create(request, C.ACL_TOKEN_CREATE, {
+        "name": f"intro {name or '*'}", "type": str(TokenType.INTRO), "policies": [],
+        "ttl_s": ttl, "node": name}))
+
+
+async def exchange_intro(request: web.Request) -> web.Response:
+    """An agent's introduction token, used once, for its own node credential."""
+    body = await json_body(request)
+    only_fields(body, ("node",))
+    if "node" not in body:
+        raise invalid("node", "required: the node's name")
+    node = check_name(body["node"], "node")
+    answer = await _create(request, C.NODE_CREDENTIAL, {"node": node})
+    # The agent pins this to recognise the controllers' calls from now on.
+    return ok({**answer, "controller_credential_sha256": controller_credential_hash(request)})
+
+
+def register(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/acl/bootstrap", bootstrap)
+    r.add_get("/v1/acl/policies", list_policies)
+    r.add_get("/v1/acl/policies/{name}", get_policy)
+    r.add_put("/v1/acl/policies/{name}", put_policy)
+    r.add_delete("/v1/acl/policies/{name}", delete_policy)
+    r.add_get("/v1/acl/tokens", list_tokens)
+    r.add_post("/v1/acl/tokens", create_token)
+    r.add_get("/v1/acl/tokens/self", token_self)
+    r.add_delete("/v1/acl/tokens/{accessor_id}", revoke_token)
+    r.add_post("/v1/nodes/intro", create_intro)
+    r.add_post("/v1/agent/credential", exchange_intro)
