@@ -45,7 +45,7 @@ server)
         --data-dir "${HACONTROL_DATA_DIR:-/var/lib/hacontrol}" \
         --raft "$HACONTROL_RAFT" --api "${HACONTROL_API_BIND:-0.0.0.0:8000}" \
         --secret-file "$run_dir/secret" --token-file "$run_dir/token" \
-        --log-level "$log_level" "$@"
+        --log-level "$log_level" --insecure-http "$@"
     for peer in ${HACONTROL_PEERS:-}; do
         set -- "$@" --peer "$peer"
     done

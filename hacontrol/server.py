@@ -26,11 +26,19 @@ from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import LeaderLoop
 from hacontrol.state.machine import StateMachine
+from hacontrol.tls.context import client_context, server_context
+from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 log = logging.getLogger("hacontrol.server")
 
 
 async def run_controller(args: Any) -> None:
+    try:
+        tls = daemon_tls(args.tls_ca, args.tls_cert, args.tls_key,
+                         insecure=bool(args.insecure_http), who="hacontrol server")
+    except TLSSettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    scheme = "https" if tls is not None else "http"
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = require_secret(Path(args.secret_file).read_text().strip())
@@ -39,7 +47,11 @@ async def run_controller(args: Any) -> None:
         raise SystemExit(f"{args.token_file}: empty token")
     peers = [parse_peer(p) for p in (args.peer or [])]
     api_host, api_port = args.api.rsplit(":", 1)
-    me = Member(args.id, args.raft, f"http://{args.api}")
+    me = Member(args.id, args.raft, f"{scheme}://{args.api}")
+    for p in peers:
+        if not p.api.startswith(f"{scheme}://"):
+            raise SystemExit(f"error: --peer {p.id}: its API address must be {scheme}:// "
+                             f"like this replica's, got {p.api}")
 
     plant = planted.check_plant(getattr(args, "plant", None))
     install_fence()
@@ -57,10 +69,13 @@ async def run_controller(args: Any) -> None:
     ctl.attach_loop(loop)
     leadership = Leadership(ctl.leading_term)
 
-    app = build_app(ctl, ctl, leadership, token)
+    app = build_app(ctl, ctl, leadership, token,
+                    agent_tls=client_context(tls) if tls is not None else None)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True)
+    site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True,
+                       ssl_context=(server_context(tls, require_client_cert=False)
+                                    if tls is not None else None))
     await site.start()
     grace = getattr(args, "heartbeat_grace", None) or 3.0
     leader = LeaderLoop(ctl, leadership, ctl.wait_changed,

@@ -4,6 +4,7 @@ request (body, flags, headers) parsed the same way everywhere."""
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,8 @@ CLUSTER = web.AppKey[Cluster]("cluster")
 LEADERSHIP = web.AppKey[Leadership]("leadership")
 TOKEN = web.AppKey[str]("token")
 AGENT_SESSION = web.AppKey[aiohttp.ClientSession]("agent_session")
+# The client side of mutual TLS towards agents; None: agents are called over plain HTTP.
+AGENT_TLS = web.AppKey[ssl.SSLContext | None]("agent_tls")
 
 
 def store_of(request: web.Request) -> Store:

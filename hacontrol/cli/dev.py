@@ -229,6 +229,7 @@ class DevCluster:
                 "--secret-file", str(d / "secret"),
                 "--token-file", str(d / "token"),
                 "--log-level", cfg.log_level,
+                "--insecure-http",
             ]
             self.servers.append(
                 Child(f"c{i}", "server", argv, d / "logs" / f"c{i}.log",

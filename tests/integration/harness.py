@@ -192,7 +192,8 @@ class Cluster:
                     "--raft", f"127.0.0.1:{r.raft_port}",
                     "--api", f"127.0.0.1:{r.api_port}", *peers,
                     "--secret-file", str(self.root / "secret"),
-                    "--token-file", str(self.root / "token"), *self.extra_server_args]
+                    "--token-file", str(self.root / "token"), "--insecure-http",
+                    *self.extra_server_args]
             r.proc = Proc(r.id, argv, self.root / f"{r.id}.log")
 
     # -------------------------------------------------------------- lifecycle

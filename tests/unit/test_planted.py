@@ -28,7 +28,8 @@ def test_server_refuses_to_start_with_a_plant(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-m", "hacontrol", "server", "--id", "c1",
                           "--data-dir", str(tmp_path / "d"), "--raft", "127.0.0.1:1",
                           "--api", "127.0.0.1:1", "--secret-file", str(tmp_path / "s"),
-                          "--token-file", str(tmp_path / "t"), "--plant", "early-ack"],
+                          "--token-file", str(tmp_path / "t"), "--plant", "early-ack",
+                          "--insecure-http"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode != 0
     assert "refused outside tests" in out.stderr

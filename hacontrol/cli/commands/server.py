@@ -14,7 +14,7 @@ from hacontrol.cli.commands.base import (
     SubParsers,
     missing_component,
 )
-from hacontrol.cli.commands.flags import host_port, non_negative_int, peer_spec
+from hacontrol.cli.commands.flags import host_port, non_negative_int, peer_spec, tls_options
 
 
 def register(sub: SubParsers) -> None:
@@ -39,6 +39,10 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--heartbeat-grace", type=float, default=3.0,
                    help="seconds of silence before a node is marked down (default 3)")
+    tls_options(p, "replica")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="serve plain HTTP without TLS (tokens travel in clear text); "
+                        "only for tests and a cluster on one trusted machine")
     p.set_defaults(run=run_server)
 
 
