@@ -13,6 +13,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -23,6 +24,8 @@ from aiohttp import web
 
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
+from hacontrol.tls.context import TLSConfig, client_context, server_context
+from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 from . import procinfo
 from .assignments import AssignmentDecoder, allocation_spec
@@ -44,14 +47,15 @@ def node_attributes() -> dict[str, str]:
 class Agent:
     def __init__(self, name: str, data_dir: Path, controllers: list[str], token: str,
                  cpu: float, memory_mb: int, address: str,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None,
+                 link_tls: ssl.SSLContext | None = None) -> None:
         self.name = name
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address,
                      "labels": dict(labels or {}), "attributes": node_attributes()}
         self.last_contact = time.monotonic()
         # alloc id -> disconnect.stop_after_s for the allocations that asked for it
         self.disconnect_after: dict[str, float] = {}
-        self.link = ControllerLink(controllers, token)
+        self.link = ControllerLink(controllers, token, link_tls)
         self.supervisor = Supervisor(data_dir, self._on_event)
         # Latest unacknowledged report per allocation: only the newest state matters.
         self.reports: dict[str, dict[str, Any]] = {}
@@ -199,17 +203,32 @@ class Agent:
 
 
 async def _serve_health(host: str, port: int, agent: Agent | None = None,
-                        token: str = "") -> web.AppRunner | None:
+                        token: str = "", tls: ssl.SSLContext | None = None
+                        ) -> web.AppRunner | None:
     if not port:
         return None
     app = build_agent_app(agent.supervisor if agent is not None else None, token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls).start()
     return runner
 
 
+def agent_tls(args: Any) -> TLSConfig | None:
+    """The agent's TLS settings; None without --tls-* flags (plain HTTP). Exits with a
+    clear message on incomplete settings or a key others can read."""
+    ca, cert, key = (getattr(args, n, None) for n in ("tls_ca", "tls_cert", "tls_key"))
+    if ca is None and cert is None and key is None:
+        return None
+    try:
+        return daemon_tls(ca, cert, key, insecure=False, who="hacontrol agent")
+    except TLSSettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 async def agent_main(args: Any) -> None:
+    tls = agent_tls(args)
+    scheme = "https" if tls is not None else "http"
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     token = Path(args.token_file).read_text().strip()
@@ -223,11 +242,20 @@ async def agent_main(args: Any) -> None:
     if not address and args.port:
         shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
         shown = f"[{shown}]" if ":" in shown else shown
-        address = f"http://{shown}:{args.port}"
+        address = f"{scheme}://{shown}:{args.port}"
+    if tls is not None and address and not address.startswith("https://"):
+        raise SystemExit(f"error: hacontrol agent: with TLS --advertise must be https://, "
+                         f"not {address}")
     labels = dict(getattr(args, "label", None) or [])
-    agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem), address,
-                  labels)
-    runner = await _serve_health(host, args.port, agent, token)
+    try:
+        agent = Agent(args.name, data_dir, list(args.controllers), token, cpu, int(mem),
+                      address, labels,
+                      link_tls=client_context(tls) if tls is not None else None)
+    except ValueError as exc:
+        raise SystemExit(f"error: hacontrol agent: {exc}") from None
+    runner = await _serve_health(
+        host, args.port, agent, token,
+        server_context(tls, require_client_cert=False) if tls is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -19,6 +19,7 @@ from hacontrol.cli.commands.flags import (
     label_pair,
     non_negative_float,
     non_negative_int,
+    tls_options,
     url_list,
 )
 
@@ -41,6 +42,7 @@ def register(sub: SubParsers) -> None:
                    help="address the agent's own HTTP port listens on (default 127.0.0.1)")
     p.add_argument("--advertise", default=None, metavar="URL",
                    help="URL the controllers use to reach this agent (default: from --bind)")
+    tls_options(p, "agent")
     p.set_defaults(run=run_agent)
 
 
