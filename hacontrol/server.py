@@ -27,6 +27,7 @@ from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import LeaderLoop
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.context import client_context, server_context
+from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_tree
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 log = logging.getLogger("hacontrol.server")
@@ -39,12 +40,17 @@ async def run_controller(args: Any) -> None:
     except TLSSettingsError as exc:
         raise SystemExit(f"error: {exc}") from None
     scheme = "https" if tls is not None else "http"
+    try:
+        secret = require_secret(read_secret(Path(args.secret_file), "cluster secret file"))
+        token = read_secret(Path(args.token_file), "token file")
+    except (ExposedFile, ValueError) as exc:
+        raise SystemExit(f"error: hacontrol server: {exc}") from None
+    # Everything this process creates (the journal and dump pysyncobj writes, too) is
+    # private to its user; the server starts no other programs that would inherit this.
+    os.umask(0o077)
     data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = require_secret(Path(args.secret_file).read_text().strip())
-    token = Path(args.token_file).read_text().strip()
-    if not token:
-        raise SystemExit(f"{args.token_file}: empty token")
+    private_dir(data_dir)
+    restrict_tree(data_dir)  # what an earlier version wrote with looser modes
     peers = [parse_peer(p) for p in (args.peer or [])]
     api_host, api_port = args.api.rsplit(":", 1)
     me = Member(args.id, args.raft, f"{scheme}://{args.api}")

@@ -25,6 +25,7 @@ from aiohttp import web
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
 from hacontrol.tls.context import TLSConfig, client_context, server_context
+from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_tree
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 from . import procinfo
@@ -229,9 +230,16 @@ def agent_tls(args: Any) -> TLSConfig | None:
 async def agent_main(args: Any) -> None:
     tls = agent_tls(args)
     scheme = "https" if tls is not None else "http"
+    try:
+        token = read_secret(Path(args.token_file), "token file")
+    except (ExposedFile, ValueError) as exc:
+        raise SystemExit(f"error: hacontrol agent: {exc}") from None
     data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token = Path(args.token_file).read_text().strip()
+    # Logs, pid records and credentials live here: no one else may read them. (Not a
+    # umask: the agent's jobs would inherit it.)
+    private_dir(data_dir)
+    restrict_tree(data_dir)
+    private_dir(data_dir / "allocs")
     cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
     mem = (args.memory_mb if args.memory_mb is not None
            else psutil.virtual_memory().total // (1024 * 1024))

@@ -32,6 +32,7 @@ from hacontrol.cli.devprocess import (
 )
 from hacontrol.cli.devtls import DevPKI, ensure_dev_pki
 from hacontrol.cli.transport import HttpTransport, Request, TransportError
+from hacontrol.tls.files import private_dir, private_opener
 from hacontrol.tls.roles import Role
 
 READY_PATH = "/v1/health/ready"
@@ -191,7 +192,8 @@ class DevCluster:
         cfg = self.cfg
         cfg.validate()
         d = cfg.data_dir
-        (d / "logs").mkdir(parents=True, exist_ok=True)
+        private_dir(d)
+        private_dir(d / "logs")
         self._lock_fd = os.open(d / "dev.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -270,9 +272,9 @@ class DevCluster:
         return env
 
     def spawn(self, child: Child) -> None:
-        (self.cfg.data_dir / child.name).mkdir(parents=True, exist_ok=True)
+        private_dir(self.cfg.data_dir / child.name)
         libc = load_libc()
-        with child.log_path.open("ab") as log:
+        with open(child.log_path, "ab", opener=private_opener) as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"--- {stamp} hacontrol dev: {shlex.join(child.argv)}\n".encode())
             log.flush()

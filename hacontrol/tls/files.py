@@ -68,3 +68,20 @@ def restrict_tree(root: Path) -> None:
             with contextlib.suppress(OSError):
                 if not os.path.islink(p):
                     os.chmod(p, PRIVATE_FILE_MODE)
+
+
+def private_opener(path: str, flags: int) -> int:
+    """An `opener` for open() that creates files 0600 (existing files keep their mode)."""
+    return os.open(path, flags, PRIVATE_FILE_MODE)
+
+
+def read_secret(path: Path, what: str) -> str:
+    """A one-line secret (token, cluster secret) from a file private to its owner.
+
+    Raises ExposedFile when others can read it, ValueError when it is empty, OSError when
+    it cannot be read.
+    """
+    value = read_private(path, what).decode().strip()
+    if not value:
+        raise ValueError(f"{what} {path} is empty")
+    return value

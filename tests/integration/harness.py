@@ -182,8 +182,9 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "token").write_text(self.token)
-        (self.root / "secret").write_text(self.secret)
+        for name, value in (("token", self.token), ("secret", self.secret)):
+            (self.root / name).write_text(value)
+            os.chmod(self.root / name, 0o600)  # daemons refuse secrets others can read
         if self.tls:
             from hacontrol.tls.pki import create_ca, create_cert
             from hacontrol.tls.roles import Role

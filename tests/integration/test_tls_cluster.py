@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import stat
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -166,3 +167,21 @@ def test_an_agent_certificate_cannot_serve_as_a_controller(tls_cluster: Cluster)
             await runner.cleanup()
     asyncio.run(main())
     assert seen == []
+
+
+def test_data_directories_are_private(tls_cluster: Cluster, agent_port: int) -> None:
+    """Journals, dumps, logs and pid records: directories 0700, files 0600."""
+    wait_for(lambda: running(tls_cluster, "tlsweb", 1), 30, what="the job from above")
+    roots = [tls_cluster.root / r.id for r in tls_cluster.replicas] + [tls_cluster.root / "n1"]
+    files = []
+    for root in roots:
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700, root
+        for path in root.rglob("*"):
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if path.is_dir():
+                assert mode & 0o077 == 0, f"{path} is {mode:04o}"
+            elif path.is_file():
+                files.append(path.name)
+                assert mode & 0o077 == 0, f"{path} is {mode:04o}"
+    assert {"stdout.log", "pid.json"} <= set(files)
+    assert any("journal" in f for f in files), files

@@ -7,6 +7,8 @@ import os
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,10 +189,10 @@ def test_cli_creates_a_ca_and_certificates(tmp_path: Path,
 
 
 def test_server_refuses_to_start_without_tls_settings(tmp_path: Path) -> None:
-    import subprocess
-    import sys
     (tmp_path / "s").write_text("x" * 64)
     (tmp_path / "t").write_text("tok")
+    for name in ("s", "t"):
+        (tmp_path / name).chmod(0o600)
     out = subprocess.run([sys.executable, "-m", "hacontrol", "server", "--id", "c1",
                           "--data-dir", str(tmp_path / "d"), "--raft", "127.0.0.1:1",
                           "--api", "127.0.0.1:1", "--secret-file", str(tmp_path / "s"),
@@ -199,3 +201,40 @@ def test_server_refuses_to_start_without_tls_settings(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "TLS settings are required" in out.stderr and "--insecure-http" in out.stderr
     assert not (tmp_path / "d").exists()
+
+
+def run_daemon(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hacontrol", *argv], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_server_refuses_a_tls_key_others_can_read(pki: Path, tmp_path: Path) -> None:
+    for name in ("s", "t"):
+        (tmp_path / name).write_text("x" * 64)
+        (tmp_path / name).chmod(0o600)
+    key = tmp_path / "server-key.pem"
+    key.write_bytes((pki / "server-key.pem").read_bytes())
+    key.chmod(0o644)
+    out = run_daemon("server", "--id", "c1", "--data-dir", str(tmp_path / "d"),
+                     "--raft", "127.0.0.1:1", "--api", "127.0.0.1:1",
+                     "--secret-file", str(tmp_path / "s"), "--token-file", str(tmp_path / "t"),
+                     "--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "server.pem"),
+                     "--tls-key", str(key))
+    assert out.returncode != 0
+    assert f"TLS key file {key} has mode 0644" in out.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_server_and_agent_refuse_a_token_file_others_can_read(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("x" * 64)
+    (tmp_path / "s").chmod(0o600)
+    (tmp_path / "t").write_text("tok")
+    (tmp_path / "t").chmod(0o644)
+    out = run_daemon("server", "--id", "c1", "--data-dir", str(tmp_path / "d"),
+                     "--raft", "127.0.0.1:1", "--api", "127.0.0.1:1", "--insecure-http",
+                     "--secret-file", str(tmp_path / "s"), "--token-file", str(tmp_path / "t"))
+    assert out.returncode != 0 and "token file" in out.stderr and "0644" in out.stderr
+    out = run_daemon("agent", "--name", "n1", "--data-dir", str(tmp_path / "a"),
+                     "--controllers", "http://127.0.0.1:1", "--token-file", str(tmp_path / "t"))
+    assert out.returncode != 0 and "token file" in out.stderr and "0644" in out.stderr
+    assert not (tmp_path / "d").exists() and not (tmp_path / "a").exists()
