@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -238,3 +238,70 @@ def test_server_and_agent_refuse_a_token_file_others_can_read(tmp_path: Path) ->
                      "--controllers", "http://127.0.0.1:1", "--token-file", str(tmp_path / "t"))
     assert out.returncode != 0 and "token file" in out.stderr and "0644" in out.stderr
     assert not (tmp_path / "d").exists() and not (tmp_path / "a").exists()
+
+
+# --- the CLI's transport ---------------------------------------------------------------
+
+
+@pytest.fixture
+def https_server(pki: Path) -> Iterator[Callable[[str], str]]:
+    """start(role) -> the URL of an HTTPS server on loopback showing `role`'s certificate
+    and answering 200 to anything."""
+    import http.server
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers: list[http.server.HTTPServer] = []
+
+    def start(role: str) -> str:
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+        ctx = server_context(config(pki, role), require_client_cert=False)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"https://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_cli_talks_only_to_a_controller_certificate_of_its_ca(
+        pki: Path, https_server: Callable[[str], str]) -> None:
+    from hacontrol.cli.transport import HttpTransport, Request, TransportError
+    transport = HttpTransport(use_env_proxy=False, tls=TLSConfig(pki / "ca.pem"))
+    ok = transport.handle_request(Request("GET", https_server("server") + "/v1/status"))
+    assert (ok.status, ok.body) == (200, b"ok")
+    with pytest.raises(TransportError, match="server.hacontrol"):
+        transport.handle_request(Request("GET", https_server("agent") + "/v1/status"))
+    stranger = HttpTransport(use_env_proxy=False,
+                             tls=TLSConfig(pki / "other" / "ca.pem"))
+    with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+        stranger.handle_request(Request("GET", https_server("server") + "/v1/status"))
+
+
+def test_cli_tls_settings_from_the_environment(pki: Path, tmp_path: Path) -> None:
+    from hacontrol.cli.main import tls_from_env
+    assert tls_from_env({}) is None
+    got = tls_from_env({"HACONTROL_CACERT": "ca.pem", "HACONTROL_CLIENT_CERT": "c.pem",
+                        "HACONTROL_CLIENT_KEY": "k.pem"})
+    assert got == TLSConfig(Path("ca.pem"), Path("c.pem"), Path("k.pem"))
+    with pytest.raises(ValueError, match="HACONTROL_CACERT"):
+        tls_from_env({"HACONTROL_CLIENT_CERT": "c.pem"})
+    key = tmp_path / "cli-key.pem"
+    key.write_bytes((pki / "cli-key.pem").read_bytes())
+    key.chmod(0o644)
+    env = {"HACONTROL_CACERT": str(pki / "ca.pem"), "HACONTROL_CLIENT_CERT":
+           str(pki / "cli.pem"), "HACONTROL_CLIENT_KEY": str(key)}
+    out = subprocess.run([sys.executable, "-m", "hacontrol", "node", "list"],
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "0644" in out.stderr
