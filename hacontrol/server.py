@@ -27,7 +27,7 @@ from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import LeaderLoop
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.context import client_context, server_context
-from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_tree
+from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 log = logging.getLogger("hacontrol.server")
@@ -50,7 +50,7 @@ async def run_controller(args: Any) -> None:
     os.umask(0o077)
     data_dir = Path(args.data_dir)
     private_dir(data_dir)
-    restrict_tree(data_dir)  # what an earlier version wrote with looser modes
+    restrict_files(data_dir, ("raft.*",))  # the journal and dump, as earlier versions left them
     peers = [parse_peer(p) for p in (args.peer or [])]
     api_host, api_port = args.api.rsplit(":", 1)
     me = Member(args.id, args.raft, f"{scheme}://{args.api}")

@@ -25,7 +25,7 @@ from aiohttp import web
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
 from hacontrol.tls.context import TLSConfig, client_context, server_context
-from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_tree
+from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 from . import procinfo
@@ -238,8 +238,11 @@ async def agent_main(args: Any) -> None:
     # Logs, pid records and credentials live here: no one else may read them. (Not a
     # umask: the agent's jobs would inherit it.)
     private_dir(data_dir)
-    restrict_tree(data_dir)
-    private_dir(data_dir / "allocs")
+    allocs = private_dir(data_dir / "allocs")
+    for d in allocs.iterdir():  # as earlier versions left them
+        if d.is_dir() and not d.is_symlink():
+            private_dir(d)
+            restrict_files(d, ("*.log*", "pid.json*"))
     cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
     mem = (args.memory_mb if args.memory_mb is not None
            else psutil.virtual_memory().total // (1024 * 1024))

@@ -55,19 +55,15 @@ def read_private(path: Path, what: str = "key file") -> bytes:
     return path.read_bytes()
 
 
-def restrict_tree(root: Path) -> None:
-    """Make `root` 0700 and every file below it 0600 (directories 0700); for data written
-    by code that does not choose its own modes (pysyncobj's journal, older versions)."""
-    private_dir(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
+def restrict_files(directory: Path, patterns: tuple[str, ...]) -> None:
+    """Make the regular files in `directory` matching `patterns` (globs, not recursive)
+    0600: files an earlier version wrote with looser modes. Only names we write are
+    touched, whatever directory a user points us at."""
+    for pattern in patterns:
+        for path in directory.glob(pattern):
             with contextlib.suppress(OSError):
-                os.chmod(os.path.join(dirpath, d), PRIVATE_DIR_MODE)
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            with contextlib.suppress(OSError):
-                if not os.path.islink(p):
-                    os.chmod(p, PRIVATE_FILE_MODE)
+                if path.is_file() and not path.is_symlink():
+                    os.chmod(path, PRIVATE_FILE_MODE)
 
 
 def private_opener(path: str, flags: int) -> int:

@@ -305,3 +305,13 @@ def test_cli_tls_settings_from_the_environment(pki: Path, tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-m", "hacontrol", "node", "list"],
                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "0644" in out.stderr
+
+
+def test_restrict_files_touches_only_our_names(tmp_path: Path) -> None:
+    from hacontrol.tls.files import restrict_files
+    for name in ("raft.journal", "raft.dump", "notes.txt"):
+        (tmp_path / name).write_text("x")
+        (tmp_path / name).chmod(0o644)
+    restrict_files(tmp_path, ("raft.*",))
+    assert mode(tmp_path / "raft.journal") == mode(tmp_path / "raft.dump") == 0o600
+    assert mode(tmp_path / "notes.txt") == 0o644
