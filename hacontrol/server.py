@@ -43,7 +43,7 @@ async def run_controller(args: Any) -> None:
     try:
         secret = require_secret(read_secret(Path(args.secret_file), "cluster secret file"))
         token = read_secret(Path(args.token_file), "token file")
-    except (ExposedFile, ValueError) as exc:
+    except (ExposedFile, ValueError, OSError) as exc:
         raise SystemExit(f"error: hacontrol server: {exc}") from None
     # Everything this process creates (the journal and dump pysyncobj writes, too) is
     # private to its user; the server starts no other programs that would inherit this.

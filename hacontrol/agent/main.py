@@ -232,7 +232,7 @@ async def agent_main(args: Any) -> None:
     scheme = "https" if tls is not None else "http"
     try:
         token = read_secret(Path(args.token_file), "token file")
-    except (ExposedFile, ValueError) as exc:
+    except (ExposedFile, ValueError, OSError) as exc:
         raise SystemExit(f"error: hacontrol agent: {exc}") from None
     data_dir = Path(args.data_dir)
     # Logs, pid records and credentials live here: no one else may read them. (Not a
