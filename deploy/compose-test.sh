@@ -146,6 +146,32 @@ prepare() {
     build_image
 }
 
+# write_tls: a CA and the server, agent and cli certificates in $ENV_DIR/tls (made once),
+# and their HACONTROL_TLS_* lines (base64 PEM) in the env files. The CA key stays here.
+write_tls() {
+    local dir="$ENV_DIR/tls" role
+    if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca-key.pem" ]; then
+        say "making a CA and certificates in ${dir#"$ROOT"/}/"
+        rm -rf "$dir" && mkdir -p "$dir" && chmod 700 "$dir"
+        "$PYTHON" -m hacontrol tls ca create --dir "$dir" --common-name "hacontrol compose CA" >/dev/null
+        for role in server agent cli; do
+            "$PYTHON" -m hacontrol tls cert create "--$role" --ca "$dir/ca.pem" \
+                --ca-key "$dir/ca-key.pem" --dir "$dir" --host c1 --host c2 --host c3 >/dev/null
+        done
+    fi
+    b64() { base64 -w0 < "$1"; }
+    for role in controller agent; do
+        local file="$ENV_DIR/$role.env" cert=server
+        [ "$role" = controller ] || cert=agent
+        (umask 077
+         grep -v '^HACONTROL_TLS_' "$file" > "$file.tmp" || true
+         printf 'HACONTROL_TLS_CA=%s\nHACONTROL_TLS_CERT=%s\nHACONTROL_TLS_KEY=%s\n' \
+             "$(b64 "$dir/ca.pem")" "$(b64 "$dir/$cert.pem")" "$(b64 "$dir/$cert-key.pem")" \
+             >> "$file.tmp"
+         mv "$file.tmp" "$file")
+    done
+}
+
 write_env() {
     mkdir -p "$ENV_DIR"
     chmod 700 "$ENV_DIR"
@@ -160,6 +186,7 @@ write_env() {
          printf 'HACONTROL_TOKEN=%s\n' "$token" >"$ENV_DIR/agent.env"
          printf '%s\n' "$token" >"$ENV_DIR/token")
     fi
+    write_tls
 }
 
 wait_ready() {
@@ -167,10 +194,11 @@ wait_ready() {
     while [ $SECONDS -lt $deadline ]; do
         ok=0
         for port in "${HACONTROL_C1_PORT:-8101}" "${HACONTROL_C2_PORT:-8102}" "${HACONTROL_C3_PORT:-8103}"; do
-            "$PYTHON" - "$port" <<'PY' && ok=$((ok + 1))
-import sys, urllib.request
+            "$PYTHON" - "$port" "$ENV_DIR/tls/ca.pem" <<'PY' && ok=$((ok + 1))
+import ssl, sys, urllib.request
 try:
-    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v1/health/ready", timeout=2)
+    urllib.request.urlopen(f"https://127.0.0.1:{sys.argv[1]}/v1/health/ready", timeout=2,
+                           context=ssl.create_default_context(cafile=sys.argv[2]))
 except Exception:
     sys.exit(1)
 PY
@@ -191,9 +219,10 @@ cmd_up() {
     compose up -d --no-build >&2
     wait_ready 90
     cat <<MSG
-hacontrol is up: controllers on http://127.0.0.1:${HACONTROL_C1_PORT:-8101}, :${HACONTROL_C2_PORT:-8102}, :${HACONTROL_C3_PORT:-8103}
-  export HACONTROL_ADDR=http://127.0.0.1:${HACONTROL_C1_PORT:-8101},http://127.0.0.1:${HACONTROL_C2_PORT:-8102},http://127.0.0.1:${HACONTROL_C3_PORT:-8103}
+hacontrol is up: controllers on https://127.0.0.1:${HACONTROL_C1_PORT:-8101}, :${HACONTROL_C2_PORT:-8102}, :${HACONTROL_C3_PORT:-8103}
+  export HACONTROL_ADDR=https://127.0.0.1:${HACONTROL_C1_PORT:-8101},https://127.0.0.1:${HACONTROL_C2_PORT:-8102},https://127.0.0.1:${HACONTROL_C3_PORT:-8103}
   export HACONTROL_TOKEN=\$(cat ${ENV_DIR#"$ROOT"/}/token)
+  export HACONTROL_CACERT=${ENV_DIR#"$ROOT"/}/tls/ca.pem HACONTROL_CLIENT_CERT=${ENV_DIR#"$ROOT"/}/tls/cli.pem HACONTROL_CLIENT_KEY=${ENV_DIR#"$ROOT"/}/tls/cli-key.pem
   hacontrol status; hacontrol node list
 stop it with: make compose-down (removes the volumes too)
 MSG

@@ -1,6 +1,7 @@
 """The compose cluster under real faults: `deploy/compose-test.sh test` runs this.
 
-1. Bring up compose.yaml (3 controllers, 2 agents) as a throw-away project, wait ready.
+1. Bring up compose.yaml (3 controllers, 2 agents) as a throw-away project with mutual TLS
+   on every link, wait ready; a plain-HTTP client gets nothing from it.
 2. Run a job (`sleep`, count 2) through the API with the management token.
 3. `docker kill` the leader's container: a new leader, and the job's processes untouched
    (same allocations, same pids, the pids alive inside the agents' containers).
@@ -15,8 +16,10 @@ Prints the failover times seen and exits non-zero on the first failure.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -58,9 +61,11 @@ def wait_for(pred: Callable[[], T | None], timeout: float, what: str,
 
 
 class Api:
-    def __init__(self, members: list[Member], token: str) -> None:
+    def __init__(self, members: list[Member], token: str,
+                 context: ssl.SSLContext | None = None) -> None:
         self.replicas = {m.name: str(m.api_url) for m in members if m.kind == "replica"}
         self.token = token
+        self.context = context
 
     def call(self, name: str, method: str, path: str, body: Any = None,
              idem: str | None = None, timeout: float = 3.0) -> tuple[int, Any]:
@@ -72,7 +77,7 @@ class Api:
         if idem:
             req.add_header("Idempotency-Key", idem)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.context) as resp:
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as err:
@@ -200,7 +205,7 @@ def converge(api: Api, timeout: float = 30.0) -> dict[str, Any]:
 
 def scenario(workdir: Path) -> dict[str, float]:
     times: dict[str, float] = {}
-    backend = ComposeBackend()
+    backend = ComposeBackend(tls=True)
     spec = ClusterSpec(replicas=3, agents=2, workdir=workdir, agent_cpu=2.0,
                        agent_memory_mb=1024)
     project = ""
@@ -209,8 +214,16 @@ def scenario(workdir: Path) -> dict[str, float]:
         step("compose up: 3 controllers, 2 agents")
         members = backend.setup(spec)
         project = backend.project
-        api = Api(members, spec.token)
+        api = Api(members, spec.token, backend.ssl_context)
         reps = list(api.replicas)
+        plain = Api(members, spec.token)
+        plain.replicas = {n: u.replace("https://", "http://") for n, u in api.replicas.items()}
+        try:
+            code, _ = plain.call(reps[0], "GET", "/v1/status")
+        except (OSError, http.client.HTTPException):
+            code = 0
+        assert code == 0, f"plain HTTP got an answer ({code}) from the TLS API"
+        print("    TLS on: the API answers HTTPS only")
         leader = wait_for(api.leader, 30, "a leader")
         times["up_s"] = time.monotonic() - t0
         print(f"    ready in {times['up_s']:.1f} s, leader {leader}, project {project}")

@@ -8,11 +8,17 @@
 #         HACONTROL_DATA_DIR    Raft journal and snapshots (default /var/lib/hacontrol)
 #         HACONTROL_CLUSTER_SECRET (or _FILE) and HACONTROL_TOKEN (or _FILE)
 #         HACONTROL_SERVER_ARGS extra arguments, split on spaces
+#         HACONTROL_TLS_CA, HACONTROL_TLS_CERT, HACONTROL_TLS_KEY: the cluster's CA, this
+#                               replica's certificate and key, each base64 of the PEM (or
+#                               _FILE: a PEM file); without them the server refuses to start
+#                               unless HACONTROL_INSECURE_HTTP=1 (plain HTTP)
 # agent:  HACONTROL_CONTROLLERS controller API URLs, comma separated (required)
 #         HACONTROL_NODE_NAME   node name (default: the container's hostname, so that
 #                               `--scale agent=N` gives every agent its own name)
 #         HACONTROL_TOKEN (or _FILE), HACONTROL_AGENT_PORT (health, default 8300),
 #         HACONTROL_AGENT_CPU, HACONTROL_AGENT_MEMORY_MB, HACONTROL_AGENT_DATA_DIR
+#         HACONTROL_TLS_CA, HACONTROL_TLS_CERT, HACONTROL_TLS_KEY as for the server, with the
+#                               agent's certificate: mutual TLS with the controllers
 set -eu
 
 die() { echo "hacontrol-entrypoint: $*" >&2; exit 64; }
@@ -30,6 +36,30 @@ secret_file() {
     unset value from
 }
 
+# tls_files: when HACONTROL_TLS_CA (or _FILE) is set, write the CA, certificate and key
+# to $run_dir/tls (the key 0600) and set tls_args to the matching flags; else tls_args="".
+tls_files() {
+    tls_args=""
+    [ -n "${HACONTROL_TLS_CA:-}${HACONTROL_TLS_CA_FILE:-}" ] || return 0
+    mkdir -p "$run_dir/tls"
+    chmod 700 "$run_dir/tls"
+    for part in CA CERT KEY; do
+        eval "value=\${HACONTROL_TLS_$part:-}"
+        eval "from=\${HACONTROL_TLS_${part}_FILE:-}"
+        dest="$run_dir/tls/$(echo "$part" | tr 'A-Z' 'a-z').pem"
+        if [ -n "$from" ]; then
+            [ -r "$from" ] || die "HACONTROL_TLS_${part}_FILE=$from is not readable"
+            (umask 077 && cat "$from" > "$dest")
+        else
+            [ -n "$value" ] || die "HACONTROL_TLS_$part (or _FILE) must be set with HACONTROL_TLS_CA"
+            (umask 077 && printf '%s' "$value" | base64 -d > "$dest") ||
+                die "HACONTROL_TLS_$part is not base64"
+        fi
+    done
+    unset value from HACONTROL_TLS_CA HACONTROL_TLS_CERT HACONTROL_TLS_KEY
+    tls_args="--tls-ca $run_dir/tls/ca.pem --tls-cert $run_dir/tls/cert.pem --tls-key $run_dir/tls/key.pem"
+}
+
 run_dir=${HACONTROL_RUN_DIR:-/run/hacontrol}
 log_level=${HACONTROL_LOG_LEVEL:-info}
 role=${1:-server}
@@ -41,11 +71,16 @@ server)
     mkdir -p "$run_dir"
     secret_file HACONTROL_CLUSTER_SECRET "$run_dir/secret"
     secret_file HACONTROL_TOKEN "$run_dir/token"
+    tls_files
+    if [ -z "$tls_args" ] && [ "${HACONTROL_INSECURE_HTTP:-}" = 1 ]; then
+        tls_args="--insecure-http"
+    fi
+    # shellcheck disable=SC2086  # tls_args holds whole flags; paths have no spaces
     set -- --id "${HACONTROL_ID:-$(hostname)}" \
         --data-dir "${HACONTROL_DATA_DIR:-/var/lib/hacontrol}" \
         --raft "$HACONTROL_RAFT" --api "${HACONTROL_API_BIND:-0.0.0.0:8000}" \
         --secret-file "$run_dir/secret" --token-file "$run_dir/token" \
-        --log-level "$log_level" "$@"
+        --log-level "$log_level" $tls_args "$@"
     for peer in ${HACONTROL_PEERS:-}; do
         set -- "$@" --peer "$peer"
     done
@@ -59,12 +94,16 @@ agent)
     [ -n "${HACONTROL_CONTROLLERS:-}" ] || die "HACONTROL_CONTROLLERS must be set"
     mkdir -p "$run_dir"
     secret_file HACONTROL_TOKEN "$run_dir/token"
+    tls_files
+    scheme=http
+    [ -z "$tls_args" ] || scheme=https
+    # shellcheck disable=SC2086  # tls_args holds whole flags; paths have no spaces
     set -- --name "${HACONTROL_NODE_NAME:-$(hostname)}" \
         --data-dir "${HACONTROL_AGENT_DATA_DIR:-/var/lib/hacontrol-agent}" \
         --controllers "$HACONTROL_CONTROLLERS" --token-file "$run_dir/token" \
         --port "${HACONTROL_AGENT_PORT:-8300}" --bind 0.0.0.0 \
-        --advertise "http://$(hostname):${HACONTROL_AGENT_PORT:-8300}" \
-        --log-level "$log_level" "$@"
+        --advertise "$scheme://$(hostname):${HACONTROL_AGENT_PORT:-8300}" \
+        --log-level "$log_level" $tls_args "$@"
     [ -z "${HACONTROL_AGENT_CPU:-}" ] || set -- "$@" --cpu "$HACONTROL_AGENT_CPU"
     [ -z "${HACONTROL_AGENT_MEMORY_MB:-}" ] || set -- "$@" --memory-mb "$HACONTROL_AGENT_MEMORY_MB"
     unset HACONTROL_CLUSTER_SECRET HACONTROL_TOKEN

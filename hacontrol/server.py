@@ -32,6 +32,9 @@ from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import LeaderLoop
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
+from hacontrol.tls.context import client_context, server_context
+from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
+from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 log = logging.getLogger("hacontrol.server")
 LIMIT_FLAGS = ("max_body_bytes", "max_jobs", "max_namespaces", "max_nodes")
@@ -61,19 +64,33 @@ async def bootstrap_configured(ctl: Controller, token: str) -> None:
 
 
 async def run_controller(args: Any) -> None:
+    try:
+        tls = daemon_tls(args.tls_ca, args.tls_cert, args.tls_key,
+                         insecure=bool(args.insecure_http), who="hacontrol server")
+    except TLSSettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    scheme = "https" if tls is not None else "http"
+    try:
+        secret = require_secret(read_secret(Path(args.secret_file), "cluster secret file"))
+        # The configured token becomes the first management token; without one the
+        # cluster starts locked until `hacontrol acl bootstrap`.
+        token = (read_secret(Path(args.token_file), "token file")
+                 if getattr(args, "token_file", None) else "")
+    except (ExposedFile, ValueError, OSError) as exc:
+        raise SystemExit(f"error: hacontrol server: {exc}") from None
+    # Everything this process creates (the journal and dump pysyncobj writes, too) is
+    # private to its user; the server starts no other programs that would inherit this.
+    os.umask(0o077)
     data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = require_secret(Path(args.secret_file).read_text().strip())
-    # The configured token becomes the first management token; without one the cluster
-    # starts locked until `hacontrol acl bootstrap`.
-    token = ""
-    if getattr(args, "token_file", None):
-        token = Path(args.token_file).read_text().strip()
-        if not token:
-            raise SystemExit(f"{args.token_file}: empty token")
+    private_dir(data_dir)
+    restrict_files(data_dir, ("raft.*",))  # the journal and dump, as earlier versions left them
     peers = [parse_peer(p) for p in (args.peer or [])]
     api_host, api_port = args.api.rsplit(":", 1)
-    me = Member(args.id, args.raft, f"http://{args.api}")
+    me = Member(args.id, args.raft, f"{scheme}://{args.api}")
+    for p in peers:
+        if not p.api.startswith(f"{scheme}://"):
+            raise SystemExit(f"error: --peer {p.id}: its API address must be {scheme}:// "
+                             f"like this replica's, got {p.api}")
 
     plant = planted.check_plant(getattr(args, "plant", None))
     unsafe = planted.check_unsafe_no_fsync(bool(getattr(args, "unsafe_no_fsync", False)))
@@ -101,10 +118,13 @@ async def run_controller(args: Any) -> None:
     limits = Limits(**{f: getattr(args, f) for f in LIMIT_FLAGS
                        if getattr(args, f, None) is not None})
     app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
-                    bootstrap_token=bool(token))
+                    bootstrap_token=bool(token),
+                    agent_tls=client_context(tls) if tls is not None else None)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True)
+    site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True,
+                       ssl_context=(server_context(tls, require_client_cert=False)
+                                    if tls is not None else None))
     await site.start()
     grace = getattr(args, "heartbeat_grace", None) or 3.0
     leader = LeaderLoop(ctl, leadership, ctl.wait_changed,

@@ -18,10 +18,16 @@ No packet loss (the image has no tc). Members' `api_url` are the published ports
 is the path inside the container (a named volume); `log_path` receives `docker logs` at
 teardown. The image must exist: `deploy/compose-test.sh prepare` builds it, and `setup`
 runs that itself when the image is missing.
+
+With `tls=True` every link runs over mutual TLS as `make compose-up` runs it: a CA and
+certificates are made in the run directory, `api_url`s are https://, and `ssl_context`
+(trusting that CA, with the cli certificate) is what a client on the host uses. Without it
+the project runs plain HTTP (`--insecure-http`), as the chaos runs do.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import json
@@ -29,6 +35,7 @@ import logging
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -105,9 +112,10 @@ def pick_subnet_prefix() -> str:
     raise BackendUnavailable("no free 172.29.N.0/24 subnet for the compose network")
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/v1/health/ready", timeout=2) as resp:
+        with urllib.request.urlopen(f"{url}/v1/health/ready", timeout=2,
+                                    context=context) as resp:
             return resp.status == 200
     except Exception:
         return False
@@ -165,8 +173,10 @@ class ComposeBackend:
     name = "compose"
     capabilities: frozenset[str] = frozenset({KILL, PAUSE, PARTITION})
 
-    def __init__(self, image: str | None = None) -> None:
+    def __init__(self, image: str | None = None, tls: bool = False) -> None:
         self.image = image or os.environ.get("HACONTROL_IMAGE", "hacontrol:local")
+        self.tls = tls
+        self.ssl_context: ssl.SSLContext | None = None
         self.spec: ClusterSpec | None = None
         self.registry: Registry | None = None
         self.run_dir: Path | None = None
@@ -221,10 +231,12 @@ class ComposeBackend:
         run_dir = self.run_dir = spec.workdir / f"{self.name}-{reg.run_id}"
         run_dir.mkdir(parents=True, exist_ok=False)  # env files (removed at teardown), logs
         extra = "".join(f"{k}={v}\n" for k, v in spec.env.items())
+        server_tls, agent_tls = self._tls_env(run_dir) if self.tls else (
+            "HACONTROL_INSECURE_HTTP=1\n", "")
         for fname, text in (
                 ("controller.env", f"HACONTROL_CLUSTER_SECRET={spec.secret}\n"
-                                   f"HACONTROL_TOKEN={spec.token}\n{extra}"),
-                ("agent.env", f"HACONTROL_TOKEN={spec.token}\n{extra}")):
+                                   f"HACONTROL_TOKEN={spec.token}\n{server_tls}{extra}"),
+                ("agent.env", f"HACONTROL_TOKEN={spec.token}\n{agent_tls}{extra}")):
             path = run_dir / fname
             path.touch(mode=0o600)
             path.write_text(text)
@@ -242,6 +254,7 @@ class ComposeBackend:
             "HACONTROL_SUBNET_PREFIX": self.subnet_prefix,
             "HACONTROL_RESTART": "no",  # a killed member stays down until the nemesis says
             "HACONTROL_SERVER_ARGS": " ".join(spec.server_args),
+            "HACONTROL_SCHEME": "https" if self.tls else "http",
             "HACONTROL_AGENTS": str(spec.agents),
             "HACONTROL_AGENT_CPU": str(spec.agent_cpu),
             "HACONTROL_AGENT_MEMORY_MB": str(spec.agent_memory_mb),
@@ -251,12 +264,36 @@ class ComposeBackend:
         for i in range(spec.replicas):
             name = f"c{i + 1}"
             host = f"{self.subnet_prefix}.{11 + i}"
-            self._members[name] = Member(name, "replica", host, f"http://127.0.0.1:{ports[i]}",
+            scheme = "https" if self.tls else "http"
+            self._members[name] = Member(name, "replica", host,
+                                         f"{scheme}://127.0.0.1:{ports[i]}",
                                          f"{host}:{RAFT_PORT}", run_dir / f"{name}.log",
                                          Path("/var/lib/hacontrol"))
         self.compose("up", "-d", "--no-build", timeout=300)
         self._discover()
         self.wait_ready()
+
+    def _tls_env(self, run_dir: Path) -> tuple[str, str]:
+        """A CA and certificates in run_dir/tls; the env-file lines of controllers and of
+        agents that hand them over (base64 PEM, as deploy/entrypoint.sh reads them)."""
+        from hacontrol.tls.files import private_dir
+        from hacontrol.tls.pki import create_ca, create_cert
+        from hacontrol.tls.roles import Role
+        d = private_dir(run_dir / "tls")
+        ca = create_ca(d, "hacontrol compose CA")
+        for role in Role:
+            create_cert(ca, role, d, hosts=["c1", "c2", "c3"])
+        ctx = ssl.create_default_context(cafile=str(ca.cert))
+        ctx.load_cert_chain(str(d / "cli.pem"), str(d / "cli-key.pem"))
+        self.ssl_context = ctx
+
+        def lines(role: Role) -> str:
+            def b64(name: str) -> str:
+                return base64.b64encode((d / name).read_bytes()).decode()
+            return (f"HACONTROL_TLS_CA={b64('ca.pem')}\n"
+                    f"HACONTROL_TLS_CERT={b64(f'{role.value}.pem')}\n"
+                    f"HACONTROL_TLS_KEY={b64(f'{role.value}-key.pem')}\n")
+        return lines(Role.SERVER), lines(Role.AGENT)
 
     def compose(self, *args: str, timeout: float = 120.0,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -305,7 +342,7 @@ class ComposeBackend:
         deadline = time.monotonic() + timeout
         reps = [m for m in self._members.values() if m.kind == "replica"]
         while time.monotonic() < deadline:
-            if all(_ready(str(m.api_url)) for m in reps):
+            if all(_ready(str(m.api_url), self.ssl_context) for m in reps):
                 return
             time.sleep(0.25)
         raise RuntimeError(f"compose cluster {self.project} not ready within {timeout}s")

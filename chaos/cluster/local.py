@@ -135,7 +135,8 @@ class ProcessBackend:
                     "--data-dir", str(m.data_dir), "--raft", str(m.raft_addr),
                     "--api", m.api_url.removeprefix("http://"), *peers,
                     "--secret-file", str(run_dir / "secret"),
-                    "--token-file", str(run_dir / "token"), *spec.server_args]
+                    "--token-file", str(run_dir / "token"), "--insecure-http",
+                    *spec.server_args]
             self._procs[m.name] = _Proc(m, argv)
         controllers = ",".join(str(m.api_url) for m in replicas)
         for j in range(spec.agents):

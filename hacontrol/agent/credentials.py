@@ -16,6 +16,7 @@ import hmac
 import logging
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ class ControllerKey:
 
 
 async def _post(controllers: list[str], path: str, body: dict[str, Any], token: str,
-                deadline_s: float = JOIN_DEADLINE_S) -> dict[str, Any]:
+                deadline_s: float = JOIN_DEADLINE_S, tls: ssl.SSLContext | None = None
+                ) -> dict[str, Any]:
     """POST to the first controller that answers 200, retrying while the cluster comes up
     (connection errors, 5xx, and 401/403 while ACLs are not bootstrapped yet)."""
     loop = asyncio.get_running_loop()
@@ -83,7 +85,8 @@ async def _post(controllers: list[str], path: str, body: dict[str, Any], token: 
             for url in controllers:
                 try:
                     async with s.post(f"{url.rstrip('/')}{path}", json=body,
-                                      timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                                      timeout=aiohttp.ClientTimeout(total=10),
+                                      ssl=tls if tls is not None else True) as resp:
                         data = await resp.json(content_type=None)
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                     last = f"{url}: {exc}"
@@ -101,7 +104,8 @@ async def _post(controllers: list[str], path: str, body: dict[str, Any], token: 
 
 async def node_credential(controllers: list[str], name: str, data_dir: Path, key: ControllerKey,
                           intro: str | None, token: str | None,
-                          deadline_s: float = JOIN_DEADLINE_S) -> str:
+                          deadline_s: float = JOIN_DEADLINE_S,
+                          tls: ssl.SSLContext | None = None) -> str:
     """This node's credential: kept from an earlier exchange, or obtained now with `intro`
     (or by introducing itself with `token`). Falls back to `token` itself when the cluster
     will not issue a credential for it (a name already bound, a token without node: write),
@@ -117,10 +121,10 @@ async def node_credential(controllers: list[str], name: str, data_dir: Path, key
                 raise JoinRefused("neither a node credential, an introduction token nor a "
                                   "token was given")
             made = await _post(controllers, "/v1/nodes/intro",
-                               {"name": name, "ttl_s": INTRO_TTL_S}, token, deadline_s)
+                               {"name": name, "ttl_s": INTRO_TTL_S}, token, deadline_s, tls)
             intro = str(made["token"]["secret_id"])
         answer = await _post(controllers, "/v1/agent/credential", {"node": name}, intro,
-                             deadline_s)
+                             deadline_s, tls)
     except (JoinRefused, KeyError, TypeError) as exc:
         if token:
             log.warning("no node credential (%s); using the configured token", exc)

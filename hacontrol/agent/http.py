@@ -1,5 +1,6 @@
 """The agent's own small HTTP API, used by the controllers (never by users directly):
-health, Prometheus metrics, allocation logs and allocation controls. Token auth as everywhere.
+health, Prometheus metrics, allocation logs and allocation controls. Token auth as everywhere;
+served over TLS, every path but the health check also needs a controller's certificate.
 
 It sees the agent only through :class:`LocalAllocations` (the supervisor satisfies it), so
 this module and :mod:`hacontrol.agent.main` do not import each other.
@@ -17,6 +18,7 @@ from aiohttp import web
 from hacontrol.agent.spec import AllocationEvent
 from hacontrol.model.checks import ALLOC_ID_RE
 from hacontrol.model.text import prometheus_label
+from hacontrol.tls.roles import Role, peer_roles
 
 from .metrics import AllocationMetrics
 from .report import event_report, metrics_report
@@ -58,6 +60,11 @@ def build_agent_app(local: LocalAllocations | None,
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/v1/health":
             return await handler(request)
+        transport = request.transport
+        if transport is not None and transport.get_extra_info("ssl_object") is not None:
+            if Role.SERVER not in peer_roles(transport.get_extra_info("peercert")):
+                return _err(403, "forbidden", "only a controller's certificate "
+                            f"({Role.SERVER.hostname}) may call this agent", "certificate")
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return _err(401, "unauthorized", "missing bearer token", "Authorization")

@@ -4,6 +4,10 @@ A long-polled `POST /v1/agent/sync` to the leader carries heartbeats and state r
 and desired allocations down. Followers answer `not_leader` with the leader's address; a dead
 or silent replica makes the link move on to the next one. Answers from a Raft term lower than
 the highest seen are ignored: a deposed leader cannot countermand its successor.
+
+With TLS the link is mutual TLS: the agent shows its agent certificate, and only a peer with
+a controller's certificate from the cluster's CA is talked to (the name checked is
+`server.hacontrol`); a redirect to a plain-HTTP address is not followed.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from hacontrol.tls.roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +44,19 @@ class StaleLeader(Exception):
 
 
 class ControllerLink:
-    def __init__(self, controllers: list[str], token: str) -> None:
+    def __init__(self, controllers: list[str], token: str,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: the client context of mutual TLS (every controller address must then be
+        https://); None speaks plain HTTP."""
         if not controllers:
             raise ValueError("at least one controller address is needed")
+        if tls is not None:
+            plain = [c for c in controllers if not c.startswith("https://")]
+            if plain:
+                raise ValueError(f"with TLS every controller address must be https://, "
+                                 f"not {plain[0]}")
+        self.tls = tls
+        self._server_name = Role.SERVER.hostname if tls is not None else None
         self.controllers = [c.rstrip("/") for c in controllers]
         self.current = self.controllers[0]
         self.token = token
@@ -52,8 +69,9 @@ class ControllerLink:
         self.on_controller_key: Callable[[object], None] | None = None
 
     async def __aenter__(self) -> ControllerLink:
+        connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
         self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {self.token}"})
+            headers={"Authorization": f"Bearer {self.token}"}, connector=connector)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -78,7 +96,8 @@ class ControllerLink:
         timeout = aiohttp.ClientTimeout(total=wait_s + 4.0, sock_connect=1.0)
         try:
             async with self._session.post(f"{self.current}/v1/agent/sync", json=body,
-                                          timeout=timeout) as resp:
+                                          timeout=timeout,
+                                          server_hostname=self._server_name) as resp:
                 data = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.debug("sync with %s failed: %s", self.current, exc)
@@ -87,7 +106,9 @@ class ControllerLink:
         if resp.status != 200:
             err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
             leader_api = err.get("leader_api")
-            if err.get("code") == "not_leader" and leader_api and leader_api != self.current:
+            if (err.get("code") == "not_leader" and isinstance(leader_api, str)
+                    and leader_api != self.current
+                    and (self.tls is None or leader_api.startswith("https://"))):
                 self.current = leader_api.rstrip("/")
             else:
                 if resp.status not in (503,):

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from hacontrol.model.spec import LogPolicy
+from hacontrol.tls.files import private_opener
 
 STREAMS = ("stdout", "stderr")
 _READ_CHUNK = 64 * 1024
@@ -62,7 +63,7 @@ def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.replace(rotated(path, n), rotated(path, n + 1))
     tmp = path.with_name(path.name + ".rotating")
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
+    with open(path, "rb") as src, open(tmp, "wb", opener=private_opener) as dst:
         shutil.copyfileobj(src, dst, _READ_CHUNK)
     # Renamed into place only when complete, so a follower that finds the
     # live file truncated always finds the whole old content in .1.

@@ -13,6 +13,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -23,6 +24,9 @@ from aiohttp import web
 
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
+from hacontrol.tls.context import TLSConfig, client_context, server_context
+from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
+from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 from . import procinfo
 from .assignments import AssignmentDecoder, allocation_spec
@@ -46,7 +50,8 @@ class Agent:
     def __init__(self, name: str, data_dir: Path, controllers: list[str], token: str,
                  cpu: float, memory_mb: int, address: str,
                  labels: dict[str, str] | None = None,
-                 default_user: str | None = None) -> None:
+                 default_user: str | None = None,
+                 link_tls: ssl.SSLContext | None = None) -> None:
         self.name = name
         # who runs allocations whose spec names no user (see `default_user_for`)
         self.default_user = default_user
@@ -55,7 +60,7 @@ class Agent:
         self.last_contact = time.monotonic()
         # alloc id -> disconnect.stop_after_s for the allocations that asked for it
         self.disconnect_after: dict[str, float] = {}
-        self.link = ControllerLink(controllers, token)
+        self.link = ControllerLink(controllers, token, link_tls)
         self.supervisor = Supervisor(data_dir, self._on_event)
         # Latest unacknowledged report per allocation: only the newest state matters.
         self.reports: dict[str, dict[str, Any]] = {}
@@ -202,14 +207,14 @@ class Agent:
         await self._bg.aclose()
 
 
-async def _serve_health(host: str, port: int, agent: Agent | None,
-                        key: ControllerKey) -> web.AppRunner | None:
+async def _serve_health(host: str, port: int, agent: Agent | None, key: ControllerKey,
+                        tls: ssl.SSLContext | None = None) -> web.AppRunner | None:
     if not port:
         return None
     app = build_agent_app(agent.supervisor if agent is not None else None, key.accepts)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls).start()
     return runner
 
 
@@ -222,10 +227,22 @@ def default_user_for(given: str | None, euid: int) -> str | None:
     return "nobody" if euid == 0 else None
 
 
+def agent_tls(args: Any) -> TLSConfig | None:
+    """The agent's TLS settings; None without --tls-* flags (plain HTTP). Exits with a
+    clear message on incomplete settings or a key others can read."""
+    ca, cert, key = (getattr(args, n, None) for n in ("tls_ca", "tls_cert", "tls_key"))
+    if ca is None and cert is None and key is None:
+        return None
+    try:
+        return daemon_tls(ca, cert, key, insecure=False, who="hacontrol agent")
+    except TLSSettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 async def agent_main(args: Any) -> None:
+    tls = agent_tls(args)
+    scheme = "https" if tls is not None else "http"
     data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = ControllerKey(data_dir)
     try:
         # A credential kept from an earlier start is all it needs: the introduction token
         # is used up by then, and its file may be gone; the token is not read at all.
@@ -234,8 +251,21 @@ async def agent_main(args: Any) -> None:
                                                  "HACONTROL_TOKEN")
         intro = None if joined else _read_secret(getattr(args, "intro_token_file", None),
                                                  "HACONTROL_INTRO_TOKEN")
+    except (ExposedFile, ValueError, OSError) as exc:
+        raise SystemExit(f"error: hacontrol agent: {exc}") from None
+    # Logs, pid records and credentials live here: no one else may read them. (Not a
+    # umask: the agent's jobs would inherit it.)
+    private_dir(data_dir)
+    allocs = private_dir(data_dir / "allocs")
+    for d in allocs.iterdir():  # as earlier versions left them
+        if d.is_dir() and not d.is_symlink():
+            private_dir(d)
+            restrict_files(d, ("*.log*", "pid.json*"))
+    key = ControllerKey(data_dir)
+    link_tls = client_context(tls) if tls is not None else None
+    try:
         credential = await node_credential(list(args.controllers), args.name, data_dir, key,
-                                           intro, token)
+                                           intro, token, tls=link_tls)
     except (OSError, JoinRefused) as exc:
         raise SystemExit(f"agent {args.name}: cannot join: {exc}") from None
     cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
@@ -248,13 +278,22 @@ async def agent_main(args: Any) -> None:
     if not address and args.port:
         shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
         shown = f"[{shown}]" if ":" in shown else shown
-        address = f"http://{shown}:{args.port}"
+        address = f"{scheme}://{shown}:{args.port}"
+    if tls is not None and address and not address.startswith("https://"):
+        raise SystemExit(f"error: hacontrol agent: with TLS --advertise must be https://, "
+                         f"not {address}")
     labels = dict(getattr(args, "label", None) or [])
-    agent = Agent(args.name, data_dir, list(args.controllers), credential, cpu, int(mem),
-                  address, labels,
-                  default_user_for(getattr(args, "default_user", None), os.geteuid()))
+    try:
+        agent = Agent(args.name, data_dir, list(args.controllers), credential, cpu, int(mem),
+                      address, labels,
+                      default_user_for(getattr(args, "default_user", None), os.geteuid()),
+                      link_tls=link_tls)
+    except ValueError as exc:
+        raise SystemExit(f"error: hacontrol agent: {exc}") from None
     agent.link.on_controller_key = key.pin
-    runner = await _serve_health(host, args.port, agent, key)
+    runner = await _serve_health(
+        host, args.port, agent, key,
+        server_context(tls, require_client_cert=False) if tls is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -272,10 +311,10 @@ async def agent_main(args: Any) -> None:
 
 
 def _read_secret(path: Any, env: str) -> str | None:
-    """A secret from a file (stripped; empty counts as none), else from `env`."""
+    """A secret from a file private to its owner (refused when others can read it or when
+    it is empty), else from `env`."""
     if path:
-        value = Path(path).read_text().strip()
-        return value or None
+        return read_secret(Path(path), "token file")
     return os.environ.get(env) or None
 
 

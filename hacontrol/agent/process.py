@@ -26,6 +26,7 @@ import psutil
 from hacontrol.agent import execwrap, procinfo
 from hacontrol.agent.cgroups import AllocationCgroup
 from hacontrol.agent.spec import AllocationSpec
+from hacontrol.tls.files import private_opener
 
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
@@ -214,10 +215,10 @@ async def spawn(
     }
     try:
         try:
-            alloc_dir.mkdir(parents=True, exist_ok=True)
+            alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             with (
-                open(alloc_dir / STDOUT_LOG, "ab") as out,
-                open(alloc_dir / STDERR_LOG, "ab") as err,
+                open(alloc_dir / STDOUT_LOG, "ab", opener=private_opener) as out,
+                open(alloc_dir / STDERR_LOG, "ab", opener=private_opener) as err,
             ):
                 proc = await asyncio.create_subprocess_exec(
                     *wrapper_argv(wrapper_config, command),

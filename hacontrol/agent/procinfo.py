@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from hacontrol.tls.files import private_opener
+
 PID_FILE = "pid.json"
 
 # create_time is derived from boot time and clock ticks; allow for rounding
@@ -56,9 +58,10 @@ def create_time(pid: int) -> float | None:
 def write_pid_record(alloc_dir: Path, record: PidRecord) -> None:
     # Write then rename so a crash mid-write never leaves a half file that a
     # later adopt would misread.
-    alloc_dir.mkdir(parents=True, exist_ok=True)
+    alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = alloc_dir / (PID_FILE + ".tmp")
-    tmp.write_text(json.dumps(asdict(record)))
+    with open(tmp, "w", opener=private_opener) as f:
+        f.write(json.dumps(asdict(record)))
     os.replace(tmp, alloc_dir / PID_FILE)
 
 

@@ -9,6 +9,8 @@ is answered in `errors.py`.
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
 from hacontrol.scheduler.leader_state import Leadership
@@ -18,18 +20,22 @@ from .auth import acl_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
 from .limits import LimitedStore, Limits
-from .request import ACL_CONFIGURED, CLUSTER, LEADERSHIP, MAX_BODY, STORE, TOKEN
+from .peer import peer_role_middleware
+from .request import ACL_CONFIGURED, AGENT_TLS, CLUSTER, LEADERSHIP, MAX_BODY, STORE, TOKEN
 
 
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
               token: str, limits: Limits | None = None, *,
-              bootstrap_token: bool = False) -> web.Application:
+              bootstrap_token: bool = False,
+              agent_tls: ssl.SSLContext | None = None) -> web.Application:
     """The API of one replica. `token`: the credential the controllers present to agents
     (requests are authorised against the replicated ACL tables, never against it);
     `limits`: caps on bodies and table sizes; `bootstrap_token`: this replica was given a
-    token to bootstrap with, and is ready only once it is applied."""
+    token to bootstrap with, and is ready only once it is applied; `agent_tls`: the client
+    context for calls to agents (mutual TLS, the agent's role checked), None for plain HTTP."""
     limits = limits or Limits()
-    app = web.Application(middlewares=[error_middleware, acl_middleware()],
+    app = web.Application(middlewares=[error_middleware, peer_role_middleware(),
+                                       acl_middleware()],
                           client_max_size=limits.max_body_bytes)
     app[MAX_BODY] = limits.max_body_bytes
     app[STORE] = LimitedStore(store, limits)
@@ -37,6 +43,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     app[LEADERSHIP] = leadership
     app[TOKEN] = token
     app[ACL_CONFIGURED] = bootstrap_token
+    app[AGENT_TLS] = agent_tls
     routes.register(app)
     agent_routes.register(app)
     acl_routes.register(app)

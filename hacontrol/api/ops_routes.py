@@ -17,10 +17,12 @@ from hacontrol.model.errors import Rejection, conflict, invalid, not_found
 from hacontrol.model.text import prometheus_label
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
+from hacontrol.tls.roles import Role
 
 from .backend import Store
 from .request import (
     AGENT_SESSION,
+    AGENT_TLS,
     TOKEN,
     cluster_of,
     idem_key,
@@ -137,6 +139,17 @@ def _agent_for(store: Store, alloc_id: str) -> tuple[str, dict[str, Any]]:
     return address, view
 
 
+def _agent_server_name(request: web.Request, address: str) -> str | None:
+    """How to reach an agent: with TLS on, only over https and only to a peer whose
+    certificate says agent (the controllers' token never goes to anyone else)."""
+    if request.app[AGENT_TLS] is None:
+        return None
+    if not address.startswith("https://"):
+        raise AgentUnreachable("TLS is on, but the agent advertises a plain-HTTP address",
+                               address)
+    return Role.AGENT.hostname
+
+
 async def alloc_action(request: web.Request) -> web.Response:
     alloc_id, action = request.match_info["id"], request.match_info["action"]
     if action not in ALLOC_ACTIONS:
@@ -147,8 +160,8 @@ async def alloc_action(request: web.Request) -> web.Response:
         if not isinstance(body.get("signal"), str):
             raise invalid("signal", "required: a signal name such as SIGHUP")
     address, _ = _agent_for(store_of(request), alloc_id)
-    status, data = await _to_agent(request, "POST",
-                                   f"{address}/v1/allocations/{alloc_id}/{action}", body)
+    status, data = await _to_agent(request, "POST", address,
+                                   f"/v1/allocations/{alloc_id}/{action}", body)
     return web.json_response(data, status=status)
 
 
@@ -161,9 +174,11 @@ async def alloc_logs(request: web.Request) -> web.StreamResponse:
     token = request.app[TOKEN]
     url = f"{address}/v1/allocations/{alloc_id}/logs"
     session = request.app[AGENT_SESSION]
+    name = _agent_server_name(request, address)
     try:
         async with session.get(url, params=dict(request.query),
                                headers={"Authorization": f"Bearer {token}"},
+                               server_hostname=name,
                                timeout=aiohttp.ClientTimeout(total=None, sock_connect=3)) as up:
             resp = web.StreamResponse(status=up.status, headers={
                 "Content-Type": up.headers.get("Content-Type", "text/plain")})
@@ -176,13 +191,15 @@ async def alloc_logs(request: web.Request) -> web.StreamResponse:
         raise AgentUnreachable(str(exc), address) from None
 
 
-async def _to_agent(request: web.Request, method: str, url: str,
+async def _to_agent(request: web.Request, method: str, address: str, path: str,
                     body: dict[str, Any]) -> tuple[int, Any]:
     session = request.app[AGENT_SESSION]
     token = request.app[TOKEN]
+    name = _agent_server_name(request, address)
     try:
-        async with session.request(method, url, json=body,
+        async with session.request(method, address + path, json=body,
                                    headers={"Authorization": f"Bearer {token}"},
+                                   server_hostname=name,
                                    timeout=aiohttp.ClientTimeout(total=30)) as up:
             return up.status, await up.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -234,7 +251,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[AGENT_SESSION] = aiohttp.ClientSession()
+    tls = app[AGENT_TLS]
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+    app[AGENT_SESSION] = aiohttp.ClientSession(connector=connector)
     yield
     await app[AGENT_SESSION].close()
 

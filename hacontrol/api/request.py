@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,8 @@ ACL_CONFIGURED = web.AppKey[bool]("acl_configured")
 # The token a request was authorised with (set by `auth.acl_middleware`).
 IDENTITY = web.RequestKey[Token]("identity")
 AGENT_SESSION = web.AppKey[aiohttp.ClientSession]("agent_session")
+# The client side of mutual TLS towards agents; None: agents are called over plain HTTP.
+AGENT_TLS = web.AppKey[ssl.SSLContext | None]("agent_tls")
 
 
 def controller_credential_hash(request: web.Request) -> str:

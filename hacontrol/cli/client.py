@@ -115,6 +115,8 @@ class Client:
     sleep: Callable[[float], None] = time.sleep
     transport: Transport = field(default_factory=HttpTransport)
     _preferred: int = 0
+    # Origins of the cluster's members as /v1/status lists them (None: not asked yet).
+    _members: set[tuple[str, str, int]] | None = None
 
     def __post_init__(self) -> None:
         self.addrs = [a.strip().rstrip("/") for a in self.addrs if a.strip()]
@@ -251,7 +253,8 @@ class Client:
         raise last_error
 
     def _send(self, template: Request, url: str) -> tuple[Response, str]:
-        """One attempt at one address, following the redirects a follower answers with."""
+        """One attempt at one address, following the redirects a follower answers with,
+        but only to the cluster's own members: the token goes nowhere else."""
         for _ in range(MAX_REDIRECTS + 1):
             response = self.transport.handle_request(dataclasses.replace(template, url=url))
             location = response.headers.get("Location")
@@ -259,10 +262,63 @@ class Client:
                 nxt = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(nxt).scheme in ("http", "https"):
                     _close(response)
+                    if not self._is_member(nxt, url, template):
+                        raise ClientError(
+                            0, "redirect_refused",
+                            f"{url} redirected to {_origin_text(nxt)}, which is not a member "
+                            "of the cluster; not following it")
                     url = nxt
                     continue
             return response, url
         raise TransportError(f"too many redirects, last to {url}")
+
+    def _is_member(self, target: str, via: str, template: Request) -> bool:
+        """Whether target is one of the addresses given or a member that the replica at
+        `via` (itself a member) lists in /v1/status."""
+        origin = _origin(target)
+        if origin is None:
+            return False
+        if origin in {_origin(a) for a in self.addrs}:
+            return True
+        if self._members is None:
+            self._members = self._ask_members(via, template)
+        return origin in self._members
+
+    def _ask_members(self, via: str, template: Request) -> set[tuple[str, str, int]]:
+        headers = {k: v for k, v in template.headers.items()
+                   if k in ("Authorization", "Accept")}
+        base = urllib.parse.urlunsplit(urllib.parse.urlsplit(via)[:2] + ("", "", ""))
+        try:
+            response = self.transport.handle_request(
+                Request("GET", base + "/v1/status", headers, None, self.timeout_s))
+            status = _decode(response.body) if response.status == 200 else {}
+        except (TransportError, ValueError):
+            return set()
+        members = status.get("members") if isinstance(status, dict) else None
+        found = set()
+        for m in members if isinstance(members, list) else []:
+            api = m.get("api") if isinstance(m, dict) else None
+            origin = _origin(api) if isinstance(api, str) else None
+            if origin is not None:
+                found.add(origin)
+        return found
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL; None for anything else."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _origin_text(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _close(response: Response) -> None:

@@ -30,7 +30,10 @@ from hacontrol.cli.devprocess import (
     port_in_use,
     tail,
 )
+from hacontrol.cli.devtls import DevPKI, ensure_dev_pki
 from hacontrol.cli.transport import HttpTransport, Request, TransportError
+from hacontrol.tls.files import private_dir, private_opener
+from hacontrol.tls.roles import Role
 
 READY_PATH = "/v1/health/ready"
 AGENT_STOP_TIMEOUT_S = 20.0
@@ -73,6 +76,7 @@ class DevConfig:
     host: str = "127.0.0.1"
     log_level: str = "info"
     ready_timeout_s: float = 30.0
+    tls: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DevConfig:
@@ -86,6 +90,7 @@ class DevConfig:
             host=args.host,
             log_level=args.log_level,
             ready_timeout_s=getattr(args, "ready_timeout", 30.0),
+            tls=bool(getattr(args, "tls", False)),
         )
 
     @property
@@ -97,7 +102,7 @@ class DevConfig:
         host = self.connect_host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.api_port + i}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.api_port + i}"
 
     def api_bind(self, i: int) -> str:
         return f"{self.host}:{self.api_port + i}"
@@ -148,6 +153,7 @@ class DevCluster:
         self.stop_event = threading.Event()
         self.stop_signals = 0
         self._lock_fd: int | None = None
+        self.pki: DevPKI | None = None
         # The cluster is local to this machine: no proxy may stand in between.
         self.transport = HttpTransport(use_env_proxy=False)
 
@@ -186,7 +192,8 @@ class DevCluster:
         cfg = self.cfg
         cfg.validate()
         d = cfg.data_dir
-        (d / "logs").mkdir(parents=True, exist_ok=True)
+        private_dir(d)
+        private_dir(d / "logs")
         self._lock_fd = os.open(d / "dev.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -196,6 +203,9 @@ class DevCluster:
         _, new_secret = ensure_secret_file(d / "secret", lambda: secrets.token_hex(32))
         if not (new_token and new_secret):
             self.say(f"hacontrol dev: reusing the token and cluster secret in {d}")
+        if cfg.tls:
+            self.pki, _ = ensure_dev_pki(d, [cfg.connect_host])
+            self.transport = HttpTransport(use_env_proxy=False, tls=self.pki.client())
         busy = []
         for i in range(1, cfg.replicas + 1):
             busy += [p for p in (cfg.api_port + i, cfg.raft_port + i) if port_in_use(cfg.host, p)]
@@ -229,6 +239,7 @@ class DevCluster:
                 "--secret-file", str(d / "secret"),
                 "--token-file", str(d / "token"),
                 "--log-level", cfg.log_level,
+                *(self.pki.flags(Role.SERVER) if self.pki else ["--insecure-http"]),
             ]
             self.servers.append(
                 Child(f"c{i}", "server", argv, d / "logs" / f"c{i}.log",
@@ -244,6 +255,7 @@ class DevCluster:
                 "--token-file", str(d / "token"),
                 "--port", str(cfg.agent_port + j),
                 "--log-level", cfg.log_level,
+                *(self.pki.flags(Role.AGENT) if self.pki else []),
             ]
             self.agents.append(
                 Child(f"n{j}", "agent", argv, d / "logs" / f"n{j}.log", port=cfg.agent_port + j)
@@ -260,9 +272,9 @@ class DevCluster:
         return env
 
     def spawn(self, child: Child) -> None:
-        (self.cfg.data_dir / child.name).mkdir(parents=True, exist_ok=True)
+        private_dir(self.cfg.data_dir / child.name)
         libc = load_libc()
-        with child.log_path.open("ab") as log:
+        with open(child.log_path, "ab", opener=private_opener) as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"--- {stamp} hacontrol dev: {shlex.join(child.argv)}\n".encode())
             log.flush()
@@ -377,6 +389,9 @@ class DevCluster:
         self.say()
         self.say(f"  export HACONTROL_ADDR={addrs} "
                  f"HACONTROL_TOKEN=$(cat {shlex.quote(str(d / 'token'))})")
+        if self.pki is not None:
+            self.say("  export " + " ".join(f"{k}={shlex.quote(v)}"
+                                             for k, v in self.pki.env().items()))
         self.say()
         self.say("Replicas:")
         for c in self.servers:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -22,8 +22,11 @@ from hacontrol.cli.commands.base import (
     connection_options,
 )
 from hacontrol.cli.transport import HttpTransport, Transport
+from hacontrol.tls.context import TLSConfig
+from hacontrol.tls.files import ExposedFile
 
-__all__ = ["build_parser", "main", "make_client", "resolve_token", "run_client_command"]
+__all__ = ["build_parser", "main", "make_client", "resolve_token", "run_client_command",
+           "tls_from_env"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +78,24 @@ def run_client_command(
 
 def make_client(args: argparse.Namespace, transport: Transport | None = None) -> Client:
     addr = getattr(args, "addr", None) or os.environ.get("HACONTROL_ADDR") or DEFAULT_ADDR
-    return Client(split_addrs(addr), token=resolve_token(args),
-                  transport=transport or HttpTransport())
+    if transport is None:
+        try:
+            transport = HttpTransport(tls=tls_from_env(os.environ))
+        except (ValueError, OSError, ExposedFile) as exc:
+            raise UsageError(f"TLS settings: {exc}") from None
+    return Client(split_addrs(addr), token=resolve_token(args), transport=transport)
+
+
+def tls_from_env(env: Mapping[str, str]) -> TLSConfig | None:
+    """TLS settings from HACONTROL_CACERT, HACONTROL_CLIENT_CERT and HACONTROL_CLIENT_KEY;
+    None without a CA (https then trusts the system's CAs)."""
+    ca = env.get("HACONTROL_CACERT")
+    cert, key = env.get("HACONTROL_CLIENT_CERT"), env.get("HACONTROL_CLIENT_KEY")
+    if not ca:
+        if cert or key:
+            raise ValueError("HACONTROL_CLIENT_CERT/KEY need HACONTROL_CACERT")
+        return None
+    return TLSConfig(Path(ca), Path(cert) if cert else None, Path(key) if key else None)
 
 
 def resolve_token(args: argparse.Namespace) -> str | None:

@@ -11,11 +11,15 @@ from __future__ import annotations
 import base64
 import http.client
 import ipaddress
+import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from hacontrol.tls.context import TLSConfig, client_context
+from hacontrol.tls.roles import Role
 
 # What a non-streamed error answer is read up to; enough for any error document.
 ERROR_BODY_LIMIT = 1 << 20
@@ -146,14 +150,23 @@ class HttpTransport:
 
     Uses the environment's proxy settings (unless use_env_proxy is False), except for
     loopback addresses: a proxy for the outside world must not intercept a local cluster.
+
+    With `tls` (the cluster's CA, and a client certificate if the cluster asks for one),
+    https:// addresses must present a controller's certificate from that CA: the name
+    checked is the role's (`server.hacontrol`), not the address's, so an agent's
+    certificate cannot pass for a controller. Without it, https uses the system's CAs and
+    the usual host-name check. Bad TLS files raise at construction (ValueError, OSError,
+    tls.files.ExposedFile).
     """
 
-    def __init__(self, use_env_proxy: bool = True) -> None:
+    def __init__(self, use_env_proxy: bool = True, tls: TLSConfig | None = None) -> None:
         self.use_env_proxy = use_env_proxy
+        self.tls = tls
+        self._context = client_context(tls) if tls is not None else None
 
     def handle_request(self, request: Request) -> Response:
         conn, target, proxy_headers = _connection(
-            request.url, request.timeout_s, self.use_env_proxy)
+            request.url, request.timeout_s, self.use_env_proxy, self._context)
         try:
             conn.connect()
             sock = conn.sock
@@ -204,8 +217,24 @@ class _HttpStream:
         self._conn.close()
 
 
+class _ControllerHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS whose certificate check asks for the controller role's name."""
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP, and the proxy tunnel if any
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=Role.SERVER.hostname)
+
+
+def _https(host: str, port: int | None, timeout: float,
+           context: ssl.SSLContext | None) -> http.client.HTTPSConnection:
+    if context is None:
+        return http.client.HTTPSConnection(host, port, timeout=timeout)
+    return _ControllerHTTPSConnection(host, port, timeout=timeout, context=context)
+
+
 def _connection(
-    url: str, timeout: float, use_env_proxy: bool
+    url: str, timeout: float, use_env_proxy: bool, context: ssl.SSLContext | None = None
 ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
     """A connection for url (through the environment's proxy when one applies), the
     request target to send on it, and headers the proxy needs."""
@@ -225,7 +254,7 @@ def _connection(
     conn: http.client.HTTPConnection
     if not proxy:
         if https:
-            return http.client.HTTPSConnection(host, port, timeout=timeout), target, {}
+            return _https(host, port, timeout, context), target, {}
         return http.client.HTTPConnection(host, port, timeout=timeout), target, {}
     p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
     auth = {}
@@ -233,7 +262,7 @@ def _connection(
         secret = f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}"
         auth = {"Proxy-Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
     if https:
-        conn = http.client.HTTPSConnection(p.hostname or "", p.port or 3128, timeout=timeout)
+        conn = _https(p.hostname or "", p.port or 3128, timeout, context)
         conn.set_tunnel(host, port or 443, headers=auth)
         return conn, target, {}
     conn = http.client.HTTPConnection(p.hostname or "", p.port or 3128, timeout=timeout)

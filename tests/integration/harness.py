@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -84,7 +85,8 @@ class Response:
 
 
 def http(method: str, url: str, body: Any = None, token: str | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 10.0) -> Response:
+         headers: dict[str, str] | None = None, timeout: float = 10.0,
+         context: ssl.SSLContext | None = None) -> Response:
     data = None if body is None else (body if isinstance(body, bytes) else
                                       json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, method=method)
@@ -95,7 +97,7 @@ def http(method: str, url: str, body: Any = None, token: str | None = None,
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             raw = resp.read()
             return Response(resp.status, json.loads(raw) if raw else None, dict(resp.headers))
     except urllib.error.HTTPError as err:
@@ -158,10 +160,11 @@ class Replica:
     raft_port: int
     api_port: int
     proc: Proc
+    scheme: str = "http"
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://127.0.0.1:{self.api_port}"
 
 
 @dataclass
@@ -175,15 +178,28 @@ class Cluster:
     extra_server_args: list[str] = field(default_factory=list)
     # False: the replicas get no token to bootstrap with (the cluster starts locked).
     configured_token: bool = True
+    # Mutual TLS everywhere (a CA and server, agent and cli certificates under root/tls);
+    # False runs plain HTTP with --insecure-http.
+    tls: bool = False
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "token").write_text(self.token)
-        (self.root / "secret").write_text(self.secret)
+        for name, value in (("token", self.token), ("secret", self.secret)):
+            (self.root / name).write_text(value)
+            os.chmod(self.root / name, 0o600)  # daemons refuse secrets others can read
+        if self.tls:
+            from hacontrol.tls.pki import create_ca, create_cert
+            from hacontrol.tls.roles import Role
+            d = self.root / "tls"
+            d.mkdir(exist_ok=True)
+            ca = create_ca(d)
+            for role in Role:
+                create_cert(ca, role, d)
         ports = free_ports(2 * self.size)
         for i in range(self.size):
             rid = f"c{i + 1}"
-            self.replicas.append(Replica(rid, ports[2 * i], ports[2 * i + 1], None))  # type: ignore[arg-type]
+            self.replicas.append(Replica(rid, ports[2 * i], ports[2 * i + 1], None,  # type: ignore[arg-type]
+                                         "https" if self.tls else "http"))
         for r in self.replicas:
             peers = []
             for o in self.replicas:
@@ -196,8 +212,27 @@ class Cluster:
                     "--secret-file", str(self.root / "secret"),
                     *(["--token-file", str(self.root / "token")] if self.configured_token
                       else []),
+                    *self.tls_args("server"),
                     *self.extra_server_args]
             r.proc = Proc(r.id, argv, self.root / f"{r.id}.log")
+
+    def tls_args(self, role: str) -> list[str]:
+        """The TLS flags of a daemon of `role` ("server" or "agent")."""
+        if not self.tls:
+            return ["--insecure-http"] if role == "server" else []
+        d = self.root / "tls"
+        return ["--tls-ca", str(d / "ca.pem"), "--tls-cert", str(d / f"{role}.pem"),
+                "--tls-key", str(d / f"{role}-key.pem")]
+
+    @property
+    def client_tls(self) -> ssl.SSLContext | None:
+        """A client context trusting the cluster's CA, with the cli certificate."""
+        if not self.tls:
+            return None
+        d = self.root / "tls"
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        ctx.load_cert_chain(str(d / "cli.pem"), str(d / "cli-key.pem"))
+        return ctx
 
     # -------------------------------------------------------------- lifecycle
 
@@ -222,7 +257,7 @@ class Cluster:
         argv = [sys.executable, "-m", "hacontrol", "agent", "--name", name,
                 "--data-dir", str(self.root / name),
                 "--controllers", ",".join(r.api for r in self.replicas),
-                *credential,
+                *credential, *self.tls_args("agent"),
                 "--cpu", str(cpu), "--memory-mb", str(memory_mb),
                 "--port", str(port if port is not None else free_ports(1)[0])]
         for k, v in (labels or {}).items():
@@ -257,7 +292,8 @@ class Cluster:
 
     def status(self, r: Replica) -> dict[str, Any] | None:
         try:
-            resp = http("GET", f"{r.api}/v1/status", token=self.token, timeout=2)
+            resp = http("GET", f"{r.api}/v1/status", token=self.token, timeout=2,
+                        context=self.client_tls)
         except OSError:
             return None
         return resp.body if resp.status == 200 else None
@@ -285,7 +321,8 @@ class Cluster:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         def ready() -> bool:
-            return all(http("GET", f"{r.api}/v1/health/ready", timeout=2).status == 200
+            return all(http("GET", f"{r.api}/v1/health/ready", timeout=2,
+                            context=self.client_tls).status == 200
                        for r in self.live())
         wait_for(ready, timeout, what="all replicas ready")
 
@@ -294,7 +331,7 @@ class Cluster:
         r = replica or self.live()[0]
         headers = {"Idempotency-Key": idem} if idem else None
         return http(method, f"{r.api}{path}", body, token=self.token, headers=headers,
-                    timeout=timeout)
+                    timeout=timeout, context=self.client_tls)
 
     def write(self, method: str, path: str, body: Any = None, timeout: float = 20.0,
               replica: Replica | None = None) -> Response:

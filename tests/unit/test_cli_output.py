@@ -367,7 +367,7 @@ def test_redirect_follows_the_leader_to_another_address(api: FakeApi) -> None:
     leader = api.urls[1]
     api.replies += [(307, {}, {"Location": leader + "/v1/jobs/default/web"}),
                     (200, {"index": 3}, {})]
-    client = client_for(api)
+    client = client_for(api, addrs=api.urls)
     assert client.post("/v1/jobs/default/web", {"count": 1}) == {"index": 3}
     assert [s.addr for s in api.seen] == [api.url, leader]
     assert api.seen[0].headers["Idempotency-Key"] == api.seen[1].headers["Idempotency-Key"]

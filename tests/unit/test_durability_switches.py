@@ -50,11 +50,14 @@ def test_storage_plants_run_the_real_controller() -> None:
 def test_server_refuses_to_start_without_fsync_outside_tests(tmp_path: Path) -> None:
     (tmp_path / "s").write_text("x" * 32)
     (tmp_path / "t").write_text("tok")
+    for f in ("s", "t"):
+        (tmp_path / f).chmod(0o600)  # so that the refusal tested is the fsync one
     env = {k: v for k, v in os.environ.items() if k != planted.ALLOW_ENV}
     out = subprocess.run([sys.executable, "-m", "hacontrol", "server", "--id", "c1",
                           "--data-dir", str(tmp_path / "d"), "--raft", "127.0.0.1:1",
                           "--api", "127.0.0.1:1", "--secret-file", str(tmp_path / "s"),
-                          "--token-file", str(tmp_path / "t"), "--unsafe-no-fsync"],
+                          "--token-file", str(tmp_path / "t"), "--insecure-http",
+                          "--unsafe-no-fsync"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode != 0
     assert "refused outside tests" in out.stderr

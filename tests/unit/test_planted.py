@@ -24,11 +24,14 @@ def test_refused_without_the_test_switch(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_server_refuses_to_start_with_a_plant(tmp_path) -> None:
     (tmp_path / "s").write_text("x" * 32)
     (tmp_path / "t").write_text("tok")
+    for name in ("s", "t"):
+        (tmp_path / name).chmod(0o600)
     env = {k: v for k, v in __import__("os").environ.items() if k != planted.ALLOW_ENV}
     out = subprocess.run([sys.executable, "-m", "hacontrol", "server", "--id", "c1",
                           "--data-dir", str(tmp_path / "d"), "--raft", "127.0.0.1:1",
                           "--api", "127.0.0.1:1", "--secret-file", str(tmp_path / "s"),
-                          "--token-file", str(tmp_path / "t"), "--plant", "early-ack"],
+                          "--token-file", str(tmp_path / "t"), "--plant", "early-ack",
+                          "--insecure-http"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode != 0
     assert "refused outside tests" in out.stderr

@@ -19,9 +19,10 @@ from hacontrol.cli.commands import (
     node,
     server,
     status,
+    tls,
 )
 from hacontrol.cli.commands.base import CommandGroup
 
 GROUPS: tuple[CommandGroup, ...] = (
-    server, agent, dev, status, job, allocation, node, events, namespace, acl
+    server, agent, dev, status, job, allocation, node, events, namespace, acl, tls
 )

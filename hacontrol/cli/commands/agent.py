@@ -19,6 +19,7 @@ from hacontrol.cli.commands.flags import (
     label_pair,
     non_negative_float,
     non_negative_int,
+    tls_options,
     url_list,
 )
 
@@ -49,6 +50,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--default-user", default=None, metavar="USER",
                    help="user for allocations whose job names none (default: nobody when "
                         "the agent runs as root, else the agent's own user)")
+    tls_options(p, "agent")
     p.set_defaults(run=run_agent)
 
 

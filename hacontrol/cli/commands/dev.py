@@ -19,6 +19,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--agent-port", type=non_negative_int, default=8200)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--tls", action="store_true",
+                   help="run every link over (mutual) TLS, with a CA and certificates "
+                        "made under DATA/tls/ (clients trust DATA/tls/ca.pem)")
     p.add_argument(
         "--ready-timeout", type=non_negative_float, default=30.0, help=argparse.SUPPRESS
     )

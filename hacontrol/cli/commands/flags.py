@@ -4,6 +4,7 @@ raises argparse.ArgumentTypeError with what was expected."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from hacontrol.cli.client import split_addrs
 
@@ -89,3 +90,14 @@ def signal_name(value: str) -> str:
     if not name.isalnum():
         raise argparse.ArgumentTypeError(f"expected a signal such as SIGHUP, got {value!r}")
     return name if name.startswith("SIG") else "SIG" + name
+
+
+def tls_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--tls-ca, --tls-cert and --tls-key for a daemon (`what` says whose certificate)."""
+    group = parser.add_argument_group("TLS")
+    group.add_argument("--tls-ca", type=Path, default=None, metavar="FILE",
+                       help="CA certificate every peer's certificate must chain to")
+    group.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                       help=f"this {what}'s certificate (from `hacontrol tls cert create`)")
+    group.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                       help="its private key (must not be readable by others)")

@@ -14,7 +14,13 @@ from hacontrol.cli.commands.base import (
     SubParsers,
     missing_component,
 )
-from hacontrol.cli.commands.flags import host_port, non_negative_int, peer_spec, positive_int
+from hacontrol.cli.commands.flags import (
+    host_port,
+    non_negative_int,
+    peer_spec,
+    positive_int,
+    tls_options,
+)
 
 
 def register(sub: SubParsers) -> None:
@@ -49,6 +55,10 @@ def register(sub: SubParsers) -> None:
                        ("--max-nodes", "nodes (default 5000)")):
         p.add_argument(flag, type=positive_int, default=None,
                        help=f"accept at most this many {what}")
+    tls_options(p, "replica")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="serve plain HTTP without TLS (tokens travel in clear text); "
+                        "only for tests and a cluster on one trusted machine")
     p.set_defaults(run=run_server)
 
 
