@@ -18,7 +18,9 @@ from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 from .backend import Cluster
+from .openapi import WRITE_ERRORS, Operation, documented
 from .request import cluster_of, json_body, leader_of, store_of
+from .schemas import SYNC_ANSWER, SYNC_REQUEST
 
 MAX_WAIT_S = 2.0
 
@@ -36,6 +38,10 @@ def _leading(request: web.Request) -> LeaderState:
     return leader
 
 
+@documented(Operation(
+    "An agent's heartbeat, reports and long poll for its assignments (leader only)", "agent",
+    description="Answers 503 not_leader, naming the leader, on any other replica.",
+    body=SYNC_REQUEST, ok=SYNC_ANSWER, errors=WRITE_ERRORS))
 async def sync(request: web.Request) -> web.Response:
     cluster, store = cluster_of(request), store_of(request)
     leader = _leading(request)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from hacontrol.scheduler.leader_state import Leadership
 
-from . import agent_routes, ops_routes, routes, ui
+from . import agent_routes, openapi, ops_routes, routes, ui
 from .auth import token_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
@@ -32,4 +32,5 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     agent_routes.register(app)
     ops_routes.register(app)
     ui.register(app)
+    openapi.register(app)  # documents every route, whenever it was registered
     return app

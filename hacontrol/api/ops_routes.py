@@ -18,6 +18,7 @@ from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 from .backend import Store
+from .openapi import READ_ERRORS, STALE, WRITE_ERRORS, Operation, Param, documented
 from .request import (
     AGENT_SESSION,
     TOKEN,
@@ -29,12 +30,20 @@ from .request import (
     only_fields,
     store_of,
 )
+from .schemas import EVENT, NODE, VERSION, listing, written
 
 ALLOC_ACTIONS = ("pause", "resume", "restart", "signal")
 
 
 # --------------------------------------------------------------------- drain
 
+@documented(Operation("Drain a node (or end a drain)", "nodes", ok=written("node", NODE),
+                      write=True, errors=WRITE_ERRORS, path={"name": {"type": "string"}},
+                      body={"type": "object", "required": ["enable"],
+                            "additionalProperties": False,
+                            "properties": {"enable": {"type": "boolean"},
+                                           "deadline_s": {"type": "number", "minimum": 0,
+                                                          "default": 60}}}))
 async def drain_node(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = await json_body(request)
@@ -52,6 +61,8 @@ async def drain_node(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------ versions, revert
 
+@documented(Operation("A job's recent versions, newest first", "jobs", params=(STALE,),
+                      ok=listing("versions", VERSION)))
 async def job_versions(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
     name = check_name(request.match_info["name"], "name")
@@ -65,6 +76,10 @@ async def job_versions(request: web.Request) -> web.Response:
     return web.json_response({"versions": out})
 
 
+@documented(Operation("Submit an earlier version of a job again", "jobs",
+                      ok=written("job", {"type": "object"}), write=True, errors=WRITE_ERRORS,
+                      body={"type": "object", "required": ["version"],
+                            "properties": {"version": {"type": "integer", "minimum": 1}}}))
 async def job_revert(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
     name = check_name(request.match_info["name"], "name")
@@ -79,6 +94,22 @@ async def job_revert(request: web.Request) -> web.Response:
 
 # -------------------------------------------------------------------- events
 
+@documented(Operation(
+    "The change feed: every applied change as an event", "events",
+    description="With follow=true (the default) a server-sent event stream that never ends: "
+                "each event's id is INDEX.SEQ, and a Last-Event-ID header resumes after it. "
+                "With follow=false one JSON batch.",
+    media="text/event-stream", other_media={"application/json": {
+        "type": "object", "required": ["events", "index", "oldest_index"],
+        "properties": {"events": {"type": "array", "items": EVENT},
+                       "index": {"type": "integer"}, "oldest_index": {"type": "integer"}}}},
+    params=(Param("index", {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+                  "after this log index, or event id INDEX.SEQ"),
+            Param("follow", {"type": "boolean", "default": True}, "stream until closed"),
+            Param("type", {"type": "string"}, "comma-separated event types to keep"),
+            Param("Last-Event-ID", {"type": "string"}, "resume after this event id",
+                  where="header")),
+    errors=(401, 403, 422)))
 async def events(request: web.Request) -> web.StreamResponse:
     store = store_of(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("index", "0")
@@ -136,6 +167,13 @@ def _agent_for(store: Store, alloc_id: str) -> tuple[str, dict[str, Any]]:
     return address, view
 
 
+@documented(Operation(
+    "Pause, resume, restart or signal an allocation (carried to its agent)", "allocations",
+    description="The agent's answer is passed on with its status.",
+    path={"action": {"type": "string", "enum": list(ALLOC_ACTIONS)}},
+    ok={"type": "object"}, errors=WRITE_ERRORS,
+    body={"type": "object", "properties": {"signal": {"type": "string"}},
+          "description": "only for signal: {\"signal\": \"SIGHUP\"}"}))
 async def alloc_action(request: web.Request) -> web.Response:
     alloc_id, action = request.match_info["id"], request.match_info["action"]
     if action not in ALLOC_ACTIONS:
@@ -151,6 +189,13 @@ async def alloc_action(request: web.Request) -> web.Response:
     return web.json_response(data, status=status)
 
 
+@documented(Operation(
+    "An allocation's log (carried from its agent)", "allocations", media="text/plain",
+    params=(Param("stream", {"type": "string", "enum": ["stdout", "stderr"],
+                             "default": "stdout"}),
+            Param("tail", {"type": "integer", "minimum": 0}, "last lines only"),
+            Param("follow", {"type": "boolean"}, "keep streaming")),
+    errors=(*READ_ERRORS, 409)))
 async def alloc_logs(request: web.Request) -> web.StreamResponse:
     alloc_id = request.match_info["id"]
     stream = request.query.get("stream", "stdout")
@@ -198,6 +243,8 @@ def _prom(lines: list[str], name: str, value: float, help_: str, kind: str = "ga
     lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
 
 
+@documented(Operation("Prometheus metrics of this replica", "status", media="text/plain",
+                      errors=(401, 403)))
 async def metrics(request: web.Request) -> web.Response:
     st = cluster_of(request).status()
     lines: list[str] = []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .openapi import Operation, documented
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>hacontrol</title>
 <style>
@@ -64,6 +66,8 @@ refresh();setInterval(refresh,2000);
 """
 
 
+@documented(Operation("The cluster page (HTML; it asks for a token itself)", "ui",
+                      media="text/html", public=True, errors=()))
 async def page(_: web.Request) -> web.Response:
     return web.Response(text=PAGE, content_type="text/html")
 
