@@ -33,6 +33,7 @@ from .request import (
 from .schemas import EVENT, NODE, VERSION, listing, written
 
 ALLOC_ACTIONS = ("pause", "resume", "restart", "signal")
+MAX_DRAIN_DEADLINE_S = 86400 * 7  # as `state.validate.parse_drain` allows
 
 
 # --------------------------------------------------------------------- drain
@@ -42,8 +43,9 @@ ALLOC_ACTIONS = ("pause", "resume", "restart", "signal")
                       body={"type": "object", "required": ["enable"],
                             "additionalProperties": False,
                             "properties": {"enable": {"type": "boolean"},
-                                           "deadline_s": {"type": "number", "minimum": 0,
-                                                          "default": 60}}}))
+                                           "deadline_s": {
+                                               "type": "number", "minimum": 0, "default": 60,
+                                               "maximum": MAX_DRAIN_DEADLINE_S}}}))
 async def drain_node(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = await json_body(request)
@@ -51,8 +53,11 @@ async def drain_node(request: web.Request) -> web.Response:
     if not isinstance(body.get("enable"), bool):
         raise invalid("enable", "required: true or false")
     deadline = body.get("deadline_s", 60)
-    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline < 0:
-        raise invalid("deadline_s", "must be a non-negative number of seconds")
+    # The bounds apply checks (an integer past 64 bits could not even be encoded: a 500).
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) \
+            or not 0 <= deadline <= MAX_DRAIN_DEADLINE_S:
+        raise invalid("deadline_s", "must be a number of seconds, at most "
+                                    f"{MAX_DRAIN_DEADLINE_S}")
     res = await store_of(request).write(C.NODE_DRAIN, {"name": name, "enable": body["enable"],
                                                        "deadline_s": deadline},
                                         idem_key(request))
@@ -79,13 +84,14 @@ async def job_versions(request: web.Request) -> web.Response:
 @documented(Operation("Submit an earlier version of a job again", "jobs",
                       ok=written("job", {"type": "object"}), write=True, errors=WRITE_ERRORS,
                       body={"type": "object", "required": ["version"],
-                            "properties": {"version": {"type": "integer", "minimum": 1}}}))
+                            "properties": {"version": {"type": "integer", "minimum": 1,
+                                                       "maximum": 2**62}}}))
 async def job_revert(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
     name = check_name(request.match_info["name"], "name")
     body = await json_body(request)
     version = body.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= 2**62:
         raise invalid("version", "required: a version number")
     res = await store_of(request).write(C.JOB_REVERT, {"namespace": ns, "name": name,
                                                        "version": version}, idem_key(request))
