@@ -68,15 +68,16 @@ REFINE: dict[tuple[type, str], Schema] = {
 }
 
 
-def type_schema(tp: Any) -> Schema:
-    """The schema of one annotated type (dataclasses and TypedDicts included)."""
+def type_schema(tp: Any, closed: bool = False) -> Schema:
+    """The schema of one annotated type (dataclasses and TypedDicts included); `closed`:
+    dataclasses within refuse other keys."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is type(None):
         return {"type": "null"}
     if tp is Any:
         return {}
     if origin in (typing.Union, types.UnionType):
-        parts = [type_schema(a) for a in args]
+        parts = [type_schema(a, closed) for a in args]
         if all(set(p) <= {"type", "enum"} and "enum" not in p for p in parts):
             kinds: list[str] = []
             for p in parts:
@@ -89,13 +90,13 @@ def type_schema(tp: Any) -> Schema:
     if tp in simple:
         return {"type": simple[tp]}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return dataclass_schema(tp)
+        return dataclass_schema(tp, closed=closed)
     if typing.is_typeddict(tp):
         hints = typing.get_type_hints(tp)
         return {"type": "object", "required": list(hints),
                 "properties": {k: type_schema(v) for k, v in hints.items()}}
     if origin in (tuple, list) and (origin is list or (len(args) == 2 and args[1] is ...)):
-        return {"type": "array", "items": type_schema(args[0])}
+        return {"type": "array", "items": type_schema(args[0], closed)}
     if origin is tuple:
         return {"type": "array", "prefixItems": [type_schema(a) for a in args],
                 "minItems": len(args), "maxItems": len(args)}
@@ -122,7 +123,8 @@ def dataclass_schema(cls: type, *, closed: bool = False, required: str = "declar
                      omit: tuple[str, ...] = (), extra: Schema | None = None) -> Schema:
     """The schema of a dataclass in its JSON encoding.
 
-    `closed`: other keys are refused (the parsers answer 422 to an unknown field).
+    `closed`: other keys are refused, here and in the dataclasses within (the spec parser
+    answers 422 to an unknown field).
     `required`: "declared" (fields without a default), "all" (a view that always writes
     every key) or "none". `extra`: more properties (a view adds to the record).
     """
@@ -133,7 +135,7 @@ def dataclass_schema(cls: type, *, closed: bool = False, required: str = "declar
         if f.name in omit:
             continue
         key = WIRE_NAMES.get((cls, f.name), f.name)
-        schema = type_schema(hints[f.name])
+        schema = type_schema(hints[f.name], closed)
         refine = REFINE.get((cls, f.name), {})
         schema = dict(refine) if "type" in refine else {**schema, **refine}
         default = _default(f)

@@ -140,6 +140,9 @@ def test_the_spec_schema_declares_every_field_the_full_spec_uses() -> None:
     assert set(schema["properties"]["scaling"]["anyOf"][0]["properties"]) == \
         {"min", "max", "cpu_target", "cooldown_s"}
     assert schema["properties"]["restart"]["properties"]["max_restarts"]["default"] == 5
+    # The parser refuses unknown fields in every section, and so does the schema.
+    assert schema["properties"]["restart"]["additionalProperties"] is False
+    assert schema["properties"]["health"]["anyOf"][0]["additionalProperties"] is False
 
 
 def test_a_field_added_to_a_spec_section_appears_by_itself() -> None:
