@@ -104,6 +104,16 @@ def documented(op: Operation) -> Callable[[H], H]:
     return mark
 
 
+def operation_of(handler: Callable[..., Any]) -> Operation | None:
+    """The handler's operation, looking through decorators that set `__wrapped__`."""
+    seen: Callable[..., Any] | None = handler
+    while seen is not None:
+        if seen in OPERATIONS:
+            return OPERATIONS[seen]
+        seen = getattr(seen, "__wrapped__", None)
+    return None
+
+
 def route_path(route: web.AbstractRoute) -> str:
     return route.resource.canonical if route.resource is not None else ""
 
@@ -121,13 +131,18 @@ def _describe(handler: Callable[..., Any]) -> str:
 def undocumented(app: web.Application) -> list[str]:
     """Routes of `app` whose handler declares no `Operation`, with the handler to decorate."""
     return [f"{m} {p} (add @documented(Operation(...)) to {_describe(h)})"
-            for m, p, h in _routes(app) if h not in OPERATIONS]
+            for m, p, h in _routes(app) if operation_of(h) is None]
 
 
 def unrouted(app: web.Application) -> list[str]:
     """Documented handlers of the API that `app` does not route to (forgotten in a
     `register()`)."""
-    routed = {h for _, _, h in _routes(app)}
+    routed = set()
+    for _, _, h in _routes(app):
+        seen: Callable[..., Any] | None = h
+        while seen is not None:
+            routed.add(seen)
+            seen = getattr(seen, "__wrapped__", None)
     return [_describe(h) for h in OPERATIONS
             if h not in routed and h.__module__.startswith("hacontrol.api.")]
 
@@ -188,7 +203,7 @@ def document(app: web.Application) -> Schema:
     paths: dict[str, Schema] = {}
     ids: set[str] = set()
     for method, path, handler in _routes(app):
-        op = OPERATIONS.get(handler)
+        op = operation_of(handler)
         if op is None:
             continue
         op_id = handler.__name__

@@ -15,8 +15,10 @@ controllers never carry a request anywhere but this machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,14 +44,18 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def designed_503(case: schemathesis.Case, response: requests.Response) -> bool:
-    """A 503 that is the documented answer here, not a failure: an allocation control or
-    log request carried to a fuzzed node, whose agent does not exist."""
-    if response.status_code != 503 or not case.path.startswith("/v1/allocations/{id}/"):
+    """A 503 that is the documented answer, not a failure: an allocation control or log
+    request carried to a fuzzed node (whose agent does not exist), or an agent sync that
+    reached a replica which no longer leads (an agent follows `leader_api`)."""
+    if response.status_code != 503:
         return False
     try:
-        return "unreachable" in response.json()["error"]["message"]
+        error = response.json()["error"]
     except (ValueError, KeyError, TypeError):
         return False
+    if case.path.startswith("/v1/allocations/{id}/"):
+        return "unreachable" in error.get("message", "")
+    return case.path == "/v1/agent/sync" and error.get("code") == "not_leader"
 
 
 def confine(case: schemathesis.Case, closed_port: int) -> None:
@@ -88,6 +94,16 @@ def fuzz_operation(operation: Any, mode: schemathesis.GenerationMode, base_url: 
     run()
 
 
+@contextlib.contextmanager
+def session_stream(url: str, token: str) -> Iterator[bytes]:
+    """The first chunk of a streamed answer; the stream is closed on leaving."""
+    with requests.get(url, headers={"Authorization": f"Bearer {token}"}, stream=True,
+                      timeout=REQUEST_TIMEOUT) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        yield next(resp.iter_content(chunk_size=None))
+
+
 @pytest.mark.timeout(0 if LONG else 240)
 def test_fuzz_every_route_then_the_cluster_is_still_ready(cluster: Cluster) -> None:
     leader = cluster.leader()  # the agent sync answers only there
@@ -96,11 +112,13 @@ def test_fuzz_every_route_then_the_cluster_is_still_ready(cluster: Cluster) -> N
     schema = schemathesis.openapi.from_dict(doc.body)
     closed_port = free_ports(1)[0]
     failures: list[str] = []
+    took: dict[str, float] = {}
     started = time.monotonic()
     with requests.Session() as session:
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) >= 23
         for operation in operations:
+            begun = time.monotonic()
             for mode in (schemathesis.GenerationMode.POSITIVE,
                          schemathesis.GenerationMode.NEGATIVE):
                 try:
@@ -112,25 +130,24 @@ def test_fuzz_every_route_then_the_cluster_is_still_ready(cluster: Cluster) -> N
                 # Every operation is fuzzed, and every finding reported at the end.
                 except (Exception, BaseExceptionGroup) as exc:
                     failures.append(f"{operation.label} ({mode.value}): {exc}")
+            took[operation.label] = time.monotonic() - begun
     elapsed = time.monotonic() - started
+    print(f"fuzzed {len(operations)} operations, {EXAMPLES} examples per mode, "
+          f"in {elapsed:.0f} s; slowest:")
+    for label, seconds in sorted(took.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  {seconds:6.1f} s  {label}")
+    for r in cluster.replicas:  # leadership should not move under this load; say if it did
+        print(r.id, [line.split("INFO ")[-1] for line in r.proc.log.read_text().splitlines()
+                     if "leading term" in line])
 
     def all_ready() -> bool:
         return all(http("GET", f"{r.api}/v1/health/ready", timeout=2).status == 200
                    for r in cluster.replicas)
     wait_for(all_ready, 20, what="every replica ready after the fuzzing")
     assert all(r.proc.alive() for r in cluster.replicas)
+    # The event stream, left out above (it never ends by design), answers at once.
+    with session_stream(f"{leader.api}/v1/events?follow=true", cluster.token) as first:
+        assert first
     assert not failures, f"{len(failures)} finding(s) in {elapsed:.0f} s:\n\n" + \
         "\n\n".join(failures)
 
-
-def test_the_event_stream_answers_at_once_and_ends_when_the_client_leaves(
-        cluster: Cluster) -> None:
-    leader = cluster.leader()
-    url = f"{leader.api}/v1/events?follow=true"
-    with requests.get(url, headers={"Authorization": f"Bearer {cluster.token}"},
-                      stream=True, timeout=REQUEST_TIMEOUT) as resp:
-        assert resp.status_code == 200
-        assert resp.headers["Content-Type"].startswith("text/event-stream")
-        first = next(resp.iter_content(chunk_size=None))
-        assert first
-    cluster.wait_ready()

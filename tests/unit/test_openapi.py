@@ -70,6 +70,20 @@ def test_a_route_without_an_operation_is_named_with_its_handler() -> None:
     assert ("PUT", "/v1/acl/policies/{name}") not in documented_routes(openapi.document(app))
 
 
+def test_a_handler_wrapped_by_another_decorator_stays_documented() -> None:
+    import functools
+
+    from hacontrol.api.routes import get_job
+
+    @functools.wraps(get_job)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        return await get_job(request)
+    app = app_of()
+    app.router.add_get("/v1/jobs2/{ns}/{name}", checked)
+    assert openapi.undocumented(app) == []
+    assert "get" in openapi.document(app)["paths"]["/v1/jobs2/{ns}/{name}"]
+
+
 def test_the_document_needs_the_token_like_every_other_read() -> None:
     status, _, raw = call(FakeReplica(), "GET", "/v1/openapi.json", token=None)
     assert status == 401
