@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-agent bench-scheduler chaos chaos-smoke system-deps clean
+.PHONY: run test lint fuzz bench bench-agent bench-scheduler chaos chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hacontrol tests chaos bench
 	$(VENV)/bin/mypy
+
+# Fuzz every API route (schemathesis, from GET /v1/openapi.json) against a 3-replica cluster:
+# FUZZ_EXAMPLES requests per route and mode, failures shrunk to a minimal request. `make test`
+# runs the same test in a short form (a few examples, well under a minute).
+FUZZ_EXAMPLES ?= 200
+fuzz: $(STAMP)
+	HACONTROL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/integration/test_api_fuzz.py
 
 bench: $(STAMP)
 	$(PY) bench/controllers.py

@@ -27,6 +27,7 @@ from hacontrol.state.machine import StateMachine
 
 from .auth import identity_of
 from .errors import RequestError
+from .openapi import WRITE_ERRORS, Operation, documented
 from .request import (
     controller_credential_hash,
     idem_key,
@@ -39,6 +40,24 @@ from .request import (
 
 DEFAULT_INTRO_TTL_S = 600.0
 
+NAME = {"type": "string"}
+TOKEN_ANSWER = {"type": "object", "properties": {"token": {"type": "object"}}}
+POLICY_BODY = {"type": "object", "properties": {
+    "description": {"type": "string"},
+    "rules": {"type": "object", "properties": {
+        "namespaces": {"type": "object", "additionalProperties": {
+            "type": "object", "properties": {
+                "policy": {"enum": ["deny", "read", "write"]},
+                "capabilities": {"type": "array", "items": {"type": "string"}}}}},
+        "node": {"enum": ["deny", "read", "write"]},
+        "operator": {"enum": ["deny", "read", "write"]},
+        "acl": {"enum": ["deny", "read", "write"]}}}}}
+TOKEN_BODY = {"type": "object", "properties": {
+    "name": {"type": "string"}, "type": {"enum": ["management", "client"]},
+    "policies": {"type": "array", "items": {"type": "string"}},
+    "ttl_s": {"type": "number"}}}
+INTRO_BODY = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "ttl_s": {"type": "number"}}}
 
 async def _create(request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
     """Propose a command that creates a token; the answer: the token with its secret."""
@@ -51,6 +70,8 @@ async def _create(request: web.Request, op: str, args: dict[str, Any]) -> dict[s
 
 # ------------------------------------------------------------------ bootstrap
 
+@documented(Operation("Bootstrap ACLs once: answers the first management token (secret shown once)",
+                      "acl", ok=TOKEN_ANSWER, public=True, write=True, errors=WRITE_ERRORS))
 async def bootstrap(request: web.Request) -> web.Response:
     """The first management token; refused (403) once the cluster is bootstrapped."""
     if await store_of(request).read(lambda m: m.store.acl_bootstrapped, is_stale(request)):
@@ -60,6 +81,9 @@ async def bootstrap(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------- policies
 
+@documented(Operation("Create or replace a policy", "acl", ok={"type": "object"},
+                      body=POLICY_BODY, path={"name": NAME}, write=True,
+                      errors=WRITE_ERRORS))
 async def put_policy(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "name")
     policy = parse_policy(name, await json_body(request))  # 422 naming the field
@@ -68,12 +92,14 @@ async def put_policy(request: web.Request) -> web.Response:
     return ok({"policy": res["policy"], "index": res["index"]})
 
 
+@documented(Operation("List the policies", "acl", ok={"type": "object"}))
 async def list_policies(request: web.Request) -> web.Response:
     def view(m: StateMachine) -> list[dict[str, Any]]:
         return [p.to_dict() for _, p in sorted(m.store.acl_policies.items())]
     return ok({"policies": await store_of(request).read(view, is_stale(request))})
 
 
+@documented(Operation("One policy", "acl", ok={"type": "object"}, path={"name": NAME}))
 async def get_policy(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "name")
 
@@ -86,6 +112,8 @@ async def get_policy(request: web.Request) -> web.Response:
     return ok({"policy": out})
 
 
+@documented(Operation("Delete a policy", "acl", ok={"type": "object"}, path={"name": NAME},
+                      write=True, errors=WRITE_ERRORS))
 async def delete_policy(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "name")
     res = await store_of(request).write(C.ACL_POLICY_DELETE, {"name": name}, idem_key(request))
@@ -94,11 +122,15 @@ async def delete_policy(request: web.Request) -> web.Response:
 
 # --------------------------------------------------------------------- tokens
 
+@documented(Operation("Create a token (its secret is answered once, never again)", "acl",
+                      ok=TOKEN_ANSWER, body=TOKEN_BODY, write=True, errors=WRITE_ERRORS))
 async def create_token(request: web.Request) -> web.Response:
     req = parse_token_request(await json_body(request))
     return ok(await _create(request, C.ACL_TOKEN_CREATE, req.to_dict()))
 
 
+@documented(Operation("List the tokens (accessor ids, never secrets)", "acl",
+                      ok={"type": "object"}))
 async def list_tokens(request: web.Request) -> web.Response:
     def view(m: StateMachine) -> list[dict[str, Any]]:
         return [t.public() for t in sorted(m.store.acl_tokens.values(),
@@ -106,12 +138,16 @@ async def list_tokens(request: web.Request) -> web.Response:
     return ok({"tokens": await store_of(request).read(view, is_stale(request))})
 
 
+@documented(Operation("The token this request was made with", "acl", ok={"type": "object"}))
 async def token_self(request: web.Request) -> web.Response:
     token = identity_of(request)
     assert token is not None  # the middleware let only a valid token through
     return ok({"token": token.public()})
 
 
+@documented(Operation("Revoke a token on every replica", "acl", ok={"type": "object"},
+                      path={"accessor_id": {"type": "string"}}, write=True,
+                      errors=WRITE_ERRORS))
 async def revoke_token(request: web.Request) -> web.Response:
     accessor = check_accessor(request.match_info["accessor_id"])
     res = await store_of(request).write(C.ACL_TOKEN_REVOKE, {"accessor_id": accessor},
@@ -121,6 +157,8 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------- node introductions
 
+@documented(Operation("Create a short-lived introduction token for one node", "nodes",
+                      ok=TOKEN_ANSWER, body=INTRO_BODY, write=True, errors=WRITE_ERRORS))
 async def create_intro(request: web.Request) -> web.Response:
     """A short-lived introduction token, optionally for one node name."""
     raw = await request.read()
@@ -133,6 +171,11 @@ async def create_intro(request: web.Request) -> web.Response:
         "ttl_s": ttl, "node": name}))
 
 
+@documented(Operation("An agent exchanges its introduction token for its node credential",
+                      "agent", ok=TOKEN_ANSWER,
+                      body={"type": "object", "properties": {"node": {"type": "string"}},
+                            "required": ["node"]},
+                      write=True, errors=WRITE_ERRORS))
 async def exchange_intro(request: web.Request) -> web.Response:
     """An agent's introduction token, used once, for its own node credential."""
     body = await json_body(request)

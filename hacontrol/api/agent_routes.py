@@ -16,13 +16,16 @@ from aiohttp import web
 
 from hacontrol.controller.errors import NotLeader
 from hacontrol.model.errors import invalid
+from hacontrol.model.messages import SyncRequest
 from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 from .auth import speaks_for
 from .backend import Cluster
+from .openapi import WRITE_ERRORS, Operation, documented
 from .request import cluster_of, controller_credential_hash, json_body, leader_of, store_of
+from .schemas import SYNC_ANSWER, SYNC_REQUEST
 
 MAX_WAIT_S = 2.0
 
@@ -40,22 +43,25 @@ def _leading(request: web.Request) -> LeaderState:
     return leader
 
 
+@documented(Operation(
+    "An agent's heartbeat, reports and long poll for its assignments (leader only)", "agent",
+    description="Answers 503 not_leader, naming the leader, on any other replica.",
+    body=SYNC_REQUEST, ok=SYNC_ANSWER, errors=WRITE_ERRORS))
 async def sync(request: web.Request) -> web.Response:
     cluster, store = cluster_of(request), store_of(request)
     leader = _leading(request)
     body = await json_body(request)
-    node = body.get("node")
-    if not isinstance(node, dict) or not isinstance(node.get("name"), str):
-        raise invalid("node", "node must be an object with a name")
-    name = node["name"]
+    # Checked whole before anything is written: a bad value is a 422 naming its field, not
+    # a failure to encode the command (a 500) or a bad entry in the log.
+    message = SyncRequest.from_dict(body)
+    node = body["node"]
+    name = message.node.name
     speaks_for(request, name)  # before the heartbeat: a node cannot keep another alive
     address = node.get("address", "")
     if address:
         check_address(address, "node.address")
     reports = body.get("reports") or []
-    if not isinstance(reports, list):
-        raise invalid("reports", "must be a list")
-    wait_s = min(float(body.get("wait_s") or 0.0), MAX_WAIT_S)
+    wait_s = min(message.wait_s, MAX_WAIT_S)
     leader.record_heartbeat(name)
 
     def registered_as_is(m: StateMachine) -> bool:

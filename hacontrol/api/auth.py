@@ -56,6 +56,7 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("GET", "/"): OPEN,
     ("GET", "/ui"): OPEN,
     ("GET", "/v1/status"): TOKEN,
+    ("GET", "/v1/openapi.json"): TOKEN,
     ("GET", "/v1/namespaces"): TOKEN,  # filtered to the namespaces whose jobs it may list
     ("GET", "/v1/namespaces/{ns}"): act(A.LIST_JOBS, "ns"),
     ("PUT", "/v1/namespaces/{ns}"): act(A.OPERATOR_WRITE),

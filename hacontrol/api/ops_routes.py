@@ -20,6 +20,7 @@ from hacontrol.state.machine import StateMachine
 from hacontrol.tls.roles import Role
 
 from .backend import Store
+from .openapi import READ_ERRORS, STALE, WRITE_ERRORS, Operation, Param, documented
 from .request import (
     AGENT_SESSION,
     AGENT_TLS,
@@ -32,12 +33,22 @@ from .request import (
     only_fields,
     store_of,
 )
+from .schemas import EVENT, NODE, VERSION, listing, written
 
 ALLOC_ACTIONS = ("pause", "resume", "restart", "signal")
+MAX_DRAIN_DEADLINE_S = 86400 * 7  # as `state.validate.parse_drain` allows
 
 
 # --------------------------------------------------------------------- drain
 
+@documented(Operation("Drain a node (or end a drain)", "nodes", ok=written("node", NODE),
+                      write=True, errors=WRITE_ERRORS, path={"name": {"type": "string"}},
+                      body={"type": "object", "required": ["enable"],
+                            "additionalProperties": False,
+                            "properties": {"enable": {"type": "boolean"},
+                                           "deadline_s": {
+                                               "type": "number", "minimum": 0, "default": 60,
+                                               "maximum": MAX_DRAIN_DEADLINE_S}}}))
 async def drain_node(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = await json_body(request)
@@ -45,8 +56,11 @@ async def drain_node(request: web.Request) -> web.Response:
     if not isinstance(body.get("enable"), bool):
         raise invalid("enable", "required: true or false")
     deadline = body.get("deadline_s", 60)
-    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline < 0:
-        raise invalid("deadline_s", "must be a non-negative number of seconds")
+    # The bounds apply checks (an integer past 64 bits could not even be encoded: a 500).
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) \
+            or not 0 <= deadline <= MAX_DRAIN_DEADLINE_S:
+        raise invalid("deadline_s", "must be a number of seconds, at most "
+                                    f"{MAX_DRAIN_DEADLINE_S}")
     res = await store_of(request).write(C.NODE_DRAIN, {"name": name, "enable": body["enable"],
                                                        "deadline_s": deadline},
                                         idem_key(request))
@@ -55,6 +69,8 @@ async def drain_node(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------ versions, revert
 
+@documented(Operation("A job's recent versions, newest first", "jobs", params=(STALE,),
+                      ok=listing("versions", VERSION)))
 async def job_versions(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
     name = check_name(request.match_info["name"], "name")
@@ -68,12 +84,17 @@ async def job_versions(request: web.Request) -> web.Response:
     return web.json_response({"versions": out})
 
 
+@documented(Operation("Submit an earlier version of a job again", "jobs",
+                      ok=written("job", {"type": "object"}), write=True, errors=WRITE_ERRORS,
+                      body={"type": "object", "required": ["version"],
+                            "properties": {"version": {"type": "integer", "minimum": 1,
+                                                       "maximum": 2**62}}}))
 async def job_revert(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
     name = check_name(request.match_info["name"], "name")
     body = await json_body(request)
     version = body.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= 2**62:
         raise invalid("version", "required: a version number")
     res = await store_of(request).write(C.JOB_REVERT, {"namespace": ns, "name": name,
                                                        "version": version}, idem_key(request))
@@ -82,6 +103,22 @@ async def job_revert(request: web.Request) -> web.Response:
 
 # -------------------------------------------------------------------- events
 
+@documented(Operation(
+    "The change feed: every applied change as an event", "events",
+    description="With follow=true (the default) a server-sent event stream that never ends: "
+                "each event's id is INDEX.SEQ, and a Last-Event-ID header resumes after it. "
+                "With follow=false one JSON batch.",
+    media="text/event-stream", other_media={"application/json": {
+        "type": "object", "required": ["events", "index", "oldest_index"],
+        "properties": {"events": {"type": "array", "items": EVENT},
+                       "index": {"type": "integer"}, "oldest_index": {"type": "integer"}}}},
+    params=(Param("index", {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+                  "after this log index, or event id INDEX.SEQ"),
+            Param("follow", {"type": "boolean", "default": True}, "stream until closed"),
+            Param("type", {"type": "string"}, "comma-separated event types to keep"),
+            Param("Last-Event-ID", {"type": "string"}, "resume after this event id",
+                  where="header")),
+    errors=(401, 403, 422)))
 async def events(request: web.Request) -> web.StreamResponse:
     store = store_of(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("index", "0")
@@ -150,6 +187,13 @@ def _agent_server_name(request: web.Request, address: str) -> str | None:
     return Role.AGENT.hostname
 
 
+@documented(Operation(
+    "Pause, resume, restart or signal an allocation (carried to its agent)", "allocations",
+    description="The agent's answer is passed on with its status.",
+    path={"action": {"type": "string", "enum": list(ALLOC_ACTIONS)}},
+    ok={"type": "object"}, errors=WRITE_ERRORS,
+    body={"type": "object", "properties": {"signal": {"type": "string"}},
+          "description": "only for signal: {\"signal\": \"SIGHUP\"}"}))
 async def alloc_action(request: web.Request) -> web.Response:
     alloc_id, action = request.match_info["id"], request.match_info["action"]
     if action not in ALLOC_ACTIONS:
@@ -165,6 +209,13 @@ async def alloc_action(request: web.Request) -> web.Response:
     return web.json_response(data, status=status)
 
 
+@documented(Operation(
+    "An allocation's log (carried from its agent)", "allocations", media="text/plain",
+    params=(Param("stream", {"type": "string", "enum": ["stdout", "stderr"],
+                             "default": "stdout"}),
+            Param("tail", {"type": "integer", "minimum": 0}, "last lines only"),
+            Param("follow", {"type": "boolean"}, "keep streaming")),
+    errors=(*READ_ERRORS, 409)))
 async def alloc_logs(request: web.Request) -> web.StreamResponse:
     alloc_id = request.match_info["id"]
     stream = request.query.get("stream", "stdout")
@@ -216,6 +267,8 @@ def _prom(lines: list[str], name: str, value: float, help_: str, kind: str = "ga
     lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
 
 
+@documented(Operation("Prometheus metrics of this replica", "status", media="text/plain",
+                      errors=(401, 403)))
 async def metrics(request: web.Request) -> web.Response:
     st = cluster_of(request).status()
     lines: list[str] = []

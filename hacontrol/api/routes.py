@@ -20,6 +20,7 @@ from hacontrol.state.machine import StateMachine
 from hacontrol.state.validate import parse_quota
 
 from .auth import visible
+from .openapi import STALE, WRITE_ERRORS, Operation, Param, documented
 from .request import (
     ACL_CONFIGURED,
     cluster_of,
@@ -31,19 +32,41 @@ from .request import (
     only_fields,
     store_of,
 )
+from .schemas import (
+    ALLOCATION,
+    JOB,
+    NAME,
+    NAMESPACE,
+    NODE,
+    QUOTA_BODY,
+    READY,
+    STATUS,
+    listing,
+    spec_schema,
+    written,
+)
 
 # ------------------------------------------------------------------ status
 
+@documented(Operation("This replica's Raft status and the cluster's members", "status",
+                      ok=STATUS, errors=(401, 403)))
 async def get_status(request: web.Request) -> web.Response:
     return ok(cluster_of(request).status())
 
 
 # No route sends CORS headers: no other origin's page may read this API with a user's
 # browser, not even the health answers (which would tell a page what runs on the network).
+
+
+@documented(Operation("Liveness: the process answers", "status", public=True, errors=(),
+                      ok={"type": "object", "properties": {"status": {"const": "ok"}}}))
 async def get_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@documented(Operation("Readiness: a leader is known and this replica has applied what is "
+                      "committed", "status", ok=READY, public=True, errors=(),
+                      responses={503: READY}))
 async def get_ready(request: web.Request) -> web.Response:
     st = cluster_of(request).status()
     # A replica given a token to bootstrap with is ready once that token works.
@@ -60,6 +83,8 @@ async def get_ready(request: web.Request) -> web.Response:
 
 # -------------------------------------------------------------- namespaces
 
+@documented(Operation("List namespaces", "namespaces", ok=listing("namespaces", NAMESPACE),
+                      params=(STALE,), errors=(401, 403, 503)))
 async def list_namespaces(request: web.Request) -> web.Response:
     shown = visible(request, Action.LIST_JOBS)
 
@@ -68,6 +93,9 @@ async def list_namespaces(request: web.Request) -> web.Response:
     return ok({"namespaces": await store_of(request).read(view, is_stale(request))})
 
 
+@documented(Operation("Read a namespace, its quota and usage", "namespaces", params=(STALE,),
+                      ok={**NAMESPACE, "properties": {**NAMESPACE["properties"],
+                                                       "namespace": NAMESPACE}}))
 async def get_namespace(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
 
@@ -79,6 +107,9 @@ async def get_namespace(request: web.Request) -> web.Response:
     return ok({"namespace": out, **out})
 
 
+@documented(Operation("Create a namespace or set its quota", "namespaces",
+                      ok=written("namespace", NAMESPACE), body=QUOTA_BODY, write=True,
+                      errors=WRITE_ERRORS))
 async def put_namespace(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
     body = await json_body(request)
@@ -96,6 +127,9 @@ def _job_path(request: web.Request) -> tuple[str, str]:
             check_name(request.match_info["name"], "name"))
 
 
+@documented(Operation("Submit a job (a new version when its spec changed)", "jobs",
+                      ok=written("job", JOB), body=spec_schema(), write=True,
+                      errors=WRITE_ERRORS))
 async def put_job(request: web.Request) -> web.Response:
     ns, name = _job_path(request)
     body = await json_body(request)
@@ -105,6 +139,8 @@ async def put_job(request: web.Request) -> web.Response:
     return ok({"job": res["job"], "index": res["index"], "changed": res.get("changed", True)})
 
 
+@documented(Operation("List jobs", "jobs", ok=listing("jobs", JOB), params=(
+    STALE, Param("namespace", NAME, "only this namespace's jobs"))))
 async def list_jobs(request: web.Request) -> web.Response:
     ns = request.query.get("namespace")
     if ns is not None:
@@ -119,6 +155,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     return ok({"jobs": jobs})
 
 
+@documented(Operation("Read a job with its allocations", "jobs", params=(STALE,),
+                      ok={"type": "object", "required": ["job"], "properties": {"job": JOB}}))
 async def get_job(request: web.Request) -> web.Response:
     ns, name = _job_path(request)
     leader = leader_of(request)
@@ -140,6 +178,11 @@ async def get_job(request: web.Request) -> web.Response:
     return ok({"job": out})
 
 
+@documented(Operation("Set a job's count", "jobs", ok=written("job", JOB), write=True,
+                      errors=WRITE_ERRORS, body={
+                          "type": "object", "required": ["count"],
+                          "additionalProperties": False,
+                          "properties": {"count": JOB["properties"]["count"]}}))
 async def scale_job(request: web.Request) -> web.Response:
     ns, name = _job_path(request)
     body = await json_body(request)
@@ -152,6 +195,8 @@ async def scale_job(request: web.Request) -> web.Response:
     return ok({"job": res["job"], "index": res["index"], "changed": res.get("changed", True)})
 
 
+@documented(Operation("Stop a job (removed once none of its processes run)", "jobs",
+                      ok=written("job", JOB), write=True, errors=WRITE_ERRORS))
 async def delete_job(request: web.Request) -> web.Response:
     ns, name = _job_path(request)
     res = await store_of(request).write(C.JOB_DELETE, {"namespace": ns, "name": name},
@@ -165,6 +210,11 @@ def _metrics_of(leader: LeaderState | None, alloc_id: str) -> dict[str, Any] | N
     return leader.alloc_metrics.get(alloc_id) if leader is not None else None
 
 
+@documented(Operation("List allocations", "allocations",
+                      ok=listing("allocations", ALLOCATION), errors=(401, 403, 503),
+                      params=(STALE, Param("namespace", {"type": "string"}),
+                              Param("job", {"type": "string"}),
+                              Param("node", {"type": "string"}))))
 async def list_allocs(request: web.Request) -> web.Response:
     q = request.query
     ns, job, node = q.get("namespace"), q.get("job"), q.get("node")
@@ -186,6 +236,8 @@ async def list_allocs(request: web.Request) -> web.Response:
     return ok({"allocations": await store_of(request).read(view, is_stale(request))})
 
 
+@documented(Operation("Read an allocation", "allocations", params=(STALE,), ok={
+    "type": "object", "required": ["allocation"], "properties": {"allocation": ALLOCATION}}))
 async def get_alloc(request: web.Request) -> web.Response:
     alloc_id = request.match_info["id"]
 
@@ -205,6 +257,8 @@ async def get_alloc(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------- nodes
 
+@documented(Operation("List nodes", "nodes", ok=listing("nodes", NODE), params=(STALE,),
+                      errors=(401, 403, 503)))
 async def list_nodes(request: web.Request) -> web.Response:
     def view(m: StateMachine) -> list[dict[str, Any]]:
         return [m.node_view(n) for _, n in sorted(m.nodes.items())]
@@ -215,6 +269,9 @@ async def list_nodes(request: web.Request) -> web.Response:
     return ok({"nodes": nodes})
 
 
+@documented(Operation("Read a node", "nodes", params=(STALE,),
+                      path={"name": {"type": "string"}},
+                      ok={"type": "object", "required": ["node"], "properties": {"node": NODE}}))
 async def get_node(request: web.Request) -> web.Response:
     name = request.match_info["name"]
 

@@ -12,6 +12,8 @@ import re
 
 from aiohttp import web
 
+from .openapi import Operation, documented
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>hacontrol</title>
 <style>
@@ -84,6 +86,8 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
+@documented(Operation("The cluster page (HTML; it asks for a token itself)", "ui",
+                      media="text/html", public=True, errors=()))
 async def page(_: web.Request) -> web.Response:
     return web.Response(text=PAGE, content_type="text/html", headers=HEADERS)
 
