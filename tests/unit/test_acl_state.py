@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hacontrol.acl.secrets import hash_secret, new_accessor, new_secret
+from hacontrol.agent.process import resolve_identity
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
@@ -134,6 +136,17 @@ def test_run_as_root_needs_the_capability() -> None:
     assert f(C.JOB_PUT, root, namespace="default", name="z", spec=as_root)["ok"]
     assert f(C.JOB_PUT, root, namespace="default", name="z", spec=SPEC)["ok"]
     assert refused(f(C.JOB_REVERT, w, namespace="default", name="z", version=1))
+
+
+@pytest.mark.xfail(strict=True, reason="permit.ROOT_USERS knows only 'root' and '0'; the "
+                   "agent resolves any numeric spelling of uid 0 to root")
+@pytest.mark.parametrize("user", ["00", "000"])
+def test_every_spelling_of_uid_0_needs_run_as_root(user: str) -> None:
+    f, root = setup()
+    policy(f, root, "w", {"namespaces": {"*": {"policy": "write"}}})
+    w = f.token(C.ACL_TOKEN_CREATE, root, name="w", type="client", policies=["w"])
+    assert resolve_identity(user, None, 0).uid == 0  # what the agent would run it as
+    assert refused(f(C.JOB_PUT, w, namespace="default", name="x", spec={**SPEC, "user": user}))
 
 
 def test_node_credential_speaks_for_its_node_only() -> None:
