@@ -21,6 +21,7 @@ from types import FrameType
 from typing import IO
 
 import hacontrol
+from hacontrol.cli.devjoin import IntroError, intro_path, write_intro_tokens
 from hacontrol.cli.devprocess import (
     child_setup,
     ensure_secret_file,
@@ -252,7 +253,7 @@ class DevCluster:
                 "--name", f"n{j}",
                 "--data-dir", str(d / f"n{j}"),
                 "--controllers", controllers,
-                "--token-file", str(d / "token"),
+                "--intro-token-file", str(intro_path(d, f"n{j}")),
                 "--port", str(cfg.agent_port + j),
                 "--log-level", cfg.log_level,
                 *(self.pki.flags(Role.AGENT) if self.pki else []),
@@ -294,6 +295,16 @@ class DevCluster:
     def start(self) -> None:
         for child in self.servers:
             self.spawn(child)
+        self._write_state()
+
+    def start_agents(self, api_url: str) -> None:
+        """Start the agents once the cluster is ready, each with its own introduction
+        token: no agent ever holds the management token."""
+        try:
+            write_intro_tokens(self.transport, api_url, self.token, self.cfg.data_dir,
+                               [c.name for c in self.agents])
+        except IntroError as exc:
+            raise DevError(str(exc)) from None
         for child in self.agents:
             self.spawn(child)
         self._write_state()
@@ -385,7 +396,7 @@ class DevCluster:
                      f"{_plural(len(self.agents), 'agent')}{extra})")
         else:
             self.say(f"hacontrol dev: no replica reported ready within "
-                     f"{cfg.ready_timeout_s:g}s; still running, check the logs")
+                     f"{cfg.ready_timeout_s:g}s; agents not started, check the logs")
         self.say()
         self.say(f"  export HACONTROL_ADDR={addrs} "
                  f"HACONTROL_TOKEN=$(cat {shlex.quote(str(d / 'token'))})")
@@ -470,6 +481,8 @@ def run_dev(args: argparse.Namespace) -> int:
         ready_url = cluster.wait_ready()
         if cluster.stop_event.is_set():
             return 0
+        if ready_url:
+            cluster.start_agents(ready_url)
         cluster.print_banner(ready_url)
         cluster.run_foreground()
         return 0

@@ -82,7 +82,16 @@ def test_dev_runs_a_cluster_and_stops_without_orphans(tmp_path: Path) -> None:
             pids = [a["pid"] for a in allocs if a["state"] == "running"]
             return pids[0] if pids and pid_alive(pids[0]) else None
         job_pid = wait_for(running_pid, 30, what="job running")
+        # The agents start once the cluster is ready; dev.json lists them from then on.
+        state = json.loads((data / "dev.json").read_text())
         pids = [c["pid"] for c in state["replicas"] + state["agents"]]
+        # The agent joined with an introduction token of its own, never the management
+        # token: its command line names no token file, and its node credential is private.
+        started = (data / "logs" / "n1.log").read_text().splitlines()[0]
+        assert "--intro-token-file" in started and "--token-file" not in started, started
+        assert (data / "intro" / "n1").stat().st_mode & 0o777 == 0o600
+        assert (data / "n1" / "node-credential").stat().st_mode & 0o777 == 0o600
+        assert token not in (data / "n1" / "node-credential").read_text()
         assert all(pid_alive(p) for p in pids)
 
         proc.send_signal(signal.SIGTERM)
