@@ -181,6 +181,44 @@ def check_job(backend: ComposeBackend, api: Api, before: dict[str, tuple[str, in
         assert pid_alive_in(backend, node, pid), f"pid {pid} on {node} is gone"
 
 
+# What an agent's container keeps (compose.yaml): KILL, SETGID, SETUID, NET_BIND_SERVICE.
+AGENT_CAPS = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 10)
+AGENT_SECRETS = ["/run/hacontrol-agent/token", "/run/hacontrol-agent/tls/key.pem",
+                 "/var/lib/hacontrol-agent/node-credential",
+                 "/var/lib/hacontrol-agent/controller-credential.sha256"]
+THIEF = {"command": ["sh", "-c", "".join(
+             f'if out=$(cat {f} 2>&1); then echo "READ {f}"; else echo "DENIED {f}: $out"; fi; '
+             for f in AGENT_SECRETS) + "echo thief-done; exec sleep 3600"],
+         "count": 1, "resources": {"cpu": 0.1, "memory_mb": 16}}
+
+
+def check_confinement(backend: ComposeBackend, api: Api) -> None:
+    """Agent containers keep only their capabilities, with no-new-privileges, and a job
+    (the agent's default user) reads none of the agent's secrets."""
+    for m in backend.members():
+        cid = backend.container(m.name)
+        status = docker("exec", "-u", "root", cid, "cat", "/proc/1/status").stdout
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        want = AGENT_CAPS if m.kind == "agent" else 0
+        assert int(fields["CapBnd"], 16) == want, f"{m.name}: CapBnd {fields['CapBnd']}"
+        assert fields["NoNewPrivs"].strip() == "1", f"{m.name}: no-new-privileges is off"
+    api.write("PUT", "/v1/jobs/default/thief", THIEF)
+    (alloc,) = wait_for(lambda: [a for a in api.allocs("thief") if a["state"] == "running"]
+                        or None, 30, "the thief job running")
+    cid = next(backend.container(m.name) for m in backend.members()
+               if m.kind == "agent" and backend.container(m.name).startswith(alloc["node"]))
+
+    def report() -> str | None:
+        out = docker("exec", "-u", "root", cid, "cat",
+                     f"/var/lib/hacontrol-agent/allocs/{alloc['id']}/stdout.log",
+                     check=False).stdout
+        return out if "thief-done" in out else None
+    out = wait_for(report, 30, "the thief job's report")
+    for f in AGENT_SECRETS:
+        assert f"DENIED {f}: " in out and "Permission denied" in out, out
+    api.write("DELETE", "/v1/jobs/default/thief")
+
+
 def failover(api: Api, old: str, among: list[str], t0: float) -> tuple[str, float, float]:
     """Seconds from `t0` (just before the fault) to a new leader, and to the first write
     acknowledged."""
@@ -237,6 +275,11 @@ def scenario(workdir: Path) -> dict[str, float]:
         before = wait_for(lambda: running(api), 30, "the job's 2 allocations running")
         print(f"    allocations: {before}")
         check_job(backend, api, before)
+
+        step("confinement: capabilities, no-new-privileges, a job reads no agent secret")
+        check_confinement(backend, api)
+        print("    agents keep KILL, SETGID, SETUID, NET_BIND_SERVICE; controllers nothing; "
+              "the job was denied every secret")
 
         step(f"docker kill the leader ({leader})")
         t0 = time.monotonic()
