@@ -63,8 +63,7 @@ def parse_secret(text: str | None) -> list[RaftKey]:
     entries = (text or "").split()
     if not entries:
         raise SecretError("a cluster secret is required (generate one with "
-                          "`python -c 'from hacontrol.raft.keys import generate_secret; "
-                          "print(generate_secret())'`)")
+                          "`python -m hacontrol.raft.gensecret`)")
     keys = []
     for n, entry in enumerate(entries, 1):
         m = _ENTRY.match(entry)
@@ -105,3 +104,4 @@ def install_key_derivation() -> None:
         pysyncobj.encryptor.getEncryptor = make_encryptor
         pysyncobj.syncobj.getEncryptor = make_encryptor
         _installed = True
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pysyncobj.encryptor
@@ -75,3 +77,10 @@ def test_install_fence_replaces_pysyncobj_fixed_salt_derivation() -> None:
     install_fence()
     assert pysyncobj.syncobj.getEncryptor is make_encryptor
     assert pysyncobj.encryptor.getEncryptor is make_encryptor
+
+
+def test_gensecret_prints_a_usable_secret() -> None:
+    out = subprocess.run([sys.executable, "-m", "hacontrol.raft.gensecret"], check=True,
+                         capture_output=True, text=True)
+    assert require_secret(out.stdout.strip()) == out.stdout.strip()
+    assert not out.stderr
