@@ -175,7 +175,9 @@ write_tls() {
 write_env() {
     mkdir -p "$ENV_DIR"
     chmod 700 "$ENV_DIR"
-    if [ ! -s "$ENV_DIR/controller.env" ] || [ ! -s "$ENV_DIR/agent.env" ]; then
+    # An old-format cluster secret (a bare password) is replaced along with the token.
+    if [ ! -s "$ENV_DIR/controller.env" ] || [ ! -s "$ENV_DIR/agent.env" ] ||
+        ! grep -q '^HACONTROL_CLUSTER_SECRET=hcraft1\.' "$ENV_DIR/controller.env"; then
         say "writing a new cluster secret and management token to ${ENV_DIR#"$ROOT"/}/"
         local token secret
         token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
