@@ -54,6 +54,24 @@ def install_handshake_guard(timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         _installed = (timeout, max_pending)
 
 
+# A flood closes connections by the thousand; one line a second says as much.
+_REPORT_PERIOD = 1.0
+_next_report = 0.0
+_unreported = 0
+
+
+def _report(why: str) -> None:
+    global _next_report, _unreported
+    now = time.monotonic()
+    if now < _next_report:
+        _unreported += 1
+        return
+    logger.warning("raft connection closed before its handshake completed: %s "
+                   "(%d more since the last report)", why, _unreported)
+    _next_report = now + _REPORT_PERIOD
+    _unreported = 0
+
+
 def _patch_transport(timeout: float, max_pending: int) -> None:
     from pysyncobj import transport
 
@@ -62,7 +80,7 @@ def _patch_transport(timeout: float, max_pending: int) -> None:
     orig_tick = cls._onTick
 
     def drop(self: Any, conn: Any, why: str) -> None:
-        logger.warning("raft connection closed before its handshake completed: %s", why)
+        _report(why)
         self._unknownConnections.discard(conn)
         conn.disconnect()
 
