@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from hacontrol.raft.keys import generate_secret
+
 from .agents import AgentsConfig, AgentsWorkload, crash_storm, kill_run_processes, new_marker
 from .checker import agents as agent_checks
 from .checker import invariants
@@ -96,7 +98,7 @@ class Run:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.token = secrets.token_hex(16)
-        self.secret = secrets.token_hex(24)
+        self.secret = generate_secret()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = cfg.results_dir or RESULTS / f"{stamp}-{cfg.nemesis}-{cfg.seed}" \
             f"{'-' + cfg.plant if cfg.plant else ''}"

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from hacontrol.raft.keys import generate_secret
+
 from .base import KILL, PAUSE, ClusterSpec, Member
 from .cleanup import Registry, install_handlers
 
@@ -108,7 +110,7 @@ class ProcessBackend:
 
     def _setup(self, spec: ClusterSpec, reg: Registry) -> None:
         spec.token = spec.token or secrets.token_hex(16)
-        spec.secret = spec.secret or secrets.token_hex(24)
+        spec.secret = spec.secret or generate_secret()
         self.token = spec.token
         run_dir = self.run_dir = spec.workdir / f"{self.name}-{reg.run_id}"
         run_dir.mkdir(parents=True, exist_ok=False)
