@@ -11,14 +11,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Network-namespace chaos tests need iproute2 and nftables; install them when we may.
+# Network-namespace chaos tests need iproute2 and nftables, the power-loss filesystem needs
+# libfuse3 (fuse3 brings fusermount3); install them when we may.
+SYSTEM_TOOLS := ip nft fusermount3
+SYSTEM_PKGS := iproute2 nftables fuse3 libfuse3-3
 system-deps:
-	@if command -v ip >/dev/null && command -v nft >/dev/null; then :; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing iproute2 and nftables"; \
-		apt-get install -y -q iproute2 nftables >/dev/null 2>&1 || \
-		(apt-get update -q >/dev/null && apt-get install -y -q iproute2 nftables >/dev/null); \
-	else echo "note: ip/nft missing and not root: namespace tests will skip"; fi
+		echo "installing $(SYSTEM_PKGS)"; \
+		apt-get install -y -q $(SYSTEM_PKGS) >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q $(SYSTEM_PKGS) >/dev/null); \
+	else echo "note: ip/nft/fusermount3 missing and not root: namespace and power-loss tests will skip"; fi
 
 run: $(STAMP)
 	$(VENV)/bin/hacontrol dev
