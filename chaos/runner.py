@@ -19,7 +19,7 @@ import aiohttp
 
 from .agents import AgentsConfig, AgentsWorkload, crash_storm, kill_run_processes, new_marker
 from .checker import agents as agent_checks
-from .checker import invariants
+from .checker import invariants, logmatch
 from .checker.linearizability import check as check_linearizable
 from .cluster.base import Backend, ClusterSpec, Member
 from .history import OK, History, Op
@@ -50,6 +50,16 @@ class RunConfig:
     mode: str = "control"
     agents: int = 0  # agents mode starts 2 when this is 0
     agents_cfg: AgentsConfig = field(default_factory=AgentsConfig)
+    # Replicas on power-loss mounts (chaos.lazyfs); None: when the nemesis cuts the power.
+    power_loss_fs: bool | None = None
+    # Extra `hacontrol server` arguments, e.g. a test-only switch.
+    server_args: list[str] = field(default_factory=list)
+
+    @property
+    def on_power_loss_fs(self) -> bool:
+        from .nemesis import POWER_NEMESES
+        return (self.nemesis in POWER_NEMESES if self.power_loss_fs is None
+                else self.power_loss_fs)
 
     @property
     def agent_count(self) -> int:
@@ -77,6 +87,14 @@ def _status(url: str, token: str, timeout: float = 0.5) -> dict[str, Any] | None
             return json.loads(resp.read())
     except Exception:
         return None
+
+
+def plant_args(plant: str | None) -> list[str]:
+    """The server arguments that plant a fault (all are `--plant NAME`, refused unless the
+    planted-fault environment variable is set, which the run sets)."""
+    if plant is None:
+        return []
+    return ["--plant", plant]
 
 
 def leader_finder(replicas: list[Member], token: str) -> Callable[[], str | None]:
@@ -239,7 +257,8 @@ class Run:
         for v in (invariants.quota_never_exceeded(h), invariants.one_leader_per_term(h),
                   invariants.acknowledged_writes_present(h),
                   invariants.converged(h, self.cfg.convergence_bound_s),
-                  invariants.replica_logs_clean(self.out / "logs")):
+                  invariants.replica_logs_clean(self.out / "logs"),
+                  logmatch.log_matching(h)):
             verdicts[v.name] = v.to_json()
         if h.meta.get("mode") == "agents":
             for v in agent_checks.check_all(h, self.cfg.convergence_bound_s):
@@ -253,10 +272,12 @@ class Run:
         cfg = self.cfg
         agents_mode = cfg.mode == "agents"
         workdir = Path(tempfile.mkdtemp(prefix="hcx-"))
-        env = {"HACONTROL_ALLOW_PLANTED_FAULTS": "1"} if cfg.plant else {}
+        env = {"HACONTROL_ALLOW_PLANTED_FAULTS": "1"} if cfg.plant or cfg.server_args else {}
         spec = ClusterSpec(replicas=cfg.replicas, agents=cfg.agent_count, workdir=workdir,
                            token=self.token, secret=self.secret,
-                           server_args=["--plant", cfg.plant] if cfg.plant else [], env=env)
+                           server_args=plant_args(cfg.plant) + cfg.server_args, env=env,
+                           power_loss_fs=cfg.on_power_loss_fs)
+        self.history.meta["power_loss_fs"] = cfg.on_power_loss_fs
         if agents_mode:
             spec.agent_cpu = cfg.agents_cfg.agent_cpu
             spec.agent_memory_mb = cfg.agents_cfg.agent_memory_mb
@@ -303,7 +324,9 @@ class Run:
                                   on_event, load_burst,
                                   crash_storm=(lambda size, seed: crash_storm(self.marker, size,
                                                                               seed))
-                                  if agents_mode else None)
+                                  if agents_mode else None,
+                                  log_snapshot=self._log_snapshot
+                                  if cfg.on_power_loss_fs else None)
                 work = asyncio.create_task(wl.run(stop_work))
                 nem_stop = asyncio.Event()
                 nem = asyncio.create_task(nemesis.run(nem_stop))
@@ -317,6 +340,8 @@ class Run:
                                             "phase": "start", "targets": []})
                 await work
                 self.history.final["convergence"] = await self._converge(session)
+                if cfg.on_power_loss_fs:
+                    self.history.final["logs"] = await asyncio.to_thread(self._log_snapshot)
                 await self._final_reads(wl, session)
                 if isinstance(wl, AgentsWorkload):
                     await wl.settle(healed_at, cfg.convergence_bound_s)
@@ -336,6 +361,9 @@ class Run:
             shutil.rmtree(workdir, ignore_errors=True)
         verdicts = self.check()
         return write_all(self.out, self.history, verdicts)
+
+    def _log_snapshot(self) -> dict[str, Any]:
+        return logmatch.snapshot({m.name: m.data_dir for m in self.replicas})
 
     def _keep_logs(self) -> None:
         logs = self.out / "logs"
