@@ -309,11 +309,13 @@ class Nemesis:
 
     def _power_election(self, targets: list[str], groups: list[list[str]],
                         w: FaultWindow) -> None:
-        """Rounds of: SIGKILL the leader; while the others elect a new one, cut the power of
-        one of them (the voter, when the new leader is known); restart both at once.
+        """Rounds of: SIGKILL the leader L; cut the power of a voter V in the election that
+        follows, either mid-election or just after the new leader N is seen; in half the
+        rounds SIGKILL N too; restart them all at once.
 
-        A voter that lost its vote to the cut may grant it again in the same term, to the
-        old leader coming back as a candidate: two leaders in one term.
+        A voter whose vote was not on disk forgets it: L, back as a candidate in N's term,
+        may win V's vote again in that same term, and two leaders share a term (the
+        `leaders` checker) with different entries at the same index and term (Log Matching).
         """
         rng = random.Random(w.seed)
         reps, _ = replicas_agents([m.name for m in self.backend.members()])
@@ -325,25 +327,36 @@ class Nemesis:
         for _ in range(w.size or 1):
             if old is None or old not in reps:
                 old = self._wait_leader(5.0) or rng.choice(reps)
+            mid_election = rng.random() < 0.3
+            also_kill_new = rng.random() < 0.5
             self._killed.add(old)
             self.backend.kill(old)
             killed_at = time.monotonic()
-            # Most cuts land inside the election (timeouts of 0.25-0.5 s), some after it.
-            time.sleep(rng.uniform(0.15, 0.9))
-            new = None
-            with contextlib.suppress(Exception):
-                new = self.leader_finder()
+            new: str | None = None
+            if mid_election:  # election timeouts are 0.25-0.5 s: usually still voting
+                time.sleep(rng.uniform(0.2, 0.6))
+                with contextlib.suppress(Exception):
+                    new = self.leader_finder()
+            else:
+                new = self._wait_leader(3.0, other_than=old)
+                time.sleep(rng.uniform(0.0, 0.05))
             voters = [r for r in reps if r not in (old, new)] or [r for r in reps if r != old]
             victim = rng.choice(voters)
+            down = [old, victim]
             self._killed.add(victim)
             self.backend.power_cut([victim])
+            if also_kill_new and new is not None and new not in down:
+                self._killed.add(new)
+                self.backend.kill(new)
+                down.append(new)
             cut_after = round(time.monotonic() - killed_at, 3)
             snapshots.append(self._snapshot(f"power cut of {victim} in an election"))
-            for name in (old, victim):
+            for name in down:
                 self.backend.start(name)
                 self._killed.discard(name)
             rounds.append({"killed_leader": old, "new_leader": new, "power_cut": victim,
-                           "cut_after_s": cut_after})
+                           "mid_election": mid_election, "cut_after_s": cut_after,
+                           "down": down})
             old = self._wait_leader(10.0)
 
     Action = Callable[["Nemesis", list[str], list[list[str]], FaultWindow], None]
