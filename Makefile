@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-agent bench-scheduler chaos chaos-smoke system-deps clean
+.PHONY: run test lint bench bench-agent bench-scheduler chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,12 +44,17 @@ bench-agent: $(STAMP)
 bench-scheduler: $(STAMP)
 	$(PY) bench/scheduler.py
 
-# The standard chaos set: every nemesis, then every planted fault (20-40 minutes).
+# The standard chaos set: every nemesis, then every planted fault (30-50 minutes).
 chaos: $(STAMP) system-deps
 	$(PY) -m chaos.standard --backend netns
 
+# Only the power-loss nemeses and the durability faults they must catch (replicas on FUSE
+# power-loss mounts, chaos/lazyfs; 5-10 minutes).
+chaos-power: $(STAMP) system-deps
+	$(PY) -m chaos.standard --backend netns --power-only
+
 chaos-smoke: $(STAMP) system-deps
-	$(PY) -m pytest -q tests/integration/test_chaos_smoke.py
+	$(PY) -m pytest -q tests/integration/test_chaos_smoke.py tests/integration/test_chaos_powerloss_fs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -5,7 +5,8 @@ mode with 2 agents; the others in control-plane mode. The power-loss nemeses and
 durability faults they catch come last (replicas on power-loss mounts, chaos.lazyfs), so
 every earlier run keeps the seed it had before they existed.
 
-`python -m chaos.standard [--time S] [--backend netns|local]` (what `make chaos` runs).
+`python -m chaos.standard [--time S] [--backend netns|local] [--power-only]` (what `make
+chaos` and `make chaos-power` run).
 Exit status 0 when every clean run is valid and every planted run is caught.
 """
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--only", nargs="*", default=None, help="nemeses to run (default: all)")
     p.add_argument("--no-plants", action="store_true")
+    p.add_argument("--power-only", action="store_true",
+                   help="only the power-loss nemeses and the durability faults they catch")
     args = p.parse_args(argv)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         # Last, so the control-plane runs and planted faults keep the seeds they had.
         plans += [(n, None) for n in list_nemeses() if n in AGENT_NEMESES]
         plans += [(n, None) for n in list_nemeses() if n in POWER_NEMESES]
+        if not args.no_plants:
+            plans += [(nem, plant) for plant, nem in PLANTED_DURABILITY]
+    if args.power_only:
+        plans = [(n, None) for n in list_nemeses() if n in POWER_NEMESES]
         if not args.no_plants:
             plans += [(nem, plant) for plant, nem in PLANTED_DURABILITY]
     known_plants = server_plants()
