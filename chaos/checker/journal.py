@@ -1,8 +1,12 @@
 """Read a replica's Raft log from its data directory, whatever journal format it uses.
 
 `read_log` is the one entry point the checkers use; switching to another journal format is a
-change here only. Today it reads pysyncobj 0.3's mmap journal (`raft.journal`, see
-pysyncobj/journal.py) and its `.meta` file:
+change here only. It reads, by the file's header:
+
+- hacontrol's durable journal (`HCRAFTJ`, checksummed records) and meta file, through the
+  reader the Raft package provides (`hacontrol.raft.journal.read_entries`, `decode_meta`);
+- pysyncobj 0.3's mmap journal (`PYSYNCOBJ`, see pysyncobj/journal.py) and its pickled
+  `.meta` file, read here:
 
     header: APP_NAME (24 B) + APP_VERSION (8 B) + FORMAT_VERSION (u32) + LAST_RECORD_OFFSET (u32)
     record: size (u32) + idx (u64) + term (u64) + command (size - 16 B) + size (u32)
@@ -58,7 +62,49 @@ class ReplicaLog:
 
 def read_log(data_dir: Path) -> ReplicaLog:
     """The log, term, vote and commit index a replica would restart with from `data_dir`."""
-    return _read_pysyncobj(data_dir)
+    try:
+        with (data_dir / JOURNAL).open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        head = b""
+    if head.startswith(b"PYSYNCOBJ"):
+        return _read_pysyncobj(data_dir)
+    return _read_durable(data_dir)
+
+
+def _read_durable(data_dir: Path) -> ReplicaLog:
+    try:
+        from hacontrol.raft import journal as durable
+    except ImportError:  # a build of the server without the durable journal
+        return _read_pysyncobj(data_dir)
+    log = ReplicaLog()
+    path = data_dir / JOURNAL
+    try:
+        entries = durable.read_entries(path)
+    except Exception as exc:  # damage before the tail: the replica refuses to start
+        log.error = f"{path}: {exc}"
+        entries = []
+    for command, idx, term in entries:
+        log.entries[idx] = Entry(idx, term, zlib.crc32(command))
+    meta_path = data_dir / (JOURNAL + ".meta")
+    try:
+        data = meta_path.read_bytes()
+    except FileNotFoundError:
+        return log
+    except OSError as exc:
+        log.error = f"{meta_path}: {exc}"
+        return log
+    if not data.startswith(b"HCRAFTM"):
+        _read_meta(meta_path, log)  # pysyncobj's pickled meta beside an mmap journal
+        return log
+    try:
+        meta = durable.decode_meta(data, str(meta_path))
+    except Exception as exc:
+        log.error = f"{meta_path}: {exc}"
+        return log
+    log.current_term, log.voted_for, log.commit_index = (meta.term, meta.voted_for,
+                                                         meta.commit_index)
+    return log
 
 
 def _read_pysyncobj(data_dir: Path) -> ReplicaLog:
