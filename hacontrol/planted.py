@@ -3,11 +3,26 @@
 Off unless a server is started with `--plant NAME`, and refused even then unless the
 environment says this is a test (`HACONTROL_ALLOW_PLANTED_FAULTS=1`). Never enable these on
 a cluster that holds anything of value.
+
+Each fault is a `Controller` subclass that wraps one of its paths (`controller_class`
+picks it); the real controller and state machine contain no trace of them, except the
+state machine's one hook that `QuotaSkip` fills in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hacontrol.controller.replica import WRITE_TIMEOUT_S, Controller, Result
+from hacontrol.controller.status import Member
+from hacontrol.raft.replica import Replica
+from hacontrol.state import commands as C
+from hacontrol.state.machine import StateMachine
+
+T = TypeVar("T")
 
 STALE_READ = "stale-read"  # followers answer "linearizable" reads from local state
 QUOTA_SKIP = "quota-skip"  # followers skip the quota check when applying
@@ -30,3 +45,58 @@ def check_plant(name: str | None) -> str | None:
         raise PlantRefused(f"--plant {name} is a test-only fault and is refused outside tests "
                            f"(set {ALLOW_ENV}=1 in a test environment)")
     return name
+
+
+class StaleRead(Controller):
+    """Followers serve "linearizable" reads from their local, possibly stale, state."""
+
+    async def read(self, fn: Callable[[StateMachine], T], stale: bool = False) -> T:
+        return await super().read(fn, stale or not self.is_leader())
+
+
+class QuotaSkip(Controller):
+    """Followers skip the quota check when they apply: their state diverges."""
+
+    def __init__(self, me: Member, peers: list[Member], replica: Replica,
+                 machine: StateMachine) -> None:
+        super().__init__(me, peers, replica, machine)
+        machine.planted_quota_skip = lambda: not self.is_leader()
+
+
+class EarlyAck(Controller):
+    """Writes answer as if applied while their entry may not even be committed."""
+
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    timeout: float = WRITE_TIMEOUT_S) -> Result:
+        cmd = self.command(op, args, idem)
+        task = asyncio.ensure_future(self.bridge.submit(cmd.encode(), timeout))
+        task.add_done_callback(lambda t: t.exception())
+        return self.read_local(lambda m: _guess(m, cmd))
+
+
+def _guess(m: StateMachine, cmd: C.Command) -> Result:
+    """The result the command would probably have, from the state before it."""
+    a = cmd.args
+    out: Result = {"ok": True, "index": -1, "changed": True}
+    job = m.jobs.get((a.get("namespace", ""), a.get("name", "")))
+    view = m.job_view(job) if job is not None else {
+        "namespace": a.get("namespace"), "name": a.get("name"), "version": 0,
+        "count": 0, "env": {}}
+    if cmd.op == C.JOB_PUT:
+        spec = a["spec"]
+        same = job is not None and job.spec.to_dict() | {"count": 0} == spec | {"count": 0}
+        view = {**view, "version": view["version"] + (0 if same else 1),
+                "count": spec["count"], "env": spec.get("env", {})}
+    elif cmd.op == C.JOB_SCALE:
+        view = {**view, "count": a["count"]}
+    out["job"] = view
+    if cmd.op == C.NS_PUT:
+        out["namespace"] = {"name": a["name"], "quota": a["quota"], "usage": {}, "headroom": {}}
+    return out
+
+
+def controller_class(plant: str | None) -> type[Controller]:
+    """The controller to run: the real one, or the one with `plant` wrapped around it."""
+    faulty: dict[str, type[Controller]] = {STALE_READ: StaleRead, QUOTA_SKIP: QuotaSkip,
+                                           EARLY_ACK: EarlyAck}
+    return Controller if plant is None else faulty[plant]

@@ -8,43 +8,47 @@ cannot countermand the new one.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from hacontrol.controller.errors import NotLeader
+from hacontrol.model.errors import invalid
+from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
-from .errors import ApiError
-
-if TYPE_CHECKING:
-    from hacontrol.server import Controller
+from .backend import Cluster
+from .request import cluster_of, json_body, leader_of, store_of
 
 MAX_WAIT_S = 2.0
 
 
-def _not_leader(ctl: Controller) -> ApiError:
-    st = ctl.status()
-    return ApiError("not_leader", "this replica is not the leader", leader=st["leader"],
-                    leader_api=st["leader_api"])
+def _not_leader(cluster: Cluster) -> NotLeader:
+    st = cluster.status()
+    return NotLeader(st["leader"], st["leader_api"])
+
+
+def _leading(request: web.Request) -> LeaderState:
+    """This term's leader memory; raises NotLeader on a replica that does not lead."""
+    leader = leader_of(request)
+    if leader is None:
+        raise _not_leader(cluster_of(request))
+    return leader
 
 
 async def sync(request: web.Request) -> web.Response:
-    from .app import json_body  # late: app imports this module
-
-    ctl: Controller = request.app["ctl"]
-    if not ctl.is_leader():
-        raise _not_leader(ctl)
+    cluster, store = cluster_of(request), store_of(request)
+    leader = _leading(request)
     body = await json_body(request)
     node = body.get("node")
     if not isinstance(node, dict) or not isinstance(node.get("name"), str):
-        raise ApiError("invalid", "node must be an object with a name", "node")
+        raise invalid("node", "node must be an object with a name")
     name = node["name"]
     reports = body.get("reports") or []
     if not isinstance(reports, list):
-        raise ApiError("invalid", "must be a list", "reports")
+        raise invalid("reports", "must be a list")
     wait_s = min(float(body.get("wait_s") or 0.0), MAX_WAIT_S)
-    ctl.record_heartbeat(name)
+    leader.record_heartbeat(name)
 
     def registered_as_is(m: StateMachine) -> bool:
         n = m.nodes.get(name)
@@ -54,20 +58,20 @@ async def sync(request: web.Request) -> web.Response:
                 and n.labels == (node.get("labels") or {})
                 and n.attributes == (node.get("attributes") or {}))
 
-    if not ctl.replica.read(registered_as_is):
-        await ctl.write(C.NODE_REGISTER, {"name": name, "cpu": node.get("cpu"),
+    if not store.read_local(registered_as_is):
+        await store.write(C.NODE_REGISTER, {"name": name, "cpu": node.get("cpu"),
                                           "memory_mb": node.get("memory_mb"),
                                           "address": node.get("address", ""),
                                           "labels": node.get("labels") or {},
                                           "attributes": node.get("attributes") or {}})
     metrics = body.get("metrics")
     if isinstance(metrics, dict):
-        ctl.alloc_metrics.update({k: v for k, v in metrics.items() if isinstance(v, dict)})
+        leader.alloc_metrics.update({k: v for k, v in metrics.items() if isinstance(v, dict)})
     if isinstance(body.get("agent"), dict):
-        ctl.node_info[name] = body["agent"]
+        leader.node_info[name] = body["agent"]
     acked = 0
     if reports:
-        await ctl.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})
+        await store.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})
         acked = len(reports)
     elif wait_s > 0:
         # Long poll: answer as soon as something changes for this node (its fingerprint
@@ -76,18 +80,18 @@ async def sync(request: web.Request) -> web.Response:
         seen = body.get("fingerprint")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        while ctl.replica.read(lambda m: node_fingerprint(m, name)) == seen:
+        while store.read_local(lambda m: node_fingerprint(m, name)) == seen:
             remaining = deadline - loop.time()
-            if remaining <= 0 or not ctl.is_leader():
+            if remaining <= 0 or not cluster.is_leader():
                 break
-            await ctl.wait_changed(remaining)
+            await store.wait_changed(remaining)
 
-    if not ctl.is_leader():
-        raise _not_leader(ctl)
-    term = ctl.term()
-    index, fp, assignments = ctl.replica.read(
+    if not cluster.is_leader():
+        raise _not_leader(cluster)
+    term = cluster.term()
+    index, fp, assignments = store.read_local(
         lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name)))
-    return web.json_response({"term": term, "leader": ctl.me.id, "index": index,
+    return web.json_response({"term": term, "leader": cluster.id, "index": index,
                               "fingerprint": fp, "acked": acked,
                               "allocations": assignments})
 

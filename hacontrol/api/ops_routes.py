@@ -1,100 +1,92 @@
 """Operations beyond plain CRUD: node drain, job versions and revert, the event stream,
-allocation controls and logs (carried to the agent that runs the instance), and metrics.
+allocation controls and logs (carried to the agent that runs the allocation), and metrics.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from hacontrol.controller.errors import AgentUnreachable
+from hacontrol.model.checks import check_name
+from hacontrol.model.errors import Rejection, conflict, invalid, not_found
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.validate import check_name
 
-from .errors import ApiError
-
-if TYPE_CHECKING:
-    from hacontrol.server import Controller
+from .backend import Store
+from .request import (
+    AGENT_SESSION,
+    TOKEN,
+    cluster_of,
+    idem_key,
+    is_stale,
+    json_body,
+    leader_of,
+    only_fields,
+    store_of,
+)
 
 ALLOC_ACTIONS = ("pause", "resume", "restart", "signal")
-
-
-def _ctl(request: web.Request) -> Controller:
-    return request.app["ctl"]
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    from .app import json_body
-    return await json_body(request)
-
-
-def _checked_name(value: str, field: str) -> str:
-    from .app import checked
-    return checked(check_name, value, field)
 
 
 # --------------------------------------------------------------------- drain
 
 async def drain_node(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    body = await _body(request)
-    for k in body:
-        if k not in ("enable", "deadline_s"):
-            raise ApiError("invalid", "unknown field", k)
+    body = await json_body(request)
+    only_fields(body, ("enable", "deadline_s"))
     if not isinstance(body.get("enable"), bool):
-        raise ApiError("invalid", "required: true or false", "enable")
+        raise invalid("enable", "required: true or false")
     deadline = body.get("deadline_s", 60)
     if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline < 0:
-        raise ApiError("invalid", "must be a non-negative number of seconds", "deadline_s")
-    from .app import idem_key
-    res = await _ctl(request).write(C.NODE_DRAIN, {"name": name, "enable": body["enable"],
-                                                   "deadline_s": deadline}, idem_key(request))
+        raise invalid("deadline_s", "must be a non-negative number of seconds")
+    res = await store_of(request).write(C.NODE_DRAIN, {"name": name, "enable": body["enable"],
+                                                       "deadline_s": deadline},
+                                        idem_key(request))
     return web.json_response({"node": res["node"], "index": res["index"]})
 
 
 # ------------------------------------------------------------ versions, revert
 
 async def job_versions(request: web.Request) -> web.Response:
-    ns = _checked_name(request.match_info["ns"], "namespace")
-    name = _checked_name(request.match_info["name"], "name")
-    from .app import is_stale
+    ns = check_name(request.match_info["ns"], "namespace")
+    name = check_name(request.match_info["name"], "name")
 
     def view(m: StateMachine) -> list[dict[str, Any]] | None:
         job = m.jobs.get((ns, name))
-        return None if job is None else list(reversed(job.versions))
-    out = await _ctl(request).read(view, is_stale(request))
+        return None if job is None else [v.to_dict() for v in reversed(job.history)]
+    out = await store_of(request).read(view, is_stale(request))
     if out is None:
-        raise ApiError("not_found", f"job {ns}/{name} not found", "name")
+        raise not_found(f"job {ns}/{name}", "name")
     return web.json_response({"versions": out})
 
 
 async def job_revert(request: web.Request) -> web.Response:
-    ns = _checked_name(request.match_info["ns"], "namespace")
-    name = _checked_name(request.match_info["name"], "name")
-    body = await _body(request)
+    ns = check_name(request.match_info["ns"], "namespace")
+    name = check_name(request.match_info["name"], "name")
+    body = await json_body(request)
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ApiError("invalid", "required: a version number", "version")
-    from .app import idem_key
-    res = await _ctl(request).write(C.JOB_REVERT, {"namespace": ns, "name": name,
-                                                   "version": version}, idem_key(request))
+        raise invalid("version", "required: a version number")
+    res = await store_of(request).write(C.JOB_REVERT, {"namespace": ns, "name": name,
+                                                       "version": version}, idem_key(request))
     return web.json_response({"job": res["job"], "index": res["index"]})
 
 
 # -------------------------------------------------------------------- events
 
 async def events(request: web.Request) -> web.StreamResponse:
-    ctl = _ctl(request)
+    store = store_of(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("index", "0")
     try:
         head, _, tail = raw.partition(".")
         index, seq = int(head), (int(tail) if tail else -1)
     except ValueError:
-        raise ApiError("invalid", "must be a log index, or an event id INDEX.SEQ",
-                       "index") from None
+        raise invalid("index", "must be a log index, or an event id INDEX.SEQ") from None
     follow = request.query.get("follow", "true").lower() in ("1", "true", "yes")
     kinds = set(filter(None, request.query.get("type", "").split(",")))
 
@@ -102,7 +94,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         def read(m: StateMachine) -> tuple[list[dict[str, Any]], int, int]:
             oldest = m.events[0]["index"] if m.events else m.index + 1
             return m.events_since(after, after_seq, kinds=kinds or None), oldest, m.index
-        return ctl.replica.read(read)
+        return store.read_local(read)
 
     evs, oldest, _ = batch(index, seq)
     if not follow:
@@ -123,53 +115,51 @@ async def events(request: web.Request) -> web.StreamResponse:
                              f"{json.dumps(e)}\n\n".encode())
         if not evs:
             await resp.write(b": keep-alive\n\n")
-        await ctl.wait_changed(10.0)
+        await store.wait_changed(10.0)
         evs, _, _ = batch(last, last_seq)
 
 
 # -------------------------------------------------- allocation controls, logs
 
-def _agent_for(ctl: Controller, alloc_id: str) -> tuple[str, dict[str, Any]]:
+def _agent_for(store: Store, alloc_id: str) -> tuple[str, dict[str, Any]]:
     def find(m: StateMachine) -> tuple[str | None, dict[str, Any] | None]:
         a = m.allocs.get(alloc_id)
         if a is None:
             return None, None
         node = m.nodes.get(a.node) if a.node else None
         return (node.address if node else None), m.alloc_view(a)
-    address, view = ctl.replica.read(find)
+    address, view = store.read_local(find)
     if view is None:
-        raise ApiError("not_found", f"allocation {alloc_id!r} not found", "id")
+        raise not_found(f"allocation {alloc_id!r}", "id")
     if not address:
-        raise ApiError("conflict", "the allocation is not placed on a reachable node", "id")
+        raise conflict("the allocation is not placed on a reachable node", "id")
     return address, view
 
 
 async def alloc_action(request: web.Request) -> web.Response:
-    ctl = _ctl(request)
     alloc_id, action = request.match_info["id"], request.match_info["action"]
     if action not in ALLOC_ACTIONS:
-        raise ApiError("not_found", f"unknown action {action!r}", "action")
+        raise Rejection("not_found", f"unknown action {action!r}", "action")
     body: dict[str, Any] = {}
     if action == "signal":
-        body = await _body(request)
+        body = await json_body(request)
         if not isinstance(body.get("signal"), str):
-            raise ApiError("invalid", "required: a signal name such as SIGHUP", "signal")
-    address, _ = _agent_for(ctl, alloc_id)
+            raise invalid("signal", "required: a signal name such as SIGHUP")
+    address, _ = _agent_for(store_of(request), alloc_id)
     status, data = await _to_agent(request, "POST",
                                    f"{address}/v1/allocations/{alloc_id}/{action}", body)
     return web.json_response(data, status=status)
 
 
 async def alloc_logs(request: web.Request) -> web.StreamResponse:
-    ctl = _ctl(request)
     alloc_id = request.match_info["id"]
     stream = request.query.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
-        raise ApiError("invalid", "must be stdout or stderr", "stream")
-    address, _ = _agent_for(ctl, alloc_id)
-    token = request.app["token"]
+        raise invalid("stream", "must be stdout or stderr")
+    address, _ = _agent_for(store_of(request), alloc_id)
+    token = request.app[TOKEN]
     url = f"{address}/v1/allocations/{alloc_id}/logs"
-    session: aiohttp.ClientSession = request.app["agent_session"]
+    session = request.app[AGENT_SESSION]
     try:
         async with session.get(url, params=dict(request.query),
                                headers={"Authorization": f"Bearer {token}"},
@@ -182,22 +172,20 @@ async def alloc_logs(request: web.Request) -> web.StreamResponse:
             await resp.write_eof()
             return resp
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ApiError("unavailable", f"agent at {address} unreachable: {exc}",
-                       outcome="not_applied") from None
+        raise AgentUnreachable(str(exc), address) from None
 
 
 async def _to_agent(request: web.Request, method: str, url: str,
                     body: dict[str, Any]) -> tuple[int, Any]:
-    session: aiohttp.ClientSession = request.app["agent_session"]
-    token = request.app["token"]
+    session = request.app[AGENT_SESSION]
+    token = request.app[TOKEN]
     try:
         async with session.request(method, url, json=body,
                                    headers={"Authorization": f"Bearer {token}"},
                                    timeout=aiohttp.ClientTimeout(total=30)) as up:
             return up.status, await up.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise ApiError("unavailable", f"agent unreachable: {exc}",
-                       outcome="not_applied") from None
+        raise AgentUnreachable(str(exc)) from None
 
 
 # ------------------------------------------------------------------- metrics
@@ -211,8 +199,7 @@ def _prom(lines: list[str], name: str, value: float, help_: str, kind: str = "ga
 
 
 async def metrics(request: web.Request) -> web.Response:
-    ctl = _ctl(request)
-    st = ctl.status()
+    st = cluster_of(request).status()
     lines: list[str] = []
     _prom(lines, "hacontrol_raft_term", st["term"], "current Raft term")
     _prom(lines, "hacontrol_raft_commit_index", st["commit_index"], "Raft commit index")
@@ -226,12 +213,13 @@ async def metrics(request: web.Request) -> web.Response:
         for a in m.allocs.values():
             by_state[a.state] = by_state.get(a.state, 0) + 1
         return by_state, len(m.jobs), sum(1 for n in m.nodes.values() if n.status == "ready")
-    by_state, jobs, nodes = ctl.replica.read(counts)
+    by_state, jobs, nodes = store_of(request).read_local(counts)
     _prom(lines, "hacontrol_jobs", jobs, "jobs known")
     _prom(lines, "hacontrol_nodes_ready", nodes, "nodes ready")
     for state, n in sorted(by_state.items()):
         _prom(lines, "hacontrol_allocations", n, "allocations by state", state=state)
-    for alloc_id, mt in sorted(ctl.alloc_metrics.items()):
+    leader = leader_of(request)
+    for alloc_id, mt in sorted((leader.alloc_metrics if leader else {}).items()):
         for key, help_ in (("cpu_percent", "instance CPU percent of one core"),
                            ("rss_bytes", "instance resident memory"),
                            ("threads", "instance threads"),
@@ -244,10 +232,10 @@ async def metrics(request: web.Request) -> web.Response:
                         charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
 
 
-async def _session_ctx(app: web.Application) -> Any:
-    app["agent_session"] = aiohttp.ClientSession()
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[AGENT_SESSION] = aiohttp.ClientSession()
     yield
-    await app["agent_session"].close()
+    await app[AGENT_SESSION].close()
 
 
 def register(app: web.Application) -> None:

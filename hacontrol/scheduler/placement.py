@@ -272,7 +272,7 @@ def plan_placements(demands: Sequence[Demand], nodes: Sequence[NodeRoom]) -> Pla
                 for node in rooms
             ]
         choice: _Preemption | None = None
-        choice_key = (0, 0)
+        choice_key: tuple[int, float] = (0, 0)
         for i in f.candidates:
             if distinct and counts.get(i):
                 continue

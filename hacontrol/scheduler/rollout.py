@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hacontrol.model.states import AllocState, Health
+
 
 @dataclass(frozen=True)
-class Instance:
+class Allocation:
     id: str
     state: str  # allocation state
     health: str | None  # None when the job has no health check
@@ -26,16 +28,16 @@ class Step:
         return not self.start and not self.stop and self.status is None
 
 
-def healthy_for(i: Instance, min_healthy_s: float, now: float) -> bool:
-    if i.state != "running" or i.running_since is None:
+def healthy_for(i: Allocation, min_healthy_s: float, now: float) -> bool:
+    if i.state != AllocState.RUNNING or i.running_since is None:
         return False
-    if i.health is not None and i.health != "healthy":
+    if i.health is not None and i.health != Health.HEALTHY:
         return False
     return now - i.running_since >= min_healthy_s
 
 
 def next_step(count: int, max_parallel: int, min_healthy_s: float, deadline: float,
-              auto_revert: bool, from_version: int, new: list[Instance], old: list[Instance],
+              auto_revert: bool, from_version: int, new: list[Allocation], old: list[Allocation],
               now: float) -> Step:
     """Replace `old` by `new` instances `max_parallel` at a time, each healthy for
     `min_healthy_s` before an old one goes; fail (and maybe revert) past the deadline."""
@@ -45,7 +47,7 @@ def next_step(count: int, max_parallel: int, min_healthy_s: float, deadline: flo
     if now > deadline:
         return Step(status="failed", revert_to=from_version if auto_revert else None,
                     message=f"deadline passed with {len(healthy)}/{count} healthy")
-    failed = [i for i in new if i.state in ("failed", "lost")]
+    failed = [i for i in new if i.state in (AllocState.FAILED, AllocState.LOST)]
     if failed and auto_revert:
         return Step(status="failed", revert_to=from_version,
                     message=f"{len(failed)} new instance(s) failed")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from hacontrol.model.records import Allocation
+from hacontrol.model.states import DesiredState, Scoring
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.model import Allocation
 
-from .placement import Constraint, Demand, NodeRoom, Placed
+from .constraints import Constraint
+from .placement import BATCH, BINPACK, SERVICE, SPREAD, Demand, JobType, NodeRoom, Placed
+
+
+def _job_type(name: str) -> JobType:
+    return BATCH if name == BATCH else SERVICE
 
 
 def placement_inputs(m: StateMachine, pending: list[Allocation]
@@ -18,15 +24,14 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
         spec = job.spec
         demands.append(Demand(
             alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
-            memory_mb=a.resources.memory_mb, priority=spec.priority, job_type=spec.type,
-            constraints=tuple(Constraint(c.get("attribute", ""), c["operator"],
-                                         c.get("value") or "")
-                              for c in spec.option("constraints", [])),
-            scoring=spec.option("scoring", "binpack"),
-            preempt=bool(spec.option("preempt", False))))
+            memory_mb=a.resources.memory_mb, priority=spec.priority, job_type=_job_type(spec.type),
+            constraints=tuple(Constraint(c.attribute or "", c.operator, c.value or "")
+                              for c in spec.constraints or ()),
+            scoring=SPREAD if spec.scoring == Scoring.SPREAD else BINPACK,
+            preempt=bool(spec.preempt)))
     by_node: dict[str, list[Placed]] = {}
     for a in m.allocs.values():
-        if a.node is None or not a.holds_resources or a.desired != "run":
+        if a.node is None or not a.holds_resources or a.desired != DesiredState.RUN:
             # Instances on their way out still hold room (node_free counts them) but must
             # not be offered as preemption victims again.
             continue
@@ -35,7 +40,7 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
             memory_mb=a.resources.memory_mb,
             priority=job.spec.priority if job else 0,
-            job_type=job.spec.type if job else "service"))
+            job_type=_job_type(job.spec.type) if job else SERVICE))
     rooms = []
     for n in m.nodes.values():
         cpu, mem = m.node_free(n)

@@ -33,3 +33,16 @@ def test_server_refuses_to_start_with_a_plant(tmp_path) -> None:
     assert out.returncode != 0
     assert "refused outside tests" in out.stderr
     assert not (tmp_path / "d" / "raft.journal").exists()
+
+
+def test_each_fault_is_a_wrapper_around_the_real_controller() -> None:
+    from hacontrol.controller.replica import Controller
+
+    assert planted.controller_class(None) is Controller
+    wrapped = {name: planted.controller_class(name) for name in planted.PLANTS}
+    assert all(cls is not Controller and issubclass(cls, Controller)
+               for cls in wrapped.values())
+    # Each overrides only the path it breaks.
+    assert "read" in vars(wrapped[planted.STALE_READ])
+    assert "write" in vars(wrapped[planted.EARLY_ACK])
+    assert "__init__" in vars(wrapped[planted.QUOTA_SKIP])

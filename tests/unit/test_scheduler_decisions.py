@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hacontrol.scheduler import autoscale, drain, rollout
 from hacontrol.scheduler.liveness import nodes_to_mark_down
 
-Inst = rollout.Instance
+Inst = rollout.Allocation
 
 
 def test_rollout_starts_max_parallel_and_waits_for_health() -> None:

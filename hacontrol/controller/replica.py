@@ -1,0 +1,157 @@
+"""The controller replica: log writes and reads for the API and the leader loop.
+
+Everything here speaks in commands and results; failures are the domain errors of
+`errors.py`, never HTTP. The API and the leader loop reach this class only through the
+small protocols they declare (`hacontrol/api/backend.py`, `hacontrol/scheduler/loop.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hacontrol.model.errors import Rejection
+from hacontrol.raft.bridge import ApplyFailed, LogBridge
+from hacontrol.raft.bridge import NotApplied as LogNotApplied
+from hacontrol.raft.bridge import OutcomeUnknown as LogOutcomeUnknown
+from hacontrol.raft.replica import Replica
+from hacontrol.state import commands as C
+from hacontrol.state.machine import StateMachine
+
+from .changes import ChangeFeed
+from .errors import CommandFailed, NoQuorum, NotApplied, OutcomeUnknown
+from .status import Member, MemberView, ReplicaStatus
+
+T = TypeVar("T")
+Result = dict[str, Any]
+
+WRITE_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0
+
+
+class Controller:
+    """This replica's state machine behind its Raft log."""
+
+    def __init__(self, me: Member, peers: list[Member], replica: Replica,
+                 machine: StateMachine) -> None:
+        self.me = me
+        self.id = me.id
+        self.members = sorted([me, *peers], key=lambda m: m.id)
+        self.by_raft = {m.raft: m for m in self.members}
+        self.replica = replica
+        self.machine = machine
+        self.bridge = LogBridge(replica)
+        self._changes: ChangeFeed | None = None
+        # Generated idempotency keys: unique per process start, cheaper than uuid4.
+        self._key_prefix = f"{me.id}-{uuid.uuid4().hex[:12]}-"
+        self._key_seq = itertools.count(1)
+
+    # ----------------------------------------------------------- change feed
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._changes = ChangeFeed(loop)
+        self.machine.on_applied = self._on_applied
+
+    def _on_applied(self, index: int, cmd: C.Command | None) -> None:
+        # Runs on the Raft tick thread.
+        if self._changes is not None:
+            self._changes.notify()
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Return once an entry is applied here (or a local event added), or at `timeout`."""
+        assert self._changes is not None, "attach_loop first"
+        await self._changes.wait(timeout)
+
+    def local_event(self, kind: str, **payload: Any) -> None:
+        """An event only this replica saw (e.g. it became leader); not replicated."""
+        def add(m: StateMachine) -> None:
+            m.add_event({"index": m.index, "ts": time.time(), "type": kind, **payload})
+        self.read_local(add)
+        if self._changes is not None:
+            self._changes.notify_now()
+
+    # ----------------------------------------------------------------- raft
+
+    def status(self) -> ReplicaStatus:
+        st = self.replica.status()
+        leader = self.by_raft.get(st.leader) if st.leader else None
+        members: list[MemberView] = [{"id": m.id, "raft": m.raft, "api": m.api}
+                                     for m in self.members]
+        return {
+            "id": self.me.id,
+            "role": st.role,
+            "leader": leader.id if leader else None,
+            "leader_api": leader.api if leader else None,
+            "term": st.term,
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
+            "healthy": st.healthy,
+            "pid": os.getpid(),
+            "members": members,
+        }
+
+    def is_leader(self) -> bool:
+        return self.replica.status().role == "leader"
+
+    def term(self) -> int:
+        return self.replica.status().term
+
+    def leading_term(self) -> int | None:
+        """The term this replica leads, or None when it does not lead (one status read)."""
+        st = self.replica.status()
+        return st.term if st.role == "leader" else None
+
+    # --------------------------------------------------------- writes, reads
+
+    def command(self, op: str, args: dict[str, Any], idem: str | None = None) -> C.Command:
+        """The command as it goes into the log: stamped with the time and a key."""
+        return C.Command(op, time.time(), args,
+                         idem or f"{self._key_prefix}{next(self._key_seq)}")
+
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    timeout: float = WRITE_TIMEOUT_S) -> Result:
+        """Propose a command and return its result once applied here.
+
+        Raises `Rejection` when the state machine refuses it, `NotApplied`,
+        `OutcomeUnknown` or `CommandFailed` after what the log did with it.
+        """
+        cmd = self.command(op, args, idem)
+        try:
+            result = await self.bridge.submit(cmd.encode(), timeout)
+        except LogNotApplied as exc:
+            raise NotApplied(str(exc), self.status()["leader"]) from None
+        except LogOutcomeUnknown as exc:
+            raise OutcomeUnknown(str(exc), cmd.idem or "") from None
+        except ApplyFailed as exc:
+            raise CommandFailed(f"apply failed: {exc}") from None
+        if not isinstance(result, dict):
+            raise CommandFailed(f"unexpected apply result {result!r}")
+        if not result.get("ok"):
+            err = result.get("error") or {}
+            raise Rejection(err.get("code", "internal"), err.get("message", ""),
+                            err.get("field"))
+        return result
+
+    async def propose(self, op: str, args: dict[str, Any]) -> Result:
+        """A write with a generated idempotency key (what the leader loop proposes)."""
+        return await self.write(op, args)
+
+    async def read(self, fn: Callable[[StateMachine], T], stale: bool = False) -> T:
+        """`fn` over the state; linearizable unless `stale` (a no-op goes through the log
+        first). Raises `NoQuorum` when the no-op cannot commit."""
+        if not stale:
+            noop = C.Command(C.NOOP, 0.0, {}).encode()
+            try:
+                await self.bridge.barrier(noop, READ_TIMEOUT_S)
+            except (LogNotApplied, LogOutcomeUnknown) as exc:
+                raise NoQuorum(str(exc)) from None
+        return self.read_local(fn)
+
+    def read_local(self, fn: Callable[[StateMachine], T]) -> T:
+        """`fn` over the state as applied on this replica so far, under the apply lock."""
+        return self.replica.read(lambda _m: fn(self.machine))

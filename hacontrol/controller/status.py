@@ -1,0 +1,40 @@
+"""Who this replica is, who its peers are, and its status as `GET /v1/status` serves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    raft: str
+    api: str
+
+
+def parse_peer(text: str) -> Member:
+    """`ID=RAFTHOST:PORT=http://APIHOST:PORT`"""
+    parts = text.split("=", 2)
+    if len(parts) != 3 or not all(parts):
+        raise SystemExit(f"--peer {text!r}: expected ID=RAFTHOST:PORT=http://APIHOST:PORT")
+    return Member(*parts)
+
+
+class MemberView(TypedDict):
+    id: str
+    raft: str
+    api: str
+
+
+class ReplicaStatus(TypedDict):
+    id: str
+    role: str  # leader | follower | candidate
+    leader: str | None
+    leader_api: str | None
+    term: int
+    commit_index: int
+    applied_index: int
+    healthy: bool
+    pid: int
+    members: list[MemberView]

@@ -1,0 +1,257 @@
+"""The leader's decisions: a pure function of (state, leader state, now) -> commands.
+
+`decide` reads nothing but its arguments and changes none of them; the leader loop
+(`loop.py`) proposes what it returns and records its notes in the `LeaderState`. Every
+command is checked again when it is applied, so a decision made from a view that has since
+moved on is refused or trimmed there, never applied blindly.
+
+One round does one kind of work, in this order, and the loop runs the next round as soon
+as the first one's commands are applied, so each kind sees the effects of the one before:
+
+1. liveness: mark the first silent node down (its allocations become lost and are
+   replaced when the command applies);
+2. rollouts: the next step of every running deployment, with an automatic revert;
+3. drains: allocations to move off draining nodes;
+4. autoscaling and placement (with preemption), which do not disturb each other: a plan
+   entry for an allocation that a scale-down stopped is refused on apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hacontrol.model.records import Allocation, Job
+from hacontrol.model.states import (
+    AllocState,
+    DeploymentStatus,
+    DesiredState,
+    JobStatus,
+    NodeStatus,
+)
+from hacontrol.state import commands as C
+from hacontrol.state.machine import StateMachine
+
+from . import autoscale, drain, rollout
+from .leader_state import JobKey, LeaderState
+from .liveness import DEFAULT_GRACE_S, nodes_to_mark_down
+from .placement import Demand, NodeRoom, plan_placements
+from .view import placement_inputs
+
+MAX_PLACEMENTS_PER_PLAN = 1000
+
+_FAILED = (AllocState.FAILED, AllocState.LOST)
+_IN_FLIGHT = (AllocState.PENDING, AllocState.STARTING)
+
+
+@dataclass(frozen=True)
+class Now:
+    wall: float  # time.time(): deadlines, cooldowns and command timestamps
+    mono: float  # time.monotonic(): heartbeats and the leader's start (LeaderState.since)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One command for the log."""
+
+    op: str
+    args: dict[str, Any]
+    # A refusal (quota, a lost race) is logged and the round goes on; otherwise it ends
+    # the round, and the next one decides again from the state as it is then.
+    best_effort: bool = False
+    warning: str | None = None  # logged when proposed
+
+
+@dataclass(frozen=True)
+class Decisions:
+    proposals: list[Proposal] = field(default_factory=list)
+    # Why each pending allocation stays unplaced; None when placement did not run.
+    unplaced: dict[str, str] | None = None
+    # Jobs the autoscaler changed, with the time its cooldown starts.
+    scaled: dict[JobKey, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What `survey` read from the state: decisions made, and the frozen inputs of the
+    placement still to plan (planning needs no lock on the state)."""
+
+    decisions: Decisions
+    place: bool = False  # placement is still to plan, from the fields below
+    demands: list[Demand] = field(default_factory=list)
+    rooms: list[NodeRoom] = field(default_factory=list)
+    blocked: dict[str, str] = field(default_factory=dict)
+
+
+def decide(m: StateMachine, leader: LeaderState, now: Now,
+           grace_s: float = DEFAULT_GRACE_S) -> Decisions:
+    """What the leader should propose now (see the module docstring for the order)."""
+    return finish(survey(m, leader, now, grace_s))
+
+
+def survey(m: StateMachine, leader: LeaderState, now: Now,
+           grace_s: float = DEFAULT_GRACE_S) -> Survey:
+    """The part of `decide` that reads the state (the caller holds it still)."""
+    ready = [n.name for n in m.nodes.values() if n.status == NodeStatus.READY]
+    for name in nodes_to_mark_down(ready, leader.heartbeats, leader.since, now.mono, grace_s):
+        return Survey(Decisions([Proposal(C.NODE_STATUS, {"name": name, "status": "down"},
+                                          warning=f"node {name} missed heartbeats for "
+                                                  f"{grace_s:.1f}s: marking down")]))
+    steps = deployment_steps(m, now.wall)
+    if steps:
+        return Survey(Decisions(steps))
+    moves = drain_moves(m, now.wall)
+    if moves:
+        return Survey(Decisions([Proposal(C.MIGRATE, {"allocations": moves,
+                                                      "reason": "node drain"})]))
+    scales, scaled = autoscale_proposals(m, leader, now.wall)
+    demands, rooms, blocked = placement_inputs_of(m)
+    return Survey(Decisions(scales, None, scaled), True, demands, rooms, blocked)
+
+
+def finish(s: Survey) -> Decisions:
+    """The part of `decide` that needs only the survey: the placement plan, if any."""
+    if not s.place:
+        return s.decisions
+    plan, unplaced = placement_proposal(s.demands, s.rooms, s.blocked)
+    d = s.decisions
+    return Decisions(d.proposals + plan, unplaced, d.scaled)
+
+
+# ------------------------------------------------------------------ rollouts
+
+def deployment_steps(m: StateMachine, now_wall: float) -> list[Proposal]:
+    out: list[Proposal] = []
+    for job in m.jobs.values():
+        dep = job.rollout
+        if dep is None or dep.status != DeploymentStatus.RUNNING:
+            continue
+        upd = job.spec.update_policy
+        new: list[rollout.Allocation] = []
+        old: list[rollout.Allocation] = []
+        for a in m.job_allocs(job):
+            if a.desired != DesiredState.RUN or a.terminal and a.state not in _FAILED:
+                continue
+            one = rollout.Allocation(a.id, a.state, a.health, a.running_since)
+            (new if a.version == job.version else old).append(one)
+        old = [i for i in old if i.state not in _FAILED]
+        step = rollout.next_step(job.spec.count, upd.max_parallel, upd.min_healthy_s,
+                                 dep.deadline, upd.auto_revert, dep.from_version, new, old,
+                                 now_wall)
+        if step.empty:
+            continue
+        out.append(Proposal(C.DEPLOY_STEP, {
+            "namespace": job.namespace, "name": job.name, "version": job.version,
+            "start": step.start, "stop": step.stop, "status": step.status,
+            "message": step.message}))
+        if step.revert_to is not None:
+            out.append(Proposal(C.JOB_REVERT, {
+                "namespace": job.namespace, "name": job.name, "version": step.revert_to},
+                warning=f"deployment of {job.namespace}/{job.name} v{job.version} failed: "
+                        f"reverting to v{step.revert_to}"))
+    return out
+
+
+# -------------------------------------------------------------------- drains
+
+def drain_moves(m: StateMachine, now_wall: float) -> list[str]:
+    moves: list[str] = []
+    for node in m.nodes.values():
+        if not node.drain:
+            continue
+        on_node = []
+        for a in m.node_allocs(node.name):
+            if a.desired == DesiredState.RUN and not a.terminal:
+                job = m.jobs.get((a.namespace, a.job))
+                par = job.spec.update_policy.max_parallel if job else 1
+                on_node.append(drain.OnNode(a.id, (a.namespace, a.job), par))
+        if not on_node:
+            continue
+        in_flight: dict[tuple[str, str], int] = {}
+        for a in m.allocs.values():
+            if (a.desired == DesiredState.RUN and a.state in _IN_FLIGHT
+                    and a.node != node.name):
+                in_flight[(a.namespace, a.job)] = in_flight.get((a.namespace, a.job), 0) + 1
+        moves += drain.to_migrate(on_node, in_flight, now_wall, node.drain_deadline)
+    return moves
+
+
+# --------------------------------------------------------------- autoscaling
+
+def autoscale_proposals(m: StateMachine, leader: LeaderState, now_wall: float
+                        ) -> tuple[list[Proposal], dict[JobKey, float]]:
+    metrics = leader.alloc_metrics
+    out: list[Proposal] = []
+    scaled: dict[JobKey, float] = {}
+    for job in m.jobs.values():
+        sc = job.spec.scaling
+        if sc is None or job.status != JobStatus.RUNNING:
+            continue
+        used = [metrics[a.id]["cpu_percent"] / 100.0 for a in m.job_allocs(job)
+                if a.state == AllocState.RUNNING and a.id in metrics
+                and metrics[a.id].get("cpu_percent") is not None]
+        key = (job.namespace, job.name)
+        d = autoscale.decide(job.spec.count, job.spec.resources.cpu, used, sc.min_count,
+                             sc.max_count, sc.cpu_target, leader.last_scaled.get(key),
+                             sc.cooldown_s, now_wall)
+        if d is None:
+            continue
+        scaled[key] = now_wall
+        out.append(Proposal(C.JOB_SCALE, {"namespace": job.namespace, "name": job.name,
+                                          "count": d.count, "source": "autoscaler",
+                                          "reason": d.reason}, best_effort=True))
+    return out, scaled
+
+
+# ----------------------------------------------------------------- placement
+
+def _waiting_for(m: StateMachine, job: Job) -> list[str]:
+    """Names of the jobs `job` still waits for (batch jobs that have not completed)."""
+    waiting = []
+    for dep in job.spec.depends_on or ():
+        other = m.jobs.get((job.namespace, dep))
+        if other is None or m.job_status(other) != JobStatus.COMPLETE:
+            waiting.append(dep)
+    return waiting
+
+
+def _priority(m: StateMachine, a: Allocation) -> int:
+    job = m.jobs.get((a.namespace, a.job))
+    return job.spec.priority if job is not None else 0
+
+
+def placement_inputs_of(m: StateMachine
+                        ) -> tuple[list[Demand], list[NodeRoom], dict[str, str]]:
+    """Placement's inputs for the pending allocations that may be placed now, and why the
+    others wait."""
+    blocked: dict[str, str] = {}
+    pending = []
+    for a in m.pending_allocs():
+        job = m.jobs.get((a.namespace, a.job))
+        if job is None:
+            continue
+        waiting = _waiting_for(m, job)
+        if waiting:
+            blocked[a.id] = "waiting for job(s) to complete: " + ", ".join(waiting)
+            continue
+        pending.append(a)
+    # Plan only what one plan entry can carry, highest priority first: planning the rest
+    # now would be thrown away and redone after this plan applies.
+    pending.sort(key=lambda a: (-_priority(m, a), a.id))
+    demands, rooms = placement_inputs(m, pending[:MAX_PLACEMENTS_PER_PLAN])
+    return demands, rooms, blocked
+
+
+def placement_proposal(demands: list[Demand], rooms: list[NodeRoom], blocked: dict[str, str]
+                       ) -> tuple[list[Proposal], dict[str, str]]:
+    """The plan for the demands (at most one), and why the rest stay pending."""
+    if not demands:
+        return [], blocked
+    plan = plan_placements(demands, rooms)
+    unplaced = {**plan.unplaced, **blocked}
+    evictions = [list(e) for e in plan.evictions]
+    if not plan.placements and not evictions:
+        return [], unplaced
+    batch = plan.placements[:MAX_PLACEMENTS_PER_PLAN]
+    return [Proposal(C.PLAN, {"placements": [list(p) for p in batch],
+                              "evictions": evictions})], unplaced
