@@ -17,6 +17,11 @@ temporary directory) and measures, in this order:
 4. raw raft    bench/raft_raw.py after the cluster is stopped: commits/s of the replica with
                the same pysyncobj tuning and a trivial counter, ~1000 commands in flight.
 
+Durability: every figure above runs with fsync on (the default). Each run also measures
+1 (leader) and 2 on a cluster of the same build started with the test-only
+--unsafe-no-fsync, and the disk's own floor: p50/p99 of a 4 KiB write plus fdatasync in
+the same directory. Group commit should keep fsync-on throughput at >= 80 % of fsync-off.
+
 Medians over the runs are printed at the end (the machine is shared and noisy). Every
 process started here is stopped by pid (or by the process group created for it), also on
 Ctrl-C, SIGTERM or failure.
@@ -50,6 +55,11 @@ if str(REPO) not in sys.path:
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.durability import (  # noqa: E402
+    durability_rows,
+    measure_fsync_floor,
+    summarize_durability,
+)
 from tests.integration.harness import Cluster, Replica, wait_for  # noqa: E402
 from tests.integration.harness import http as harness_http  # noqa: E402
 
@@ -58,6 +68,7 @@ NS = "default"
 TARGET_FAILOVER_MS = 500.0
 TARGET_P50_MS = 5.0
 TARGET_RAW_RATIO = 0.5
+ALLOW_ENV = "HACONTROL_ALLOW_PLANTED_FAULTS"
 
 
 def log(msg: str) -> None:
@@ -95,6 +106,10 @@ class RunResult:
     failover_misses: int = 0
     unhealthy: list[str] = field(default_factory=list)
     raw: dict[str, float] = field(default_factory=dict)
+    # The same build with --unsafe-no-fsync, and the disk's fdatasync floor.
+    latency_nofsync: dict[str, float] = field(default_factory=dict)
+    throughput_nofsync: dict[str, Any] = field(default_factory=dict)
+    fsync_floor: dict[str, float] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ latency
@@ -374,8 +389,11 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def cluster_in(tmp: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp)
+def cluster_in(tmp: Path, unsafe_no_fsync: bool = False) -> Iterator[Cluster]:
+    cluster = Cluster(tmp, extra_server_args=["--unsafe-no-fsync"] * unsafe_no_fsync)
+    before = os.environ.get(ALLOW_ENV)
+    if unsafe_no_fsync:
+        os.environ[ALLOW_ENV] = "1"  # the switch is test-only; the replicas inherit this
     try:
         cluster.start(wait=False)
         cluster.wait_ready(timeout=60)
@@ -383,11 +401,18 @@ def cluster_in(tmp: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+        if before is None:
+            os.environ.pop(ALLOW_ENV, None)
+        else:
+            os.environ[ALLOW_ENV] = before
 
 
 def one_run(s: Settings, run: int, root: Path) -> RunResult:
     res = RunResult()
     tmp = root / f"run{run}"
+    res.fsync_floor = measure_fsync_floor(tmp / "floor")
+    log(f"  disk: 4 KiB write + fdatasync p50/p99 {res.fsync_floor['p50_ms']:.2f}/"
+        f"{res.fsync_floor['p99_ms']:.2f} ms")
     with cluster_in(tmp / "load") as cluster:
         lead = cluster.leader()
         res.latency["leader"] = measure_latency(cluster, lead, s.latency_writes, "leader")
@@ -406,6 +431,15 @@ def one_run(s: Settings, run: int, root: Path) -> RunResult:
         if bad:
             log(f"  unhealthy after the throughput load: {bad}")
             res.unhealthy.append("after throughput: " + "; ".join(bad))
+    with cluster_in(tmp / "nofsync", unsafe_no_fsync=True) as cluster:
+        lead = cluster.leader()
+        res.latency_nofsync = measure_latency(cluster, lead, s.latency_writes, "nofsync")
+        lead = cluster.leader()
+        res.throughput_nofsync = asyncio.run(measure_throughput(cluster, lead, s.tp_clients,
+                                                                s.tp_seconds))
+        log(f"  --unsafe-no-fsync: leader p50/p99 {res.latency_nofsync['p50_ms']:.2f}/"
+            f"{res.latency_nofsync['p99_ms']:.2f} ms, "
+            f"{res.throughput_nofsync['writes_per_s']:.0f} writes/s")
     # Failover on a fresh cluster: one that the load left unhealthy would never be ready.
     n = iter(range(1000))
 
@@ -459,6 +493,7 @@ def summarize(results: list[RunResult], s: Settings) -> dict[str, Any]:
         "runs": [r.__dict__ for r in results],
     }
     summary["latency_ms"]["target_p50_ms"] = TARGET_P50_MS
+    summary["durability"] = summarize_durability(results)
     return summary
 
 
@@ -499,6 +534,7 @@ def print_table(sm: dict[str, Any]) -> None:
          per_run["raw"], ""),
         ("  same through LogBridge", fmt(tp["bridge_commits_per_s"], ".0f"), per_run["br"], ""),
         ("API / raw", fmt(tp["api_over_raw"], ".2f"), "", f">= {TARGET_RAW_RATIO}"),
+        *durability_rows(sm),
     ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows + [("", "median")])

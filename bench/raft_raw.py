@@ -1,11 +1,16 @@
 """Raw Raft throughput and latency with hacontrol's tuning.
 
     python bench/raft_raw.py [--no-group-commit] [--via-follower] [--count N]
+                             [--unsafe-no-fsync] [--journal file|mmap]
 
 Starts 3 replica processes on 127.0.0.1 (journal and dump on disk). The one
 that should drive the load (the leader, or a follower with --via-follower)
 measures: commits/s with ~1000 commands in flight through Replica.submit and
 through LogBridge.submit, and sequential (sync) latency p50/p99 for both.
+
+Durability is on (every acknowledged entry fdatasync'ed on a majority) unless
+--unsafe-no-fsync; --journal mmap swaps our append-only journal for pysyncobj's mmap
+journal, msync'ed at the same points, to compare the two.
 """
 
 from __future__ import annotations
@@ -115,10 +120,13 @@ def run_load(replica: Any, count: int, in_flight: int) -> dict[str, float]:
 
 def node_main(args: argparse.Namespace) -> None:
     from hacontrol.raft import RaftTuning, Replica, ReplicaConfig
+    from hacontrol.raft.config import Durability, JournalKind
 
     tuning = RaftTuning(group_commit=not args.no_group_commit)
     replica = Replica(
-        ReplicaConfig(args.id, args.raft, args.peer, Path(args.data), SECRET, tuning), Counter()
+        ReplicaConfig(args.id, args.raft, args.peer, Path(args.data), SECRET, tuning,
+                      durability=Durability.choose(unsafe_no_fsync=args.unsafe_no_fsync),
+                      journal_kind=JournalKind(args.journal)), Counter()
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -152,6 +160,8 @@ def main() -> None:
     p.add_argument("--via-follower", action="store_true")
     p.add_argument("--count", type=int, default=20000)
     p.add_argument("--in-flight", type=int, default=1000)
+    p.add_argument("--unsafe-no-fsync", action="store_true")
+    p.add_argument("--journal", choices=("file", "mmap"), default="file")
     args = p.parse_args()
     if args.node:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -172,6 +182,7 @@ def main() -> None:
                "--count", str(args.count), "--in-flight", str(args.in_flight)]  # fmt: skip
         cmd += [x for b in addrs if b != a for x in ("--peer", b)]
         cmd += ["--no-group-commit"] * args.no_group_commit + ["--via-follower"] * args.via_follower
+        cmd += ["--unsafe-no-fsync"] * args.unsafe_no_fsync + ["--journal", args.journal]
         procs.append(subprocess.Popen(cmd))
     try:
         deadline = time.monotonic() + 300

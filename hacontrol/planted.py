@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from hacontrol.controller.replica import WRITE_TIMEOUT_S, Controller, Result
 from hacontrol.controller.status import Member
+from hacontrol.raft.config import NO_FSYNC, VOTE_NO_FSYNC
 from hacontrol.raft.replica import Replica
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
@@ -29,6 +30,9 @@ QUOTA_SKIP = "quota-skip"  # followers skip the quota check when applying
 EARLY_ACK = "early-ack"  # writes are acknowledged before their entry commits
 
 PLANTS = (STALE_READ, QUOTA_SKIP, EARLY_ACK)
+# Faults of the storage layer, not of the controller: the Raft journal skips fsyncs (see
+# `Durability` in hacontrol/raft/config.py); the chaos suite's power-loss nemeses catch them.
+STORAGE_PLANTS = (NO_FSYNC, VOTE_NO_FSYNC)
 ALLOW_ENV = "HACONTROL_ALLOW_PLANTED_FAULTS"
 
 
@@ -39,12 +43,22 @@ class PlantRefused(SystemExit):
 def check_plant(name: str | None) -> str | None:
     if not name:
         return None
-    if name not in PLANTS:
-        raise PlantRefused(f"--plant {name!r}: unknown; one of {', '.join(PLANTS)}")
+    if name not in PLANTS + STORAGE_PLANTS:
+        raise PlantRefused(f"--plant {name!r}: unknown; one of "
+                           f"{', '.join(PLANTS + STORAGE_PLANTS)}")
     if os.environ.get(ALLOW_ENV) != "1":
         raise PlantRefused(f"--plant {name} is a test-only fault and is refused outside tests "
                            f"(set {ALLOW_ENV}=1 in a test environment)")
     return name
+
+
+def check_unsafe_no_fsync(enabled: bool) -> bool:
+    """`--unsafe-no-fsync` (nothing fsynced: a power cut loses acknowledged writes) is a
+    test-only switch, refused like a planted fault."""
+    if enabled and os.environ.get(ALLOW_ENV) != "1":
+        raise PlantRefused(f"--unsafe-no-fsync loses acknowledged writes on a power cut and is "
+                           f"refused outside tests (set {ALLOW_ENV}=1 in a test environment)")
+    return enabled
 
 
 class StaleRead(Controller):
@@ -99,4 +113,4 @@ def controller_class(plant: str | None) -> type[Controller]:
     """The controller to run: the real one, or the one with `plant` wrapped around it."""
     faulty: dict[str, type[Controller]] = {STALE_READ: StaleRead, QUOTA_SKIP: QuotaSkip,
                                            EARLY_ACK: EarlyAck}
-    return Controller if plant is None else faulty[plant]
+    return Controller if plant is None or plant in STORAGE_PLANTS else faulty[plant]

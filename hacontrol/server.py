@@ -20,7 +20,7 @@ from aiohttp import web
 from hacontrol import planted
 from hacontrol.api.app import build_app
 from hacontrol.controller.status import Member, parse_peer
-from hacontrol.raft.config import RaftTuning, ReplicaConfig
+from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.scheduler.leader_state import Leadership
@@ -42,6 +42,7 @@ async def run_controller(args: Any) -> None:
     me = Member(args.id, args.raft, f"http://{args.api}")
 
     plant = planted.check_plant(getattr(args, "plant", None))
+    unsafe = planted.check_unsafe_no_fsync(bool(getattr(args, "unsafe_no_fsync", False)))
     install_fence()
     machine = StateMachine()
     tuning = RaftTuning()
@@ -49,7 +50,13 @@ async def run_controller(args: Any) -> None:
         tuning = replace(tuning, log_compaction_min_entries=int(args.compaction_entries))
     replica = Replica(ReplicaConfig(node_id=args.id, raft_addr=args.raft,
                                     peers=[p.raft for p in peers], data_dir=data_dir,
-                                    secret=secret, tuning=tuning), machine)
+                                    secret=secret, tuning=tuning,
+                                    durability=Durability.choose(unsafe, plant)), machine)
+    if not replica.durable:
+        log.warning("FSYNC IS OFF (%s): a power cut loses acknowledged writes",
+                    "--unsafe-no-fsync" if unsafe else f"--plant {plant}")
+    if replica.storage_error is not None:
+        log.critical("serving nothing (readiness 503): %s", replica.storage_error)
     if plant is not None:
         log.warning("PLANTED FAULT %s is active: this replica is deliberately broken", plant)
     ctl = planted.controller_class(plant)(me, peers, replica, machine)

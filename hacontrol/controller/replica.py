@@ -20,6 +20,7 @@ from hacontrol.raft.bridge import ApplyFailed, LogBridge
 from hacontrol.raft.bridge import NotApplied as LogNotApplied
 from hacontrol.raft.bridge import OutcomeUnknown as LogOutcomeUnknown
 from hacontrol.raft.replica import Replica
+from hacontrol.raft.storage import StorageError
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
@@ -91,6 +92,8 @@ class Controller:
             "commit_index": st.commit_index,
             "applied_index": st.applied_index,
             "healthy": st.healthy,
+            "durable": self.replica.durable,
+            "storage_error": self.replica.storage_error,
             "pid": os.getpid(),
             "members": members,
         }
@@ -154,4 +157,7 @@ class Controller:
 
     def read_local(self, fn: Callable[[StateMachine], T]) -> T:
         """`fn` over the state as applied on this replica so far, under the apply lock."""
-        return self.replica.read(lambda _m: fn(self.machine))
+        try:
+            return self.replica.read(lambda _m: fn(self.machine))
+        except StorageError as exc:
+            raise NotApplied(f"this replica's storage failed: {exc}", None) from None

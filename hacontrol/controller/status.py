@@ -36,5 +36,7 @@ class ReplicaStatus(TypedDict):
     commit_index: int
     applied_index: int
     healthy: bool
+    durable: bool  # False only with a test-only switch (--unsafe-no-fsync, storage plants)
+    storage_error: str | None  # damaged files or a failed fsync: this replica serves nothing
     pid: int
     members: list[MemberView]

@@ -1,9 +1,11 @@
 """Replicated log: pysyncobj behind a fence, a Replica and an asyncio bridge."""
 
 from hacontrol.raft.bridge import ApplyFailed, LogBridge, NotApplied, OutcomeUnknown, RaftError
-from hacontrol.raft.config import RaftTuning, ReplicaConfig
+from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
+from hacontrol.raft.journal import first_mismatch, read_entries
 from hacontrol.raft.replica import Applied, ApplyError, Machine, RaftStatus, Replica
 from hacontrol.raft.safety import install_fence, require_secret, restore_inet_ntop
+from hacontrol.raft.storage import StorageError
 
 restore_inet_ntop()
 
@@ -11,6 +13,7 @@ __all__ = [
     "Applied",
     "ApplyError",
     "ApplyFailed",
+    "Durability",
     "LogBridge",
     "Machine",
     "NotApplied",
@@ -20,6 +23,9 @@ __all__ = [
     "RaftTuning",
     "Replica",
     "ReplicaConfig",
+    "StorageError",
+    "first_mismatch",
     "install_fence",
+    "read_entries",
     "require_secret",
 ]

@@ -7,6 +7,7 @@ processes on 127.0.0.1, journal and dump on disk (see bench/raft_raw.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,49 @@ class RaftTuning:
         }
 
 
+# Planted faults (see hacontrol/planted.py) that live in the storage layer.
+NO_FSYNC = "no-fsync"  # journal appends are written but never fsynced
+VOTE_NO_FSYNC = "vote-no-fsync"  # term and vote written and renamed, never fsynced
+
+
+@dataclass(frozen=True)
+class Durability:
+    """What is fsynced. The default syncs everything; anything else is test-only.
+
+    `fsync_journal`: appended entries are fdatasync'ed before a follower acknowledges
+    them and before the leader counts itself toward their commit quorum.
+    `fsync_meta`: term, vote and commit index are fsynced (file and directory) before
+    a vote is granted or a message of a new term is sent.
+    The dump (snapshot) is always written durably: it happens rarely.
+    """
+
+    fsync_journal: bool = True
+    fsync_meta: bool = True
+
+    @property
+    def durable(self) -> bool:
+        return self.fsync_journal and self.fsync_meta
+
+    @classmethod
+    def choose(cls, unsafe_no_fsync: bool = False, plant: str | None = None) -> Durability:
+        """From the server's test-only switches (checked by the caller)."""
+        if unsafe_no_fsync:
+            return cls(fsync_journal=False, fsync_meta=False)
+        if plant == NO_FSYNC:
+            return cls(fsync_journal=False)
+        if plant == VOTE_NO_FSYNC:
+            return cls(fsync_meta=False)
+        return cls()
+
+
+class JournalKind(StrEnum):
+    # Append-only file, checksummed records, fdatasync: the one to run.
+    FILE = "file"
+    # pysyncobj's own mmap journal, msync'ed at the same points: no checksums, no torn
+    # tail detection; kept only so the benchmark can compare the two.
+    MMAP = "mmap"
+
+
 @dataclass
 class ReplicaConfig:
     node_id: str
@@ -90,10 +134,17 @@ class ReplicaConfig:
     data_dir: Path
     secret: str
     tuning: RaftTuning = field(default_factory=RaftTuning)
+    durability: Durability = field(default_factory=Durability)
+    journal_kind: JournalKind = JournalKind.FILE
 
     @property
     def journal_path(self) -> Path:
         return self.data_dir / "raft.journal"
+
+    @property
+    def meta_path(self) -> Path:
+        # term, vote, commit index
+        return self.data_dir / "raft.journal.meta"
 
     @property
     def dump_path(self) -> Path:

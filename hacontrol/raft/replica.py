@@ -13,9 +13,11 @@ from typing import Any, Protocol, TypeVar
 
 import msgpack
 
-from hacontrol.raft import append_fix
-from hacontrol.raft.config import ReplicaConfig
+from hacontrol.raft.config import JournalKind, ReplicaConfig
+from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
+from hacontrol.raft.node import node_class
 from hacontrol.raft.safety import install_fence, require_secret
+from hacontrol.raft.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -115,71 +117,17 @@ def _install_watch() -> None:
             _watch_installed = True
 
 
-def _make_node_class() -> type:
-    from pysyncobj import SyncObj, replicated
-
-    class _Node(SyncObj):  # type: ignore[misc]
-        # pysyncobj's private method, shadowed per call in the handler below.
-        _SyncObj__sendNextNodeIdx: Callable[..., Any]
-
-        def __init__(self, owner: Replica, self_addr: str, peers: list[str], conf: Any) -> None:
-            # A weak reference: the Replica owns the node, not the other way round.
-            self._hc_owner = weakref.ref(owner)
-            super().__init__(self_addr, peers, conf)
-
-        def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> Any:  # noqa: N802
-            # Overrides pysyncobj's private handler (its callback is bound by attribute
-            # lookup, so this method is the one registered).
-            handle = super()._SyncObj__onMessageReceived
-            if (not isinstance(message, dict) or message.get("type") != "append_entries"
-                    or "prevLogIdx" not in message or message.get("transmission") is not None
-                    or message.get("term", -1) < self.raftCurrentTerm):
-                return handle(node, message)
-            prev = message["prevLogIdx"]
-            last = self._SyncObj__getCurrentLogIndex()
-            if prev >= last:
-                return handle(node, message)
-            ours = self._SyncObj__getEntries(prev)
-            message, reply_next = append_fix.rewrite(message, ours, last,
-                                                     self._SyncObj__getCurrentLogTerm())
-            if reply_next is None:
-                return handle(node, message)
-            send: Callable[..., Any] = self._SyncObj__sendNextNodeIdx
-
-            def pinned(node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N803
-                       success: bool = False) -> Any:
-                if success:
-                    nextNodeIdx = reply_next
-                return send(node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
-
-            self._SyncObj__sendNextNodeIdx = pinned
-            try:
-                return handle(node, message)
-            finally:
-                del self._SyncObj__sendNextNodeIdx
-
-        # The only replicated method, ever: pysyncobj numbers replicated methods
-        # by sorted name, so adding another would renumber journal entries.
-        @replicated  # type: ignore[untyped-decorator]  # pysyncobj ships no type hints
-        def apply_command(self, command: bytes) -> Any:
-            # During apply raftLastApplied still names the previous entry.
-            index = self.raftLastApplied + 1
-            owner = self._hc_owner()
-            if owner is None:
-                return Applied(index, ApplyError("replica gone"))
-            return owner._apply(command, index)
-
-    return _Node
-
-
-_node_class: type | None = None
-
-
 class Replica:
-    """A Raft replica of ``machine``; construct it in the main thread."""
+    """A Raft replica of ``machine``; construct it in the main thread.
+
+    When its files are damaged (or the disk fails later), ``storage_error`` says why; the
+    replica then takes no part in Raft, ``read`` raises StorageError, ``submit`` fails
+    with MISSING_LEADER and ``status()`` is neither healthy nor ready. Serve nothing.
+    """
+
+    storage_error: str | None
 
     def __init__(self, config: ReplicaConfig, machine: Machine) -> None:
-        global _node_class
         require_secret(config.secret)
         tuning = config.tuning
         install_fence(tuning.max_frame_bytes)
@@ -206,8 +154,16 @@ class Replica:
         self._destroyed = False
         self._snapshot: tuple[str, str | None, int, int, int] | None = None
         self._snapshot_loaded = False
+        self.storage_error = None
+        self._node: Any = None
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.journal = self._open_journal()
+        except StorageError as exc:
+            self.storage_error = str(exc)
+            logger.critical("replica %s does not start: %s", config.node_id, exc)
+            return
         conf = SyncObjConf(
             password=config.secret,
             journalFile=str(config.journal_path),
@@ -222,16 +178,44 @@ class Replica:
             dynamicMembershipChange=False,
             **tuning.syncobj_kwargs(),
         )
-        if _node_class is None:
-            _node_class = _make_node_class()
-        self._node = _node_class(self, config.raft_addr, list(config.peers), conf)
+        self._node = node_class()(self, config.raft_addr, list(config.peers), conf,
+                                  self.journal)
         self._node.addOnTickCallback(self._on_tick)
         self._disable_admin_commands()
         _watch.replicas.add(self)
 
+    def _open_journal(self) -> SyncedJournal:
+        config = self.config
+        if config.journal_kind == JournalKind.MMAP:
+            journal: SyncedJournal = make_mmap_journal(config.journal_path, config.durability)
+            return journal
+        return DurableJournal(config.journal_path, config.meta_path, config.durability)
+
+    @property
+    def durable(self) -> bool:
+        """Whether acknowledged writes and votes survive a power cut (False: test only)."""
+        return self.config.durability.durable and self.config.journal_kind == JournalKind.FILE
+
     # ---- tick thread side -------------------------------------------------
 
-    def _apply(self, command: bytes, index: int) -> Applied:
+    def on_storage_error(self, message: str) -> None:
+        """The journal failed: stop serving. Runs on the tick thread, which then ends."""
+        self.storage_error = message
+        logger.critical("replica %s stops: %s", self.config.node_id, message)
+        node = self._node
+        try:
+            waiting = node._SyncObj__commandsWaitingCommit
+            forwarded = node._SyncObj__commandsWaitingReply
+            callbacks = [cb for entries in waiting.values() for _term, cb in entries]
+            callbacks += list(forwarded.values())
+            waiting.clear()
+            forwarded.clear()
+        except AttributeError:
+            callbacks = []
+        for callback in callbacks:
+            callback(None, FAIL_UNKNOWN_OUTCOME)
+
+    def apply_entry(self, command: bytes, index: int) -> Applied:
         # An exception escaping a replicated method makes pysyncobj retry the
         # same entry forever; turn every failure into a result value.
         try:
@@ -274,6 +258,9 @@ class Replica:
                 node._SyncObj__sendAppendEntries()
         except Exception:
             logger.exception("group-commit push failed")
+        # The leader's fdatasync runs while its followers receive and sync the same
+        # entries; pysyncobj counts the leader toward a quorum only on the next tick.
+        node.hc_flush()
 
     def _fail_orphaned_callbacks(self) -> None:
         # Installing a snapshot jumps raftLastApplied past entries whose
@@ -391,7 +378,7 @@ class Replica:
             raise ValueError(
                 f"command of {len(command)} bytes exceeds {self._tuning.max_command_bytes}"
             )
-        if self._destroyed:
+        if self._destroyed or self.storage_error is not None:
             _safe_call(callback, None, FAIL_MISSING_LEADER)
             return
 
@@ -406,12 +393,18 @@ class Replica:
         self._wake()
 
     def read(self, fn: Callable[[Machine], T]) -> T:
+        """``fn(machine)`` under the lock; StorageError when the state cannot be trusted."""
+        if self.storage_error is not None:
+            raise StorageError(self.storage_error)
         with self.lock:
             return fn(self.machine)
 
     def status(self) -> RaftStatus:
         node = self._node
         healthy, reason = self._health()
+        if node is None:
+            return RaftStatus(self.config.node_id, self.config.raft_addr, "follower", None, 0,
+                              0, 0, healthy=False, ready=False, unhealthy_reason=reason)
         snap = self._snapshot
         if snap is None:
             leader = node._getLeader()
@@ -429,11 +422,13 @@ class Replica:
             commit_index=commit,
             applied_index=applied,
             healthy=healthy,
-            ready=bool(node.isReady()),
+            ready=bool(node.isReady()) and self.storage_error is None,
             unhealthy_reason=reason,
         )
 
     def _health(self) -> tuple[bool, str | None]:
+        if self.storage_error is not None:
+            return False, f"storage: {self.storage_error}"
         if self._destroyed:
             return False, "destroyed"
         if self._unhealthy is not None:
@@ -451,12 +446,15 @@ class Replica:
         return True, None
 
     def force_compaction(self) -> None:
-        self._node.forceLogCompaction()
+        if self._node is not None:
+            self._node.forceLogCompaction()
 
     def destroy(self) -> None:
         if self._destroyed:
             return
         self._destroyed = True
+        if self._node is None:
+            return
         _watch.replicas.discard(self)
         self._node.removeOnTickCallback(self._on_tick)
         thread = self._node._SyncObj__thread

@@ -37,6 +37,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--compaction-entries", type=non_negative_int, default=None,
                    help="compact the Raft log after this many entries (default 5000)")
     p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--unsafe-no-fsync", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--heartbeat-grace", type=float, default=3.0,
                    help="seconds of silence before a node is marked down (default 3)")
     p.set_defaults(run=run_server)

@@ -1,0 +1,299 @@
+"""The Raft log and the term/vote record, on disk, behind pysyncobj's journal interface.
+
+pysyncobj calls `add` for every entry (leader: new commands; follower: received entries)
+and `setCurrentTerm` when the term or vote changes. Here:
+
+* `add` only encodes the record into a buffer; nothing touches the disk. `sync` writes
+  everything buffered with one write and one fdatasync: group commit. The node calls it
+  before a follower's success replies go out and before the leader counts its own
+  entries toward a commit quorum (see node.py).
+* `setCurrentTerm` writes the meta file durably before returning, so pysyncobj's
+  following `send` of a vote or of a new-term message happens only after it is on disk.
+* Truncations (a conflicting suffix, a cleared log) are on disk before anything is
+  appended after them, so a later torn append can never expose records that were cut.
+* Compaction (`deleteEntriesTo`) rewrites the file: temporary file, fsync, rename,
+  directory fsync.
+* Opening cuts a torn tail off (logged) and raises StorageError on any other damage.
+
+Any I/O failure is sticky (`error`): after a failed fsync the kernel may have dropped the
+pages it could not write, so retrying would only pretend the data is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import msgpack
+
+from hacontrol.raft import records
+from hacontrol.raft.config import Durability
+from hacontrol.raft.records import Entry
+from hacontrol.raft.storage import Files, LogFile, OsFiles, StorageError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+META_MAGIC = b"HCRAFTM\x01"
+
+
+class SyncedJournal(Protocol):
+    """What the node needs beyond pysyncobj's journal interface."""
+
+    error: str | None
+    truncations: int  # bumped by every cut of the log's end
+
+    def sync(self) -> None: ...
+
+
+@dataclass
+class Meta:
+    term: int = 0
+    voted_for: str | None = None
+    commit_index: int = 1
+
+    def encode(self) -> bytes:
+        body = msgpack.packb({"term": self.term, "voted_for": self.voted_for,
+                              "commit_index": self.commit_index})
+        return META_MAGIC + records.encode(body, 0, 0)
+
+
+def decode_meta(data: bytes, name: str) -> Meta:
+    if not data.startswith(META_MAGIC):
+        raise StorageError(f"{name}: not a hacontrol raft meta file (pysyncobj's own format?)")
+    got = records.scan(records.FILE_MAGIC + data[len(META_MAGIC):], name)
+    if len(got.entries) != 1 or got.torn:
+        raise StorageError(f"{name}: damaged meta file ({got.torn or 'no record'})")
+    doc = msgpack.unpackb(got.entries[0][0], raw=False)
+    try:
+        voted = doc["voted_for"]
+        return Meta(int(doc["term"]), None if voted is None else str(voted),
+                    int(doc["commit_index"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StorageError(f"{name}: meta file without {exc}") from None
+
+
+def read_entries(path: Path, files: Files | None = None) -> list[Entry]:
+    """The intact entries of a journal file, (command, index, term), without changing it.
+
+    For checkers that compare replicas' logs; raises StorageError on damage before the tail.
+    """
+    data = (files or OsFiles()).read(path)
+    if data is None:
+        return []
+    return records.scan(data, str(path)).entries
+
+
+def first_mismatch(a: list[Entry], b: list[Entry]) -> int | None:
+    """The lowest index both logs hold with a different term or command (Raft's Log
+    Matching property says there is none), or None."""
+    theirs = {e[1]: e for e in b}
+    for entry in a:
+        other = theirs.get(entry[1])
+        if other is not None and (other[2], bytes(other[0])) != (entry[2], bytes(entry[0])):
+            return entry[1]
+    return None
+
+
+class DurableJournal:
+    """pysyncobj's `Journal` interface over an append-only, checksummed file."""
+
+    def __init__(self, path: Path, meta_path: Path, durability: Durability,
+                 files: Files | None = None) -> None:
+        self.path = path
+        self.meta_path = meta_path
+        self.durability = durability
+        self.files: Files = files or OsFiles()
+        self.error: str | None = None
+        self.truncations = 0
+        self._pending = bytearray()
+        self._written = records.HEADER_SIZE  # file size once `_pending` is appended = _end
+        self._meta_dirty = False
+        self._open()
+
+    # ---- opening -------------------------------------------------------------
+
+    def _open(self) -> None:
+        files = self.files
+        data = files.read(self.path)
+        meta_data = files.read(self.meta_path)
+        if data is not None and len(data) < records.HEADER_SIZE \
+                and records.FILE_MAGIC.startswith(data):
+            data = None  # torn while being created: nothing was ever written to it
+        if data is not None:
+            records.check_header(data, str(self.path))
+        if meta_data is None:
+            if data is not None and self.durability.fsync_meta:
+                raise StorageError(f"{self.meta_path} is missing but the journal exists: "
+                                   "term and vote are lost; refusing to start")
+            self.meta = Meta()
+            files.replace(self.meta_path, self.meta.encode())
+        else:
+            self.meta = decode_meta(meta_data, str(self.meta_path))
+        if data is None:
+            files.replace(self.path, records.FILE_MAGIC)
+            data = records.FILE_MAGIC
+        got = records.scan(data, str(self.path))
+        self.entries: list[Entry] = got.entries
+        self._offsets = got.offsets
+        self._log: LogFile = files.open_log(self.path)
+        if got.torn is not None:
+            logger.warning("%s: cutting off a torn tail (%s); the last intact entry is %s",
+                           self.path, got.torn,
+                           got.entries[-1][1] if got.entries else "none")
+            self._log.truncate(got.end)
+            self._log.sync()
+        self._written = got.end
+
+    # ---- the durability points ----------------------------------------------------
+
+    def _io(self, what: str, fn: Callable[[], T]) -> T:
+        if self.error is not None:
+            raise StorageError(self.error)
+        try:
+            return fn()
+        except OSError as exc:
+            self.error = f"{what} failed on {self.path}: {exc}"
+            logger.critical("%s; the replica stops", self.error)
+            raise StorageError(self.error) from exc
+
+    def sync(self) -> None:
+        """Put every entry added so far on stable storage: one write, one fdatasync."""
+        if self.error is not None:
+            raise StorageError(self.error)
+        if not self._pending:
+            return
+
+        def write() -> None:
+            self._log.append(bytes(self._pending))
+            if self.durability.fsync_journal:
+                self._log.sync()
+
+        self._io("journal write", write)
+        self._written += len(self._pending)
+        self._pending.clear()
+
+    @property
+    def unsynced(self) -> bool:
+        return bool(self._pending)
+
+    def _store_meta(self, durable: bool) -> None:
+        data = self.meta.encode()
+        self._io("meta write", lambda: self.files.replace(self.meta_path, data, durable))
+        self._meta_dirty = False
+
+    # ---- pysyncobj's Journal interface --------------------------------------------------
+
+    def add(self, command: Any, idx: int, term: int) -> None:
+        command = bytes(command)
+        self.entries.append((command, idx, term))
+        self._offsets.append(self._written + len(self._pending))
+        self._pending += records.encode(command, idx, term)
+
+    def clear(self) -> None:
+        self.deleteEntriesFrom(0)
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802, N803
+        if entryFrom >= len(self.entries):
+            return
+        cut = self._offsets[entryFrom]
+        del self.entries[entryFrom:]
+        del self._offsets[entryFrom:]
+        self.truncations += 1
+        if cut >= self._written:
+            del self._pending[cut - self._written:]
+            return
+        self._pending.clear()
+
+        def truncate() -> None:
+            self._log.truncate(cut)
+            if self.durability.fsync_journal:
+                self._log.sync()
+
+        self._io("journal truncation", truncate)
+        self._written = cut
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802, N803
+        keep = self.entries[entryTo:]
+        body = bytearray(records.FILE_MAGIC)
+        offsets = []
+        for command, idx, term in keep:
+            offsets.append(len(body))
+            body += records.encode(command, idx, term)
+
+        def rewrite() -> None:
+            self._log.close()
+            self.files.replace(self.path, bytes(body), self.durability.fsync_journal)
+            self._log = self.files.open_log(self.path)
+
+        self._io("journal compaction", rewrite)
+        self.entries = keep
+        self._offsets = offsets
+        self._pending.clear()
+        self._written = len(body)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self.entries[item]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _destroy(self) -> None:
+        try:
+            if self.error is None:
+                self.sync()
+                if self._meta_dirty:
+                    self._store_meta(self.durability.fsync_meta)
+        except StorageError:
+            pass
+        finally:
+            self._log.close()
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802, N803
+        if raftCommitIndex != self.meta.commit_index:
+            self.meta.commit_index = raftCommitIndex
+            self._meta_dirty = True
+
+    def getRaftCommitIndex(self) -> int:  # noqa: N802
+        return self.meta.commit_index
+
+    def setCurrentTerm(self, term: int, votedForNodeId: str | None) -> None:  # noqa: N802, N803
+        self.meta.term = term
+        self.meta.voted_for = votedForNodeId
+        # Raft, figure 2: on stable storage before answering; pysyncobj sends the vote or
+        # the new-term message right after this returns, or not at all if it raises.
+        self._store_meta(self.durability.fsync_meta)
+
+    def getCurrentTerm(self) -> int:  # noqa: N802
+        return self.meta.term
+
+    def getVotedForNodeId(self) -> str | None:  # noqa: N802
+        return self.meta.voted_for
+
+    def onOneSecondTimer(self) -> None:  # noqa: N802
+        # The commit index is only a hint for the restart (Raft keeps it volatile).
+        if self._meta_dirty and self.error is None:
+            self._store_meta(self.durability.fsync_meta)
+
+
+def make_mmap_journal(path: Path, durability: Durability) -> Any:
+    """pysyncobj's own mmap journal, msync'ed where ours fdatasyncs (benchmark only)."""
+    from pysyncobj.journal import FileJournal
+
+    class MmapJournal(FileJournal):  # type: ignore[misc]
+        error: str | None = None
+        truncations = 0
+
+        def sync(self) -> None:
+            if durability.fsync_journal:
+                self.flush()
+
+        def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802, N803
+            self.truncations += 1
+            super().deleteEntriesFrom(entryFrom)
+
+    return MmapJournal(str(path))

@@ -1,0 +1,195 @@
+"""Our pysyncobj node: its journal, when it fsyncs, and its append handling.
+
+Where the fsyncs happen (the journal buffers `add`s, `sync` writes and fdatasyncs them):
+
+* follower: a success reply to AppendEntries (`next_node_idx` with success) is held back
+  until the entries it acknowledges are synced. Replies are released at the start of the
+  next tick, after one `sync` that covers every entry received during that poll: group
+  commit across messages. Replies held behind a truncation of the log are dropped (they
+  may acknowledge entries that are gone); the leader resends.
+* leader: `flush` runs at the end of each tick, right after the new entries went out to
+  the followers, so the local fdatasync overlaps their round trip; and again at the start
+  of the next tick, before pysyncobj counts matchIndex toward the commit index, which
+  covers entries appended while polling (the no-op of a new leader).
+* term and vote: `DurableJournal.setCurrentTerm` is durable before it returns, and
+  pysyncobj sends votes and new-term messages only after it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from hacontrol.raft import append_fix
+from hacontrol.raft.journal import SyncedJournal
+from hacontrol.raft.storage import StorageError, durable_replace
+
+logger = logging.getLogger(__name__)
+
+
+class NodeOwner(Protocol):
+    def apply_entry(self, command: bytes, index: int) -> Any: ...
+
+    def on_storage_error(self, message: str) -> None: ...
+
+
+_pending = threading.local()
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+def _install_hooks() -> None:
+    """Let a node bring its own journal (pysyncobj builds one from a file name), and make
+    pysyncobj's dump renames durable (it renames without any fsync)."""
+    global _hook_installed
+    with _hook_lock:
+        if _hook_installed:
+            return
+        import pysyncobj.serializer
+        import pysyncobj.syncobj as so
+
+        original = so.createJournal
+
+        def create_journal(journal_file: Any = None) -> Any:
+            journal = getattr(_pending, "journal", None)
+            return journal if journal is not None else original(journal_file)
+
+        def atomic_replace(old_path: str, new_path: str) -> bool:
+            # Both the dump we write and one received from the leader land here.
+            durable_replace(Path(old_path), Path(new_path))
+            return True
+
+        so.createJournal = create_journal
+        pysyncobj.serializer.atomicReplace = atomic_replace
+        _hook_installed = True
+
+
+def _make_node_class() -> type:
+    from pysyncobj import SyncObj, replicated
+
+    _install_hooks()
+
+    class Node(SyncObj):  # type: ignore[misc]
+        def __init__(self, owner: NodeOwner, self_addr: str, peers: list[str], conf: Any,
+                     journal: SyncedJournal, transport: Any = None) -> None:
+            # A weak reference: the Replica owns the node, not the other way round.
+            self._hc_owner = weakref.ref(owner)
+            self._hc_journal = journal
+            self._hc_replies: list[tuple[Any, bool, int, int]] = []
+            self._hc_stopped = False
+            _pending.journal = journal
+            try:
+                super().__init__(self_addr, peers, conf, transport=transport)
+            finally:
+                _pending.journal = None
+
+        # ---- durability --------------------------------------------------------------
+
+        def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,  # noqa: N802
+                                      nextNodeIdx: Any = None,  # noqa: N803
+                                      success: bool = False) -> None:
+            if nextNodeIdx is None:
+                nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1  # noqa: N806
+            if success or self._hc_replies:
+                # Behind a held reply, even a refusal waits: replies keep their order.
+                self._hc_replies.append((node, reset, nextNodeIdx,
+                                         self._hc_journal.truncations if success else -1))
+                return
+            super()._SyncObj__sendNextNodeIdx(node, reset=reset, nextNodeIdx=nextNodeIdx,
+                                              success=False)
+
+        def hc_flush(self) -> bool:
+            """Sync the journal, then release held replies; False once storage failed."""
+            if self._hc_stopped:
+                return False
+            try:
+                self._hc_journal.sync()
+            except StorageError as exc:
+                self._hc_stop(str(exc))
+                return False
+            replies, self._hc_replies = self._hc_replies, []
+            send = super()._SyncObj__sendNextNodeIdx
+            cuts = self._hc_journal.truncations
+            for node, reset, next_idx, cuts_then in replies:
+                if cuts_then >= 0 and cuts_then != cuts:
+                    continue  # the log was cut since: this success may name lost entries
+                send(node, reset=reset, nextNodeIdx=next_idx, success=cuts_then >= 0)
+            return True
+
+        def _hc_stop(self, message: str) -> None:
+            self._hc_stopped = True
+            self._hc_replies = []
+            owner = self._hc_owner()
+            if owner is not None:
+                owner.on_storage_error(message)
+            self.destroy()
+
+        def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
+            if not self.hc_flush():
+                return
+            try:
+                super()._onTick(timeToWait)
+            except StorageError as exc:
+                self._hc_stop(str(exc))
+
+        # ---- overlapping appends (see append_fix) -----------------------------------------
+
+        def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> Any:  # noqa: N802
+            # Overrides pysyncobj's private handler (its callback is bound by attribute
+            # lookup, so this method is the one registered).
+            if self._hc_stopped:
+                return None
+            handle = super()._SyncObj__onMessageReceived
+            if (not isinstance(message, dict) or message.get("type") != "append_entries"
+                    or "prevLogIdx" not in message or message.get("transmission") is not None
+                    or message.get("term", -1) < self.raftCurrentTerm):
+                return handle(node, message)
+            prev = message["prevLogIdx"]
+            last = self._SyncObj__getCurrentLogIndex()
+            if prev >= last:
+                return handle(node, message)
+            ours = self._SyncObj__getEntries(prev)
+            message, reply_next = append_fix.rewrite(message, ours, last,
+                                                     self._SyncObj__getCurrentLogTerm())
+            if reply_next is None:
+                return handle(node, message)
+            send: Callable[..., Any] = self._SyncObj__sendNextNodeIdx
+
+            def pinned(node: Any, reset: bool = False, nextNodeIdx: Any = None,  # noqa: N803
+                       success: bool = False) -> Any:
+                if success:
+                    nextNodeIdx = reply_next
+                return send(node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
+
+            self._SyncObj__sendNextNodeIdx = pinned  # type: ignore[method-assign]
+            try:
+                return handle(node, message)
+            finally:
+                del self._SyncObj__sendNextNodeIdx
+
+        # The only replicated method, ever: pysyncobj numbers replicated methods
+        # by sorted name, so adding another would renumber journal entries.
+        @replicated  # type: ignore[untyped-decorator]  # pysyncobj ships no type hints
+        def apply_command(self, command: bytes) -> Any:
+            # During apply raftLastApplied still names the previous entry.
+            index = self.raftLastApplied + 1
+            owner = self._hc_owner()
+            if owner is None:
+                return None  # the replica is gone, and with it whoever waited
+            return owner.apply_entry(command, index)
+
+    return Node
+
+
+_node_class: type | None = None
+
+
+def node_class() -> type:
+    global _node_class
+    if _node_class is None:
+        _node_class = _make_node_class()
+    return _node_class
