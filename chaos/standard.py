@@ -30,8 +30,8 @@ PLANTED_DURABILITY = (("no-fsync", "power-loss-all"), ("vote-no-fsync", "power-l
 
 def server_plants() -> tuple[str, ...]:
     """The planted faults this build of the server knows."""
-    from hacontrol.planted import PLANTS
-    return tuple(PLANTS)
+    from hacontrol import planted
+    return tuple(planted.PLANTS) + tuple(getattr(planted, "STORAGE_PLANTS", ()))
 
 
 def main(argv: list[str] | None = None) -> int:
