@@ -72,6 +72,10 @@ class Backend(Protocol):
         with `power_loss_fs`.
         """
 
+    def stall_disk(self, name: str, on: bool = True) -> None:
+        """Make the replica's fsyncs wait (reads and writes go on) until lifted or its power
+        is cut. Needs `POWER`."""
+
     def pause(self, name: str) -> None: ...
 
     def resume(self, name: str) -> None: ...

@@ -224,22 +224,45 @@ class ProcessBackend:
 
     def power_cut(self, names: list[str]) -> None:
         """SIGKILL the replicas, then their filesystems (all at once, as one power cut),
-        then serve their disks again as synced: readable, the replicas still down."""
+        then serve their disks again as synced: readable, the replicas still down.
+
+        The filesystems die before the replicas are reaped: a replica inside an fsync its
+        (stalled) disk has not answered cannot die until the FUSE connection is gone.
+        """
         with self._lock:
             missing = [n for n in names if n not in self._mounts]
             if missing:
                 raise RuntimeError(f"no power-loss mount for {missing}: set up with "
                                    "ClusterSpec(power_loss_fs=True)")
+            dying = []
             for name in names:
-                self.kill(name)
+                p = self._proc(name)
+                if p.popen is not None and p.popen.poll() is None:
+                    self._adopt_descendants(p.popen.pid)
+                    p.popen.kill()
+                    dying.append(p)
             for name in names:
                 mount = self._mounts[name]
                 pid = mount.pid
                 mount.power_cut()
                 if pid is not None and self.registry is not None:
                     self.registry.drop_pid(pid)
+            for p in dying:
+                assert p.popen is not None
+                p.popen.wait(10)
+                p.paused = False
+                if self.registry is not None:
+                    self.registry.drop_pid(p.popen.pid)
             for name in names:
                 self._power_on(name)
+
+    def stall_disk(self, name: str, on: bool = True) -> None:
+        """Make the replica's fsyncs wait (reads and writes go on) until lifted or cut."""
+        with self._lock:
+            mount = self._mounts.get(name)
+            if mount is None:
+                raise RuntimeError(f"no power-loss mount for {name!r}")
+            mount.stall(on)
 
     def power_cuts(self) -> dict[str, int]:
         with self._lock:
@@ -248,6 +271,8 @@ class ProcessBackend:
     def _stop_mounted(self) -> None:
         """Stop replicas on power-loss mounts before their filesystems (which the registry
         would stop at the same time), so they shut down cleanly on a live disk."""
+        for mount in self._mounts.values():
+            mount.stall(False)
         for name, mount in self._mounts.items():
             p = self._procs[name]
             if p.popen is not None and p.popen.poll() is None:

@@ -16,12 +16,13 @@ import itertools
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import mfusepy  # type: ignore[import-untyped]
 
-from .store import Node, Store
+from .store import STALL, Node, Store
 
 
 class PowerLossOps(mfusepy.Operations):  # type: ignore[misc]
@@ -138,13 +139,23 @@ class PowerLossOps(mfusepy.Operations):  # type: ignore[misc]
     def flush(self, path: str, fh: int) -> int:
         return 0  # close() promises nothing about durability
 
+    def _wait_while_stalled(self) -> None:
+        # A stalled disk: syncs wait (writes and reads go on) until the stall is lifted, or
+        # the power is cut (this process is killed, the caller with it).
+        while (self.store.backing / STALL).exists():
+            time.sleep(0.005)
+
     def fsync(self, path: str, datasync: int, fh: int) -> int:
-        self.store.fsync(self._node(path, fh))
+        node = self._node(path, fh)
+        self._wait_while_stalled()
+        self.store.fsync(node)
         return 0
 
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
         # Implemented on purpose: without it the kernel answers fsync(dirfd) with success.
-        self.store.fsync_dir(self._node(path, fh))
+        node = self._node(path, fh)
+        self._wait_while_stalled()
+        self.store.fsync_dir(node)
         return 0
 
     def release(self, path: str, fh: int) -> int:

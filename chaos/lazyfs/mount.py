@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from .store import STALL
+
 FSNAME = "hacontrol-powerloss"
 REPO = Path(__file__).resolve().parents[2]
 MOUNT_TIMEOUT_S = 15.0
@@ -114,6 +116,17 @@ class PowerLossMount:
                 raise RuntimeError(f"{self.mountpoint} not mounted within {MOUNT_TIMEOUT_S}s")
             time.sleep(0.02)
 
+    def stall(self, on: bool = True) -> None:
+        """Stall the disk (fsync and fdatasync wait; reads and writes go on) or lift it.
+
+        A power cut during a stall loses whatever the stalled syncs were to make durable.
+        """
+        flag = self.backing / STALL
+        if on:
+            flag.touch()
+        else:
+            flag.unlink(missing_ok=True)
+
     def power_cut(self) -> None:
         """Lose everything unsynced: SIGKILL the filesystem and detach its dead mount."""
         if self.proc is not None:
@@ -123,6 +136,7 @@ class PowerLossMount:
             self.proc = None
             self.cuts += 1
         detach(self.mountpoint)
+        self.stall(False)  # the disk comes back working
 
     def unmount(self) -> None:
         """A clean shutdown: everything is synced, then the mount goes away."""

@@ -6,6 +6,7 @@ holds only what was made durable:
     BACKING/inodes/<ino>   the synced contents of one file
     BACKING/tree.json      the durable namespace: for each directory inode, its synced
                            entries {name: [ino, "f"|"d", mode]}
+    BACKING/sync-stall     present while the disk is stalled: fsyncs wait for it to go
 
 Writes land in memory as dirty pages over the synced contents. `fsync` (or `fdatasync`) of
 a file writes its dirty pages, and its size, to `inodes/<ino>` and fdatasyncs it. `fsync` of a
@@ -32,6 +33,7 @@ from pathlib import Path
 PAGE = 4096
 ROOT = 1
 TREE = "tree.json"
+STALL = "sync-stall"  # while this file exists in the backing dir, syncs wait (see fs.py)
 
 
 def _err(code: int) -> OSError:

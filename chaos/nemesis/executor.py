@@ -309,13 +309,15 @@ class Nemesis:
 
     def _power_election(self, targets: list[str], groups: list[list[str]],
                         w: FaultWindow) -> None:
-        """Rounds of: SIGKILL the leader L; cut the power of a voter V in the election that
-        follows, either mid-election or just after the new leader N is seen; in half the
-        rounds SIGKILL N too; restart them all at once.
+        """Rounds of: stall the disk of a voter V (its fsyncs wait); SIGKILL the leader L;
+        once another leader N shows (or 3 s pass), cut V's power and SIGKILL N; restart
+        them all at once.
 
-        A voter whose vote was not on disk forgets it: L, back as a candidate in N's term,
-        may win V's vote again in that same term, and two leaders share a term (the
-        `leaders` checker) with different entries at the same index and term (Log Matching).
+        A replica that syncs its vote before granting it cannot vote while its disk stalls,
+        so no N is elected. One that grants without syncing elects N, then forgets the vote
+        (and N's entries, whose sync was stalled) in the cut: L, back as a candidate in N's
+        term with a log as long as V's, wins V's vote in that same term. Two leaders share
+        a term (the `leaders` checker) and write different entries under it (Log Matching).
         """
         rng = random.Random(w.seed)
         reps, _ = replicas_agents([m.name for m in self.backend.members()])
@@ -327,25 +329,19 @@ class Nemesis:
         for _ in range(w.size or 1):
             if old is None or old not in reps:
                 old = self._wait_leader(5.0) or rng.choice(reps)
-            mid_election = rng.random() < 0.3
-            also_kill_new = rng.random() < 0.5
-            self._killed.add(old)
-            self.backend.kill(old)
-            killed_at = time.monotonic()
-            new: str | None = None
-            if mid_election:  # election timeouts are 0.25-0.5 s: usually still voting
-                time.sleep(rng.uniform(0.2, 0.6))
-                with contextlib.suppress(Exception):
-                    new = self.leader_finder()
-            else:
+            victim = rng.choice([r for r in reps if r != old])
+            self.backend.stall_disk(victim)
+            try:
+                self._killed.add(old)
+                self.backend.kill(old)
+                killed_at = time.monotonic()
                 new = self._wait_leader(3.0, other_than=old)
-                time.sleep(rng.uniform(0.0, 0.05))
-            voters = [r for r in reps if r not in (old, new)] or [r for r in reps if r != old]
-            victim = rng.choice(voters)
+                time.sleep(rng.uniform(0.0, 0.3))
+            finally:
+                self._killed.add(victim)
+                self.backend.power_cut([victim])  # lifts the stall
             down = [old, victim]
-            self._killed.add(victim)
-            self.backend.power_cut([victim])
-            if also_kill_new and new is not None and new not in down:
+            if new is not None and new not in down:
                 self._killed.add(new)
                 self.backend.kill(new)
                 down.append(new)
@@ -354,8 +350,8 @@ class Nemesis:
             for name in down:
                 self.backend.start(name)
                 self._killed.discard(name)
-            rounds.append({"killed_leader": old, "new_leader": new, "power_cut": victim,
-                           "mid_election": mid_election, "cut_after_s": cut_after,
+            rounds.append({"killed_leader": old, "stalled_and_cut": victim,
+                           "elected_while_stalled": new, "cut_after_s": cut_after,
                            "down": down})
             old = self._wait_leader(10.0)
 

@@ -31,6 +31,6 @@ def power_loss_all(rng: random.Random, reps: list[str], agents: list[str]) -> Fa
 
 
 def power_loss_election(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
-    # Each round: SIGKILL the leader, then cut the power of a replica that just voted in the
-    # election that follows (see `Nemesis._power_election`).
+    # Each round: stall a voter's disk, SIGKILL the leader, cut the voter's power when a new
+    # leader shows (see `Nemesis._power_election`).
     return FaultPlan(K_POWER_ELECTION, [LEADER], size=rng.randint(*ELECTION_ROUNDS))

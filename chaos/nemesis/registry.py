@@ -66,8 +66,9 @@ NEMESES: dict[str, NemesisDef] = {
                                  f"after at most {crash.RESTART_ALL_MAX_S:g}s",
                                  power.power_loss_all),
     "power-loss-election": NemesisDef(
-        "SIGKILL the leader, then cut the power of a replica that voted in the election that "
-        "follows, and restart both; 2-4 rounds per window (hunts double votes)",
+        "stall a voter's disk, SIGKILL the leader; when another leader shows (or after 3 s) "
+        "cut the voter's power and SIGKILL the new leader; restart all; 2-4 rounds per "
+        "window (hunts votes granted before they were synced)",
         power.power_loss_election),
     "mixed": NemesisDef("every nemesis the backend supports but the power cuts, one per "
                         "window, in one seeded "
