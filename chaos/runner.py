@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -30,6 +31,10 @@ from .workload import Workload, WorkloadConfig
 log = logging.getLogger("chaos")
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# A power cut's outage (restart on a loaded 2-core box included) outlasts the default
+# 6 s deadline; operations that give up end "unknown" and make the linearizability search
+# explode. Retries carry idempotency keys, so waiting longer is safe.
+POWER_OP_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -293,7 +298,8 @@ class Run:
             wl: Workload = (
                 AgentsWorkload(urls, self.token, self.history, cfg.agents_cfg, cfg.seed,
                                self.t0, self.marker) if agents_mode else
-                Workload(urls, self.token, self.history, cfg.workload, cfg.seed, self.t0))
+                Workload(urls, self.token, self.history, self._workload_cfg(), cfg.seed,
+                         self.t0))
             async with aiohttp.ClientSession(headers=headers) as session, wl:
                 await wl.setup_namespaces()
                 if isinstance(wl, AgentsWorkload):
@@ -361,6 +367,12 @@ class Run:
             shutil.rmtree(workdir, ignore_errors=True)
         verdicts = self.check()
         return write_all(self.out, self.history, verdicts)
+
+    def _workload_cfg(self) -> WorkloadConfig:
+        w = self.cfg.workload
+        if self.cfg.on_power_loss_fs and w.op_timeout_s < POWER_OP_TIMEOUT_S:
+            return dataclasses.replace(w, op_timeout_s=POWER_OP_TIMEOUT_S)
+        return w
 
     def _log_snapshot(self) -> dict[str, Any]:
         return logmatch.snapshot({m.name: m.data_dir for m in self.replicas})
