@@ -113,6 +113,39 @@ def test_rename_needs_a_directory_fsync(mount: PowerLossMount) -> None:
     assert (mount.mountpoint / "lost.tmp").read_bytes() == b"lost"
 
 
+def test_a_stalled_fsync_waits_and_a_power_cut_ends_it(mount: PowerLossMount) -> None:
+    code = textwrap.dedent("""
+        import os, sys
+        fd = os.open(sys.argv[1] + "/f", os.O_RDWR | os.O_CREAT, 0o644)
+        d = os.open(sys.argv[1], os.O_RDONLY)
+        os.fsync(d)
+        print("named", flush=True)
+        sys.stdin.readline()
+        os.write(fd, b"stalled")
+        print("writing", flush=True)
+        os.fsync(fd)
+        print("synced", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, str(mount.mountpoint)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdin is not None and p.stdout is not None
+    try:
+        assert p.stdout.readline().strip() == "named"
+        mount.stall()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "writing"
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(1.0)  # the fsync waits on the stalled disk
+        assert (mount.mountpoint / "f").read_bytes() == b"stalled"  # reads go on
+        p.kill()  # inside a stalled fsync it dies only with its FUSE connection
+    finally:
+        _cut(mount)
+        p.wait(10)
+    assert p.stdout.read() == ""
+    assert (mount.mountpoint / "f").read_bytes() == b""  # named on disk, never synced
+
+
 def test_backend_power_cut_reverts_replicas_and_restarts_them(tmp_path: Path) -> None:
     """A cluster on power-loss mounts: a power cut leaves the replica down on its synced disk,
     start() brings it back, and teardown leaves no mount or process behind."""
