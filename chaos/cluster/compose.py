@@ -434,6 +434,12 @@ class ComposeBackend:
                 raise RuntimeError(f"reconnecting {name}: {proc.stderr.strip()}")
             self._disconnected.discard(name)
 
+    def power_cut(self, names: list[str]) -> None:
+        raise NotImplementedError("the compose backend cannot cut the power (no FUSE mounts)")
+
+    def stall_disk(self, name: str, on: bool = True) -> None:
+        raise NotImplementedError("the compose backend cannot stall a disk (no FUSE mounts)")
+
     def loss(self, name: str, percent: int) -> None:
         raise NotImplementedError("the compose backend cannot drop packets")
 
