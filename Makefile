@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-agent bench-scheduler chaos chaos-smoke system-deps clean
+.PHONY: run test lint fuzz bench bench-agent bench-scheduler chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -11,14 +11,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Network-namespace chaos tests need iproute2 and nftables; install them when we may.
+# Network-namespace chaos tests need iproute2 and nftables, the power-loss filesystem needs
+# libfuse3 (fuse3 brings fusermount3); install them when we may.
+SYSTEM_TOOLS := ip nft fusermount3
+SYSTEM_PKGS := iproute2 nftables fuse3 libfuse3-3
 system-deps:
-	@if command -v ip >/dev/null && command -v nft >/dev/null; then :; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing iproute2 and nftables"; \
-		apt-get install -y -q iproute2 nftables >/dev/null 2>&1 || \
-		(apt-get update -q >/dev/null && apt-get install -y -q iproute2 nftables >/dev/null); \
-	else echo "note: ip/nft missing and not root: namespace tests will skip"; fi
+		echo "installing $(SYSTEM_PKGS)"; \
+		apt-get install -y -q $(SYSTEM_PKGS) >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q $(SYSTEM_PKGS) >/dev/null); \
+	else echo "note: ip/nft/fusermount3 missing and not root: namespace and power-loss tests will skip"; fi
 
 run: $(STAMP)
 	$(VENV)/bin/hacontrol dev
@@ -47,12 +51,17 @@ bench-agent: $(STAMP)
 bench-scheduler: $(STAMP)
 	$(PY) bench/scheduler.py
 
-# The standard chaos set: every nemesis, then every planted fault (20-40 minutes).
+# The standard chaos set: every nemesis, then every planted fault (30-50 minutes).
 chaos: $(STAMP) system-deps
 	$(PY) -m chaos.standard --backend netns
 
+# Only the power-loss nemeses and the durability faults they must catch (replicas on FUSE
+# power-loss mounts, chaos/lazyfs; 5-10 minutes).
+chaos-power: $(STAMP) system-deps
+	$(PY) -m chaos.standard --backend netns --power-only
+
 chaos-smoke: $(STAMP) system-deps
-	$(PY) -m pytest -q tests/integration/test_chaos_smoke.py
+	$(PY) -m pytest -q tests/integration/test_chaos_smoke.py tests/integration/test_chaos_powerloss_fs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-PLANTS = ("stale-read", "quota-skip", "early-ack")
+# The durability faults (no-fsync, vote-no-fsync) are caught by the power-loss nemeses.
+PLANTS = ("stale-read", "quota-skip", "early-ack", "no-fsync", "vote-no-fsync")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
                         "jobs whose processes are checked too")
     r.add_argument("--agents", type=int, default=0,
                    help="agents to start (agents mode: 2 when 0)")
+    r.add_argument("--power-loss-fs", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve replicas' data dirs from power-loss mounts (default: only for "
+                        "the power-loss nemeses)")
+    r.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every server, e.g. --server-arg=--unsafe-no-fsync")
     r.add_argument("--out", type=Path, default=None, help="results directory")
     r.add_argument("-v", "--verbose", action="store_true")
     sub.add_parser("list", help="name the nemeses")
@@ -60,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                     backend=args.backend, plant=args.plant, clients=args.clients,
                     replicas=args.replicas,
                     results_dir=args.out, workload=WorkloadConfig(clients=args.clients),
-                    mode=args.mode, agents=args.agents)
+                    mode=args.mode, agents=args.agents, power_loss_fs=args.power_loss_fs,
+                    server_args=args.server_arg)
     summary, out = run(cfg)
     print(f"results: {out}")
     print(f"operations {summary['operations']} {summary['outcomes']}, "

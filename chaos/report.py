@@ -49,6 +49,7 @@ def write_markdown(path: Path, summary: dict[str, Any], h: History) -> None:
     for f in h.faults:
         lines.append(f"| {f.get('t', 0):.2f} | {f.get('phase')} | {f.get('fault')} | "
                      f"{', '.join(map(str, f.get('targets', []) or []))} |")
+    lines += _power_cut_lines(h)
     lines += ["", "## Operations by function", "", "| function | count |", "|---|---|"]
     for f, n in sorted(summary["by_function"].items()):
         lines.append(f"| {f} | {n} |")
@@ -58,6 +59,24 @@ def write_markdown(path: Path, summary: dict[str, Any], h: History) -> None:
                       json.dumps(v["details"][:10], indent=2, default=str)[:6000], "```"]
     lines.append("")
     path.write_text("\n".join(lines))
+
+
+def _power_cut_lines(h: History) -> list[str]:
+    """What each replica's disk held right after each power cut (from the log snapshots)."""
+    snaps = [(f.get("t", 0.0), s) for f in h.faults if f.get("phase") == "start"
+             for s in f.get("logs") or [] if s]
+    if not snaps:
+        return []
+    lines = ["", "## Logs on disk after each power cut", "",
+             "| t (s) | after | replica | entries | first-last | last term | term | commit |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t, s in snaps:
+        for name, r in (s.get("replicas") or {}).items():
+            span = f"{r['first']}-{r['last']}" if r.get("entries") else "-"
+            lines.append(f"| {t:.2f} | {s.get('after', '')} | {name} | {r.get('entries', 0)} "
+                         f"| {span} | {r.get('last_term')} | {r.get('term')} | "
+                         f"{r.get('commit')} |")
+    return lines
 
 
 def write_timeline(path: Path, h: History) -> None:

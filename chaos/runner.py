@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -17,9 +18,11 @@ from typing import Any
 
 import aiohttp
 
+from hacontrol.raft.keys import generate_secret
+
 from .agents import AgentsConfig, AgentsWorkload, crash_storm, kill_run_processes, new_marker
 from .checker import agents as agent_checks
-from .checker import invariants
+from .checker import invariants, logmatch
 from .checker.linearizability import check as check_linearizable
 from .cluster.base import Backend, ClusterSpec, Member
 from .history import OK, History, Op
@@ -30,6 +33,10 @@ from .workload import Workload, WorkloadConfig
 log = logging.getLogger("chaos")
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# A power cut's outage (restart on a loaded 2-core box included) outlasts the default
+# 6 s deadline; operations that give up end "unknown" and make the linearizability search
+# explode. Retries carry idempotency keys, so waiting longer is safe.
+POWER_OP_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -50,6 +57,16 @@ class RunConfig:
     mode: str = "control"
     agents: int = 0  # agents mode starts 2 when this is 0
     agents_cfg: AgentsConfig = field(default_factory=AgentsConfig)
+    # Replicas on power-loss mounts (chaos.lazyfs); None: when the nemesis cuts the power.
+    power_loss_fs: bool | None = None
+    # Extra `hacontrol server` arguments, e.g. a test-only switch.
+    server_args: list[str] = field(default_factory=list)
+
+    @property
+    def on_power_loss_fs(self) -> bool:
+        from .nemesis import POWER_NEMESES
+        return (self.nemesis in POWER_NEMESES if self.power_loss_fs is None
+                else self.power_loss_fs)
 
     @property
     def agent_count(self) -> int:
@@ -79,6 +96,14 @@ def _status(url: str, token: str, timeout: float = 0.5) -> dict[str, Any] | None
         return None
 
 
+def plant_args(plant: str | None) -> list[str]:
+    """The server arguments that plant a fault (all are `--plant NAME`, refused unless the
+    planted-fault environment variable is set, which the run sets)."""
+    if plant is None:
+        return []
+    return ["--plant", plant]
+
+
 def leader_finder(replicas: list[Member], token: str) -> Callable[[], str | None]:
     """The replica that says it is leader at the highest term seen right now."""
     def find() -> str | None:
@@ -96,7 +121,7 @@ class Run:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.token = secrets.token_hex(16)
-        self.secret = secrets.token_hex(24)
+        self.secret = generate_secret()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = cfg.results_dir or RESULTS / f"{stamp}-{cfg.nemesis}-{cfg.seed}" \
             f"{'-' + cfg.plant if cfg.plant else ''}"
@@ -239,7 +264,8 @@ class Run:
         for v in (invariants.quota_never_exceeded(h), invariants.one_leader_per_term(h),
                   invariants.acknowledged_writes_present(h),
                   invariants.converged(h, self.cfg.convergence_bound_s),
-                  invariants.replica_logs_clean(self.out / "logs")):
+                  invariants.replica_logs_clean(self.out / "logs"),
+                  logmatch.log_matching(h)):
             verdicts[v.name] = v.to_json()
         if h.meta.get("mode") == "agents":
             for v in agent_checks.check_all(h, self.cfg.convergence_bound_s):
@@ -253,10 +279,12 @@ class Run:
         cfg = self.cfg
         agents_mode = cfg.mode == "agents"
         workdir = Path(tempfile.mkdtemp(prefix="hcx-"))
-        env = {"HACONTROL_ALLOW_PLANTED_FAULTS": "1"} if cfg.plant else {}
+        env = {"HACONTROL_ALLOW_PLANTED_FAULTS": "1"} if cfg.plant or cfg.server_args else {}
         spec = ClusterSpec(replicas=cfg.replicas, agents=cfg.agent_count, workdir=workdir,
                            token=self.token, secret=self.secret,
-                           server_args=["--plant", cfg.plant] if cfg.plant else [], env=env)
+                           server_args=plant_args(cfg.plant) + cfg.server_args, env=env,
+                           power_loss_fs=cfg.on_power_loss_fs)
+        self.history.meta["power_loss_fs"] = cfg.on_power_loss_fs
         if agents_mode:
             spec.agent_cpu = cfg.agents_cfg.agent_cpu
             spec.agent_memory_mb = cfg.agents_cfg.agent_memory_mb
@@ -272,7 +300,8 @@ class Run:
             wl: Workload = (
                 AgentsWorkload(urls, self.token, self.history, cfg.agents_cfg, cfg.seed,
                                self.t0, self.marker) if agents_mode else
-                Workload(urls, self.token, self.history, cfg.workload, cfg.seed, self.t0))
+                Workload(urls, self.token, self.history, self._workload_cfg(), cfg.seed,
+                         self.t0))
             async with aiohttp.ClientSession(headers=headers) as session, wl:
                 await wl.setup_namespaces()
                 if isinstance(wl, AgentsWorkload):
@@ -303,7 +332,9 @@ class Run:
                                   on_event, load_burst,
                                   crash_storm=(lambda size, seed: crash_storm(self.marker, size,
                                                                               seed))
-                                  if agents_mode else None)
+                                  if agents_mode else None,
+                                  log_snapshot=self._log_snapshot
+                                  if cfg.on_power_loss_fs else None)
                 work = asyncio.create_task(wl.run(stop_work))
                 nem_stop = asyncio.Event()
                 nem = asyncio.create_task(nemesis.run(nem_stop))
@@ -317,6 +348,8 @@ class Run:
                                             "phase": "start", "targets": []})
                 await work
                 self.history.final["convergence"] = await self._converge(session)
+                if cfg.on_power_loss_fs:
+                    self.history.final["logs"] = await asyncio.to_thread(self._log_snapshot)
                 await self._final_reads(wl, session)
                 if isinstance(wl, AgentsWorkload):
                     await wl.settle(healed_at, cfg.convergence_bound_s)
@@ -336,6 +369,15 @@ class Run:
             shutil.rmtree(workdir, ignore_errors=True)
         verdicts = self.check()
         return write_all(self.out, self.history, verdicts)
+
+    def _workload_cfg(self) -> WorkloadConfig:
+        w = self.cfg.workload
+        if self.cfg.on_power_loss_fs and w.op_timeout_s < POWER_OP_TIMEOUT_S:
+            return dataclasses.replace(w, op_timeout_s=POWER_OP_TIMEOUT_S)
+        return w
+
+    def _log_snapshot(self) -> dict[str, Any]:
+        return logmatch.snapshot({m.name: m.data_dir for m in self.replicas})
 
     def _keep_logs(self) -> None:
         logs = self.out / "logs"

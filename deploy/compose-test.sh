@@ -175,11 +175,14 @@ write_tls() {
 write_env() {
     mkdir -p "$ENV_DIR"
     chmod 700 "$ENV_DIR"
-    if [ ! -s "$ENV_DIR/controller.env" ] || [ ! -s "$ENV_DIR/agent.env" ]; then
+    # An old-format cluster secret (a bare password) is replaced along with the token.
+    if [ ! -s "$ENV_DIR/controller.env" ] || [ ! -s "$ENV_DIR/agent.env" ] ||
+        ! grep -q '^HACONTROL_CLUSTER_SECRET=hcraft1\.' "$ENV_DIR/controller.env"; then
         say "writing a new cluster secret and management token to ${ENV_DIR#"$ROOT"/}/"
         local token secret
         token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-        secret=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+        # The cluster secret's format is hacontrol.raft.keys': hcraft1.<salt>.<key>.
+        secret="hcraft1.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n').$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
         (umask 077
          printf 'HACONTROL_CLUSTER_SECRET=%s\nHACONTROL_TOKEN=%s\n' "$secret" "$token" \
              >"$ENV_DIR/controller.env"

@@ -17,6 +17,8 @@ KILL = "kill"
 PAUSE = "pause"
 PARTITION = "partition"
 LOSS = "loss"
+# Replicas on power-loss mounts (chaos.lazyfs): a power cut loses what was not synced.
+POWER = "power"
 
 
 @dataclass
@@ -42,6 +44,8 @@ class ClusterSpec:
     server_args: list[str] = field(default_factory=list)
     # extra environment for every process started
     env: dict[str, str] = field(default_factory=dict)
+    # Serve each replica's data dir from a power-loss mount (needs FUSE; see chaos.lazyfs).
+    power_loss_fs: bool = False
     agent_cpu: float = 4.0
     agent_memory_mb: int = 4096
 
@@ -60,6 +64,17 @@ class Backend(Protocol):
 
     def kill(self, name: str) -> None:
         """SIGKILL the member's process and reap it."""
+
+    def power_cut(self, names: list[str]) -> None:
+        """SIGKILL these replicas, then revert their disks to what was synced.
+
+        They stay down, their data dirs readable, until `start`. Needs `POWER` and a spec
+        with `power_loss_fs`.
+        """
+
+    def stall_disk(self, name: str, on: bool = True) -> None:
+        """Make the replica's fsyncs wait (reads and writes go on) until lifted or its power
+        is cut. Needs `POWER`."""
 
     def pause(self, name: str) -> None: ...
 

@@ -291,6 +291,8 @@ def sweep_leftovers(prefix: str = PREFIX) -> list[str]:
             shutil.rmtree(d, ignore_errors=True)
         with contextlib.suppress(OSError):
             f.unlink()
+    from ..lazyfs.mount import sweep_dead_mounts
+    removed += sweep_dead_mounts()
     if shutil.which("ip") is None:
         return removed
     for ns in list_netns():

@@ -45,6 +45,8 @@ from typing import Any
 
 import psutil
 
+from hacontrol.raft.keys import generate_secret
+
 from .base import KILL, PARTITION, PAUSE, ClusterSpec, Member
 from .cleanup import Registry, install_handlers
 from .local import BackendUnavailable, free_port
@@ -225,7 +227,7 @@ class ComposeBackend:
     def _setup(self, spec: ClusterSpec, reg: Registry) -> None:
         self._ensure_image()
         spec.token = spec.token or secrets.token_hex(16)
-        spec.secret = spec.secret or secrets.token_hex(24)
+        spec.secret = spec.secret or generate_secret()
         self.token = spec.token
         self.project = f"{PROJECT_PREFIX}{os.getpid()}-{reg.run_id}"
         run_dir = self.run_dir = spec.workdir / f"{self.name}-{reg.run_id}"
@@ -431,6 +433,12 @@ class ComposeBackend:
             if proc.returncode != 0 and "already exists" not in proc.stderr:
                 raise RuntimeError(f"reconnecting {name}: {proc.stderr.strip()}")
             self._disconnected.discard(name)
+
+    def power_cut(self, names: list[str]) -> None:
+        raise NotImplementedError("the compose backend cannot cut the power (no FUSE mounts)")
+
+    def stall_disk(self, name: str, on: bool = True) -> None:
+        raise NotImplementedError("the compose backend cannot stall a disk (no FUSE mounts)")
 
     def loss(self, name: str, percent: int) -> None:
         raise NotImplementedError("the compose backend cannot drop packets")

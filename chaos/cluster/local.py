@@ -1,8 +1,9 @@
 """Replicas and agents as plain processes on distinct loopback addresses (127.0.0.2, .3, ...).
 
-Needs no privileges, so it runs anywhere; the price is that it can only kill and pause:
-there is no network of its own to cut. `ProcessBackend` holds what every process-based
-backend shares (starting, killing, pausing, bookkeeping); `NetnsBackend` builds on it.
+Needs no privileges, so it runs anywhere; the price is that it can only kill, pause and (with
+FUSE, see chaos.lazyfs) cut the power: there is no network of its own to cut.
+`ProcessBackend` holds what every process-based backend shares (starting, killing, pausing,
+power cuts, bookkeeping); `NetnsBackend` builds on it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import psutil
 
-from .base import KILL, PAUSE, ClusterSpec, Member
-from .cleanup import Registry, install_handlers
+from hacontrol.raft.keys import generate_secret
+
+from ..lazyfs.mount import PowerLossMount, unavailable
+from .base import KILL, PAUSE, POWER, ClusterSpec, Member
+from .cleanup import STOP_GRACE_S, Registry, install_handlers
 
 
 class BackendUnavailable(RuntimeError):
@@ -50,7 +54,7 @@ class ProcessBackend:
     """
 
     name = "process"
-    capabilities: frozenset[str] = frozenset({KILL, PAUSE})
+    capabilities: frozenset[str] = frozenset({KILL, PAUSE, POWER})
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
@@ -59,6 +63,7 @@ class ProcessBackend:
         self.run_dir: Path | None = None
         self.token = ""
         self._procs: dict[str, _Proc] = {}
+        self._mounts: dict[str, PowerLossMount] = {}  # replica -> its power-loss mount
         self._lock = threading.RLock()
         install_handlers()
 
@@ -108,7 +113,7 @@ class ProcessBackend:
 
     def _setup(self, spec: ClusterSpec, reg: Registry) -> None:
         spec.token = spec.token or secrets.token_hex(16)
-        spec.secret = spec.secret or secrets.token_hex(24)
+        spec.secret = spec.secret or generate_secret()
         self.token = spec.token
         run_dir = self.run_dir = spec.workdir / f"{self.name}-{reg.run_id}"
         run_dir.mkdir(parents=True, exist_ok=False)
@@ -150,6 +155,15 @@ class ProcessBackend:
                     "--port", str(self._agent_port(m.host)), "--bind", m.host]
             self._procs[name] = _Proc(m, argv)
         reg.add_hook(self._reap)
+        if spec.power_loss_fs:
+            reason = unavailable()
+            if reason:
+                raise BackendUnavailable(f"power-loss mounts unavailable: {reason}")
+            for m in replicas:
+                # The disk lives beside the data dir; the mount is the data dir itself.
+                self._mounts[m.name] = PowerLossMount(run_dir / "disks" / m.name, m.data_dir,
+                                                      run_dir / f"{m.name}.fs.log")
+            reg.add_hook(self._unmount_all)
         for name in self._procs:
             self.start(name)
 
@@ -175,6 +189,7 @@ class ProcessBackend:
             if p.popen is not None and p.popen.poll() is None:
                 return
             assert self.spec is not None and self.registry is not None
+            self._power_on(name)
             p.member.data_dir.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env}
             with p.member.log_path.open("ab") as log:
@@ -198,6 +213,90 @@ class ProcessBackend:
             p.paused = False
             if self.registry is not None:
                 self.registry.drop_pid(p.popen.pid)
+
+    # ----------------------------------------------------------- power cuts
+
+    def _power_on(self, name: str) -> None:
+        mount = self._mounts.get(name)
+        if mount is None or mount.proc is not None:
+            return
+        assert self.registry is not None
+        mount.mount()
+        assert mount.pid is not None
+        self.registry.add_pid(mount.pid)
+
+    def power_cut(self, names: list[str]) -> None:
+        """SIGKILL the replicas, then their filesystems (all at once, as one power cut),
+        then serve their disks again as synced: readable, the replicas still down.
+
+        The filesystems die before the replicas are reaped: a replica inside an fsync its
+        (stalled) disk has not answered cannot die until the FUSE connection is gone.
+        """
+        with self._lock:
+            missing = [n for n in names if n not in self._mounts]
+            if missing:
+                raise RuntimeError(f"no power-loss mount for {missing}: set up with "
+                                   "ClusterSpec(power_loss_fs=True)")
+            dying = []
+            for name in names:
+                p = self._proc(name)
+                if p.popen is not None and p.popen.poll() is None:
+                    self._adopt_descendants(p.popen.pid)
+                    p.popen.kill()
+                    dying.append(p)
+            for name in names:
+                mount = self._mounts[name]
+                pid = mount.pid
+                mount.power_cut()
+                if pid is not None and self.registry is not None:
+                    self.registry.drop_pid(pid)
+            for p in dying:
+                assert p.popen is not None
+                p.popen.wait(10)
+                p.paused = False
+                if self.registry is not None:
+                    self.registry.drop_pid(p.popen.pid)
+            for name in names:
+                self._power_on(name)
+
+    def stall_disk(self, name: str, on: bool = True) -> None:
+        """Make the replica's fsyncs wait (reads and writes go on) until lifted or cut."""
+        with self._lock:
+            mount = self._mounts.get(name)
+            if mount is None:
+                raise RuntimeError(f"no power-loss mount for {name!r}")
+            mount.stall(on)
+
+    def power_cuts(self) -> dict[str, int]:
+        with self._lock:
+            return {name: m.cuts for name, m in self._mounts.items()}
+
+    def _stop_mounted(self) -> None:
+        """Stop replicas on power-loss mounts before their filesystems (which the registry
+        would stop at the same time), so they shut down cleanly on a live disk."""
+        for mount in self._mounts.values():
+            mount.stall(False)
+        for name, mount in self._mounts.items():
+            p = self._procs[name]
+            if p.popen is not None and p.popen.poll() is None:
+                if p.paused:
+                    os.kill(p.popen.pid, signal.SIGCONT)
+                p.popen.terminate()
+                try:
+                    p.popen.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    p.popen.kill()
+                    p.popen.wait(10)
+            pid = mount.pid
+            with contextlib.suppress(Exception):
+                mount.unmount()
+            if pid is not None and self.registry is not None:
+                self.registry.drop_pid(pid)
+
+    def _unmount_all(self) -> None:
+        # Teardown has stopped every process, filesystems included: detach what is left.
+        for mount in self._mounts.values():
+            mount.power_cut()
 
     def _adopt_descendants(self, pid: int) -> None:
         """Register an agent's task processes: they outlive its kill, but not our teardown."""
@@ -256,20 +355,21 @@ class ProcessBackend:
             for p in self._procs.values():
                 if p.popen is not None and p.popen.poll() is None:
                     self._adopt_descendants(p.popen.pid)
+            self._stop_mounted()
             errors = self.registry.teardown()
             if errors:
                 raise RuntimeError(f"{self.name} teardown left work undone: {errors}")
 
 
 class LocalBackend(ProcessBackend):
-    """Members on 127.0.0.2, 127.0.0.3, ...; capabilities: kill and pause.
+    """Members on 127.0.0.2, 127.0.0.3, ...; capabilities: kill, pause and power cuts.
 
     Each member binds its own loopback address, so logs and peer lists look like a real
     multi-host cluster, and ports are chosen free per address.
     """
 
     name = "local"
-    capabilities = frozenset({KILL, PAUSE})
+    capabilities = frozenset({KILL, PAUSE, POWER})
 
     def _address(self, index: int) -> str:
         if not sys.platform.startswith("linux"):

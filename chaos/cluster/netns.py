@@ -26,7 +26,7 @@ import random
 import shutil
 import sys
 
-from .base import KILL, LOSS, PARTITION, PAUSE, ClusterSpec, Member
+from .base import KILL, LOSS, PARTITION, PAUSE, POWER, ClusterSpec, Member
 from .cleanup import PREFIX, Registry, run_cmd
 from .local import BackendUnavailable, ProcessBackend
 
@@ -101,10 +101,14 @@ table inet {TABLE} {{
 
 
 class NetnsBackend(ProcessBackend):
-    """Members in network namespaces; capabilities: kill, pause, partition, loss."""
+    """Members in network namespaces; capabilities: kill, pause, partition, loss, power.
+
+    Power-loss mounts are made in the root mount namespace before a replica starts; the
+    mount namespace `ip netns exec` makes for it is a copy, so it sees the mount.
+    """
 
     name = "netns"
-    capabilities = frozenset({KILL, PAUSE, PARTITION, LOSS})
+    capabilities = frozenset({KILL, PAUSE, PARTITION, LOSS, POWER})
 
     def __init__(self, python: str = sys.executable) -> None:
         super().__init__(python)

@@ -71,7 +71,9 @@ async def _create(request: web.Request, op: str, args: dict[str, Any]) -> dict[s
 # ------------------------------------------------------------------ bootstrap
 
 @documented(Operation("Bootstrap ACLs once: answers the first management token (secret shown once)",
-                      "acl", ok=TOKEN_ANSWER, public=True, write=True, errors=WRITE_ERRORS))
+                      "acl", ok=TOKEN_ANSWER, public=True, write=True, errors=WRITE_ERRORS,
+                      # open to anyone, so 403 is not about the token: already bootstrapped
+                      responses={403: {"$ref": "#/components/schemas/Error"}}))
 async def bootstrap(request: web.Request) -> web.Response:
     """The first management token; refused (403) once the cluster is bootstrapped."""
     if await store_of(request).read(lambda m: m.store.acl_bootstrapped, is_stale(request)):

@@ -55,7 +55,7 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("GET", "/v1/health/ready"): OPEN,
     ("GET", "/"): OPEN,
     ("GET", "/ui"): OPEN,
-    ("GET", "/v1/status"): TOKEN,
+    ("GET", "/v1/status"): OPEN,  # members and leader, as Nomad's /v1/status/*
     ("GET", "/v1/openapi.json"): TOKEN,
     ("GET", "/v1/namespaces"): TOKEN,  # filtered to the namespaces whose jobs it may list
     ("GET", "/v1/namespaces/{ns}"): act(A.LIST_JOBS, "ns"),
@@ -198,6 +198,12 @@ def acl_middleware(clock: Callable[[], float] = time.time) -> Middleware:
         if not secret:
             raise RequestError("unauthorized", "missing bearer token", "Authorization")
         token, bootstrapped = store_of(request).read_local(_lookup(secret))
+        if token is None and request.query.get("stale") not in ("1", "true"):
+            # Not applied here yet (a token just created through another replica): look
+            # again after a linearizable barrier, so that a token the cluster acknowledged
+            # works on every replica. Barriers are coalesced, so a stream of wrong secrets
+            # costs one log round per batch, not one per request.
+            token, bootstrapped = await store_of(request).read(_lookup(secret))
         valid = usable(token, clock())
         if token is None or not valid:
             hint = "" if bootstrapped else (

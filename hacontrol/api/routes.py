@@ -48,8 +48,11 @@ from .schemas import (
 
 # ------------------------------------------------------------------ status
 
+# Open, like the probes and Nomad's /v1/status/*: it tells who the members and the leader
+# are (clients and agents find the cluster with it) and why a replica serves nothing (a
+# damaged journal leaves it without the ACL tables a token would be checked against).
 @documented(Operation("This replica's Raft status and the cluster's members", "status",
-                      ok=STATUS, errors=(401, 403)))
+                      ok=STATUS, public=True, errors=()))
 async def get_status(request: web.Request) -> web.Response:
     return ok(cluster_of(request).status())
 

@@ -33,6 +33,7 @@ from hacontrol.cli.devprocess import (
 )
 from hacontrol.cli.devtls import DevPKI, ensure_dev_pki
 from hacontrol.cli.transport import HttpTransport, Request, TransportError
+from hacontrol.raft.keys import SecretError, generate_secret, parse_secret
 from hacontrol.tls.files import private_dir, private_opener
 from hacontrol.tls.roles import Role
 
@@ -201,7 +202,15 @@ class DevCluster:
         except BlockingIOError:
             raise DevError(f"another 'hacontrol dev' is already using {d}") from None
         self.token, new_token = ensure_secret_file(d / "token", lambda: secrets.token_urlsafe(32))
-        _, new_secret = ensure_secret_file(d / "secret", lambda: secrets.token_hex(32))
+        secret, new_secret = ensure_secret_file(d / "secret", generate_secret)
+        try:
+            parse_secret(secret)
+        except SecretError:
+            # Written by an earlier version (a bare password); the Raft port now wants
+            # random keys with their own salt. Every dev replica reads this one file.
+            (d / "secret").unlink()
+            _, new_secret = ensure_secret_file(d / "secret", generate_secret)
+            self.say(f"hacontrol dev: replaced the old-format cluster secret in {d}")
         if not (new_token and new_secret):
             self.say(f"hacontrol dev: reusing the token and cluster secret in {d}")
         if cfg.tls:

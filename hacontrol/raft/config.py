@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from hacontrol.raft.handshake import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_PENDING
 from hacontrol.raft.safety import DEFAULT_MAX_FRAME_BYTES
 
 
@@ -59,6 +60,14 @@ class RaftTuning:
     log_compaction_min_time: float = 300.0
     max_command_bytes: int = 1024 * 1024
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    # An accepted Raft connection that has not completed its encrypted handshake
+    # within this long is closed; a peer needs one round trip (milliseconds), so
+    # this only has to cover a tick thread busy with a snapshot. Process-wide:
+    # the first replica started in a process sets it (see handshake.py).
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    # Accepted connections still in their handshake beyond this many: the
+    # oldest is closed, so idle sockets cannot exhaust file descriptors.
+    max_pending_connections: int = DEFAULT_MAX_PENDING
     # The tick thread counts as wedged when it has not completed a tick for
     # this long, or failed this many ticks in a row.
     tick_stall_seconds: float = 3.0

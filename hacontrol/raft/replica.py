@@ -130,7 +130,8 @@ class Replica:
     def __init__(self, config: ReplicaConfig, machine: Machine) -> None:
         require_secret(config.secret)
         tuning = config.tuning
-        install_fence(tuning.max_frame_bytes)
+        install_fence(tuning.max_frame_bytes, tuning.handshake_timeout,
+                      tuning.max_pending_connections)
         _install_watch()
         if threading.current_thread() is not threading.main_thread():
             # pysyncobj's tick thread exits when its creating thread exits.

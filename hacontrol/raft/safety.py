@@ -15,6 +15,9 @@ runs code in the replica. The fence below:
 
 Encryption (pysyncobj's ``password``) is still required: the fence removes
 code execution, not the ability of a peer to send forged Raft messages.
+``install_fence`` therefore also installs the per-cluster key derivation
+(``keys``) and the limits on connections that have not authenticated yet
+(``handshake``).
 """
 
 from __future__ import annotations
@@ -29,11 +32,19 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from hacontrol.raft.handshake import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_PENDING,
+    install_handshake_guard,
+)
+from hacontrol.raft.keys import SecretError, install_key_derivation, parse_secret
+
+__all__ = ["SecretError"]
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 PICKLE_PROTOCOL = 4
-MIN_SECRET_LENGTH = 16
 _INFLATE_STEP = 1024 * 1024
 
 _PREFIX = struct.Struct("i")  # pysyncobj packs with native 'i': signed, 4 bytes
@@ -41,10 +52,6 @@ _PREFIX = struct.Struct("i")  # pysyncobj packs with native 'i': signed, 4 bytes
 
 class FenceError(pickle.UnpicklingError):
     """A pickle asked for something outside the allowlist."""
-
-
-class SecretError(ValueError):
-    """The cluster secret is missing or too weak to run the Raft port."""
 
 
 def _latin1_encode(text: Any, encoding: str = "latin1", errors: str = "strict") -> bytes:
@@ -230,9 +237,14 @@ def _patch_tcp_connection(cap: int) -> None:
     tcp_connection.zlib = _BoundedZlib(cap)
 
 
-def install_fence(max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-    """Fence pysyncobj's pickling and framing; idempotent, call before any SyncObj."""
+def install_fence(max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                  handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                  max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    """Fence pysyncobj's pickling, framing, key derivation and unauthenticated
+    connections; idempotent, call before any SyncObj."""
     global _installed_cap
+    install_key_derivation()
+    install_handshake_guard(handshake_timeout, max_pending)
     with _lock:
         if _installed_cap is not None:
             if _installed_cap != max_frame_bytes:
@@ -280,13 +292,12 @@ def restore_inet_ntop() -> None:
 
 
 def require_secret(secret: str | None) -> str:
-    """The Raft port is never run in clear: pysyncobj's Fernet layer is mandatory."""
-    if not secret or len(secret) < MIN_SECRET_LENGTH:
-        raise SecretError(
-            f"a cluster secret of at least {MIN_SECRET_LENGTH} characters is required"
-        )
-    from pysyncobj.encryptor import HAS_CRYPTO
+    """The Raft port is never run in clear: pysyncobj's Fernet layer is mandatory,
+    keyed by a cluster secret of random keys with their own salts (``keys``).
 
-    if not HAS_CRYPTO:
-        raise SecretError("the 'cryptography' package is required for the Raft port")
+    Raises SecretError with a message fit for the operator.
+    """
+    if secret is None:
+        secret = ""
+    parse_secret(secret)
     return secret

@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import psutil
 
+from hacontrol.raft.keys import generate_secret
+
 T = TypeVar("T")
 
 
@@ -172,7 +174,7 @@ class Cluster:
     root: Path
     size: int = 3
     token: str = field(default_factory=lambda: secrets.token_hex(16))
-    secret: str = field(default_factory=lambda: secrets.token_hex(24))
+    secret: str = field(default_factory=generate_secret)
     replicas: list[Replica] = field(default_factory=list)
     agents: dict[str, Proc] = field(default_factory=dict)
     extra_server_args: list[str] = field(default_factory=list)

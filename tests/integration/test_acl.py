@@ -89,6 +89,7 @@ def test_agent_joins_with_an_introduction_token(cluster: Cluster) -> None:
     assert resp.status == 200, resp
     intro_file = cluster.root / "n1-intro"
     intro_file.write_text(resp.body["token"]["secret_id"])
+    intro_file.chmod(0o600)  # the agent refuses a secret others can read
     cluster.start_agent("n1", intro_token_file=intro_file)
     cred_file = cluster.root / "n1" / "node-credential"
     wait_for(cred_file.exists, 30, what="the node credential")

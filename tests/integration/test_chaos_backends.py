@@ -17,6 +17,7 @@ from chaos.cluster.cleanup import list_links, list_netns, state_dir, sweep_lefto
 from chaos.cluster.local import BackendUnavailable, LocalBackend, ProcessBackend
 from chaos.cluster.netns import NetnsBackend, check_tools
 from chaos.nemesis import (
+    POWER_NEMESES,
     Nemesis,
     UnsupportedNemesis,
     check_supported,
@@ -57,6 +58,24 @@ def test_mixed_draws_only_what_the_backend_can_do() -> None:
     kinds = {w.kind for w in sched}
     assert "partition" not in kinds and "loss" not in kinds
     assert len({w.nemesis for w in sched}) > 3
+
+
+def test_power_cuts_plan_as_described_and_stay_out_of_mixed() -> None:
+    assert POWER_NEMESES <= set(list_nemeses())
+    for seed in range(20):
+        assert not {w.nemesis for w in make_schedule("mixed", seed, 300, MEMBERS5)} & \
+            POWER_NEMESES
+    every = make_schedule("power-loss-all", 1, 120, MEMBERS5)
+    assert all(w.kind == "power-loss" and w.targets == ["c1", "c2", "c3", "c4", "c5"]
+               and w.end_s - w.start_s <= 2.0 for w in every)
+    majority = make_schedule("power-loss-majority", 1, 120, MEMBERS5)
+    assert all(len(w.targets) == 3 for w in majority)
+    election = make_schedule("power-loss-election", 1, 120, MEMBERS3)
+    assert all(w.kind == "power-loss-election" and 2 <= (w.size or 0) <= 4 for w in election)
+    # A backend without power cuts refuses them up front.
+    no_power = {"kill", "pause"}
+    with pytest.raises(UnsupportedNemesis, match="power"):
+        check_supported("power-loss-one", "compose", no_power)
 
 
 def test_a_nemesis_the_backend_cannot_do_is_refused() -> None:

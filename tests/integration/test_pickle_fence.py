@@ -14,8 +14,8 @@ from typing import Any
 
 import psutil
 import pytest
-from pysyncobj.encryptor import getEncryptor
 
+from hacontrol.raft.keys import make_encryptor
 from tests.integration.raft_helpers.cluster import SECRET, Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,7 +73,7 @@ def _frames(payload: Any, encrypted: bool) -> list[bytes]:
         body = zlib.compress(pickle.dumps(payload, protocol), 3)
         if encrypted:
             # Exactly what pysyncobj's TcpConnection.send does with a password.
-            body = getEncryptor(SECRET).encrypt_at_time(body, int(time.monotonic()))
+            body = make_encryptor(SECRET).encrypt_at_time(body, int(time.monotonic()))
         out.append(struct.pack("i", len(body)) + body)
     return out
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from hacontrol.acl.secrets import controller_credential
 from hacontrol.agent.link import ControllerLink
 from hacontrol.tls.context import TLSConfig, client_context, server_context
 from hacontrol.tls.pki import create_ca, create_cert
@@ -94,7 +95,7 @@ def agent_call(c: Cluster, port: int, client: ssl.SSLContext, name: str = "agent
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
                 client.wrap_socket(raw, server_hostname=name) as s:
             s.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                      f"Authorization: Bearer {c.token}\r\n\r\n".encode())
+                      f"Authorization: Bearer {controller_credential(c.secret)}\r\n\r\n".encode())
             head = s.recv(64)
     except (ssl.SSLError, ConnectionError):
         return None

@@ -13,6 +13,7 @@ import pytest
 from hacontrol import planted
 from hacontrol.controller.replica import Controller
 from hacontrol.raft.config import NO_FSYNC, VOTE_NO_FSYNC, Durability, ReplicaConfig
+from hacontrol.raft.keys import generate_secret
 
 
 def test_durable_by_default() -> None:
@@ -48,7 +49,7 @@ def test_storage_plants_run_the_real_controller() -> None:
 
 
 def test_server_refuses_to_start_without_fsync_outside_tests(tmp_path: Path) -> None:
-    (tmp_path / "s").write_text("x" * 32)
+    (tmp_path / "s").write_text(generate_secret())
     (tmp_path / "t").write_text("tok")
     for f in ("s", "t"):
         (tmp_path / f).chmod(0o600)  # so that the refusal tested is the fsync one

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from hacontrol import planted
+from hacontrol.raft.keys import generate_secret
 
 
 def test_refused_without_the_test_switch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -22,7 +23,7 @@ def test_refused_without_the_test_switch(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_server_refuses_to_start_with_a_plant(tmp_path) -> None:
-    (tmp_path / "s").write_text("x" * 32)
+    (tmp_path / "s").write_text(generate_secret())
     (tmp_path / "t").write_text("tok")
     for name in ("s", "t"):
         (tmp_path / name).chmod(0o600)

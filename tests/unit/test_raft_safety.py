@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from hacontrol.raft import safety
+from hacontrol.raft.keys import generate_secret
 from hacontrol.raft.safety import FenceError, SecretError, install_fence, require_secret
 
 install_fence()
@@ -127,10 +128,11 @@ def test_install_fence_is_idempotent() -> None:
 
 
 def test_secret_required() -> None:
-    for bad in (None, "", "short"):
+    for bad in (None, "", "short", "x" * 32, "ab" * 32):
         with pytest.raises(SecretError):
             require_secret(bad)
-    assert require_secret("x" * 32) == "x" * 32
+    good = generate_secret()
+    assert require_secret(good) == good
 
 
 def test_replica_refuses_to_start_without_secret(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hacontrol.cli.main import main
+from hacontrol.raft.keys import generate_secret
 from hacontrol.tls.context import TLSConfig, client_context, server_context
 from hacontrol.tls.files import ExposedFile, check_private, private_dir, write_private
 from hacontrol.tls.pki import CertFiles, create_ca, create_cert
@@ -189,7 +190,7 @@ def test_cli_creates_a_ca_and_certificates(tmp_path: Path,
 
 
 def test_server_refuses_to_start_without_tls_settings(tmp_path: Path) -> None:
-    (tmp_path / "s").write_text("x" * 64)
+    (tmp_path / "s").write_text(generate_secret())
     (tmp_path / "t").write_text("tok")
     for name in ("s", "t"):
         (tmp_path / name).chmod(0o600)
@@ -209,8 +210,9 @@ def run_daemon(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_server_refuses_a_tls_key_others_can_read(pki: Path, tmp_path: Path) -> None:
+    (tmp_path / "s").write_text(generate_secret())
+    (tmp_path / "t").write_text("x" * 64)
     for name in ("s", "t"):
-        (tmp_path / name).write_text("x" * 64)
         (tmp_path / name).chmod(0o600)
     key = tmp_path / "server-key.pem"
     key.write_bytes((pki / "server-key.pem").read_bytes())
@@ -226,7 +228,7 @@ def test_server_refuses_a_tls_key_others_can_read(pki: Path, tmp_path: Path) -> 
 
 
 def test_server_and_agent_refuse_a_token_file_others_can_read(tmp_path: Path) -> None:
-    (tmp_path / "s").write_text("x" * 64)
+    (tmp_path / "s").write_text(generate_secret())
     (tmp_path / "s").chmod(0o600)
     (tmp_path / "t").write_text("tok")
     (tmp_path / "t").chmod(0o644)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hacontrol.raft.keys import generate_secret
 from tests.integration.harness import free_ports
 
 T = TypeVar("T")
 
 HELPER = Path(__file__).with_name("kv_node.py")
-SECRET = "test-cluster-secret-0123456789abcdef"
+# One fixed secret so attack tests can encrypt frames; clusters may override it.
+SECRET = generate_secret()
 
 
 def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
@@ -63,6 +65,9 @@ class Cluster:
     size: int = 3
     compaction_min_entries: int = 5000
     env: dict[str, str] = field(default_factory=dict)
+    secret: str = SECRET
+    # Per-node secrets (by index) overriding `secret`, for rotation tests.
+    node_secrets: dict[int, str] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -97,7 +102,8 @@ class Cluster:
         for other in self.nodes:
             if other is not node:
                 cmd += ["--peer", other.raft_addr]
-        env = dict(os.environ, HC_RAFT_SECRET=SECRET, **self.env)
+        secret = self.node_secrets.get(i, self.secret)
+        env = dict(os.environ, HC_RAFT_SECRET=secret, **self.env)
         with open(node.log_path, "ab") as log:
             node.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 

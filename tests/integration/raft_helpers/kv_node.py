@@ -148,6 +148,12 @@ def main() -> None:
         # Lets a test observe what an older (protocol 2) peer would make us unpickle.
         safety.PICKLE_PROTOCOL = int(os.environ["HC_PICKLE_PROTOCOL"])
     tuning = RaftTuning(log_compaction_min_entries=args.compaction_min_entries)
+    if os.environ.get("HC_HANDSHAKE_TIMEOUT"):
+        tuning = dataclasses.replace(
+            tuning, handshake_timeout=float(os.environ["HC_HANDSHAKE_TIMEOUT"]))
+    if os.environ.get("HC_MAX_PENDING"):
+        tuning = dataclasses.replace(
+            tuning, max_pending_connections=int(os.environ["HC_MAX_PENDING"]))
     config = ReplicaConfig(
         node_id=args.node_id,
         raft_addr=args.raft,

@@ -1,0 +1,36 @@
+"""Planners of faults on agents and their job processes (runs with agents only)."""
+
+from __future__ import annotations
+
+import random
+
+from .base import AGENT, K_CRASH, K_KILL, K_PARTITION, FaultPlan
+
+# Comfortably past the servers' default heartbeat grace (3 s), so the node is marked down and
+# its allocations replaced before the agent returns to find them gone.
+NODE_LOSS_MIN_S = 10.0
+
+# Nemeses that act on agents or their job processes: they need a run with agents.
+AGENT_NEMESES = frozenset({"kill-agent", "partition-agent", "crash-storm", "node-loss"})
+
+def one_agent(rng: random.Random, agents: list[str]) -> str:
+    # Planned without agent names (e.g. only to learn the kind), a placeholder stands in.
+    return rng.choice(agents) if agents else AGENT
+
+
+def kill_agent(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    return FaultPlan(K_KILL, [one_agent(rng, agents)])
+
+
+def partition_agent(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    # Other agents, named in no group, join every group (see `Nemesis._resolve`).
+    return FaultPlan(K_PARTITION, groups=[[one_agent(rng, agents)], list(reps)])
+
+
+def crash_storm(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    return FaultPlan(K_CRASH, size=rng.randint(3, 8))
+
+
+def node_loss(rng: random.Random, reps: list[str], agents: list[str]) -> FaultPlan:
+    return FaultPlan(K_KILL, [one_agent(rng, agents)], min_duration_s=NODE_LOSS_MIN_S)
+
