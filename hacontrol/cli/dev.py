@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shlex
 import signal
 import subprocess
@@ -21,10 +20,14 @@ from types import FrameType
 from typing import IO
 
 import hacontrol
-from hacontrol.cli.devjoin import IntroError, intro_path, write_intro_tokens
+from hacontrol.cli.devjoin import (
+    IntroError,
+    ensure_dev_secrets,
+    intro_path,
+    write_intro_tokens,
+)
 from hacontrol.cli.devprocess import (
     child_setup,
-    ensure_secret_file,
     iter_allocation_pid_records,
     kill_recorded_process_group,
     load_libc,
@@ -33,7 +36,6 @@ from hacontrol.cli.devprocess import (
 )
 from hacontrol.cli.devtls import DevPKI, ensure_dev_pki
 from hacontrol.cli.transport import HttpTransport, Request, TransportError
-from hacontrol.raft.keys import SecretError, generate_secret, parse_secret
 from hacontrol.tls.files import private_dir, private_opener
 from hacontrol.tls.roles import Role
 
@@ -201,18 +203,7 @@ class DevCluster:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DevError(f"another 'hacontrol dev' is already using {d}") from None
-        self.token, new_token = ensure_secret_file(d / "token", lambda: secrets.token_urlsafe(32))
-        secret, new_secret = ensure_secret_file(d / "secret", generate_secret)
-        try:
-            parse_secret(secret)
-        except SecretError:
-            # Written by an earlier version (a bare password); the Raft port now wants
-            # random keys with their own salt. Every dev replica reads this one file.
-            (d / "secret").unlink()
-            _, new_secret = ensure_secret_file(d / "secret", generate_secret)
-            self.say(f"hacontrol dev: replaced the old-format cluster secret in {d}")
-        if not (new_token and new_secret):
-            self.say(f"hacontrol dev: reusing the token and cluster secret in {d}")
+        self.token = ensure_dev_secrets(d, self.say)
         if cfg.tls:
             self.pki, _ = ensure_dev_pki(d, [cfg.connect_host])
             self.transport = HttpTransport(use_env_proxy=False, tls=self.pki.client())

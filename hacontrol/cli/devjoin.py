@@ -1,15 +1,20 @@
-"""Introduction tokens for `hacontrol dev`'s agents: each joins with its own, never with the
-management token, as a production agent should (docs/security.md)."""
+"""The credentials of a `hacontrol dev` cluster: its management token and cluster secret,
+kept in the data directory across runs, and one introduction token per agent, so that no
+agent ever holds the management token, as in production (docs/security.md)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from hacontrol.agent.credentials import NODE_CREDENTIAL_FILE
+from hacontrol.raft.keys import SecretError, generate_secret, parse_secret
 from hacontrol.tls.files import private_dir, write_private
 
+from .devprocess import ensure_secret_file
 from .transport import HttpTransport, Request, TransportError
 
 INTRO_TTL_S = 600.0
@@ -17,6 +22,25 @@ INTRO_TTL_S = 600.0
 
 class IntroError(Exception):
     """The cluster would not make an introduction token (the message says why)."""
+
+
+def ensure_dev_secrets(d: Path, say: Callable[[str], None]) -> str:
+    """The management token in `d/token` and the cluster secret in `d/secret`, made on the
+    first run and reused after (replicas restarted on the same data come back with the
+    same cluster). Returns the token."""
+    token, new_token = ensure_secret_file(d / "token", lambda: secrets.token_urlsafe(32))
+    secret, new_secret = ensure_secret_file(d / "secret", generate_secret)
+    try:
+        parse_secret(secret)
+    except SecretError:
+        # Written by an earlier version (a bare password); the Raft port now wants
+        # random keys with their own salt. Every dev replica reads this one file.
+        (d / "secret").unlink()
+        _, new_secret = ensure_secret_file(d / "secret", generate_secret)
+        say(f"hacontrol dev: replaced the old-format cluster secret in {d}")
+    if not (new_token and new_secret):
+        say(f"hacontrol dev: reusing the token and cluster secret in {d}")
+    return token
 
 
 def intro_path(data_dir: Path, agent: str) -> Path:
