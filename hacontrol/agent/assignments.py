@@ -3,7 +3,9 @@ for each (:func:`allocation_spec`)."""
 
 from __future__ import annotations
 
+import grp
 import logging
+import pwd
 from typing import Any
 
 from hacontrol.model.errors import Rejection
@@ -26,6 +28,12 @@ def allocation_spec(assignment: Assignment, node: str,
     spec = assignment.spec
     if spec is None:
         raise ValueError("the assignment has no spec")
+    # The controllers require run-as-root for "root" and every spelling of id 0; a name
+    # that only this node's passwd maps to id 0 is for this agent to refuse.
+    if spec.user is not None and spec.user != "root" and _id_of(spec.user, user=True) == 0:
+        raise ValueError(f"user {spec.user!r} is root on this node; ask for user: root")
+    if spec.group is not None and spec.group != "root" and _id_of(spec.group, user=False) == 0:
+        raise ValueError(f"group {spec.group!r} is root on this node; ask for group: root")
     env = dict(spec.env)
     env.update(
         {
@@ -93,3 +101,13 @@ class AssignmentDecoder:
                 decoded[alloc_id] = result
         self._last = seen
         return decoded, rejected
+
+
+def _id_of(name: str, *, user: bool) -> int | None:
+    """The uid (or gid) `name` resolves to here, as the launcher would; None if unknown."""
+    if name.isdigit():
+        return int(name)
+    try:
+        return pwd.getpwnam(name).pw_uid if user else grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None

@@ -24,9 +24,20 @@ ROOT_USERS = frozenset({"root", "0"})
 CONTROLLER_OPS = frozenset({C.NODE_STATUS, C.PLAN, C.MIGRATE, C.DEPLOY_STEP})
 
 
+def names_root(who: Any) -> bool:
+    """Whether a spec's `user` or `group` names root: "root", or any spelling of id 0
+    ("0", "00", ...: the agent resolves every all-digit name as a number). A name that is
+    an alias of uid 0 in some node's passwd is refused by that node's agent instead
+    (`agent/assignments.py`), which alone can resolve it."""
+    if not isinstance(who, str):
+        return False
+    return who in ROOT_USERS or (who.isdigit() and int(who) == 0)
+
+
 def runs_as_root(spec: Any) -> bool:
-    user = spec.get("user") if isinstance(spec, dict) else None
-    return isinstance(user, str) and user in ROOT_USERS
+    if not isinstance(spec, dict):
+        return False
+    return names_root(spec.get("user")) or names_root(spec.get("group"))
 
 
 def _str(args: dict[str, Any], key: str) -> str | None:
@@ -53,7 +64,8 @@ def needed(store: Store, op: str, args: dict[str, Any]) -> list[tuple[Action, st
             job = store.jobs.get((ns or "", _str(args, "name") or ""))
             target = next((v for v in job.history if v.version == args.get("version")),
                           None) if job is not None else None
-            as_root = target is not None and target.spec.user in ROOT_USERS
+            as_root = target is not None and (names_root(target.spec.user)
+                                              or names_root(target.spec.group))
             return [(Action.SUBMIT_JOB, ns), *([(Action.RUN_AS_ROOT, ns)] if as_root else [])]
         case C.NODE_DRAIN:
             return [(Action.NODE_WRITE, None)]

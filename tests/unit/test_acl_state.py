@@ -138,15 +138,16 @@ def test_run_as_root_needs_the_capability() -> None:
     assert refused(f(C.JOB_REVERT, w, namespace="default", name="z", version=1))
 
 
-@pytest.mark.xfail(strict=True, reason="permit.ROOT_USERS knows only 'root' and '0'; the "
-                   "agent resolves any numeric spelling of uid 0 to root")
-@pytest.mark.parametrize("user", ["00", "000"])
+@pytest.mark.parametrize("user", ["0", "00", "000"])
 def test_every_spelling_of_uid_0_needs_run_as_root(user: str) -> None:
     f, root = setup()
     policy(f, root, "w", {"namespaces": {"*": {"policy": "write"}}})
     w = f.token(C.ACL_TOKEN_CREATE, root, name="w", type="client", policies=["w"])
     assert resolve_identity(user, None, 0).uid == 0  # what the agent would run it as
     assert refused(f(C.JOB_PUT, w, namespace="default", name="x", spec={**SPEC, "user": user}))
+    assert refused(f(C.JOB_PUT, w, namespace="default", name="y",
+                     spec={**SPEC, "group": user}))
+    assert f(C.JOB_PUT, w, namespace="default", name="z", spec={**SPEC, "user": "65534"})["ok"]
 
 
 def test_node_credential_speaks_for_its_node_only() -> None:

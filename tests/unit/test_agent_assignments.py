@@ -104,3 +104,17 @@ def test_decoder_checks_only_what_changed() -> None:
     decoder.decode([])
     third, _ = decoder.decode([raw_assignment("a1")])
     assert third["a1"] is not first["a1"] and third["a1"] == first["a1"]
+
+
+@pytest.mark.parametrize("field", ["user", "group"])
+@pytest.mark.parametrize("spelling", ["0", "00"])
+def test_the_agent_refuses_root_under_another_name(field: str, spelling: str) -> None:
+    """The controllers ask run-as-root for every spelling of id 0; whatever reaches an agent
+    under a name other than root (a passwd alias, a spelling missed upstream) is refused."""
+    raw = {"id": "web-000001", "namespace": "default", "job": "web", "version": 1,
+           "desired": "run", "state": "pending",
+           "spec": {"command": ["sleep", "1"], field: spelling}}
+    with pytest.raises(ValueError, match="root on this node"):
+        allocation_spec(Assignment.from_dict(raw), "n1")
+    ok = dict(raw, spec={"command": ["sleep", "1"], field: "root"})
+    assert getattr(allocation_spec(Assignment.from_dict(ok), "n1"), field) == "root"
