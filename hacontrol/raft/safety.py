@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import socket
 import struct
 import threading
 import types
@@ -44,6 +45,14 @@ __all__ = ["SecretError"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Data a peer has not acknowledged for this long aborts the connection (TCP_USER_TIMEOUT,
+# which also bounds a connect's SYN retries). Keepalive alone never fires on a link with
+# data in flight, and pysyncobj's own idle timeout must stay off (config.py): without this
+# a link cut by a partition stayed in TCP's exponential retransmission backoff after the
+# heal, and a replica caught up 37 s to over 60 s later (compose chaos, partition-leader).
+# With it the link is dropped and redialled every connection_retry_time. A healthy peer
+# acknowledges within milliseconds; a paused one is redialled when it resumes.
+TCP_USER_TIMEOUT_MS = 2000
 PICKLE_PROTOCOL = 4
 _INFLATE_STEP = 1024 * 1024
 
@@ -202,6 +211,16 @@ def _patch_tcp_connection(cap: int) -> None:
 
     cls = tcp_connection.TcpConnection
     orig_read = cls._TcpConnection__processRead
+    orig_keepalive = cls.setSockoptKeepalive
+
+    def setSockoptKeepalive(self: Any) -> None:
+        # pysyncobj calls this on every socket it dials or accepts, before connecting.
+        orig_keepalive(self)
+        sock = self._TcpConnection__socket
+        if (sock is not None and hasattr(socket, "TCP_USER_TIMEOUT")
+                and sock.family in (socket.AF_INET, socket.AF_INET6)):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+
     orig_parse = cls._TcpConnection__processParseMessage
 
     def processRead(self: Any) -> bool:
@@ -233,6 +252,7 @@ def _patch_tcp_connection(cap: int) -> None:
         return message
 
     cls._TcpConnection__processRead = processRead
+    cls.setSockoptKeepalive = setSockoptKeepalive
     cls._TcpConnection__processParseMessage = processParseMessage
     tcp_connection.zlib = _BoundedZlib(cap)
 

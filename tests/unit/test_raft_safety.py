@@ -324,3 +324,27 @@ def test_socket_inet_ntop_still_works_after_importing_pysyncobj() -> None:
 
     assert socket.inet_ntop(socket.AF_INET, b"\x7f\x00\x00\x01") == "127.0.0.1"
     assert socket.inet_ntop(socket.AF_INET6, b"\x00" * 15 + b"\x01") == "::1"
+
+
+def test_raft_sockets_abort_when_the_peer_stops_acknowledging() -> None:
+    """A partitioned link must not sit in TCP's retransmission backoff after the heal."""
+    import socket
+
+    from pysyncobj.poller import createPoller
+    from pysyncobj.tcp_connection import TcpConnection
+
+    from hacontrol.raft.safety import TCP_USER_TIMEOUT_MS, install_fence
+
+    install_fence()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    conn = TcpConnection(createPoller("auto"), keepalive=(2, 1, 3))
+    try:
+        assert conn.connect("127.0.0.1", listener.getsockname()[1])
+        sock = conn._TcpConnection__socket  # type: ignore[attr-defined]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == \
+            TCP_USER_TIMEOUT_MS
+    finally:
+        conn.disconnect()
+        listener.close()
