@@ -290,16 +290,6 @@ class JobSpec:
             scaling=one("scaling", ScalingSpec.from_dict),
             disconnect=one("disconnect", DisconnectSpec.from_dict))
 
-    def option(self, name: str, default: Any = None) -> Any:
-        """An optional section in its dict encoding, or `default` when not given.
-
-        Transitional: prefer the typed attributes (`spec.update`, `spec.scaling`, ...).
-        """
-        if name not in OPTIONAL_SECTIONS and name not in ("type", "priority"):
-            return default
-        value = _encode(getattr(self, name))
-        return default if value is None else value
-
     def same_template(self, other: JobSpec) -> bool:
         """True when the two specs differ at most in `count` (no new version needed)."""
         return replace(self, count=other.count) == other

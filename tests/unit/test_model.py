@@ -69,7 +69,7 @@ def test_defaults_live_in_the_model() -> None:
     # The controller's defaults, which are what users have always got.
     assert (spec.health.interval_s, spec.health.grace_s) == (5.0, 5.0)
     assert spec.update is None and spec.update_policy.max_parallel == 1
-    assert spec.option("update") is None and spec.option("type") == "service"
+    assert spec.to_dict().get("update") is None and spec.type == "service"
 
 
 _section = st.fixed_dictionaries({}, optional={
