@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from hacontrol.agent import execwrap, procinfo
+from hacontrol.agent import execwrap, launch, procinfo
 from hacontrol.agent.cgroups import AllocationCgroup
 from hacontrol.agent.spec import AllocationSpec
 from hacontrol.tls.files import private_opener
@@ -122,25 +122,50 @@ class Handle(Protocol):
 
 
 class ChildHandle:
-    """A process we spawned; its exit arrives via the asyncio child watcher."""
+    """A process we spawned; its exit arrives through a pidfd watched by the event loop.
+
+    No thread per child (asyncio's threaded child watcher starts one per process, 1,000
+    threads for 1,000 allocations) and no pid reuse race: the pidfd names this process
+    only, and it is reaped through it.
+    """
 
     adopted = False
 
-    def __init__(
-        self, proc: asyncio.subprocess.Process, cg: AllocationCgroup | None, start: StartTask
-    ) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], cg: AllocationCgroup | None) -> None:
         self.proc = proc
         self.pid = proc.pid
         # start_new_session makes the child the leader of its own group.
         self.pgid = proc.pid
         self.cg = cg
-        self.done: asyncio.Future[ExitStatus] = start(self._wait(), f"wait-{proc.pid}")
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[ExitStatus] = self._loop.create_future()
+        self._pidfd: int | None = os.pidfd_open(proc.pid)
+        self._loop.add_reader(self._pidfd, self._on_readable)
 
-    async def _wait(self) -> ExitStatus:
-        return procinfo.decode_returncode(await self.proc.wait())
+    def _on_readable(self) -> None:
+        if self._pidfd is None:
+            return
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: the status is lost
+            info, code = None, 0
+        else:
+            if info is None:
+                return  # not exited yet (a spurious wake-up)
+            code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        # Popen must not waitpid() this pid later (from its __del__): the pid may by
+        # then belong to another allocation's process.
+        self.proc.returncode = code
+        self.close()
+        if not self.done.done():
+            self.done.set_result(procinfo.decode_returncode(code))
 
     def close(self) -> None:
-        pass
+        """Stop watching (the process keeps running when it has not exited: detach)."""
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 class AdoptedHandle:
@@ -195,12 +220,47 @@ class LaunchConfig:
 async def spawn(
     spec: AllocationSpec, alloc_dir: Path, config: LaunchConfig, start: StartTask
 ) -> ChildHandle:
-    """Start the command through the exec wrapper; LaunchFailed if it cannot run."""
+    """Start the allocation's command, confined (cgroups, rlimits, identity) before it
+    runs; LaunchFailed if it cannot. The fork and the cgroup writes happen in a worker
+    thread: the event loop keeps serving heartbeats while hundreds of starts run."""
+    del start  # exits arrive through a pidfd, with no task of their own
     command = shell_command(spec)
     try:
         ident = resolve_identity(spec.user, spec.group, os.geteuid())
     except ValueError as exc:
         raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
+    proc = await asyncio.to_thread(_start_blocking, spec, command, ident, alloc_dir, config)
+    return ChildHandle(proc, config.cg)
+
+
+def _start_blocking(spec: AllocationSpec, command: list[str], ident: Identity,
+                    alloc_dir: Path, config: LaunchConfig) -> subprocess.Popen[bytes]:
+    try:
+        alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (
+            open(alloc_dir / STDOUT_LOG, "ab", opener=private_opener) as out,
+            open(alloc_dir / STDERR_LOG, "ab", opener=private_opener) as err,
+        ):
+            if config.fds:
+                return _start_wrapped(spec, command, ident, config, out, err)
+            req = launch.StartRequest(
+                command=command, env=child_env(spec), cwd=spec.cwd, uid=ident.uid,
+                gid=ident.gid, groups=ident.groups, umask=spec.umask,
+                cgroup_procs=config.cg.procs_files() if config.cg is not None else [],
+                rlimits=list(config.rlimits))
+            try:
+                return launch.start(req, out, err)
+            except launch.StartError as exc:
+                raise LaunchFailed(str(exc) if exc.stage == "exec"
+                                   else f"cannot start {command[0]!r}: {exc}") from None
+    except OSError as exc:
+        raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
+
+
+def _start_wrapped(spec: AllocationSpec, command: list[str], ident: Identity,
+                   config: LaunchConfig, out: Any, err: Any) -> subprocess.Popen[bytes]:
+    """Through the Python exec wrapper: inherited sockets need renumbering and LISTEN_PID
+    (see `launch`)."""
     err_r, err_w = os.pipe()
     wrapper_config: dict[str, Any] = {
         "err_fd": err_w,
@@ -215,34 +275,23 @@ async def spawn(
     }
     try:
         try:
-            alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with (
-                open(alloc_dir / STDOUT_LOG, "ab", opener=private_opener) as out,
-                open(alloc_dir / STDERR_LOG, "ab", opener=private_opener) as err,
-            ):
-                proc = await asyncio.create_subprocess_exec(
-                    *wrapper_argv(wrapper_config, command),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=child_env(spec),
-                    cwd=spec.cwd,
-                    start_new_session=True,
-                    pass_fds=[err_w, *config.fds],
-                )
+            proc = subprocess.Popen(
+                wrapper_argv(wrapper_config, command), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=err, env=child_env(spec), cwd=spec.cwd,
+                start_new_session=True, pass_fds=[err_w, *config.fds])
         finally:
             os.close(err_w)
         # EOF without data: the wrapper exec'd the command (the pipe is
         # close-on-exec), so the pid now runs the allocation's command itself.
-        failure = await asyncio.to_thread(_read_all, err_r)
+        failure = _read_all(err_r)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        os.close(err_r)
         raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
-    os.close(err_r)
+    finally:
+        os.close(err_r)
     if failure:
-        await proc.wait()
+        proc.wait()
         raise LaunchFailed(_wrapper_error(failure, command[0]))
-    return ChildHandle(proc, config.cg, start)
+    return proc
 
 
 # ---------------------------------------------------------------- signalling
