@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import grp
 import json
+import logging
 import os
 import pwd
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +30,8 @@ from hacontrol.agent.cgroups import AllocationCgroup
 from hacontrol.agent.spec import AllocationSpec
 from hacontrol.tls.files import private_opener
 
+log = logging.getLogger(__name__)
+
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
 
@@ -36,6 +40,11 @@ STDERR_LOG = "stderr.log"
 ADOPTED_POLL_S = 0.05
 
 WRAPPER = str(Path(execwrap.__file__).resolve())
+
+# Starts run in these threads, at most two at a time: a burst of a thousand then queues
+# here instead of crowding the event loop (and the heartbeat it carries) off the GIL, and
+# two keep both cores of a small node busy forking.
+_STARTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hacontrol-start")
 
 ExitStatus = tuple[int | None, str | None]
 # Starts a coroutine as a task someone owns (a Nursery's start).
@@ -215,6 +224,7 @@ class LaunchConfig:
     rlimits: list[tuple[str, int, int]] = field(default_factory=list)
     fds: list[int] = field(default_factory=list)
     fd_names: list[str] = field(default_factory=list)
+    record_pid: bool = False  # write pid.json (for adoption after a restart) once started
 
 
 async def spawn(
@@ -229,7 +239,8 @@ async def spawn(
         ident = resolve_identity(spec.user, spec.group, os.geteuid())
     except ValueError as exc:
         raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
-    proc = await asyncio.to_thread(_start_blocking, spec, command, ident, alloc_dir, config)
+    proc = await asyncio.get_running_loop().run_in_executor(
+        _STARTER, _start_blocking, spec, command, ident, alloc_dir, config)
     return ChildHandle(proc, config.cg)
 
 
@@ -242,19 +253,41 @@ def _start_blocking(spec: AllocationSpec, command: list[str], ident: Identity,
             open(alloc_dir / STDERR_LOG, "ab", opener=private_opener) as err,
         ):
             if config.fds:
-                return _start_wrapped(spec, command, ident, config, out, err)
-            req = launch.StartRequest(
-                command=command, env=child_env(spec), cwd=spec.cwd, uid=ident.uid,
-                gid=ident.gid, groups=ident.groups, umask=spec.umask,
-                cgroup_procs=config.cg.procs_files() if config.cg is not None else [],
-                rlimits=list(config.rlimits))
-            try:
-                return launch.start(req, out, err)
-            except launch.StartError as exc:
-                raise LaunchFailed(str(exc) if exc.stage == "exec"
-                                   else f"cannot start {command[0]!r}: {exc}") from None
+                proc = _start_wrapped(spec, command, ident, config, out, err)
+            else:
+                proc = _start_gated(spec, command, ident, config, out, err)
     except OSError as exc:
         raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
+    if config.record_pid:
+        _record(spec, alloc_dir, proc.pid, config.cg)
+    return proc
+
+
+def _start_gated(spec: AllocationSpec, command: list[str], ident: Identity,
+                 config: LaunchConfig, out: Any, err: Any) -> subprocess.Popen[bytes]:
+    req = launch.StartRequest(
+        command=command, env=child_env(spec), cwd=spec.cwd, uid=ident.uid,
+        gid=ident.gid, groups=ident.groups, umask=spec.umask,
+        cgroup_procs=config.cg.procs_files() if config.cg is not None else [],
+        rlimits=list(config.rlimits))
+    try:
+        return launch.start(req, out, err)
+    except launch.StartError as exc:
+        raise LaunchFailed(str(exc) if exc.stage == "exec"
+                           else f"cannot start {command[0]!r}: {exc}") from None
+
+
+def _record(spec: AllocationSpec, alloc_dir: Path, pid: int,
+            cg: AllocationCgroup | None) -> None:
+    ctime = procinfo.create_time(pid)
+    if ctime is None:
+        return  # gone already: nothing to adopt
+    try:
+        procinfo.write_pid_record(alloc_dir, procinfo.PidRecord(
+            pid, pid, ctime, list(spec.command), cgroup_mode=cg.mode if cg else None,
+            cgroups=cg.record() if cg else {}))
+    except OSError:
+        log.warning("cannot write pid.json for %s", spec.alloc_id, exc_info=True)
 
 
 def _start_wrapped(spec: AllocationSpec, command: list[str], ident: Identity,

@@ -20,29 +20,14 @@ class PidRecordHook:
         self._host = host
 
     async def prestart(self, config: LaunchConfig) -> None:
-        pass
+        # Written by the start itself, in its worker thread, before the process counts as
+        # started: no /proc read or file write per start on the event loop (a thousand
+        # starts add up to seconds its heartbeats would wait for), and no window in which
+        # a detached process has no record to be adopted by.
+        config.record_pid = True
 
     def poststart(self, handle: Handle) -> None:
-        if handle.adopted:
-            return  # the record that led to it is still in place
-        ctime = procinfo.create_time(handle.pid)
-        if ctime is None:
-            return
-        cg = handle.cg
-        try:
-            procinfo.write_pid_record(
-                self._host.alloc_dir,
-                procinfo.PidRecord(
-                    handle.pid,
-                    handle.pgid,
-                    ctime,
-                    list(self._host.spec.command),
-                    cgroup_mode=cg.mode if cg else None,
-                    cgroups=cg.record() if cg else {},
-                ),
-            )
-        except OSError:
-            log.warning("cannot write pid.json for %s", self._host.spec.alloc_id, exc_info=True)
+        pass
 
     async def exited(self, outcome: Outcome) -> None:
         if outcome.handle is not None:

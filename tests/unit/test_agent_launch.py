@@ -1,0 +1,58 @@
+"""The start path's pure parts: identity through setpriv, finding the program, /proc
+parsing. Starting real processes is covered by tests/integration/test_supervisor*.py."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from hacontrol.agent.launch import (
+    StartRequest,
+    _stat_comm_state,
+    find_program,
+    with_identity,
+)
+
+
+def request(uid: int | None = None, gid: int | None = None,
+            groups: list[int] | None = None) -> StartRequest:
+    return StartRequest(command=["sleep", "1"], env={}, cwd=None, uid=uid, gid=gid,
+                        groups=groups, umask=None, cgroup_procs=[], rlimits=[])
+
+
+def test_no_identity_change_runs_the_command_as_is() -> None:
+    assert with_identity(request(), "/usr/bin/setpriv") == (["sleep", "1"], (None, None, None))
+
+
+def test_identity_goes_through_setpriv_so_subprocess_can_vfork() -> None:
+    argv, ids = with_identity(request(65534, 65534, [65534]), "/usr/bin/setpriv")
+    assert argv == ["/usr/bin/setpriv", "--groups=65534", "--regid=65534", "--reuid=65534",
+                    "--", "sleep", "1"]
+    assert ids == (None, None, None)
+
+
+def test_empty_group_list_clears_supplementary_groups() -> None:
+    argv, _ = with_identity(request(1000, 1000, []), "/usr/bin/setpriv")
+    assert "--clear-groups" in argv and not any(a.startswith("--groups") for a in argv)
+
+
+def test_without_setpriv_subprocess_sets_the_identity() -> None:
+    argv, ids = with_identity(request(65534, 65534, [65534]), None)
+    assert argv == ["sleep", "1"] and ids == (65534, 65534, [65534])
+
+
+def test_find_program(tmp_path: Path) -> None:
+    script = tmp_path / "prog"
+    script.write_text("#!/bin/sh\n")
+    assert find_program("prog", str(tmp_path), None) is None  # not executable
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    assert find_program("prog", str(tmp_path), None) == str(script)
+    assert find_program("./prog", "", str(tmp_path)) == os.path.join(str(tmp_path), "./prog")
+    assert find_program(str(tmp_path / "missing"), "", None) is None
+    assert find_program("sh", "/bin:/usr/bin", None) is not None
+
+
+def test_stat_parsing_keeps_names_with_parentheses_and_spaces() -> None:
+    assert _stat_comm_state(b"123 (a (b) c) Z 1 2 3") == (b"a (b) c", b"Z")
+    assert _stat_comm_state(b"") == (None, None)
