@@ -177,6 +177,45 @@ def test_memory_hog_is_oom_killed_in_cgroup(h: FeatureHarness) -> None:
     h.run(scenario)
 
 
+def test_restart_reuses_the_cgroup_and_counts_only_its_own_oom(
+        h: FeatureHarness, tmp_path: Path) -> None:
+    """A restart runs in the same (emptied) cgroup; an OOM kill of the first process is
+    not blamed on the next one, which exits on its own."""
+    need_root()
+    need_cgroups(h)
+    marker = tmp_path / "hogged"
+    code = f"""
+        import os, sys, time
+        if os.path.exists({str(marker)!r}):
+            sys.exit(3)
+        open({str(marker)!r}, "w").close()
+        hog = []
+        while True:
+            hog.append(bytearray(4 * 1024 * 1024))
+            time.sleep(0.01)
+    """
+
+    async def scenario() -> None:
+        first = await h.sup.ensure(allocation("m3", py(code), policy="on-failure",
+                                              resources=Resources(memory_mb=50)))
+        cgroups = h.sup.cgroup_paths("m3")
+        assert cgroups and all(p.is_dir() for p in cgroups.values())
+        await wait_for(lambda: len(h.of("m3", "exited")) >= 2, timeout=20, what="2 exits")
+        exits = h.of("m3", "exited")
+        assert exits[0].reason == "oom", exits[0]
+        assert exits[1].exit_code == 3 and exits[1].reason != "oom", exits[1]
+        running = h.of("m3", "running")
+        assert len(running) >= 2 and running[1].pid != first.pid
+        # The same directories all along: never removed between the restarts.
+        assert all(p.is_dir() for p in cgroups.values())
+        now = await wait_for(lambda: h.sup.cgroup_paths("m3"), timeout=10, what="running")
+        assert now == cgroups
+        await h.sup.stop("m3")
+        assert not any(p.exists() for p in cgroups.values())  # removed at the end
+
+    h.run(scenario)
+
+
 def test_memory_hog_is_killed_by_watchdog_in_rlimit_mode(hr: FeatureHarness) -> None:
     assert hr.sup.isolation_mode == "rlimit"
 
