@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.measure import http_load
-from bench.measure.http_load import Make, Request
+from bench.measure.http_load import Request
 from bench.measure.procs import Reaper, log
 from bench.measure.table import HACONTROL, Row, RowSpec, median
 from bench.peers import etcd
@@ -201,7 +201,7 @@ def etcd_failover(cl: etcd.EtcdCluster, trials: int, tag: str) -> list[float | N
 
         def fo_put(w: int, n: int, t: int = t) -> Request:
             return etcd.put_request(f"fo-{n % 8}", job_body(n * 1000 + t))
-        dt = asyncio.run(http_load.failover(bases, fo_put, lambda: cl.kill9(lead)))
+        dt = asyncio.run(http_load.failover(bases, fo_put, lambda lead=lead: cl.kill9(lead)))
         out.append(None if dt is None else dt * 1000)
         log(f"  etcd {tag} failover {t + 1}: "
             f"{'no ack' if dt is None else f'{dt * 1000:.0f} ms'} (killed {lead})")

@@ -6,6 +6,7 @@ comparison rests on is unit-tested (tests/unit/test_bench_compare.py).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ Better = Literal["higher", "lower"]
 def pct(xs: Sequence[float], p: float) -> float:
     """Nearest-rank percentile of `xs` (p in 0..1); `xs` must not be empty."""
     s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(p * len(s) + 0.5)) - 1))]
+    return s[min(len(s) - 1, max(0, math.ceil(p * len(s)) - 1))]
 
 
 def median(xs: Iterable[float | None]) -> float | None:
