@@ -107,7 +107,7 @@ def one_run(run: int, args: argparse.Namespace, peers: dict[str, PeerStatus],
 
 def cp_settings(args: argparse.Namespace) -> controlplane.CpSettings:
     if args.quick:
-        return controlplane.CpSettings(clients=64, seconds=3.0, warmup=0.5, latency_ops=200,
+        return controlplane.CpSettings(clients=64, seconds=2.0, warmup=0.5, latency_ops=100,
                                        failover_trials=3)
     return controlplane.CpSettings(clients=64, seconds=10.0, warmup=1.0, latency_ops=500,
                                    failover_trials=10)
@@ -115,8 +115,8 @@ def cp_settings(args: argparse.Namespace) -> controlplane.CpSettings:
 
 def agent_settings(args: argparse.Namespace) -> agents.AgentSettings:
     if args.quick:
-        s = agents.AgentSettings(crashes=8, small=200, large=1000, settle_s=1.0, idle_s=4.0,
-                                 limit_s=45.0)
+        s = agents.AgentSettings(crashes=5, small=200, large=1000, settle_s=0.5, idle_s=3.0,
+                                 limit_s=30.0)
     else:
         s = agents.AgentSettings(crashes=40, small=200, large=1000, settle_s=2.0,
                                  idle_s=10.0, limit_s=120.0)
@@ -134,7 +134,7 @@ def main() -> int:
                                  description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs (default 3; --quick: 1)")
     ap.add_argument("--quick", action="store_true",
-                    help="1 run, short loads, 3 failover trials, 8 crashes (< 5 minutes)")
+                    help="1 run, short loads, 3 failover trials, 5 crashes (about 5 minutes)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy flame graphs (svg) of hacontrol's leader and agent")

@@ -64,9 +64,13 @@ def best_peer(better: Better, medians: Mapping[str, float | None]) -> tuple[str,
 
 
 def ratio(hac: float | None, best: float | None) -> float | None:
-    """hacontrol / best peer; None when either is missing or the peer's value is 0."""
-    if hac is None or best is None or best == 0:
+    """hacontrol / best peer; None when either is missing. A peer at 0 (e.g. no CPU time
+    measurable in the window) against hacontrol above 0 is an infinite ratio, not a blank:
+    hacontrol is behind there."""
+    if hac is None or best is None:
         return None
+    if best == 0:
+        return 1.0 if hac == 0 else math.inf
     return hac / best
 
 
@@ -86,10 +90,12 @@ def row_summary(row: Row) -> dict[str, Any]:
     meds = row.medians()
     best = best_peer(row.spec.better, meds)
     r = ratio(meds.get(HACONTROL), best[1] if best else None)
+    shown = None if r is None or math.isinf(r) else r  # JSON has no infinity
     return {"key": row.spec.key, "label": row.spec.label, "unit": row.spec.unit,
             "better": row.spec.better, "note": row.spec.note, "medians": meds,
             "runs": row.runs, "best_peer": best[0] if best else None,
-            "ratio_to_best_peer": r, "hacontrol_ahead": ahead(row.spec.better, r)}
+            "ratio_to_best_peer": shown, "ratio_infinite": r is not None and math.isinf(r),
+            "hacontrol_ahead": ahead(row.spec.better, r)}
 
 
 def format_table(rows: Sequence[Row], systems: Sequence[str]) -> str:
@@ -106,7 +112,10 @@ def format_table(rows: Sequence[Row], systems: Sequence[str]) -> str:
         for name in systems:
             cells.append(fmt(sm["medians"].get(name), row.spec.spec))
         r = sm["ratio_to_best_peer"]
-        cells.append("-" if r is None else f"{r:.2f}x {sm['best_peer']}")
+        if sm["ratio_infinite"]:
+            cells.append(f"inf {sm['best_peer']}")
+        else:
+            cells.append("-" if r is None else f"{r:.2f}x {sm['best_peer']}")
         cells.append(row.spec.better)
         lead = sm["hacontrol_ahead"]
         cells.append("-" if lead is None else ("yes" if lead else "no"))

@@ -51,7 +51,9 @@ def test_ratio_and_who_leads() -> None:
     assert ratio(2.0, 4.0) == 0.5
     assert ratio(None, 4.0) is None
     assert ratio(2.0, None) is None
-    assert ratio(2.0, 0.0) is None
+    assert ratio(2.0, 0.0) == float("inf")
+    assert ratio(0.0, 0.0) == 1.0
+    assert ahead("lower", float("inf")) is False
     assert ahead("higher", 1.5) is True
     assert ahead("higher", 0.5) is False
     assert ahead("lower", 0.5) is True
@@ -74,6 +76,18 @@ def test_row_summary_medians_and_ratio_to_best_peer() -> None:
     assert sm["ratio_to_best_peer"] == pytest.approx(1000 / 1500)
     assert sm["hacontrol_ahead"] is False
     assert sm["runs"][HACONTROL] == [900.0, 1100.0, 1000.0]
+
+
+def test_a_peer_at_zero_shows_hacontrol_behind_not_a_blank() -> None:
+    row = Row(RowSpec("cpu", "idle CPU", "%", "lower", ".2f"))
+    row.add(HACONTROL, 5.0)
+    row.add("supervisord", 0.0)
+    sm = row_summary(row)
+    assert sm["ratio_infinite"] is True
+    assert sm["ratio_to_best_peer"] is None  # JSON has no infinity
+    assert sm["hacontrol_ahead"] is False
+    line = format_table([row], [HACONTROL, "supervisord"]).splitlines()[2]
+    assert line.split()[-5:] == ["0.00", "inf", "supervisord", "lower", "no"]
 
 
 def test_table_shows_medians_ratio_direction_and_every_run() -> None:
