@@ -12,6 +12,7 @@ column left empty. See bench/README.md for what each row measures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -91,8 +92,9 @@ def one_run(run: int, args: argparse.Namespace, peers: dict[str, PeerStatus],
             root / "ag-hac", crash_py, a, ag_rows, profiler)))
         for name, module in AGENT_PEERS.items():
             if peers[name].available:
-                steps.append((name, lambda n=name, m=module: agents.run_peer(
-                    n, m, peers[n], root / f"ag-{n}", crash_py, a, ag_rows, reaper)))
+                steps.append((name, functools.partial(
+                    agents.run_peer, name, module, peers[name], root / f"ag-{name}", crash_py,
+                    a, ag_rows, reaper)))
     # Alternate the order between runs so neither side always runs on a warmer (or more
     # crowded) machine; within the control-plane and agent groups alike.
     if run % 2 == 0:

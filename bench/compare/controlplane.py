@@ -11,6 +11,7 @@ Reads: hacontrol `GET /v1/jobs/default/kv-<client>` (linearizable by default); e
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -201,7 +202,7 @@ def etcd_failover(cl: etcd.EtcdCluster, trials: int, tag: str) -> list[float | N
 
         def fo_put(w: int, n: int, t: int = t) -> Request:
             return etcd.put_request(f"fo-{n % 8}", job_body(n * 1000 + t))
-        dt = asyncio.run(http_load.failover(bases, fo_put, lambda lead=lead: cl.kill9(lead)))
+        dt = asyncio.run(http_load.failover(bases, fo_put, functools.partial(cl.kill9, lead)))
         out.append(None if dt is None else dt * 1000)
         log(f"  etcd {tag} failover {t + 1}: "
             f"{'no ack' if dt is None else f'{dt * 1000:.0f} ms'} (killed {lead})")

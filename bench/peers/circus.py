@@ -103,5 +103,6 @@ def many(peer: PeerStatus, root: Path, s: ManySettings, reaper: Reaper) -> Figur
         autostart = False
     """)
     with circusd_in(peer.exe, root, watchers, reaper) as cd:
-        return measure_many(cd.pid, lambda: cd.ctl("start", "s", timeout=s.limit_s),
-                            sleeps_running(cd.pid, s.n), s)
+        def trigger() -> None:
+            cd.ctl("start", "s", timeout=s.limit_s)
+        return measure_many(cd.pid, trigger, sleeps_running(cd.pid, s.n), s)

@@ -124,7 +124,7 @@ class EtcdCluster:
                 if st and st.get("leader") and st["leader"] == st["header"]["member_id"]:
                     return n
             return None
-        return wait_for(find, timeout, interval=0.05, what="an etcd leader")
+        return str(wait_for(find, timeout, interval=0.05, what="an etcd leader"))
 
     def urls_leader_first(self) -> list[str]:
         lead = self.leader()

@@ -57,7 +57,7 @@ class Supervisord:
         def up() -> bool:
             if popen.poll() is not None:
                 raise RuntimeError(f"supervisord exited: {self.tail()}")
-            return self.rpc().supervisor.getState()["statename"] == "RUNNING"
+            return bool(self.rpc().supervisor.getState()["statename"] == "RUNNING")
         wait_for(up, 20, what="supervisord up")
 
     def states(self) -> list[str]:
