@@ -52,10 +52,10 @@ def make_rows(s: AgentSettings) -> dict[str, Row]:
 
 def brief(crash_ms: list[float], small: Figures, large: Figures) -> str:
     def f(x: float | None) -> str:
-        return "timeout" if x is None else f"{x:.3g}"
+        return "-" if x is None else f"{x:.3g}"
     return (f"crash p50 {f(median(crash_ms))} ms; start small {f(small.get('start_s'))} s, "
             f"RSS {f(small.get('rss_mb'))} MB, idle CPU {f(small.get('idle_cpu_pct'))} %; "
-            f"start large {f(large.get('start_s'))} s")
+            f"start large {f(large.get('start_s'))} s (- = timed out or not reached)")
 
 
 def record(rows: dict[str, Row], system: str, crash_ms: list[float], small: Figures,
