@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench bench-agent bench-scheduler chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test lint fuzz bench bench-agent bench-scheduler bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,18 @@ bench-agent: $(STAMP)
 
 bench-scheduler: $(STAMP)
 	$(PY) bench/scheduler.py
+
+# hacontrol next to etcd, supervisord, circus and PM2 in one run (bench/README.md). Peers are
+# installed into ~/.cache/hacontrol-bench, never into the project; e.g.
+# make bench-compare BENCH_ARGS="--quick --profile"
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?=
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench-compare: $(BENCH_STAMP)
+	$(PY) -m bench.compare $(BENCH_ARGS)
 
 # The standard chaos set: every nemesis, then every planted fault (30-50 minutes).
 chaos: $(STAMP) system-deps

@@ -17,30 +17,28 @@ Per run (the order of the two sides alternates between runs):
 3. idle              with the N instances running: RSS of the agent / supervisord process
                      and its CPU use over a quiet window (100 % = one core).
 
-supervisord is installed into the running interpreter's environment with pip when missing
-(it is not a project dependency). Every process started here is stopped by pid, also on
-Ctrl-C, SIGTERM or failure; the temporary directories are removed.
+supervisord is installed, when missing, into the bench cache's venv outside the repository
+(~/.cache/hacontrol-bench, bench/peers/supervisord.py), as for
+`python -m bench.compare`. Every process started here is stopped by pid, also on Ctrl-C,
+SIGTERM or failure; the temporary directories are removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 import uuid
-import xmlrpc.client
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,22 @@ if str(REPO) not in sys.path:
 
 import psutil  # noqa: E402
 
+from bench.measure.crash import (  # noqa: E402
+    CRASH_PROGRAM,
+    crash_argv,
+    crash_latencies,
+    starts_recorded,
+)
+from bench.measure.procs import (  # noqa: E402
+    Reaper,
+    descendants,
+    idle_usage,
+    kill_leftovers,
+    log,
+)
+from bench.measure.table import pct  # noqa: E402
+from bench.peers import supervisord  # noqa: E402
+from bench.peers.base import PeerStatus, default_cache  # noqa: E402
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec  # noqa: E402
 from hacontrol.agent.supervisor import Supervisor  # noqa: E402
 from hacontrol.model.resources import Resources  # noqa: E402
@@ -60,28 +74,6 @@ from tests.integration.harness import Cluster, wait_for  # noqa: E402
 
 NS = "default"
 POLL_S = 0.05
-CRASH_DELAY = (0.15, 0.35)
-
-CRASH_PROGRAM = textwrap.dedent("""\
-    import time
-    t = time.time()
-    import os, random, sys
-    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(fd, b"S %.6f %d\\n" % (t, os.getpid()))
-    time.sleep(random.uniform(float(sys.argv[2]), float(sys.argv[3])))
-    os.write(fd, b"E %.6f %d\\n" % (time.time(), os.getpid()))
-    os._exit(1)
-""")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(xs: list[float], p: float) -> float:
-    """Nearest-rank percentile of `xs` (p in 0..1)."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(p * len(s) + 0.5)) - 1))]
 
 
 @dataclass
@@ -105,191 +97,17 @@ class RunResult:
     crash_ms: dict[str, list[float]] = field(default_factory=lambda: {"hac": [], "sup": []})
 
 
-# ------------------------------------------------------------------ helpers
-
-
-def crash_latencies(path: Path) -> list[float]:
-    """Exit of one instance -> start of the next, in ms, from the programs' own records."""
-    out: list[float] = []
-    last_exit: float | None = None
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        kind, ts = parts[0], float(parts[1])
-        if kind == "E":
-            last_exit = ts
-        elif kind == "S" and last_exit is not None:
-            out.append((ts - last_exit) * 1000.0)
-            last_exit = None
-    return out
-
-
-def starts_recorded(path: Path) -> int:
-    if not path.exists():
-        return 0
-    return sum(1 for line in path.read_text().splitlines() if line.startswith("S "))
-
-
-def idle_usage(pid: int, seconds: float) -> tuple[float, float]:
-    """(RSS in MB at the end, CPU % over `seconds`; 100 = one core) of one process."""
-    p = psutil.Process(pid)
-    c0 = p.cpu_times()
-    t0 = time.monotonic()
-    time.sleep(seconds)
-    c1 = p.cpu_times()
-    dt = time.monotonic() - t0
-    # max(): float rounding of the counters can give a tiny negative value
-    cpu = max(0.0, (c1.user + c1.system - c0.user - c0.system) / dt * 100.0)
-    return p.memory_info().rss / 2**20, cpu
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def kill_leftovers(procs: list[psutil.Process]) -> int:
-    """SIGKILL those of `procs` still alive (psutil checks pid reuse); returns how many."""
-    n = 0
-    for p in procs:
-        with suppress(psutil.Error):
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                p.kill()
-                n += 1
-    return n
-
-
-def ensure_supervisor_installed() -> None:
-    if importlib.util.find_spec("supervisor") is not None:
-        return
-    log("supervisor is not installed; installing it with pip (not a project dependency)")
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "supervisor"]
-    if subprocess.run(cmd).returncode != 0 or importlib.util.find_spec("supervisor") is None:
-        raise SystemExit(f"cannot install supervisor; run: {' '.join(cmd)}")
+def ensure_supervisor_installed() -> PeerStatus:
+    peer = supervisord.find(default_cache(), True, log)
+    if not peer.available:
+        raise SystemExit(f"supervisord unavailable: {peer.missing}")
+    return peer
 
 
 # -------------------------------------------------------------- supervisord
 
 
-class Supervisord:
-    """One `supervisord -n` child with its config, socket and logs in `root`."""
-
-    def __init__(self, root: Path, programs: str) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "logs").mkdir(exist_ok=True)
-        self.sock = root / "supervisor.sock"
-        self.conf = root / "supervisord.conf"
-        self.conf.write_text(textwrap.dedent(f"""\
-            [unix_http_server]
-            file={self.sock}
-
-            [supervisord]
-            nodaemon=true
-            logfile={root}/supervisord.log
-            pidfile={root}/supervisord.pid
-            childlogdir={root}/logs
-            minfds=4096
-
-            [rpcinterface:supervisor]
-            supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-            [supervisorctl]
-            serverurl=unix://{self.sock}
-
-        """) + programs)
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.children: list[psutil.Process] = []
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def rpc(self) -> Any:
-        from supervisor.xmlrpc import SupervisorTransport
-
-        transport = SupervisorTransport(None, None, f"unix://{self.sock}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-
-    def start(self) -> None:
-        exe = Path(sys.executable).with_name("supervisord")
-        argv = ([str(exe)] if exe.exists() else
-                [sys.executable, "-m", "supervisor.supervisord"]) + ["-n", "-c", str(self.conf)]
-        out = open(self.root / "stdout.log", "ab")
-        try:
-            self.popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
-        finally:
-            out.close()
-
-        def up() -> bool:
-            assert self.popen is not None
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"supervisord exited: {self.tail()}")
-            return self.rpc().supervisor.getState()["statename"] == "RUNNING"
-        wait_for(up, 20, what="supervisord up")
-
-    def states(self) -> list[str]:
-        return [p["statename"] for p in self.rpc().supervisor.getAllProcessInfo()]
-
-    def tail(self) -> str:
-        f = self.root / "supervisord.log"
-        return f.read_text()[-2000:] if f.exists() else ""
-
-    def stop(self) -> None:
-        if self.popen is None:
-            return
-        self.children = descendants(self.popen.pid)
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)  # it stops its programs, then exits
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                self.children = descendants(self.popen.pid) or self.children
-                self.popen.kill()
-                self.popen.wait(10)
-        n = kill_leftovers(self.children)
-        if n:
-            log(f"killed {n} leftover supervisord children")
-        self.popen = None
-
-
-@contextmanager
-def supervisord_in(root: Path, programs: str) -> Iterator[Supervisord]:
-    sd = Supervisord(root, programs)
-    try:
-        sd.start()
-        yield sd
-    finally:
-        sd.stop()
-
-
-def sup_crash(root: Path, crash_py: Path, crashes: int) -> list[float]:
-    record = root / "crash.txt"
-    programs = textwrap.dedent(f"""\
-        [program:crash]
-        command={sys.executable} -I -S {crash_py} {record} {CRASH_DELAY[0]} {CRASH_DELAY[1]}
-        autostart=true
-        autorestart=true
-        startsecs=0
-        startretries=1000000
-        exitcodes=0
-        redirect_stderr=true
-        stdout_logfile={root}/logs/crash.log
-    """)
-    with supervisord_in(root, programs):
-        wait_for(lambda: starts_recorded(record) > crashes, 30 + crashes,
-                 interval=0.1, what=f"{crashes} supervisord restarts")
-    return crash_latencies(record)[:crashes]
-
-
-def sup_many(root: Path, n: int, s: Settings) -> Figures:
+def sup_many(peer: PeerStatus, root: Path, n: int, s: Settings, reaper: Reaper) -> Figures:
     programs = textwrap.dedent(f"""\
         [program:s]
         command=sleep 3600
@@ -302,7 +120,8 @@ def sup_many(root: Path, n: int, s: Settings) -> Figures:
         stdout_logfile={root}/logs/%(program_name)s_%(process_num)04d.log
     """)
     out: Figures = {}
-    with supervisord_in(root, programs) as sd:
+    assert peer.exe is not None
+    with supervisord.supervisord_in(peer.exe, root, programs, reaper) as sd:
         time.sleep(s.settle_s)
         rss0, _ = idle_usage(sd.pid, 0.0)
         out["rss0_mb"] = rss0
@@ -371,8 +190,7 @@ def hac_cluster_side(root: Path, crash_py: Path, s: Settings) -> tuple[Figures, 
 
         # 1. crash -> restart, restarted by the agent on its own
         record = root / "crash.txt"
-        body = {"command": [sys.executable, "-I", "-S", str(crash_py), str(record),
-                            str(CRASH_DELAY[0]), str(CRASH_DELAY[1])],
+        body = {"command": crash_argv(crash_py, record),
                 "count": 1, "resources": {"cpu": s.instance_cpu, "memory_mb": 64},
                 "restart": restart_always()}
         assert cluster.write("PUT", f"/v1/jobs/{NS}/crash", body).status == 200
@@ -434,7 +252,8 @@ def hac_ensure(root: Path, n: int, cpu: float) -> float:
 # ---------------------------------------------------------------------- runs
 
 
-def one_run(s: Settings, run: int, root: Path, crash_py: Path) -> RunResult:
+def one_run(s: Settings, run: int, root: Path, crash_py: Path, peer: PeerStatus,
+            reaper: Reaper) -> RunResult:
     res = RunResult()
 
     def hac() -> None:
@@ -447,9 +266,10 @@ def one_run(s: Settings, run: int, root: Path, crash_py: Path) -> RunResult:
 
     def sup() -> None:
         log(f"run {run}: supervisord crashes")
-        res.crash_ms["sup"] = sup_crash(root / "sup-crash", crash_py, s.crashes)
+        res.crash_ms["sup"] = supervisord.crash(peer, root / "sup-crash", crash_py,
+                                                s.crashes, reaper)
         log(f"run {run}: supervisord {s.instances} programs, idle")
-        res.sup = sup_many(root / "sup-many", s.instances, s)
+        res.sup = sup_many(peer, root / "sup-many", s.instances, s, reaper)
 
     for step in ((hac, sup) if run % 2 else (sup, hac)):
         step()
@@ -572,7 +392,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     s = settings_from(args)
-    ensure_supervisor_installed()
+    peer = ensure_supervisor_installed()
+    reaper = Reaper()
 
     def on_term(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -584,11 +405,12 @@ def main() -> int:
         crash_py = tmp / "crash.py"
         crash_py.write_text(CRASH_PROGRAM)
         for run in range(1, s.runs + 1):
-            results.append(one_run(s, run, tmp / f"run{run}", crash_py))
+            results.append(one_run(s, run, tmp / f"run{run}", crash_py, peer, reaper))
     except KeyboardInterrupt:
         log("interrupted; everything started was stopped")
         return 130
     finally:
+        reaper.stop_all()
         if args.keep:
             log(f"kept {tmp}")
         else:
