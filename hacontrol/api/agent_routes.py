@@ -32,7 +32,7 @@ from .schemas import SYNC_ANSWER, SYNC_REQUEST
 
 # The longest long poll: a node stays alive while its poll is in flight, so this bounds how
 # late a node cut off without a word (power, network) is noticed: MAX_WAIT_S + the grace.
-MAX_WAIT_S = 2.0
+MAX_WAIT_S = 30.0
 WAKE_CHECK_S = 0.25  # how soon polls leave a replica that stopped leading
 NODE_WAITS = web.AppKey["NodeWaits"]("node_waits")
 
