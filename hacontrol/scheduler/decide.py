@@ -261,6 +261,10 @@ def placement_inputs_of(m: StateMachine
             blocked[a.id] = "waiting for job(s) to complete: " + ", ".join(waiting)
             continue
         pending.append(a)
+    if not pending:
+        # Nothing to place: building the rooms of every node (a walk over every allocation,
+        # under the apply lock) would only delay reads and applies.
+        return [], [], blocked
     # Plan only what one plan entry can carry, highest priority first: planning the rest
     # now would be thrown away and redone after this plan applies.
     pending.sort(key=lambda a: (-_priority(m, a), a.id))
