@@ -20,6 +20,7 @@ from hacontrol.controller.errors import NotLeader
 from hacontrol.model.errors import invalid
 from hacontrol.model.messages import Assignment, DeltaAnswer, DeltaRequest, SyncRequest
 from hacontrol.scheduler.leader_state import LeaderState
+from hacontrol.scheduler.liveness import LONGEST_POLL_S
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.state.views import sync_changes
@@ -32,7 +33,7 @@ from .schemas import SYNC_ANSWER, SYNC_REQUEST
 
 # The longest long poll: a node stays alive while its poll is in flight, so this bounds how
 # late a node cut off without a word (power, network) is noticed: MAX_WAIT_S + the grace.
-MAX_WAIT_S = 30.0
+MAX_WAIT_S = LONGEST_POLL_S
 WAKE_CHECK_S = 0.25  # how soon polls leave a replica that stopped leading
 NODE_WAITS = web.AppKey["NodeWaits"]("node_waits")
 

@@ -14,6 +14,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_GRACE_S = 3.0
+# The longest long poll the leader grants (`api/agent_routes.py`). A new leader cannot tell
+# an agent still waiting out a poll at the old one from a dead node, so a node it has never
+# heard from is marked down without a probe only after the grace plus this.
+LONGEST_POLL_S = 30.0
 
 
 def nodes_to_mark_down(ready_nodes: list[str], heartbeats: dict[str, float],
@@ -50,7 +54,8 @@ class Verdicts:
 
 
 def judge(ready_nodes: list[str], heard: Heard, leader_since: float, now: float,
-          grace_s: float = DEFAULT_GRACE_S) -> Verdicts:
+          grace_s: float = DEFAULT_GRACE_S, longest_poll_s: float = LONGEST_POLL_S
+          ) -> Verdicts:
     """Which ready nodes to mark down and which to probe first (see the module docstring).
 
     A probe counts only if it failed after the node's last contact: an older failure says
@@ -67,6 +72,7 @@ def judge(ready_nodes: list[str], heard: Heard, leader_since: float, now: float,
         failed = heard.probe_failed.get(name)
         if name in heard.probeable and (failed is None or failed < last):
             probe.append(name)
-        else:
+        elif name in heard.heartbeats or name in heard.probeable \
+                or now - leader_since > grace_s + longest_poll_s:
             down.append(name)
     return Verdicts(down, probe)

@@ -243,6 +243,7 @@ def test_a_silent_node_without_an_address_is_marked_down_without_a_probe() -> No
     w = World()
     w.apply(C.NODE_REGISTER, {"name": "n9", "cpu": 1.0, "memory_mb": 1024, "address": "",
                               "labels": {}, "attributes": {}})
+    w.leader.record_heartbeat("n9", w.mono)  # heard from, then silent
     w.tick(GRACE_S + 0.1)
     d = decide(w.m, w.leader, Now(w.wall, w.mono), GRACE_S)
     assert d.probes == [] and [p.op for p in d.proposals] == [C.NODE_STATUS]

@@ -110,3 +110,12 @@ def test_liveness_never_marks_a_syncing_or_recently_heard_node_down(
     for name in v.down + v.probe:
         assert name not in syncing and now - hb.get(name, 0.0) > 3.0
     assert not set(v.down) & set(v.probe)
+
+
+def test_a_new_leader_waits_out_a_long_poll_before_downing_a_node_it_cannot_probe() -> None:
+    quiet = Heard({}, probeable={"addressed"})
+    early = judge(["addressed", "bare"], quiet, leader_since=0.0, now=5.0, grace_s=3,
+                  longest_poll_s=30)
+    assert early.probe == ["addressed"] and early.down == []
+    late = judge(["bare"], quiet, leader_since=0.0, now=33.5, grace_s=3, longest_poll_s=30)
+    assert late.down == ["bare"]
