@@ -78,6 +78,9 @@ class Settings:
     placement_timeout: float
     trials: int
     profile: Path | None = None
+    soak_s: float = 0.0  # after placement: nodes keep heartbeating this long
+    sim_wait_s: float = 1.0  # the simulated agents' long poll
+    full_sync: bool = False  # simulated agents ask for full answers (as before deltas)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class PlacementResult:
     term_before: int | None = None
     term_after: int | None = None
     leader_after: str | None = None
+    soak: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- processes
@@ -119,11 +123,15 @@ class Run:
         self.cluster.leader(30)
         return self.cluster
 
-    def start_sim(self, nodes: int) -> subprocess.Popen[bytes]:
+    def start_sim(self, nodes: int, wait_s: float = 1.0,
+                  full: bool = False) -> subprocess.Popen[bytes]:
         c = self.cluster
         argv = [sys.executable, str(SIMAGENT), "--controllers",
                 ",".join(r.api for r in c.replicas), "--token-file", str(c.root / "token"),
-                "--nodes", str(nodes)]
+                "--nodes", str(nodes), "--wait-s", str(wait_s),
+                "--stagger-s", str(min(0.005, 10.0 / max(nodes, 1)))]
+        if full:
+            argv.append("--full")
         err = open(c.root / "simagent.log", "ab")
         self.sim = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err,
                                     stdin=subprocess.DEVNULL)
@@ -298,8 +306,8 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
     watcher = next(r for r in cluster.live() if r is not leader)  # stale reads off the leader
     total = s.jobs * s.per_job
     res = PlacementResult(instances=total, nodes=s.nodes)
-    sim = run.start_sim(s.nodes)
-    wait_for(lambda: sim.poll() is None and ready_nodes(cluster, watcher) >= s.nodes, 120,
+    sim = run.start_sim(s.nodes, s.sim_wait_s, s.full_sync)
+    wait_for(lambda: sim.poll() is None and ready_nodes(cluster, watcher) >= s.nodes, 300,
              0.5, what=f"{s.nodes} simulated nodes ready")
     log(f"placement: {s.nodes} simulated nodes ready; submitting {s.jobs} jobs x {s.per_job}")
     pids = {f"{r.id}{' (leader)' if r is leader else ''}": r.proc.pid for r in cluster.live()}
@@ -355,6 +363,8 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
             time.sleep(s.poll_s)
         elapsed = time.monotonic() - t0
         run.stop_profilers()
+        if s.soak_s > 0:
+            res.soak = soak(cluster, s.soak_s)
         cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
         res.cpu_percent = {k: round(100 * (cpu1[k] - cpu0[k]) / elapsed, 1) for k in pids}
         res.cpu_percent["bench client"] = round(100 * (time.process_time() - me0) / elapsed, 1)
@@ -370,6 +380,51 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
         if res.sim.get(k):
             res.sim[k.replace("_wall", "_s")] = round(res.sim.pop(k) - wall0, 2)
     return res
+
+
+def soak(cluster: Cluster, seconds: float) -> dict[str, Any]:
+    """Nodes keep heartbeating for `seconds` while a client reads a job (linearizable) on
+    the leader back to back; the figures: read latencies and nodes marked down."""
+    leader = cluster.leader()
+    log(f"soak: {seconds:.0f}s of heartbeats with API reads on {leader.id}")
+    lat: list[float] = []
+    errors = 0
+    t_end = time.monotonic() + seconds
+    next_log = time.monotonic() + 30
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        try:
+            resp = cluster.api("GET", f"/v1/jobs/{NS}/bench-000", replica=leader, timeout=10)
+            ok = resp.status == 200
+        except OSError:
+            ok = False
+        if ok:
+            lat.append((time.monotonic() - t0) * 1000)
+        else:
+            errors += 1
+        if time.monotonic() >= next_log:
+            next_log += 30
+            log(f"soak: {len(lat)} reads, p99 {_q(lat, 0.99)} ms")
+        time.sleep(0.05)
+    marked = 0
+    for r in cluster.replicas:
+        try:
+            marked += r.proc.log.read_text(errors="replace").count("missed heartbeats")
+        except OSError:
+            pass
+    body = cluster.api("GET", "/v1/nodes?stale=true", replica=leader, timeout=60).body
+    return {"seconds": seconds, "reads": len(lat), "read_errors": errors,
+            "read_p50_ms": _q(lat, 0.5), "read_p99_ms": _q(lat, 0.99),
+            "read_max_ms": round(max(lat), 1) if lat else None,
+            "nodes_not_ready": sum(1 for n in body["nodes"] if n["status"] != "ready"),
+            "marked_down_in_logs": marked}
+
+
+def _q(xs: list[float], p: float) -> float | None:
+    if not xs:
+        return None
+    ys = sorted(xs)
+    return round(ys[min(len(ys) - 1, int(p * len(ys)))], 1)
 
 
 # -------------------------------------------------------------- replacement
@@ -496,6 +551,8 @@ def print_table(summary: dict[str, Any]) -> None:
               f"{sim.get('max_heartbeat_gap_s')} s, errors {sim.get('errors')}; raft term "
               f"{x['term_before']} -> {x['term_after']}, leader at the end {x['leader_after']}"
               + (" TIMED OUT" if x["timed_out"] else ""))
+        if x.get("soak"):
+            print(f"         soak: {x['soak']}")
         pl = x["plans"]
         if pl:
             print(f"         plans: {pl['count']} (sizes {pl['sizes']}), median interval "
@@ -536,13 +593,33 @@ def main() -> int:
                    help="sample the leader and the simagent with py-spy during placement; "
                         "collapsed stacks go to DIR")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    p.add_argument("--scale", action="store_true",
+                   help="the issue's scale target: 100,000 instances on 5,000 simulated nodes, "
+                        "then 10 minutes of heartbeats with API reads (with --quick: "
+                        "20,000 on 1,000 nodes, 60 s); 1 run, no replacement trials")
+    p.add_argument("--soak-s", type=float, dest="soak_s",
+                   help="after placement, keep the nodes heartbeating this long while "
+                        "reading the API (default 0; 600 with --scale)")
+    p.add_argument("--sim-wait-s", type=float, dest="sim_wait_s",
+                   help="the simulated agents' long poll (default 1.0; 10 with --scale)")
+    p.add_argument("--full-sync", action="store_true", dest="full_sync",
+                   help="simulated agents ask for full answers (the protocol before deltas)")
     args = p.parse_args()
+    if args.scale:
+        args.skip_replacement = True
+        jobs, nodes, soak_s = (200, 1000, 60.0) if args.quick else (1000, 5000, 600.0)
+        args.jobs, args.nodes = args.jobs or jobs, args.nodes or nodes
+        args.soak_s = soak_s if args.soak_s is None else args.soak_s
+        args.sim_wait_s = args.sim_wait_s or 10.0
+        args.runs = 1
     s = Settings(runs=1 if args.quick else args.runs,
                  jobs=args.jobs or (10 if args.quick else 100),
                  per_job=args.per_job or 100,
                  nodes=args.nodes or (50 if args.quick else 200),
                  poll_s=args.poll_s, placement_timeout=args.timeout,
-                 trials=args.trials or (2 if args.quick else 5), profile=args.profile)
+                 trials=args.trials or (2 if args.quick else 5), profile=args.profile,
+                 soak_s=args.soak_s or 0.0, sim_wait_s=args.sim_wait_s or 1.0,
+                 full_sync=args.full_sync)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

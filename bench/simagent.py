@@ -30,6 +30,12 @@ from typing import Any
 
 import aiohttp
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from hacontrol.agent.assignments import HeldAssignments  # noqa: E402
+
 RETRY_PAUSE_S = 0.1
 FAKE_PID_BASE = 4_000_000  # above any real pid_max, so nobody mistakes it for a process
 
@@ -41,6 +47,7 @@ class Stats:
     redirects: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    answer_bytes: int = 0
     max_gap_s: float = 0.0
     max_gap_node: str = ""
     assignments_seen: int = 0
@@ -61,6 +68,7 @@ class Stats:
                 "redirects": self.redirects, "errors": self.errors,
                 "sync_p50_ms": q(0.5), "sync_p99_ms": q(0.99),
                 "sync_max_ms": round(lat[-1], 2) if lat else None,
+                "answer_bytes": self.answer_bytes,
                 "max_heartbeat_gap_s": round(self.max_gap_s, 3),
                 "max_heartbeat_gap_node": self.max_gap_node,
                 "assignments_seen": self.assignments_seen, "running_acked": self.running_acked,
@@ -70,7 +78,8 @@ class Stats:
 
 class SimNode:
     def __init__(self, name: str, cpu: float, memory_mb: int, controllers: list[str],
-                 start: int, wait_s: float, stats: Stats, pids: itertools.count[int]) -> None:
+                 start: int, wait_s: float, stats: Stats, pids: itertools.count[int],
+                 delta: bool = True) -> None:
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": "",
                      "labels": {}, "attributes": {}}
         self.controllers = controllers
@@ -86,6 +95,8 @@ class SimNode:
         self.fake_pid: dict[str, int] = {}
         self.pending: dict[str, dict[str, Any]] = {}
         self.last_ok: float | None = None  # gaps count from the first successful sync
+        # Speaks the delta protocol as the agent does (False: full answers, as old agents)
+        self.held = HeldAssignments() if delta else None
 
     def _next_controller(self) -> None:
         if self.current in self.controllers:
@@ -125,15 +136,21 @@ class SimNode:
         while not stop.is_set():
             sent = dict(self.pending)
             wait_s = 0.0 if sent else self.wait_s
-            body = {"node": self.node, "reports": list(sent.values()), "index": self.index,
-                    "wait_s": wait_s, "term": self.highest_term}
+            body: dict[str, Any] = {"node": self.node, "reports": list(sent.values()),
+                                    "index": self.index, "wait_s": wait_s,
+                                    "term": self.highest_term,
+                                    "busy": {"reporting": len(sent)}}
+            if self.held is not None:
+                body["delta"] = self.held.request()
             t0 = time.monotonic()
             try:
                 async with session.post(f"{self.current}/v1/agent/sync", json=body,
                                         timeout=aiohttp.ClientTimeout(
                                             total=wait_s + 10.0, sock_connect=1.0)) as resp:
                     status = resp.status
-                    data = await resp.json(content_type=None)
+                    raw = await resp.read()
+                    self.stats.answer_bytes += len(raw)
+                    data = json.loads(raw)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 self.stats.error(type(exc).__name__)
                 self._next_controller()
@@ -155,6 +172,13 @@ class SimNode:
                 self.stats.error("stale_term")
                 self._next_controller()
                 continue
+            allocations = list(data.get("allocations") or [])
+            if self.held is not None and "delta" in data:
+                merged = self.held.apply(int(data["index"]), allocations, data["delta"])
+                if merged is None:
+                    self.stats.error("delta_refused")
+                    continue
+                allocations = merged
             now = time.monotonic()
             self.stats.syncs += 1
             self.stats.latencies_ms.append((now - t0) * 1000)
@@ -176,7 +200,7 @@ class SimNode:
                         self.stats.last_running_acked_wall = time.time()
                     else:
                         self.stats.stopped_acked += 1
-            self._reconcile(list(data.get("allocations") or []))
+            self._reconcile(allocations)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -193,7 +217,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     pids = itertools.count(FAKE_PID_BASE)
     nodes = [SimNode(f"{args.prefix}{i:04d}", args.cpu, args.memory_mb, controllers, i,
-                     args.wait_s, stats, pids) for i in range(args.nodes)]
+                     args.wait_s, stats, pids, not args.full) for i in range(args.nodes)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -228,6 +252,8 @@ def main() -> int:
                    help="long-poll seconds when there is nothing to report (default 1.0)")
     p.add_argument("--stagger-s", type=float, default=0.005, dest="stagger_s",
                    help="pause between starting two nodes (default 0.005)")
+    p.add_argument("--full", action="store_true",
+                   help="ask for full answers (as agents before the delta protocol)")
     args = p.parse_args()
     out = asyncio.run(amain(args))
     json.dump(out, sys.stdout)

@@ -103,6 +103,83 @@ class AssignmentDecoder:
         return decoded, rejected
 
 
+class HeldAssignments:
+    """The agent's copy of its node's assignments, kept up to date by delta answers.
+
+    A delta-speaking agent tells the leader the index it last applied and the job specs it
+    holds; the leader answers with what changed since (assignments without their specs,
+    removed ids, the specs the agent lacks), or with everything (`since` 0). `apply` turns
+    either into the complete list of raw assignments, each with its job's spec, as a full
+    answer would carry them (the same spec object for every assignment of a job, so the
+    decoder's comparison with its last answer stays cheap).
+
+    An answer that does not fit (a delta from another base, an assignment whose job spec
+    is unknown) is not applied: `apply` returns None and the next request asks for a full
+    answer.
+    """
+
+    def __init__(self) -> None:
+        self.since = 0
+        self.full = False
+        self._items: dict[str, dict[str, Any]] = {}  # id -> raw assignment without spec
+        self._specs: dict[str, tuple[int, Any]] = {}  # job key -> (modify index, raw spec)
+
+    def request(self) -> dict[str, Any]:
+        """The `delta` field of the next sync request."""
+        return {"since": 0 if self.full else self.since,
+                "jobs": {k: i for k, (i, _) in self._specs.items()}, "full": self.full}
+
+    def reset(self) -> None:
+        """Forget everything (the answer came without a delta: an older leader)."""
+        self.since, self.full = 0, False
+        self._items.clear()
+        self._specs.clear()
+
+    def apply(self, index: int, allocations: list[Any], delta: Any) -> list[Any] | None:
+        """The node's complete raw assignments after this answer, or None (see above)."""
+        since = delta.get("since") if isinstance(delta, dict) else None
+        if not isinstance(since, int) or (since and since != self.since):
+            self._refuse(f"a delta from index {since!r}, holding {self.since}")
+            return None
+        items = {} if since == 0 else dict(self._items)
+        specs = dict(self._specs)
+        jobs, removed = delta.get("jobs") or {}, delta.get("removed") or []
+        if not isinstance(jobs, dict) or not isinstance(removed, list):
+            self._refuse("a malformed delta")
+            return None
+        for key, at in jobs.items():
+            if not isinstance(at, dict) or not isinstance(at.get("index"), int):
+                self._refuse(f"a bad spec entry for job {key!r}")
+                return None
+            specs[str(key)] = (at["index"], at.get("spec"))
+        for alloc_id in removed:
+            if isinstance(alloc_id, str):
+                items.pop(alloc_id, None)
+        for item in allocations:
+            alloc_id = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(alloc_id, str) or not alloc_id:
+                log.warning("ignoring an assignment without an id: %.200r", item)
+                continue
+            raw = {k: v for k, v in item.items() if k != "spec"}
+            if self._key(raw) not in specs:
+                self._refuse(f"no spec for the job of {alloc_id}")
+                return None
+            items[alloc_id] = raw
+        used = {self._key(raw) for raw in items.values()}
+        self._items = items
+        self._specs = {k: v for k, v in specs.items() if k in used}
+        self.since, self.full = index, False
+        return [{**raw, "spec": self._specs[self._key(raw)][1]} for raw in items.values()]
+
+    @staticmethod
+    def _key(raw: dict[str, Any]) -> str:
+        return f"{raw.get('namespace')}/{raw.get('job')}"
+
+    def _refuse(self, why: str) -> None:
+        log.warning("sync answer not applied (%s): asking for a full one", why)
+        self.full = True
+
+
 def _id_of(name: str, *, user: bool) -> int | None:
     """The uid (or gid) `name` resolves to here, as the launcher would; None if unknown."""
     if name.isdigit():

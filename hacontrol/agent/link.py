@@ -24,6 +24,8 @@ import aiohttp
 
 from hacontrol.tls.roles import Role
 
+from .assignments import HeldAssignments
+
 log = logging.getLogger(__name__)
 
 LONG_POLL_S = 1.0
@@ -36,7 +38,7 @@ class SyncAnswer:
     leader: str
     index: int
     acked: int
-    allocations: list[Any]  # raw assignments, decoded by the agent
+    allocations: list[Any]  # all the node's raw assignments, decoded by the agent
 
 
 class StaleLeader(Exception):
@@ -63,6 +65,8 @@ class ControllerLink:
         self.highest_term = 0
         self.index = 0
         self.fingerprint: str | None = None
+        # What the leader has told this node so far: answers carry only what changed.
+        self.held = HeldAssignments()
         self._session: aiohttp.ClientSession | None = None
         self._rotation = 0
         # Told the hash of the controllers' credential each answer carries (pinned once).
@@ -92,7 +96,7 @@ class ControllerLink:
         assert self._session is not None
         body = {"node": node, "reports": reports, "index": self.index, "wait_s": wait_s,
                 "fingerprint": self.fingerprint,
-                "term": self.highest_term, **(extra or {})}
+                "term": self.highest_term, "delta": self.held.request(), **(extra or {})}
         timeout = aiohttp.ClientTimeout(total=wait_s + 4.0, sock_connect=1.0)
         try:
             async with self._session.post(f"{self.current}/v1/agent/sync", json=body,
@@ -123,6 +127,13 @@ class ControllerLink:
                         answer.leader, answer.term, self.highest_term)
             self._next_controller()
             return None
+        if "delta" in data:
+            merged = self.held.apply(answer.index, answer.allocations, data["delta"])
+            if merged is None:
+                return None  # the next request asks for everything
+            answer.allocations = merged
+        else:  # a leader that sends everything every time
+            self.held.reset()
         self.highest_term = answer.term
         self.index = answer.index
         if self.on_controller_key is not None:

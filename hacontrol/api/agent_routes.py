@@ -8,7 +8,9 @@ cannot countermand the new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,18 +18,24 @@ from aiohttp import web
 
 from hacontrol.controller.errors import NotLeader
 from hacontrol.model.errors import invalid
-from hacontrol.model.messages import SyncRequest
+from hacontrol.model.messages import Assignment, DeltaAnswer, DeltaRequest, SyncRequest
 from hacontrol.scheduler.leader_state import LeaderState
+from hacontrol.scheduler.liveness import LONGEST_POLL_S
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
+from hacontrol.state.views import sync_changes
 
 from .auth import speaks_for
-from .backend import Cluster
+from .backend import Cluster, Store
 from .openapi import WRITE_ERRORS, Operation, documented
 from .request import cluster_of, controller_credential_hash, json_body, leader_of, store_of
 from .schemas import SYNC_ANSWER, SYNC_REQUEST
 
-MAX_WAIT_S = 2.0
+# The longest long poll: a node stays alive while its poll is in flight, so this bounds how
+# late a node cut off without a word (power, network) is noticed: MAX_WAIT_S + the grace.
+MAX_WAIT_S = LONGEST_POLL_S
+WAKE_CHECK_S = 0.25  # how soon polls leave a replica that stopped leading
+NODE_WAITS = web.AppKey["NodeWaits"]("node_waits")
 
 
 def _not_leader(cluster: Cluster) -> NotLeader:
@@ -45,24 +53,42 @@ def _leading(request: web.Request) -> LeaderState:
 
 @documented(Operation(
     "An agent's heartbeat, reports and long poll for its assignments (leader only)", "agent",
-    description="Answers 503 not_leader, naming the leader, on any other replica.",
+    description="Answers 503 not_leader, naming the leader, on any other replica. A request "
+                "with `delta` gets only what changed since `delta.since` (see "
+                "`model.messages.DeltaAnswer`); without it, every assignment with its spec.",
     body=SYNC_REQUEST, ok=SYNC_ANSWER, errors=WRITE_ERRORS))
 async def sync(request: web.Request) -> web.Response:
-    cluster, store = cluster_of(request), store_of(request)
+    cluster = cluster_of(request)
     leader = _leading(request)
     body = await json_body(request)
     # Checked whole before anything is written: a bad value is a 422 naming its field, not
     # a failure to encode the command (a 500) or a bad entry in the log.
     message = SyncRequest.from_dict(body)
-    node = body["node"]
     name = message.node.name
     speaks_for(request, name)  # before the heartbeat: a node cannot keep another alive
-    address = node.get("address", "")
-    if address:
-        check_address(address, "node.address")
+    if message.node.address:
+        check_address(message.node.address, "node.address")
+
+    def connected() -> bool:
+        transport = request.transport
+        return transport is not None and not transport.is_closing()
+
+    # While this request is in flight the node counts as alive (slow, not dead), and its
+    # answer counts as contact again.
+    n = leader.sync_started(name, connected)
+    try:
+        return await _sync(request, cluster, leader, body, message)
+    finally:
+        leader.sync_ended(name, n)
+
+
+async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
+                body: dict[str, Any], message: SyncRequest) -> web.Response:
+    store = store_of(request)
+    node = body["node"]
+    name = message.node.name
     reports = body.get("reports") or []
     wait_s = min(message.wait_s, MAX_WAIT_S)
-    leader.record_heartbeat(name)
 
     def registered_as_is(m: StateMachine) -> bool:
         n = m.nodes.get(name)
@@ -86,24 +112,30 @@ async def sync(request: web.Request) -> web.Response:
         leader.alloc_metrics.update({k: v for k, v in checked.items() if k in live})
         for alloc_id in ended:  # the leader's memory keeps no metrics of ended allocations
             leader.alloc_metrics.pop(alloc_id, None)
-    if isinstance(body.get("agent"), dict):
-        leader.node_info[name] = body["agent"]
+    if isinstance(body.get("agent"), dict) or message.busy is not None:
+        info = dict(body["agent"]) if isinstance(body.get("agent"), dict) else {}
+        if message.busy is not None:
+            info["busy"] = message.busy  # shown in the node view, under `agent`
+        leader.node_info[name] = info
     acked = 0
     if reports:
         await store.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})
         acked = len(reports)
-    elif wait_s > 0:
+    delta = message.delta
+    if delta is not None:
+        return await _answer_delta(request, cluster, store, name, delta, wait_s, acked)
+    if wait_s > 0 and not reports:
         # Long poll: answer as soon as something changes for this node (its fingerprint
-        # differs from the one the agent last got), or at the deadline. Waking on every
-        # applied entry would answer every agent for every write anywhere.
+        # differs from the one the agent last got), or at the deadline.
         seen = body.get("fingerprint")
+        waits = _waits(request, store, cluster)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while store.read_local(lambda m: node_fingerprint(m, name)) == seen:
             remaining = deadline - loop.time()
             if remaining <= 0 or not cluster.is_leader():
                 break
-            await store.wait_changed(remaining)
+            await waits.wait(name, remaining)
 
     if not cluster.is_leader():
         raise _not_leader(cluster)
@@ -115,6 +147,98 @@ async def sync(request: web.Request) -> web.Response:
                               "allocations": assignments,
                               "controller_credential_sha256":
                                   controller_credential_hash(request)})
+
+
+async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, name: str,
+                        held: DeltaRequest, wait_s: float, acked: int) -> web.Response:
+    """The answer to an agent that speaks the delta protocol: only what it lacks, waiting
+    up to `wait_s` (unless it just reported) for something to change on its node."""
+    def changes(m: StateMachine) -> tuple[int, str, list[Assignment], DeltaAnswer]:
+        allocs, delta = sync_changes(m.store, name, held)
+        return m.index, node_fingerprint(m, name), allocs, delta
+
+    index, fp, allocs, delta = store.read_local(changes)
+    if wait_s > 0 and not acked and delta.since and not allocs and not delta.removed \
+            and not delta.jobs:
+        waits = _waits(request, store, cluster)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not cluster.is_leader():
+                break
+            # Registers before its first await: a change applied after the read above
+            # wakes it.
+            await waits.wait(name, remaining)
+            index, fp, allocs, delta = store.read_local(changes)
+            if allocs or delta.removed or delta.jobs or not delta.since:
+                break
+    if not cluster.is_leader():
+        raise _not_leader(cluster)
+    return web.json_response({"term": cluster.term(), "leader": cluster.id, "index": index,
+                              "fingerprint": fp, "acked": acked,
+                              "allocations": [a.to_dict(with_spec=False) for a in allocs],
+                              "delta": delta.to_dict(),
+                              "controller_credential_sha256":
+                                  controller_credential_hash(request)})
+
+
+class NodeWaits:
+    """Wakes the long polls of the nodes whose allocations changed.
+
+    Waking every poll on every applied entry made each of thousands of waiting agents
+    recompute its node's state for every write anywhere. One task per replica drains the
+    store's `touched_nodes` after each burst of applied entries and wakes only those
+    nodes' polls (and every poll once this replica stops leading, so agents move on).
+    Job-only changes (a spec edited in place) touch no node: agents see them at their
+    poll's deadline.
+    """
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, store: Store, cluster: Cluster) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(store, cluster))
+
+    async def wait(self, node: str, timeout: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self.waiters.setdefault(node, set())
+        waiting.add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiting.discard(fut)
+            if not waiting and self.waiters.get(node) is waiting:
+                del self.waiters[node]
+
+    def wake(self, nodes: Iterable[str]) -> None:
+        for node in nodes:
+            for fut in self.waiters.get(node, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _run(self, store: Store, cluster: Cluster) -> None:
+        while True:
+            await store.wait_changed(WAKE_CHECK_S)
+            self.wake(store.read_local(_drain_touched))
+            if not cluster.is_leader():
+                self.wake(list(self.waiters))
+
+
+def _drain_touched(m: StateMachine) -> set[str]:
+    touched = m.store.touched_nodes
+    m.store.touched_nodes = set()
+    return touched
+
+
+def _waits(request: web.Request, store: Store, cluster: Cluster) -> NodeWaits:
+    waits = request.app[NODE_WAITS]
+    waits.start(store, cluster)
+    return waits
 
 
 def _live_and_ended(m: StateMachine, node: str) -> tuple[set[str], list[str]]:
@@ -177,6 +301,16 @@ def node_fingerprint(m: StateMachine, name: str) -> str:
 
 
 def register(app: web.Application) -> None:
+    app[NODE_WAITS] = NodeWaits()
+
+    async def stop_waking(app: web.Application) -> None:
+        task = app[NODE_WAITS].task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.on_cleanup.append(stop_waking)
     app.router.add_post("/v1/agent/sync", sync)
 
 

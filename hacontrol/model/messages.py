@@ -60,24 +60,105 @@ class Assignment:
     state: AllocState
     spec: JobSpec | None  # None when the job is gone
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "namespace": self.namespace, "job": self.job,
-                "version": self.version, "desired": self.desired, "state": self.state,
-                "spec": None if self.spec is None else self.spec.to_dict()}
+    def to_dict(self, with_spec: bool = True) -> dict[str, Any]:
+        """`with_spec` False leaves the spec out (a delta answer sends it once per job, in
+        `delta.jobs`)."""
+        d = {"id": self.id, "namespace": self.namespace, "job": self.job,
+             "version": self.version, "desired": self.desired, "state": self.state}
+        if with_spec:
+            d["spec"] = None if self.spec is None else self.spec.to_dict()
+        return d
 
     @classmethod
-    def from_dict(cls, raw: Any, at: str = "allocation") -> Assignment:
+    def from_dict(cls, raw: Any, at: str = "allocation",
+                  specs: dict[str, JobSpec | None] | None = None) -> Assignment:
+        """`specs` (job key -> spec, see `job_key`) supplies the spec of an assignment that
+        carries none (a delta answer's)."""
         d = obj(raw, at)
         # The agent names a directory after it: it must not escape the data dir.
         alloc_id = check_alloc_id(d.get("id"), f"{at}.id")
-        spec = d.get("spec")
-        return cls(alloc_id, check_name(d.get("namespace"), f"{at}.namespace"),
-                   check_name(d.get("job"), f"{at}.job"),
+        ns = check_name(d.get("namespace"), f"{at}.namespace")
+        job = check_name(d.get("job"), f"{at}.job")
+        spec: JobSpec | None
+        if "spec" not in d and specs is not None:
+            key = job_key(ns, job)
+            if key not in specs:
+                raise invalid(f"{at}.spec", f"no spec for job {key}")
+            spec = specs[key]
+        else:
+            raw_spec = d.get("spec")
+            spec = None if raw_spec is None else _within(f"{at}.spec",
+                                                         lambda: parse_job_spec(raw_spec))
+        return cls(alloc_id, ns, job,
                    integer(d.get("version"), f"{at}.version", minimum=1),
                    one_of(d.get("desired"), DesiredState, f"{at}.desired"),
-                   one_of(d.get("state"), AllocState, f"{at}.state"),
-                   None if spec is None else _within(f"{at}.spec",
-                                                     lambda: parse_job_spec(spec)))
+                   one_of(d.get("state"), AllocState, f"{at}.state"), spec)
+
+
+def job_key(namespace: str, job: str) -> str:
+    """How a delta names a job: `namespace/name` (neither may contain a slash)."""
+    return f"{namespace}/{job}"
+
+
+MAX_BUSY_KEYS = 16
+
+
+@dataclass(frozen=True)
+class DeltaRequest:
+    """What an agent that speaks the delta protocol already holds.
+
+    `since`: the index of the last answer it applied (0: it holds nothing); `jobs`: the
+    specs it holds, as job key -> the job's modify index they were sent at; `full`: it asks
+    for a full answer (it found its copy inconsistent).
+    """
+
+    since: int = 0
+    jobs: dict[str, int] = field(default_factory=dict)
+    full: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since, "jobs": dict(self.jobs), "full": self.full}
+
+    @classmethod
+    def from_dict(cls, raw: Any, at: str = "delta") -> DeltaRequest:
+        d = obj(raw, at)
+        jobs = obj(d.get("jobs"), f"{at}.jobs")
+        if len(jobs) > 100_000:
+            raise invalid(f"{at}.jobs", "too many jobs")
+        return cls(integer(d.get("since") or 0, f"{at}.since", maximum=2**62),
+                   {str(k): integer(v, f"{at}.jobs.{k}", maximum=2**62)
+                    for k, v in jobs.items()},
+                   d.get("full") is True)
+
+
+@dataclass(frozen=True)
+class DeltaAnswer:
+    """The delta part of a sync answer to an agent that sent a `DeltaRequest`.
+
+    `since` 0: the answer's `allocations` are all the node's assignments (a full answer);
+    otherwise they are those changed after index `since`, and `removed` lists the ids the
+    node no longer holds. `jobs` gives the specs the agent lacks (key -> (modify index,
+    spec; None when the job is gone)); assignments in the answer carry no spec of their own.
+    """
+
+    since: int
+    removed: list[str]
+    jobs: dict[str, JobAt]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since, "removed": list(self.removed),
+                "jobs": {k: j.to_dict() for k, j in self.jobs.items()}}
+
+
+@dataclass(frozen=True)
+class JobAt:
+    """A job's spec as of the job's modify index `index` (None: the job is gone)."""
+
+    index: int
+    spec: JobSpec | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "spec": None if self.spec is None else self.spec.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -159,6 +240,9 @@ class SyncRequest:
     term: int  # the highest leader term it has obeyed
     agent: dict[str, Any] | None = None  # pid and isolation mode, for operators
     metrics: dict[str, dict[str, Any]] | None = None  # allocation id -> sampled metrics
+    delta: DeltaRequest | None = None  # None: an agent that wants full answers
+    # "busy, alive": counts of work in progress (e.g. starting, stopping), shown to operators
+    busy: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"node": self.node.to_dict(),
@@ -169,6 +253,10 @@ class SyncRequest:
             d["agent"] = self.agent
         if self.metrics is not None:
             d["metrics"] = self.metrics
+        if self.delta is not None:
+            d["delta"] = self.delta.to_dict()
+        if self.busy is not None:
+            d["busy"] = dict(self.busy)
         return d
 
     @classmethod
@@ -179,6 +267,14 @@ class SyncRequest:
             metrics = {k: v for k, v in obj(metrics, "metrics").items()
                        if isinstance(k, str) and isinstance(v, dict)}
         agent = d.get("agent")
+        delta = d.get("delta")
+        busy = d.get("busy")
+        if busy is not None:
+            busy = obj(busy, "busy")
+            if len(busy) > MAX_BUSY_KEYS:
+                raise invalid("busy", f"at most {MAX_BUSY_KEYS} counts")
+            busy = {check_name(k, "busy"): integer(v, f"busy.{k}", maximum=2**40)
+                    for k, v in busy.items()}
         return cls(
             NodeInfo.from_dict(d.get("node")),
             [AllocReport.from_dict(r, f"reports[{i}]")
@@ -187,7 +283,8 @@ class SyncRequest:
             number(d.get("wait_s") or 0.0, "wait_s", maximum=3600),
             optional_string(d.get("fingerprint"), "fingerprint", max_len=200),
             integer(d.get("term") or 0, "term", maximum=2**62),
-            agent if isinstance(agent, dict) else None, metrics)
+            agent if isinstance(agent, dict) else None, metrics,
+            None if delta is None else DeltaRequest.from_dict(delta), busy)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ as the first one's commands are applied, so each kind sees the effects of the on
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ from hacontrol.state.machine import StateMachine
 
 from . import autoscale, drain, rollout
 from .leader_state import JobKey, LeaderState
-from .liveness import DEFAULT_GRACE_S, nodes_to_mark_down
+from .liveness import DEFAULT_GRACE_S, Heard, judge
 from .placement import Demand, NodeRoom, plan_placements
 from .view import placement_inputs
 
@@ -69,6 +70,8 @@ class Decisions:
     unplaced: dict[str, str] | None = None
     # Jobs the autoscaler changed, with the time its cooldown starts.
     scaled: dict[JobKey, float] = field(default_factory=dict)
+    # Silent nodes to probe before judging them: (name, address of its agent).
+    probes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -93,20 +96,26 @@ def survey(m: StateMachine, leader: LeaderState, now: Now,
            grace_s: float = DEFAULT_GRACE_S) -> Survey:
     """The part of `decide` that reads the state (the caller holds it still)."""
     ready = [n.name for n in m.nodes.values() if n.status == NodeStatus.READY]
-    for name in nodes_to_mark_down(ready, leader.heartbeats, leader.since, now.mono, grace_s):
+    heard = Heard(leader.heartbeats, leader.syncing(),
+                  _Addressed(m), leader.probing, leader.probe_failed)
+    verdicts = judge(ready, heard, leader.since, now.mono, grace_s)
+    probes = [(name, m.nodes[name].address) for name in verdicts.probe]
+    for name in verdicts.down:
         return Survey(Decisions([Proposal(C.NODE_STATUS, {"name": name, "status": "down"},
                                           warning=f"node {name} missed heartbeats for "
-                                                  f"{grace_s:.1f}s: marking down")]))
+                                                  f"{grace_s:.1f}s: marking down")],
+                                probes=probes))
     steps = deployment_steps(m, now.wall)
     if steps:
-        return Survey(Decisions(steps))
+        return Survey(Decisions(steps, probes=probes))
     moves = drain_moves(m, now.wall)
     if moves:
         return Survey(Decisions([Proposal(C.MIGRATE, {"allocations": moves,
-                                                      "reason": "node drain"})]))
+                                                      "reason": "node drain"})],
+                                probes=probes))
     scales, scaled = autoscale_proposals(m, leader, now.wall)
     demands, rooms, blocked = placement_inputs_of(m)
-    return Survey(Decisions(scales, None, scaled), True, demands, rooms, blocked)
+    return Survey(Decisions(scales, None, scaled, probes), True, demands, rooms, blocked)
 
 
 def finish(s: Survey) -> Decisions:
@@ -115,7 +124,24 @@ def finish(s: Survey) -> Decisions:
         return s.decisions
     plan, unplaced = placement_proposal(s.demands, s.rooms, s.blocked)
     d = s.decisions
-    return Decisions(d.proposals + plan, unplaced, d.scaled)
+    return Decisions(d.proposals + plan, unplaced, d.scaled, d.probes)
+
+
+class _Addressed(Collection[str]):
+    """The nodes whose agent gave an address the leader can probe."""
+
+    def __init__(self, m: StateMachine) -> None:
+        self._nodes = m.nodes
+
+    def __contains__(self, name: object) -> bool:
+        node = self._nodes.get(name) if isinstance(name, str) else None
+        return node is not None and bool(node.address)
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in self._nodes if n in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 # ------------------------------------------------------------------ rollouts
@@ -235,6 +261,10 @@ def placement_inputs_of(m: StateMachine
             blocked[a.id] = "waiting for job(s) to complete: " + ", ".join(waiting)
             continue
         pending.append(a)
+    if not pending:
+        # Nothing to place: building the rooms of every node (a walk over every allocation,
+        # under the apply lock) would only delay reads and applies.
+        return [], [], blocked
     # Plan only what one plan entry can carry, highest priority first: planning the rest
     # now would be thrown away and redone after this plan applies.
     pending.sort(key=lambda a: (-_priority(m, a), a.id))

@@ -6,8 +6,9 @@ syncs; nothing a previous term (of this replica or another) left behind is trust
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +30,39 @@ class LeaderState:
     node_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> agent details
     unplaced: dict[str, str] = field(default_factory=dict)  # allocation id -> why pending
     last_scaled: dict[JobKey, float] = field(default_factory=dict)  # autoscaler, wall time
+    # node -> {request number: whether its connection is still open}: syncs in flight
+    in_flight: dict[str, dict[int, Callable[[], bool]]] = field(default_factory=dict)
+    probing: set[str] = field(default_factory=set)  # nodes whose health probe is under way
+    probe_failed: dict[str, float] = field(default_factory=dict)  # node -> monotonic time
+    _requests: itertools.count[int] = field(default_factory=itertools.count)
 
     def record_heartbeat(self, node: str, now: float | None = None) -> None:
         self.heartbeats[node] = time.monotonic() if now is None else now
+
+    def sync_started(self, node: str, is_open: Callable[[], bool],
+                     now: float | None = None) -> int:
+        """A sync request from `node` arrived (a heartbeat); returns its number for
+        `sync_ended`."""
+        self.record_heartbeat(node, now)
+        n = next(self._requests)
+        self.in_flight.setdefault(node, {})[n] = is_open
+        return n
+
+    def sync_ended(self, node: str, n: int, now: float | None = None) -> None:
+        """The request is answered (or failed): the node was heard from until now, unless
+        its connection closed under it (its agent is gone, not slow)."""
+        requests = self.in_flight.get(node, {})
+        is_open = requests.pop(n, None)
+        if not requests:
+            self.in_flight.pop(node, None)
+        if is_open is not None and is_open():
+            self.record_heartbeat(node, now)
+
+    def syncing(self) -> Syncing:
+        """Nodes with a sync request in flight on a connection that is still open (a view:
+        each membership test looks at that node's requests only)."""
+        return Syncing(self.in_flight)
+
 
     def last_heartbeat(self, node: str) -> float | None:
         """Wall-clock time of the node's last heartbeat, as this leader saw it."""
@@ -43,6 +74,21 @@ class LeaderState:
         if state == AllocState.PENDING and node is None:
             return self.unplaced.get(alloc_id)
         return None
+
+
+class Syncing(Collection[str]):
+    def __init__(self, in_flight: dict[str, dict[int, Callable[[], bool]]]) -> None:
+        self._in_flight = in_flight
+
+    def __contains__(self, node: object) -> bool:
+        requests = self._in_flight.get(node) if isinstance(node, str) else None
+        return requests is not None and any(is_open() for is_open in list(requests.values()))
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in list(self._in_flight) if n in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class Leadership:

@@ -1,8 +1,23 @@
-"""Node liveness verdicts: a pure function of heartbeat times and the clock."""
+"""Node liveness verdicts: pure functions of what the leader heard and the clock.
+
+A slow node is not a dead one. A node is alive while its agent has a sync request in
+flight on an open connection (a long poll, or a report the leader is still writing), or
+was last heard from (a sync arrived or was answered, or its health endpoint answered a
+probe) within the grace period. A silent node that the leader can reach is probed before
+it is marked down: one that still answers stays ready, since marking it down would replace
+allocations whose processes are still running there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
 DEFAULT_GRACE_S = 3.0
+# The longest long poll the leader grants (`api/agent_routes.py`). A new leader cannot tell
+# an agent still waiting out a poll at the old one from a dead node, so a node it has never
+# heard from is marked down without a probe only after the grace plus this.
+LONGEST_POLL_S = 30.0
 
 
 def nodes_to_mark_down(ready_nodes: list[str], heartbeats: dict[str, float],
@@ -19,3 +34,45 @@ def nodes_to_mark_down(ready_nodes: list[str], heartbeats: dict[str, float],
         if now - last > grace_s:
             out.append(name)
     return out
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the leader knows of its nodes' agents (monotonic times)."""
+
+    heartbeats: Mapping[str, float] = field(default_factory=dict)  # last contact
+    syncing: Collection[str] = ()  # a sync request in flight on an open connection
+    probeable: Collection[str] = ()  # nodes with an address the leader can probe
+    probing: Collection[str] = ()  # a probe under way
+    probe_failed: Mapping[str, float] = field(default_factory=dict)  # last failed probe
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    down: list[str]  # silent, and no probe can (or did) show it alive
+    probe: list[str]  # silent, but reachable: ask its agent before judging
+
+
+def judge(ready_nodes: list[str], heard: Heard, leader_since: float, now: float,
+          grace_s: float = DEFAULT_GRACE_S, longest_poll_s: float = LONGEST_POLL_S
+          ) -> Verdicts:
+    """Which ready nodes to mark down and which to probe first (see the module docstring).
+
+    A probe counts only if it failed after the node's last contact: an older failure says
+    nothing about a node that has been heard from since.
+    """
+    silent = nodes_to_mark_down([n for n in ready_nodes if n not in heard.syncing],
+                                dict(heard.heartbeats), leader_since, now, grace_s)
+    down: list[str] = []
+    probe: list[str] = []
+    for name in silent:
+        if name in heard.probing:
+            continue
+        last = max(heard.heartbeats.get(name, leader_since), leader_since)
+        failed = heard.probe_failed.get(name)
+        if name in heard.probeable and (failed is None or failed < last):
+            probe.append(name)
+        elif name in heard.heartbeats or name in heard.probeable \
+                or now - leader_since > grace_s + longest_poll_s:
+            down.append(name)
+    return Verdicts(down, probe)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
+
+import aiohttp
 
 from hacontrol.controller.errors import ControlError, Rejection
 from hacontrol.state.machine import StateMachine
@@ -23,6 +26,30 @@ log = logging.getLogger("hacontrol.scheduler.leader")
 
 T = TypeVar("T")
 IDLE_WAKE_S = 0.25
+# An agent that does not answer its health check within this is taken for dead; its own
+# HTTP side answers from the event loop that also syncs, so a slow answer means a stuck one.
+PROBE_TIMEOUT_S = 1.0
+
+Probe = Callable[[str], Awaitable[bool]]
+
+
+class HealthProbe:
+    """Asks an agent's `GET /v1/health` (open to anyone, see `agent/http.py`) whether it is
+    alive; `tls`: the controllers' client context for https:// agent addresses."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None,
+                 timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        self.tls = tls
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def __call__(self, address: str) -> bool:
+        connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=self.timeout) as s, \
+                    s.get(f"{address.rstrip('/')}/v1/health") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return False
 
 
 class Proposer(Protocol):
@@ -47,12 +74,16 @@ class LeaderLoop:
     def __init__(self, proposer: Proposer, leadership: Leadership,
                  wait_changed: Callable[[float], Awaitable[None]],
                  on_elected: Callable[[int], None] = lambda term: None,
-                 grace_s: float = DEFAULT_GRACE_S) -> None:
+                 grace_s: float = DEFAULT_GRACE_S, probe: Probe | None = None) -> None:
+        """`probe(address)`: whether a silent node's agent still answers (default: its
+        health endpoint over plain HTTP, or https with the system's CAs)."""
         self.proposer = proposer
         self.leadership = leadership
         self.wait_changed = wait_changed
         self.on_elected = on_elected
         self.grace_s = grace_s
+        self.probe = probe if probe is not None else HealthProbe()
+        self._probes: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         while True:
@@ -85,6 +116,12 @@ class LeaderLoop:
         leader.last_scaled.update(decisions.scaled)
         if decisions.unplaced is not None:
             leader.unplaced = decisions.unplaced
+        for name, address in decisions.probes:
+            if name not in leader.probing:
+                leader.probing.add(name)
+                task = asyncio.create_task(self._probe(leader, name, address))
+                self._probes.add(task)
+                task.add_done_callback(self._probes.discard)
         for p in decisions.proposals:
             if p.warning:
                 log.warning("%s", p.warning)
@@ -98,6 +135,25 @@ class LeaderLoop:
             if res.get("rejected"):
                 log.info("plan: %d placed, %d rejected on apply", len(res["placed"]),
                          len(res["rejected"]))
+
+
+    async def _probe(self, leader: LeaderState, name: str, address: str) -> None:
+        """Probe a silent node in the background (rounds go on meanwhile); an answer counts
+        as contact, a failure lets the next round mark it down."""
+        try:
+            alive = await self.probe(address)
+        except Exception:
+            log.exception("probing node %s failed", name)
+            alive = False
+        finally:
+            leader.probing.discard(name)
+        now = time.monotonic()
+        if alive:
+            log.warning("node %s is silent but its agent answers at %s: keeping it ready",
+                        name, address)
+            leader.record_heartbeat(name, now)
+        else:
+            leader.probe_failed[name] = now
 
 
 def _message(err: Exception) -> str:

@@ -29,6 +29,11 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
                               for c in spec.constraints or ()),
             scoring=SPREAD if spec.scoring == Scoring.SPREAD else BINPACK,
             preempt=bool(spec.preempt)))
+    # Placement looks at what runs on a node only to count the demands' own jobs there
+    # (spread, distinct_nodes) and to find batch work to preempt: building a record of
+    # every other allocation cost a walk over 100,000 of them per plan.
+    wanted_jobs = {(d.namespace, d.job) for d in demands}
+    preempting = any(d.preempt for d in demands)
     by_node: dict[str, list[Placed]] = {}
     for a in m.allocs.values():
         if a.node is None or not a.holds_resources or a.desired != DesiredState.RUN:
@@ -36,6 +41,9 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             # not be offered as preemption victims again.
             continue
         job = m.jobs.get((a.namespace, a.job))
+        if (a.namespace, a.job) not in wanted_jobs and not (
+                preempting and job is not None and job.spec.type == BATCH):
+            continue
         by_node.setdefault(a.node, []).append(Placed(
             alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
             memory_mb=a.resources.memory_mb,

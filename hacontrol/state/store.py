@@ -16,6 +16,9 @@ from hacontrol.model.resources import Quota, Usage
 from hacontrol.model.states import AllocState, DesiredState
 
 DEFAULT_NAMESPACE = "default"
+# Forgotten allocations remembered per node for the agents' delta sync: an agent that
+# missed more than this gets a full answer.
+REMOVED_KEPT = 512
 
 JobKey = tuple[str, str]
 
@@ -42,6 +45,18 @@ class Store:
         self.acl_tokens: dict[str, Token] = {}
         self.acl_bootstrapped = False
         self.acl_by_hash: dict[str, str] = {}
+        # For the agents' delta sync (derived, never snapshotted, not in the digest): per
+        # node, the ids of allocations forgotten while placed there, with the index they were
+        # forgotten at, so an agent that last synced before that learns they are gone; only
+        # the latest REMOVED_KEPT per node are kept, and an agent that synced before
+        # `removed_floor` (or before this store was restored, `delta_floor`) gets a full
+        # answer instead of a delta.
+        self.removed: dict[str, list[tuple[int, str]]] = {}
+        self.removed_floor: dict[str, int] = {}
+        self.delta_floor = 0
+        # Nodes whose allocations were placed, stopped or forgotten since the API last
+        # looked (it wakes only those nodes' long polls); drained under the apply lock.
+        self.touched_nodes: set[str] = set()
 
     # ------------------------------------------------------------ tokens
 
@@ -73,10 +88,13 @@ class Store:
         alloc.node = node
         self.by_node.setdefault(node, {})[alloc.id] = None
         self.pending.pop(alloc.id, None)
+        self.touched_nodes.add(node)
 
     def unpend(self, alloc: Allocation) -> None:
-        """Call when an unplaced allocation stops being wanted."""
+        """Call when an allocation stops being wanted (placed or not)."""
         self.pending.pop(alloc.id, None)
+        if alloc.node is not None:
+            self.touched_nodes.add(alloc.node)
 
     def forget_alloc(self, alloc: Allocation) -> None:
         del self.allocs[alloc.id]
@@ -88,7 +106,32 @@ class Store:
                 del self.by_job[key]
         if alloc.node is not None:
             self.by_node.get(alloc.node, {}).pop(alloc.id, None)
+            self._tombstone(alloc.node, alloc.id)
         self.pending.pop(alloc.id, None)
+
+    def _tombstone(self, node: str, alloc_id: str) -> None:
+        gone = self.removed.setdefault(node, [])
+        gone.append((self.index, alloc_id))
+        if len(gone) > REMOVED_KEPT:
+            # Dropped in halves so the trimming costs O(1) per forgotten allocation.
+            cut = len(gone) // 2
+            self.removed_floor[node] = gone[cut - 1][0]
+            del gone[:cut]
+        self.touched_nodes.add(node)
+
+    def removed_since(self, node: str, index: int) -> list[str] | None:
+        """Ids of allocations forgotten on `node` after `index`; None when that history
+        is no longer kept (the caller must then send everything)."""
+        if index < self.delta_floor or index < self.removed_floor.get(node, 0):
+            return None
+        gone = self.removed.get(node, ())
+        out: list[str] = []
+        for i in range(len(gone) - 1, -1, -1):
+            at, alloc_id = gone[i]
+            if at <= index:
+                break
+            out.append(alloc_id)
+        return out
 
     def job_allocs(self, job: Job) -> list[Allocation]:
         return [self.allocs[i] for i in self.by_job.get(job.key, {})]
@@ -137,3 +180,6 @@ class Store:
             self.add_alloc(a)
         self.usage = self.recompute_usage()
         self.acl_by_hash = {t.secret_hash: a for a, t in self.acl_tokens.items()}
+        # What was forgotten before the restore is unknown: deltas start again here.
+        self.removed, self.removed_floor = {}, {}
+        self.delta_floor = self.index

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hacontrol.model.messages import Assignment
+from hacontrol.model.messages import Assignment, DeltaAnswer, DeltaRequest, JobAt, job_key
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.states import AllocState, JobStatus, JobType
 
@@ -83,6 +83,36 @@ def assignments(store: Store, node_name: str) -> list[Assignment]:
         out.append(Assignment(a.id, a.namespace, a.job, a.version, a.desired, a.state,
                               None if job is None else job.spec))
     return out
+
+
+def sync_changes(store: Store, node_name: str, held: DeltaRequest
+                 ) -> tuple[list[Assignment], DeltaAnswer]:
+    """What an agent holding `held` lacks: the assignments changed after `held.since` (all
+    of them when a delta cannot be given), the ids it must drop, and the job specs it has
+    not got at their current modify index. Costs O(allocations on the node)."""
+    since = held.since
+    removed = None
+    if 0 < since <= store.index and not held.full:
+        removed = store.removed_since(node_name, since)
+    full = removed is None
+    if removed is None:
+        since, removed = 0, []
+    out: list[Assignment] = []
+    jobs: dict[str, JobAt] = {}
+    for a in store.node_allocs(node_name):
+        if a.terminal:
+            if not full and a.modify_index > since:
+                removed.append(a.id)
+            continue
+        job = store.jobs.get((a.namespace, a.job))
+        if full or a.modify_index > since:
+            out.append(Assignment(a.id, a.namespace, a.job, a.version, a.desired, a.state,
+                                  None if job is None else job.spec))
+        key = job_key(a.namespace, a.job)
+        at = 0 if job is None else job.modify_index
+        if held.jobs.get(key) != at and key not in jobs:
+            jobs[key] = JobAt(at, None if job is None else job.spec)
+    return out, DeltaAnswer(since, removed, jobs)
 
 
 def versions_view(job: Job) -> list[View]:

@@ -30,6 +30,7 @@ class World:
         self.mono = 0.0
         self.leader = LeaderState(term=1, since=self.mono)
         self.silent: set[str] = set()  # nodes whose agent no longer syncs
+        self.dead: set[str] = set()  # silent nodes whose agent does not answer probes either
         self.health: dict[int, str] = {}  # what allocations of a job version report
         for name in nodes:
             self.apply(C.NODE_REGISTER, {"name": name, "cpu": cpu, "memory_mb": 1024,
@@ -53,6 +54,17 @@ class World:
         self.mono += seconds
 
     def decide(self) -> Decisions:
+        """The leader's decisions, after probing the silent nodes it asks to probe (as
+        `LeaderLoop` does between two rounds)."""
+        d = decide(self.m, self.leader, Now(self.wall, self.mono), GRACE_S)
+        if not d.probes:
+            return d
+        for name, address in d.probes:
+            assert address == f"http://{name}"
+            if name in self.dead:
+                self.leader.probe_failed[name] = self.mono
+            else:
+                self.leader.record_heartbeat(name, self.mono)
         return decide(self.m, self.leader, Now(self.wall, self.mono), GRACE_S)
 
     def round(self) -> list[str]:
@@ -173,6 +185,7 @@ def test_lost_node_is_marked_down_and_its_work_rescheduled() -> None:
     on_n1 = {a.id for a in w.m.node_allocs("n1") if a.state == "running"}
     assert on_n1
     w.silent.add("n1")
+    w.dead.add("n1")
     w.tick(GRACE_S / 2)
     w.agents()
     assert C.NODE_STATUS not in [p.op for p in w.decide().proposals]  # within its grace
@@ -189,8 +202,56 @@ def test_lost_node_is_marked_down_and_its_work_rescheduled() -> None:
     assert len(w.live("web")) == 1
 
 
+def test_a_silent_node_whose_agent_answers_its_probe_stays_ready() -> None:
+    w = World("n1", "n2")
+    w.put_job("web", count=2)
+    w.settle()
+    w.silent.add("n1")  # its syncs do not arrive, but its agent answers on its address
+    for _ in range(10):
+        w.tick(GRACE_S)
+        w.agents()
+        assert C.NODE_STATUS not in [p.op for p in w.decide().proposals]
+    assert w.m.nodes["n1"].status == "ready"
+    w.dead.add("n1")  # now it answers nothing either
+    w.tick(GRACE_S + 0.1)
+    w.agents()
+    assert [(p.op, p.args) for p in w.decide().proposals] == [
+        (C.NODE_STATUS, {"name": "n1", "status": "down"})]
+
+
+def test_a_node_with_a_sync_in_flight_is_never_marked_down() -> None:
+    w = World("n1")
+    w.silent.add("n1")
+    w.dead.add("n1")  # a probe would fail: only the request in flight keeps it ready
+    connection = {"open": True}
+    n = w.leader.sync_started("n1", lambda: connection["open"], now=w.mono)
+    for _ in range(10):  # a report that takes long to write, or a long poll
+        w.tick(GRACE_S)
+        assert w.decide().proposals == []
+    w.leader.sync_ended("n1", n, now=w.mono)  # answered: counts as contact
+    w.tick(GRACE_S / 2)
+    assert w.decide().proposals == []
+    n = w.leader.sync_started("n1", lambda: connection["open"], now=w.mono)
+    connection["open"] = False  # its agent went away mid-poll: gone, not slow
+    w.tick(GRACE_S)
+    w.leader.sync_ended("n1", n, now=w.mono)  # no contact: the connection had closed
+    w.tick(0.1)
+    assert [p.op for p in w.decide().proposals] == [C.NODE_STATUS]
+
+
+def test_a_silent_node_without_an_address_is_marked_down_without_a_probe() -> None:
+    w = World()
+    w.apply(C.NODE_REGISTER, {"name": "n9", "cpu": 1.0, "memory_mb": 1024, "address": "",
+                              "labels": {}, "attributes": {}})
+    w.leader.record_heartbeat("n9", w.mono)  # heard from, then silent
+    w.tick(GRACE_S + 0.1)
+    d = decide(w.m, w.leader, Now(w.wall, w.mono), GRACE_S)
+    assert d.probes == [] and [p.op for p in d.proposals] == [C.NODE_STATUS]
+
+
 def test_new_leader_gives_every_node_a_fresh_grace_period() -> None:
     w = World("n1")
+    w.dead.add("n1")
     w.tick(100.0)  # nobody heard from n1 for long, but this leader has just started
     w.leader = LeaderState(term=2, since=w.mono)
     assert w.decide().proposals == []

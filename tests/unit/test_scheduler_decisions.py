@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hacontrol.scheduler import autoscale, drain, rollout
-from hacontrol.scheduler.liveness import nodes_to_mark_down
+from hacontrol.scheduler.liveness import Heard, judge, nodes_to_mark_down
 
 Inst = rollout.Allocation
 
@@ -83,3 +83,39 @@ def test_liveness_grace_and_fresh_leader() -> None:
     # A new leader counts every node from its own start.
     assert nodes_to_mark_down(["n1", "n3"], {}, leader_since=13.0, now=15.0, grace_s=3) == []
     assert nodes_to_mark_down(["n3"], {}, leader_since=11.0, now=15.0, grace_s=3) == ["n3"]
+
+
+def test_liveness_tells_slow_from_dead() -> None:
+    hb = {"busy": 1.0, "reachable": 1.0, "probed-dead": 1.0, "no-address": 1.0,
+          "failed-long-ago": 9.0, "fresh": 14.0}
+    heard = Heard(hb, syncing={"busy"},
+                  probeable={"busy", "reachable", "probed-dead", "failed-long-ago"},
+                  probing=set(), probe_failed={"probed-dead": 5.0, "failed-long-ago": 2.0})
+    v = judge(sorted(hb), heard, leader_since=0.0, now=15.0, grace_s=3)
+    # In flight: never judged. Silent but reachable: probed first, also when its last probe
+    # failed before it was last heard from. Failed after its last contact, or no address:
+    # down.
+    assert v.probe == ["failed-long-ago", "reachable"]
+    assert v.down == ["no-address", "probed-dead"]
+    under_way = Heard(hb, probeable={"reachable"}, probing={"reachable"})
+    assert "reachable" not in judge(["reachable"], under_way, 0.0, 15.0, 3).down
+
+
+@given(st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 20)),
+       st.sets(st.sampled_from("abcdef")), st.sets(st.sampled_from("abcdef")),
+       st.floats(0, 20))
+def test_liveness_never_marks_a_syncing_or_recently_heard_node_down(
+        hb: dict[str, float], syncing: set[str], probeable: set[str], now: float) -> None:
+    v = judge(list("abcdef"), Heard(hb, syncing, probeable), 0.0, now, 3.0)
+    for name in v.down + v.probe:
+        assert name not in syncing and now - hb.get(name, 0.0) > 3.0
+    assert not set(v.down) & set(v.probe)
+
+
+def test_a_new_leader_waits_out_a_long_poll_before_downing_a_node_it_cannot_probe() -> None:
+    quiet = Heard({}, probeable={"addressed"})
+    early = judge(["addressed", "bare"], quiet, leader_since=0.0, now=5.0, grace_s=3,
+                  longest_poll_s=30)
+    assert early.probe == ["addressed"] and early.down == []
+    late = judge(["bare"], quiet, leader_since=0.0, now=33.5, grace_s=3, longest_poll_s=30)
+    assert late.down == ["bare"]
