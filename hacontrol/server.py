@@ -29,7 +29,7 @@ from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.scheduler.leader_state import Leadership
-from hacontrol.scheduler.loop import LeaderLoop
+from hacontrol.scheduler.loop import HealthProbe, LeaderLoop
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.context import client_context, server_context
@@ -130,7 +130,8 @@ async def run_controller(args: Any) -> None:
     leader = LeaderLoop(ctl, leadership, ctl.wait_changed,
                         on_elected=lambda term: ctl.local_event("leader_elected", leader=me.id,
                                                                 term=term),
-                        grace_s=float(grace))
+                        grace_s=float(grace),
+                        probe=HealthProbe(client_context(tls)) if tls is not None else None)
     leader_task = asyncio.create_task(leader.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())

@@ -154,8 +154,8 @@ class Agent:
     def _extra(self) -> dict[str, Any]:
         # "Busy, alive": a node starting a burst says so, and the leader shows it.
         out: dict[str, Any] = {"agent": {
-            "pid": os.getpid(), "isolation": self.supervisor.isolation_mode,
-            "starting": len(self._starting)}}
+            "pid": os.getpid(), "isolation": self.supervisor.isolation_mode},
+            "busy": {"starting": len(self._starting)}}
         try:
             out["metrics"] = {k: metrics_report(v)
                               for k, v in self.supervisor.metrics().items()}

@@ -17,6 +17,7 @@ import aiohttp
 
 from hacontrol.controller.errors import ControlError, Rejection
 from hacontrol.state.machine import StateMachine
+from hacontrol.tls.roles import Role
 
 from .decide import Decisions, Now, finish, survey
 from .leader_state import Leadership, LeaderState
@@ -44,9 +45,11 @@ class HealthProbe:
 
     async def __call__(self, address: str) -> bool:
         connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
+        # With TLS the agent's certificate names its role, not its address.
+        name = Role.AGENT.hostname if self.tls is not None else None
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=self.timeout) as s, \
-                    s.get(f"{address.rstrip('/')}/v1/health") as resp:
+                    s.get(f"{address.rstrip('/')}/v1/health", server_hostname=name) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return False
