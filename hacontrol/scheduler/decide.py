@@ -114,7 +114,7 @@ def survey(m: StateMachine, leader: LeaderState, now: Now,
                                                       "reason": "node drain"})],
                                 probes=probes))
     scales, scaled = autoscale_proposals(m, leader, now.wall)
-    demands, rooms, blocked = placement_inputs_of(m)
+    demands, rooms, blocked = placement_inputs_of(m, now.wall)
     return Survey(Decisions(scales, None, scaled, probes), True, demands, rooms, blocked)
 
 
@@ -246,12 +246,34 @@ def _priority(m: StateMachine, a: Allocation) -> int:
     return job.spec.priority if job is not None else 0
 
 
-def placement_inputs_of(m: StateMachine
+def fenced_until(m: StateMachine, job: Job) -> float | None:
+    """Until when the job's allocations lost with a down node may still run there.
+
+    A job with `disconnect.stop_after_s` has its agent stop them once it has been cut off
+    from the leader that long; its silence began before the node was marked down (when
+    its allocations became lost), so by lost time + stop_after_s none of them runs any
+    more. Placing their replacements earlier could run two copies when the node comes
+    back. None: nothing to wait for (jobs without the setting are replaced at once and a
+    returning node stops its stale copies, as Nomad does by default).
+    """
+    dis = job.spec.disconnect
+    if dis is None or not dis.stop_after_s:
+        return None
+    until = None
+    for a in m.job_allocs(job):
+        if a.state == AllocState.LOST:
+            end = a.updated_at + dis.stop_after_s
+            until = end if until is None else max(until, end)
+    return until
+
+
+def placement_inputs_of(m: StateMachine, now_wall: float | None = None
                         ) -> tuple[list[Demand], list[NodeRoom], dict[str, str]]:
     """Placement's inputs for the pending allocations that may be placed now, and why the
     others wait."""
     blocked: dict[str, str] = {}
     pending = []
+    fences: dict[tuple[str, str], float | None] = {}
     for a in m.pending_allocs():
         job = m.jobs.get((a.namespace, a.job))
         if job is None:
@@ -260,6 +282,15 @@ def placement_inputs_of(m: StateMachine
         if waiting:
             blocked[a.id] = "waiting for job(s) to complete: " + ", ".join(waiting)
             continue
+        if now_wall is not None:
+            if job.key not in fences:
+                fences[job.key] = fenced_until(m, job)
+            until = fences[job.key]
+            if until is not None and until > now_wall:
+                blocked[a.id] = (f"waiting {until - now_wall:.1f}s more for allocations "
+                                 f"lost with their node to stop there "
+                                 f"(disconnect.stop_after_s)")
+                continue
         pending.append(a)
     if not pending:
         # Nothing to place: building the rooms of every node (a walk over every allocation,

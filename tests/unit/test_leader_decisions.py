@@ -202,6 +202,39 @@ def test_lost_node_is_marked_down_and_its_work_rescheduled() -> None:
     assert len(w.live("web")) == 1
 
 
+def test_replacements_wait_until_the_lost_copies_have_stopped_themselves() -> None:
+    """A job whose agents stop their allocations after stop_after_s without a leader is
+    not replaced before that: the lost copies may still run on the cut-off node."""
+    w = World("n1", "n2", cpu=1.0)
+    w.put_job("db", count=1, disconnect={"stop_after_s": 10})
+    w.put_job("web", count=1)
+    w.settle()
+    (db,) = w.live("db")
+    (web,) = w.live("web")
+    cut = db.node
+    w.silent.add(cut)
+    w.dead.add(cut)
+    w.tick(GRACE_S + 0.5)
+    w.settle(rounds=5)
+    assert w.m.nodes[cut].status == "down"
+    lost_at = w.m.allocs[db.id].updated_at
+    # Jobs without the setting are replaced at once (web, when it ran there too).
+    if web.node == cut:
+        assert [a.node for a in w.live("web")] != [cut] and len(w.live("web")) == 1
+    assert not w.live("db")
+    (waiting,) = [a for a in w.m.job_allocs(w.m.jobs[("default", "db")])
+                  if a.state == "pending"]
+    assert waiting.node is None and "stop_after_s" in w.leader.unplaced[waiting.id]
+    while w.wall < lost_at + 10 - 0.2:
+        w.tick(1.0 if w.wall < lost_at + 9 else 0.1)
+        w.agents()
+        w.round()
+        assert not w.live("db"), f"replaced {w.wall - lost_at:.1f}s after the loss"
+    w.tick(0.5)
+    w.settle()
+    assert [a.node for a in w.live("db")] != [cut] and len(w.live("db")) == 1
+
+
 def test_a_silent_node_whose_agent_answers_its_probe_stays_ready() -> None:
     w = World("n1", "n2")
     w.put_job("web", count=2)
