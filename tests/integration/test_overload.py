@@ -107,14 +107,43 @@ class Watch:
         return int(st["applied_index"])
 
 
-def converged(c: Cluster, total: int) -> list[dict] | None:
-    allocs = c.allocs(NAME)
+class Replaced(BaseException):
+    """Not an `Exception`, so `wait_for` does not retry past it: a replacement is final."""
+
+
+def converged(c: Cluster, total: int, progress: list[str] | None = None,
+              marker: str = "") -> list[dict] | None:
+    # A follower's applied state is a state the cluster was in; reading it stale keeps the
+    # test's polling of thousands of allocations off the leader.
+    follower = next((r for r in c.live() if (c.status(r) or {}).get("role") == "follower"),
+                    None)
+    resp = c.api("GET", f"/v1/allocations?job={NAME}&stale=true", replica=follower, timeout=10)
+    assert resp.status == 200, resp
+    allocs = resp.body["allocations"]
+    if progress is not None:
+        states = Counter(f"{a['node']}:{a['state']}" for a in allocs)
+        progress.append(f"{time.monotonic():.1f}s {len(marked(marker))} processes, "
+                        f"{' '.join(f'{k}={v}' for k, v in sorted(states.items()))}")
     # Every allocation the job ever had: a replacement would be one more.
-    assert len(allocs) <= total, f"{len(allocs) - total} allocations replaced"
+    if len(allocs) > total:
+        odd = [{k: a.get(k) for k in ("id", "node", "state", "desired", "pid", "restarts",
+                                      "exit_code", "signal", "reason", "message")}
+               for a in allocs if a["state"] != "running" or a["desired"] != "run"]
+        raise Replaced(f"{len(allocs) - total} allocations replaced; not running: {odd[:30]}")
     if len(allocs) != total or any(a["state"] != "running" or a["desired"] != "run"
                                    for a in allocs):
         return None
     return allocs
+
+
+def cpu_seconds(c: Cluster) -> dict[str, float]:
+    """User+system CPU of every replica and agent, by name (where the time went)."""
+    out = {}
+    for p in [r.proc for r in c.replicas] + list(c.agents.values()):
+        with contextlib.suppress(psutil.Error, AssertionError):
+            t = psutil.Process(p.pid).cpu_times()
+            out[p.name] = t.user + t.system
+    return out
 
 
 def check_processes(allocs: list[dict], marker: str) -> str | None:
@@ -152,9 +181,20 @@ def test_two_agents_converge_under_a_burst(cluster: Cluster) -> None:
         started = time.monotonic()
         assert cluster.write("PUT", f"/v1/jobs/default/{NAME}", spec(marker, total)).status \
             == 200
-        allocs = wait_for(lambda: converged(cluster, total), CONVERGE_S, interval=0.2,
-                          what=f"{total} allocations running")
+        progress: list[str] = []
+        cpu0 = cpu_seconds(cluster)
+        try:
+            allocs = wait_for(lambda: converged(cluster, total, progress, marker), CONVERGE_S,
+                              interval=0.5, what=f"{total} allocations running")
+        except (Replaced, AssertionError) as exc:
+            with contextlib.suppress(Exception):
+                watch.once()
+            raise AssertionError(f"{exc}\nseen: {watch.bad[:20]}\n"
+                                 + "\n".join(progress)) from exc
         took = time.monotonic() - started
+        cpu = {k: round(v - cpu0.get(k, 0.0), 1) for k, v in cpu_seconds(cluster).items()}
+        print("\n" + "\n".join(progress[:: max(1, len(progress) // 12)]))
+        print(f"CPU seconds until then: {cpu}")
         assert not watch.bad, watch.bad[:20]
         by_node = Counter(a["node"] for a in allocs)
         assert by_node == {"n1": N, "n2": N}, by_node
