@@ -11,7 +11,7 @@ from .base import AGENT, K_CRASH, K_KILL, K_OVERLOAD, K_PARTITION, LEADER, Fault
 NODE_LOSS_MIN_S = 10.0
 
 # Allocations one overload burst asks for, spread over the run's agents.
-OVERLOAD_SIZES = (200, 300, 400)
+OVERLOAD_SIZES = (200, 400, 600)
 
 # Nemeses that act on agents or their job processes: they need a run with agents.
 AGENT_NEMESES = frozenset({"kill-agent", "partition-agent", "crash-storm", "node-loss",

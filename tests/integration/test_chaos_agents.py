@@ -147,6 +147,6 @@ def test_overload_needs_agents_a_burst_job_and_stays_out_of_mixed() -> None:
                         has_overload=False)
     windows = make_schedule("overload", 1, 60, ["c1", "c2", "c3", "n1", "n2"])
     assert windows and all(w.kind == "overload" and w.targets == ["@leader"]
-                           and 200 <= (w.size or 0) <= 400 for w in windows)
+                           and (w.size or 0) in (200, 400, 600) for w in windows)
     assert "overload" not in {w.nemesis for w in make_schedule(
         "mixed", 1, 600, ["c1", "c2", "c3", "n1", "n2"])}
