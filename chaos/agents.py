@@ -7,6 +7,9 @@ API, where allocations sit and what each node offers, so oversubscription can be
 offline. Every job process carries `RUN_ENV=<marker>` in its environment: the OS, not the
 API, then says which processes belong to this run (for the crash storm, the final process
 count, and the teardown sweep).
+
+Runs of the overload nemesis add a burst job (`with_bursts`): tiny allocations the nemesis
+scales by hundreds at once and back to none, recorded like any other scale.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -49,6 +52,19 @@ class AgentsConfig:
     settle_stable_samples: int = 3  # consecutive matching samples that count as settled
     workload: WorkloadConfig = field(default_factory=lambda: WorkloadConfig(
         clients=2, namespaces=1, jobs_per_namespace=3, max_count=3))
+    # The overload nemesis's job (None: the run has none) and what each allocation asks.
+    burst_job: str | None = None
+    burst_cpu: float = 0.001
+    burst_memory_mb: int = 16
+
+
+def with_bursts(cfg: AgentsConfig, largest: int, agents: int) -> AgentsConfig:
+    """`cfg` with a burst job, and agents with room for `largest` burst allocations over
+    `agents` nodes on top of what the service jobs had (a tenth more, so a burst spans
+    every agent without one of them holding it all)."""
+    share = -(-largest * 11 // 10) // agents
+    return replace(cfg, burst_job="burst", agent_cpu=cfg.agent_cpu + share * cfg.burst_cpu,
+                   agent_memory_mb=cfg.agent_memory_mb + share * cfg.burst_memory_mb)
 
 
 def service_spec(marker: str, cfg: AgentsConfig, count: int) -> dict[str, Any]:
@@ -62,6 +78,11 @@ def service_spec(marker: str, cfg: AgentsConfig, count: int) -> dict[str, Any]:
             "stop": {"signal": "SIGTERM", "timeout_s": 1.0}}
 
 
+def burst_spec(marker: str, cfg: AgentsConfig, count: int) -> dict[str, Any]:
+    return {**service_spec(marker, cfg, count),
+            "resources": {"cpu": cfg.burst_cpu, "memory_mb": cfg.burst_memory_mb}}
+
+
 class AgentsWorkload(Workload):
     """Scale changes and reads on this run's service jobs, plus a placement poller."""
 
@@ -70,25 +91,37 @@ class AgentsWorkload(Workload):
         super().__init__(urls, token, history, cfg.workload, seed, t0)
         self.acfg = cfg
         self.marker = marker
-        self._queued: list[tuple[str, int]] = []  # put_job (job, count) to send first
+        # (operation, job, count) to send first: put_job or scale
+        self._queued: list[tuple[str, str, int]] = []
+        self._burst_ops = 0
 
     @property
     def namespaces(self) -> list[str]:
         return [NAMESPACE]
 
-    def jobs(self) -> list[str]:
+    def service_jobs(self) -> list[str]:
         return [f"svc{i}" for i in range(self.acfg.jobs)]
+
+    def jobs(self) -> list[str]:
+        burst = self.acfg.burst_job
+        return self.service_jobs() + ([burst] if burst else [])
 
     def new_op(self, client: int) -> tuple[Op, str, str, Any]:
         rng = self.rng
         self.next_id += 1
         if self._queued:
-            job, count = self._queued.pop(0)
+            f, job, count = self._queued.pop(0)
+            if f == "scale":
+                op = Op(id=self.next_id, client=client, f="scale", key=NAMESPACE,
+                        input={"job": job, "count": count}, invoke=0.0)
+                return op, "POST", f"/v1/jobs/{NAMESPACE}/{job}/scale", {"count": count}
             op = Op(id=self.next_id, client=client, f="put_job", key=NAMESPACE,
                     input={"job": job, "spec": 0, "count": count}, invoke=0.0)
+            make = burst_spec if job == self.acfg.burst_job else service_spec
             return (op, "PUT", f"/v1/jobs/{NAMESPACE}/{job}",
-                    service_spec(self.marker, self.acfg, count))
-        job = rng.choice(self.jobs())
+                    make(self.marker, self.acfg, count))
+        # Clients scale and read the service jobs only: the burst job is the nemesis's.
+        job = rng.choice(self.service_jobs())
         if rng.random() < 0.7:
             count = rng.randint(1, self.acfg.max_count)
             op = Op(id=self.next_id, client=client, f="scale", key=NAMESPACE,
@@ -115,11 +148,20 @@ class AgentsWorkload(Workload):
     async def setup_jobs(self) -> None:
         """Submit every job (recorded like any write) before faults begin."""
         for job in self.jobs():
-            self._queued.append((job, self.rng.randint(1, self.acfg.max_count)))
+            count = 0 if job == self.acfg.burst_job else self.rng.randint(1, self.acfg.max_count)
+            self._queued.append(("put_job", job, count))
             await self.perform(-1)
             op = self.history.ops[-1]
             if op.status != OK or not isinstance(op.output, dict):
                 raise RuntimeError(f"could not submit job {job}: {op.status} {op.error}")
+
+    async def scale_burst(self, count: int) -> None:
+        """Scale the burst job to `count` (the overload nemesis), recorded like any write."""
+        assert self.acfg.burst_job is not None
+        self._burst_ops += 1
+        # Nothing awaits between queueing and `perform` taking it: no client can take it.
+        self._queued.append(("scale", self.acfg.burst_job, count))
+        await self.perform(2000 + self._burst_ops)  # a client of its own per burst
 
     async def client(self, n: int, stop: asyncio.Event) -> None:
         lo, hi = self.acfg.pause_s

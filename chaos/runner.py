@@ -20,13 +20,21 @@ import aiohttp
 
 from hacontrol.raft.keys import generate_secret
 
-from .agents import AgentsConfig, AgentsWorkload, crash_storm, kill_run_processes, new_marker
+from .agents import (
+    AgentsConfig,
+    AgentsWorkload,
+    crash_storm,
+    kill_run_processes,
+    new_marker,
+    with_bursts,
+)
 from .checker import agents as agent_checks
 from .checker import invariants, logmatch
 from .checker.linearizability import check as check_linearizable
 from .cluster.base import Backend, ClusterSpec, Member
 from .history import OK, History, Op
 from .model import ControlPlaneModel, to_checker_ops
+from .nemesis.agents import OVERLOAD_SIZES
 from .report import write_all
 from .workload import Workload, WorkloadConfig
 
@@ -285,12 +293,16 @@ class Run:
                            server_args=plant_args(cfg.plant) + cfg.server_args, env=env,
                            power_loss_fs=cfg.on_power_loss_fs)
         self.history.meta["power_loss_fs"] = cfg.on_power_loss_fs
+        acfg = cfg.agents_cfg
+        if agents_mode and cfg.nemesis == "overload" and acfg.burst_job is None:
+            acfg = with_bursts(acfg, max(OVERLOAD_SIZES), cfg.agent_count)
         if agents_mode:
-            spec.agent_cpu = cfg.agents_cfg.agent_cpu
-            spec.agent_memory_mb = cfg.agents_cfg.agent_memory_mb
+            spec.agent_cpu = acfg.agent_cpu
+            spec.agent_memory_mb = acfg.agent_memory_mb
         self.backend = backend = make_backend(cfg.backend)
         check_supported(cfg.nemesis, backend.name, backend.capabilities,
-                        agents=cfg.agent_count, has_crash=agents_mode)
+                        agents=cfg.agent_count, has_crash=agents_mode,
+                        has_overload=acfg.burst_job is not None)
         sweep_leftovers()
         try:
             self.members = await asyncio.to_thread(backend.setup, spec)
@@ -298,7 +310,7 @@ class Run:
             urls = {m.name: m.api_url for m in self.replicas if m.api_url}
             headers = {"Authorization": f"Bearer {self.token}"}
             wl: Workload = (
-                AgentsWorkload(urls, self.token, self.history, cfg.agents_cfg, cfg.seed,
+                AgentsWorkload(urls, self.token, self.history, acfg, cfg.seed,
                                self.t0, self.marker) if agents_mode else
                 Workload(urls, self.token, self.history, self._workload_cfg(), cfg.seed,
                          self.t0))
@@ -325,6 +337,10 @@ class Run:
                 def load_burst(n: float) -> None:
                     asyncio.run_coroutine_threadsafe(wl.burst(int(n)), loop)
 
+                def overload(count: int) -> None:
+                    assert isinstance(wl, AgentsWorkload)
+                    asyncio.run_coroutine_threadsafe(wl.scale_burst(count), loop)
+
                 schedule = make_schedule(cfg.nemesis, cfg.seed, cfg.time_s,
                                          [m.name for m in self.members],
                                          capabilities=backend.capabilities)
@@ -334,7 +350,8 @@ class Run:
                                                                               seed))
                                   if agents_mode else None,
                                   log_snapshot=self._log_snapshot
-                                  if cfg.on_power_loss_fs else None)
+                                  if cfg.on_power_loss_fs else None,
+                                  overload=overload if acfg.burst_job else None)
                 work = asyncio.create_task(wl.run(stop_work))
                 nem_stop = asyncio.Event()
                 nem = asyncio.create_task(nemesis.run(nem_stop))

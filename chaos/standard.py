@@ -1,9 +1,9 @@
 """The standard set: every nemesis at least once, then every planted fault; a table at the end.
 
-Nemeses that act on agents (kill-agent, partition-agent, crash-storm, node-loss) run in agents
-mode with 2 agents; the others in control-plane mode. The power-loss nemeses and the
-durability faults they catch come last (replicas on power-loss mounts, chaos.lazyfs), so
-every earlier run keeps the seed it had before they existed.
+Nemeses that act on agents (kill-agent, partition-agent, crash-storm, node-loss, overload) run
+in agents mode with 2 agents; the others in control-plane mode. The power-loss nemeses and the
+durability faults they catch come next (replicas on power-loss mounts, chaos.lazyfs), and the
+overload bursts last, so every earlier run keeps the seed it had before they existed.
 
 `python -m chaos.standard [--time S] [--backend netns|local] [--power-only]` (what `make
 chaos` and `make chaos-power` run).
@@ -26,6 +26,8 @@ PLANTED = (("stale-read", "pause"), ("quota-skip", "kill-leader"),
 # Durability faults: acknowledged entries never fsynced are lost when every replica loses
 # power; a vote never fsynced is granted twice in one term when its voter loses power.
 PLANTED_DURABILITY = (("no-fsync", "power-loss-all"), ("vote-no-fsync", "power-loss-election"))
+# Nemeses added after the durability runs: last, so no earlier run changes seed.
+LATER = ("overload",)
 
 
 def server_plants() -> tuple[str, ...]:
@@ -56,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         plans += [(nem, plant) for plant, nem in PLANTED]
     if args.only is None:
         # Last, so the control-plane runs and planted faults keep the seeds they had.
-        plans += [(n, None) for n in list_nemeses() if n in AGENT_NEMESES]
+        plans += [(n, None) for n in list_nemeses() if n in AGENT_NEMESES and n not in LATER]
         plans += [(n, None) for n in list_nemeses() if n in POWER_NEMESES]
         if not args.no_plants:
             plans += [(nem, plant) for plant, nem in PLANTED_DURABILITY]
+        plans += [(n, None) for n in LATER]
     if args.power_only:
         plans = [(n, None) for n in list_nemeses() if n in POWER_NEMESES]
         if not args.no_plants:

@@ -92,5 +92,43 @@ def no_duplicate_instances(h: History) -> Verdict:
                    bad)
 
 
+def agent_faults(h: History) -> list[str]:
+    """Agents any fault (or the final heal) named: only they may rightly be marked down."""
+    named: set[str] = set()
+    for f in h.faults:
+        named.update(f.get("targets") or [])
+        for g in f.get("groups") or []:
+            named.update(g)
+    # Naming convention from chaos.cluster.base: agents are "n1", "n2"...
+    return sorted(n for n in named if n.startswith("n"))
+
+
+def nodes_stayed_up(h: History) -> Verdict:
+    """In a run whose faults never touched an agent, no observed state had a node down or
+    an allocation lost: a busy agent, or a leader that changed, is not a dead node."""
+    touched = agent_faults(h)
+    if touched:
+        return Verdict("nodes_up", True, f"not applicable: faults on agents {touched}")
+    polls = [p for p in h.polls if p.get("kind") == "placement"]
+    if not polls:
+        return Verdict("nodes_up", False, "no placement polls were recorded")
+    down: dict[str, dict[str, Any]] = {}
+    lost: dict[str, dict[str, Any]] = {}
+    for p in polls:
+        for node, cap in p["nodes"].items():
+            if cap.get("status") != "ready":
+                down.setdefault(node, {"t": p["t"], "replica": p.get("replica"), "node": node,
+                                       "status": cap.get("status")})
+        for alloc_id, job, node, state, _cpu, _mem in p["allocs"]:
+            if state == "lost":
+                lost.setdefault(alloc_id, {"t": p["t"], "replica": p.get("replica"),
+                                           "alloc": alloc_id, "job": job, "node": node})
+    bad = list(down.values()) + list(lost.values())
+    return Verdict("nodes_up", not bad,
+                   f"{len(polls)} observed states: nodes seen down {sorted(down)}, "
+                   f"{len(lost)} allocations seen lost", bad)
+
+
 def check_all(h: History, bound_s: float) -> list[Verdict]:
-    return [process_counts(h, bound_s), never_oversubscribed(h), no_duplicate_instances(h)]
+    return [process_counts(h, bound_s), never_oversubscribed(h), no_duplicate_instances(h),
+            nodes_stayed_up(h)]

@@ -28,6 +28,8 @@ K_LOAD = "load-burst"
 K_CRASH = "crash-storm"  # SIGKILL job processes (not members): needs a run with agents
 K_POWER = "power-loss"  # SIGKILL replicas and lose whatever their disks had not synced
 K_POWER_ELECTION = "power-loss-election"  # power cuts of a voter inside elections, repeated
+# A job scaled up by hundreds of allocations, then down again, each under a leader's SIGKILL
+K_OVERLOAD = "overload"
 
 KIND_NEEDS: dict[str, frozenset[str]] = {
     K_KILL: frozenset({KILL}),
@@ -39,6 +41,7 @@ KIND_NEEDS: dict[str, frozenset[str]] = {
     K_CRASH: frozenset(),
     K_POWER: frozenset({KILL, POWER}),
     K_POWER_ELECTION: frozenset({KILL, POWER}),
+    K_OVERLOAD: frozenset({KILL}),
 }
 
 DEFAULT_INTERVAL = (3.0, 6.0)
@@ -54,7 +57,8 @@ class FaultPlan:
     targets: list[str] = field(default_factory=list)
     groups: list[list[str]] = field(default_factory=list)
     percent: int | None = None  # loss
-    size: int | None = None  # load-burst: how many operations; power-loss-election: rounds
+    # load-burst: how many operations; power-loss-election: rounds; overload: allocations
+    size: int | None = None
     max_duration_s: float | None = None
     min_duration_s: float | None = None
 

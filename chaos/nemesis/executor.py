@@ -19,6 +19,7 @@ from .base import (
     K_KILL,
     K_LOAD,
     K_LOSS,
+    K_OVERLOAD,
     K_PARTITION,
     K_PAUSE,
     K_POWER,
@@ -54,7 +55,9 @@ class Nemesis:
     ("start" | "end" | "skip"), id (the window), targets, plus groups/percent/leader/error
     where they apply. `log_snapshot()` (power cuts) reads every replica's log right after a
     cut and says whether they still agree; its result goes with the window's start event as
-    `logs`. `final_heal()` undoes whatever is still in effect.
+    `logs`. `overload(count)` (runs with agents) starts scaling the run's burst job to
+    `count` allocations and returns at once; it is called from a worker thread.
+    `final_heal()` undoes whatever is still in effect.
     """
 
     def __init__(self, backend: Backend, schedule: list[FaultWindow],
@@ -63,7 +66,8 @@ class Nemesis:
                  load_burst: Callable[[float], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  crash_storm: Callable[[int, int], list[int]] | None = None,
-                 log_snapshot: Callable[[], dict[str, Any]] | None = None) -> None:
+                 log_snapshot: Callable[[], dict[str, Any]] | None = None,
+                 overload: Callable[[int], object] | None = None) -> None:
         self.backend = backend
         self.schedule = schedule
         self.leader_finder = leader_finder
@@ -71,6 +75,7 @@ class Nemesis:
         self.load_burst = load_burst
         self.crash_storm = crash_storm
         self.log_snapshot = log_snapshot
+        self.overload = overload
         self.clock = clock
         self._lock = threading.RLock()
         self._active: _Active | None = None
@@ -90,7 +95,8 @@ class Nemesis:
             return w
         if w.schedule != "mixed":
             check_supported(w.nemesis, self.backend.name, caps, self.load_burst is not None,
-                            has_crash=self.crash_storm is not None)
+                            has_crash=self.crash_storm is not None,
+                            has_overload=self.overload is not None)
         # A mixed schedule made without the backend's capabilities: redraw this window from
         # what the backend can do, from the window's own seed so the run stays reproducible.
         rng = random.Random(w.seed)
@@ -113,7 +119,8 @@ class Nemesis:
 
     def _can(self, kind: str, caps: set[str]) -> bool:
         return (KIND_NEEDS[kind] <= caps and (kind != K_LOAD or self.load_burst is not None)
-                and (kind != K_CRASH or self.crash_storm is not None))
+                and (kind != K_CRASH or self.crash_storm is not None)
+                and (kind != K_OVERLOAD or self.overload is not None))
 
     # ------------------------------------------------------------- reporting
 
@@ -220,7 +227,10 @@ class Nemesis:
             self._active = None
             extra: dict[str, Any] = {}
             try:
-                self._KINDS[act.window.kind][1](self, act.targets, act.groups, act.window)
+                done = self._KINDS[act.window.kind][1](self, act.targets, act.groups,
+                                                       act.window)
+                if isinstance(done, dict):  # what the heal did, for the end event
+                    extra.update(done)
             except Exception as exc:
                 log.exception("healing %s failed", act.window.nemesis)
                 extra["error"] = repr(exc)
@@ -355,7 +365,42 @@ class Nemesis:
                            "down": down})
             old = self._wait_leader(10.0)
 
-    Action = Callable[["Nemesis", list[str], list[list[str]], FaultWindow], None]
+    # ---------------------------------------------------------------- overload
+
+    def _burst_and_kill(self, leader: str | None, count: int, seed: int) -> dict[str, Any]:
+        """Scale the burst job to `count`, SIGKILL `leader` a seeded moment later (while the
+        scale commits, is placed, or its processes start), restart it once another replica
+        leads (or after 10 s)."""
+        assert self.overload is not None
+        rng = random.Random(seed)
+        reps, _ = replicas_agents([m.name for m in self.backend.members()])
+        if leader is None or leader not in reps:
+            leader = self._wait_leader(5.0) or rng.choice(reps)
+        self.overload(count)
+        delay = rng.uniform(0.0, 1.5)
+        time.sleep(delay)  # the fault's timing, drawn from the seed
+        self._killed.add(leader)
+        self.backend.kill(leader)
+        killed_at = time.monotonic()
+        new = self._wait_leader(10.0, other_than=leader)
+        took = round(time.monotonic() - killed_at, 3)
+        self.backend.start(leader)
+        self._killed.discard(leader)
+        return {"count": count, "killed_leader": leader, "kill_after_s": round(delay, 3),
+                "next_leader": new, "next_leader_after_s": took}
+
+    def _overload_up(self, targets: list[str], groups: list[list[str]],
+                     w: FaultWindow) -> None:
+        for k, v in self._burst_and_kill(targets[0] if targets else None, int(w.size or 0),
+                                         w.seed).items():
+            self._note(k, v)
+
+    def _overload_down(self, targets: list[str], groups: list[list[str]],
+                       w: FaultWindow) -> dict[str, Any]:
+        # Whoever leads now is killed, not the window's first leader (back as a follower).
+        return self._burst_and_kill(self._wait_leader(5.0), 0, w.seed + 1)
+
+    Action = Callable[["Nemesis", list[str], list[list[str]], FaultWindow], object]
     _KINDS: dict[str, tuple[Action, Action]] = {
         K_KILL: (_kill, _restart),
         K_RESTART_ALL: (_kill, _restart),
@@ -366,6 +411,7 @@ class Nemesis:
         K_CRASH: (_crash, _nothing),
         K_POWER: (_power_cut, _restart),
         K_POWER_ELECTION: (_power_election, _restart),
+        K_OVERLOAD: (_overload_up, _overload_down),
     }
 
     # ----------------------------------------------------------- final heal

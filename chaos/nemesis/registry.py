@@ -57,6 +57,11 @@ NEMESES: dict[str, NemesisDef] = {
                               agent_faults.crash_storm),
     "node-loss": NemesisDef(f"SIGKILL a random agent and keep it down at least "
                             f"{agent_faults.NODE_LOSS_MIN_S:g}s, past the heartbeat grace", agent_faults.node_loss),
+    "overload": NemesisDef(
+        "scale a job of the agents up by hundreds of allocations and SIGKILL the leader as "
+        "it does; at the window's end scale it down and SIGKILL the leader again; each "
+        "killed leader restarted once another leads (the agents' overload meets failover)",
+        agent_faults.overload),
     "power-loss-one": NemesisDef(
         "cut the power of the leader or a random replica: SIGKILL it and lose what its disk "
         "had not synced; restart it", power.power_loss_one),
@@ -70,9 +75,8 @@ NEMESES: dict[str, NemesisDef] = {
         "cut the voter's power and SIGKILL the new leader; restart all; 2-4 rounds per "
         "window (hunts votes granted before they were synced)",
         power.power_loss_election),
-    "mixed": NemesisDef("every nemesis the backend supports but the power cuts, one per "
-                        "window, in one seeded "
-                        "schedule", None),
+    "mixed": NemesisDef("every nemesis the backend supports but the power cuts and the "
+                        "overload bursts, one per window, in one seeded schedule", None),
 }
 
 
@@ -80,12 +84,14 @@ AGENT_NEMESES = agent_faults.AGENT_NEMESES
 POWER_NEMESES = power.POWER_NEMESES
 
 
-def mixable(capabilities: frozenset[str] | set[str] | None = None) -> list[str]:
-    """What `mixed` draws from: every planned nemesis the capabilities allow, but power cuts.
+# Left out of `mixed`: power cuts need the replicas on power-loss mounts, and overload bursts
+# agents sized for them, which only their own runs set up.
+UNMIXED = POWER_NEMESES | {"overload"}
 
-    Power cuts need the replicas on power-loss mounts, which only their own runs set up.
-    """
-    return [n for n, d in NEMESES.items() if d.plan is not None and n not in POWER_NEMESES
+
+def mixable(capabilities: frozenset[str] | set[str] | None = None) -> list[str]:
+    """What `mixed` draws from: every planned nemesis the capabilities allow but `UNMIXED`."""
+    return [n for n, d in NEMESES.items() if d.plan is not None and n not in UNMIXED
             and (capabilities is None or supported(n, capabilities))]
 
 
@@ -120,11 +126,11 @@ def supported(nemesis: str, capabilities: frozenset[str] | set[str]) -> bool:
 
 def check_supported(nemesis: str, backend_name: str, capabilities: frozenset[str] | set[str],
                     has_load: bool = True, agents: int | None = None,
-                    has_crash: bool = True) -> None:
+                    has_crash: bool = True, has_overload: bool = True) -> None:
     """Refuse, with a message saying why, a nemesis this backend (or run) cannot do.
 
     `agents` is how many agents the run has (None: not known yet); `has_crash` whether the
-    run can find its job processes to crash.
+    run can find its job processes to crash; `has_overload` whether it can scale a burst job.
     """
     if nemesis not in NEMESES:
         raise UnsupportedNemesis(f"unknown nemesis {nemesis!r}; known: {', '.join(NEMESES)}")
@@ -145,6 +151,8 @@ def check_supported(nemesis: str, backend_name: str, capabilities: frozenset[str
     if nemesis == "crash-storm" and not has_crash:
         raise UnsupportedNemesis("nemesis 'crash-storm' needs a way to find the run's job "
                                  "processes; none was given")
+    if nemesis == "overload" and not has_overload:
+        raise UnsupportedNemesis("nemesis 'overload' needs a burst job to scale; none was given")
 
 
 def make_schedule(nemesis: str, seed: int, duration_s: float, members: list[str],

@@ -118,3 +118,35 @@ def test_kill_agent_in_agents_mode(tmp_path: Path) -> None:
     # Every job process of the run is gone after it.
     from chaos.agents import run_processes
     assert run_processes(h.meta["run_marker"]) == []
+
+
+def test_a_node_marked_down_without_an_agent_fault_is_caught() -> None:
+    from chaos.checker.agents import nodes_stayed_up
+    up = _poll(1.0, [["a1", "chaos/burst", "n1", "running", 0.001, 16]])
+    assert nodes_stayed_up(_history([up])).valid
+    down = _poll(2.0, [["a1", "chaos/burst", "n1", "lost", 0.001, 16]])
+    down["nodes"]["n1"]["status"] = "down"
+    v = nodes_stayed_up(_history([up, down]))
+    assert not v.valid and {d.get("node") for d in v.details} == {"n1"}
+    assert any(d.get("alloc") == "a1" for d in v.details)
+    # A lost allocation alone (the poll missed the node's down spell) is enough.
+    lost = _poll(3.0, [["a2", "chaos/burst", "n2", "lost", 0.001, 16]])
+    assert not nodes_stayed_up(_history([up, lost])).valid
+    # A run that killed an agent may see its node down.
+    h = _history([up, down])
+    h.faults = [{"t": 1.5, "fault": "kill-agent", "phase": "start", "targets": ["n1"]}]
+    assert nodes_stayed_up(h).valid
+    assert not nodes_stayed_up(_history([])).valid
+
+
+def test_overload_needs_agents_a_burst_job_and_stays_out_of_mixed() -> None:
+    with pytest.raises(UnsupportedNemesis, match="agents mode"):
+        check_supported("overload", "local", LocalBackend.capabilities, agents=0)
+    with pytest.raises(UnsupportedNemesis, match="burst job"):
+        check_supported("overload", "local", LocalBackend.capabilities, agents=2,
+                        has_overload=False)
+    windows = make_schedule("overload", 1, 60, ["c1", "c2", "c3", "n1", "n2"])
+    assert windows and all(w.kind == "overload" and w.targets == ["@leader"]
+                           and (w.size or 0) in (200, 400, 600) for w in windows)
+    assert "overload" not in {w.nemesis for w in make_schedule(
+        "mixed", 1, 600, ["c1", "c2", "c3", "n1", "n2"])}
