@@ -123,6 +123,8 @@ class HeldAssignments:
         self.full = False
         self._items: dict[str, dict[str, Any]] = {}  # id -> raw assignment without spec
         self._specs: dict[str, tuple[int, Any]] = {}  # job key -> (modify index, raw spec)
+        self._last: list[Any] | None = None  # what the last change produced
+        self.changes = 0  # how many answers changed the held list (the agent reconciles)
 
     def request(self) -> dict[str, Any]:
         """The `delta` field of the next sync request."""
@@ -134,6 +136,7 @@ class HeldAssignments:
         self.since, self.full = 0, False
         self._items.clear()
         self._specs.clear()
+        self._last = None
 
     def apply(self, index: int, allocations: list[Any], delta: Any) -> list[Any] | None:
         """The node's complete raw assignments after this answer, or None (see above)."""
@@ -141,6 +144,12 @@ class HeldAssignments:
         if not isinstance(since, int) or (since and since != self.since):
             self._refuse(f"a delta from index {since!r}, holding {self.since}")
             return None
+        if (since and self._last is not None and not allocations and not delta.get("jobs")
+                and not delta.get("removed")):
+            # Nothing changed (most answers while the node reports a burst of starts):
+            # the held list stands, with no rebuild of a thousand entries.
+            self.since = index
+            return self._last
         items = {} if since == 0 else dict(self._items)
         specs = dict(self._specs)
         jobs, removed = delta.get("jobs") or {}, delta.get("removed") or []
@@ -169,7 +178,9 @@ class HeldAssignments:
         self._items = items
         self._specs = {k: v for k, v in specs.items() if k in used}
         self.since, self.full = index, False
-        return [{**raw, "spec": self._specs[self._key(raw)][1]} for raw in items.values()]
+        self._last = [{**raw, "spec": self._specs[self._key(raw)][1]} for raw in items.values()]
+        self.changes += 1
+        return self._last
 
     @staticmethod
     def _key(raw: dict[str, Any]) -> str:

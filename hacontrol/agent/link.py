@@ -39,6 +39,8 @@ class SyncAnswer:
     index: int
     acked: int
     allocations: list[Any]  # all the node's raw assignments, decoded by the agent
+    # False when they are those of the previous answer (nothing to reconcile)
+    changed: bool = True
 
 
 class StaleLeader(Exception):
@@ -128,10 +130,12 @@ class ControllerLink:
             self._next_controller()
             return None
         if "delta" in data:
+            before = self.held.changes
             merged = self.held.apply(answer.index, answer.allocations, data["delta"])
             if merged is None:
                 return None  # the next request asks for everything
             answer.allocations = merged
+            answer.changed = self.held.changes != before
         else:  # a leader that sends everything every time
             self.held.reset()
         self.highest_term = answer.term

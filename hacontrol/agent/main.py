@@ -70,6 +70,8 @@ class Agent:
         self._decoder = AssignmentDecoder()
         self._starting: set[str] = set()
         self._swept = False
+        # Reconcile even an unchanged answer: a start raised before it was supervised.
+        self._starting_failed = False
 
     def _on_event(self, ev: AllocationEvent) -> None:
         self.reports[ev.alloc_id] = event_report(ev)
@@ -84,6 +86,7 @@ class Agent:
                 await self.supervisor.ensure(spec)
         except Exception:
             log.exception("could not start %s", spec.alloc_id)
+            self._starting_failed = True  # the next answer reconciles again, retrying it
         finally:
             self._starting.discard(spec.alloc_id)
 
@@ -203,7 +206,9 @@ class Agent:
                     for alloc_id, rep in sent.items():
                         if self.reports.get(alloc_id) is rep:
                             del self.reports[alloc_id]
-                self.reconcile(answer.allocations)
+                if answer.changed or self._starting_failed:
+                    self._starting_failed = False
+                    self.reconcile(answer.allocations)
         log.info("agent %s stopping its processes", self.name)
         await self.supervisor.stop_all()
         await self._bg.aclose()

@@ -189,3 +189,16 @@ def test_any_history_synced_at_any_moment_matches_full_answers(
         else:
             check(m, [agents[k]])
     check(m, agents)
+
+
+def test_an_answer_without_changes_keeps_the_held_list_without_rebuilding_it() -> None:
+    from hacontrol.agent.assignments import HeldAssignments
+    held = HeldAssignments()
+    spec = {"command": ["sleep", "1"]}
+    first = held.apply(5, [{"id": "a1", "namespace": "default", "job": "web"}],
+                       {"since": 0, "jobs": {"default/web": {"index": 3, "spec": spec}}})
+    assert first is not None and held.changes == 1
+    again = held.apply(7, [], {"since": 5, "jobs": {}, "removed": []})
+    assert again is first and held.changes == 1 and held.since == 7
+    gone = held.apply(9, [], {"since": 7, "jobs": {}, "removed": ["a1"]})
+    assert gone == [] and held.changes == 2
