@@ -132,6 +132,17 @@ def sample_process(pid: int) -> ProcSample | None:
     return ProcSample(pid, start, cpu_s, rss, threads, fds, read, write)
 
 
+def ran(pid: int) -> bytes | None:
+    """How long the process has run, as the kernel's scheduler counts it (nanoseconds,
+    /proc/<pid>/schedstat), raw: equal between two reads when it did not run at all, so
+    neither its counters nor its children can have changed. None when it is gone or the
+    kernel keeps no such statistics."""
+    try:
+        return _read(f"{PROC}/{pid}/schedstat").split(b" ", 1)[0]
+    except OSError:
+        return None
+
+
 CpuMemo = dict[tuple[int, float], float]
 
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from hacontrol.agent import logs
 from hacontrol.agent.cgroups import AllocationCgroup
@@ -34,6 +35,7 @@ from hacontrol.agent.metrics import (
     boot_clock,
     memo,
     pids_by_pgid,
+    ran,
     sample_process,
 )
 from hacontrol.agent.nursery import Nursery, cancel_and_wait
@@ -48,6 +50,9 @@ MAX_BACKOFF = 10.0
 # Without a cgroup no kernel enforces an allocation's memory limit: the watchdog fed by
 # these samples does (rlimit mode), so its samples back off less.
 WATCHDOG_BACKOFF = 2.0
+# Quick checks in a row that may stand in for a full sample of an unchanged allocation
+# (about a minute at the longest interval).
+QUICK_CHECKS = 6
 
 
 @dataclass
@@ -57,12 +62,20 @@ class _Watched:
     interval: float
     due: float  # monotonic
     last: AllocationMetrics | None = None
+    # Run times of its processes at the last full sample, and how many more quick
+    # checks (did any of them run?) may stand in for a full sample.
+    ran: dict[int, bytes] = field(default_factory=dict)
+    quick_left: int = 0
     prev_ts: float | None = None  # boot clock of the previous sample
     cpu_memo: CpuMemo = field(default_factory=dict)
 
 
-# (alloc_id, leader pid, pgid, cgroup)
-_Target = tuple[str, int, int, AllocationCgroup | None]
+class _Target(NamedTuple):
+    alloc_id: str
+    pgid: int
+    cg: AllocationCgroup | None
+    ran: dict[int, bytes] | None  # when last sampled: pid -> run time (see metrics.ran)
+    logs: tuple[Path, LogPolicy] | None
 
 
 class Sampler:
@@ -187,37 +200,56 @@ class Sampler:
             for a in due
             if (w := self._watched.get(a)) is not None and not w.handle.done.done()
         ]
-        targets: list[_Target] = [
-            (a, w.handle.pid, w.handle.pgid, w.handle.cg) for a, w in watched
+        targets = [
+            _Target(
+                a,
+                w.handle.pgid,
+                w.handle.cg,
+                # Unchanged allocations are still read in full now and then: memory can
+                # move without the process running (reclaim, shared pages).
+                w.ran if w.quick_left > 0 else None,
+                self._logs.get(a),
+            )
+            for a, w in watched
         ]
-        # A process that writes to its log uses CPU, so its allocation's samples do not
-        # back off: checking logs when sampling is often enough. Logs of an allocation
-        # between two processes are checked on every pass.
-        rotate = [p for a, p in self._logs.items() if a in due or a not in self._watched]
+        # Logs of an allocation between two processes are checked on every pass.
+        rotate = [p for a, p in self._logs.items() if a not in self._watched]
         stuck, self._stuck = self._stuck, []
-        samples, now = await asyncio.to_thread(_collect, targets, rotate, stuck)
+        found, now = await asyncio.to_thread(_collect, targets, rotate, stuck)
         self._stuck.extend(cg for cg in stuck if cg.paths and _exists_any(cg))
         mono = self._monotonic()
         for alloc_id, w in watched:
             if self._watched.get(alloc_id) is not w:
                 continue  # unwatched, or a new process, while we were reading
-            procs = samples.get(alloc_id, [])
+            result = found.get(alloc_id)
+            if result is None:
+                # Nothing in it ran since the last sample: same metrics, same CPU memo
+                # (the next CPU figure averages over the whole quiet stretch).
+                w.quick_left -= 1
+                self._unchanged(w)
+                continue
+            procs, w.ran = result
+            w.quick_left = QUICK_CHECKS
             m = aggregate(w.handle.pid, procs, w.cpu_memo, w.prev_ts, now)
             w.cpu_memo = memo(procs)
             w.prev_ts = now
             if w.last is not None and m.same_values(w.last):
-                cap = self._max_interval_s
-                if w.handle.cg is None:
-                    cap = min(cap, self._interval_s * WATCHDOG_BACKOFF)
-                w.interval = min(w.interval * 2, cap)
-            else:
-                w.last = m
-                w.interval = self._interval_s
-                try:
-                    w.on_sample(m)
-                except Exception:
-                    log.exception("handling the metrics of %s failed", alloc_id)
+                self._unchanged(w)
+                continue
+            w.last = m
+            w.interval = self._interval_s
             w.due = mono + w.interval
+            try:
+                w.on_sample(m)
+            except Exception:
+                log.exception("handling the metrics of %s failed", alloc_id)
+
+    def _unchanged(self, w: _Watched) -> None:
+        cap = self._max_interval_s
+        if w.handle.cg is None:
+            cap = min(cap, self._interval_s * WATCHDOG_BACKOFF)
+        w.interval = min(w.interval * 2, cap)
+        w.due = self._monotonic() + w.interval
 
 
 def _wake(waker: asyncio.Future[None]) -> None:
@@ -247,14 +279,41 @@ def _collect(
     targets: list[_Target],
     rotate: list[tuple[Path, LogPolicy]],
     stuck: list[AllocationCgroup],
-) -> tuple[dict[str, list[ProcSample]], float]:
-    """One pass over the due allocations (runs in a thread: it reads /proc and /sys)."""
-    _rotate(rotate)
+) -> tuple[dict[str, tuple[list[ProcSample], dict[int, bytes]]], float]:
+    """One pass over the due allocations (runs in a thread: it reads /proc and /sys).
+
+    An allocation none of whose processes ran since ``ran`` was taken is left out of the
+    answer: nothing in it can have changed, not even its membership (joining means a
+    fork by a member, leaving means an exit). Otherwise its processes are sampled and
+    their logs checked for rotation (a process that did not run wrote nothing).
+    """
     for dead in stuck:
         dead.remove()
-    by_pgid = pids_by_pgid({pgid for _, _, pgid, cg in targets if cg is None})
-    out: dict[str, list[ProcSample]] = {}
-    for alloc_id, _, pgid, cg in targets:
-        pids = cg.member_pids() if cg is not None else by_pgid.get(pgid, [])
-        out[alloc_id] = [s for s in map(sample_process, pids) if s is not None]
+    changed = [t for t in targets if not _quiet(t.ran)]
+    by_pgid = pids_by_pgid({t.pgid for t in changed if t.cg is None})
+    out: dict[str, tuple[list[ProcSample], dict[int, bytes]]] = {}
+    for t in changed:
+        pids = t.cg.member_pids() if t.cg is not None else by_pgid.get(t.pgid, [])
+        procs: list[ProcSample] = []
+        ran_now: dict[int, bytes] = {}
+        for pid in pids:
+            # Read first: a run between the two reads then shows as a change next time.
+            r = ran(pid)
+            s = sample_process(pid)
+            if s is not None:
+                procs.append(s)
+                if r is not None:
+                    ran_now[pid] = r
+        if len(ran_now) != len(procs):
+            ran_now = {}  # some process without statistics: no quick checks for this one
+        out[t.alloc_id] = (procs, ran_now)
+        if t.logs is not None:
+            rotate.append(t.logs)
+    _rotate(rotate)
     return out, boot_clock()
+
+
+def _quiet(before: dict[int, bytes] | None) -> bool:
+    if not before:
+        return False
+    return all(ran(pid) == r for pid, r in before.items())

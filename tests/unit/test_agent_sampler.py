@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from hacontrol.agent.cgroups import AllocationCgroup
 from hacontrol.agent.metrics import AllocationMetrics
 from hacontrol.agent.nursery import Nursery
 from hacontrol.agent.report import MetricsOutbox, metrics_report
-from hacontrol.agent.sampler import WATCHDOG_BACKOFF, Sampler
+from hacontrol.agent.sampler import WATCHDOG_BACKOFF, Sampler, _collect, _Target
 
 STAT = (b"42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 "
         b"12345 1000000 77 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0")
@@ -194,3 +195,22 @@ def test_a_change_brings_the_interval_back() -> None:
 def test_processes_of_a_group_without_cgroup(sleeper: subprocess.Popen[bytes]) -> None:
     assert sleeper.pid in metrics.pids_by_pgid({sleeper.pid})[sleeper.pid]
     assert metrics.pids_by_pgid(set()) == {}
+
+
+def test_quiet_allocation_is_checked_without_reading_it(sleeper: subprocess.Popen[bytes]) -> None:
+    target = _Target("a1", sleeper.pid, None, None, None)
+    found, _ = _collect([target], [], [])
+    procs, ran = found["a1"]
+    assert [p.pid for p in procs] == [sleeper.pid] and set(ran) == {sleeper.pid}
+    quick = target._replace(ran=ran)
+    assert _collect([quick], [], [])[0] == {}  # nothing ran: left out
+    # A signal makes it run (the kernel delivers it in the process's context).
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    os.kill(sleeper.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while not _collect([quick], [], [])[0]:
+        assert time.monotonic() < deadline, "the run of the process went unnoticed"
+    # Gone: read again in full (and found empty).
+    sleeper.kill()
+    sleeper.wait()
+    assert _collect([quick], [], [])[0]["a1"] == ([], {})
