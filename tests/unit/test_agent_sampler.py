@@ -199,11 +199,15 @@ def test_processes_of_a_group_without_cgroup(sleeper: subprocess.Popen[bytes]) -
 
 def test_quiet_allocation_is_checked_without_reading_it(sleeper: subprocess.Popen[bytes]) -> None:
     target = _Target("a1", sleeper.pid, None, None, None)
-    found, _ = _collect([target], [], [])
-    procs, ran = found["a1"]
-    assert [p.pid for p in procs] == [sleeper.pid] and set(ran) == {sleeper.pid}
-    quick = target._replace(ran=ran)
-    assert _collect([quick], [], [])[0] == {}  # nothing ran: left out
+    deadline = time.monotonic() + 10
+    while True:  # until it sleeps (it may still be starting)
+        found, _ = _collect([target], [], [])
+        procs, ran = found["a1"]
+        assert [p.pid for p in procs] == [sleeper.pid] and set(ran) == {sleeper.pid}
+        quick = target._replace(ran=ran)
+        if _collect([quick], [], [])[0] == {}:  # nothing ran: left out
+            break
+        assert time.monotonic() < deadline, "the process never went quiet"
     # A signal makes it run (the kernel delivers it in the process's context).
     os.kill(sleeper.pid, signal.SIGSTOP)
     os.kill(sleeper.pid, signal.SIGCONT)
