@@ -136,6 +136,19 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
+def _read_all(path: str) -> bytes:
+    """A whole (pseudo) file without Python's buffered file objects: the sampler reads
+    one per allocation per pass."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _probe(base: Path) -> bool:
     """Whether we may create (and remove) allocation directories under ``base``."""
     try:
@@ -224,6 +237,8 @@ class AllocationCgroup:
     def __init__(self, mode: str, paths: dict[str, Path]) -> None:
         self.mode = mode
         self.paths = paths
+        # The cgroup.procs file member_pids() reads, picked on first use.
+        self._members: str | None = None
 
     @classmethod
     def create(cls, layout: Layout, name: str, res: Resources | None) -> AllocationCgroup:
@@ -273,6 +288,24 @@ class AllocationCgroup:
             with contextlib.suppress(OSError, ValueError):
                 found.update(int(x) for x in _read(path / "cgroup.procs").split())
         return sorted(found)
+
+    def member_pids(self) -> list[int]:
+        """The processes in the cgroup, from one hierarchy's list (for sampling).
+
+        The exec wrapper joins every hierarchy and children inherit them all, so one list
+        is enough to account the allocation; kill and signal use pids(), which also finds
+        a process that moved itself out of some hierarchies.
+        """
+        if self._members is None:
+            key = next((k for k in (V2_KEY, "pids", "memory", "freezer") if k in self.paths),
+                       next(iter(self.paths), None))
+            self._members = str(self.paths[key] / "cgroup.procs") if key is not None else ""
+        if not self._members:
+            return []
+        try:
+            return [int(x) for x in _read_all(self._members).split()]
+        except (OSError, ValueError):
+            return []
 
     def _freezer(self) -> Path | None:
         if self.mode == MODE_V2:

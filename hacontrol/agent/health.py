@@ -14,6 +14,7 @@ import ipaddress
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,15 +103,37 @@ def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     return out
 
 
+# Every network probe asks; a node with many checked allocations would otherwise list its
+# interfaces many times a second. An address added or removed counts after this long.
+_LOCAL_TTL_S = 5.0
+_local_cache: tuple[float, set[ipaddress.IPv4Address | ipaddress.IPv6Address]] | None = None
+
+
+def _local_addresses_cached() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    global _local_cache
+    now = time.monotonic()
+    if _local_cache is None or now - _local_cache[0] > _LOCAL_TTL_S:
+        _local_cache = (now, local_addresses())
+    return _local_cache[1]
+
+
+def _mine(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return addr.is_loopback or addr in _local_addresses_cached()
+
+
 async def own_address(host: str, port: int) -> str | None:
     """An address of this node that `host` names, or None: a check must not become a way
     to reach other machines from the agent's network position."""
+    if "%" not in host:  # (scoped IPv6 addresses go through the resolver)
+        with contextlib.suppress(ValueError):
+            # An address needs no resolver (getaddrinfo is a thread hop per probe).
+            literal = ipaddress.ip_address(host)
+            return host if _mine(literal) else None
     infos = await asyncio.get_running_loop().getaddrinfo(host, port,
                                                          type=socket.SOCK_STREAM)
-    mine = local_addresses()
     for *_, sockaddr in infos:
         addr = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if addr.is_loopback or addr in mine:
+        if _mine(addr):
             return str(sockaddr[0])
     return None
 

@@ -144,15 +144,16 @@ def build_agent_app(local: LocalAllocations | None,
             samples = s.metrics()
         except Exception:
             samples = {}
+        reports = [(prometheus_label(alloc_id), metrics_report(m))
+                   for alloc_id, m in sorted(samples.items())]
         for key in ("cpu_percent", "rss_bytes", "threads", "open_files", "io_read_bytes",
                     "io_write_bytes"):
             lines += [f"# HELP hacontrol_instance_{key} per-instance {key.replace('_', ' ')}",
                       f"# TYPE hacontrol_instance_{key} gauge"]
-            for alloc_id, m in sorted(samples.items()):
-                v = metrics_report(m).get(key)
+            for label, report in reports:
+                v = report.get(key)
                 if v is not None:
-                    lines.append(f'hacontrol_instance_{key}{{alloc="{prometheus_label(alloc_id)}"}} '
-                                 f'{v}')
+                    lines.append(f'hacontrol_instance_{key}{{alloc="{label}"}} {v}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     app = web.Application(middlewares=[auth])

@@ -23,6 +23,8 @@ PID_FILE = "pid.json"
 # create_time is derived from boot time and clock ticks; allow for rounding
 # when it has been through JSON and back.
 _CREATE_TIME_TOLERANCE_S = 0.05
+# /proc/<pid>/stat states of processes that are gone but not yet reaped.
+_GONE = (b"Z", b"X", b"x")
 
 
 @dataclass(frozen=True)
@@ -98,31 +100,58 @@ def matches(record: PidRecord) -> psutil.Process | None:
         return None
 
 
+def _state_and_group(pid: int | str) -> tuple[bytes, int] | None:
+    """(state, process group) from /proc/<pid>/stat; None when it is gone."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            data = os.read(fd, 1024)
+        finally:
+            os.close(fd)
+        state, _, group = data[data.rfind(b")") + 2 :].split(maxsplit=3)[:3]
+        return state, int(group)
+    except (OSError, ValueError):
+        return None
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) pids in the process group.
 
     Zombies are skipped because an init that does not reap orphans (common in
     containers) would otherwise make a dead group look alive forever.
     """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+    if not _group_exists(pgid):
         return []
-    except PermissionError:
-        pass
+    # One read of /proc/<pid>/stat per process (state and group are both there), not a
+    # psutil object and /proc/<pid>/status each.
     members: list[int] = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc.pid)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            found = _state_and_group(name)
+            if found is not None and found[0] not in _GONE and found[1] == pgid:
+                members.append(int(name))
     return members
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether a live process is left in the group. Stops poll this on the event loop:
+    the usual answers (no such group; its leader still runs) cost a syscall or two, the
+    whole process table is read only when the leader is gone and others may remain."""
+    if not _group_exists(pgid):
+        return False
+    leader = _state_and_group(pgid)
+    if leader is not None and leader[0] not in _GONE and leader[1] == pgid:
+        return True
     return bool(group_members(pgid))
 
 

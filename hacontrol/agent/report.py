@@ -7,7 +7,7 @@ read and must not change.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from hacontrol.agent.metrics import AllocationMetrics
@@ -33,4 +33,53 @@ def event_report(ev: AllocationEvent) -> dict[str, Any]:
 
 
 def metrics_report(m: AllocationMetrics) -> dict[str, Any]:
-    return asdict(m)
+    # Spelled out rather than dataclasses.asdict, which deep-copies every field.
+    return {
+        "pid": m.pid,
+        "processes": m.processes,
+        "cpu_percent": m.cpu_percent,
+        "rss_bytes": m.rss_bytes,
+        "threads": m.threads,
+        "open_files": m.open_files,
+        "io_read_bytes": m.io_read_bytes,
+        "io_write_bytes": m.io_write_bytes,
+        "ts": m.ts,
+    }
+
+
+class MetricsOutbox:
+    """The metrics the controllers have not been told yet: each sync carries only those.
+
+    The leader keeps every allocation's last metrics and updates them with what a sync
+    carries, so unchanged ones need not travel again, as long as the same leader got
+    them: ``epoch`` names who is told (the link's leader address and term), and a new
+    one is told everything. The sampler replaces an allocation's metrics object only
+    when its values change, so "changed" is a test of identity.
+
+    Use: ``sent = outbox.pending(metrics, epoch)``, put ``sent`` in the sync, and call
+    ``outbox.delivered(epoch)`` with the epoch after the answer (a new leader there was told
+    only part).
+    """
+
+    def __init__(self) -> None:
+        self._epoch: Hashable = None
+        self._told: dict[str, AllocationMetrics] = {}
+        self._in_flight: dict[str, AllocationMetrics] = {}
+
+    def pending(
+        self, current: Mapping[str, AllocationMetrics], epoch: Hashable
+    ) -> dict[str, dict[str, Any]]:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._told = {}
+        told = self._told
+        for alloc_id in [a for a in told if a not in current]:
+            del told[alloc_id]
+        self._in_flight = {a: m for a, m in current.items() if told.get(a) is not m}
+        return {a: metrics_report(m) for a, m in self._in_flight.items()}
+
+    def delivered(self, epoch: Hashable) -> None:
+        """The sync that carried the last pending() reached ``epoch``'s leader."""
+        if epoch == self._epoch:
+            self._told.update(self._in_flight)
+        self._in_flight = {}

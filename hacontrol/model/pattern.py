@@ -10,9 +10,10 @@ compiled pattern may take. Patterns are short and inputs are short, so one match
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import re2
+if TYPE_CHECKING:
+    import re2
 
 MAX_PATTERN_LEN = 512
 # RE2's memory budget for one compiled pattern; enough for any pattern under the length cap
@@ -25,6 +26,8 @@ class Matcher(Protocol):
 
 
 def _options() -> re2.Options:
+    import re2  # here: RE2 costs processes that never match a pattern (agents) 2 MB
+
     opts = re2.Options()
     opts.log_errors = False  # a refused pattern is an answer to the user, not a log line
     opts.max_mem = _MAX_MEM
@@ -36,6 +39,8 @@ def compile_pattern(pattern: str) -> Matcher:
     """The compiled pattern; raises `ValueError` saying why it is refused."""
     if len(pattern) > MAX_PATTERN_LEN:
         raise ValueError(f"longer than {MAX_PATTERN_LEN} characters")
+    import re2
+
     try:
         compiled: Matcher = re2.compile(pattern, options=_options())
     except re2.error as exc:

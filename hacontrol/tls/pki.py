@@ -19,10 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .files import read_private, write_private
+from .lifetimes import CA_DAYS, CERT_DAYS
 from .roles import Role
 
-CA_DAYS = 5 * 365
-CERT_DAYS = 365
 # Names every certificate answers to besides its role: a local cluster is reached there.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from hacontrol.cli.commands.base import EXIT_ERROR, EXIT_OK, SubParsers, command_group
 from hacontrol.cli.commands.flags import positive_int
 from hacontrol.tls.files import ExposedFile
-from hacontrol.tls.pki import CA_DAYS, CERT_DAYS, CertFiles, create_ca, create_cert
+from hacontrol.tls.lifetimes import CA_DAYS, CERT_DAYS
 from hacontrol.tls.roles import Role
 
 
@@ -52,8 +52,11 @@ def _fail(message: str) -> int:
 
 
 def run_ca_create(args: argparse.Namespace) -> int:
+    # Imported here: cryptography adds 10 MB to every process the CLI starts, agents too.
+    from hacontrol.tls import pki
+
     try:
-        made = create_ca(args.dir, args.common_name, args.days)
+        made = pki.create_ca(args.dir, args.common_name, args.days)
     except FileExistsError as exc:
         return _fail(f"{exc.filename} already exists; not overwriting it")
     except OSError as exc:
@@ -63,10 +66,12 @@ def run_ca_create(args: argparse.Namespace) -> int:
 
 
 def run_cert_create(args: argparse.Namespace) -> int:
+    from hacontrol.tls import pki
+
     role: Role = args.role
     try:
-        made = create_cert(CertFiles(args.ca, args.ca_key), role, args.dir, hosts=args.host,
-                           name=args.name, days=args.days)
+        made = pki.create_cert(pki.CertFiles(args.ca, args.ca_key), role, args.dir,
+                               hosts=args.host, name=args.name, days=args.days)
     except FileExistsError as exc:
         return _fail(f"{exc.filename} already exists; not overwriting it")
     except ExposedFile as exc:
