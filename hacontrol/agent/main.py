@@ -34,7 +34,7 @@ from .credentials import NODE_CREDENTIAL_FILE, ControllerKey, JoinRefused, node_
 from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .nursery import Nursery
-from .report import event_report, metrics_report
+from .report import MetricsOutbox, event_report
 from .supervisor import Supervisor
 
 log = logging.getLogger("hacontrol.agent")
@@ -72,6 +72,7 @@ class Agent:
         self._swept = False
         # Reconcile even an unchanged answer: a start raised before it was supervised.
         self._starting_failed = False
+        self._metrics_out = MetricsOutbox()
 
     def _on_event(self, ev: AllocationEvent) -> None:
         self.reports[ev.alloc_id] = event_report(ev)
@@ -160,11 +161,16 @@ class Agent:
             "pid": os.getpid(), "isolation": self.supervisor.isolation_mode},
             "busy": {"starting": len(self._starting)}}
         try:
-            out["metrics"] = {k: metrics_report(v)
-                              for k, v in self.supervisor.metrics().items()}
+            # Only what changed since the leader was last told (it merges them).
+            out["metrics"] = self._metrics_out.pending(self.supervisor.metrics(),
+                                                       self._epoch())
         except Exception:
             log.exception("metrics sampling failed")
         return out
+
+    def _epoch(self) -> tuple[str, int]:
+        """Who the metrics are told to: a new leader (or term) is told everything."""
+        return (self.link.current, self.link.highest_term)
 
     def _enforce_disconnect(self) -> None:
         """Stop allocations whose job asked not to outlive a long cut-off from the leader.
@@ -202,6 +208,7 @@ class Agent:
                         await wait_first(stop, asyncio.sleep(RETRY_PAUSE_S))
                     continue
                 self.last_contact = time.monotonic()
+                self._metrics_out.delivered(self._epoch())
                 if answer.acked:
                     for alloc_id, rep in sent.items():
                         if self.reports.get(alloc_id) is rep:
