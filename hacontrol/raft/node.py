@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,15 @@ from typing import Any, Protocol
 
 from hacontrol.raft import append_fix
 from hacontrol.raft.journal import SyncedJournal
+from hacontrol.raft.readindex import (
+    ACK,
+    PROBE,
+    LeaderView,
+    ReadCallback,
+    ReadOutcome,
+    ReadRounds,
+    probe_answer,
+)
 from hacontrol.raft.storage import StorageError, durable_replace
 
 logger = logging.getLogger(__name__)
@@ -37,6 +47,7 @@ class NodeOwner(Protocol):
     def on_storage_error(self, message: str) -> None: ...
 
 
+_LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
 _pending = threading.local()
 _hook_lock = threading.Lock()
 _hook_installed = False
@@ -81,6 +92,9 @@ def _make_node_class() -> type:
             self._hc_journal = journal
             self._hc_replies: list[tuple[Any, bool, int, int]] = []
             self._hc_stopped = False
+            # A round answered by no majority within one minimum election timeout is
+            # lost: by then a partitioned leader's followers may have elected another.
+            self._hc_reads = ReadRounds(round_timeout=conf.raftMinTimeout)
             _pending.journal = journal
             try:
                 super().__init__(self_addr, peers, conf, transport=transport)
@@ -123,6 +137,7 @@ def _make_node_class() -> type:
         def _hc_stop(self, message: str) -> None:
             self._hc_stopped = True
             self._hc_replies = []
+            self._hc_reads.fail_all(ReadOutcome.NOT_LEADER)
             owner = self._hc_owner()
             if owner is not None:
                 owner.on_storage_error(message)
@@ -142,6 +157,57 @@ def _make_node_class() -> type:
             except StorageError as exc:
                 self._hc_stop(str(exc))
 
+        # ---- ReadIndex (see readindex) ------------------------------------------------------
+
+        def hc_read_index(self, callback: ReadCallback) -> None:
+            """Any thread: `callback(read_index, outcome)` fires on the tick thread."""
+            if self._hc_stopped:
+                callback(0, ReadOutcome.NOT_LEADER)
+                return
+            self._hc_reads.add(callback)
+
+        def hc_read_step(self) -> None:
+            """Tick thread, every tick: expire, release and start read rounds."""
+            reads = self._hc_reads
+            if reads.idle():
+                return
+            seq = reads.step(self._hc_view(), time.monotonic())
+            if seq is not None:
+                probe = {"type": PROBE, "term": self._SyncObj__raftCurrentTerm, "seq": seq}
+                send = self._SyncObj__transport.send
+                for node in self._SyncObj__otherNodes:
+                    send(node, probe)
+
+        @property
+        def hc_read_rounds(self) -> int:
+            return self._hc_reads.rounds
+
+        def _hc_view(self) -> LeaderView:
+            leader = self._SyncObj__raftState == _LEADER
+            commit = self._SyncObj__raftCommitIndex
+            noop = self._SyncObj__noopIDx
+            return LeaderView(
+                leader=leader, term=self._SyncObj__raftCurrentTerm, commit_index=commit,
+                applied_index=self._SyncObj__raftLastApplied,
+                # The no-op pysyncobj appends on election is this term's first entry.
+                own_term_committed=leader and noop is not None and commit >= noop,
+                voters=len(self._SyncObj__otherNodes) + 1)
+
+        def _hc_on_read_message(self, node: Any, message: dict[str, Any]) -> None:
+            term, seq = message.get("term"), message.get("seq")
+            if not isinstance(term, int) or not isinstance(seq, int):
+                return
+            if message["type"] == PROBE:
+                answer = probe_answer(term, self._SyncObj__raftCurrentTerm)
+                if answer is not None:
+                    self._SyncObj__transport.send(node, {"type": ACK, "term": answer,
+                                                         "seq": seq})
+                return
+            if node not in self._SyncObj__otherNodes:
+                return
+            if self._hc_reads.ack(str(node.id), seq, term, self._hc_view()):
+                self.hc_read_step()  # reads that arrived meanwhile go at once
+
         # ---- overlapping appends (see append_fix) -----------------------------------------
 
         def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> Any:  # noqa: N802
@@ -149,6 +215,10 @@ def _make_node_class() -> type:
             # lookup, so this method is the one registered).
             if self._hc_stopped:
                 return None
+            if isinstance(message, dict) and message.get("type") in (PROBE, ACK):
+                # Older replicas ignore these types: their leaders never probe, and as
+                # voters they never answer, so reads there fall back to the log.
+                return self._hc_on_read_message(node, message)
             handle = super()._SyncObj__onMessageReceived
             if (not isinstance(message, dict) or message.get("type") != "append_entries"
                     or "prevLogIdx" not in message or message.get("transmission") is not None

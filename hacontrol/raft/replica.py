@@ -16,6 +16,7 @@ import msgpack
 from hacontrol.raft.config import JournalKind, ReplicaConfig
 from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
 from hacontrol.raft.node import node_class
+from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.raft.storage import StorageError
 
@@ -248,6 +249,10 @@ class Replica:
         if self._snapshot_loaded:
             self._snapshot_loaded = False
             self._fail_orphaned_callbacks()
+        try:
+            node.hc_read_step()
+        except Exception:
+            logger.exception("read index step failed")
         if not self._tuning.group_commit or node._SyncObj__raftState != 2:
             return
         try:
@@ -392,6 +397,20 @@ class Replica:
 
         self._node.apply_command(bytes(command), callback=on_result)
         self._wake()
+
+    def read_index(self, callback: ReadCallback) -> None:
+        """Ask for a ReadIndex (see readindex.py); ``callback(index, outcome)`` fires once,
+        on the tick thread (or here when this replica serves nothing). Thread-safe."""
+        if self._destroyed or self.storage_error is not None or self._node is None:
+            callback(0, ReadOutcome.NOT_LEADER)
+            return
+        self._node.hc_read_index(callback)
+        self._wake()
+
+    @property
+    def read_index_rounds(self) -> int:
+        """ReadIndex rounds confirmed by a majority since start (0 on a follower)."""
+        return int(self._node.hc_read_rounds) if self._node is not None else 0
 
     def read(self, fn: Callable[[Machine], T]) -> T:
         """``fn(machine)`` under the lock; StorageError when the state cannot be trusted."""
