@@ -7,10 +7,13 @@ Where the fsyncs happen (the journal buffers `add`s, `sync` writes and fdatasync
   next tick, after one `sync` that covers every entry received during that poll: group
   commit across messages. Replies held behind a truncation of the log are dropped (they
   may acknowledge entries that are gone); the leader resends.
-* leader: `flush` runs at the end of each tick, right after the new entries went out to
-  the followers, so the local fdatasync overlaps their round trip; and again at the start
-  of the next tick, before pysyncobj counts matchIndex toward the commit index, which
-  covers entries appended while polling (the no-op of a new leader).
+* leader (Raft thesis 10.2.1, as etcd does): the tick thread never waits for its own
+  disk. At the end of each tick, right after the new entries went out to the followers,
+  and at the start of the next, `hc_flush` only asks the journal's sync thread to write
+  and fdatasync what is buffered. The commit rule counts the leader with its *durable*
+  index instead of its last index (`_hc_commit_index`): an entry commits once a majority
+  has it on stable storage, with or without the leader. docs/durability.md argues why
+  this is safe.
 * term and vote: `DurableJournal.setCurrentTerm` is durable before it returns, and
   pysyncobj sends votes and new-term messages only after it returns.
 """
@@ -85,6 +88,7 @@ def _make_node_class() -> type:
     _install_hooks()
 
     class Node(SyncObj):  # type: ignore[misc]
+        _SyncObj__raftCommitIndex: int  # pysyncobj's, written by our commit rule
         def __init__(self, owner: NodeOwner, self_addr: str, peers: list[str], conf: Any,
                      journal: SyncedJournal, transport: Any = None) -> None:
             # A weak reference: the Replica owns the node, not the other way round.
@@ -92,6 +96,8 @@ def _make_node_class() -> type:
             self._hc_journal = journal
             self._hc_replies: list[tuple[Any, bool, int, int]] = []
             self._hc_stopped = False
+            # While set, pysyncobj's own commit loop sees the log end here (see _onTick).
+            self._hc_log_cap: int | None = None
             # A round answered by no majority within one minimum election timeout is
             # lost: by then a partitioned leader's followers may have elected another.
             self._hc_reads = ReadRounds(round_timeout=conf.raftMinTimeout)
@@ -120,8 +126,15 @@ def _make_node_class() -> type:
             """Sync the journal, then release held replies; False once storage failed."""
             if self._hc_stopped:
                 return False
+            journal = self._hc_journal
             try:
-                self._hc_journal.sync()
+                if journal.background and self._SyncObj__raftState == _LEADER:
+                    if journal.error is not None:
+                        raise StorageError(journal.error)
+                    journal.request_sync()
+                    if not self._hc_replies:
+                        return True
+                journal.sync()
             except StorageError as exc:
                 self._hc_stop(str(exc))
                 return False
@@ -152,10 +165,49 @@ def _make_node_class() -> type:
         def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
             if not self.hc_flush():
                 return
+            if self._SyncObj__raftState == _LEADER:
+                # Our commit rule first; pysyncobj's loop, which counts the leader for
+                # every entry it has, then finds nothing beyond it (the cap lifts when
+                # pysyncobj applies entries, right after its loop).
+                self._hc_advance_commit()
+                self._hc_log_cap = int(self._SyncObj__raftCommitIndex)
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
                 self._hc_stop(str(exc))
+            finally:
+                self._hc_log_cap = None
+
+        def _SyncObj__getCurrentLogIndex(self) -> int:  # noqa: N802
+            last: int = self._SyncObj__raftLog[-1][1]
+            cap = self._hc_log_cap
+            return last if cap is None else min(last, cap)
+
+        def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802
+            self._hc_log_cap = None
+            return bool(super()._SyncObj__applyLogEntries())
+
+        def _hc_commit_index(self) -> int:
+            """The highest index a majority holds on stable storage, the leader counted
+            with its durable index (followers acknowledge only synced entries)."""
+            held = [self._hc_journal.durable_index]
+            held += [self._SyncObj__raftMatchIndex.get(node, 0)
+                     for node in self._SyncObj__otherNodes]
+            held.sort(reverse=True)
+            return held[len(held) // 2]
+
+        def _hc_advance_commit(self) -> None:
+            index = self._hc_commit_index()
+            if index <= int(self._SyncObj__raftCommitIndex):
+                return
+            entries = self._SyncObj__getEntries(index, 1)
+            # Raft, figure 8: only an entry of the current term commits by counting
+            # (earlier ones commit with it); the leader appends only current-term entries,
+            # so an older term here means nothing below it is ours either.
+            if not entries or entries[0][2] != self._SyncObj__raftCurrentTerm:
+                return
+            self._SyncObj__raftCommitIndex = index
+            self._SyncObj__raftLog.setRaftCommitIndex(index)
 
         # ---- ReadIndex (see readindex) ------------------------------------------------------
 

@@ -35,16 +35,8 @@ FAIL_NOT_LEADER = 4
 FAIL_LEADER_CHANGED = 5
 FAIL_REQUEST_DENIED = 6
 FAIL_UNKNOWN_OUTCOME = 7
-FAIL_NAMES = {
-    0: "SUCCESS",
-    1: "QUEUE_FULL",
-    2: "MISSING_LEADER",
-    3: "DISCARDED",
-    4: "NOT_LEADER",
-    5: "LEADER_CHANGED",
-    6: "REQUEST_DENIED",
-    7: "UNKNOWN_OUTCOME",
-}
+FAIL_NAMES = dict(enumerate(["SUCCESS", "QUEUE_FULL", "MISSING_LEADER", "DISCARDED",
+                             "NOT_LEADER", "LEADER_CHANGED", "REQUEST_DENIED", "UNKNOWN_OUTCOME"]))
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -116,6 +108,14 @@ def _install_watch() -> None:
         if not _watch_installed:
             logging.getLogger("pysyncobj.syncobj").addHandler(_watch)
             _watch_installed = True
+
+
+def _weak_wake(ref: weakref.ref[Replica]) -> Callable[[], None]:
+    def wake() -> None:
+        replica = ref()
+        if replica is not None:
+            replica._wake()
+    return wake
 
 
 class Replica:
@@ -191,7 +191,11 @@ class Replica:
         if config.journal_kind == JournalKind.MMAP:
             journal: SyncedJournal = make_mmap_journal(config.journal_path, config.durability)
             return journal
-        return DurableJournal(config.journal_path, config.meta_path, config.durability)
+        durable = DurableJournal(config.journal_path, config.meta_path, config.durability)
+        # The leader's fdatasync runs there, off the tick thread; each finished sync wakes
+        # the tick thread to count it. Weakly: it must not keep a dropped replica alive.
+        durable.start_sync_thread(_weak_wake(weakref.ref(self)))
+        return durable
 
     @property
     def durable(self) -> bool:
@@ -264,8 +268,7 @@ class Replica:
                 node._SyncObj__sendAppendEntries()
         except Exception:
             logger.exception("group-commit push failed")
-        # The leader's fdatasync runs while its followers receive and sync the same
-        # entries; pysyncobj counts the leader toward a quorum only on the next tick.
+        # The leader's sync thread writes these while the followers do (node.py).
         node.hc_flush()
 
     def _fail_orphaned_callbacks(self) -> None:

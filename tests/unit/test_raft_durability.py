@@ -147,6 +147,53 @@ def test_the_leader_counts_itself_only_for_synced_entries() -> None:
     assert 3 in synced_indexes(files)
 
 
+def leader_with_sync_thread(files: LossyFiles) -> tuple[Any, Recorder]:
+    """A leader whose journal syncs in the background; the test plays the sync thread
+    (`journal.sync()`), so what is durable when is decided here, not by timing."""
+    node, transport = start(files)
+    node._hc_journal.background = True
+    become_leader(node, transport)
+    node.apply_command(b"x", callback=lambda res, err: None)
+    node.doTick(0)  # appends index 3
+    node._SyncObj__sendAppendEntries()  # as the replica's group-commit push does
+    node.hc_flush()  # as at the end of the replica's tick: only asks for a sync
+    assert node._SyncObj__getCurrentLogIndex() == 3
+    assert node._hc_journal._sync_requested
+    [sent] = [s for s in transport.of_type("append_entries")
+              if any(e[1] == 3 for e in s[1]["entries"]) and s[0] == A]
+    assert 3 not in [e[1] for e in records.scan(sent[2]).entries]  # sent before durable
+    return node, transport
+
+
+def ack(node: Any, who: str, next_idx: int) -> None:
+    node._SyncObj__onMessageReceived(TCPNode(who), {
+        "type": "next_node_idx", "next_node_idx": next_idx, "reset": False, "success": True})
+
+
+def test_the_leader_does_not_count_itself_for_an_entry_before_its_fsync() -> None:
+    files = LossyFiles()
+    node, _ = leader_with_sync_thread(files)
+    ack(node, A, 4)
+    node.doTick(0)
+    node.doTick(0)
+    # A has index 3 on disk, the leader only in its buffer: one of three is no majority.
+    assert node.raftCommitIndex == 2 and node._hc_journal.durable_index == 2
+    assert 3 not in synced_indexes(files)
+    node._hc_journal.sync()  # the sync thread's fdatasync completes
+    assert node._hc_journal.durable_index == 3
+    node.doTick(0)
+    assert node.raftCommitIndex == 3
+
+
+def test_two_followers_commit_an_entry_the_leader_has_not_synced_yet() -> None:
+    files = LossyFiles()
+    node, _ = leader_with_sync_thread(files)
+    ack(node, A, 4)
+    ack(node, B, 4)
+    node.doTick(0)
+    assert node.raftCommitIndex == 3 and 3 not in synced_indexes(files)
+
+
 def test_a_single_node_syncs_its_no_op_before_committing_it() -> None:
     files = LossyFiles()
     node, _ = start(files, peers=[])
