@@ -51,6 +51,13 @@ class NodeOwner(Protocol):
 
 
 _LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
+# Past an election deadline missed while not reading: long enough that pysyncobj's own check
+# later in the same tick does not fire, short against any election timeout.
+_HEAR_GRACE = 0.005
+# A tick that starts this long after the last poll ended counts as a stall: a normal one
+# starts within a follower's fdatasync (a few ms), and then a missed deadline elects at once
+# (failover pays no extra poll).
+_STALL = 0.02
 _pending = threading.local()
 _hook_lock = threading.Lock()
 _hook_installed = False
@@ -85,10 +92,15 @@ def _install_hooks() -> None:
 def _make_node_class() -> type:
     from pysyncobj import SyncObj, replicated
 
+    # Not time.monotonic: pysyncobj's clock differs from it (by 58 ms here).
+    from pysyncobj.monotonic import monotonic as raft_clock
+
     _install_hooks()
 
     class Node(SyncObj):  # type: ignore[misc]
-        _SyncObj__raftCommitIndex: int  # pysyncobj's, written by our commit rule
+        # pysyncobj's, written here by our commit rule and the election grace
+        _SyncObj__raftCommitIndex: int
+        _SyncObj__raftElectionDeadline: float
         def __init__(self, owner: NodeOwner, self_addr: str, peers: list[str], conf: Any,
                      journal: SyncedJournal, transport: Any = None) -> None:
             # A weak reference: the Replica owns the node, not the other way round.
@@ -98,6 +110,8 @@ def _make_node_class() -> type:
             self._hc_stopped = False
             # While set, pysyncobj's own commit loop sees the log end here (see _onTick).
             self._hc_log_cap: int | None = None
+            self._hc_polled_at = 0.0  # when this thread last finished reading its sockets
+            self._hc_grace_deadline = -1.0  # the deadline a missed one was moved to
             # A round answered by no majority within one minimum election timeout is
             # lost: by then a partitioned leader's followers may have elected another.
             self._hc_reads = ReadRounds(round_timeout=conf.raftMinTimeout)
@@ -171,12 +185,32 @@ def _make_node_class() -> type:
                 # pysyncobj applies entries, right after its loop).
                 self._hc_advance_commit()
                 self._hc_log_cap = int(self._SyncObj__raftCommitIndex)
+            else:
+                self._hc_hear_before_electing()
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
                 self._hc_stop(str(exc))
             finally:
                 self._hc_log_cap = None
+            self._hc_polled_at = raft_clock()  # pysyncobj's tick ends with its poll
+
+        def _hc_hear_before_electing(self) -> None:
+            """An election timeout counts only time in which this replica could hear the
+            leader. pysyncobj checks its deadline at the start of a tick, before it reads
+            its sockets: after this thread stalled (a slow fdatasync, a long apply, the
+            GIL held by the event loop) past the deadline, the leader's heartbeats sit
+            unread and it would start an election anyway. Read them first: one more poll.
+            Only after a stall: a dead leader then costs at most that poll; a transfer's
+            deadline 0 is left alone."""
+            deadline = self._SyncObj__raftElectionDeadline
+            now = raft_clock()
+            polled = self._hc_polled_at
+            if (polled < deadline < now and now - polled > _STALL
+                    and deadline != self._hc_grace_deadline):
+                # Once per deadline: a quick tick can end its poll within the grace.
+                self._hc_grace_deadline = now + _HEAR_GRACE
+                self._SyncObj__raftElectionDeadline = self._hc_grace_deadline
 
         def _SyncObj__getCurrentLogIndex(self) -> int:  # noqa: N802
             last: int = self._SyncObj__raftLog[-1][1]

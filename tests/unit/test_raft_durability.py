@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pysyncobj import SyncObjConf
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import Transport
 
@@ -257,3 +258,34 @@ def test_a_failed_fsync_stops_the_node_without_acknowledging() -> None:
     assert "Input/output error" in transport.owner.storage_error
     append(node, 2, 1, [(b"x3", 3, 1)])  # ignored from now on
     assert successes(transport) == []
+
+
+def test_a_follower_reads_its_sockets_before_an_election_timeout_missed_in_a_stall() -> None:
+    files = LossyFiles()
+    node, transport = start(files)
+    for peer in (A, B):
+        node._SyncObj__onNodeConnected(TCPNode(peer))
+    node.doTick(0)  # reads its sockets once
+    # The thread then stalled past its deadline without reading (a long fdatasync, say).
+    node._hc_polled_at -= 1.0
+    node._SyncObj__raftElectionDeadline = node._hc_polled_at + 0.5
+    node.doTick(0)
+    assert transport.of_type("request_vote") == []  # heard nobody, but read first
+    # Nothing came in that poll: the next tick elects.
+    while raft_clock() <= node._SyncObj__raftElectionDeadline:
+        pass
+    node.doTick(0)
+    assert {s[0] for s in transport.of_type("request_vote")} == {A, B}
+
+
+def test_a_follower_that_read_its_sockets_just_before_its_deadline_elects_at_once() -> None:
+    files = LossyFiles()
+    node, transport = start(files)
+    for peer in (A, B):
+        node._SyncObj__onNodeConnected(TCPNode(peer))
+    node.doTick(0)
+    node._SyncObj__raftElectionDeadline = node._hc_polled_at + 0.001
+    while raft_clock() <= node._SyncObj__raftElectionDeadline:
+        pass
+    node.doTick(0)
+    assert {s[0] for s in transport.of_type("request_vote")} == {A, B}
