@@ -101,6 +101,7 @@ def _make_node_class() -> type:
         # pysyncobj's, written here by our commit rule and the election grace
         _SyncObj__raftCommitIndex: int
         _SyncObj__raftElectionDeadline: float
+
         def __init__(self, owner: NodeOwner, self_addr: str, peers: list[str], conf: Any,
                      journal: SyncedJournal, transport: Any = None) -> None:
             # A weak reference: the Replica owns the node, not the other way round.
