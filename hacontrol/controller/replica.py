@@ -33,6 +33,7 @@ Result = dict[str, Any]
 
 WRITE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
+_NOOP = C.Command(C.NOOP, 0.0, {}).encode()
 
 
 class Controller:
@@ -148,12 +149,12 @@ class Controller:
         return await self.write(op, args)
 
     async def read(self, fn: Callable[[StateMachine], T], stale: bool = False) -> T:
-        """`fn` over the state; linearizable unless `stale` (a no-op goes through the log
-        first). Raises `NoQuorum` when the no-op cannot commit."""
+        """`fn` over the state; linearizable unless `stale` (the leader confirms it still
+        leads by a heartbeat round, a follower sends a no-op through the log first).
+        Raises `NoQuorum` when neither can be done in time."""
         if not stale:
-            noop = C.Command(C.NOOP, 0.0, {}).encode()
             try:
-                await self.bridge.barrier(noop, READ_TIMEOUT_S)
+                await self.bridge.linearize(_NOOP, READ_TIMEOUT_S)
             except (LogNotApplied, LogOutcomeUnknown) as exc:
                 raise NoQuorum(str(exc)) from None
         return self.read_local(fn)

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hacontrol.raft.readindex import ReadOutcome
 from hacontrol.raft.replica import (
     FAIL_DISCARDED,
     FAIL_MISSING_LEADER,
@@ -161,6 +162,46 @@ class LogBridge:
             await asyncio.sleep(min(backoff, max(deadline - loop.time(), 0.0)))
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
+    async def read_index(self, timeout: float) -> int:
+        """ReadIndex on this replica (see readindex.py): once this returns an index, state
+        read here reflects every write acknowledged before the call.
+
+        Raises NotApplied when this replica cannot answer (it does not lead, or its term
+        has no committed entry yet) and OutcomeUnknown when leadership could not be
+        confirmed (a newer term, no majority in time).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        self._replica.read_index(self._inbox.resolver(loop, fut))
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            index, outcome = await fut
+        finally:
+            timer.cancel()
+        if outcome == ReadOutcome.OK:
+            return int(index)
+        if outcome in (ReadOutcome.NOT_LEADER, ReadOutcome.NOT_READY):
+            raise NotApplied(f"read index: {ReadOutcome(outcome).name}")
+        if outcome == _TIMED_OUT:
+            raise OutcomeUnknown("read index timeout")
+        raise OutcomeUnknown(f"read index: {ReadOutcome(outcome).name}")
+
+    async def linearize(self, noop_command: bytes, timeout: float) -> int:
+        """Wait until a linearizable read may be served from this replica's state.
+
+        The leader confirms its leadership by a heartbeat round (ReadIndex); a follower, or
+        a leader that cannot confirm (just elected, or a round lost), commits a no-op
+        through the log instead (`barrier`), which is always safe.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._replica.status().role == "leader":
+            try:
+                return await self.read_index(timeout)
+            except (NotApplied, OutcomeUnknown):
+                pass
+        return await self.barrier(noop_command, max(deadline - loop.time(), 0.0))
+
     async def barrier(self, noop_command: bytes, timeout: float) -> int:
         """Commit a no-op and return its index once applied on this replica.
 
@@ -237,13 +278,14 @@ class _Inbox:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: list[tuple[asyncio.Future[Any], Applied | None, int]] = []
+        self._items: list[tuple[asyncio.Future[Any], Any, int]] = []
         self._scheduled = False
 
-    def resolver(self, loop: asyncio.AbstractEventLoop,
-                 fut: asyncio.Future[tuple[Applied | None, int]]
-                 ) -> Callable[[Applied | None, int], None]:
-        def callback(res: Applied | None, err: int) -> None:
+    def resolver(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[tuple[Any, int]]
+                 ) -> Callable[[Any, int], None]:
+        """A callback for the tick thread that resolves ``fut`` with ``(value, code)``."""
+
+        def callback(res: Any, err: int) -> None:
             with self._lock:
                 self._items.append((fut, res, err))
                 if self._scheduled:
@@ -265,7 +307,7 @@ class _Inbox:
                 fut.set_result((res, err))
 
 
-def _expire(fut: asyncio.Future[tuple[Applied | None, int]]) -> None:
+def _expire(fut: asyncio.Future[tuple[Any, int]]) -> None:
     if not fut.done():
         fut.set_result((None, _TIMED_OUT))
 

@@ -4,9 +4,11 @@ pysyncobj calls `add` for every entry (leader: new commands; follower: received 
 and `setCurrentTerm` when the term or vote changes. Here:
 
 * `add` only encodes the record into a buffer; nothing touches the disk. `sync` writes
-  everything buffered with one write and one fdatasync: group commit. The node calls it
-  before a follower's success replies go out and before the leader counts its own
-  entries toward a commit quorum (see node.py).
+  everything buffered with one write and one fdatasync: group commit. A follower calls
+  it before its success replies go out (see node.py). The leader does not wait for it:
+  its own sync thread (`start_sync_thread`, `request_sync`) writes and fdatasyncs while
+  the entries travel to the followers, and `durable_index` tells the node how far the
+  leader may count itself toward a commit quorum (docs/durability.md).
 * `setCurrentTerm` writes the meta file durably before returning, so pysyncobj's
   following `send` of a vote or of a new-term message happens only after it is on disk.
 * Truncations (a conflicting suffix, a cleared log) are on disk before anything is
@@ -22,6 +24,7 @@ pages it could not write, so retrying would only pretend the data is safe.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +49,14 @@ class SyncedJournal(Protocol):
 
     error: str | None
     truncations: int  # bumped by every cut of the log's end
+    background: bool  # a sync thread makes entries durable; the tick thread only asks
 
     def sync(self) -> None: ...
+
+    def request_sync(self) -> None: ...
+
+    @property
+    def durable_index(self) -> int: ...
 
 
 @dataclass
@@ -110,15 +119,31 @@ class DurableJournal:
         self.files: Files = files or OsFiles()
         self.error: str | None = None
         self.truncations = 0
+        self.background = False
+        # `_io` serialises everything that touches the log file (the sync thread holds it
+        # across its write and fdatasync); `_buf` guards the buffer and the counters below
+        # and is never held across I/O, so `add` on the tick thread never waits for a disk.
+        # Order: `_io` before `_buf`.
+        self._io_lock = threading.Lock()
+        self._buf = threading.Lock()
         self._pending = bytearray()
-        self._written = records.HEADER_SIZE  # file size once `_pending` is appended = _end
+        self._pending_last = 0  # index of the last entry in `_pending`
+        # File size once `_pending` is appended (bytes taken by an in-flight write count).
+        self._written = records.HEADER_SIZE
+        self._durable = 0  # every entry up to this index is on stable storage
         self._meta_dirty = False
+        self._wanted = threading.Condition(threading.Lock())
+        self._sync_requested = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._on_durable: Callable[[], None] = lambda: None
         self._open()
 
     # ---- opening -------------------------------------------------------------
 
     def _open(self) -> None:
         files = self.files
+        durability = self.durability
         data = files.read(self.path)
         meta_data = files.read(self.meta_path)
         if data is not None and len(data) < records.HEADER_SIZE \
@@ -155,7 +180,12 @@ class DurableJournal:
                            got.entries[-1][1] if got.entries else "none")
             self._log.truncate(got.end)
             self._log.sync()
+        elif got.entries and durability.fsync_journal:
+            # What a killed process wrote may still sit in the page cache only: make it
+            # durable before counting it as such (one fdatasync per start).
+            self._log.sync()
         self._written = got.end
+        self._durable = self._pending_last = got.entries[-1][1] if got.entries else 0
 
     # ---- the durability points ----------------------------------------------------
 
@@ -170,20 +200,80 @@ class DurableJournal:
             raise StorageError(self.error) from exc
 
     def sync(self) -> None:
-        """Put every entry added so far on stable storage: one write, one fdatasync."""
+        """Put every entry added so far on stable storage: one write, one fdatasync.
+
+        Any thread; waits for a write the sync thread has in flight."""
         if self.error is not None:
             raise StorageError(self.error)
-        if not self._pending:
+        with self._io_lock:
+            with self._buf:
+                if not self._pending:
+                    return
+                data = bytes(self._pending)
+                last = self._pending_last
+                self._pending.clear()
+
+            def write() -> None:
+                self._log.append(data)
+                if self.durability.fsync_journal:
+                    self._log.sync()
+
+            try:
+                self._io("journal write", write)
+            finally:
+                # Counted even when it failed: the journal is dead then (`error`), and the
+                # offsets of later `add`s must stay consistent with the bytes handed out.
+                with self._buf:
+                    self._written += len(data)
+            with self._buf:
+                self._durable = max(self._durable, last)
+
+    @property
+    def durable_index(self) -> int:
+        return self._durable
+
+    # ---- the leader's sync thread ---------------------------------------------------
+
+    def start_sync_thread(self, on_durable: Callable[[], None]) -> None:
+        """From now on `request_sync` has a thread sync; `on_durable` runs on it after
+        each sync (and after a failure) to wake whoever counts `durable_index`."""
+        self._on_durable = on_durable
+        self.background = True
+        self._thread = threading.Thread(target=self._sync_loop, name="raft-journal-sync",
+                                        daemon=True)
+        self._thread.start()
+
+    def request_sync(self) -> None:
+        """Ask the sync thread to sync what is buffered; returns at once. Without a
+        thread nothing happens until someone calls `sync`."""
+        with self._wanted:
+            self._sync_requested = True
+            self._wanted.notify()
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._wanted:
+                while not self._sync_requested and not self._closing:
+                    self._wanted.wait()
+                if self._closing:
+                    return
+                self._sync_requested = False
+            try:
+                self.sync()  # requests arriving meanwhile coalesce into the next round
+            except StorageError:
+                pass  # sticky in `error`; the tick thread stops the replica
+            self._on_durable()
+
+    def _stop_sync_thread(self) -> None:
+        thread = self._thread
+        if thread is None:
             return
-
-        def write() -> None:
-            self._log.append(bytes(self._pending))
-            if self.durability.fsync_journal:
-                self._log.sync()
-
-        self._io("journal write", write)
-        self._written += len(self._pending)
-        self._pending.clear()
+        with self._wanted:
+            self._closing = True
+            self._wanted.notify()
+        if thread is not threading.current_thread():
+            thread.join()
+        self._thread = None
 
     @property
     def unsynced(self) -> bool:
@@ -198,9 +288,12 @@ class DurableJournal:
 
     def add(self, command: Any, idx: int, term: int) -> None:
         command = bytes(command)
+        record = records.encode(command, idx, term)
         self.entries.append((command, idx, term))
-        self._offsets.append(self._written + len(self._pending))
-        self._pending += records.encode(command, idx, term)
+        with self._buf:
+            self._offsets.append(self._written + len(self._pending))
+            self._pending += record
+            self._pending_last = idx
 
     def clear(self) -> None:
         self.deleteEntriesFrom(0)
@@ -208,22 +301,26 @@ class DurableJournal:
     def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802, N803
         if entryFrom >= len(self.entries):
             return
-        cut = self._offsets[entryFrom]
-        del self.entries[entryFrom:]
-        del self._offsets[entryFrom:]
-        self.truncations += 1
-        if cut >= self._written:
-            del self._pending[cut - self._written:]
-            return
-        self._pending.clear()
+        with self._io_lock, self._buf:
+            cut = self._offsets[entryFrom]
+            del self.entries[entryFrom:]
+            del self._offsets[entryFrom:]
+            self.truncations += 1
+            last = self.entries[-1][1] if self.entries else 0
+            self._durable = min(self._durable, last)
+            self._pending_last = last
+            if cut >= self._written:
+                del self._pending[cut - self._written:]
+                return
+            self._pending.clear()
 
-        def truncate() -> None:
-            self._log.truncate(cut)
-            if self.durability.fsync_journal:
-                self._log.sync()
+            def truncate() -> None:
+                self._log.truncate(cut)
+                if self.durability.fsync_journal:
+                    self._log.sync()
 
-        self._io("journal truncation", truncate)
-        self._written = cut
+            self._io("journal truncation", truncate)
+            self._written = cut
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802, N803
         keep = self.entries[entryTo:]
@@ -238,11 +335,14 @@ class DurableJournal:
             self.files.replace(self.path, bytes(body), self.durability.fsync_journal)
             self._log = self.files.open_log(self.path)
 
-        self._io("journal compaction", rewrite)
-        self.entries = keep
-        self._offsets = offsets
-        self._pending.clear()
-        self._written = len(body)
+        with self._io_lock, self._buf:
+            self._io("journal compaction", rewrite)
+            self.entries = keep
+            self._offsets = offsets
+            self._pending.clear()
+            self._written = len(body)
+            if keep:
+                self._durable = self._pending_last = keep[-1][1]
 
     def __getitem__(self, item: Any) -> Any:
         return self.entries[item]
@@ -251,6 +351,7 @@ class DurableJournal:
         return len(self.entries)
 
     def _destroy(self) -> None:
+        self._stop_sync_thread()
         try:
             if self.error is None:
                 self.sync()
@@ -295,10 +396,19 @@ def make_mmap_journal(path: Path, durability: Durability) -> Any:
     class MmapJournal(FileJournal):  # type: ignore[misc]
         error: str | None = None
         truncations = 0
+        background = False
 
         def sync(self) -> None:
             if durability.fsync_journal:
                 self.flush()
+
+        def request_sync(self) -> None:
+            self.sync()
+
+        @property
+        def durable_index(self) -> int:
+            # Synced at the start of every tick, before the commit index is computed.
+            return int(self[-1][1]) if len(self) else 0
 
         def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802, N803
             self.truncations += 1

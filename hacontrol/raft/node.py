@@ -7,10 +7,13 @@ Where the fsyncs happen (the journal buffers `add`s, `sync` writes and fdatasync
   next tick, after one `sync` that covers every entry received during that poll: group
   commit across messages. Replies held behind a truncation of the log are dropped (they
   may acknowledge entries that are gone); the leader resends.
-* leader: `flush` runs at the end of each tick, right after the new entries went out to
-  the followers, so the local fdatasync overlaps their round trip; and again at the start
-  of the next tick, before pysyncobj counts matchIndex toward the commit index, which
-  covers entries appended while polling (the no-op of a new leader).
+* leader (Raft thesis 10.2.1, as etcd does): the tick thread never waits for its own
+  disk. At the end of each tick, right after the new entries went out to the followers,
+  and at the start of the next, `hc_flush` only asks the journal's sync thread to write
+  and fdatasync what is buffered. The commit rule counts the leader with its *durable*
+  index instead of its last index (`_hc_commit_index`): an entry commits once a majority
+  has it on stable storage, with or without the leader. docs/durability.md argues why
+  this is safe.
 * term and vote: `DurableJournal.setCurrentTerm` is durable before it returns, and
   pysyncobj sends votes and new-term messages only after it returns.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +30,15 @@ from typing import Any, Protocol
 
 from hacontrol.raft import append_fix
 from hacontrol.raft.journal import SyncedJournal
+from hacontrol.raft.readindex import (
+    ACK,
+    PROBE,
+    LeaderView,
+    ReadCallback,
+    ReadOutcome,
+    ReadRounds,
+    probe_answer,
+)
 from hacontrol.raft.storage import StorageError, durable_replace
 
 logger = logging.getLogger(__name__)
@@ -37,6 +50,14 @@ class NodeOwner(Protocol):
     def on_storage_error(self, message: str) -> None: ...
 
 
+_LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
+# Past an election deadline missed while not reading: long enough that pysyncobj's own check
+# later in the same tick does not fire, short against any election timeout.
+_HEAR_GRACE = 0.005
+# A tick that starts this long after the last poll ended counts as a stall: a normal one
+# starts within a follower's fdatasync (a few ms), and then a missed deadline elects at once
+# (failover pays no extra poll).
+_STALL = 0.02
 _pending = threading.local()
 _hook_lock = threading.Lock()
 _hook_installed = False
@@ -71,9 +92,16 @@ def _install_hooks() -> None:
 def _make_node_class() -> type:
     from pysyncobj import SyncObj, replicated
 
+    # Not time.monotonic: pysyncobj's clock differs from it (by 58 ms here).
+    from pysyncobj.monotonic import monotonic as raft_clock
+
     _install_hooks()
 
     class Node(SyncObj):  # type: ignore[misc]
+        # pysyncobj's, written here by our commit rule and the election grace
+        _SyncObj__raftCommitIndex: int
+        _SyncObj__raftElectionDeadline: float
+
         def __init__(self, owner: NodeOwner, self_addr: str, peers: list[str], conf: Any,
                      journal: SyncedJournal, transport: Any = None) -> None:
             # A weak reference: the Replica owns the node, not the other way round.
@@ -81,6 +109,13 @@ def _make_node_class() -> type:
             self._hc_journal = journal
             self._hc_replies: list[tuple[Any, bool, int, int]] = []
             self._hc_stopped = False
+            # While set, pysyncobj's own commit loop sees the log end here (see _onTick).
+            self._hc_log_cap: int | None = None
+            self._hc_polled_at = 0.0  # when this thread last finished reading its sockets
+            self._hc_grace_deadline = -1.0  # the deadline a missed one was moved to
+            # A round answered by no majority within one minimum election timeout is
+            # lost: by then a partitioned leader's followers may have elected another.
+            self._hc_reads = ReadRounds(round_timeout=conf.raftMinTimeout)
             _pending.journal = journal
             try:
                 super().__init__(self_addr, peers, conf, transport=transport)
@@ -106,8 +141,15 @@ def _make_node_class() -> type:
             """Sync the journal, then release held replies; False once storage failed."""
             if self._hc_stopped:
                 return False
+            journal = self._hc_journal
             try:
-                self._hc_journal.sync()
+                if journal.background and self._SyncObj__raftState == _LEADER:
+                    if journal.error is not None:
+                        raise StorageError(journal.error)
+                    journal.request_sync()
+                    if not self._hc_replies:
+                        return True
+                journal.sync()
             except StorageError as exc:
                 self._hc_stop(str(exc))
                 return False
@@ -123,6 +165,7 @@ def _make_node_class() -> type:
         def _hc_stop(self, message: str) -> None:
             self._hc_stopped = True
             self._hc_replies = []
+            self._hc_reads.fail_all(ReadOutcome.NOT_LEADER)
             owner = self._hc_owner()
             if owner is not None:
                 owner.on_storage_error(message)
@@ -137,10 +180,120 @@ def _make_node_class() -> type:
         def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
             if not self.hc_flush():
                 return
+            if self._SyncObj__raftState == _LEADER:
+                # Our commit rule first; pysyncobj's loop, which counts the leader for
+                # every entry it has, then finds nothing beyond it (the cap lifts when
+                # pysyncobj applies entries, right after its loop).
+                self._hc_advance_commit()
+                self._hc_log_cap = int(self._SyncObj__raftCommitIndex)
+            else:
+                self._hc_hear_before_electing()
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
                 self._hc_stop(str(exc))
+            finally:
+                self._hc_log_cap = None
+            self._hc_polled_at = raft_clock()  # pysyncobj's tick ends with its poll
+
+        def _hc_hear_before_electing(self) -> None:
+            """An election timeout counts only time in which this replica could hear the
+            leader. pysyncobj checks its deadline at the start of a tick, before it reads
+            its sockets: after this thread stalled (a slow fdatasync, a long apply, the
+            GIL held by the event loop) past the deadline, the leader's heartbeats sit
+            unread and it would start an election anyway. Read them first: one more poll.
+            Only after a stall: a dead leader then costs at most that poll; a transfer's
+            deadline 0 is left alone."""
+            deadline = self._SyncObj__raftElectionDeadline
+            now = raft_clock()
+            polled = self._hc_polled_at
+            if (polled < deadline < now and now - polled > _STALL
+                    and deadline != self._hc_grace_deadline):
+                # Once per deadline: a quick tick can end its poll within the grace.
+                self._hc_grace_deadline = now + _HEAR_GRACE
+                self._SyncObj__raftElectionDeadline = self._hc_grace_deadline
+
+        def _SyncObj__getCurrentLogIndex(self) -> int:  # noqa: N802
+            last: int = self._SyncObj__raftLog[-1][1]
+            cap = self._hc_log_cap
+            return last if cap is None else min(last, cap)
+
+        def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802
+            self._hc_log_cap = None
+            return bool(super()._SyncObj__applyLogEntries())
+
+        def _hc_commit_index(self) -> int:
+            """The highest index a majority holds on stable storage, the leader counted
+            with its durable index (followers acknowledge only synced entries)."""
+            held = [self._hc_journal.durable_index]
+            held += [self._SyncObj__raftMatchIndex.get(node, 0)
+                     for node in self._SyncObj__otherNodes]
+            held.sort(reverse=True)
+            return held[len(held) // 2]
+
+        def _hc_advance_commit(self) -> None:
+            index = self._hc_commit_index()
+            if index <= int(self._SyncObj__raftCommitIndex):
+                return
+            entries = self._SyncObj__getEntries(index, 1)
+            # Raft, figure 8: only an entry of the current term commits by counting
+            # (earlier ones commit with it); the leader appends only current-term entries,
+            # so an older term here means nothing below it is ours either.
+            if not entries or entries[0][2] != self._SyncObj__raftCurrentTerm:
+                return
+            self._SyncObj__raftCommitIndex = index
+            self._SyncObj__raftLog.setRaftCommitIndex(index)
+
+        # ---- ReadIndex (see readindex) ------------------------------------------------------
+
+        def hc_read_index(self, callback: ReadCallback) -> None:
+            """Any thread: `callback(read_index, outcome)` fires on the tick thread."""
+            if self._hc_stopped:
+                callback(0, ReadOutcome.NOT_LEADER)
+                return
+            self._hc_reads.add(callback)
+
+        def hc_read_step(self) -> None:
+            """Tick thread, every tick: expire, release and start read rounds."""
+            reads = self._hc_reads
+            if reads.idle():
+                return
+            seq = reads.step(self._hc_view(), time.monotonic())
+            if seq is not None:
+                probe = {"type": PROBE, "term": self._SyncObj__raftCurrentTerm, "seq": seq}
+                send = self._SyncObj__transport.send
+                for node in self._SyncObj__otherNodes:
+                    send(node, probe)
+
+        @property
+        def hc_read_rounds(self) -> int:
+            return self._hc_reads.rounds
+
+        def _hc_view(self) -> LeaderView:
+            leader = self._SyncObj__raftState == _LEADER
+            commit = self._SyncObj__raftCommitIndex
+            noop = self._SyncObj__noopIDx
+            return LeaderView(
+                leader=leader, term=self._SyncObj__raftCurrentTerm, commit_index=commit,
+                applied_index=self._SyncObj__raftLastApplied,
+                # The no-op pysyncobj appends on election is this term's first entry.
+                own_term_committed=leader and noop is not None and commit >= noop,
+                voters=len(self._SyncObj__otherNodes) + 1)
+
+        def _hc_on_read_message(self, node: Any, message: dict[str, Any]) -> None:
+            term, seq = message.get("term"), message.get("seq")
+            if not isinstance(term, int) or not isinstance(seq, int):
+                return
+            if message["type"] == PROBE:
+                answer = probe_answer(term, self._SyncObj__raftCurrentTerm)
+                if answer is not None:
+                    self._SyncObj__transport.send(node, {"type": ACK, "term": answer,
+                                                         "seq": seq})
+                return
+            if node not in self._SyncObj__otherNodes:
+                return
+            if self._hc_reads.ack(str(node.id), seq, term, self._hc_view()):
+                self.hc_read_step()  # reads that arrived meanwhile go at once
 
         # ---- overlapping appends (see append_fix) -----------------------------------------
 
@@ -149,6 +302,10 @@ def _make_node_class() -> type:
             # lookup, so this method is the one registered).
             if self._hc_stopped:
                 return None
+            if isinstance(message, dict) and message.get("type") in (PROBE, ACK):
+                # Older replicas ignore these types: their leaders never probe, and as
+                # voters they never answer, so reads there fall back to the log.
+                return self._hc_on_read_message(node, message)
             handle = super()._SyncObj__onMessageReceived
             if (not isinstance(message, dict) or message.get("type") != "append_entries"
                     or "prevLogIdx" not in message or message.get("transmission") is not None

@@ -16,6 +16,7 @@ import msgpack
 from hacontrol.raft.config import JournalKind, ReplicaConfig
 from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
 from hacontrol.raft.node import node_class
+from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.raft.storage import StorageError
 
@@ -34,16 +35,8 @@ FAIL_NOT_LEADER = 4
 FAIL_LEADER_CHANGED = 5
 FAIL_REQUEST_DENIED = 6
 FAIL_UNKNOWN_OUTCOME = 7
-FAIL_NAMES = {
-    0: "SUCCESS",
-    1: "QUEUE_FULL",
-    2: "MISSING_LEADER",
-    3: "DISCARDED",
-    4: "NOT_LEADER",
-    5: "LEADER_CHANGED",
-    6: "REQUEST_DENIED",
-    7: "UNKNOWN_OUTCOME",
-}
+FAIL_NAMES = dict(enumerate(["SUCCESS", "QUEUE_FULL", "MISSING_LEADER", "DISCARDED",
+                             "NOT_LEADER", "LEADER_CHANGED", "REQUEST_DENIED", "UNKNOWN_OUTCOME"]))
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -115,6 +108,14 @@ def _install_watch() -> None:
         if not _watch_installed:
             logging.getLogger("pysyncobj.syncobj").addHandler(_watch)
             _watch_installed = True
+
+
+def _weak_wake(ref: weakref.ref[Replica]) -> Callable[[], None]:
+    def wake() -> None:
+        replica = ref()
+        if replica is not None:
+            replica._wake()
+    return wake
 
 
 class Replica:
@@ -190,7 +191,11 @@ class Replica:
         if config.journal_kind == JournalKind.MMAP:
             journal: SyncedJournal = make_mmap_journal(config.journal_path, config.durability)
             return journal
-        return DurableJournal(config.journal_path, config.meta_path, config.durability)
+        durable = DurableJournal(config.journal_path, config.meta_path, config.durability)
+        # The leader's fdatasync runs there, off the tick thread; each finished sync wakes
+        # the tick thread to count it. Weakly: it must not keep a dropped replica alive.
+        durable.start_sync_thread(_weak_wake(weakref.ref(self)))
+        return durable
 
     @property
     def durable(self) -> bool:
@@ -248,6 +253,10 @@ class Replica:
         if self._snapshot_loaded:
             self._snapshot_loaded = False
             self._fail_orphaned_callbacks()
+        try:
+            node.hc_read_step()
+        except Exception:
+            logger.exception("read index step failed")
         if not self._tuning.group_commit or node._SyncObj__raftState != 2:
             return
         try:
@@ -259,8 +268,7 @@ class Replica:
                 node._SyncObj__sendAppendEntries()
         except Exception:
             logger.exception("group-commit push failed")
-        # The leader's fdatasync runs while its followers receive and sync the same
-        # entries; pysyncobj counts the leader toward a quorum only on the next tick.
+        # The leader's sync thread writes these while the followers do (node.py).
         node.hc_flush()
 
     def _fail_orphaned_callbacks(self) -> None:
@@ -392,6 +400,20 @@ class Replica:
 
         self._node.apply_command(bytes(command), callback=on_result)
         self._wake()
+
+    def read_index(self, callback: ReadCallback) -> None:
+        """Ask for a ReadIndex (see readindex.py); ``callback(index, outcome)`` fires once,
+        on the tick thread (or here when this replica serves nothing). Thread-safe."""
+        if self._destroyed or self.storage_error is not None or self._node is None:
+            callback(0, ReadOutcome.NOT_LEADER)
+            return
+        self._node.hc_read_index(callback)
+        self._wake()
+
+    @property
+    def read_index_rounds(self) -> int:
+        """ReadIndex rounds confirmed by a majority since start (0 on a follower)."""
+        return int(self._node.hc_read_rounds) if self._node is not None else 0
 
     def read(self, fn: Callable[[Machine], T]) -> T:
         """``fn(machine)`` under the lock; StorageError when the state cannot be trusted."""

@@ -105,3 +105,14 @@ def test_a_replayed_drain_of_a_node_with_large_labels_still_answers_the_node() -
     a, b = json.loads(first), json.loads(again)
     assert (b["node"]["name"], b["node"]["drain"], b["index"]) \
         == (a["node"]["name"], a["node"]["drain"], a["index"])
+
+
+def test_the_snapshot_splices_the_packed_entries_byte_for_byte() -> None:
+    f = Feeder()
+    for i in range(40):
+        assert f(C.JOB_PUT, idem=f"k{i}", namespace="default", name=f"j{i % 7}",
+                 spec={"command": ["sleep", str(i)], "count": 0})["ok"]
+    tables = msgpack.unpackb(f.m.snapshot(), raw=False)
+    assert len(tables["idempotency"]) == 40
+    # What packing the whole map at once gives, entries as plain lists.
+    assert f.m.snapshot() == msgpack.packb(tables, use_bin_type=True)

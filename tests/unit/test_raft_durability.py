@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pysyncobj import SyncObjConf
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import Transport
 
@@ -147,6 +148,53 @@ def test_the_leader_counts_itself_only_for_synced_entries() -> None:
     assert 3 in synced_indexes(files)
 
 
+def leader_with_sync_thread(files: LossyFiles) -> tuple[Any, Recorder]:
+    """A leader whose journal syncs in the background; the test plays the sync thread
+    (`journal.sync()`), so what is durable when is decided here, not by timing."""
+    node, transport = start(files)
+    node._hc_journal.background = True
+    become_leader(node, transport)
+    node.apply_command(b"x", callback=lambda res, err: None)
+    node.doTick(0)  # appends index 3
+    node._SyncObj__sendAppendEntries()  # as the replica's group-commit push does
+    node.hc_flush()  # as at the end of the replica's tick: only asks for a sync
+    assert node._SyncObj__getCurrentLogIndex() == 3
+    assert node._hc_journal._sync_requested
+    [sent] = [s for s in transport.of_type("append_entries")
+              if any(e[1] == 3 for e in s[1]["entries"]) and s[0] == A]
+    assert 3 not in [e[1] for e in records.scan(sent[2]).entries]  # sent before durable
+    return node, transport
+
+
+def ack(node: Any, who: str, next_idx: int) -> None:
+    node._SyncObj__onMessageReceived(TCPNode(who), {
+        "type": "next_node_idx", "next_node_idx": next_idx, "reset": False, "success": True})
+
+
+def test_the_leader_does_not_count_itself_for_an_entry_before_its_fsync() -> None:
+    files = LossyFiles()
+    node, _ = leader_with_sync_thread(files)
+    ack(node, A, 4)
+    node.doTick(0)
+    node.doTick(0)
+    # A has index 3 on disk, the leader only in its buffer: one of three is no majority.
+    assert node.raftCommitIndex == 2 and node._hc_journal.durable_index == 2
+    assert 3 not in synced_indexes(files)
+    node._hc_journal.sync()  # the sync thread's fdatasync completes
+    assert node._hc_journal.durable_index == 3
+    node.doTick(0)
+    assert node.raftCommitIndex == 3
+
+
+def test_two_followers_commit_an_entry_the_leader_has_not_synced_yet() -> None:
+    files = LossyFiles()
+    node, _ = leader_with_sync_thread(files)
+    ack(node, A, 4)
+    ack(node, B, 4)
+    node.doTick(0)
+    assert node.raftCommitIndex == 3 and 3 not in synced_indexes(files)
+
+
 def test_a_single_node_syncs_its_no_op_before_committing_it() -> None:
     files = LossyFiles()
     node, _ = start(files, peers=[])
@@ -210,3 +258,34 @@ def test_a_failed_fsync_stops_the_node_without_acknowledging() -> None:
     assert "Input/output error" in transport.owner.storage_error
     append(node, 2, 1, [(b"x3", 3, 1)])  # ignored from now on
     assert successes(transport) == []
+
+
+def test_a_follower_reads_its_sockets_before_an_election_timeout_missed_in_a_stall() -> None:
+    files = LossyFiles()
+    node, transport = start(files)
+    for peer in (A, B):
+        node._SyncObj__onNodeConnected(TCPNode(peer))
+    node.doTick(0)  # reads its sockets once
+    # The thread then stalled past its deadline without reading (a long fdatasync, say).
+    node._hc_polled_at -= 1.0
+    node._SyncObj__raftElectionDeadline = node._hc_polled_at + 0.5
+    node.doTick(0)
+    assert transport.of_type("request_vote") == []  # heard nobody, but read first
+    # Nothing came in that poll: the next tick elects.
+    while raft_clock() <= node._SyncObj__raftElectionDeadline:
+        pass
+    node.doTick(0)
+    assert {s[0] for s in transport.of_type("request_vote")} == {A, B}
+
+
+def test_a_follower_that_read_its_sockets_just_before_its_deadline_elects_at_once() -> None:
+    files = LossyFiles()
+    node, transport = start(files)
+    for peer in (A, B):
+        node._SyncObj__onNodeConnected(TCPNode(peer))
+    node.doTick(0)
+    node._SyncObj__raftElectionDeadline = node._hc_polled_at + 0.001
+    while raft_clock() <= node._SyncObj__raftElectionDeadline:
+        pass
+    node.doTick(0)
+    assert {s[0] for s in transport.of_type("request_vote")} == {A, B}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,37 @@ def test_without_meta_fsync_an_empty_meta_file_means_term_zero() -> None:
     files.current[M] = bytearray()
     with pytest.raises(StorageError):
         open_journal(files)
+
+
+def test_the_sync_thread_makes_entries_durable_and_says_so() -> None:
+    files = LossyFiles()
+    journal = DurableJournal(J, M, Durability(), files)
+    woken = threading.Event()
+    journal.start_sync_thread(woken.set)
+    try:
+        journal.add(b"a", 2, 1)
+        journal.add(b"b", 3, 1)
+        assert journal.durable_index == 0
+        journal.request_sync()
+        assert woken.wait(10)
+        assert journal.durable_index == 3
+        assert [e[1] for e in records.scan(files.on_disk(J)).entries] == [2, 3]
+        journal.add(b"c", 4, 1)  # offsets stay right across a background write
+        journal.sync()
+        assert [e[0] for e in records.scan(files.on_disk(J)).entries] == [b"a", b"b", b"c"]
+    finally:
+        journal._destroy()
+    assert journal._thread is None
+
+
+def test_cutting_the_log_lowers_the_durable_index() -> None:
+    files = LossyFiles()
+    journal = DurableJournal(J, M, Durability(), files)
+    for i in (2, 3, 4):
+        journal.add(b"x", i, 1)
+    journal.sync()
+    assert journal.durable_index == 4
+    journal.deleteEntriesFrom(1)  # keeps index 2
+    assert journal.durable_index == 2
+    journal.add(b"y", 3, 2)
+    assert journal.durable_index == 2
