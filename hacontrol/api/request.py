@@ -66,6 +66,10 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:  # a chunked body that said nothing of its size
         raise too_large from None
+    except ConnectionResetError:
+        # The client went away mid-body (it was retrying against a restarted replica, say):
+        # a client's failure, answered (if anyone listens) as such, not a server traceback.
+        raise invalid("body", "the connection closed before the whole body arrived") from None
     if not raw:
         raise invalid("body", "a JSON object body is required")
     try:
