@@ -26,7 +26,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,6 +35,7 @@ from typing import IO
 # command keeps the pid (and process group) that the agent confined.
 GATE_SCRIPT = 'read -r _ || exit 125; exec </dev/null; exec "$@"'
 GATE_NAME = "hacontrol-start"
+USER_GATE_SCRIPT = 'exec "$@"'
 EXEC_TIMEOUT_S = 2.0
 SHELL = "/bin/sh"
 # Identity is dropped by util-linux's setpriv as the last step before the command when it
@@ -83,8 +83,13 @@ def _executable(path: str) -> bool:
     return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
 
 
-def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start `req.command` confined; StartError if it cannot. Blocking: call in a thread."""
+def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]
+          ) -> tuple[subprocess.Popen[bytes], ExecWatch]:
+    """Start `req.command` confined; StartError if it cannot. Blocking: call in a thread.
+
+    Returns once the gate is let go, with an `ExecWatch` that tells when the command
+    itself runs. That wait is left to the caller: under a small CPU quota the last exec
+    can take tens of milliseconds, which a start thread would spend idle."""
     program = req.command[0]
     if find_program(program, req.env.get("PATH") or os.defpath, req.cwd) is None:
         raise StartError("exec", f"cannot exec {program!r}: not found or not executable")
@@ -107,8 +112,6 @@ def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]) -> subprocess
             os.write(gate_w, b"go\n")
             os.close(gate_w)
             gate_w = -1
-            _await_exec(proc, [[SHELL, "-c", GATE_SCRIPT, GATE_NAME, *command], command],
-                        req.command)
         except StartError:
             _abandon(proc)
             raise
@@ -118,7 +121,10 @@ def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]) -> subprocess
     finally:
         if gate_w >= 0:
             os.close(gate_w)
-    return proc
+    steps = [[SHELL, "-c", GATE_SCRIPT, GATE_NAME, *command], command]
+    if command != req.command:  # setpriv, then the shell it runs as the user
+        steps.append([SHELL, "-c", USER_GATE_SCRIPT, GATE_NAME, *req.command])
+    return proc, ExecWatch(proc.pid, steps, req.command)
 
 
 Ids = tuple[int | None, int | None, list[int] | None]
@@ -139,41 +145,46 @@ def with_identity(req: StartRequest, setpriv: str | None) -> tuple[list[str], Id
         argv.append(f"--regid={req.gid}")
     if req.uid is not None:
         argv.append(f"--reuid={req.uid}")
-    return [*argv, "--", *req.command], (None, None, None)
+    # setpriv keeps its effective capabilities until its own exec, so that exec would be
+    # judged as root's (a file only root may execute would run). Its exec is a shell,
+    # which the kernel starts without capabilities; the shell's exec of the command is
+    # then judged as the user's, as it would be after subprocess's own setreuid.
+    return [*argv, "--", SHELL, "-c", USER_GATE_SCRIPT, GATE_NAME, *req.command], \
+        (None, None, None)
 
 
-def _await_exec(proc: subprocess.Popen[bytes], before: list[list[str]],
-                wanted: list[str], timeout_s: float = EXEC_TIMEOUT_S) -> None:
-    """Return once the process runs the command itself: "running" then means the command
+class ExecWatch:
+    """Tells when a let-go gate runs the command itself: "running" then means the command
     and its identity, as it did with the exec wrapper's close-on-exec pipe.
 
     Until its last exec the process shows the gate's argv (then setpriv's). One that ends
     first could not exec the command: a zombie keeps the name of the program it last
     ran (comm), so the gate's or setpriv's name there means the command never ran (the
-    shell wrote why to stderr.log). It is not reaped here: that is its watcher's job.
+    shell wrote why to stderr.log). Nothing is reaped here: that is the watcher's job.
     """
-    stale = [("\0".join(argv) + "\0").encode() for argv in before if argv != wanted]
-    stale_names = {_comm_of(argv[0]) for argv in before if argv != wanted}
-    stale_names.discard(_comm_of(wanted[0]))
-    deadline = time.monotonic() + timeout_s
-    pause = 0.0001
-    while True:
-        line = _read(f"/proc/{proc.pid}/cmdline")
-        if line and line not in stale:
-            return  # exec'd: the argv differs from every step before the command
-        if not line:
-            # Empty while an exec swaps the program in, and in a zombie: only an ended
-            # process is judged, by the name of the program it last ran.
-            name, state = _stat_comm_state(_read(f"/proc/{proc.pid}/stat"))
-            if state in (b"Z", b"X", None):
-                if name in stale_names:
-                    raise StartError("exec", f"cannot exec {wanted[0]!r}: it ended before "
-                                             f"it ran (see stderr.log)")
-                return
-        if time.monotonic() > deadline:
-            return  # slow, not failed: the watcher reports whatever it does next
-        time.sleep(pause)
-        pause = min(pause * 2, 0.005)
+
+    def __init__(self, pid: int, before: list[list[str]], wanted: list[str]) -> None:
+        self.pid = pid
+        self.wanted = wanted
+        self._stale = [("\0".join(argv) + "\0").encode() for argv in before if argv != wanted]
+        self._stale_names = {_comm_of(argv[0]) for argv in before if argv != wanted}
+        self._stale_names.discard(_comm_of(wanted[0]))
+
+    def ran(self) -> bool:
+        """True once the command runs (or ran and ended); False while the gate still
+        works; StartError if the process ended before it got to the command."""
+        line = _read(f"/proc/{self.pid}/cmdline")
+        if line:
+            return line not in self._stale  # exec'd: argv differs from every step before
+        # Empty while an exec swaps the program in, and in a zombie: only an ended
+        # process is judged, by the name of the program it last ran.
+        name, state = _stat_comm_state(_read(f"/proc/{self.pid}/stat"))
+        if state not in (b"Z", b"X", None):
+            return False
+        if name in self._stale_names:
+            raise StartError("exec", f"cannot exec {self.wanted[0]!r}: it ended before it "
+                                     f"ran (see stderr.log)")
+        return True
 
 
 def _read(path: str) -> bytes:

@@ -16,6 +16,7 @@ import pwd
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -249,32 +250,57 @@ async def spawn(
         ident = resolve_identity(spec.user, spec.group, os.geteuid())
     except ValueError as exc:
         raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
-    proc = await asyncio.get_running_loop().run_in_executor(
+    proc, watch = await asyncio.get_running_loop().run_in_executor(
         _STARTER, _start_blocking, spec, command, ident, alloc_dir, config)
+    if watch is not None:
+        try:
+            await _until_exec(watch)
+        except launch.StartError as exc:
+            await asyncio.to_thread(proc.wait)  # a zombie by now: reaped at once
+            procinfo.remove_pid_record(alloc_dir)
+            raise LaunchFailed(str(exc)) from None
     return ChildHandle(proc, config.cg)
 
 
+async def _until_exec(watch: launch.ExecWatch) -> None:
+    """Wait, on the event loop and without a thread, until the command itself runs: under
+    a small CPU quota the gate's last exec can take tens of milliseconds, which a start
+    thread would otherwise spend idle (the next start waiting behind it)."""
+    deadline = time.monotonic() + launch.EXEC_TIMEOUT_S
+    pause = 0.0002
+    while not watch.ran():
+        if time.monotonic() > deadline:
+            return  # slow, not failed: the watcher reports whatever it does next
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.005)
+
+
+Started = tuple[subprocess.Popen[bytes], launch.ExecWatch | None]
+
+
 def _start_blocking(spec: AllocationSpec, command: list[str], ident: Identity,
-                    alloc_dir: Path, config: LaunchConfig) -> subprocess.Popen[bytes]:
+                    alloc_dir: Path, config: LaunchConfig) -> Started:
     try:
         alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with (
             open(alloc_dir / STDOUT_LOG, "ab", opener=private_opener) as out,
             open(alloc_dir / STDERR_LOG, "ab", opener=private_opener) as err,
         ):
-            if config.fds:
+            watch: launch.ExecWatch | None = None
+            if config.fds:  # the wrapper has exec'd when it returns
                 proc = _start_wrapped(spec, command, ident, config, out, err)
             else:
-                proc = _start_gated(spec, command, ident, config, out, err)
+                proc, watch = _start_gated(spec, command, ident, config, out, err)
     except OSError as exc:
         raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
     if config.record_pid:
         _record(spec, alloc_dir, proc.pid, config.cg)
-    return proc
+    return proc, watch
 
 
 def _start_gated(spec: AllocationSpec, command: list[str], ident: Identity,
-                 config: LaunchConfig, out: Any, err: Any) -> subprocess.Popen[bytes]:
+                 config: LaunchConfig, out: Any, err: Any
+                 ) -> tuple[subprocess.Popen[bytes], launch.ExecWatch]:
     req = launch.StartRequest(
         command=command, env=child_env(spec), cwd=spec.cwd, uid=ident.uid,
         gid=ident.gid, groups=ident.groups, umask=spec.umask,

@@ -136,6 +136,29 @@ def test_user_group_and_umask(h: FeatureHarness, tmp_path: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def test_a_command_its_user_may_not_exec_is_a_failed_start(h: FeatureHarness) -> None:
+    """Found and executable by root, not by nobody: the exec fails after the agent let the
+    process go, which must still read as a failed start, not as a crash to restart."""
+    need_root()
+    d = Path(tempfile.mkdtemp(prefix="hacontrol-noexec-"))
+    try:
+        prog = d / "root-only"
+        prog.write_text("#!/bin/sh\nexec sleep 30\n")
+        prog.chmod(0o700)
+        d.chmod(0o755)
+
+        async def scenario() -> None:
+            ev = await h.sup.ensure(allocation("u4", [str(prog)], policy="always",
+                                               user="nobody"))
+            assert ev.state == "failed" and ev.reason == "failed-start", ev
+            assert "root-only" in ev.message
+            assert not (h.sup.alloc_dir("u4") / "pid.json").exists()
+
+        h.run(scenario)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_unknown_user_is_a_failed_start(h: FeatureHarness) -> None:
     async def scenario() -> None:
         ev = await h.sup.ensure(allocation("u2", ["true"], user="hacontrol-no-such-user"))

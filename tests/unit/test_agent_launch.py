@@ -28,7 +28,7 @@ def test_no_identity_change_runs_the_command_as_is() -> None:
 def test_identity_goes_through_setpriv_so_subprocess_can_vfork() -> None:
     argv, ids = with_identity(request(65534, 65534, [65534]), "/usr/bin/setpriv")
     assert argv == ["/usr/bin/setpriv", "--groups=65534", "--regid=65534", "--reuid=65534",
-                    "--", "sleep", "1"]
+                    "--", "/bin/sh", "-c", 'exec "$@"', "hacontrol-start", "sleep", "1"]
     assert ids == (None, None, None)
 
 
