@@ -55,6 +55,16 @@ def run(config: dict[str, Any], command: list[str]) -> NoReturn:
     # how the supervisor learns that the exec succeeded.
     os.set_inheritable(err_fd, False)
     env = dict(os.environ)
+    if config.get("env_fd") is not None:
+        # The job's environment arrives on a file descriptor, not in ours: this process
+        # runs as root until the identity step, and a job's LD_PRELOAD (read by the
+        # loader before any of this code) must never reach it.
+        env_fd = int(config["env_fd"])
+        try:
+            with os.fdopen(env_fd, "rb") as f:
+                env = {str(k): str(v) for k, v in json.loads(f.read()).items()}
+        except (OSError, ValueError, AttributeError) as exc:
+            _fail(err_fd, "env", exc)
     try:
         for path in config.get("cgroup_procs", []):
             with open(path, "w") as f:

@@ -20,7 +20,8 @@ from typing import Any
 
 import psutil
 
-from hacontrol.agent.process import wrapper_argv
+from hacontrol.agent.launch import SAFE_ENV
+from hacontrol.agent.process import env_file, wrapper_argv
 from hacontrol.model.checks import has_control
 from hacontrol.model.spec import HealthCheck
 from hacontrol.model.states import Health, HealthCheckType
@@ -185,15 +186,20 @@ async def _probe_exec(
             env=env, cwd=cwd, start_new_session=True)
         return await _wait_check(check, proc)
     err_r, err_w = os.pipe()
+    # The wrapper runs as root until it drops to the job's identity: the job's environment
+    # reaches it on a file descriptor, never as its own (see process.env_file).
+    env_fd = env_file(dict(env) if env is not None else dict(os.environ))
+    config = {**confinement.wrapper_config(err_w), "env_fd": env_fd}
     try:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *wrapper_argv(confinement.wrapper_config(err_w), list(check.command)),
+                *wrapper_argv(config, list(check.command)),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True,
-                pass_fds=[err_w])
+                stderr=asyncio.subprocess.DEVNULL, env=SAFE_ENV, cwd=cwd,
+                start_new_session=True, pass_fds=[err_w, env_fd])
         finally:
             os.close(err_w)
+            os.close(env_fd)
         result = await _wait_check(check, proc)
         if not result.ok:
             # The wrapper reports why it could not exec (unknown command, cgroup gone...)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -33,9 +34,18 @@ from typing import IO
 # `read` gets the agent's go-ahead (EOF without it: the start was abandoned, exit quietly);
 # stdin then becomes /dev/null as the allocation expects; `exec` replaces the shell, so the
 # command keeps the pid (and process group) that the agent confined.
-GATE_SCRIPT = 'read -r _ || exit 125; exec </dev/null; exec "$@"'
+# The root gate: wait for the go-ahead, then exec setpriv (which becomes the user and
+# execs the user gate) or, when the identity does not change, be the user gate itself.
+ROOT_GATE_SCRIPT = 'read -r _ || exit 125; exec "$@"'
+# The user gate: take the job's environment from the rest of the pipe (`export` lines the
+# agent wrote, quoted), put stdin on /dev/null and exec the command. The stages before it
+# run with a fixed, minimal environment: a job's LD_PRELOAD, BASH_ENV or SHELLOPTS must
+# never reach a process that still runs as root.
+USER_GATE_SCRIPT = '. /dev/stdin; exec </dev/null; exec "$@"'
+GATE_SCRIPT = 'read -r _ || exit 125; . /dev/stdin; exec </dev/null; exec "$@"'
+SAFE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 GATE_NAME = "hacontrol-start"
-USER_GATE_SCRIPT = 'exec "$@"'
 EXEC_TIMEOUT_S = 2.0
 SHELL = "/bin/sh"
 # Identity is dropped by util-linux's setpriv as the last step before the command when it
@@ -96,10 +106,14 @@ def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]
     command, (uid, gid, groups) = with_identity(req, SETPRIV)
     gate_r, gate_w = os.pipe()
     try:
+        if req.uid is not None:
+            # The user gate reopens the pipe (`. /dev/stdin`) after the identity change:
+            # the pipe must be the user's.
+            os.fchown(gate_r, req.uid, -1 if req.gid is None else req.gid)
         try:
             proc = subprocess.Popen(
-                [SHELL, "-c", GATE_SCRIPT, GATE_NAME, *command],
-                stdin=gate_r, stdout=stdout, stderr=stderr, env=req.env, cwd=req.cwd,
+                [SHELL, "-c", _gate_script(command, req), GATE_NAME, *command],
+                stdin=gate_r, stdout=stdout, stderr=stderr, env=SAFE_ENV, cwd=req.cwd,
                 start_new_session=True, close_fds=True, restore_signals=True,
                 umask=-1 if req.umask is None else req.umask,
                 user=uid, group=gid, extra_groups=groups)
@@ -109,7 +123,7 @@ def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]
             os.close(gate_r)
         try:
             _confine(proc.pid, req)
-            os.write(gate_w, b"go\n")
+            _write_all(gate_w, b"go\n" + export_script(req.env))
             os.close(gate_w)
             gate_w = -1
         except StartError:
@@ -121,13 +135,35 @@ def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]
     finally:
         if gate_w >= 0:
             os.close(gate_w)
-    steps = [[SHELL, "-c", GATE_SCRIPT, GATE_NAME, *command], command]
+    steps = [[SHELL, "-c", _gate_script(command, req), GATE_NAME, *command], command]
     if command != req.command:  # setpriv, then the shell it runs as the user
         steps.append([SHELL, "-c", USER_GATE_SCRIPT, GATE_NAME, *req.command])
     return proc, ExecWatch(proc.pid, steps, req.command)
 
 
 Ids = tuple[int | None, int | None, list[int] | None]
+
+
+def shell_safe_env(env: dict[str, str]) -> bool:
+    """Whether every variable name can be exported by a shell (else: the exec wrapper)."""
+    return all(NAME_RE.fullmatch(k) for k in env)
+
+
+def export_script(env: dict[str, str]) -> bytes:
+    """`export NAME='value'` lines that recreate `env` exactly in a POSIX shell (a single
+    quote inside a value becomes '\\''; nothing else is special between single quotes)."""
+    lines = [f"export {k}='" + v.replace("'", "'\\''") + "'\n" for k, v in env.items()]
+    return "".join(lines).encode()
+
+
+def _gate_script(command: list[str], req: StartRequest) -> str:
+    return ROOT_GATE_SCRIPT if command != req.command else GATE_SCRIPT
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def with_identity(req: StartRequest, setpriv: str | None) -> tuple[list[str], Ids]:

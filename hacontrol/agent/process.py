@@ -107,6 +107,15 @@ def shell_command(spec: AllocationSpec) -> list[str]:
     return ["/bin/sh", "-c", spec.command[0], *spec.command[1:]]
 
 
+def env_file(env: dict[str, str]) -> int:
+    """An anonymous file (memfd) holding `env` as JSON, read by the exec wrapper: a job's
+    environment never becomes the environment of a process that runs as root."""
+    fd = os.memfd_create("hacontrol-env", os.MFD_CLOEXEC)
+    os.write(fd, json.dumps(env).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 def child_env(spec: AllocationSpec) -> dict[str, str]:
     env = dict(spec.env)
     env.setdefault("PATH", os.environ.get("PATH") or os.defpath)
@@ -287,7 +296,8 @@ def _start_blocking(spec: AllocationSpec, command: list[str], ident: Identity,
             open(alloc_dir / STDERR_LOG, "ab", opener=private_opener) as err,
         ):
             watch: launch.ExecWatch | None = None
-            if config.fds:  # the wrapper has exec'd when it returns
+            if config.fds or not launch.shell_safe_env(dict(spec.env)):
+                # The wrapper has exec'd when it returns.
                 proc = _start_wrapped(spec, command, ident, config, out, err)
             else:
                 proc, watch = _start_gated(spec, command, ident, config, out, err)
@@ -342,14 +352,17 @@ def _start_wrapped(spec: AllocationSpec, command: list[str], ident: Identity,
         "fds": config.fds,
         "fd_names": config.fd_names,
     }
+    env_fd = env_file(child_env(spec))
+    wrapper_config["env_fd"] = env_fd
     try:
         try:
             proc = subprocess.Popen(
                 wrapper_argv(wrapper_config, command), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, env=child_env(spec), cwd=spec.cwd,
-                start_new_session=True, pass_fds=[err_w, *config.fds])
+                stdout=out, stderr=err, env=launch.SAFE_ENV, cwd=spec.cwd,
+                start_new_session=True, pass_fds=[err_w, env_fd, *config.fds])
         finally:
             os.close(err_w)
+            os.close(env_fd)
         # EOF without data: the wrapper exec'd the command (the pipe is
         # close-on-exec), so the pid now runs the allocation's command itself.
         failure = _read_all(err_r)

@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -153,6 +154,53 @@ def test_a_command_its_user_may_not_exec_is_a_failed_start(h: FeatureHarness) ->
             assert ev.state == "failed" and ev.reason == "failed-start", ev
             assert "root-only" in ev.message
             assert not (h.sup.alloc_dir("u4") / "pid.json").exists()
+
+        h.run(scenario)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+PRELOAD_C = """
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+__attribute__((constructor)) static void mark(void) {
+    const char *path = getenv("HACONTROL_TEST_MARK");
+    FILE *f = path ? fopen(path, "a") : NULL;
+    if (f) { fprintf(f, "%d %s\\n", (int)geteuid(), "loaded"); fclose(f); }
+}
+"""
+
+
+@pytest.mark.parametrize("env_name", ["MARK_OK", "odd.name"])
+def test_a_jobs_ld_preload_never_runs_as_root(h: FeatureHarness, env_name: str) -> None:
+    """A job may set LD_PRELOAD for itself, but nothing the agent runs as root on its
+    way to the job (the start gate, setpriv, the exec wrapper for odd variable names)
+    may load it: that would be root for anyone allowed to submit a job."""
+    need_root()
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    need(gcc is not None, "needs a C compiler")
+    d = Path(tempfile.mkdtemp(prefix="hacontrol-preload-"))
+    try:
+        d.chmod(0o777)
+        (d / "mark.c").write_text(PRELOAD_C)
+        lib = d / "mark.so"
+        subprocess.run([str(gcc), "-shared", "-fPIC", "-o", str(lib), str(d / "mark.c")],
+                       check=True)
+        lib.chmod(0o755)
+        marks = d / "marks"
+        marks.touch()
+        marks.chmod(0o666)
+        env = {"LD_PRELOAD": str(lib), "HACONTROL_TEST_MARK": str(marks), env_name: "1"}
+
+        async def scenario() -> None:
+            ev = await h.sup.ensure(allocation("p1", ["sleep", "30"], user="nobody", env=env))
+            assert ev.state == "running", ev
+            lines = await wait_for(lambda: marks.read_text().splitlines(), what="marks")
+            euids = {int(line.split()[0]) for line in lines}
+            assert 0 not in euids, f"loaded into a root process: {lines}"
+            assert pwd.getpwnam("nobody").pw_uid in euids  # the job itself did load it
+            await h.sup.stop("p1")
 
         h.run(scenario)
     finally:

@@ -8,9 +8,12 @@ import stat
 from pathlib import Path
 
 from hacontrol.agent.launch import (
+    USER_GATE_SCRIPT,
     StartRequest,
     _stat_comm_state,
+    export_script,
     find_program,
+    shell_safe_env,
     with_identity,
 )
 
@@ -28,7 +31,7 @@ def test_no_identity_change_runs_the_command_as_is() -> None:
 def test_identity_goes_through_setpriv_so_subprocess_can_vfork() -> None:
     argv, ids = with_identity(request(65534, 65534, [65534]), "/usr/bin/setpriv")
     assert argv == ["/usr/bin/setpriv", "--groups=65534", "--regid=65534", "--reuid=65534",
-                    "--", "/bin/sh", "-c", 'exec "$@"', "hacontrol-start", "sleep", "1"]
+                    "--", "/bin/sh", "-c", USER_GATE_SCRIPT, "hacontrol-start", "sleep", "1"]
     assert ids == (None, None, None)
 
 
@@ -56,3 +59,20 @@ def test_find_program(tmp_path: Path) -> None:
 def test_stat_parsing_keeps_names_with_parentheses_and_spaces() -> None:
     assert _stat_comm_state(b"123 (a (b) c) Z 1 2 3") == (b"a (b) c", b"Z")
     assert _stat_comm_state(b"") == (None, None)
+
+
+def test_export_script_recreates_any_value_in_a_shell(tmp_path: Path) -> None:
+    import subprocess
+    env = {"A": "it's $HOME `id` \\ \" \n next line", "B": "", "C_1": "''"}
+    script = tmp_path / "env.sh"
+    script.write_bytes(export_script(env))
+    out = subprocess.run(["/bin/sh", "-c", f". {script}; env -0"], env={"PATH": "/usr/bin:/bin"},
+                         capture_output=True, check=True).stdout.decode()
+    got = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    assert {k: got.get(k) for k in env} == env
+
+
+def test_only_shell_names_take_the_shell_path() -> None:
+    assert shell_safe_env({"PATH": "/bin", "_X1": "1"})
+    assert not shell_safe_env({"my.var": "1"})
+    assert not shell_safe_env({"1X": "1"})
