@@ -41,8 +41,10 @@ ROOT_GATE_SCRIPT = 'read -r _ || exit 125; exec "$@"'
 # agent wrote, quoted), put stdin on /dev/null and exec the command. The stages before it
 # run with a fixed, minimal environment: a job's LD_PRELOAD, BASH_ENV or SHELLOPTS must
 # never reach a process that still runs as root.
-USER_GATE_SCRIPT = '. /dev/stdin; exec </dev/null; exec "$@"'
-GATE_SCRIPT = 'read -r _ || exit 125; . /dev/stdin; exec </dev/null; exec "$@"'
+# (`cat` reads the inherited pipe; sourcing /dev/stdin would reopen it, which the user may
+# not do on a pipe root created, and an agent without CAP_CHOWN cannot hand it over.)
+USER_GATE_SCRIPT = 'eval "$(cat)"; exec </dev/null; exec "$@"'
+GATE_SCRIPT = 'read -r _ || exit 125; eval "$(cat)"; exec </dev/null; exec "$@"'
 SAFE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 GATE_NAME = "hacontrol-start"
@@ -106,10 +108,6 @@ def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]
     command, (uid, gid, groups) = with_identity(req, SETPRIV)
     gate_r, gate_w = os.pipe()
     try:
-        if req.uid is not None:
-            # The user gate reopens the pipe (`. /dev/stdin`) after the identity change:
-            # the pipe must be the user's.
-            os.fchown(gate_r, req.uid, -1 if req.gid is None else req.gid)
         try:
             proc = subprocess.Popen(
                 [SHELL, "-c", _gate_script(command, req), GATE_NAME, *command],
