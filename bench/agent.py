@@ -37,8 +37,6 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ if str(REPO) not in sys.path:
 
 import psutil  # noqa: E402
 
+from bench.measure.clusters import cluster_in  # noqa: E402
 from bench.measure.crash import (  # noqa: E402
     CRASH_PROGRAM,
     crash_argv,
@@ -142,23 +141,6 @@ def sup_many(peer: PeerStatus, root: Path, n: int, s: Settings, reaper: Reaper) 
 def restart_always() -> dict[str, Any]:
     return {"policy": "always", "backoff_s": 0, "backoff_max_s": 0,
             "max_restarts": 1_000_000, "window_s": 1, "min_uptime_s": 0}
-
-
-@contextmanager
-def cluster_in(root: Path) -> Iterator[Cluster]:
-    cluster = Cluster(root)
-    children: list[psutil.Process] = []
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        for a in cluster.agents.values():
-            if a.alive():
-                children += descendants(a.pid)
-        cluster.stop()
-        n = kill_leftovers(children)
-        if n:
-            log(f"killed {n} leftover agent children")
 
 
 def running_allocs(cluster: Cluster, job: str) -> list[dict[str, Any]]:

@@ -64,6 +64,9 @@ from bench.durability import (  # noqa: E402
     measure_fsync_floor,
     summarize_durability,
 )
+from bench.measure.clusters import ready_cluster  # noqa: E402
+from bench.measure.http_load import Request, throughput  # noqa: E402
+from bench.measure.table import pct  # noqa: E402
 from tests.integration.harness import Cluster, Replica, wait_for  # noqa: E402
 from tests.integration.harness import http as harness_http  # noqa: E402
 
@@ -77,12 +80,6 @@ ALLOW_ENV = "HACONTROL_ALLOW_PLANTED_FAULTS"
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(xs: list[float], p: float) -> float:
-    """Nearest-rank percentile of `xs` (p in 0..1)."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(p * len(s) + 0.5)) - 1))]
 
 
 def job_body(n: int) -> bytes:
@@ -163,64 +160,32 @@ def cpu_seconds(pid: int) -> float:
 
 async def measure_throughput(cluster: Cluster, target: Replica, clients: int,
                              seconds: float, warmup: float = 1.0) -> dict[str, Any]:
-    url = f"{target.api}/v1/jobs/{NS}"
+    """Job PUTs by `clients` keep-alive clients (`http_load.throughput`), with the CPU use
+    of every replica and of this client over the measured window."""
     headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
-    counting = False
-    stop = False
-    ok = 0
-    errors: dict[str, int] = {}
-    lat: list[float] = []
 
-    async def worker(w: int, session: aiohttp.ClientSession) -> None:
-        nonlocal ok
-        n = 0
-        while not stop:
-            n += 1
-            t0 = time.perf_counter()
-            try:
-                async with session.put(f"{url}/tp-{w}", data=job_body(n), headers=headers,
-                                       timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status = type(exc).__name__  # type: ignore[assignment]
-            if not counting:
-                continue
-            if status == 200:
-                ok += 1
-                lat.append((time.perf_counter() - t0) * 1000)
-            else:
-                errors[str(status)] = errors.get(str(status), 0) + 1
+    def make(w: int, n: int) -> Request:
+        return Request("PUT", f"/v1/jobs/{NS}/tp-{w}", job_body(n), headers)
 
     pids = {r.id: r.proc.pid for r in cluster.live()}
-    conn = aiohttp.TCPConnector(limit=clients, force_close=False,
-                                ssl=cluster.client_tls or True)
-    async with aiohttp.ClientSession(connector=conn) as session:
-        tasks = [asyncio.create_task(worker(w, session)) for w in range(clients)]
-        try:
-            await asyncio.sleep(warmup)
-            cpu0 = {rid: cpu_seconds(pid) for rid, pid in pids.items()}
-            me0 = time.process_time()
-            t0 = time.perf_counter()
-            counting = True
-            await asyncio.sleep(seconds)
-            counting = False
-            elapsed = time.perf_counter() - t0
-            me1 = time.process_time()
-            cpu1 = {rid: cpu_seconds(pid) for rid, pid in pids.items()}
-            stop = True
-            await asyncio.wait(tasks, timeout=15)
-        finally:
-            stop = True
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-    cpu = {(f"{rid} (leader)" if rid == target.id else rid): round(
-        100 * (cpu1[rid] - cpu0[rid]) / elapsed, 1) for rid in pids}
-    cpu["bench client"] = round(100 * (me1 - me0) / elapsed, 1)
-    return {"writes_per_s": ok / elapsed, "ok": ok, "errors": errors,
-            "p50_ms": pct(lat, 0.5) if lat else None, "p99_ms": pct(lat, 0.99) if lat else None,
-            "cpu_percent": cpu, "clients": clients, "seconds": round(elapsed, 2)}
+
+    def cpu_meter() -> Callable[[float], dict[str, float]]:
+        cpu0 = {rid: cpu_seconds(pid) for rid, pid in pids.items()}
+        me0 = time.process_time()
+
+        def close(elapsed: float) -> dict[str, float]:
+            cpu = {(f"{rid} (leader)" if rid == target.id else rid):
+                   round(100 * (cpu_seconds(pid) - cpu0[rid]) / elapsed, 1)
+                   for rid, pid in pids.items()}
+            cpu["bench client"] = round(100 * (time.process_time() - me0) / elapsed, 1)
+            return cpu
+        return close
+
+    out = await throughput(target.api, make, clients, seconds, warmup,
+                           ssl=cluster.client_tls, meter=cpu_meter)
+    return {"writes_per_s": out["ops_per_s"], "ok": out["ok"], "errors": out["errors"],
+            "p50_ms": out["p50_ms"], "p99_ms": out["p99_ms"], "cpu_percent": out["meter"],
+            "clients": out["clients"], "seconds": out["seconds"]}
 
 
 # ----------------------------------------------------------------- failover
@@ -463,15 +428,7 @@ def one_run(s: Settings, run: int, root: Path) -> RunResult:
     n = iter(range(1000))
 
     def new_cluster() -> Cluster:
-        c = Cluster(tmp / f"failover{next(n)}", tls=s.tls)
-        try:
-            c.start(wait=False)
-            c.wait_ready(timeout=60)
-            c.leader(timeout=30)
-        except BaseException:
-            c.stop()
-            raise
-        return c
+        return ready_cluster(tmp / f"failover{next(n)}", tls=s.tls)
 
     run_failover(new_cluster, s.failover_trials, res)
     raw_tmp = tmp / "raw"

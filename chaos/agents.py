@@ -260,8 +260,9 @@ class RunProcess:
     node: str
 
 
-def run_processes(marker: str) -> list[RunProcess]:
-    """Live processes whose environment carries this run's marker (zombies are dead)."""
+def processes_with(var: str, value: str) -> list[tuple[int, dict[str, str]]]:
+    """(pid, environment) of every live process whose environment has `var` = `value`:
+    the OS, not the API, says which processes a run (or a test) started. Zombies are dead."""
     out = []
     for p in psutil.process_iter(["pid", "status"]):
         try:
@@ -270,11 +271,16 @@ def run_processes(marker: str) -> list[RunProcess]:
             env = p.environ()
         except (psutil.Error, OSError):
             continue
-        if env.get(RUN_ENV) != marker:
-            continue
-        out.append(RunProcess(p.pid, env.get("HACONTROL_JOB", "?"),
-                              env.get("HACONTROL_ALLOC_ID", "?"), env.get("HACONTROL_NODE", "?")))
+        if env.get(var) == value:
+            out.append((p.pid, env))
     return out
+
+
+def run_processes(marker: str) -> list[RunProcess]:
+    """Live processes whose environment carries this run's marker."""
+    return [RunProcess(pid, env.get("HACONTROL_JOB", "?"), env.get("HACONTROL_ALLOC_ID", "?"),
+                       env.get("HACONTROL_NODE", "?"))
+            for pid, env in processes_with(RUN_ENV, marker)]
 
 
 def sample_processes(marker: str) -> dict[str, Any]:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.measure.clusters import cluster_in
 from bench.measure.crash import crash_argv, crash_latencies, starts_recorded
-from bench.measure.procs import descendants, kill_leftovers, log
+from bench.measure.procs import descendants, log
 from bench.measure.table import HACONTROL, Row, RowSpec, median
 from bench.peers.daemon import Figures, ManySettings, measure_many
 from tests.integration.harness import Cluster, wait_for
@@ -99,10 +100,7 @@ def _submit_many(cluster: Cluster, agent_pid: int, job: str, s: AgentSettings,
 def hacontrol_side(root: Path, crash_py: Path, s: AgentSettings,
                    profiler: Callable[[int, str], Callable[[], None]] | None
                    ) -> tuple[list[float], Figures, Figures]:
-    cluster = Cluster(root / "cluster")
-    children: list[Any] = []
-    try:
-        cluster.start()
+    with cluster_in(root / "cluster") as cluster:
         agent = cluster.start_agent("n1", cpu=max(64.0, (s.large + 8) * s.instance_cpu),
                                     memory_mb=max(100_000, (s.large + 64) * 16))
         wait_for(lambda: any(nd["name"] == "n1" for nd in cluster.api(
@@ -130,14 +128,6 @@ def hacontrol_side(root: Path, crash_py: Path, s: AgentSettings,
         else:
             large = {"start_s": None}
         return crash, small, large
-    finally:
-        for a in cluster.agents.values():
-            if a.alive():
-                children += descendants(a.pid)
-        cluster.stop()
-        n = kill_leftovers(children)
-        if n:
-            log(f"killed {n} leftover agent children")
 
 
 def run_hacontrol(root: Path, crash_py: Path, s: AgentSettings, rows: dict[str, Row],

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.measure import http_load
+from bench.measure.clusters import ready_cluster
 from bench.measure.http_load import Request
 from bench.measure.procs import Reaper, log
 from bench.measure.table import HACONTROL, Row, RowSpec, median
@@ -99,20 +100,8 @@ class HacKv:
                                       json.loads(job_body(0))).status == 200
 
 
-def new_hac_cluster(root: Path) -> Cluster:
-    c = Cluster(root)
-    try:
-        c.start(wait=False)
-        c.wait_ready(timeout=60)
-        c.leader(timeout=30)
-    except BaseException:
-        c.stop()
-        raise
-    return c
-
-
 def hac_failover(root: Path, trials: int, out: list[float | None]) -> None:
-    cluster = new_hac_cluster(root / "fo0")
+    cluster = ready_cluster(root / "fo0")
     rebuilt = 0
     try:
         kv = HacKv(cluster)
@@ -134,7 +123,7 @@ def hac_failover(root: Path, trials: int, out: list[float | None]) -> None:
                 log(f"  hacontrol not ready after trial {t + 1} ({exc}); fresh cluster")
                 cluster.stop()
                 rebuilt += 1
-                cluster = new_hac_cluster(root / f"fo{rebuilt}")
+                cluster = ready_cluster(root / f"fo{rebuilt}")
                 kv = HacKv(cluster)
             time.sleep(0.5)  # let the restarted replica catch up and the links settle
     finally:
@@ -155,7 +144,7 @@ def profiling(profiler: Callable[[int, str], Callable[[], None]] | None, pid: in
 def run_hacontrol(root: Path, s: CpSettings, rows: dict[str, Row],
                   profiler: Callable[[int, str], Callable[[], None]] | None) -> None:
     log("control plane: hacontrol (3 replicas)")
-    cluster = new_hac_cluster(root / "load")
+    cluster = ready_cluster(root / "load")
     try:
         kv = HacKv(cluster)
         kv.prepare(s.clients)

@@ -8,6 +8,7 @@ so the client's own cost is the same on both sides.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,8 +49,14 @@ async def send_all(base: str, reqs: Sequence[Request]) -> None:
                 raise RuntimeError(f"{req.method} {base}{req.path}: HTTP {status}")
 
 
+# Called as the measured window opens; what it returns is called with the window's length
+# as it closes, and its result is the answer's "meter" (for example CPU use meanwhile).
+Meter = Callable[[], Callable[[float], Any]]
+
+
 async def throughput(base: str, make: Make, clients: int, seconds: float,
-                     warmup: float = 1.0) -> dict[str, Any]:
+                     warmup: float = 1.0, ssl: ssl_module.SSLContext | None = None,
+                     meter: Meter | None = None) -> dict[str, Any]:
     """`clients` concurrent tasks, one keep-alive connection each, for `seconds` after a
     warm-up: successful operations per second and their latency."""
     counting = False
@@ -76,15 +83,20 @@ async def throughput(base: str, make: Make, clients: int, seconds: float,
             else:
                 errors[str(status)] = errors.get(str(status), 0) + 1
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+    connector = aiohttp.TCPConnector(limit=clients, ssl=ssl or True)
+    metered: Any = None
+    async with aiohttp.ClientSession(connector=connector) as session:
         tasks = [asyncio.create_task(worker(w, session)) for w in range(clients)]
         try:
             await asyncio.sleep(warmup)
+            close_meter = meter() if meter is not None else None
             t0 = time.perf_counter()
             counting = True
             await asyncio.sleep(seconds)
             counting = False
             elapsed = time.perf_counter() - t0
+            if close_meter is not None:
+                metered = close_meter(elapsed)
             stop = True
             await asyncio.wait(tasks, timeout=15)
         finally:
@@ -94,7 +106,7 @@ async def throughput(base: str, make: Make, clients: int, seconds: float,
             await asyncio.gather(*tasks, return_exceptions=True)
     return {"ops_per_s": ok / elapsed, "ok": ok, "errors": errors,
             "p50_ms": pct(lat, 0.5) if lat else None, "p99_ms": pct(lat, 0.99) if lat else None,
-            "clients": clients, "seconds": round(elapsed, 2)}
+            "clients": clients, "seconds": round(elapsed, 2), "meter": metered}
 
 
 async def latency(base: str, make: Make, n: int, warm: int = 20) -> dict[str, Any]:

@@ -306,7 +306,7 @@ class AllocationRunner:
         try:
             for hook in self.hooks:
                 await hook.prestart(config)
-            return await spawn(self.spec, self.alloc_dir, config, self.nursery.start)
+            return await spawn(self.spec, self.alloc_dir, config)
         except LaunchFailed as exc:
             outcome = Outcome(None)
             for hook in self.hooks:

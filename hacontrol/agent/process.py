@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +44,6 @@ WRAPPER = str(Path(execwrap.__file__).resolve())
 _STARTER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hacontrol-start")
 
 ExitStatus = tuple[int | None, str | None]
-# Starts a coroutine as a task someone owns (a Nursery's start).
-StartTask = Callable[[Coroutine[Any, Any, ExitStatus], str], "asyncio.Task[ExitStatus]"]
 
 
 class LaunchFailed(Exception):
@@ -137,44 +134,35 @@ class Handle(Protocol):
     def close(self) -> None: ...
 
 
-class ChildHandle:
-    """A process we spawned; its exit arrives through a pidfd watched by the event loop.
+class _PidfdWatch:
+    """A process watched through a pidfd on the event loop; `done` once it has exited.
 
-    No thread per child (asyncio's threaded child watcher starts one per process, 1,000
-    threads for 1,000 allocations) and no pid reuse race: the pidfd names this process
-    only, and it is reaped through it.
+    A pidfd becomes readable when its process has exited, zombie or not, whoever its
+    parent is (some container inits never reap), and it names that process only, so a
+    recycled pid cannot pass for it. No thread per process (asyncio's threaded child
+    watcher started one per child: 1,000 threads for 1,000 allocations) and no polling
+    (adopted processes were checked 20 times a second each).
     """
 
-    adopted = False
-
-    def __init__(self, proc: subprocess.Popen[bytes], cg: AllocationCgroup | None) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        # start_new_session makes the child the leader of its own group.
-        self.pgid = proc.pid
-        self.cg = cg
+    def _watch(self, pid: int) -> None:
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[ExitStatus] = self._loop.create_future()
-        self._pidfd: int | None = os.pidfd_open(proc.pid)
+        self._pidfd: int | None = os.pidfd_open(pid)
         self._loop.add_reader(self._pidfd, self._on_readable)
+
+    def _reap(self, pidfd: int) -> ExitStatus | None:
+        """The exit status once the process has exited; None on a spurious wake-up."""
+        raise NotImplementedError
 
     def _on_readable(self) -> None:
         if self._pidfd is None:
             return
-        try:
-            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere: the status is lost
-            info, code = None, 0
-        else:
-            if info is None:
-                return  # not exited yet (a spurious wake-up)
-            code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-        # Popen must not waitpid() this pid later (from its __del__): the pid may by
-        # then belong to another allocation's process.
-        self.proc.returncode = code
+        status = self._reap(self._pidfd)
+        if status is None:
+            return
         self.close()
         if not self.done.done():
-            self.done.set_result(procinfo.decode_returncode(code))
+            self.done.set_result(status)
 
     def close(self) -> None:
         """Stop watching (the process keeps running when it has not exited: detach)."""
@@ -184,53 +172,61 @@ class ChildHandle:
             self._pidfd = None
 
 
-class AdoptedHandle:
-    """A process left behind by an earlier agent, watched through a pidfd.
+class ChildHandle(_PidfdWatch):
+    """A process we spawned, reaped through its pidfd."""
 
-    A pidfd becomes readable when its process has exited, zombie or not, whoever its
-    parent is (some container inits never reap), and it names that process only, so a
-    recycled pid cannot pass for it: no thread and no polling per adopted process (200
-    adopted after a restart used to poll 4,000 times a second).
-    """
+    adopted = False
+
+    def __init__(self, proc: subprocess.Popen[bytes], cg: AllocationCgroup | None) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        # start_new_session makes the child the leader of its own group.
+        self.pgid = proc.pid
+        self.cg = cg
+        self._watch(proc.pid)
+
+    def _reap(self, pidfd: int) -> ExitStatus | None:
+        try:
+            info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: the status is lost
+            code = 0
+        else:
+            if info is None:
+                return None  # not exited yet
+            code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        # Popen must not waitpid() this pid later (from its __del__): the pid may by
+        # then belong to another allocation's process.
+        self.proc.returncode = code
+        return procinfo.decode_returncode(code)
+
+
+class AdoptedHandle(_PidfdWatch):
+    """A process left behind by an earlier agent (not our child, as a rule)."""
 
     adopted = True
 
-    def __init__(
-        self, proc: psutil.Process, pgid: int, cg: AllocationCgroup | None, start: StartTask
-    ) -> None:
-        del start  # no task of its own
+    def __init__(self, proc: psutil.Process, pgid: int, cg: AllocationCgroup | None) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.pgid = pgid
         self.cg = cg
-        self._loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[ExitStatus] = self._loop.create_future()
-        self._pidfd: int | None = None
         try:
-            self._pidfd = os.pidfd_open(proc.pid)
+            self._watch(proc.pid)
             # Opened after the record was checked: make sure it is still that process.
-            if not proc.is_running():
-                raise ProcessLookupError(proc.pid)
+            gone = not proc.is_running()
         except (ProcessLookupError, psutil.NoSuchProcess):
-            self._finish()
-            return
-        self._loop.add_reader(self._pidfd, self._finish)
-
-    def _finish(self) -> None:
-        if self._pidfd is not None:
-            # Our own child still (adopted by the agent that detached it): reap it. The
-            # exit status of anyone else's is not ours to collect.
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
-        self.close()
-        if not self.done.done():
+            self._pidfd = None
+            gone = True
+        if gone:
+            self.close()
             self.done.set_result((None, None))
 
-    def close(self) -> None:
-        if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+    def _reap(self, pidfd: int) -> ExitStatus | None:
+        # Our own child still (adopted by the agent that detached it): reap it. The exit
+        # status of anyone else's is not ours to collect.
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        return None, None
 
 
 # ---------------------------------------------------------------- launching
@@ -247,13 +243,10 @@ class LaunchConfig:
     record_pid: bool = False  # write pid.json (for adoption after a restart) once started
 
 
-async def spawn(
-    spec: AllocationSpec, alloc_dir: Path, config: LaunchConfig, start: StartTask
-) -> ChildHandle:
+async def spawn(spec: AllocationSpec, alloc_dir: Path, config: LaunchConfig) -> ChildHandle:
     """Start the allocation's command, confined (cgroups, rlimits, identity) before it
     runs; LaunchFailed if it cannot. The fork and the cgroup writes happen in a worker
     thread: the event loop keeps serving heartbeats while hundreds of starts run."""
-    del start  # exits arrive through a pidfd, with no task of their own
     command = shell_command(spec)
     try:
         ident = resolve_identity(spec.user, spec.group, os.geteuid())

@@ -191,7 +191,7 @@ class Supervisor:
         if record.cgroups and record.cgroup_mode == self._layout.mode:
             cg = AllocationCgroup.from_record(record.cgroup_mode, record.cgroups)
         r = self._start_runner(
-            spec, lambda runner: AdoptedHandle(proc, record.pgid, cg, runner.nursery.start)
+            spec, lambda runner: AdoptedHandle(proc, record.pgid, cg)
         )
         await r.started.wait()
         return r.last

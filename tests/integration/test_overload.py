@@ -21,6 +21,8 @@ from typing import Any
 
 import psutil
 
+from chaos.agents import processes_with
+
 from .harness import Cluster, wait_for
 
 N = int(os.environ.get("HACONTROL_OVERLOAD_N", "100"))  # allocations per agent
@@ -43,17 +45,7 @@ def spec(marker: str, count: int) -> dict[str, Any]:
 
 def marked(marker: str) -> list[tuple[int, str]]:
     """(pid, allocation id) of every live process carrying `marker`, read from /proc."""
-    out = []
-    for p in psutil.process_iter(["pid", "status"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            env = p.environ()
-        except (psutil.Error, OSError):
-            continue
-        if env.get(MARK) == marker:
-            out.append((p.pid, env.get("HACONTROL_ALLOC_ID", "?")))
-    return out
+    return [(pid, env.get("HACONTROL_ALLOC_ID", "?")) for pid, env in processes_with(MARK, marker)]
 
 
 def kill_marked(marker: str) -> None:

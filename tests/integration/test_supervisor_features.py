@@ -271,6 +271,8 @@ def test_restart_reuses_the_cgroup_and_counts_only_its_own_oom(
                                               resources=Resources(memory_mb=50)))
         cgroups = h.sup.cgroup_paths("m3")
         assert cgroups and all(p.is_dir() for p in cgroups.values())
+        # A directory removed and made again under the same name gets a new inode.
+        inodes = {k: p.stat().st_ino for k, p in cgroups.items()}
         await wait_for(lambda: len(h.of("m3", "exited")) >= 2, timeout=20, what="2 exits")
         exits = h.of("m3", "exited")
         assert exits[0].reason == "oom", exits[0]
@@ -278,9 +280,9 @@ def test_restart_reuses_the_cgroup_and_counts_only_its_own_oom(
         running = h.of("m3", "running")
         assert len(running) >= 2 and running[1].pid != first.pid
         # The same directories all along: never removed between the restarts.
-        assert all(p.is_dir() for p in cgroups.values())
         now = await wait_for(lambda: h.sup.cgroup_paths("m3"), timeout=10, what="running")
         assert now == cgroups
+        assert {k: p.stat().st_ino for k, p in cgroups.items()} == inodes
         await h.sup.stop("m3")
         assert not any(p.exists() for p in cgroups.values())  # removed at the end
 

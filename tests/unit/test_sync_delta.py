@@ -46,6 +46,18 @@ class Agent:
         return {a["id"]: a for a in merged}
 
 
+class Log:
+    """A state machine fed commands as the log would: index by index, never broken."""
+
+    def __init__(self) -> None:
+        self.m = StateMachine()
+
+    def do(self, op: str, **args: Any) -> None:
+        index = self.m.index + 1
+        self.m.apply(C.Command(op, 1000.0 + index, args).encode(), index)
+        assert self.m.broken is None
+
+
 def full_answer(m: StateMachine, node: str) -> dict[str, Any]:
     return {a["id"]: a for a in json.loads(json.dumps(m.node_assignments(node)))}
 
@@ -113,14 +125,8 @@ def test_an_agent_behind_a_restore_or_ahead_of_the_leader_gets_a_full_answer() -
 
 def test_removals_beyond_what_is_kept_fall_back_to_a_full_answer(monkeypatch: Any) -> None:
     monkeypatch.setattr(store_module, "REMOVED_KEPT", 4)
-    m = StateMachine()
-    index = 0
-
-    def do(op: str, **args: Any) -> None:
-        nonlocal index
-        index += 1
-        m.apply(C.Command(op, 1000.0 + index, args).encode(), index)
-        assert m.broken is None
+    log = Log()
+    m, do = log.m, log.do
 
     do(C.NODE_REGISTER, name="n1", cpu=64, memory_mb=65536, address="", labels={},
        attributes={})
@@ -146,14 +152,8 @@ OPS = st.sampled_from(["put", "put", "scale", "delete", "place", "report", "down
                 max_size=60))
 def test_any_history_synced_at_any_moment_matches_full_answers(
         steps: list[tuple[str, int, int]]) -> None:
-    m = StateMachine()
-    index = 0
-
-    def do(op: str, **args: Any) -> None:
-        nonlocal index
-        index += 1
-        m.apply(C.Command(op, 1000.0 + index, args).encode(), index)
-        assert m.broken is None
+    log = Log()
+    m, do = log.m, log.do
 
     for n in NODES:
         do(C.NODE_REGISTER, name=n, cpu=4, memory_mb=4096, address="", labels={},
