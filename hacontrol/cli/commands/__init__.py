@@ -17,6 +17,7 @@ from hacontrol.cli.commands import (
     job,
     namespace,
     node,
+    operator,
     server,
     status,
     tls,
@@ -24,5 +25,6 @@ from hacontrol.cli.commands import (
 from hacontrol.cli.commands.base import CommandGroup
 
 GROUPS: tuple[CommandGroup, ...] = (
-    server, agent, dev, status, job, allocation, node, events, namespace, acl, tls
+    server, agent, dev, status, job, allocation, node, events, namespace, acl, tls,
+    operator,
 )
