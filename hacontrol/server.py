@@ -24,6 +24,7 @@ from hacontrol.api.limits import Limits
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
+from hacontrol.controller.upkeep import keep_controller_credential, prune_expired_tokens
 from hacontrol.model.errors import Rejection
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
@@ -134,6 +135,8 @@ async def run_controller(args: Any) -> None:
                         probe=HealthProbe(client_context(tls)) if tls is not None else None)
     leader_task = asyncio.create_task(leader.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
+    upkeep = [asyncio.create_task(keep_controller_credential(ctl, controller_credential(secret))),
+              asyncio.create_task(prune_expired_tokens(ctl, leadership))]
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())
 
     stop = asyncio.Event()
@@ -144,6 +147,8 @@ async def run_controller(args: Any) -> None:
     leader_task.cancel()
     if bootstrap_task is not None:
         bootstrap_task.cancel()
+    for task in upkeep:
+        task.cancel()
     await runner.cleanup()
     replica.destroy()
 

@@ -28,7 +28,14 @@ from hacontrol.state.views import sync_changes
 from .auth import speaks_for
 from .backend import Cluster, Store
 from .openapi import WRITE_ERRORS, Operation, documented
-from .request import cluster_of, controller_credential_hash, json_body, leader_of, store_of
+from .request import (
+    IDENTITY,
+    cluster_of,
+    controller_credential_hash,
+    json_body,
+    leader_of,
+    store_of,
+)
 from .schemas import SYNC_ANSWER, SYNC_REQUEST
 
 # The longest long poll: a node stays alive while its poll is in flight, so this bounds how
@@ -90,9 +97,14 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
     reports = body.get("reports") or []
     wait_s = min(message.wait_s, MAX_WAIT_S)
 
+    me = request.get(IDENTITY)
+    # A credential whose introduction token could still be exchanged registers (again):
+    # its registration is what uses the introduction token up.
+    fresh = me is not None and me.intro is not None
+
     def registered_as_is(m: StateMachine) -> bool:
         n = m.nodes.get(name)
-        return (n is not None and n.status == "ready" and n.address == node.get("address", "")
+        return (not fresh and n is not None and n.status == "ready" and n.address == node.get("address", "")
                 and abs(n.capacity.cpu - float(node.get("cpu") or 0)) < 1e-9
                 and n.capacity.memory_mb == node.get("memory_mb")
                 and n.labels == (node.get("labels") or {})

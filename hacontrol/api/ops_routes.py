@@ -24,8 +24,8 @@ from .openapi import READ_ERRORS, STALE, WRITE_ERRORS, Operation, Param, documen
 from .request import (
     AGENT_SESSION,
     AGENT_TLS,
-    TOKEN,
     cluster_of,
+    controllers_credential,
     idem_key,
     is_stale,
     json_body,
@@ -222,7 +222,7 @@ async def alloc_logs(request: web.Request) -> web.StreamResponse:
     if stream not in ("stdout", "stderr"):
         raise invalid("stream", "must be stdout or stderr")
     address, _ = _agent_for(store_of(request), alloc_id)
-    token = request.app[TOKEN]
+    token = controllers_credential(request.app)
     url = f"{address}/v1/allocations/{alloc_id}/logs"
     session = request.app[AGENT_SESSION]
     name = _agent_server_name(request, address)
@@ -245,7 +245,7 @@ async def alloc_logs(request: web.Request) -> web.StreamResponse:
 async def _to_agent(request: web.Request, method: str, address: str, path: str,
                     body: dict[str, Any]) -> tuple[int, Any]:
     session = request.app[AGENT_SESSION]
-    token = request.app[TOKEN]
+    token = controllers_credential(request.app)
     name = _agent_server_name(request, address)
     try:
         async with session.request(method, address + path, json=body,

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hacontrol.controller.errors import NotApplied
 from hacontrol.model.acl import Token
 from hacontrol.model.errors import invalid
 from hacontrol.scheduler.leader_state import Leadership, LeaderState
@@ -37,9 +38,20 @@ AGENT_SESSION = web.AppKey[aiohttp.ClientSession]("agent_session")
 AGENT_TLS = web.AppKey[ssl.SSLContext | None]("agent_tls")
 
 
+def controllers_credential(app: web.Application) -> str:
+    """What the controllers present to agents: the one kept in the state, else (until
+    this replica has applied it) the one derived from this replica's cluster secret, which
+    is what every replica proposes for the state to keep."""
+    try:
+        kept = app[STORE].read_local(lambda m: m.controller_credential)
+    except NotApplied:
+        kept = None
+    return kept or app[TOKEN]
+
+
 def controller_credential_hash(request: web.Request) -> str:
     """What agents pin to recognise the controllers' calls (a hash: no secret)."""
-    return hashlib.sha256(request.app[TOKEN].encode()).hexdigest()
+    return hashlib.sha256(controllers_credential(request.app).encode()).hexdigest()
 
 
 def store_of(request: web.Request) -> Store:

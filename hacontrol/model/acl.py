@@ -104,14 +104,21 @@ class Token:
     # For node credentials: the node they speak for; for intro tokens: the name they allow
     # (None: any name not yet bound).
     node: str | None = None
+    # For node credentials: the accessor id of the introduction token exchanged for it, while
+    # that token may still be exchanged again (a retry whose first answer was lost).
+    intro: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_ts is not None and now >= self.expires_ts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accessor_id": self.accessor_id, "secret_hash": self.secret_hash,
-                "name": self.name, "type": str(self.type), "policies": list(self.policies),
-                "create_ts": self.create_ts, "expires_ts": self.expires_ts, "node": self.node}
+        d = {"accessor_id": self.accessor_id, "secret_hash": self.secret_hash,
+             "name": self.name, "type": str(self.type), "policies": list(self.policies),
+             "create_ts": self.create_ts, "expires_ts": self.expires_ts, "node": self.node}
+        # Only when set: tokens without it encode (and digest) as before it existed.
+        if self.intro is not None:
+            d["intro"] = self.intro
+        return d
 
     def public(self) -> dict[str, Any]:
         """What the API shows: everything but the hash."""
@@ -126,7 +133,7 @@ class Token:
                      policies=tuple(d.get("policies") or ()),
                      create_ts=float(d.get("create_ts") or 0.0),
                      expires_ts=None if d.get("expires_ts") is None else float(d["expires_ts"]),
-                     node=d.get("node"))
+                     node=d.get("node"), intro=d.get("intro"))
 
 
 # ------------------------------------------------------------------ parsers

@@ -89,6 +89,10 @@ class StateMachine:
         return self.store.acl_bootstrapped
 
     @property
+    def controller_credential(self) -> str | None:
+        return self.store.controller_credential
+
+    @property
     def on_node(self) -> dict[str, dict[str, None]]:
         """Allocation ids by node (an index; read only)."""
         return self.store.by_node

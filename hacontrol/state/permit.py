@@ -21,7 +21,8 @@ ROOT_USERS = frozenset({"root", "0"})
 
 # Ops only the controllers propose (the leader loop): no token may, but a management token
 # (which may do everything) is not refused, as an operator's escape hatch.
-CONTROLLER_OPS = frozenset({C.NODE_STATUS, C.PLAN, C.MIGRATE, C.DEPLOY_STEP})
+CONTROLLER_OPS = frozenset({C.NODE_STATUS, C.PLAN, C.MIGRATE, C.DEPLOY_STEP,
+                            C.ACL_TOKEN_PRUNE, C.CONTROLLER_CREDENTIAL})
 
 
 def names_root(who: Any) -> bool:

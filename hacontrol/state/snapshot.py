@@ -36,6 +36,8 @@ def encode(store: Store, idem: IdempotencyTable) -> bytes:
         tables["acl_bootstrapped"] = store.acl_bootstrapped
         tables["acl_policies"] = [p.to_dict() for p in store.acl_policies.values()]
         tables["acl_tokens"] = [t.to_dict() for t in store.acl_tokens.values()]
+    if store.controller_credential is not None:
+        tables["controller_credential"] = store.controller_credential
     # Byte for byte what msgpack.packb(tables) gives with the entries as lists (msgpack is
     # compositional), without packing every idempotency entry again: the table keeps each
     # one packed, and they were most of a loaded leader's snapshot time.
@@ -66,6 +68,8 @@ def decode(data: bytes) -> tuple[Store, IdempotencyTable]:
     store.acl_bootstrapped = bool(d.get("acl_bootstrapped", False))
     store.acl_policies = {p["name"]: Policy.from_dict(p) for p in d.get("acl_policies", [])}
     store.acl_tokens = {t["accessor_id"]: Token.from_dict(t) for t in d.get("acl_tokens", [])}
+    cred = d.get("controller_credential")
+    store.controller_credential = cred if isinstance(cred, str) else None
     store.rebuild_indexes()
     idem = IdempotencyTable()
     for k, dg, r in d["idempotency"]:

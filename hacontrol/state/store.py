@@ -45,6 +45,11 @@ class Store:
         self.acl_tokens: dict[str, Token] = {}
         self.acl_bootstrapped = False
         self.acl_by_hash: dict[str, str] = {}
+        # What the controllers present to agents (None: not proposed yet; each replica then
+        # uses the one it derives from its cluster secret, which is what gets proposed). A
+        # secret, in the state like the cluster secret is on the replicas' disks: it never
+        # leaves a replica through the API.
+        self.controller_credential: str | None = None
         # For the agents' delta sync (derived, never snapshotted, not in the digest): per
         # node, the ids of allocations forgotten while placed there, with the index they were
         # forgotten at, so an agent that last synced before that learns they are gone; only

@@ -154,10 +154,10 @@ def test_node_credential_speaks_for_its_node_only() -> None:
     f, root = setup()
     intro = f.token(C.ACL_TOKEN_CREATE, root, name="i", type="intro", ttl_s=600, node="n1")
     cred = f.token(C.NODE_CREDENTIAL, intro, node="n1")
-    assert intro not in f.m.acl_tokens  # used up
+    assert f(C.NODE_REGISTER, cred, name="n1", **NODE)["ok"]
+    assert intro not in f.m.acl_tokens  # used up by the credential's first use
     assert refused(f(C.NODE_CREDENTIAL, intro, accessor_id=new_accessor(),
                      secret_hash=hash_secret("again"), node="n1"))
-    assert f(C.NODE_REGISTER, cred, name="n1", **NODE)["ok"]
     assert refused(f(C.NODE_REGISTER, cred, name="n2", **NODE))
     assert refused(f(C.ALLOC_UPDATE, cred, node="n2", updates=[]))
     assert f(C.ALLOC_UPDATE, cred, node="n1", updates=[])["ok"]
@@ -179,6 +179,65 @@ def test_node_credential_speaks_for_its_node_only() -> None:
     late = f.token(C.ACL_TOKEN_CREATE, root, name="i4", type="intro", ttl_s=10)
     assert refused(f(C.NODE_CREDENTIAL, late, ts=f.ts + 11, accessor_id=new_accessor(),
                      secret_hash=hash_secret("w"), node="n9"))
+
+
+def test_an_exchange_can_be_retried_until_the_credential_is_used() -> None:
+    """A lost answer does not strand the node: the same introduction token for the same
+    node answers a new credential and removes the earlier one; another name is refused;
+    the credential's first use (its registration) ends the retries."""
+    f, root = setup()
+    intro = f.token(C.ACL_TOKEN_CREATE, root, name="i", type="intro", ttl_s=600)
+    first = f.token(C.NODE_CREDENTIAL, intro, node="n1")
+    assert f.m.acl_tokens[intro].node == "n1"  # bound by the first exchange
+    assert refused(f(C.NODE_CREDENTIAL, intro, accessor_id=new_accessor(),
+                     secret_hash=hash_secret("x"), node="n2"))
+    second = f.token(C.NODE_CREDENTIAL, intro, node="n1")
+    assert first not in f.m.acl_tokens and second in f.m.acl_tokens
+    assert refused(f(C.NODE_REGISTER, first, name="n1", **NODE))
+    assert f(C.NODE_REGISTER, second, name="n1", **NODE)["ok"]
+    assert intro not in f.m.acl_tokens and f.m.acl_tokens[second].intro is None
+    assert refused(f(C.NODE_CREDENTIAL, intro, accessor_id=new_accessor(),
+                     secret_hash=hash_secret("y"), node="n1"))
+    # Revoking an unused credential also ends its introduction token's retries.
+    other = f.token(C.ACL_TOKEN_CREATE, root, name="j", type="intro", ttl_s=600, node="n3")
+    cred = f.token(C.NODE_CREDENTIAL, other, node="n3")
+    assert f(C.ACL_TOKEN_REVOKE, root, accessor_id=cred)["ok"]
+    assert other not in f.m.acl_tokens
+
+
+def test_prune_removes_only_what_expired_at_its_stamped_time_bounded() -> None:
+    f, root = setup()
+    short = [f.token(C.ACL_TOKEN_CREATE, root, name=f"s{i}", type="management", ttl_s=10)
+             for i in range(5)]
+    lasting = f.token(C.ACL_TOKEN_CREATE, root, name="l", type="management", ttl_s=1000)
+    ts = f.ts
+    r = f(C.ACL_TOKEN_PRUNE, None, ts=ts + 1, limit=3)  # s0 expires at ts + 5
+    assert r["ok"] and r["pruned"] == [] and set(short) <= set(f.m.acl_tokens)
+    r = f(C.ACL_TOKEN_PRUNE, None, ts=ts + 20, limit=3)
+    assert r["pruned"] == short[:3]
+    r = f(C.ACL_TOKEN_PRUNE, None, ts=ts + 21)
+    assert r["pruned"] == short[3:]
+    assert lasting in f.m.acl_tokens and root in f.m.acl_tokens
+    assert not set(short) & set(f.m.acl_tokens)
+    assert not f(C.ACL_TOKEN_PRUNE, None, limit=10_000)["ok"]
+    # Proposed by the controllers only: a client token is refused.
+    policy(f, root, "p", {"acl": "write", "operator": "write"})
+    client = f.token(C.ACL_TOKEN_CREATE, root, name="c", type="client", policies=["p"])
+    assert refused(f(C.ACL_TOKEN_PRUNE, client))
+    assert refused(f(C.CONTROLLER_CREDENTIAL, client, credential="a" * 64))
+
+
+def test_the_controllers_credential_is_kept_once_and_survives_a_snapshot() -> None:
+    f, _ = setup()
+    before = f.m.digest()
+    assert f(C.CONTROLLER_CREDENTIAL, None, credential="a" * 64)["set"]
+    assert not f(C.CONTROLLER_CREDENTIAL, None, credential="b" * 64)["set"]
+    assert f.m.controller_credential == "a" * 64 and f.m.digest() != before
+    assert not f(C.CONTROLLER_CREDENTIAL, None, credential="not hex")["ok"]
+    copy = StateMachine()
+    copy.restore(f.m.snapshot())
+    assert copy.controller_credential == "a" * 64 and copy.digest() == f.m.digest()
+    assert "a" * 64 not in str(list(f.m.events))
 
 
 def test_writes_name_their_token_in_events() -> None:

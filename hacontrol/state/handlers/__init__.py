@@ -41,4 +41,6 @@ HANDLERS: dict[str, Handler] = {
     C.ACL_TOKEN_CREATE: acl.token_create,
     C.ACL_TOKEN_REVOKE: acl.token_revoke,
     C.NODE_CREDENTIAL: acl.node_credential,
+    C.ACL_TOKEN_PRUNE: acl.token_prune,
+    C.CONTROLLER_CREDENTIAL: acl.controller_credential,
 }

@@ -12,10 +12,12 @@ from .. import views
 from ..context import Applying, Result
 from ..lifecycle import collect_job, reconcile
 from ..validate import node_name, parse_drain, parse_node_registration, parse_node_status
+from .acl import intro_used
 
 
 def register(tx: Applying, args: dict[str, Any]) -> Result:
     reg = parse_node_registration(args)
+    intro_used(tx)
     node = tx.store.nodes.get(reg.name)
     if node is None:
         node = Node(reg.name, reg.capacity, reg.address, NodeStatus.READY, tx.ts, tx.ts,
