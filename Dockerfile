@@ -30,16 +30,18 @@ ENV PATH=/opt/hacontrol/bin:$PATH \
 COPY --from=builder /opt/hacontrol /opt/hacontrol
 COPY deploy/entrypoint.sh /usr/local/bin/hacontrol-entrypoint
 COPY deploy/healthcheck.py /usr/local/bin/hacontrol-health
+COPY deploy/intro.py /usr/local/bin/hacontrol-intro
 # The controller runs as this user; the agent runs as root so that it may run jobs as
 # whatever user they need. The data directories exist in the image with the right owner,
 # so a named volume mounted there starts out writable by the controller.
 RUN groupadd --system --gid 10001 hacontrol \
  && useradd --system --uid 10001 --gid hacontrol --home-dir /var/lib/hacontrol \
         --shell /usr/sbin/nologin hacontrol \
- && mkdir -p /var/lib/hacontrol /var/lib/hacontrol-agent /run/hacontrol \
+ && mkdir -p /var/lib/hacontrol /var/lib/hacontrol-agent /var/lib/hacontrol-intro /run/hacontrol \
  && chown hacontrol:hacontrol /var/lib/hacontrol /run/hacontrol \
- && chmod 0700 /var/lib/hacontrol \
- && chmod 0755 /usr/local/bin/hacontrol-entrypoint /usr/local/bin/hacontrol-health
+ && chmod 0700 /var/lib/hacontrol /var/lib/hacontrol-intro \
+ && chmod 0755 /usr/local/bin/hacontrol-entrypoint /usr/local/bin/hacontrol-health \
+        /usr/local/bin/hacontrol-intro
 USER hacontrol
 WORKDIR /var/lib/hacontrol
 # Raft, the API (controllers) and the agent's health port.

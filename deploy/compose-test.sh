@@ -146,8 +146,8 @@ prepare() {
     build_image
 }
 
-# write_tls: a CA and the server, agent and cli certificates in $ENV_DIR/tls (made once),
-# and their HACONTROL_TLS_* lines (base64 PEM) in the env files. The CA key stays here.
+# write_tls: a CA and the server, agent and cli certificates in $ENV_DIR/tls (made once).
+# The CA key stays here.
 write_tls() {
     local dir="$ENV_DIR/tls" role
     if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca-key.pem" ]; then
@@ -159,37 +159,34 @@ write_tls() {
                 --ca-key "$dir/ca-key.pem" --dir "$dir" --host c1 --host c2 --host c3 >/dev/null
         done
     fi
-    b64() { base64 -w0 < "$1"; }
-    for role in controller agent; do
-        local file="$ENV_DIR/$role.env" cert=server
-        [ "$role" = controller ] || cert=agent
-        (umask 077
-         grep -v '^HACONTROL_TLS_' "$file" > "$file.tmp" || true
-         printf 'HACONTROL_TLS_CA=%s\nHACONTROL_TLS_CERT=%s\nHACONTROL_TLS_KEY=%s\n' \
-             "$(b64 "$dir/ca.pem")" "$(b64 "$dir/$cert.pem")" "$(b64 "$dir/$cert-key.pem")" \
-             >> "$file.tmp"
-         mv "$file.tmp" "$file")
-    done
 }
 
+# write_env: the cluster secret and the management token (made once, kept in
+# $ENV_DIR/cluster-secret and $ENV_DIR/token, 0600, for the operator), the TLS files, then
+# what compose.yaml reads: the secrets under $ENV_DIR/secrets (owned by the user that reads
+# each in its container, 0400) and the env files, which hold no secret
+# (chaos/cluster/compose_files.py).
 write_env() {
     mkdir -p "$ENV_DIR"
     chmod 700 "$ENV_DIR"
-    # An old-format cluster secret (a bare password) is replaced along with the token.
-    if [ ! -s "$ENV_DIR/controller.env" ] || [ ! -s "$ENV_DIR/agent.env" ] ||
-        ! grep -q '^HACONTROL_CLUSTER_SECRET=hcraft1\.' "$ENV_DIR/controller.env"; then
-        say "writing a new cluster secret and management token to ${ENV_DIR#"$ROOT"/}/"
-        local token secret
-        token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-        # The cluster secret's format is hacontrol.raft.keys': hcraft1.<salt>.<key>.
-        secret="hcraft1.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n').$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-        (umask 077
-         printf 'HACONTROL_CLUSTER_SECRET=%s\nHACONTROL_TOKEN=%s\n' "$secret" "$token" \
-             >"$ENV_DIR/controller.env"
-         printf 'HACONTROL_TOKEN=%s\n' "$token" >"$ENV_DIR/agent.env"
-         printf '%s\n' "$token" >"$ENV_DIR/token")
-    fi
+    (umask 077
+     # A cluster set up when secrets came in env files keeps its secret and token.
+     if [ ! -s "$ENV_DIR/cluster-secret" ] && [ -f "$ENV_DIR/controller.env" ] &&
+         grep -q '^HACONTROL_CLUSTER_SECRET=hcraft1\.' "$ENV_DIR/controller.env"; then
+         sed -n 's/^HACONTROL_CLUSTER_SECRET=//p' "$ENV_DIR/controller.env" > "$ENV_DIR/cluster-secret"
+         sed -n 's/^HACONTROL_TOKEN=//p' "$ENV_DIR/controller.env" > "$ENV_DIR/token"
+     fi
+     if [ ! -s "$ENV_DIR/cluster-secret" ] || [ ! -s "$ENV_DIR/token" ]; then
+         say "writing a new cluster secret and management token to ${ENV_DIR#"$ROOT"/}/"
+         od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$ENV_DIR/token"
+         # The cluster secret's format is hacontrol.raft.keys': hcraft1.<salt>.<key>.
+         printf 'hcraft1.%s.%s\n' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
+             "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > "$ENV_DIR/cluster-secret"
+     fi)
     write_tls
+    "$PYTHON" -m chaos.cluster.compose_files "$ENV_DIR" --secret-file "$ENV_DIR/cluster-secret" \
+        --token-file "$ENV_DIR/token" --tls-dir "$ENV_DIR/tls" --image "$HACONTROL_IMAGE" ||
+        die "could not write the compose secrets into ${ENV_DIR#"$ROOT"/}/secrets"
 }
 
 wait_ready() {
@@ -236,11 +233,17 @@ cmd_down() {
         say "no Docker engine running: nothing to take down"
         return 0
     fi
-    # Compose reads the env files even to take the cluster down; any content will do.
-    if [ ! -f "$ENV_DIR/controller.env" ] || [ ! -f "$ENV_DIR/agent.env" ]; then
+    # Compose reads the env files and checks the secret files even to take the cluster
+    # down; any content will do.
+    if [ ! -f "$ENV_DIR/controller.env" ] || [ ! -f "$ENV_DIR/agent.env" ] ||
+        [ ! -d "$ENV_DIR/secrets" ]; then
         export HACONTROL_ENV_DIR=$CACHE/empty-env
-        mkdir -p "$HACONTROL_ENV_DIR"
+        mkdir -p "$HACONTROL_ENV_DIR/secrets"
         touch "$HACONTROL_ENV_DIR/controller.env" "$HACONTROL_ENV_DIR/agent.env"
+        for f in cluster-secret token intro-token ca.pem server.pem server-key.pem agent.pem \
+            agent-key.pem; do
+            touch "$HACONTROL_ENV_DIR/secrets/$f"
+        done
     else
         export HACONTROL_ENV_DIR=$ENV_DIR
     fi

@@ -7,6 +7,8 @@
    (same allocations, same pids, the pids alive inside the agents' containers).
 4. `docker pause` the leader, then `docker network disconnect` the leader: each time a new
    leader and writes acknowledged; unpause, reconnect, and every replica converges.
+   No container has a secret in its environment (`docker inspect`), and no agent holds
+   the management token (a search of its files and processes' environments).
 5. Tear down (`down -v`) and check that no container, network or volume is left.
 6. `python -m chaos run --backend compose` with the chaos checkers (kill-leader, and
    partition-leader), each against its own fresh project.
@@ -16,6 +18,7 @@ Prints the failover times seen and exits non-zero on the first failure.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -183,7 +186,8 @@ def check_job(backend: ComposeBackend, api: Api, before: dict[str, tuple[str, in
 
 # What an agent's container keeps (compose.yaml): KILL, SETGID, SETUID, NET_BIND_SERVICE.
 AGENT_CAPS = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 10)
-AGENT_SECRETS = ["/run/hacontrol-agent/token", "/run/hacontrol-agent/tls/key.pem",
+AGENT_SECRETS = ["/run/hacontrol-agent/intro", "/run/hacontrol-agent/tls/key.pem",
+                 "/run/secrets/agent-key.pem",
                  "/var/lib/hacontrol-agent/node-credential",
                  "/var/lib/hacontrol-agent/controller-credential.sha256"]
 THIEF = {"command": ["sh", "-c", "".join(
@@ -217,6 +221,47 @@ def check_confinement(backend: ComposeBackend, api: Api) -> None:
     for f in AGENT_SECRETS:
         assert f"DENIED {f}: " in out and "Permission denied" in out, out
     api.write("DELETE", "/v1/jobs/default/thief")
+
+
+# Looks for the secret given on stdin in every file the container's root may read where
+# state lives, and in every process's environment; prints the paths that hold it.
+HOLDERS = ('p=$(cat); grep -rlsF -e "$p" /run /var/lib /etc /tmp /root /home /opt /usr/local; '
+           'for f in /proc/[0-9]*/environ; do grep -lsF -e "$p" "$f"; done; true')
+
+
+def holders(cid: str, user: str, secret: str) -> list[str]:
+    proc = subprocess.run(["docker", "exec", "-i", "-u", user, cid, "sh", "-c", HOLDERS],
+                          input=secret, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def check_secrets(backend: ComposeBackend, spec: ClusterSpec) -> None:
+    """No container (the finished intro step's included) has a secret in its environment
+    as `docker inspect` shows it, and no agent container holds the management token: not
+    in a file, not in a process's environment. The same search finds it in a controller's
+    container (which holds it by design), so the search can see it."""
+    ids = docker("ps", "-aq", "--filter",
+                 f"label=com.docker.compose.project={backend.project}").stdout.split()
+    assert backend.run_dir is not None
+    tls = backend.run_dir / "tls"
+    keys = [(tls / n).read_text() for n in ("server-key.pem", "agent-key.pem")]
+    secrets = [spec.token, spec.secret, *spec.secret.split(),
+               *(base64.b64encode(k.encode()).decode() for k in keys),
+               *(line for k in keys for line in k.splitlines() if not line.startswith("-"))]
+    services = []
+    for c in json.loads(docker("inspect", *ids).stdout):
+        services.append(c["Config"]["Labels"]["com.docker.compose.service"])
+        env = "\n".join(c["Config"]["Env"] or [])
+        leaked = [i for i, v in enumerate(secrets) if v and v in env]
+        assert not leaked, f"{c['Name']}: secrets {leaked} in its environment"
+    assert "intro" in services and services.count("agent") == spec.agents, services
+    for m in backend.members():
+        if m.kind == "agent":
+            found = holders(backend.container(m.name), "root", spec.token)
+            assert not found, f"agent {m.name} holds the management token: {found}"
+    found = holders(backend.container("c1"), "hacontrol", spec.token)
+    assert "/run/secrets/token" in found, found
 
 
 def failover(api: Api, old: str, among: list[str], t0: float) -> tuple[str, float, float]:
@@ -280,6 +325,11 @@ def scenario(workdir: Path) -> dict[str, float]:
         check_confinement(backend, api)
         print("    agents keep KILL, SETGID, SETUID, NET_BIND_SERVICE; controllers nothing; "
               "the job was denied every secret")
+
+        step("secrets: none in any container's environment, no management token in agents")
+        check_secrets(backend, spec)
+        print(f"    docker inspect of {len(reps) + spec.agents + 1} containers shows no secret; "
+              "the agents hold no management token (the search finds it in c1)")
 
         step(f"docker kill the leader ({leader})")
         t0 = time.monotonic()

@@ -15,10 +15,23 @@
 # agent:  HACONTROL_CONTROLLERS controller API URLs, comma separated (required)
 #         HACONTROL_NODE_NAME   node name (default: the container's hostname, so that
 #                               `--scale agent=N` gives every agent its own name)
-#         HACONTROL_TOKEN (or _FILE), HACONTROL_AGENT_PORT (health, default 8300),
+#         HACONTROL_INTRO_TOKEN (or _FILE): an introduction token for this node; without
+#                               one, the agent claims one from HACONTROL_INTRO_DIR (default
+#                               /var/lib/hacontrol-intro, a volume the intro step fills),
+#                               waiting up to HACONTROL_INTRO_WAIT_S (120); none needed
+#                               once the node holds its credential (a restart)
+#         HACONTROL_TOKEN (or _FILE): the old way, a token that may write nodes
+#         HACONTROL_AGENT_PORT (health, default 8300),
 #         HACONTROL_AGENT_CPU, HACONTROL_AGENT_MEMORY_MB, HACONTROL_AGENT_DATA_DIR
 #         HACONTROL_TLS_CA, HACONTROL_TLS_CERT, HACONTROL_TLS_KEY as for the server, with the
 #                               agent's certificate: mutual TLS with the controllers
+# intro:  one-shot: with the management token (HACONTROL_TOKEN or _FILE), once the
+#         controllers (HACONTROL_CONTROLLERS) answer, put HACONTROL_AGENTS introduction
+#         tokens (ttl HACONTROL_INTRO_TTL_S, 600) into HACONTROL_INTRO_DIR/pool, one file
+#         each, for agents to claim; HACONTROL_TLS_CA(_FILE) to trust the controllers.
+#
+# Every secret can come as a file (NAME_FILE, e.g. a compose secret under /run/secrets), so
+# that no secret value is in the container's environment (`docker inspect` shows it).
 set -eu
 
 die() { echo "hacontrol-entrypoint: $*" >&2; exit 64; }
@@ -60,6 +73,28 @@ tls_files() {
     tls_args="--tls-ca $run_dir/tls/ca.pem --tls-cert $run_dir/tls/cert.pem --tls-key $run_dir/tls/key.pem"
 }
 
+# claim_intro DEST: take one introduction token from the pool the intro step fills (a
+# rename, so two agents never take the same), copy it to DEST (0600), drop the claimed file.
+claim_intro() {
+    pool=${HACONTROL_INTRO_DIR:-/var/lib/hacontrol-intro}/pool
+    mine="${HACONTROL_INTRO_DIR:-/var/lib/hacontrol-intro}/claimed-$(hostname)"
+    if [ -s "$1" ]; then return 0; fi  # claimed before a restart, not exchanged yet
+    waited=0
+    while [ "$waited" -lt "${HACONTROL_INTRO_WAIT_S:-120}" ]; do
+        for f in "$pool"/*; do
+            [ -f "$f" ] || continue
+            if mv "$f" "$mine" 2>/dev/null; then
+                (umask 077 && cat "$mine" > "$1")
+                rm -f "$mine"
+                return 0
+            fi
+        done
+        sleep 1
+        waited=$((waited + 1))
+    done
+    die "no introduction token in $pool after ${HACONTROL_INTRO_WAIT_S:-120} s (is the intro step done?)"
+}
+
 run_dir=${HACONTROL_RUN_DIR:-/run/hacontrol}
 log_level=${HACONTROL_LOG_LEVEL:-info}
 role=${1:-server}
@@ -93,21 +128,53 @@ agent)
     shift || true
     [ -n "${HACONTROL_CONTROLLERS:-}" ] || die "HACONTROL_CONTROLLERS must be set"
     mkdir -p "$run_dir"
-    secret_file HACONTROL_TOKEN "$run_dir/token"
+    chmod 700 "$run_dir"
+    data_dir=${HACONTROL_AGENT_DATA_DIR:-/var/lib/hacontrol-agent}
+    join_args=""
+    if [ -s "$data_dir/node-credential" ]; then
+        :  # joined before: its credential is all it needs
+    elif [ -n "${HACONTROL_INTRO_TOKEN:-}${HACONTROL_INTRO_TOKEN_FILE:-}" ]; then
+        secret_file HACONTROL_INTRO_TOKEN "$run_dir/intro"
+        join_args="--intro-token-file $run_dir/intro"
+    elif [ -n "${HACONTROL_TOKEN:-}${HACONTROL_TOKEN_FILE:-}" ]; then
+        secret_file HACONTROL_TOKEN "$run_dir/token"
+        join_args="--token-file $run_dir/token"
+    else
+        claim_intro "$run_dir/intro"
+        join_args="--intro-token-file $run_dir/intro"
+    fi
     tls_files
     scheme=http
     [ -z "$tls_args" ] || scheme=https
     # shellcheck disable=SC2086  # tls_args holds whole flags; paths have no spaces
     set -- --name "${HACONTROL_NODE_NAME:-$(hostname)}" \
         --data-dir "${HACONTROL_AGENT_DATA_DIR:-/var/lib/hacontrol-agent}" \
-        --controllers "$HACONTROL_CONTROLLERS" --token-file "$run_dir/token" \
+        --controllers "$HACONTROL_CONTROLLERS" $join_args \
         --port "${HACONTROL_AGENT_PORT:-8300}" --bind 0.0.0.0 \
         --advertise "$scheme://$(hostname):${HACONTROL_AGENT_PORT:-8300}" \
         --log-level "$log_level" $tls_args "$@"
     [ -z "${HACONTROL_AGENT_CPU:-}" ] || set -- "$@" --cpu "$HACONTROL_AGENT_CPU"
     [ -z "${HACONTROL_AGENT_MEMORY_MB:-}" ] || set -- "$@" --memory-mb "$HACONTROL_AGENT_MEMORY_MB"
-    unset HACONTROL_CLUSTER_SECRET HACONTROL_TOKEN
+    unset HACONTROL_CLUSTER_SECRET HACONTROL_TOKEN HACONTROL_INTRO_TOKEN
     exec hacontrol agent "$@"
+    ;;
+intro)
+    shift || true
+    [ -n "${HACONTROL_CONTROLLERS:-}" ] || die "HACONTROL_CONTROLLERS must be set"
+    mkdir -p "$run_dir"
+    chmod 700 "$run_dir"
+    secret_file HACONTROL_TOKEN "$run_dir/token"
+    ca=""
+    if [ -n "${HACONTROL_TLS_CA_FILE:-}" ]; then
+        ca=$HACONTROL_TLS_CA_FILE
+    elif [ -n "${HACONTROL_TLS_CA:-}" ]; then
+        ca="$run_dir/ca.pem"
+        printf '%s' "$HACONTROL_TLS_CA" | base64 -d > "$ca" || die "HACONTROL_TLS_CA is not base64"
+    fi
+    unset HACONTROL_TOKEN HACONTROL_TLS_CA
+    exec hacontrol-intro --controllers "$HACONTROL_CONTROLLERS" --token-file "$run_dir/token" \
+        --ca "$ca" --count "${HACONTROL_AGENTS:-2}" --ttl "${HACONTROL_INTRO_TTL_S:-600}" \
+        --dir "${HACONTROL_INTRO_DIR:-/var/lib/hacontrol-intro}"
     ;;
 *)
     exec hacontrol "$@"

@@ -27,7 +27,6 @@ the project runs plain HTTP (`--insecure-http`), as the chaos runs do.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ipaddress
 import json
@@ -49,6 +48,7 @@ from hacontrol.raft.keys import generate_secret
 
 from .base import KILL, PARTITION, PAUSE, ClusterSpec, Member
 from .cleanup import Registry, install_handlers
+from .compose_files import remove_compose_files, write_compose_files
 from .local import BackendUnavailable, free_port
 
 log = logging.getLogger(__name__)
@@ -231,17 +231,11 @@ class ComposeBackend:
         self.token = spec.token
         self.project = f"{PROJECT_PREFIX}{os.getpid()}-{reg.run_id}"
         run_dir = self.run_dir = spec.workdir / f"{self.name}-{reg.run_id}"
-        run_dir.mkdir(parents=True, exist_ok=False)  # env files (removed at teardown), logs
+        run_dir.mkdir(parents=True, exist_ok=False)  # secrets, env files (removed at
+        # teardown), logs
         extra = "".join(f"{k}={v}\n" for k, v in spec.env.items())
-        server_tls, agent_tls = self._tls_env(run_dir) if self.tls else (
-            "HACONTROL_INSECURE_HTTP=1\n", "")
-        for fname, text in (
-                ("controller.env", f"HACONTROL_CLUSTER_SECRET={spec.secret}\n"
-                                   f"HACONTROL_TOKEN={spec.token}\n{server_tls}{extra}"),
-                ("agent.env", f"HACONTROL_TOKEN={spec.token}\n{agent_tls}{extra}")):
-            path = run_dir / fname
-            path.touch(mode=0o600)
-            path.write_text(text)
+        write_compose_files(run_dir, spec.secret, spec.token,
+                            self._tls_files(run_dir) if self.tls else None, extra, self.image)
         self.subnet_prefix = pick_subnet_prefix()
         ports = []
         while len(ports) < spec.replicas:
@@ -275,9 +269,9 @@ class ComposeBackend:
         self._discover()
         self.wait_ready()
 
-    def _tls_env(self, run_dir: Path) -> tuple[str, str]:
-        """A CA and certificates in run_dir/tls; the env-file lines of controllers and of
-        agents that hand them over (base64 PEM, as deploy/entrypoint.sh reads them)."""
+    def _tls_files(self, run_dir: Path) -> Path:
+        """A CA and certificates in run_dir/tls (what the compose secrets are made of);
+        `ssl_context` trusts that CA, with the cli certificate."""
         from hacontrol.tls.files import private_dir
         from hacontrol.tls.pki import create_ca, create_cert
         from hacontrol.tls.roles import Role
@@ -288,14 +282,7 @@ class ComposeBackend:
         ctx = ssl.create_default_context(cafile=str(ca.cert))
         ctx.load_cert_chain(str(d / "cli.pem"), str(d / "cli-key.pem"))
         self.ssl_context = ctx
-
-        def lines(role: Role) -> str:
-            def b64(name: str) -> str:
-                return base64.b64encode((d / name).read_bytes()).decode()
-            return (f"HACONTROL_TLS_CA={b64('ca.pem')}\n"
-                    f"HACONTROL_TLS_CERT={b64(f'{role.value}.pem')}\n"
-                    f"HACONTROL_TLS_KEY={b64(f'{role.value}-key.pem')}\n")
-        return lines(Role.SERVER), lines(Role.AGENT)
+        return d
 
     def compose(self, *args: str, timeout: float = 120.0,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -473,9 +460,8 @@ class ComposeBackend:
                         proc.stderr.strip()[-500:])
             _remove_project(self.project)
         if self.run_dir is not None:
-            for fname in ("controller.env", "agent.env"):
-                with contextlib.suppress(OSError):
-                    (self.run_dir / fname).unlink()
+            with contextlib.suppress(OSError):
+                remove_compose_files(self.run_dir)
         left = leftovers(self.project)
         if left:
             raise RuntimeError(f"compose project {self.project} left {left}")
