@@ -117,16 +117,18 @@ class RunResult:
 # ------------------------------------------------------------------ latency
 
 
-def measure_latency(cluster: Cluster, target: Replica, n: int, tag: str) -> dict[str, float]:
-    """Sequential writes over one persistent HTTP/1.1 connection."""
+def measure_latency(cluster: Cluster, target: Replica, n: int, tag: str,
+                    token: str | None = None) -> dict[str, float]:
+    """Sequential writes over one persistent HTTP/1.1 connection, with `token` (default:
+    the cluster's management token)."""
     conn: http.client.HTTPConnection
     if cluster.client_tls is not None:
         conn = http.client.HTTPSConnection("127.0.0.1", target.api_port, timeout=10,
                                            context=cluster.client_tls)
     else:
         conn = http.client.HTTPConnection("127.0.0.1", target.api_port, timeout=10)
-    headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json",
-               "Connection": "keep-alive"}
+    headers = {"Authorization": f"Bearer {token or cluster.token}",
+               "Content-Type": "application/json", "Connection": "keep-alive"}
     lat: list[float] = []
     errors = 0
     try:
@@ -159,10 +161,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure_throughput(cluster: Cluster, target: Replica, clients: int,
-                             seconds: float, warmup: float = 1.0) -> dict[str, Any]:
+                             seconds: float, warmup: float = 1.0,
+                             token: str | None = None) -> dict[str, Any]:
     """Job PUTs by `clients` keep-alive clients (`http_load.throughput`), with the CPU use
-    of every replica and of this client over the measured window."""
-    headers = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
+    of every replica and of this client over the measured window; `token` as for
+    `measure_latency`."""
+    headers = {"Authorization": f"Bearer {token or cluster.token}",
+               "Content-Type": "application/json"}
 
     def make(w: int, n: int) -> Request:
         return Request("PUT", f"/v1/jobs/{NS}/tp-{w}", job_body(n), headers)
