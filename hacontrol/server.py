@@ -24,13 +24,13 @@ from hacontrol.api.limits import Limits
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
-from hacontrol.controller.upkeep import keep_controller_credential, prune_expired_tokens
 from hacontrol.model.errors import Rejection
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import HealthProbe, LeaderLoop
+from hacontrol.scheduler.upkeep import keep_controller_credential, prune_expired_tokens
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.context import client_context, server_context

@@ -4,19 +4,18 @@ controllers' credential (once), and the removal of expired tokens (while it lead
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 
+from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
 from hacontrol.model.errors import Rejection
-from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.state import commands as C
 from hacontrol.state.handlers.acl import PRUNE_MAX, expired_tokens
 from hacontrol.state.machine import StateMachine
 
-from .errors import CommandFailed, NotApplied, OutcomeUnknown
-from .replica import Controller
+from .leader_state import Leadership
+from .loop import Proposer
 
 log = logging.getLogger("hacontrol.upkeep")
 
@@ -25,15 +24,14 @@ log = logging.getLogger("hacontrol.upkeep")
 PRUNE_INTERVAL_S = 5.0
 
 
-async def keep_controller_credential(ctl: Controller, credential: str) -> None:
+async def keep_controller_credential(ctl: Proposer, credential: str) -> None:
     """Have the state keep `credential` (derived from this replica's cluster secret) as the
     controllers' credential, unless it keeps one already. The first applied stays, so a
     later change of the cluster secret leaves what agents pinned unchanged. A cluster made
     before the state kept it proposes the value its agents pinned: the same derivation."""
-    idem = "controller-credential-" + hashlib.sha256(credential.encode()).hexdigest()[:32]
     while ctl.read_local(lambda m: m.controller_credential) is None:
         try:
-            await ctl.write(C.CONTROLLER_CREDENTIAL, {"credential": credential}, idem=idem)
+            await ctl.propose(C.CONTROLLER_CREDENTIAL, {"credential": credential})
         except Rejection as exc:
             log.error("the state refused the controllers' credential: %s", exc)
             return
@@ -49,7 +47,7 @@ def _first_expired(now: float) -> Callable[[StateMachine], list[str]]:
     return lambda m: expired_tokens(m.acl_tokens.values(), now, 1)
 
 
-async def prune_expired_tokens(ctl: Controller, leadership: Leadership,
+async def prune_expired_tokens(ctl: Proposer, leadership: Leadership,
                                interval_s: float = PRUNE_INTERVAL_S) -> None:
     """While this replica leads, propose `acl_token_prune` whenever a token has expired.
     The command removes what expired by its own stamped time, at most PRUNE_MAX at once:
@@ -65,7 +63,7 @@ async def prune_expired_tokens(ctl: Controller, leadership: Leadership,
         try:
             if not ctl.read_local(_first_expired(now)):
                 continue
-            res = await ctl.write(C.ACL_TOKEN_PRUNE, {"limit": PRUNE_MAX})
+            res = await ctl.propose(C.ACL_TOKEN_PRUNE, {"limit": PRUNE_MAX})
             more = len(res.get("pruned") or ()) >= PRUNE_MAX
         except (Rejection, NotApplied, OutcomeUnknown, CommandFailed) as exc:
             log.debug("token prune not applied: %s", exc)
