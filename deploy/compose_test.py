@@ -2,13 +2,14 @@
 
 1. Bring up compose.yaml (3 controllers, 2 agents) as a throw-away project with mutual TLS
    on every link, wait ready; a plain-HTTP client gets nothing from it.
-2. Run a job (`sleep`, count 2) through the API with the management token.
+2. Run a job (`sleep`, count 2) through the API with the management token. Agents joined
+   with introduction tokens of their own (the intro step). No container has a secret in
+   its environment (`docker inspect`), and no agent holds the management token (a search
+   of its files and processes' environments).
 3. `docker kill` the leader's container: a new leader, and the job's processes untouched
    (same allocations, same pids, the pids alive inside the agents' containers).
 4. `docker pause` the leader, then `docker network disconnect` the leader: each time a new
    leader and writes acknowledged; unpause, reconnect, and every replica converges.
-   No container has a secret in its environment (`docker inspect`), and no agent holds
-   the management token (a search of its files and processes' environments).
 5. Tear down (`down -v`) and check that no container, network or volume is left.
 6. `python -m chaos run --backend compose` with the chaos checkers (kill-leader, and
    partition-leader), each against its own fresh project.
