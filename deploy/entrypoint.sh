@@ -79,8 +79,8 @@ claim_intro() {
     pool=${HACONTROL_INTRO_DIR:-/var/lib/hacontrol-intro}/pool
     mine="${HACONTROL_INTRO_DIR:-/var/lib/hacontrol-intro}/claimed-$(hostname)"
     if [ -s "$1" ]; then return 0; fi  # claimed before a restart, not exchanged yet
-    waited=0
-    while [ "$waited" -lt "${HACONTROL_INTRO_WAIT_S:-120}" ]; do
+    tries=0
+    while [ "$tries" -lt "$((${HACONTROL_INTRO_WAIT_S:-120} * 5))" ]; do
         for f in "$pool"/*; do
             [ -f "$f" ] || continue
             if mv "$f" "$mine" 2>/dev/null; then
@@ -89,8 +89,8 @@ claim_intro() {
                 return 0
             fi
         done
-        sleep 1
-        waited=$((waited + 1))
+        sleep 0.2
+        tries=$((tries + 1))
     done
     die "no introduction token in $pool after ${HACONTROL_INTRO_WAIT_S:-120} s (is the intro step done?)"
 }
