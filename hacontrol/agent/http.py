@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from hacontrol.agent.spec import AllocationEvent
 from hacontrol.model.checks import ALLOC_ID_RE
-from hacontrol.observe.metrics import allocation_families, new_registry
+from hacontrol.observe.metrics import CONTENT_TYPE, allocation_families, new_registry
 from hacontrol.tls.roles import Role, peer_roles
 
 from .metrics import AllocationMetrics
@@ -143,7 +143,7 @@ def build_agent_app(local: LocalAllocations | None,
     async def metrics(_: web.Request) -> web.Response:
         sup()
         return web.Response(body=generate_latest(registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+                            headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/v1/health", health)

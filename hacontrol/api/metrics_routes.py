@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from hacontrol.observe.metrics import ServerMetrics, allocation_families
+from hacontrol.observe.metrics import CONTENT_TYPE, ServerMetrics, allocation_families
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.state.machine import StateMachine
 
@@ -26,7 +26,9 @@ from .request import CLUSTER, LEADERSHIP, STORE
 
 METRICS = web.AppKey[ServerMetrics]("metrics")
 MIB = 1024 * 1024
-ALLOC_LABELS = ("allocation", "namespace", "job", "node")
+# `job_name`, not `job`: Prometheus gives every target a `job` label of its own, and would
+# rename ours to `exported_job`.
+ALLOC_LABELS = ("allocation", "namespace", "job_name", "node")
 
 
 def metrics_middleware(metrics: ServerMetrics) -> Any:
@@ -120,7 +122,7 @@ def _state_families(m: StateMachine, reported: dict[str, dict[str, Any]]
         a = m.allocs.get(alloc_id)
         labels = {"allocation": alloc_id}
         if a is not None:
-            labels |= {"namespace": a.namespace, "job": a.job, "node": a.node or ""}
+            labels |= {"namespace": a.namespace, "job_name": a.job, "node": a.node or ""}
         rows.append((labels, report))
     yield from allocation_families(rows, ALLOC_LABELS)
 
@@ -129,7 +131,7 @@ def _state_families(m: StateMachine, reported: dict[str, dict[str, Any]]
                       errors=(401, 403)))
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE,
                                             "X-Content-Type-Options": "nosniff"})
 
 

@@ -26,6 +26,9 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 # One command applies in tens of microseconds; a plan of a hundred placements in a few ms.
 APPLY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                  0.005, 0.01, 0.025, 0.1)
+# The classic text format, which every Prometheus reads (our names need none of 1.0.0's
+# escaping; prometheus_client's CONTENT_TYPE_LATEST moved to 1.0.0 in 0.22).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # What an agent reports of one allocation -> (metric name, kind, help, scale to base unit).
