@@ -79,11 +79,15 @@ class StateCollector:
             "allocations the scheduler could not place yet (on the leader; 0 elsewhere)",
             value=len(leader.unplaced) if leader is not None else 0)
         reported = dict(leader.alloc_metrics) if leader is not None else {}
-        yield from self.store.read_local(lambda m: list(_state_families(m, reported)))
+        # Under the apply lock only what reads the state; the allocation series (the bulk
+        # of a scrape) are built after it is released.
+        families, rows = self.store.read_local(
+            lambda m: (list(_state_families(m)), _allocation_labels(m, reported)))
+        yield from families
+        yield from allocation_families(rows, ALLOC_LABELS)
 
 
-def _state_families(m: StateMachine, reported: dict[str, dict[str, Any]]
-                    ) -> Iterator[Metric]:
+def _state_families(m: StateMachine) -> Iterator[Metric]:
     by_state: dict[str, int] = {}
     for alloc in m.allocs.values():
         by_state[alloc.state] = by_state.get(alloc.state, 0) + 1
@@ -117,6 +121,10 @@ def _state_families(m: StateMachine, reported: dict[str, dict[str, Any]]
         ready.add_metric((name,), 1 if n.status == "ready" else 0)
         draining.add_metric((name,), 1 if n.drain else 0)
     yield from (cap_cpu, used_cpu, cap_mem, used_mem, ready, draining)
+
+
+def _allocation_labels(m: StateMachine, reported: dict[str, dict[str, Any]]
+                       ) -> list[tuple[dict[str, str], dict[str, Any]]]:
     rows = []
     for alloc_id, report in sorted(reported.items()):
         a = m.allocs.get(alloc_id)
@@ -124,7 +132,7 @@ def _state_families(m: StateMachine, reported: dict[str, dict[str, Any]]
         if a is not None:
             labels |= {"namespace": a.namespace, "job_name": a.job, "node": a.node or ""}
         rows.append((labels, report))
-    yield from allocation_families(rows, ALLOC_LABELS)
+    return rows
 
 
 @documented(Operation("Prometheus metrics of this replica", "status", media="text/plain",
