@@ -25,6 +25,7 @@ from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknow
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
 from hacontrol.model.errors import Rejection
+from hacontrol.observe.logs import configure_logging
 from hacontrol.observe.metrics import ServerMetrics, TimedMachine
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
@@ -154,6 +155,5 @@ async def run_controller(args: Any) -> None:
 
 
 def serve(args: Any) -> None:
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(str(args.log_level), getattr(args, "log_format", "text"))
     asyncio.run(run_controller(args))

@@ -30,6 +30,7 @@ class UsageError(Exception):
 
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_FORMATS = ["text", "json"]  # as hacontrol.observe.logs.LOG_FORMATS
 
 
 def connection_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
