@@ -73,7 +73,7 @@ def show(args: argparse.Namespace, out: IO[str], result: Json,
     if args.json:
         output.print_json(result, out)
     else:
-        out.write(output.terminal_safe(render()) + "\n")
+        out.write(output.human(render(), out) + "\n")
     return EXIT_OK
 
 
