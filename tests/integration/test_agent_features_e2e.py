@@ -98,7 +98,7 @@ def test_metrics_and_health(cluster: Cluster) -> None:
     text = urllib.request.urlopen(urllib.request.Request(
         f"{leader.api}/metrics", headers={"Authorization": f"Bearer {cluster.token}"}),
         timeout=10).read().decode()
-    assert "hacontrol_raft_term" in text and f'alloc="{alloc["id"]}"' in text
+    assert "hacontrol_raft_term" in text and f'allocation="{alloc["id"]}"' in text
 
 
 def test_cut_off_instances_stop_after_disconnect_timeout(cluster: Cluster) -> None:
