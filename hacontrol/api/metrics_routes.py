@@ -7,6 +7,7 @@ scrape costs one pass over the state and nothing between scrapes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -138,7 +139,9 @@ def _allocation_labels(m: StateMachine, reported: dict[str, dict[str, Any]]
 @documented(Operation("Prometheus metrics of this replica", "status", media="text/plain",
                       errors=(401, 403)))
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    # Off the event loop: a scrape of thousands of allocations takes a few hundred ms
+    # (bench/metrics_overhead.py), which heartbeats and requests should not wait behind.
+    body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE,
                                             "X-Content-Type-Options": "nosniff"})
 
