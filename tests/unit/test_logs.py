@@ -105,3 +105,16 @@ def test_a_server_started_with_log_format_json_writes_json_lines(tmp_path: Path)
     started = [r for r in seen if str(r["message"]).startswith("replica c1:")]
     assert started and started[0]["logger"] == "hacontrol.server"
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in seen)
+
+
+def test_dev_hands_the_log_format_to_every_daemon(tmp_path: Path) -> None:
+    from hacontrol.cli.dev import DevCluster, DevConfig
+    from hacontrol.cli.main import build_parser
+
+    dev = DevCluster(DevConfig(data_dir=tmp_path, replicas=3, agents=2, log_format="json"))
+    dev._plan()
+    children = dev.servers + dev.agents
+    assert len(children) == 5
+    for child in children:
+        args = build_parser().parse_args(child.argv[3:])  # past "python -m hacontrol"
+        assert args.log_format == "json", child.argv
