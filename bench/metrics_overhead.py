@@ -98,9 +98,13 @@ async def main(n: int, rounds: int) -> None:
             TestClient(TestServer(scraped)) as c:
         await per_request(a, 50)
         await per_request(b, 50)
-        for _ in range(rounds):
-            with_m.append(await per_request(a, n))
-            without.append(await per_request(b, n))
+        for i in range(rounds):  # the order alternates: neither side always goes first
+            if i % 2:
+                without.append(await per_request(b, n))
+                with_m.append(await per_request(a, n))
+            else:
+                with_m.append(await per_request(a, n))
+                without.append(await per_request(b, n))
         scrapes = []
         for _ in range(rounds):
             start = time.perf_counter()
