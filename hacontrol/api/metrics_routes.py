@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -32,7 +33,7 @@ MIB = 1024 * 1024
 ALLOC_LABELS = ("allocation", "namespace", "job_name", "node")
 
 
-def metrics_middleware(metrics: ServerMetrics) -> Any:
+def metrics_middleware(metrics: ServerMetrics) -> Middleware:
     """Times every request by its route's pattern (never the raw path: the label set stays
     bounded whatever clients send), method and status code. Outermost, so it sees the code
     the error middleware chose."""
