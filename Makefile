@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Network-namespace chaos tests need iproute2 and nftables, the power-loss filesystem needs
-# libfuse3 (fuse3 brings fusermount3); install them when we may.
-SYSTEM_TOOLS := ip nft fusermount3
-SYSTEM_PKGS := iproute2 nftables fuse3 libfuse3-3
+# libfuse3 (fuse3 brings fusermount3), the systemd units' test systemd-analyze (installed,
+# never booted); install them when we may.
+SYSTEM_TOOLS := ip nft fusermount3 systemd-analyze
+SYSTEM_PKGS := iproute2 nftables fuse3 libfuse3-3 systemd
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -z "$$missing" ]; then :; \
@@ -22,7 +23,7 @@ system-deps:
 		echo "installing $(SYSTEM_PKGS)"; \
 		apt-get install -y -q $(SYSTEM_PKGS) >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && apt-get install -y -q $(SYSTEM_PKGS) >/dev/null); \
-	else echo "note: ip/nft/fusermount3 missing and not root: namespace and power-loss tests will skip"; fi
+	else echo "note: ip/nft/fusermount3/systemd-analyze missing and not root: namespace, power-loss and unit-verify tests will skip"; fi
 
 run: $(STAMP)
 	$(VENV)/bin/hacontrol dev

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from hacontrol.controller.replica import WRITE_TIMEOUT_S, Controller, Result
 from hacontrol.controller.status import Member
+from hacontrol.observe.metrics import ServerMetrics
 from hacontrol.raft.config import NO_FSYNC, VOTE_NO_FSYNC
 from hacontrol.raft.replica import Replica
 from hacontrol.state import commands as C
@@ -72,8 +73,8 @@ class QuotaSkip(Controller):
     """Followers skip the quota check when they apply: their state diverges."""
 
     def __init__(self, me: Member, peers: list[Member], replica: Replica,
-                 machine: StateMachine) -> None:
-        super().__init__(me, peers, replica, machine)
+                 machine: StateMachine, metrics: ServerMetrics | None = None) -> None:
+        super().__init__(me, peers, replica, machine, metrics)
         machine.planted_quota_skip = lambda: not self.is_leader()
 
 

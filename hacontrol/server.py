@@ -25,6 +25,8 @@ from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknow
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
 from hacontrol.model.errors import Rejection
+from hacontrol.observe.logs import configure_logging
+from hacontrol.observe.metrics import ServerMetrics, TimedMachine
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
@@ -97,13 +99,15 @@ async def run_controller(args: Any) -> None:
     unsafe = planted.check_unsafe_no_fsync(bool(getattr(args, "unsafe_no_fsync", False)))
     install_fence()
     machine = StateMachine()
+    metrics = ServerMetrics()
     tuning = RaftTuning()
     if getattr(args, "compaction_entries", None):
         tuning = replace(tuning, log_compaction_min_entries=int(args.compaction_entries))
     replica = Replica(ReplicaConfig(node_id=args.id, raft_addr=args.raft,
                                     peers=[p.raft for p in peers], data_dir=data_dir,
                                     secret=secret, tuning=tuning,
-                                    durability=Durability.choose(unsafe, plant)), machine)
+                                    durability=Durability.choose(unsafe, plant)),
+                      TimedMachine(machine, metrics.apply))
     if not replica.durable:
         log.warning("FSYNC IS OFF (%s): a power cut loses acknowledged writes",
                     "--unsafe-no-fsync" if unsafe else f"--plant {plant}")
@@ -111,7 +115,7 @@ async def run_controller(args: Any) -> None:
         log.critical("serving nothing (readiness 503): %s", replica.storage_error)
     if plant is not None:
         log.warning("PLANTED FAULT %s is active: this replica is deliberately broken", plant)
-    ctl = planted.controller_class(plant)(me, peers, replica, machine)
+    ctl = planted.controller_class(plant)(me, peers, replica, machine, metrics)
     loop = asyncio.get_running_loop()
     ctl.attach_loop(loop)
     leadership = Leadership(ctl.leading_term)
@@ -120,7 +124,8 @@ async def run_controller(args: Any) -> None:
                        if getattr(args, f, None) is not None})
     app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
                     bootstrap_token=bool(token),
-                    agent_tls=client_context(tls) if tls is not None else None)
+                    agent_tls=client_context(tls) if tls is not None else None,
+                    metrics=metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True,
@@ -132,7 +137,8 @@ async def run_controller(args: Any) -> None:
                         on_elected=lambda term: ctl.local_event("leader_elected", leader=me.id,
                                                                 term=term),
                         grace_s=float(grace),
-                        probe=HealthProbe(client_context(tls)) if tls is not None else None)
+                        probe=HealthProbe(client_context(tls)) if tls is not None else None,
+                        metrics=metrics)
     leader_task = asyncio.create_task(leader.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     upkeep = [asyncio.create_task(keep_controller_credential(ctl, controller_credential(secret))),
@@ -154,6 +160,5 @@ async def run_controller(args: Any) -> None:
 
 
 def serve(args: Any) -> None:
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(str(args.log_level), getattr(args, "log_format", "text"))
     asyncio.run(run_controller(args))

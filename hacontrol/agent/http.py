@@ -9,15 +9,17 @@ this module and :mod:`hacontrol.agent.main` do not import each other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from hacontrol.agent.spec import AllocationEvent
 from hacontrol.model.checks import ALLOC_ID_RE
-from hacontrol.model.text import prometheus_label
+from hacontrol.observe.metrics import CONTENT_TYPE, allocation_families, new_registry
 from hacontrol.tls.roles import Role, peer_roles
 
 from .metrics import AllocationMetrics
@@ -135,26 +137,13 @@ def build_agent_app(local: LocalAllocations | None,
         await resp.write_eof()
         return resp
 
+    registry = new_registry()
+    registry.register(_AgentCollector(sup))
+
     async def metrics(_: web.Request) -> web.Response:
-        s = sup()
-        lines = ["# HELP hacontrol_agent_instances instances supervised",
-                 "# TYPE hacontrol_agent_instances gauge",
-                 f"hacontrol_agent_instances {sum(1 for a in s.allocations() if s.active(a))}"]
-        try:
-            samples = s.metrics()
-        except Exception:
-            samples = {}
-        reports = [(prometheus_label(alloc_id), metrics_report(m))
-                   for alloc_id, m in sorted(samples.items())]
-        for key in ("cpu_percent", "rss_bytes", "threads", "open_files", "io_read_bytes",
-                    "io_write_bytes"):
-            lines += [f"# HELP hacontrol_instance_{key} per-instance {key.replace('_', ' ')}",
-                      f"# TYPE hacontrol_instance_{key} gauge"]
-            for label, report in reports:
-                v = report.get(key)
-                if v is not None:
-                    lines.append(f'hacontrol_instance_{key}{{alloc="{label}"}} {v}')
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        sup()
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/v1/health", health)
@@ -162,3 +151,27 @@ def build_agent_app(local: LocalAllocations | None,
     app.router.add_post("/v1/allocations/{id}/{action}", action)
     app.router.add_get("/v1/allocations/{id}/logs", logs)
     return app
+
+
+class _AgentCollector:
+    """The agent's gauges, read from its supervisor at scrape time (the same allocation
+    series as the controllers', labelled by allocation only: the agent knows no jobs)."""
+
+    def __init__(self, local: Callable[[], LocalAllocations]) -> None:
+        self.local = local
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.local()
+        yield GaugeMetricFamily("hacontrol_agent_allocations",
+                                "allocations this agent supervises",
+                                value=sum(1 for a in s.allocations() if s.active(a)))
+        try:
+            samples = s.metrics()
+        except Exception:  # a sampler failure must not fail the scrape
+            samples = {}
+        yield from allocation_families(
+            (({"allocation": alloc_id}, metrics_report(m))
+             for alloc_id, m in sorted(samples.items())), ("allocation",))

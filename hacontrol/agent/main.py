@@ -24,6 +24,7 @@ from aiohttp import web
 
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
+from hacontrol.observe.logs import configure_logging
 from hacontrol.tls.context import TLSConfig, client_context, server_context
 from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
@@ -333,6 +334,5 @@ def _read_secret(path: Any, env: str) -> str | None:
 
 
 def run_agent(args: Any) -> None:
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(str(args.log_level), getattr(args, "log_format", "text"))
     asyncio.run(agent_main(args))

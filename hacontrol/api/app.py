@@ -13,9 +13,10 @@ import ssl
 
 from aiohttp import web
 
+from hacontrol.observe.metrics import ServerMetrics
 from hacontrol.scheduler.leader_state import Leadership
 
-from . import acl_routes, agent_routes, openapi, ops_routes, routes, ui
+from . import acl_routes, agent_routes, metrics_routes, openapi, ops_routes, routes, ui
 from .auth import acl_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
@@ -27,14 +28,18 @@ from .request import ACL_CONFIGURED, AGENT_TLS, CLUSTER, LEADERSHIP, MAX_BODY, S
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
               token: str, limits: Limits | None = None, *,
               bootstrap_token: bool = False,
-              agent_tls: ssl.SSLContext | None = None) -> web.Application:
+              agent_tls: ssl.SSLContext | None = None,
+              metrics: ServerMetrics | None = None) -> web.Application:
     """The API of one replica. `token`: the credential the controllers present to agents
     (requests are authorised against the replicated ACL tables, never against it);
     `limits`: caps on bodies and table sizes; `bootstrap_token`: this replica was given a
     token to bootstrap with, and is ready only once it is applied; `agent_tls`: the client
-    context for calls to agents (mutual TLS, the agent's role checked), None for plain HTTP."""
+    context for calls to agents (mutual TLS, the agent's role checked), None for plain HTTP;
+    `metrics`: the replica's instruments (a registry of this app's own when not given)."""
     limits = limits or Limits()
-    app = web.Application(middlewares=[error_middleware, peer_role_middleware(),
+    metrics = metrics if metrics is not None else ServerMetrics()
+    app = web.Application(middlewares=[metrics_routes.metrics_middleware(metrics),
+                                       error_middleware, peer_role_middleware(),
                                        acl_middleware()],
                           client_max_size=limits.max_body_bytes)
     app[MAX_BODY] = limits.max_body_bytes
@@ -48,6 +53,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     agent_routes.register(app)
     acl_routes.register(app)
     ops_routes.register(app)
+    metrics_routes.register(app, metrics)
     ui.register(app)
     openapi.register(app)  # documents every route, whenever it was registered
     return app

@@ -1,5 +1,5 @@
 """Operations beyond plain CRUD: node drain, job versions and revert, the event stream,
-allocation controls and logs (carried to the agent that runs the allocation), and metrics.
+allocation controls and logs (carried to the agent that runs the allocation).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from aiohttp import web
 from hacontrol.controller.errors import AgentUnreachable
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import Rejection, conflict, invalid, not_found
-from hacontrol.model.text import prometheus_label
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.roles import Role
@@ -24,12 +23,10 @@ from .openapi import READ_ERRORS, STALE, WRITE_ERRORS, Operation, Param, documen
 from .request import (
     AGENT_SESSION,
     AGENT_TLS,
-    cluster_of,
     controllers_credential,
     idem_key,
     is_stale,
     json_body,
-    leader_of,
     only_fields,
     store_of,
 )
@@ -257,52 +254,6 @@ async def _to_agent(request: web.Request, method: str, address: str, path: str,
         raise AgentUnreachable(str(exc)) from None
 
 
-# ------------------------------------------------------------------- metrics
-
-def _prom(lines: list[str], name: str, value: float, help_: str, kind: str = "gauge",
-          **labels: str) -> None:
-    if not any(line.startswith(f"# HELP {name} ") for line in lines):
-        lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-    lab = ",".join(f'{k}="{prometheus_label(v)}"' for k, v in labels.items())
-    lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
-
-
-@documented(Operation("Prometheus metrics of this replica", "status", media="text/plain",
-                      errors=(401, 403)))
-async def metrics(request: web.Request) -> web.Response:
-    st = cluster_of(request).status()
-    lines: list[str] = []
-    _prom(lines, "hacontrol_raft_term", st["term"], "current Raft term")
-    _prom(lines, "hacontrol_raft_commit_index", st["commit_index"], "Raft commit index")
-    _prom(lines, "hacontrol_raft_applied_index", st["applied_index"], "last applied index")
-    _prom(lines, "hacontrol_raft_leader", 1 if st["role"] == "leader" else 0,
-          "1 on the leader")
-    _prom(lines, "hacontrol_healthy", 1 if st["healthy"] else 0, "replica health")
-
-    def counts(m: StateMachine) -> tuple[dict[str, int], int, int]:
-        by_state: dict[str, int] = {}
-        for a in m.allocs.values():
-            by_state[a.state] = by_state.get(a.state, 0) + 1
-        return by_state, len(m.jobs), sum(1 for n in m.nodes.values() if n.status == "ready")
-    by_state, jobs, nodes = store_of(request).read_local(counts)
-    _prom(lines, "hacontrol_jobs", jobs, "jobs known")
-    _prom(lines, "hacontrol_nodes_ready", nodes, "nodes ready")
-    for state, n in sorted(by_state.items()):
-        _prom(lines, "hacontrol_allocations", n, "allocations by state", state=state)
-    leader = leader_of(request)
-    for alloc_id, mt in sorted((leader.alloc_metrics if leader else {}).items()):
-        for key, help_ in (("cpu_percent", "instance CPU percent of one core"),
-                           ("rss_bytes", "instance resident memory"),
-                           ("threads", "instance threads"),
-                           ("open_files", "instance open files"),
-                           ("io_read_bytes", "instance bytes read"),
-                           ("io_write_bytes", "instance bytes written")):
-            if mt.get(key) is not None:
-                _prom(lines, f"hacontrol_instance_{key}", mt[key], help_, alloc=alloc_id)
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
-                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
-
-
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     tls = app[AGENT_TLS]
     connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
@@ -319,7 +270,6 @@ def register(app: web.Application) -> None:
     r.add_get("/v1/events", events)
     r.add_post("/v1/allocations/{id}/{action}", alloc_action)
     r.add_get("/v1/allocations/{id}/logs", alloc_logs)
-    r.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_session_ctx)
 
 

@@ -79,6 +79,7 @@ class DevConfig:
     agent_port: int = 8200
     host: str = "127.0.0.1"
     log_level: str = "info"
+    log_format: str = "text"
     ready_timeout_s: float = 30.0
     tls: bool = False
 
@@ -93,6 +94,7 @@ class DevConfig:
             agent_port=args.agent_port,
             host=args.host,
             log_level=args.log_level,
+            log_format=getattr(args, "log_format", "text"),
             ready_timeout_s=getattr(args, "ready_timeout", 30.0),
             tls=bool(getattr(args, "tls", False)),
         )
@@ -239,7 +241,7 @@ class DevCluster:
             argv += [
                 "--secret-file", str(d / "secret"),
                 "--token-file", str(d / "token"),
-                "--log-level", cfg.log_level,
+                "--log-level", cfg.log_level, "--log-format", cfg.log_format,
                 *(self.pki.flags(Role.SERVER) if self.pki else ["--insecure-http"]),
             ]
             self.servers.append(
@@ -255,7 +257,7 @@ class DevCluster:
                 "--controllers", controllers,
                 "--intro-token-file", str(intro_path(d, f"n{j}")),
                 "--port", str(cfg.agent_port + j),
-                "--log-level", cfg.log_level,
+                "--log-level", cfg.log_level, "--log-format", cfg.log_format,
                 *(self.pki.flags(Role.AGENT) if self.pki else []),
             ]
             self.agents.append(

@@ -13,7 +13,7 @@ from typing import IO
 from hacontrol import __version__
 from hacontrol.cli import output
 from hacontrol.cli.client import DEFAULT_ADDR, Client, ClientError, split_addrs
-from hacontrol.cli.commands import GROUPS
+from hacontrol.cli.commands import GROUPS, completion
 from hacontrol.cli.commands.base import (
     EXIT_ERROR,
     EXIT_OK,
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         group.register(sub)
+    completion.register(sub, parser)
     return parser
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
+from hacontrol.cli import colour
 from hacontrol.model.text import strip_terminal_controls
 
 MISSING = "-"
@@ -17,6 +18,13 @@ def terminal_safe(text: str) -> str:
     """Server-provided `text` as it may reach a terminal: names, messages and labels come
     from other users and agents, and an escape sequence in one must print, not act."""
     return strip_terminal_controls(text)
+
+
+def human(text: str, out: IO[str]) -> str:
+    """Server-provided `text` made terminal-safe, with colour when `out` is a terminal
+    (see `colour`)."""
+    safe = terminal_safe(text)
+    return colour.paint(safe) if colour.enabled(out) else safe
 
 
 def to_json(value: Any) -> str:

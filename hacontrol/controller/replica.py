@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hacontrol.model.errors import Rejection
+from hacontrol.observe.metrics import ServerMetrics
 from hacontrol.raft.bridge import ApplyFailed, LogBridge
 from hacontrol.raft.bridge import NotApplied as LogNotApplied
 from hacontrol.raft.bridge import OutcomeUnknown as LogOutcomeUnknown
@@ -40,7 +41,8 @@ class Controller:
     """This replica's state machine behind its Raft log."""
 
     def __init__(self, me: Member, peers: list[Member], replica: Replica,
-                 machine: StateMachine) -> None:
+                 machine: StateMachine, metrics: ServerMetrics | None = None) -> None:
+        """`metrics`: where commit latencies are recorded (none when not given)."""
         self.me = me
         self.id = me.id
         self.members = sorted([me, *peers], key=lambda m: m.id)
@@ -48,6 +50,7 @@ class Controller:
         self.replica = replica
         self.machine = machine
         self.bridge = LogBridge(replica)
+        self.metrics = metrics
         self._changes: ChangeFeed | None = None
         # Generated idempotency keys: unique per process start, cheaper than uuid4.
         self._key_prefix = f"{me.id}-{uuid.uuid4().hex[:12]}-"
@@ -128,8 +131,11 @@ class Controller:
         what the log did with it.
         """
         cmd = self.command(op, args, idem, actor)
+        start = time.perf_counter()
         try:
             result = await self.bridge.submit(cmd.encode(), timeout)
+            if self.metrics is not None:
+                self.metrics.commit.observe(time.perf_counter() - start)
         except LogNotApplied as exc:
             raise NotApplied(str(exc), self.status()["leader"]) from None
         except LogOutcomeUnknown as exc:

@@ -16,6 +16,8 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from hacontrol.controller.errors import ControlError, Rejection
+from hacontrol.observe.metrics import ServerMetrics
+from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.roles import Role
 
@@ -77,15 +79,18 @@ class LeaderLoop:
     def __init__(self, proposer: Proposer, leadership: Leadership,
                  wait_changed: Callable[[float], Awaitable[None]],
                  on_elected: Callable[[int], None] = lambda term: None,
-                 grace_s: float = DEFAULT_GRACE_S, probe: Probe | None = None) -> None:
+                 grace_s: float = DEFAULT_GRACE_S, probe: Probe | None = None,
+                 metrics: ServerMetrics | None = None) -> None:
         """`probe(address)`: whether a silent node's agent still answers (default: its
-        health endpoint over plain HTTP, or https with the system's CAs)."""
+        health endpoint over plain HTTP, or https with the system's CAs); `metrics`: where
+        placement latencies and counts are recorded."""
         self.proposer = proposer
         self.leadership = leadership
         self.wait_changed = wait_changed
         self.on_elected = on_elected
         self.grace_s = grace_s
         self.probe = probe if probe is not None else HealthProbe()
+        self.metrics = metrics
         self._probes: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -108,11 +113,14 @@ class LeaderLoop:
             leader.announced = True
             log.info("leading term %d", leader.term)
             self.on_elected(leader.term)
+        start = time.perf_counter()
         now = Now(wall=time.time(), mono=time.monotonic())
         # Only the survey holds the state still; planning runs outside the apply lock.
         found = self.proposer.read_local(lambda m: survey(m, leader, now, self.grace_s))
         decisions = finish(found)
         await self.carry_out(decisions, leader)
+        if self.metrics is not None and any(p.op == C.PLAN for p in decisions.proposals):
+            self.metrics.placement.observe(time.perf_counter() - start)
 
     async def carry_out(self, decisions: Decisions, leader: LeaderState) -> None:
         """Record the decisions' notes in `leader`, then propose their commands in order."""
@@ -135,6 +143,9 @@ class LeaderLoop:
                     raise
                 log.info("%s %s refused: %s", p.op, _target(p.args), _message(err))
                 continue
+            if self.metrics is not None and p.op == C.PLAN:
+                self.metrics.placed.inc(len(res.get("placed") or ()))
+                self.metrics.plans_rejected.inc(len(res.get("rejected") or ()))
             if res.get("rejected"):
                 log.info("plan: %d placed, %d rejected on apply", len(res["placed"]),
                          len(res["rejected"]))

@@ -11,6 +11,7 @@ import urllib.request
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import Cluster, free_ports, pid_alive, wait_for
 
@@ -98,7 +99,18 @@ def test_metrics_and_health(cluster: Cluster) -> None:
     text = urllib.request.urlopen(urllib.request.Request(
         f"{leader.api}/metrics", headers={"Authorization": f"Bearer {cluster.token}"}),
         timeout=10).read().decode()
-    assert "hacontrol_raft_term" in text and f'alloc="{alloc["id"]}"' in text
+    assert "hacontrol_raft_term" in text and f'allocation="{alloc["id"]}"' in text
+    # The instruments are wired into the real replica: the job's write was committed and
+    # applied, the leader placed it, and the request was timed by its route's pattern.
+    values = {s.name + str(sorted(s.labels.items())): s.value
+              for f in text_string_to_metric_families(text) for s in f.samples}
+    for name in ("hacontrol_raft_commit_duration_seconds_count",
+                 "hacontrol_raft_apply_duration_seconds_count",
+                 "hacontrol_scheduler_placement_duration_seconds_count",
+                 "hacontrol_scheduler_placements_total"):
+        assert values[name + "[]"] >= 1, name
+    assert any(k.startswith("hacontrol_http_request_duration_seconds_count") and
+               "('route', '/v1/allocations/{id}')" in k for k in values), values.keys()
 
 
 def test_cut_off_instances_stop_after_disconnect_timeout(cluster: Cluster) -> None:

@@ -149,7 +149,8 @@ def test_server_metrics_escape_label_values() -> None:
     assert status == 200
     lines = body.decode().splitlines()
     assert not any(line.startswith("evil") for line in lines)
-    assert 'hacontrol_instance_cpu_percent{alloc="x\\"} 1\\nevil{a=\\""} 1.0' in lines
+    assert ('hacontrol_allocation_cpu_ratio{allocation="x\\"} 1\\nevil{a=\\"",job_name="",'
+            'namespace="",node=""} 0.01') in lines
 
 
 # --- the page, and other origins -----------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 from hacontrol.cli.commands.base import (
     EXIT_ERROR,
     EXIT_OK,
+    LOG_FORMATS,
     LOG_LEVELS,
     SubParsers,
     missing_component,
@@ -41,6 +42,8 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--cpu", type=non_negative_float, default=None, help="CPU capacity to offer")
     p.add_argument("--memory-mb", type=non_negative_int, default=None, help="memory to offer")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="text lines (default) or one JSON object per line")
     p.add_argument("--label", action="append", default=[], type=label_pair, metavar="KEY=VALUE",
                    help="a node label for placement constraints (repeat for each)")
     p.add_argument("--bind", default="127.0.0.1", type=bind_host, metavar="HOST",

@@ -30,6 +30,7 @@ class UsageError(Exception):
 
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+LOG_FORMATS = ["text", "json"]  # as hacontrol.observe.logs.LOG_FORMATS
 
 
 def connection_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
@@ -72,7 +73,7 @@ def show(args: argparse.Namespace, out: IO[str], result: Json,
     if args.json:
         output.print_json(result, out)
     else:
-        out.write(output.terminal_safe(render()) + "\n")
+        out.write(output.human(render(), out) + "\n")
     return EXIT_OK
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hacontrol.cli.commands.base import LOG_LEVELS, SubParsers
+from hacontrol.cli.commands.base import LOG_FORMATS, LOG_LEVELS, SubParsers
 from hacontrol.cli.commands.flags import non_negative_float, non_negative_int
 
 
@@ -19,6 +19,8 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--agent-port", type=non_negative_int, default=8200)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="text lines (default) or one JSON object per line")
     p.add_argument("--tls", action="store_true",
                    help="run every link over (mutual) TLS, with a CA and certificates "
                         "made under DATA/tls/ (clients trust DATA/tls/ca.pem)")

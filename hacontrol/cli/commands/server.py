@@ -10,6 +10,7 @@ from pathlib import Path
 from hacontrol.cli.commands.base import (
     EXIT_ERROR,
     EXIT_OK,
+    LOG_FORMATS,
     LOG_LEVELS,
     SubParsers,
     missing_component,
@@ -42,6 +43,8 @@ def register(sub: SubParsers) -> None:
                    help="a secret that becomes the first management token; without it the "
                         "cluster starts locked until 'hacontrol acl bootstrap'")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="text lines (default) or one JSON object per line")
     p.add_argument("--compaction-entries", type=non_negative_int, default=None,
                    help="compact the Raft log after this many entries (default 5000)")
     p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
