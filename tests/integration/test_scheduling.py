@@ -212,3 +212,15 @@ def test_concurrent_scale_ups_never_exceed_quota(cluster: Cluster) -> None:
     assert seen and max(seen) <= 20 and final["usage"]["processes"] <= 20
     counts = [cluster.api("GET", f"/v1/jobs/team/j{j}").body["job"]["count"] for j in range(5)]
     assert sum(counts) == final["usage"]["processes"]
+
+
+def test_one_job_spreads_over_two_real_nodes(cluster: Cluster) -> None:
+    cluster.start_agent("n1")
+    cluster.start_agent("n2")
+    wait_for(lambda: len(cluster.api("GET", "/v1/nodes").body["nodes"]) == 2, 20,
+             what="two nodes")
+    assert cluster.write("PUT", "/v1/jobs/default/web", {**SLEEP, "count": 4}).status == 200
+    running = wait_for(lambda: len(live(cluster, "web")) == 4 and live(cluster, "web"), 30,
+                       what="four allocations running")
+    on = [a["node"] for a in running]
+    assert sorted(on) == ["n1", "n1", "n2", "n2"], on
