@@ -224,3 +224,26 @@ def test_one_job_spreads_over_two_real_nodes(cluster: Cluster) -> None:
                        what="four allocations running")
     on = [a["node"] for a in running]
     assert sorted(on) == ["n1", "n1", "n2", "n2"], on
+
+
+def test_a_non_zero_exit_never_restarted_is_failed_everywhere(cluster: Cluster) -> None:
+    cluster.start_agent("n1")
+    spec = {"command": ["sh", "-c", "exit 3"], "restart": {"policy": "never"},
+            "resources": {"cpu": 0.1, "memory_mb": 16}}
+    assert cluster.write("PUT", "/v1/jobs/default/three", spec).status == 200
+
+    def failed() -> dict | None:
+        job = cluster.api("GET", "/v1/jobs/default/three").body["job"]
+        return job if job["counts"]["failed"] == 1 else None
+    job = wait_for(failed, 30, what="the allocation failed")
+    assert job["status"] == "failed" and job["counts"]["exited"] == 0, job
+    (a,) = job["allocations"]
+    assert a["state"] == "failed" and a["exit_code"] == 3 and "never" in a["message"], a
+    events = cluster.api("GET", "/v1/events?follow=false&type=alloc_failed").body["events"]
+    assert [e["alloc"] for e in events] == [a["id"]] and events[0]["exit_code"] == 3
+    # Exit 0 with the same policy is no failure.
+    cluster.write("PUT", "/v1/jobs/default/zero", {**spec, "command": ["true"]})
+    ok = wait_for(lambda: [x for x in cluster.allocs("zero") if x["state"] == "exited"], 30,
+                  what="exited")
+    assert ok[0]["exit_code"] == 0
+    assert cluster.api("GET", "/v1/jobs/default/zero").body["job"]["status"] == "running"
