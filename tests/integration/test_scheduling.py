@@ -247,3 +247,40 @@ def test_a_non_zero_exit_never_restarted_is_failed_everywhere(cluster: Cluster) 
                   what="exited")
     assert ok[0]["exit_code"] == 0
     assert cluster.api("GET", "/v1/jobs/default/zero").body["job"]["status"] == "running"
+
+
+def test_cli_plan_then_run_with_check_index_follows_the_deployment(cluster: Cluster,
+                                                                    tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    cluster.start_agent("n1")
+    wait_for(lambda: len(cluster.api("GET", "/v1/nodes").body["nodes"]) == 1, 20,
+             what="the node")
+    env = {**os.environ, "HACONTROL_ADDR": ",".join(r.api for r in cluster.replicas),
+           "HACONTROL_TOKEN": cluster.token}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hacontrol", *argv], env=env,
+                              capture_output=True, text=True, timeout=90)
+    job_file = tmp_path / "web.json"
+    job_file.write_text(json.dumps({"name": "web", **SLEEP, "count": 2}))
+    plan = cli("job", "plan", str(job_file), "--json")
+    assert plan.returncode == 1, plan.stderr  # changes to make
+    answer = json.loads(plan.stdout)
+    assert answer["job_modify_index"] == 0 and answer["changes"]["create"] == 2
+    assert {p["node"] for p in answer["placements"]} == {"n1"}
+    assert cluster.api("GET", "/v1/jobs/default/web").status == 404  # the plan changed nothing
+    run = cli("job", "run", str(job_file), "--check-index", "0")
+    assert run.returncode == 0, run.stderr
+    assert "succeeded: 2 of 2 allocations running and healthy" in run.stdout, run.stdout
+    assert len(live(cluster, "web")) == 2  # waited until they ran
+    again = cli("job", "run", str(job_file), "--check-index", "0")
+    assert again.returncode == 1 and "check_index" not in again.stdout
+    assert "already exists" in again.stderr, again.stderr
+    job_file.write_text(json.dumps({"name": "web", "command": ["sh", "-c", "exit 3"],
+                                    "restart": {"policy": "never"}, "count": 1,
+                                    "resources": {"cpu": 0.1, "memory_mb": 16}}))
+    failed = cli("job", "run", str(job_file))
+    assert failed.returncode == 1
+    assert "failed: exited with code 3; restart policy is never" in failed.stderr, failed.stderr
