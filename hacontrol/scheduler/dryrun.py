@@ -124,9 +124,16 @@ def survey(m: StateMachine, ns: str, name: str, spec: JobSpec, now_wall: float) 
         if a.desired == DesiredState.STOP and not a.terminal and a.node is not None:
             a.state = AllocState.STOPPED  # its room is free once it has stopped
 
-    machine = StateMachine()
-    machine.store = store
-    demands, rooms, blocked = placement_inputs_of(machine, now_wall)
+    demands: list[Demand] = []
+    rooms: list[NodeRoom] = []
+    blocked: dict[str, str] = {}
+    if any(store.allocs[i].job == name and store.allocs[i].namespace == ns
+           for i in store.pending):
+        # The leader's own inputs, other jobs' pending work included (it competes for
+        # room by priority): a walk over every allocation, as one placement round costs.
+        machine = StateMachine()
+        machine.store = store
+        demands, rooms, blocked = placement_inputs_of(machine, now_wall)
     entries = _entries(before, store.job_allocs(forked), forked, job, rolling)
     return PlanSurvey(job.modify_index if job is not None else 0, diff, quota, entries,
                       forked.version, bool(result.get("changed")), m.index,
