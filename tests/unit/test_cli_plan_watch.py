@@ -73,6 +73,15 @@ def test_plan_json_and_no_changes(spec: Path, capsys: pytest.CaptureFixture[str]
     assert '"job_modify_index": 7' in capsys.readouterr().out
 
 
+def test_plan_errors_exit_255_since_1_means_changes(
+        spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi()
+    api.routes[("POST", "/v1/jobs/default/web/plan")] = lambda s: json_response(422, {
+        "error": {"code": "invalid", "field": "count", "message": "must be an integer"}})
+    assert api.run("job", "plan", str(spec)) == 255
+    assert "must be an integer" in capsys.readouterr().err
+
+
 def test_run_with_check_index_sends_it_and_a_409_names_the_field(
         spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
     api = FakeApi()

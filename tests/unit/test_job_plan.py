@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
+from hacontrol.api.schemas import PLAN
 from hacontrol.model.errors import Rejection
 from hacontrol.model.spec_parse import parse_job_spec
 from hacontrol.scheduler import dryrun
@@ -171,6 +173,7 @@ def test_plan_route_needs_submit_job_changes_nothing_and_check_index_is_a_409() 
         root = bootstrap(call)
         status, body = call("POST", "/v1/jobs/default/web/plan", SPEC, root)
         assert status == 200 and body["job_modify_index"] == 0, body
+        jsonschema_rs.validate(PLAN, body)  # the answer is what the OpenAPI document says
         assert body["changes"]["pending"] == 1  # no nodes registered
         assert body["placements"][0]["reason"] == "no nodes registered"
         status, put = call("PUT", "/v1/jobs/default/web?check_index=0", SPEC, root)
@@ -179,6 +182,7 @@ def test_plan_route_needs_submit_job_changes_nothing_and_check_index_is_a_409() 
         status, body = call("POST", "/v1/jobs/default/web/plan", {**SPEC, "count": 2}, root)
         assert status == 200 and body["job_modify_index"] == put["job"]["modify_index"]
         assert body["diff"] == [{"field": "count", "type": "edited", "old": 1, "new": 2}]
+        jsonschema_rs.validate(PLAN, body)
         assert replica.m.digest() == before and replica.m.index == index
         for query, code, field_status in (("0", "conflict", 409), ("abc", "invalid", 422),
                                           ("-1", "invalid", 422)):

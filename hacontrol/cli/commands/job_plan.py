@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -60,8 +61,13 @@ def load_job(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
 
 
 def cmd_job_plan(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
-    ns, name, body = load_job(args)
-    result = client.post(job_path(ns, name) + "/plan", body)
+    try:
+        ns, name, body = load_job(args)
+        result = client.post(job_path(ns, name) + "/plan", body)
+    except ClientError as exc:
+        # 1 means "changes" here, so an error needs its own code (255, as Nomad's).
+        sys.stderr.write(f"error: {output.terminal_safe(str(exc))}\n")
+        return EXIT_PLAN_ERROR
     if args.json:
         output.print_json(result, out)
     else:
