@@ -373,7 +373,8 @@ def clusters(draw: st.DrawFn) -> tuple[list[Demand], list[NodeRoom]]:
                           eligible=draw(st.booleans()), allocs=tuple(allocs)))
     # Constraints and scoring belong to a job, as in job files: every instance shares them.
     specs = {job: (tuple(draw(st.lists(CONSTRAINT, max_size=2))),
-                   draw(st.sampled_from(["binpack", "spread"])))
+                   draw(st.sampled_from(["binpack", "spread"])),
+                   draw(st.integers(0, 6)))  # job_count: 0 is `spread: false`
              for job in ["web", "db", "etl"]}
     demands = []
     for j in range(draw(st.integers(0, 25))):
@@ -382,7 +383,7 @@ def clusters(draw: st.DrawFn) -> tuple[list[Demand], list[NodeRoom]]:
                               priority=draw(st.integers(0, 100)),
                               job_type=draw(st.sampled_from(["service", "batch"])),
                               constraints=specs[job][0], scoring=specs[job][1],
-                              preempt=draw(st.booleans())))
+                              preempt=draw(st.booleans()), job_count=specs[job][2]))
     return demands, nodes
 
 
