@@ -132,6 +132,7 @@ CHECK_INDEX = Param("check_index", {"type": "integer", "minimum": 0},
                     "refuse (409, field check_index) unless the job's modify index is still "
                     "this one, as returned by its plan; 0: the job must not exist yet")
 
+
 def _job_path(request: web.Request) -> tuple[str, str]:
     return (check_name(request.match_info["ns"], "namespace"),
             check_name(request.match_info["name"], "name"))

@@ -180,8 +180,8 @@ class Store:
         What applying such a command may change is copied: the job, its allocations, the
         indexes and per-node histories they are in, the pending set and the usage sums.
         Every other record is shared with this store and must not be changed through the
-        copy. It costs a copy of each table's dict, not of its records, and runs under
-        the apply lock, so a plan never delays applies by more than that."""
+        copy. It costs a copy of each table's dict, not of its records (21 ms with 100,000
+        allocations, `bench/dryrun.py`); the caller holds the apply lock meanwhile."""
         f = copy.copy(self)
         f.namespaces = dict(self.namespaces)
         f.jobs = dict(self.jobs)
