@@ -197,3 +197,29 @@ def test_plan_route_needs_submit_job_changes_nothing_and_check_index_is_a_409() 
             status, body = call("POST", "/v1/jobs/default/web/plan", SPEC, token)
             assert status == 403 and body["error"]["code"] == "forbidden", body
     session(replica, script)
+
+
+def test_the_fork_leaves_every_index_of_the_real_store_alone() -> None:
+    # The indexes are not in the digest: compare them one by one. The plan below makes
+    # the fork forget placed allocations (history trimming), which touches the per-node
+    # index and the agents' delta-sync history of their nodes.
+    w = World("n1", "n2", cpu=4.0)
+    w.put_job("web", count=22, resources={"cpu": 0.1, "memory_mb": 16})
+    w.settle()
+    w.put_job("web", count=0, resources={"cpu": 0.1, "memory_mb": 16})
+    w.settle()
+    w.put_job("web", count=3, resources={"cpu": 64, "memory_mb": 16})  # cannot be placed
+    w.settle()
+    s = w.m.store
+
+    def indexes() -> Any:
+        return (dict(s.allocs), {k: dict(v) for k, v in s.by_node.items()},
+                {k: dict(v) for k, v in s.by_job.items()}, dict(s.pending),
+                {k: list(v) for k, v in s.removed.items()}, dict(s.removed_floor),
+                dict(s.usage), set(s.touched_nodes), s.alloc_seq,
+                {i: (a.state, a.desired, a.node, a.message) for i, a in s.allocs.items()},
+                [(j.version, j.modify_index, j.spec, len(j.history)) for j in s.jobs.values()])
+    before = indexes()
+    p = plan(w, "web", count=0, resources={"cpu": 64, "memory_mb": 16})
+    assert p["changes"]["stop"] == 3
+    assert indexes() == before
