@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from hacontrol.cli import output
-from hacontrol.cli.client import Client
+from hacontrol.cli.client import RETRY_STATUSES, Client, ClientError
 
 POLL_S = 0.5
 DEFAULT_DEADLINE_S = 300.0  # the rolling update's default deadline_s
@@ -116,7 +116,16 @@ def watch(client: Client, path: str, version: int, out: IO[str], err: IO[str], *
     shown = ""
     deadline: float | None = None if timeout_s is None else start + timeout_s
     while True:
-        job = dict((client.get(path) or {}).get("job") or {})
+        try:
+            job = dict((client.get(path) or {}).get("job") or {})
+        except ClientError as exc:
+            # The client has retried and failed over already; a cluster that is electing a
+            # leader or out of reach is waited for until the deadline, anything else ends it.
+            if exc.status not in (0, *RETRY_STATUSES) or clock() >= (
+                    deadline if deadline is not None else start + DEFAULT_DEADLINE_S):
+                raise
+            client.sleep(POLL_S)
+            continue
         if deadline is None:
             deadline = start + deadline_of(job)
         line = progress_of(job, version).line()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hacontrol.cli.client import Client, RetryPolicy
+from hacontrol.cli.client import Client, ClientError, RetryPolicy
 from hacontrol.cli.watch import Verdict, judge, progress_of, watch
 
 from .cli_fake import FakeApi, Seen, json_response
@@ -177,3 +177,20 @@ def test_watch_redraws_on_a_terminal_and_gives_up_at_the_deadline() -> None:
     assert out.getvalue().count("\r\x1b[K") == 2  # one redraw per change, not per poll
     assert "timed out after 3s; version 2: placed 1/2, running 1" in err.getvalue()
     assert len([s for s in api.seen if s.method == "GET"]) == 7  # every 0.5 s for 3 s
+
+
+def test_watch_waits_out_an_unavailable_cluster_but_not_a_missing_job() -> None:
+    answers: list[Any] = [(503, {"error": {"code": "unavailable", "message": "no leader"}}),
+                          (200, job(alloc(1, "running"), alloc(2, "running")))]
+    api = FakeApi()
+    api.routes[("GET", "/v1/jobs/default/web")] = lambda s: json_response(*answers.pop(0))
+    client = Client([api.url], transport=api.transport, sleep=lambda s: None,
+                    retry=RetryPolicy(attempts=1))
+    out, err = io.StringIO(), io.StringIO()
+    assert watch(client, "/v1/jobs/default/web", 2, out, err, tty=False) == 0
+    assert "succeeded" in out.getvalue()
+    api.routes[("GET", "/v1/jobs/default/web")] = lambda s: json_response(
+        404, {"error": {"code": "not_found", "message": "job default/web not found"}})
+    with pytest.raises(ClientError) as exc:
+        watch(client, "/v1/jobs/default/web", 2, out, err, tty=False)
+    assert exc.value.status == 404
