@@ -163,7 +163,7 @@ def _query_int(raw: str, field: str) -> int:
 
 @documented(Operation("Plan a job: what submitting the spec would change, without "
                       "changing anything (a scheduler dry run)", "jobs", ok=PLAN,
-                      body=spec_schema(), errors=READ_ERRORS))
+                      body=spec_schema(), errors=(*READ_ERRORS, 400, 413)))
 async def plan_job(request: web.Request) -> web.Response:
     ns, name = _job_path(request)
     spec = parse_job_spec(await json_body(request))
