@@ -74,6 +74,14 @@ def next_attempt_base(policy: RestartSpec, attempt: int, uptime_s: float) -> int
     return 0 if uptime_s >= policy.min_uptime_s else max(attempt, 0)
 
 
+def _failure(exit_code: int | None, signal: str | None, failed: bool) -> str:
+    if failed:
+        return "failed health checks"
+    if signal is not None:
+        return f"killed by {signal}"
+    return f"exited with code {exit_code}"
+
+
 @dataclass(frozen=True)
 class RestartState:
     """What the decision needs to remember between exits of one allocation."""
@@ -102,11 +110,14 @@ def decide(
 ) -> Decision:
     """What to do after a process ended (not by request)."""
     if not should_restart(policy, exit_code, signal, failed):
-        if policy.policy == RestartPolicy.NEVER:
-            reason = "restart policy is never"
-        else:
-            reason = "completed successfully"
-        return Decision(ACTION_COMPLETE, 0.0, state, reason)
+        if policy.policy != RestartPolicy.NEVER:
+            return Decision(ACTION_COMPLETE, 0.0, state, "completed successfully")
+        if failed or signal is not None or exit_code != 0:
+            # A failure that will not be restarted is a failed allocation, not an exited
+            # one that looks as if it had finished its work (as Nomad marks it).
+            return Decision(ACTION_GIVE_UP, 0.0, state,
+                            f"{_failure(exit_code, signal, failed)}; restart policy is never")
+        return Decision(ACTION_COMPLETE, 0.0, state, "restart policy is never")
     recent = recent_restarts(policy, state.restart_times, now)
     if gave_up(policy, recent, now):
         reason = f"gave up: more than {policy.max_restarts} restarts within {policy.window_s:g}s"

@@ -64,6 +64,9 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("GET", "/v1/jobs/{ns}/{name}"): act(A.READ_JOB, "ns"),
     ("PUT", "/v1/jobs/{ns}/{name}"): act(A.SUBMIT_JOB, "ns"),
     ("DELETE", "/v1/jobs/{ns}/{name}"): act(A.SUBMIT_JOB, "ns"),
+    # A plan changes nothing, but it is the preview of a submission and shows where the
+    # cluster has room: it needs what submitting needs (as Nomad's job plan does).
+    ("POST", "/v1/jobs/{ns}/{name}/plan"): act(A.SUBMIT_JOB, "ns"),
     ("POST", "/v1/jobs/{ns}/{name}/scale"): act(A.SCALE_JOB, "ns"),
     ("GET", "/v1/jobs/{ns}/{name}/versions"): act(A.READ_JOB, "ns"),
     ("POST", "/v1/jobs/{ns}/{name}/revert"): act(A.SUBMIT_JOB, "ns"),

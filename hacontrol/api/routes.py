@@ -6,6 +6,7 @@ machine or the scheduler. Failures are raised, and answered by `errors.error_mid
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -14,13 +15,14 @@ from hacontrol.acl.authorize import Action
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import invalid, not_found
 from hacontrol.model.spec_parse import parse_count, parse_job_spec
+from hacontrol.scheduler import dryrun
 from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.validate import parse_quota
+from hacontrol.state.validate import parse_check_index, parse_quota
 
 from .auth import visible
-from .openapi import STALE, WRITE_ERRORS, Operation, Param, documented
+from .openapi import READ_ERRORS, STALE, WRITE_ERRORS, Operation, Param, documented
 from .request import (
     ACL_CONFIGURED,
     cluster_of,
@@ -38,6 +40,7 @@ from .schemas import (
     NAME,
     NAMESPACE,
     NODE,
+    PLAN,
     QUOTA_BODY,
     READY,
     STATUS,
@@ -125,6 +128,11 @@ async def put_namespace(request: web.Request) -> web.Response:
 
 # -------------------------------------------------------------------- jobs
 
+CHECK_INDEX = Param("check_index", {"type": "integer", "minimum": 0},
+                    "refuse (409, field check_index) unless the job's modify index is still "
+                    "this one, as returned by its plan; 0: the job must not exist yet")
+
+
 def _job_path(request: web.Request) -> tuple[str, str]:
     return (check_name(request.match_info["ns"], "namespace"),
             check_name(request.match_info["name"], "name"))
@@ -132,14 +140,36 @@ def _job_path(request: web.Request) -> tuple[str, str]:
 
 @documented(Operation("Submit a job (a new version when its spec changed)", "jobs",
                       ok=written("job", JOB), body=spec_schema(), write=True,
-                      errors=WRITE_ERRORS))
+                      errors=WRITE_ERRORS, params=(CHECK_INDEX,)))
 async def put_job(request: web.Request) -> web.Response:
     ns, name = _job_path(request)
     body = await json_body(request)
     spec = parse_job_spec(body)  # 422 before anything reaches the log
-    args = {"namespace": ns, "name": name, "spec": spec.to_dict()}
+    args: dict[str, Any] = {"namespace": ns, "name": name, "spec": spec.to_dict()}
+    raw_check = request.query.get("check_index")
+    if raw_check is not None:
+        # Checked again where it counts, when the command applies (a 409 there).
+        args["check_index"] = parse_check_index(_query_int(raw_check, "check_index"))
     res = await store_of(request).write(C.JOB_PUT, args, idem_key(request))
     return ok({"job": res["job"], "index": res["index"], "changed": res.get("changed", True)})
+
+
+def _query_int(raw: str, field: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid(field, "must be an integer") from None
+
+
+@documented(Operation("Plan a job: what submitting the spec would change, without "
+                      "changing anything (a scheduler dry run)", "jobs", ok=PLAN,
+                      body=spec_schema(), errors=(*READ_ERRORS, 400, 413)))
+async def plan_job(request: web.Request) -> web.Response:
+    ns, name = _job_path(request)
+    spec = parse_job_spec(await json_body(request))
+    now = time.time()
+    found = await store_of(request).read(lambda m: dryrun.survey(m, ns, name, spec, now))
+    return ok(dryrun.finish(found))  # placement is planned outside the apply lock
 
 
 @documented(Operation("List jobs", "jobs", ok=listing("jobs", JOB), params=(
@@ -302,6 +332,7 @@ def register(app: web.Application) -> None:
     r.add_get("/v1/jobs/{ns}/{name}", get_job)
     r.add_put("/v1/jobs/{ns}/{name}", put_job)
     r.add_delete("/v1/jobs/{ns}/{name}", delete_job)
+    r.add_post("/v1/jobs/{ns}/{name}/plan", plan_job)
     r.add_post("/v1/jobs/{ns}/{name}/scale", scale_job)
     r.add_get("/v1/allocations", list_allocs)
     r.add_get("/v1/allocations/{id}", get_alloc)

@@ -251,6 +251,35 @@ EVENT: Schema = {
 }
 
 
+_ANY: Schema = {}
+_NULLABLE_STR: Schema = {"type": ["string", "null"]}
+PLAN: Schema = {
+    "type": "object",
+    "required": ["job_modify_index", "diff", "changes", "placements", "quota"],
+    "properties": {
+        "job_modify_index": INTEGER,
+        "diff": {"type": "array", "items": {
+            "type": "object", "required": ["field", "old", "new"],
+            "properties": {"field": {"type": "string"},
+                           "type": {"enum": ["added", "deleted", "edited"]},
+                           "old": _ANY, "new": _ANY}}},
+        "changes": {"type": "object",
+                    "required": ["create", "replace", "stop", "ignore", "pending"],
+                    "properties": {k: INTEGER for k in
+                                   ("create", "replace", "stop", "ignore", "pending")}},
+        "placements": {"type": "array", "items": {
+            "type": "object", "required": ["action", "allocation", "node", "reason"],
+            "properties": {
+                "action": {"enum": ["create", "replace", "stop", "ignore", "pending"]},
+                "allocation": _NULLABLE_STR, "node": _NULLABLE_STR,
+                "reason": {"type": "string"}}}},
+        "quota": {"type": "object", "required": ["ok", "reason"],
+                  "properties": {"ok": {"type": "boolean"}, "reason": _NULLABLE_STR}},
+        "version": INTEGER, "changed": {"type": "boolean"}, "index": INTEGER,
+    },
+}
+
+
 def written(key: str, schema: Schema) -> Schema:
     """The answer to a write: the changed object and the log index it was applied at."""
     return {"type": "object", "required": [key, "index"],

@@ -242,6 +242,9 @@ class JobSpec:
     update: UpdateSpec | None = None  # None: UpdateSpec()
     scaling: ScalingSpec | None = None  # None: no autoscaling
     disconnect: DisconnectSpec | None = None
+    # False: binpack a job's allocations like any other work (no job anti-affinity);
+    # None or True: spread them across nodes (the default).
+    spread: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -271,7 +274,7 @@ class JobSpec:
             return None if v is None else build(v)
 
         umask = opt("umask")
-        shell, preempt = opt("shell"), opt("preempt")
+        shell, preempt, spread = opt("shell"), opt("preempt"), opt("spread")
         return cls(
             command=tuple(d["command"]), env=tuple(sorted((d.get("env") or {}).items())),
             cwd=d.get("cwd"), count=int(d.get("count", 1)),
@@ -288,7 +291,8 @@ class JobSpec:
             preempt=None if preempt is None else bool(preempt),
             depends_on=many("depends_on", str), update=one("update", UpdateSpec.from_dict),
             scaling=one("scaling", ScalingSpec.from_dict),
-            disconnect=one("disconnect", DisconnectSpec.from_dict))
+            disconnect=one("disconnect", DisconnectSpec.from_dict),
+            spread=None if spread is None else bool(spread))
 
     def same_template(self, other: JobSpec) -> bool:
         """True when the two specs differ at most in `count` (no new version needed)."""
@@ -310,7 +314,8 @@ class JobSpec:
 # The optional sections in their encoding order (the order of `to_dict()` keys after
 # `priority`): part of the state digest, never reorder.
 OPTIONAL_SECTIONS = ("scoring", "user", "group", "umask", "shell", "health", "logs", "sockets",
-                     "constraints", "preempt", "depends_on", "update", "scaling", "disconnect")
+                     "constraints", "preempt", "depends_on", "update", "scaling", "disconnect",
+                     "spread")
 
 
 def _encode(value: Any) -> Any:

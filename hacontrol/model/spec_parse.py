@@ -87,6 +87,8 @@ def parse_job_spec(raw: Any) -> JobSpec:
                    type=JobType(kind), priority=priority, scoring=scoring, **sections)
     if spec.preempt and spec.type != JobType.SERVICE:
         raise invalid("preempt", "only service jobs may preempt")
+    if spec.spread is False and spec.scoring == Scoring.SPREAD:
+        raise invalid("spread", "spread: false contradicts scoring: spread")
     if spec.shell and len(command) != 1:
         raise invalid("command", "with shell: true, command is one string for /bin/sh -c")
     return spec
@@ -341,4 +343,5 @@ _SECTIONS: dict[str, Callable[[Any], Any]] = {
     "update": _update,
     "scaling": _scaling,
     "disconnect": _disconnect,
+    "spread": lambda v: boolean(v, "spread"),
 }

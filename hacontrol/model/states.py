@@ -50,6 +50,9 @@ class JobStatus(enum.StrEnum):
     STOPPING = "stopping"  # stopped by request; removed once none of its processes run
     # Never stored: a view of a running batch job whose allocations all completed.
     COMPLETE = "complete"
+    # Never stored: a view of a running job whose current allocations all ended, some
+    # failed (their restart policy gave up).
+    FAILED = "failed"
 
 
 class JobType(enum.StrEnum):

@@ -4,7 +4,13 @@ Each demand goes through feasibility first (the node is eligible, passes the dem
 constraints and has the cpu and memory free), then scoring among the feasible nodes:
 
 * binpack (default) prefers the node that is fullest after the placement, which keeps whole
-  nodes free for large work;
+  nodes free for large work; with job anti-affinity (`Demand.job_count` > 0, what a job
+  gets unless its spec says `spread: false`) a node already running n instances of the
+  same job scores the mean of its fit and a penalty of -(n + 1) / count, as Nomad's job
+  anti-affinity does: the instances of one job go to different nodes while nodes are
+  roughly as full, and different jobs still pack together (the fit is the mean of the
+  cpu and memory fractions used after the placement, in [0, 1]; a node with no instance
+  of the job scores its fit alone);
 * spread prefers the node running the fewest instances of the same job, then the emptiest,
   so one node going away takes as few instances of a job with it as possible.
 
@@ -83,6 +89,9 @@ class Demand:
     constraints: tuple[Constraint, ...] = ()
     scoring: Scoring = BINPACK
     preempt: bool = False  # honoured for service demands only
+    # The job's count: above 0, binpack scoring adds the job anti-affinity penalty (see
+    # the module docstring); 0 packs instances of one job like any other work.
+    job_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -260,15 +269,22 @@ def plan_placements(demands: Sequence[Demand], nodes: Sequence[NodeRoom]) -> Pla
                 if fits >= SCAN_LIMIT and len(f.candidates) > SCAN_LIMIT:
                     break
         else:
+            # Scores are kept doubled (cpu + memory fractions, in [0, 2]) as before; the
+            # anti-affinity mean is doubled alike so both compare on one scale.
+            anti = d.job_count
             best_score = 0.0
             fits = 0
             for i in _scan_order(f.candidates, last.get(static)):
                 if cpu_free[i] < dc or mem_free[i] < dm:
                     continue
-                if distinct and counts.get(i):
+                n = counts.get(i, 0)
+                if distinct and n:
                     continue
                 score = ((cpu_cap[i] - cpu_free[i] + d.cpu) * cpu_inv[i]
                          + (mem_cap[i] - mem_free[i] + dm) * mem_inv[i])
+                if anti and n:
+                    # twice the mean of the fit (score / 2) and the penalty
+                    score = score / 2 - (n + 1) / anti
                 if best < 0 or score > best_score or (score == best_score and i < best):
                     best, best_score = i, score
                 fits += 1

@@ -28,7 +28,9 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             constraints=tuple(Constraint(c.attribute or "", c.operator, c.value or "")
                               for c in spec.constraints or ()),
             scoring=SPREAD if spec.scoring == Scoring.SPREAD else BINPACK,
-            preempt=bool(spec.preempt)))
+            preempt=bool(spec.preempt),
+            # Job anti-affinity unless the spec opts out (or spreads by its own rule).
+            job_count=0 if spec.spread is False else spec.count))
     # Placement looks at what runs on a node only to count the demands' own jobs there
     # (spread, distinct_nodes) and to find batch work to preempt: building a record of
     # every other allocation cost a walk over 100,000 of them per plan.

@@ -169,7 +169,8 @@ class StateMachine:
         return views.job_counts(self.store, job)
 
     def job_view(self, job: Job) -> dict[str, Any]:
-        return views.job_view(self.store, job)
+        """The job as reads show it: its status says `failed` when its work failed."""
+        return views.read_view(self.store, job)
 
     def job_status(self, job: Job) -> str:
         return views.job_status(self.store, job)

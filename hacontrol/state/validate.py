@@ -27,6 +27,7 @@ from hacontrol.model.states import REPORTED_STATES, AllocState, Health, NodeStat
 
 __all__ = [
     "MAX_COUNT", "NAME_RE", "AllocUpdate", "DeployStep", "NodeRegistration", "check_name",
+    "parse_check_index",
     "node_name", "parse_alloc_updates", "parse_count", "parse_deploy_step", "parse_drain",
     "parse_evictions", "parse_job_key", "parse_job_spec", "parse_migrate",
     "parse_node_registration", "parse_node_status", "parse_placements", "parse_quota",
@@ -50,6 +51,11 @@ def parse_quota(raw: Any, field: str = "quota") -> Quota:
         processes=None if procs is None else integer(procs, f"{field}.processes",
                                                      maximum=10**7),
     )
+
+
+def parse_check_index(raw: Any) -> int:
+    """A job's expected modify index (`job run --check-index`); 0: it must not exist."""
+    return integer(raw, "check_index", minimum=0, maximum=2**63 - 1)
 
 
 def parse_job_key(args: dict[str, Any]) -> tuple[str, str]:

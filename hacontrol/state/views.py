@@ -55,6 +55,31 @@ def job_status(store: Store, job: Job) -> str:
     return job.status
 
 
+def observed_status(store: Store, job: Job) -> str:
+    """`job_status`, or `failed` for a running job none of whose current allocations can
+    still run or have completed, at least one of them failed (what its restart policy gave
+    up on): its processes are gone, and `running` would hide it.
+
+    Only reads answer with it: command results keep `job_status`, since they are kept in
+    the idempotency table, which is part of the snapshot and its digest."""
+    status = job_status(store, job)
+    if status != JobStatus.RUNNING or job.spec.count == 0:
+        return status
+    failed = False
+    for a in store.job_allocs(job):
+        if a.version != job.version:
+            continue
+        if not a.terminal or a.state == AllocState.COMPLETE:
+            return status
+        failed = failed or a.state == AllocState.FAILED
+    return JobStatus.FAILED if failed else status
+
+
+def read_view(store: Store, job: Job) -> View:
+    """The job as reads show it (`job_view` with `observed_status`)."""
+    return {**job_view(store, job), "status": observed_status(store, job)}
+
+
 def job_view(store: Store, job: Job) -> View:
     return {"namespace": job.namespace, "name": job.name, **job.spec.to_dict(),
             "version": job.version, "status": job_status(store, job),

@@ -212,3 +212,75 @@ def test_concurrent_scale_ups_never_exceed_quota(cluster: Cluster) -> None:
     assert seen and max(seen) <= 20 and final["usage"]["processes"] <= 20
     counts = [cluster.api("GET", f"/v1/jobs/team/j{j}").body["job"]["count"] for j in range(5)]
     assert sum(counts) == final["usage"]["processes"]
+
+
+def test_one_job_spreads_over_two_real_nodes(cluster: Cluster) -> None:
+    cluster.start_agent("n1")
+    cluster.start_agent("n2")
+    wait_for(lambda: len(cluster.api("GET", "/v1/nodes").body["nodes"]) == 2, 20,
+             what="two nodes")
+    assert cluster.write("PUT", "/v1/jobs/default/web", {**SLEEP, "count": 4}).status == 200
+    running = wait_for(lambda: len(live(cluster, "web")) == 4 and live(cluster, "web"), 30,
+                       what="four allocations running")
+    on = [a["node"] for a in running]
+    assert sorted(on) == ["n1", "n1", "n2", "n2"], on
+
+
+def test_a_non_zero_exit_never_restarted_is_failed_everywhere(cluster: Cluster) -> None:
+    cluster.start_agent("n1")
+    spec = {"command": ["sh", "-c", "exit 3"], "restart": {"policy": "never"},
+            "resources": {"cpu": 0.1, "memory_mb": 16}}
+    assert cluster.write("PUT", "/v1/jobs/default/three", spec).status == 200
+
+    def failed() -> dict | None:
+        job = cluster.api("GET", "/v1/jobs/default/three").body["job"]
+        return job if job["counts"]["failed"] == 1 else None
+    job = wait_for(failed, 30, what="the allocation failed")
+    assert job["status"] == "failed" and job["counts"]["exited"] == 0, job
+    (a,) = job["allocations"]
+    assert a["state"] == "failed" and a["exit_code"] == 3 and "never" in a["message"], a
+    events = cluster.api("GET", "/v1/events?follow=false&type=alloc_failed").body["events"]
+    assert [e["alloc"] for e in events] == [a["id"]] and events[0]["exit_code"] == 3
+    # Exit 0 with the same policy is no failure.
+    cluster.write("PUT", "/v1/jobs/default/zero", {**spec, "command": ["true"]})
+    ok = wait_for(lambda: [x for x in cluster.allocs("zero") if x["state"] == "exited"], 30,
+                  what="exited")
+    assert ok[0]["exit_code"] == 0
+    assert cluster.api("GET", "/v1/jobs/default/zero").body["job"]["status"] == "running"
+
+
+def test_cli_plan_then_run_with_check_index_follows_the_deployment(cluster: Cluster,
+                                                                    tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    cluster.start_agent("n1")
+    wait_for(lambda: len(cluster.api("GET", "/v1/nodes").body["nodes"]) == 1, 20,
+             what="the node")
+    env = {**os.environ, "HACONTROL_ADDR": ",".join(r.api for r in cluster.replicas),
+           "HACONTROL_TOKEN": cluster.token}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hacontrol", *argv], env=env,
+                              capture_output=True, text=True, timeout=90)
+    job_file = tmp_path / "web.json"
+    job_file.write_text(json.dumps({"name": "web", **SLEEP, "count": 2}))
+    plan = cli("job", "plan", str(job_file), "--json")
+    assert plan.returncode == 1, plan.stderr  # changes to make
+    answer = json.loads(plan.stdout)
+    assert answer["job_modify_index"] == 0 and answer["changes"]["create"] == 2
+    assert {p["node"] for p in answer["placements"]} == {"n1"}
+    assert cluster.api("GET", "/v1/jobs/default/web").status == 404  # the plan changed nothing
+    run = cli("job", "run", str(job_file), "--check-index", "0")
+    assert run.returncode == 0, run.stderr
+    assert "succeeded: 2 of 2 allocations running and healthy" in run.stdout, run.stdout
+    assert len(live(cluster, "web")) == 2  # waited until they ran
+    again = cli("job", "run", str(job_file), "--check-index", "0")
+    assert again.returncode == 1 and "check_index" not in again.stdout
+    assert "already exists" in again.stderr, again.stderr
+    job_file.write_text(json.dumps({"name": "web", "command": ["sh", "-c", "exit 3"],
+                                    "restart": {"policy": "never"}, "count": 1,
+                                    "resources": {"cpu": 0.1, "memory_mb": 16}}))
+    failed = cli("job", "run", str(job_file))
+    assert failed.returncode == 1
+    assert "failed: exited with code 3; restart policy is never" in failed.stderr, failed.stderr

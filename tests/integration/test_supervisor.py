@@ -193,10 +193,10 @@ def test_crash_is_restarted_quickly_and_counted(h: Harness, tmp_path: Path) -> N
     h.run(scenario)
 
 
-def test_never_policy_leaves_it_exited(h: Harness) -> None:
+def test_never_policy_fails_it_on_a_non_zero_exit(h: Harness) -> None:
     async def scenario() -> None:
         await h.sup.ensure(spec("n", py("import sys; sys.exit(3)"), policy="never"))
-        ev = await wait_for(h.state_is("n", "exited"), what="exited")
+        ev = await wait_for(h.state_is("n", "failed"), what="failed")
         assert ev.exit_code == 3
         assert "never" in ev.message
         assert not h.sup.active("n")
@@ -233,7 +233,7 @@ def test_exit_by_signal_reports_signal_name(h: Harness) -> None:
     async def scenario() -> None:
         code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
         await h.sup.ensure(spec("sig", py(code), policy="never"))
-        ev = await wait_for(h.state_is("sig", "exited"), what="exited")
+        ev = await wait_for(h.state_is("sig", "failed"), what="failed")
         assert ev.signal == "SIGKILL"
         assert ev.exit_code is None
 
@@ -299,7 +299,7 @@ def test_leftover_grandchild_killed_before_restart(h: Harness, tmp_path: Path) -
     async def scenario() -> None:
         s = spec("orphaner", py(code), policy="never")
         await h.sup.ensure(s)
-        await wait_for(h.state_is("orphaner", "exited"), what="exited")
+        await wait_for(h.state_is("orphaner", "failed"), what="failed (exit 4)")
         grandchild = int(pidfile.read_text())
         h.track(grandchild)
         await wait_for(lambda: gone(grandchild), what="grandchild killed")

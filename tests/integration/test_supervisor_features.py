@@ -241,7 +241,8 @@ def test_memory_hog_is_oom_killed_in_cgroup(h: FeatureHarness) -> None:
 
     async def scenario() -> None:
         await h.sup.ensure(allocation("m1", MEMORY_HOG, resources=Resources(memory_mb=50)))
-        ev = await wait_for(h.state_is("m1", "exited"), timeout=20, what="oom")
+        # killed, and the never policy does not restart it: failed
+        ev = await wait_for(h.state_is("m1", "failed"), timeout=20, what="oom")
         assert ev.reason == "oom", ev
         assert ev.signal == "SIGKILL"
 
@@ -295,7 +296,7 @@ def test_memory_hog_is_killed_by_watchdog_in_rlimit_mode(hr: FeatureHarness) -> 
     async def scenario() -> None:
         ev = await hr.sup.ensure(allocation("m2", MEMORY_HOG, resources=Resources(memory_mb=50)))
         assert ev.state == "running"
-        ev = await wait_for(hr.state_is("m2", "exited"), timeout=20, what="oom")
+        ev = await wait_for(hr.state_is("m2", "failed"), timeout=20, what="oom")
         assert ev.reason == "oom", ev
 
     hr.run(scenario)

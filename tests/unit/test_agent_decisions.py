@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from hacontrol.agent import cgroups, limits, logs, metrics
-from hacontrol.agent.backoff import ACTION_COMPLETE, ACTION_RESTART, RestartState, decide
+from hacontrol.agent.backoff import (
+    ACTION_COMPLETE,
+    ACTION_GIVE_UP,
+    ACTION_RESTART,
+    RestartState,
+    decide,
+)
 from hacontrol.agent.health import HealthState, health_step
 from hacontrol.agent.process import resolve_identity, shell_command
 from hacontrol.agent.spec import AllocationSpec
@@ -61,7 +67,7 @@ def test_health_failure_restarts_even_after_a_clean_exit() -> None:
     forced = decide(policy, RestartState(), 0, None, 10.0, 100.0, 0.0, failed=True)
     assert forced.action == ACTION_RESTART
     never = decide(RestartSpec(policy=RestartPolicy.NEVER), RestartState(), 0, None, 1, 1, 0, failed=True)
-    assert never.action == ACTION_COMPLETE
+    assert never.action == ACTION_GIVE_UP and "health" in never.reason
 
 
 def test_identity_resolution() -> None:

@@ -161,9 +161,17 @@ def test_decide_long_run_resets_backoff() -> None:
 
 def test_decide_completion() -> None:
     assert decide(ON_FAILURE, RestartState(), 0, None, 1.0, 1.0, 0.0).action == ACTION_COMPLETE
-    d = decide(NEVER, RestartState(), 2, None, 1.0, 1.0, 0.0)
+    d = decide(NEVER, RestartState(), 0, None, 1.0, 1.0, 0.0)
     assert d.action == ACTION_COMPLETE
     assert "never" in d.reason
+
+
+def test_a_failure_the_never_policy_does_not_restart_is_given_up() -> None:
+    # Given up means `failed` on the controllers, never a silent `exited`.
+    for code, sig, why in ((3, None, "exited with code 3"), (None, "SIGKILL", "SIGKILL")):
+        d = decide(NEVER, RestartState(), code, sig, 1.0, 1.0, 0.0)
+        assert d.action == ACTION_GIVE_UP
+        assert why in d.reason and "never" in d.reason
 
 
 @given(
@@ -181,7 +189,7 @@ def test_decide_never_exceeds_max_restarts_in_window(
         now += gap
         d = decide(policy, state, 1, None, uptime_s=gap, now=now, rand=rand)
         if d.action != ACTION_RESTART:
-            assert d.action == (ACTION_COMPLETE if policy.policy == "never" else ACTION_GIVE_UP)
+            assert d.action == ACTION_GIVE_UP  # exit code 1: a failure either way
             break
         assert 0.0 <= d.delay_s <= policy.backoff_max_s
         granted.append(now)

@@ -188,13 +188,14 @@ def test_job_run_uses_file_names_and_flag_overrides(
     spec.write_text("name: web\nnamespace: team-a\ncommand: [sleep, '60']\ncount: 2\n")
     api.default = lambda s: (200, {"job": {**s.body, "version": 4}, "index": 12}, {})
 
-    assert run(api, "job", "run", str(spec)) == 0
+    assert run(api, "job", "run", str(spec), "--detach") == 0
     assert api.last.method == "PUT" and api.last.path == "/v1/jobs/team-a/web"
     assert api.last.body == {"name": "web", "namespace": "team-a",
                              "command": ["sleep", "60"], "count": 2}
     assert capsys.readouterr().out == "Job team-a/web registered: version 4, index 12\n"
 
-    assert run(api, "job", "run", str(spec), "--namespace", "prod", "--name", "api") == 0
+    assert run(api, "job", "run", str(spec), "--namespace", "prod", "--name", "api",
+               "--detach") == 0
     assert api.last.path == "/v1/jobs/prod/api"
     assert api.last.body["name"] == "api" and api.last.body["namespace"] == "prod"
 
@@ -208,7 +209,7 @@ def test_job_run_defaults_namespace_and_requires_a_name(
     assert "--name" in capsys.readouterr().err
     assert api.seen == []
     api.replies.append((200, {"job": {"version": 1}, "index": 2}, {}))
-    assert run(api, "job", "run", str(spec), "--name", "once") == 0
+    assert run(api, "job", "run", str(spec), "--name", "once", "--detach") == 0
     assert api.last.path == "/v1/jobs/default/once"
     assert api.last.body == {"command": ["true"], "name": "once"}
 

@@ -335,3 +335,15 @@ def test_decide_changes_nothing() -> None:
     w.decide()
     w.decide()
     assert w.m.digest() == digest and repr(w.leader) == leader
+
+
+def test_one_job_spreads_over_nodes_unless_its_spec_says_spread_false() -> None:
+    w = World("n1", "n2", cpu=4.0)
+    w.put_job("web", count=4, resources={"cpu": 0.1, "memory_mb": 16})
+    w.put_job("packed", count=4, resources={"cpu": 0.1, "memory_mb": 16}, spread=False)
+    w.round()
+    on: dict[str, list[str]] = {}
+    for a in w.m.allocs.values():
+        on.setdefault(a.job, []).append(a.node or "")
+    assert sorted(on["web"]) == ["n1", "n1", "n2", "n2"]
+    assert len(set(on["packed"])) == 1

@@ -183,3 +183,12 @@ def test_unknown_spec_fields_are_rejected_but_name_may_ride_along() -> None:
     assert exc.value.field == "bogus"
     assert parse_job_spec({"command": ["x"], "name": "web", "namespace": "default"}) \
         == parse_job_spec({"command": ["x"]})
+
+
+def test_spread_is_a_boolean_and_cannot_contradict_scoring() -> None:
+    assert parse_job_spec({"command": ["x"], "spread": False}).to_dict()["spread"] is False
+    assert "spread" not in parse_job_spec({"command": ["x"]}).to_dict()
+    for bad in ({"spread": "no"}, {"spread": False, "scoring": "spread"}):
+        with pytest.raises(Rejection) as exc:
+            parse_job_spec({"command": ["x"], **bad})
+        assert exc.value.field == "spread"

@@ -33,11 +33,11 @@ def node(name: str, cpu: float = 4.0, mem: int = 4096, *, labels: dict[str, str]
 def demand(alloc_id: str, cpu: float = 1.0, mem: int = 256, *, job: str = "web",
            ns: str = "default", priority: int = 50, job_type: str = "service",
            constraints: tuple[Constraint, ...] = (), scoring: str = "binpack",
-           preempt: bool = False) -> Demand:
+           preempt: bool = False, job_count: int = 0) -> Demand:
     return Demand(alloc_id, ns, job, cpu, mem, priority=priority,
                   job_type=job_type,  # type: ignore[arg-type]
                   constraints=constraints, scoring=scoring,  # type: ignore[arg-type]
-                  preempt=preempt)
+                  preempt=preempt, job_count=job_count)
 
 
 def batch(alloc_id: str, cpu: float, mem: int, priority: int, job: str = "etl") -> Placed:
@@ -169,6 +169,45 @@ def test_binpack_and_spread_differ_on_the_same_input() -> None:
     spread = plan_placements([demand(f"x{i}", scoring="spread") for i in range(3)], nodes)
     assert set(where(packed).values()) == {"a"}
     assert set(where(spread).values()) == {"a", "b", "c"}
+
+
+def test_job_anti_affinity_spreads_one_job_over_empty_nodes() -> None:
+    nodes = [node("a"), node("b")]
+    plan = plan_placements([demand(f"x{i}", 0.1, 64, job_count=5) for i in range(5)], nodes)
+    on = [n for _, n in plan.placements]
+    # ties go to the smallest name; each further instance goes where the job has fewer
+    assert on == ["a", "b", "a", "b", "a"]
+
+
+def test_job_anti_affinity_counts_instances_already_running() -> None:
+    nodes = [node("a", allocs=(service("w1", 0.1, 64, 50, job="web"),
+                               service("w2", 0.1, 64, 50, job="web"))),
+             node("b", allocs=(service("w3", 0.1, 64, 50, job="web"),))]
+    plan = plan_placements([demand("x", 0.1, 64, job_count=4)], nodes)
+    assert where(plan) == {"x": "b"}
+
+
+def test_job_anti_affinity_still_binpacks_different_jobs() -> None:
+    # `db` is alone on b: a new `web` instance joins the fuller node b rather than the
+    # empty c, as plain binpack would, because b runs no instance of `web` yet.
+    nodes = [node("a", allocs=(service("w1", 0.5, 256, 50, job="web"),)),
+             node("b", allocs=(service("d1", 2.0, 2048, 50, job="db"),)),
+             node("c")]
+    assert where(plan_placements([demand("x", 0.5, 256, job_count=2)], nodes)) == {"x": "b"}
+
+
+def test_job_anti_affinity_gives_way_to_a_much_fuller_node() -> None:
+    # The mean of fit and penalty, as Nomad scores it: with count 10 a second instance on
+    # a nearly full node (fit 0.95) scores (0.95 - 0.2) / 2 > 0.04, the empty node's fit.
+    nodes = [node("a", allocs=(service("w1", 3.6, 3686, 50, job="web"),)), node("b")]
+    assert where(plan_placements([demand("x", 0.2, 256, job_count=10)], nodes)) == {"x": "a"}
+
+
+def test_without_job_count_binpack_keeps_one_job_together() -> None:
+    # job_count 0 is what `spread: false` gives: today's binpack, one job on one node
+    nodes = [node("a"), node("b")]
+    plan = plan_placements([demand(f"x{i}", 0.1, 64) for i in range(5)], nodes)
+    assert {n for _, n in plan.placements} == {"a"}
 
 
 def test_ineligible_nodes_take_no_work() -> None:
@@ -334,7 +373,8 @@ def clusters(draw: st.DrawFn) -> tuple[list[Demand], list[NodeRoom]]:
                           eligible=draw(st.booleans()), allocs=tuple(allocs)))
     # Constraints and scoring belong to a job, as in job files: every instance shares them.
     specs = {job: (tuple(draw(st.lists(CONSTRAINT, max_size=2))),
-                   draw(st.sampled_from(["binpack", "spread"])))
+                   draw(st.sampled_from(["binpack", "spread"])),
+                   draw(st.integers(0, 6)))  # job_count: 0 is `spread: false`
              for job in ["web", "db", "etl"]}
     demands = []
     for j in range(draw(st.integers(0, 25))):
@@ -343,7 +383,7 @@ def clusters(draw: st.DrawFn) -> tuple[list[Demand], list[NodeRoom]]:
                               priority=draw(st.integers(0, 100)),
                               job_type=draw(st.sampled_from(["service", "batch"])),
                               constraints=specs[job][0], scoring=specs[job][1],
-                              preempt=draw(st.booleans())))
+                              preempt=draw(st.booleans()), job_count=specs[job][2]))
     return demands, nodes
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import io
+import sys
 from pathlib import Path
 from typing import IO
 
 from hacontrol.cli import output
-from hacontrol.cli.client import Client, ClientError
+from hacontrol.cli.client import Client
 from hacontrol.cli.commands.base import (
     EXIT_OK,
     SubParsers,
-    UsageError,
     client_command,
     command_group,
     index_suffix,
@@ -20,15 +21,27 @@ from hacontrol.cli.commands.base import (
     show,
     unwrap,
 )
-from hacontrol.cli.commands.flags import non_negative_int, positive_int
+from hacontrol.cli.commands.flags import non_negative_float, non_negative_int, positive_int
+from hacontrol.cli.commands.job_plan import load_job, register_plan
+from hacontrol.cli.watch import watch
 
 
 def register(sub: SubParsers) -> None:
     job = command_group(sub, "job", "manage jobs")
-    p = client_command(job, "run", "submit or update a job from a spec file", cmd_job_run)
+    p = client_command(job, "run", "submit or update a job from a spec file, then follow "
+                       "its deployment until it succeeds or fails", cmd_job_run)
     p.add_argument("file", type=Path)
     p.add_argument("--namespace", "-n")
     p.add_argument("--name")
+    p.add_argument("--detach", "-d", action="store_true",
+                   help="return once the job is registered, without following it")
+    p.add_argument("--check-index", type=non_negative_int, default=None, metavar="N",
+                   help="refuse unless the job's modify index is still N (from job plan; "
+                        "0: the job must not exist yet)")
+    p.add_argument("--timeout", type=non_negative_float, default=None, metavar="SECONDS",
+                   help="stop waiting after this long (default: the job's update.deadline_s, "
+                        "else 300)")
+    register_plan(job)
     p = client_command(job, "status", "list jobs, or show one job", cmd_job_status)
     p.add_argument("name", nargs="?")
     p.add_argument("--namespace", "-n")
@@ -50,35 +63,29 @@ def register(sub: SubParsers) -> None:
 
 
 def cmd_job_run(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
-    from hacontrol.cli.jobfile import JobFileError, load_job_file
-
-    try:
-        spec = load_job_file(args.file)
-    except JobFileError as exc:
-        raise ClientError(0, "invalid_job_file", str(exc)) from None
-    name = args.name or spec.get("name")
-    ns = args.namespace or spec.get("namespace") or "default"
-    if not name:
-        raise UsageError(f"{args.file}: the job has no name; add a 'name' field or pass --name")
-    if not isinstance(name, str) or not isinstance(ns, str):
-        raise UsageError(f"{args.file}: 'name' and 'namespace' must be strings")
-    # The URL is authoritative; keep the body consistent with it so the server
-    # never sees two different answers to "which job is this".
-    body = dict(spec)
-    if "name" in body or args.name:
-        body["name"] = name
-    if "namespace" in body or args.namespace:
-        body["namespace"] = ns
-    result = client.put(job_path(ns, name), body)
+    ns, name, body = load_job(args)
+    path = job_path(ns, name)
+    query = "" if args.check_index is None else f"?check_index={args.check_index}"
+    result = client.put(path + query, body)
+    job = result.get("job") or {}
     if args.json:
         output.print_json(result, out)
+    else:
+        out.write(output.terminal_safe(
+            f"Job {ns}/{job.get('name', name)} registered: version "
+            f"{output.cell_text(job.get('version'))}, index "
+            f"{output.cell_text(result.get('index'))}\n"))
+    version = job.get("version")
+    if args.detach or not isinstance(version, int):
         return EXIT_OK
-    job = result.get("job") or {}
-    out.write(output.terminal_safe(
-        f"Job {ns}/{job.get('name', name)} registered: version "
-        f"{output.cell_text(job.get('version'))}, index {output.cell_text(result.get('index'))}\n"
-    ))
-    return EXIT_OK
+    try:
+        # With --json the answer above is the output: progress would only garble it.
+        return watch(client, path, version, io.StringIO() if args.json else out, sys.stderr,
+                     tty=not args.json and out.isatty(), timeout_s=args.timeout)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\nStopped watching; the deployment goes on "
+                         f"(hacontrol job status {name} -n {ns}).\n")
+        return EXIT_OK
 
 
 def cmd_job_status(args: argparse.Namespace, client: Client, out: IO[str]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hacontrol.model.errors import invalid, not_found
+from hacontrol.model.errors import conflict, invalid, not_found
 from hacontrol.model.records import Deployment, Job, JobVersion
 from hacontrol.model.resources import Usage
 from hacontrol.model.spec import JobSpec
@@ -13,7 +13,7 @@ from hacontrol.model.states import AllocState, DeploymentStatus, DesiredState, J
 from .. import views
 from ..context import Applying, Result
 from ..lifecycle import collect_job, reconcile, stop_alloc
-from ..validate import parse_count, parse_job_key, parse_job_spec
+from ..validate import parse_check_index, parse_count, parse_job_key, parse_job_spec
 
 VERSIONS_KEPT = 10
 
@@ -23,7 +23,28 @@ def put(tx: Applying, args: dict[str, Any]) -> Result:
     if ns not in tx.store.namespaces:
         raise not_found(f"namespace {ns!r}", "namespace")
     spec = parse_job_spec(args.get("spec"))
+    check = args.get("check_index")
+    if check is not None:
+        check_modify_index(tx, ns, name, parse_check_index(check))
     return register(tx, ns, name, spec, reverted_from=None)
+
+
+def check_modify_index(tx: Applying, ns: str, name: str, want: int) -> None:
+    """Refuse unless the job's modify index is still `want` (0: the job must not exist),
+    as Nomad's `job run -check-index`: checked here, when the command is applied, so no
+    change can slip in between the check and the write."""
+    job = tx.store.jobs.get((ns, name))
+    have = job.modify_index if job is not None else 0
+    if have == want:
+        return
+    if want == 0:
+        raise conflict(f"job {ns}/{name} already exists (modify index {have}); "
+                       f"check index 0 requires a new job", "check_index")
+    if job is None:
+        raise conflict(f"job {ns}/{name} does not exist any more (check index {want})",
+                       "check_index")
+    raise conflict(f"job {ns}/{name} changed since the plan: its modify index is {have}, "
+                   f"not {want}", "check_index")
 
 
 def revert(tx: Applying, args: dict[str, Any]) -> Result:
