@@ -43,6 +43,6 @@ export async function render(ctx) {
       ['health', (m) => badge(!m.reachable ? 'unreachable' : m.healthy ? 'healthy' : 'unhealthy')],
       ['api', (m) => m.api],
       ['note', (m) => m.error || m.storage_error || ''],
-    ], members.members, (m) => ({class: 'replica', 'data-id': m.id})),
+    ], members.members, (m) => ({class: 'replica', 'data-id': m.id, 'data-role': m.role || 'unreachable'})),
     h('p', {class: 'muted'}, `Asked through replica ${members.asked}.`));
 }

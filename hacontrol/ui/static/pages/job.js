@@ -1,6 +1,6 @@
 // One job: its spec, counts and current deployment's progress, its allocations, its
 // versions with a diff between any two; scale, stop, revert and edit where allowed.
-import {api, get, path} from '../api.js';
+import {ApiError, api, get, path} from '../api.js';
 import {actionButton, ago, badge, diff, diffTable, h, replace, table} from '../dom.js';
 
 const SPEC_SKIP = new Set(['namespace', 'name', 'version', 'status', 'created_at', 'updated_at',
@@ -59,8 +59,18 @@ export async function render(ctx) {
   const [ns, name] = ctx.params;
   const {session} = ctx;
   if (ctx.root.contains(document.activeElement) && ['INPUT', 'SELECT'].includes(document.activeElement.tagName)) return;
-  const {job} = await get(path`/v1/jobs/${ns}/${name}`);
-  const {versions} = await get(path`/v1/jobs/${ns}/${name}/versions`);
+  let job;
+  let versions;
+  try {
+    ({job} = await get(path`/v1/jobs/${ns}/${name}`));
+    ({versions} = await get(path`/v1/jobs/${ns}/${name}/versions`));
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 404) throw e;
+    // A stopped job is removed once none of its processes run.
+    replace(ctx.root, h('h1', {}, h('a', {href: '#/jobs'}, 'Jobs'), ' / ', `${ns}/${name}`),
+      h('p', {id: 'job-gone'}, 'No such job (a stopped job is removed once its processes have ended).'));
+    return;
+  }
   const canScale = session.can('scale-job', ns);
   const canSubmit = session.can('submit-job', ns);
   const scaleTo = h('input', {type: 'number', min: 0, value: job.count, id: 'scale-count', 'aria-label': 'count'});
