@@ -119,8 +119,9 @@ def browser(dev: Dev) -> Iterator[Any]:
 class UI:
     """One logged-in tab, with every console error and page error recorded."""
 
-    def __init__(self, browser: Any, dev: Dev, token: str) -> None:
+    def __init__(self, browser: Any, dev: Dev, token: str, origin: str | None = None) -> None:
         self.dev = dev
+        self.origin = origin or dev.url
         self.context = browser.new_context(viewport={"width": 1400, "height": 900})
         self.page = self.context.new_page()
         self.errors: list[str] = []
@@ -131,13 +132,13 @@ class UI:
         self.page.on("response", lambda r: r.status >= 400 and self.errors.append(
             f"{r.request.method} {r.url} answered {r.status}"))
         self.page.on("dialog", lambda d: d.accept())
-        self.page.goto(dev.url + "/ui/")
+        self.page.goto(self.origin + "/ui/")
         self.page.fill("#token", token)
         self.page.click("#login button[type=submit]")
         self.page.wait_for_selector("#nav:not([hidden])")
 
     def go(self, hash_: str, ready: str) -> Any:
-        self.page.goto(f"{self.dev.url}/ui/#/{hash_}")
+        self.page.goto(f"{self.origin}/ui/#/{hash_}")
         self.page.wait_for_selector(ready, timeout=15000)
         return self.page
 
@@ -155,11 +156,11 @@ class UI:
 
 
 @pytest.fixture
-def ui(browser: Any, dev: Dev) -> Iterator[Callable[[str | None], UI]]:
+def ui(browser: Any, dev: Dev) -> Iterator[Callable[..., UI]]:
     tabs: list[UI] = []
 
-    def open_tab(token: str | None = None) -> UI:
-        tab = UI(browser, dev, token or dev.token)
+    def open_tab(token: str | None = None, origin: str | None = None) -> UI:
+        tab = UI(browser, dev, token or dev.token, origin)
         tabs.append(tab)
         return tab
     yield open_tab
@@ -212,9 +213,9 @@ def test_every_page_loads_and_shows_the_clusters_data(ui: Callable[..., UI], dev
 
     page = tab.go("jobs", "tr.job[data-name=ticker]")
     assert page.locator("#job-counts [data-state=running] .card-value").inner_text() != "0"
+    tab.shot("jobs")  # docs/ui-jobs.png is a copy
     page.fill("#f-name", "tick")
     poll(lambda: page.locator("tr.job").count() == 1, "the filter applied")
-    tab.shot("jobs")
 
     page = tab.go("jobs/default/ticker", "#deployment")
     assert "sh" in page.inner_text("#spec")
@@ -236,12 +237,10 @@ def test_every_page_loads_and_shows_the_clusters_data(ui: Callable[..., UI], dev
 def test_an_allocation_page_follows_its_log_and_charts_its_use(
         ui: Callable[..., UI], dev: Dev) -> None:
     alloc = dev.allocs("ticker")[0]["id"]
-    tab = ui()
-    # The leader keeps the agents' metric reports: open the UI there.
-    leader_api = dev.api("GET", "/v1/status")["leader_api"]
-    page = tab.page
-    page.goto(f"{leader_api}/ui/#/allocations/{alloc}")
-    page.wait_for_selector("#log-stdout")
+    # The leader keeps the agents' metric reports: open the UI there (another origin, so
+    # the tab logs in again: the token is kept per origin and tab).
+    tab = ui(origin=dev.api("GET", "/v1/status")["leader_api"])
+    page = tab.go(f"allocations/{alloc}", "#log-stdout")
 
     def last_tick(which: str = "stdout", word: str = "tick") -> int:
         found = re.findall(rf"{word} (\d+)", page.inner_text(f"#log-{which}"))

@@ -65,6 +65,10 @@ export async function render(ctx) {
   const {allocation: a} = await get(path`/v1/allocations/${id}`);
   if (!ctx.info) build(ctx, a);
   const seen = sample(a);
+  if (!a.metrics && ctx.leaderApi === undefined) {
+    const st = await fetch('/v1/status').then((r) => r.json());
+    ctx.leaderApi = st.role !== 'leader' && st.leader_api ? st.leader_api : null;
+  }
   const field = (k, v) => [h('dt', {}, k), h('dd', {}, v)];
   replace(ctx.info, h('dl', {class: 'facts'},
     field('job', h('a', {href: `#/jobs/${encodeURIComponent(a.namespace)}/${encodeURIComponent(a.job)}`}, `${a.namespace}/${a.job}`)),
@@ -85,5 +89,6 @@ export async function render(ctx) {
       h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'}`)),
     h('figure', {id: 'chart-memory'}, sparkline(seen.map((s) => s.rss), {label: 'resident memory', max: limitBytes && Math.max(limitBytes, ...seen.map((s) => s.rss || 0))}),
       h('figcaption', {}, `memory ${fmtBytes(last.rss)}${limitBytes ? ' of ' + fmtBytes(limitBytes) : ''}`)),
-    a.metrics ? null : h('p', {class: 'muted'}, 'No metrics here: the leader keeps the agents\' latest reports (open the UI on the leader\'s address), and an allocation that does not run has none.'));
+    a.metrics ? null : h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics here: an allocation that does not run has none, and only the leader keeps the agents\' reports. ',
+      ctx.leaderApi ? h('a', {href: `${ctx.leaderApi}/ui/#/allocations/${encodeURIComponent(a.id)}`}, 'Open this page on the leader') : null));
 }

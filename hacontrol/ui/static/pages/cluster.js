@@ -34,7 +34,7 @@ export async function render(ctx) {
       h('div', {class: 'card ' + level}, h('div', {class: 'card-value'}, v), h('div', {class: 'card-label'}, k)))),
     h('h2', {}, 'Replicas'),
     table([
-      ['id', (m) => [m.id, m.id === members.leader ? h('span', {class: 'badge s-leader'}, 'leader') : null]],
+      ['id', (m) => h('strong', {}, m.id)],
       ['role', (m) => badge(m.role || 'unreachable')],
       ['term', (m) => m.term ?? '-'],
       ['commit', (m) => m.commit_index ?? '-'],

@@ -1,6 +1,7 @@
 // One job: its spec, counts and current deployment's progress, its allocations, its
 // versions with a diff between any two; scale, stop, revert and edit where allowed.
 import {ApiError, api, get, path} from '../api.js';
+import yaml from '../vendor/js-yaml.mjs';
 import {actionButton, ago, badge, diff, diffTable, h, replace, table} from '../dom.js';
 
 const SPEC_SKIP = new Set(['namespace', 'name', 'version', 'status', 'created_at', 'updated_at',
@@ -106,5 +107,5 @@ export async function render(ctx) {
     h('h2', {}, 'Versions'),
     versionsPanel(ctx, versions, canSubmit, job),
     h('h2', {}, 'Spec'),
-    h('pre', {class: 'spec', id: 'spec'}, JSON.stringify(specOf(job), null, 2)));
+    h('pre', {class: 'spec', id: 'spec'}, yaml.dump(specOf(job), {noRefs: true})));
 }
