@@ -71,8 +71,11 @@ async def index(request: web.Request) -> web.Response:
     return _serve(request, ENTRY)
 
 
-@documented(Operation("A file of the web UI (script, style)", "ui", media="text/plain",
-                      public=True, errors=(404,), path={"path": {"type": "string"}}))
+@documented(Operation("A file of the web UI (script, style, image)", "ui",
+                      media="text/javascript", public=True, errors=(404,),
+                      path={"path": {"type": "string"}},
+                      other_media={t: {"type": "string"} for t in sorted(set(TYPES.values()))
+                                   if t != "text/javascript"}))
 async def static_file(request: web.Request) -> web.Response:
     return _serve(request, request.match_info["path"])
 
