@@ -95,7 +95,7 @@ export function fmtBytes(b) {
 
 export function fmtTime(ts) {
   if (!ts) return '-';
-  return new Date(ts * 1000).toLocaleTimeString();
+  return new Date(ts * 1000).toLocaleTimeString([], {hour12: false});
 }
 
 export function ago(ts) {
