@@ -68,7 +68,7 @@ export function sizeBars(root) {
 }
 
 // A small line chart of `values` (numbers or null), newest last.
-export function sparkline(values, {width = 220, height = 48, max = null, label = ''} = {}) {
+export function sparkline(values, {width = 220, height = 48, max = null, label = '', topLabel = ''} = {}) {
   const pts = values.map((v, i) => [i, v]).filter(([, v]) => v !== null && v !== undefined);
   const top = max ?? Math.max(1e-9, ...pts.map(([, v]) => v));
   const n = Math.max(values.length - 1, 1);
@@ -76,6 +76,7 @@ export function sparkline(values, {width = 220, height = 48, max = null, label =
   return svg('svg', {class: 'spark', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img',
                      'aria-label': label},
     svg('rect', {x: 0, y: 0, width, height, class: 'spark-bg'}),
+    topLabel ? svg('text', {x: 3, y: 10, class: 'spark-top'}, topLabel) : null,
     xy.length > 1 ? svg('polyline', {points: xy.join(' '), class: 'spark-line'}) : null,
     xy.length === 1 ? svg('circle', {cx: xy[0].split(',')[0], cy: xy[0].split(',')[1], r: 2, class: 'spark-dot'}) : null);
 }

@@ -84,10 +84,14 @@ export async function render(ctx) {
     field('resources', `${a.resources.cpu} cpu, ${a.resources.memory_mb} MB`)));
   const last = seen[seen.length - 1];
   const limitBytes = a.resources.memory_mb ? a.resources.memory_mb * 1048576 : null;
+  // Scaled to what was seen (with headroom), so a small process still draws a line; the
+  // top of each chart is labelled.
+  const cpuTop = Math.max(5, 1.25 * Math.max(0, ...seen.map((s) => s.cpu || 0)));
+  const memTop = Math.max(1048576, 1.25 * Math.max(0, ...seen.map((s) => s.rss || 0)));
   replace(ctx.charts,
-    h('figure', {id: 'chart-cpu'}, sparkline(seen.map((s) => s.cpu), {label: 'cpu percent', max: Math.max(100 * (a.resources.cpu || 1), ...seen.map((s) => s.cpu || 0))}),
-      h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'}`)),
-    h('figure', {id: 'chart-memory'}, sparkline(seen.map((s) => s.rss), {label: 'resident memory', max: limitBytes && Math.max(limitBytes, ...seen.map((s) => s.rss || 0))}),
+    h('figure', {id: 'chart-cpu'}, sparkline(seen.map((s) => s.cpu), {label: 'cpu percent', max: cpuTop, topLabel: `${cpuTop.toFixed(0)}%`}),
+      h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'} (100% = one core)`)),
+    h('figure', {id: 'chart-memory'}, sparkline(seen.map((s) => s.rss), {label: 'resident memory', max: memTop, topLabel: fmtBytes(memTop)}),
       h('figcaption', {}, `memory ${fmtBytes(last.rss)}${limitBytes ? ' of ' + fmtBytes(limitBytes) : ''}`)),
     a.metrics ? null : h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics here: an allocation that does not run has none, and only the leader keeps the agents\' reports. ',
       ctx.leaderApi ? h('a', {href: `${ctx.leaderApi}/ui/#/allocations/${encodeURIComponent(a.id)}`}, 'Open this page on the leader') : null));
