@@ -135,3 +135,11 @@ def test_lag_is_measured_from_the_leaders_commit_index() -> None:
     assert [m["lag"] for m in with_lag(members, "c1")] == [0, 3, None]
     # No reachable leader: measured from the furthest replica heard from.
     assert [m["lag"] for m in with_lag(members, "c3")] == [0, 3, None]
+
+
+def test_the_package_data_globs_cover_every_file() -> None:
+    # pyproject.toml ships "static/*" and "static/*/*": a deeper file would be served from a
+    # checkout but missing from an installed wheel.
+    text = (STATIC.parents[2] / "pyproject.toml").read_text()
+    assert '"hacontrol.ui" = ["static/*", "static/*/*"]' in text
+    assert all(len(p.relative_to(STATIC).parts) <= 2 for p in STATIC.rglob("*"))
