@@ -67,7 +67,8 @@ export async function render(ctx) {
   const seen = sample(a);
   if (!a.metrics && ctx.leaderApi === undefined) {
     const st = await fetch('/v1/status').then((r) => r.json());
-    ctx.leaderApi = st.role !== 'leader' && st.leader_api ? st.leader_api : null;
+    const api = st.leader_api || '';
+    ctx.leaderApi = st.role !== 'leader' && /^https?:\/\//.test(api) ? api : null;
   }
   const field = (k, v) => [h('dt', {}, k), h('dd', {}, v)];
   replace(ctx.info, h('dl', {class: 'facts'},
