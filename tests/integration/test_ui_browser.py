@@ -423,3 +423,21 @@ def test_edit_shows_the_plan_and_submits_with_its_index(ui: Callable[..., UI], d
     assert len(sent) == 1 and re.search(r"\?check_index=\d+$", sent[0]), sent
     poll(lambda: len(dev.allocs("planned")) == 2, "the planned count running")
     dev.api("DELETE", "/v1/jobs/default/planned")
+
+
+@full
+def test_markup_in_the_clusters_data_stays_text(ui: Callable[..., UI], dev: Dev) -> None:
+    evil = "<img src=x onerror=alert(1)><b>bold</b>"
+    dev.api("PUT", "/v1/jobs/default/markup", {
+        "command": ["sh", "-c", f"echo '{evil}'; exec sleep 600"], "count": 1,
+        "resources": {"cpu": 0.05}, "env": {"NOTE": evil}})
+    alloc = poll(lambda: dev.allocs("markup"), "markup running")[0]["id"]
+    tab = ui()
+    dialogs: list[str] = []
+    tab.page.on("dialog", lambda d: dialogs.append(d.message))
+    page = tab.go("jobs/default/markup", "#spec")
+    assert evil in page.inner_text("#spec")
+    page = tab.go(f"allocations/{alloc}", "#log-stdout")
+    poll(lambda: evil in page.inner_text("#log-stdout"), "the line shown as text")
+    assert page.locator("main img, main b").count() == 0 and dialogs == []
+    dev.api("DELETE", "/v1/jobs/default/markup")
