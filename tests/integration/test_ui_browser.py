@@ -380,11 +380,12 @@ def test_a_read_only_token_is_offered_no_write_action(ui: Callable[..., UI], dev
     page = tab.go("jobs/default/web", "#deployment")
     for sel in ("#scale", "#stop", "#edit", "#versions button"):
         assert page.locator(sel).count() == 0, sel
+    tab.shot("readonly-job")
     page = tab.go("nodes", "tr.node")
     assert page.locator("tr.node button").count() == 0
     assert page.locator("tr.node input").count() == 0
     assert "viewer" in page.inner_text("#who") and "client" in page.inner_text("#who")
-    tab.shot("readonly-job")
+    tab.shot("readonly-nodes")
 
 
 @full
