@@ -67,18 +67,23 @@ export function sizeBars(root) {
   }
 }
 
-// A small line chart of `values` (numbers or null), newest last.
-export function sparkline(values, {width = 220, height = 48, max = null, label = '', topLabel = ''} = {}) {
-  const pts = values.map((v, i) => [i, v]).filter(([, v]) => v !== null && v !== undefined);
-  const top = max ?? Math.max(1e-9, ...pts.map(([, v]) => v));
+// A small line chart of `values` (numbers or null, for no sample), newest last. With `xs`
+// (one time per value) and `span` [from, to] the x axis is time, so gaps and a short
+// history show as such; otherwise the values are spread evenly.
+export function sparkline(values, {width = 220, height = 48, max = null, label = '', topLabel = '',
+                                   xs = null, span = null} = {}) {
+  const top = max ?? Math.max(1e-9, ...values.filter((v) => v !== null && v !== undefined));
   const n = Math.max(values.length - 1, 1);
-  const xy = pts.map(([i, v]) => `${(i / n) * width},${height - (v / top) * (height - 2) - 1}`);
+  const x = (i) => (xs && span ? ((xs[i] - span[0]) / Math.max(1e-9, span[1] - span[0])) * width
+    : (i / n) * width);
+  const xy = values.map((v, i) => [i, v]).filter(([, v]) => v !== null && v !== undefined)
+    .map(([i, v]) => [x(i).toFixed(1), (height - (v / top) * (height - 2) - 1).toFixed(1)]);
   return svg('svg', {class: 'spark', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img',
                      'aria-label': label},
     svg('rect', {x: 0, y: 0, width, height, class: 'spark-bg'}),
     topLabel ? svg('text', {x: 3, y: 10, class: 'spark-top'}, topLabel) : null,
-    xy.length > 1 ? svg('polyline', {points: xy.join(' '), class: 'spark-line'}) : null,
-    xy.length === 1 ? svg('circle', {cx: xy[0].split(',')[0], cy: xy[0].split(',')[1], r: 2, class: 'spark-dot'}) : null);
+    xy.length > 1 ? svg('polyline', {points: xy.map((p) => p.join(',')).join(' '), class: 'spark-line'}) : null,
+    xy.length === 1 ? svg('circle', {cx: xy[0][0], cy: xy[0][1], r: 2, class: 'spark-dot'}) : null);
 }
 
 export function fmtNum(n) {

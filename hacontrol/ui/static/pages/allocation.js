@@ -54,7 +54,7 @@ function build(ctx, alloc) {
   ctx.charts = h('div', {class: 'charts', id: 'charts'});
   replace(ctx.root,
     h('h1', {}, h('a', {href: '#/allocations'}, 'Allocations'), ' / ', alloc.id),
-    ctx.info, h('h2', {}, 'Resources, last minutes'), ctx.charts, h('h2', {}, 'Logs'),
+    ctx.info, h('h2', {}, `CPU and memory, last ${KEEP_S / 60} minutes (as this tab sampled them)`), ctx.charts, h('h2', {}, 'Logs'),
     ctx.session.can('read-logs', alloc.namespace)
       ? h('div', {class: 'logs'}, logPane(ctx, alloc.id, 'stdout'), logPane(ctx, alloc.id, 'stderr'))
       : h('p', {class: 'muted'}, 'This token may not read logs here.'));
@@ -89,10 +89,11 @@ export async function render(ctx) {
   // top of each chart is labelled.
   const cpuTop = Math.max(5, 1.25 * Math.max(0, ...seen.map((s) => s.cpu || 0)));
   const memTop = Math.max(1048576, 1.25 * Math.max(0, ...seen.map((s) => s.rss || 0)));
+  const axis = {xs: seen.map((s) => s.t), span: [last.t - KEEP_S, last.t]};
   replace(ctx.charts,
-    h('figure', {id: 'chart-cpu'}, sparkline(seen.map((s) => s.cpu), {label: 'cpu percent', max: cpuTop, topLabel: `${cpuTop.toFixed(0)}%`}),
+    h('figure', {id: 'chart-cpu'}, sparkline(seen.map((s) => s.cpu), {...axis, label: 'cpu percent', max: cpuTop, topLabel: `${cpuTop.toFixed(0)}%`}),
       h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'} (100% = one core)`)),
-    h('figure', {id: 'chart-memory'}, sparkline(seen.map((s) => s.rss), {label: 'resident memory', max: memTop, topLabel: fmtBytes(memTop)}),
+    h('figure', {id: 'chart-memory'}, sparkline(seen.map((s) => s.rss), {...axis, label: 'resident memory', max: memTop, topLabel: fmtBytes(memTop)}),
       h('figcaption', {}, `memory ${fmtBytes(last.rss)}${limitBytes ? ' of ' + fmtBytes(limitBytes) : ''}`)),
     a.metrics ? null : h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics here: an allocation that does not run has none, and only the leader keeps the agents\' reports. ',
       ctx.leaderApi ? h('a', {href: `${ctx.leaderApi}/ui/#/allocations/${encodeURIComponent(a.id)}`}, 'Open this page on the leader') : null));
