@@ -279,6 +279,22 @@ def test_an_allocation_page_follows_its_log_and_charts_its_use(
 # ----------------------------------------------------------------- the actions
 
 @full
+def test_restarting_an_allocation_from_its_page(ui: Callable[..., UI], dev: Dev) -> None:
+    dev.api("PUT", "/v1/jobs/default/restartable", {"command": ["sleep", "600"], "count": 1,
+                                                    "resources": {"cpu": 0.05}})
+    alloc = poll(lambda: dev.allocs("restartable"), "restartable running")[0]
+    tab = ui()
+    page = tab.go(f"allocations/{alloc['id']}", "#alloc-restart")
+    page.click("#alloc-restart")
+
+    def restarted() -> bool:
+        now = dev.api("GET", f"/v1/allocations/{alloc['id']}")["allocation"]
+        return now["state"] == "running" and now["pid"] != alloc["pid"]
+    poll(restarted, "a new process for the allocation")
+    dev.api("DELETE", "/v1/jobs/default/restartable")
+
+
+@full
 def test_stopping_a_job_stops_its_allocations(ui: Callable[..., UI], dev: Dev) -> None:
     dev.api("PUT", "/v1/jobs/default/doomed", {"command": ["sleep", "600"], "count": 1,
                                                "resources": {"cpu": 0.05}})
@@ -381,6 +397,8 @@ def test_a_read_only_token_is_offered_no_write_action(ui: Callable[..., UI], dev
     for sel in ("#scale", "#stop", "#edit", "#versions button"):
         assert page.locator(sel).count() == 0, sel
     tab.shot("readonly-job")
+    page = tab.go(f"allocations/{dev.allocs('web')[0]['id']}", "#alloc-info")
+    assert page.locator("#alloc-controls, main button").count() == 0
     page = tab.go("nodes", "tr.node")
     assert page.locator("tr.node button").count() == 0
     assert page.locator("tr.node input").count() == 0

@@ -1,7 +1,7 @@
 // One allocation: state, restarts, exit cause, CPU and memory over the last minutes, and
 // the live tail of its stdout and stderr.
-import {get, path, stream} from '../api.js';
-import {ago, badge, fmtBytes, h, replace, sparkline} from '../dom.js';
+import {api, get, path, stream} from '../api.js';
+import {actionButton, ago, badge, fmtBytes, h, replace, sparkline} from '../dom.js';
 import {exitCause} from './allocations.js';
 
 const KEEP_S = 300; // the charts show the last five minutes
@@ -51,10 +51,19 @@ function build(ctx, alloc) {
   ctx.stops = [];
   ctx.cleanup = () => ctx.stops.forEach((s) => s());
   ctx.info = h('div', {id: 'alloc-info'});
+  // Carried to the agent that runs the allocation; offered only to a token that may.
+  const control = (action, label) => actionButton(label, async () => {
+    await api('POST', path`/v1/allocations/${alloc.id}/${action}`, {});
+    await ctx.refresh();
+    return `${action} sent`;
+  }, {id: 'alloc-' + action});
+  const controls = ctx.session.can('alloc-lifecycle', alloc.namespace)
+    ? h('div', {class: 'actions', id: 'alloc-controls'}, control('restart', 'Restart'),
+      control('pause', 'Pause'), control('resume', 'Resume')) : null;
   ctx.charts = h('div', {class: 'charts', id: 'charts'});
   replace(ctx.root,
     h('h1', {}, h('a', {href: '#/allocations'}, 'Allocations'), ' / ', alloc.id),
-    ctx.info, h('h2', {}, `CPU and memory, last ${KEEP_S / 60} minutes (as this tab sampled them)`), ctx.charts, h('h2', {}, 'Logs'),
+    controls, ctx.info, h('h2', {}, `CPU and memory, last ${KEEP_S / 60} minutes (as this tab sampled them)`), ctx.charts, h('h2', {}, 'Logs'),
     ctx.session.can('read-logs', alloc.namespace)
       ? h('div', {class: 'logs'}, logPane(ctx, alloc.id, 'stdout'), logPane(ctx, alloc.id, 'stderr'))
       : h('p', {class: 'muted'}, 'This token may not read logs here.'));
