@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-overload lint fuzz bench bench-agent bench-scheduler bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-browser test-overload lint fuzz bench bench-agent bench-scheduler bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Network-namespace chaos tests need iproute2 and nftables, the power-loss filesystem needs
-# libfuse3 (fuse3 brings fusermount3), the systemd units' test systemd-analyze (installed,
+# libfuse3 (fuse3 brings fusermount3), the UI's browser tests Debian's chromium (Playwright drives it; it never downloads a browser), the systemd units' test systemd-analyze (installed,
 # never booted); install them when we may.
-SYSTEM_TOOLS := ip nft fusermount3 systemd-analyze
-SYSTEM_PKGS := iproute2 nftables fuse3 libfuse3-3 systemd
+SYSTEM_TOOLS := ip nft fusermount3 systemd-analyze chromium
+SYSTEM_PKGS := iproute2 nftables fuse3 libfuse3-3 systemd chromium
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -z "$$missing" ]; then :; \
@@ -23,7 +23,7 @@ system-deps:
 		echo "installing $(SYSTEM_PKGS)"; \
 		apt-get install -y -q $(SYSTEM_PKGS) >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && apt-get install -y -q $(SYSTEM_PKGS) >/dev/null); \
-	else echo "note: ip/nft/fusermount3/systemd-analyze missing and not root: namespace, power-loss and unit-verify tests will skip"; fi
+	else echo "note: ip/nft/fusermount3/systemd-analyze/chromium missing and not root: namespace, power-loss and unit-verify and browser tests will skip"; fi
 
 run: $(STAMP)
 	$(VENV)/bin/hacontrol dev
@@ -31,6 +31,12 @@ run: $(STAMP)
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check hacontrol tests chaos bench
 	$(PY) -m pytest -q tests
+
+# The web UI in Chromium against a dev cluster: every page, every action, a read-only token
+# (tests/integration/test_ui_browser.py, ~1.5 min); screenshots land in test-artifacts/ui/.
+# `make test` runs its smoke only.
+test-browser: $(STAMP) system-deps
+	$(PY) -m pytest -q -m browser tests/integration/test_ui_browser.py
 
 # Two agents given OVERLOAD_N allocations each at once (tests/integration/test_overload.py):
 # all run, no node is marked down, nothing is lost, one process per allocation; prints the

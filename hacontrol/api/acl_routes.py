@@ -12,8 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
+from hacontrol.acl.authorize import NAMESPACED, Action, authorize
 from hacontrol.acl.secrets import hash_secret, new_accessor, new_secret
 from hacontrol.model.acl import (
+    Token,
     TokenType,
     check_accessor,
     parse_policy,
@@ -27,7 +29,7 @@ from hacontrol.state.machine import StateMachine
 
 from .auth import identity_of
 from .errors import RequestError
-from .openapi import WRITE_ERRORS, Operation, documented
+from .openapi import STALE, WRITE_ERRORS, Operation, documented
 from .request import (
     controller_credential_hash,
     idem_key,
@@ -39,6 +41,7 @@ from .request import (
 )
 
 DEFAULT_INTRO_TTL_S = 600.0
+CLUSTER_ACTIONS = tuple(a for a in Action if a not in NAMESPACED)
 
 NAME = {"type": "string"}
 TOKEN_ANSWER = {"type": "object", "properties": {"token": {"type": "object"}}}
@@ -140,11 +143,33 @@ async def list_tokens(request: web.Request) -> web.Response:
     return ok({"tokens": await store_of(request).read(view, is_stale(request))})
 
 
-@documented(Operation("The token this request was made with", "acl", ok={"type": "object"}))
+SELF_ANSWER = {"type": "object", "required": ["token", "permissions"], "properties": {
+    "token": {"type": "object"},
+    "permissions": {"type": "object", "required": ["cluster", "namespaces"], "properties": {
+        "cluster": {"type": "array", "items": {"enum": [str(a) for a in CLUSTER_ACTIONS]}},
+        "namespaces": {"type": "object", "additionalProperties": {
+            "type": "array", "items": {"enum": [str(a) for a in NAMESPACED]}}}}}}}
+
+
+def permissions(token: Token, m: StateMachine) -> dict[str, Any]:
+    """What `token` may do, as `authorize` decides it now: the cluster-wide actions, and
+    the namespaced ones in each existing namespace (so a client such as the UI offers only
+    what will be allowed; every request is still judged on its own)."""
+    policies = m.store.acl_policies
+    return {"cluster": [str(a) for a in CLUSTER_ACTIONS
+                        if authorize(token, policies, a)],
+            "namespaces": {ns: [str(a) for a in sorted(NAMESPACED)
+                                if authorize(token, policies, a, ns)]
+                           for ns in sorted(m.namespaces)}}
+
+
+@documented(Operation("The token this request was made with, and what it may do", "acl",
+                      ok=SELF_ANSWER, params=(STALE,)))
 async def token_self(request: web.Request) -> web.Response:
     token = identity_of(request)
     assert token is not None  # the middleware let only a valid token through
-    return ok({"token": token.public()})
+    allowed = await store_of(request).read(lambda m: permissions(token, m), is_stale(request))
+    return ok({"token": token.public(), "permissions": allowed})
 
 
 @documented(Operation("Revoke a token on every replica", "acl", ok={"type": "object"},

@@ -55,7 +55,10 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("GET", "/v1/health/ready"): OPEN,
     ("GET", "/"): OPEN,
     ("GET", "/ui"): OPEN,
+    ("GET", "/ui/"): OPEN,
+    ("GET", "/ui/{path}"): OPEN,  # only the files the package ships (api/ui.py)
     ("GET", "/v1/status"): OPEN,  # members and leader, as Nomad's /v1/status/*
+    ("GET", "/v1/status/members"): TOKEN,  # asks the peers' open /v1/status for the UI
     ("GET", "/v1/openapi.json"): TOKEN,
     ("GET", "/v1/namespaces"): TOKEN,  # filtered to the namespaces whose jobs it may list
     ("GET", "/v1/namespaces/{ns}"): act(A.LIST_JOBS, "ns"),

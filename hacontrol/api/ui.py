@@ -1,97 +1,93 @@
-"""A one-page view of the cluster, served by every replica.
+"""The web UI, served by every replica under `/ui/` from files shipped in the package.
 
-The page itself holds no data and needs no token; it asks for the token once (kept in the
-browser's localStorage) and reads the same API as the CLI.
+The files (`hacontrol/ui/static/`) hold no data and need no token: the UI asks for one
+(kept in the tab's sessionStorage) and reads the same API as the CLI. Only the files that
+ship with the package are served, read once at start-up, so no request can name a path
+outside them. The policy below lets only those files run: no inline script or style, no
+other origin, no framing.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import re
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 from aiohttp import web
 
+from hacontrol.model.errors import not_found
+
 from .openapi import Operation, documented
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>hacontrol</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.2em .8em;text-align:left;
-border-bottom:1px solid #ddd}th{background:#f4f4f4}.leader{font-weight:bold}
-.running,.ready{color:#070}.failed,.lost,.down{color:#b00}.pending{color:#a60}
-#err{color:#b00}
-</style></head><body>
-<h1>hacontrol</h1>
-<div id="login" hidden><input id="tok" type="password" placeholder="management token">
-<button id="connect">Connect</button></div>
-<div id="err"></div>
-<h2>Replicas</h2><table id="replicas"></table>
-<h2>Nodes</h2><table id="nodes"></table>
-<h2>Jobs</h2><table id="jobs"></table>
-<h2>Allocations</h2><table id="allocs"></table>
-<script>
-document.getElementById('connect').addEventListener('click',()=>saveToken());
-function saveToken(){localStorage.setItem('hacontrol-token',
-  document.getElementById('tok').value);refresh();}
-function esc(s){return String(s??'').replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;',
-  '>':'&gt;','"':'&quot;'}[c]));}
-function table(id,cols,rows,cls){const t=document.getElementById(id);
-  t.innerHTML='<tr>'+cols.map(c=>'<th>'+esc(c[0])+'</th>').join('')+'</tr>'+
-  rows.map(r=>'<tr class="'+esc(cls?cls(r):'')+'">'+cols.map(c=>'<td class="'+
-  esc(c[1](r))+'">'+esc(c[1](r))+'</td>').join('')+'</tr>').join('');}
-async function get(path){const r=await fetch(path,{headers:{Authorization:'Bearer '+
-  localStorage.getItem('hacontrol-token')}});
-  if(r.status==401||r.status==403){document.getElementById('login').hidden=false;
-  throw new Error('token needed');}return r.json();}
-async function refresh(){try{
-  const st=await get('/v1/status?stale=true');
-  // Only this replica is asked (the page may not read other origins): it knows the leader.
-  const reps=st.members.map(m=>({...m,role:m.id==st.leader?'leader':(m.id==st.id?st.role:
-    'follower'),applied_index:m.id==st.id?st.applied_index:null}));
-  table('replicas',[['id',r=>r.id],['role',r=>r.role],['api',r=>r.api],
-    ['applied',r=>r.applied_index]],reps,r=>r.id==st.leader?'leader':'');
-  const n=await get('/v1/nodes?stale=true');
-  table('nodes',[['name',r=>r.name],['status',r=>r.status],['cpu free',r=>r.free.cpu+
-    ' / '+r.capacity.cpu],['memory free',r=>r.free.memory_mb+' / '+r.capacity.memory_mb],
-    ['allocations',r=>r.allocations]],n.nodes);
-  const j=await get('/v1/jobs?stale=true');
-  table('jobs',[['namespace',r=>r.namespace],['name',r=>r.name],['version',r=>r.version],
-    ['count',r=>r.count],['running',r=>r.counts.running],['pending',r=>r.counts.pending],
-    ['failed',r=>r.counts.failed]],j.jobs);
-  const a=await get('/v1/allocations?stale=true');
-  table('allocs',[['id',r=>r.id],['job',r=>r.namespace+'/'+r.job],['node',r=>r.node],
-    ['state',r=>r.state],['pid',r=>r.pid],['restarts',r=>r.restarts],
-    ['exit',r=>r.signal||r.exit_code]],a.allocations);
-  document.getElementById('err').textContent='';
-}catch(e){document.getElementById('err').textContent=e.message;}}
-refresh();setInterval(refresh,2000);
-</script></body></html>
-"""
-
-
-def _sha256_sources(tag: str) -> str:
-    bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", PAGE, re.S)
-    return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()
-                    + "'" for b in bodies)
-
-
-# Only the page's own inline script and style run (by hash, so an injected one does not),
-# it talks only to its own origin, and no other site may frame it.
-CSP = (f"default-src 'none'; script-src {_sha256_sources('script')}; "
-       f"style-src {_sha256_sources('style')}; connect-src 'self'; img-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+       "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-           "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+           "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+           # A new release must not be mixed with files cached from the last one.
+           "Cache-Control": "no-cache"}
+TYPES = {".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript",
+         ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png",
+         ".LICENSE": "text/plain"}
+ENTRY = "index.html"
 
 
-@documented(Operation("The cluster page (HTML; it asks for a token itself)", "ui",
+def _walk(folder: Traversable, prefix: str = "") -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for item in folder.iterdir():
+        name = prefix + item.name
+        if item.is_dir():
+            out.update(_walk(item, name + "/"))
+        elif any(name.endswith(ext) for ext in TYPES):
+            out[name] = item.read_bytes()
+    return out
+
+
+def load_files() -> dict[str, tuple[bytes, str, str]]:
+    """The UI's files by path under `/ui/`: (content, content type, ETag)."""
+    files = _walk(resources.files("hacontrol.ui") / "static")
+    return {name: (body, next(t for ext, t in TYPES.items() if name.endswith(ext)),
+                   '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+            for name, body in files.items()}
+
+
+FILES = load_files()
+
+
+def _serve(request: web.Request, name: str) -> web.Response:
+    found = FILES.get(name)
+    if found is None:
+        raise not_found(f"UI file {name!r}", "path")
+    body, ctype, etag = found
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={**HEADERS, "ETag": etag})
+    charset = None if ctype.startswith("image/png") else "utf-8"
+    return web.Response(body=body, content_type=ctype, charset=charset,
+                        headers={**HEADERS, "ETag": etag})
+
+
+@documented(Operation("The web UI's entry page (HTML; it asks for a token itself)", "ui",
                       media="text/html", public=True, errors=()))
-async def page(_: web.Request) -> web.Response:
-    return web.Response(text=PAGE, content_type="text/html", headers=HEADERS)
+async def index(request: web.Request) -> web.Response:
+    return _serve(request, ENTRY)
+
+
+@documented(Operation("A file of the web UI (script, style, image)", "ui",
+                      media="text/javascript", public=True, errors=(404,),
+                      path={"path": {"type": "string"}},
+                      other_media={t: {"type": "string"} for t in sorted(set(TYPES.values()))
+                                   if t != "text/javascript"}))
+async def static_file(request: web.Request) -> web.Response:
+    return _serve(request, request.match_info["path"])
+
+
+@documented(Operation("Redirects to the web UI at /ui/", "ui", media="text/html",
+                      public=True, errors=()))
+async def to_ui(_: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui/", headers=HEADERS)
 
 
 def register(app: web.Application) -> None:
-    app.router.add_get("/", page)
-    app.router.add_get("/ui", page)
+    app.router.add_get("/", to_ui)
+    app.router.add_get("/ui", to_ui)
+    app.router.add_get("/ui/", index)
+    app.router.add_get("/ui/{path:.+}", static_file)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
-from .harness import wait_for
+from .harness import http, wait_for
 from .test_dev import port_base, stop_dev
 
 
@@ -68,6 +69,13 @@ def test_a_cli_with_the_ca_runs_a_job_on_a_tls_dev_cluster(tmp_path: Path) -> No
         logs = wait_for(lambda: (r := cli(env, "alloc", "logs", alloc_id)).returncode == 0
                         and "hi-over-tls" in r.stdout and r, 20, what="logs")
         assert logs
+        # The replica asked gathers its peers' status over TLS, each checked as a server.
+        ctx = ssl.create_default_context(cafile=str(data / "tls" / "ca.pem"))
+        ctx.load_cert_chain(data / "tls" / "cli.pem", data / "tls" / "cli-key.pem")
+        members = http("GET", f"{url}/v1/status/members", token=token,
+                       context=ctx).body["members"]
+        assert [(m["id"], m["reachable"]) for m in members] == [
+            ("c1", True), ("c2", True), ("c3", True)], members
     finally:
         stop_dev(proc, state)
         log.close()

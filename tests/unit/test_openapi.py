@@ -112,8 +112,8 @@ def test_public_routes_are_only_the_probes_the_page_and_bootstrap() -> None:
     doc = openapi.document(app_of())
     public = {p for p, ops in doc["paths"].items() for op in ops.values()
               if op.get("security") == []}
-    assert public == {"/v1/health", "/v1/health/ready", "/v1/status", "/", "/ui",
-                      "/v1/acl/bootstrap"}
+    assert public == {"/v1/health", "/v1/health/ready", "/v1/status", "/", "/ui", "/ui/",
+                      "/ui/{path}", "/v1/acl/bootstrap"}
     # and the document agrees with the permission table the API enforces
     from hacontrol.api.auth import OPEN, ROUTES
     assert public == {path for (_m, path), need in ROUTES.items() if need == OPEN}

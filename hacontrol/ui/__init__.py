@@ -1,0 +1,1 @@
+"""The web UI's static files (`static/`), served by `hacontrol.api.ui`."""
