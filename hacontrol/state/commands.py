@@ -37,11 +37,12 @@ ACL_POLICY_DELETE = "acl_policy_delete"
 ACL_TOKEN_CREATE = "acl_token_create"
 ACL_TOKEN_REVOKE = "acl_token_revoke"
 NODE_CREDENTIAL = "node_credential"  # an introduction token exchanged for a node credential
+STATE_RESTORE = "state_restore"  # replace the whole state with a snapshot's (one entry)
 
 OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NODE_STATUS,
                  PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP, JOB_REVERT,
                  ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE, ACL_TOKEN_CREATE,
-                 ACL_TOKEN_REVOKE, NODE_CREDENTIAL})
+                 ACL_TOKEN_REVOKE, NODE_CREDENTIAL, STATE_RESTORE})
 
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_IDEM_LEN = 200

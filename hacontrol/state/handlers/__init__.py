@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import commands as C
 from ..context import Applying, Result
-from . import acl, allocations, deployments, jobs, namespaces, nodes, plans
+from . import acl, allocations, deployments, jobs, namespaces, nodes, plans, restore
 
 Handler = Callable[[Applying, dict[str, Any]], Result]
 
@@ -41,4 +41,5 @@ HANDLERS: dict[str, Handler] = {
     C.ACL_TOKEN_CREATE: acl.token_create,
     C.ACL_TOKEN_REVOKE: acl.token_revoke,
     C.NODE_CREDENTIAL: acl.node_credential,
+    C.STATE_RESTORE: restore.restore,
 }
