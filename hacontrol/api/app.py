@@ -15,7 +15,7 @@ from aiohttp import web
 
 from hacontrol.scheduler.leader_state import Leadership
 
-from . import acl_routes, agent_routes, openapi, ops_routes, routes, ui
+from . import acl_routes, agent_routes, openapi, ops_routes, routes, snapshot_routes, ui
 from .auth import acl_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
@@ -48,6 +48,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     agent_routes.register(app)
     acl_routes.register(app)
     ops_routes.register(app)
+    snapshot_routes.register(app)
     ui.register(app)
     openapi.register(app)  # documents every route, whenever it was registered
     return app
