@@ -10,8 +10,8 @@ is taken over), deflated. The trailer is the SHA-256 of everything before it, so
 bit anywhere (header included) or a cut is found before anything is restored.
 
 Never pickle: a snapshot file comes from outside the cluster, and everything read from it
-is msgpack with bounded sizes. Nothing here imports the state machine: the restore
-handler (`handlers/restore.py`) uses `inflate` while it applies a log entry.
+is msgpack with bounded sizes. Nothing here imports the state machine (only the tables):
+the restore handler (`handlers/restore.py`) uses `inflate` while it applies a log entry.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+
+from .tables import paused_gc
 
 MAGIC = b"HACSNAP\n"
 FORMAT = 1
@@ -176,7 +178,8 @@ def state_tables(backup: Backup, limit: int = MAX_STATE_BYTES) -> dict[str, Any]
         raise DamagedSnapshot(f"damaged: the state is {len(raw)} bytes, its header says "
                               f"{backup.state_bytes}")
     try:
-        tables = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        with paused_gc():
+            tables = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception:
         raise DamagedSnapshot("damaged: the state does not decode") from None
     if not isinstance(tables, dict):

@@ -13,7 +13,7 @@ import msgpack
 
 from .dispatch import IdempotencyTable
 from .store import Store
-from .tables import SNAPSHOT_VERSION, decode_store
+from .tables import SNAPSHOT_VERSION, decode_store, paused_gc
 
 __all__ = ["SNAPSHOT_VERSION", "decode", "encode"]
 
@@ -50,9 +50,10 @@ def encode(store: Store, idem: IdempotencyTable) -> bytes:
 
 def decode(data: bytes) -> tuple[Store, IdempotencyTable]:
     """A new store (indexes built) and idempotency table; raises on a malformed snapshot."""
-    d: Any = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    store = decode_store(d)
-    idem = IdempotencyTable()
-    for k, dg, r in d["idempotency"]:
-        idem.put(k, dg, r)  # compacts entries written before results were kept compact
+    with paused_gc():
+        d: Any = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        store = decode_store(d)
+        idem = IdempotencyTable()
+        for k, dg, r in d["idempotency"]:
+            idem.put(k, dg, r)  # compacts entries written before results were kept compact
     return store, idem

@@ -6,6 +6,9 @@ snapshot without importing the idempotency table's module, which imports the han
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hacontrol.model.acl import Policy, Token
@@ -15,6 +18,22 @@ from hacontrol.model.resources import Quota
 from .store import Store
 
 SNAPSHOT_VERSION = 1
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside: decoding a whole state creates millions of
+    containers, each of which counts towards the next collection, and the collections
+    (ever longer as the heap grows) were 43 % of unpacking and decoding 10,000 jobs
+    (A/B, medians of 4: 3.8 s vs 6.7 s on a loaded machine). Nothing decoded is cyclic
+    garbage; collection resumes after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def decode_store(d: Any) -> Store:

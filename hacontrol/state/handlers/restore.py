@@ -23,15 +23,16 @@ from hacontrol.model.errors import invalid
 from ..backup import COUNTED, DamagedSnapshot, counts_of, inflate
 from ..context import Applying, Result
 from ..store import Store
-from ..tables import decode_store
+from ..tables import decode_store, paused_gc
 
 
 def _decode(body: Any) -> tuple[Store, dict[str, int]]:
     if not isinstance(body, bytes):
         raise invalid("state", "required: the deflated snapshot encoding")
     try:
-        tables = msgpack.unpackb(inflate(body), raw=False, strict_map_key=True)
-        store = decode_store(tables)
+        with paused_gc():
+            tables = msgpack.unpackb(inflate(body), raw=False, strict_map_key=True)
+            store = decode_store(tables)
     except DamagedSnapshot as exc:
         raise invalid("state", str(exc)) from None
     except Exception as exc:  # a malformed snapshot raises whatever its field breaks
