@@ -19,6 +19,15 @@ __all__ = ["SNAPSHOT_VERSION", "decode", "encode"]
 
 
 def encode(store: Store, idem: IdempotencyTable) -> bytes:
+    # The tables' dict encodings are millions of short-lived containers: without pausing
+    # the cyclic GC, its collections were 45 % of encoding 10,000 jobs (A/B, medians of 5:
+    # 2.2 s vs 4.1 s on a loaded machine), time the tick thread (log compaction) or the
+    # apply lock (a backup) is held.
+    with paused_gc():
+        return _encode(store, idem)
+
+
+def _encode(store: Store, idem: IdempotencyTable) -> bytes:
     tables: dict[str, Any] = {
         "v": SNAPSHOT_VERSION,
         "index": store.index,
