@@ -170,13 +170,20 @@ def inflate(body: bytes, limit: int = MAX_STATE_BYTES) -> bytes:
     return out
 
 
-def state_tables(backup: Backup, limit: int = MAX_STATE_BYTES) -> dict[str, Any]:
-    """The body inflated and decoded to the snapshot map (not yet records), its counts
-    checked against the header's."""
+def inflated(backup: Backup, limit: int = MAX_STATE_BYTES) -> bytes:
+    """The body inflated, its length checked against the header's. (zlib lets other
+    threads run meanwhile, which decoding the state would not.)"""
     raw = inflate(backup.body, limit)
     if len(raw) != backup.state_bytes:
         raise DamagedSnapshot(f"damaged: the state is {len(raw)} bytes, its header says "
                               f"{backup.state_bytes}")
+    return raw
+
+
+def state_tables(backup: Backup, limit: int = MAX_STATE_BYTES) -> dict[str, Any]:
+    """The body inflated and decoded to the snapshot map (not yet records), its counts
+    checked against the header's."""
+    raw = inflated(backup, limit)
     try:
         with paused_gc():
             tables = msgpack.unpackb(raw, raw=False, strict_map_key=True)
