@@ -126,6 +126,12 @@ def test_a_damaged_or_oversized_file_is_refused_before_it_reaches_the_log() -> N
             status, body = call("PUT", PATH, bad, root)
             assert status == 422 and body["error"]["field"] == "snapshot", body
             assert why in body["error"]["message"]
+        # A whole file (right checksum) around a state that is not one: every replica
+        # refuses it as it applies, and nothing changes.
+        forged = backup.pack(b"\x92\x01\x02", 5, 1, {}, created_at=0.0, source="x")
+        status, body = call("PUT", PATH, forged, root)
+        assert status == 422 and body["error"]["field"] == "state", body
+        index = source.m.index
         status, body = call("PUT", PATH, b"\0" * (MAX_FILE_BYTES + 1), root)
         assert status == 413 and body["error"]["field"] == "body", body
         assert source.m.index == index  # nothing was written
