@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from hacontrol.acl.authorize import Action
-from hacontrol.model.errors import invalid
+from hacontrol.model.errors import Rejection, invalid
 from hacontrol.state import backup
 from hacontrol.state import commands as C
 from hacontrol.state import snapshot as snap
@@ -30,8 +30,9 @@ from hacontrol.state.machine import StateMachine
 
 from .auth import require
 from .errors import RequestError
+from .limits import LIMIT_EXCEEDED, LimitedStore
 from .openapi import WRITE_ERRORS, Operation, documented
-from .request import cluster_of, idem_key, store_of
+from .request import STORE, cluster_of, idem_key, store_of
 
 # The deflated state travels in one log entry, whose whole envelope must stay under what
 # every replica decodes (`commands.MAX_COMMAND_BYTES`, also the replicas' submission cap).
@@ -103,6 +104,21 @@ async def _file_body(request: web.Request) -> bytes:
     return bytes(buf)
 
 
+def _check_caps(request: web.Request, counts: dict[str, int]) -> None:
+    """Refuse a snapshot holding more than this cluster accepts (`hacontrol server
+    --max-*`): it would restore, and then every creation would be refused."""
+    store = request.app[STORE]
+    if not isinstance(store, LimitedStore):  # build_app always wraps the store in one
+        return
+    limits = store.limits
+    for name, cap in (("jobs", limits.max_jobs), ("namespaces", limits.max_namespaces),
+                      ("nodes", limits.max_nodes)):
+        if counts.get(name, 0) > cap:
+            raise Rejection(LIMIT_EXCEEDED, f"the snapshot holds {counts[name]} {name}, "
+                            f"more than this cluster accepts ({cap}: --max-{name})",
+                            "snapshot")
+
+
 @documented(Operation(
     "Restore a snapshot file: replace the whole state, as one log entry", "operator",
     ok={"type": "object", "properties": {"index": {"type": "integer"},
@@ -129,6 +145,7 @@ async def restore(request: web.Request) -> web.Response:
         raise RequestError("payload_too_large", f"a state of {len(found.body)} deflated "
                            f"bytes does not fit in one log entry ({MAX_RESTORE_BODY_BYTES})",
                            "body")
+    _check_caps(request, found.counts)
     args: dict[str, Any] = {"state": found.body, "index": found.index}
     res = await store_of(request).write(C.STATE_RESTORE, args, idem_key(request))
     return web.json_response({"index": res["index"], "restored": res["restored"],

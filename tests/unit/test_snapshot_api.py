@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from hacontrol.api.app import build_app
+from hacontrol.api.limits import Limits
 from hacontrol.api.snapshot_routes import MAX_FILE_BYTES
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.state import backup
@@ -22,10 +23,11 @@ Call = Callable[..., tuple[int, Any]]
 PATH = "/v1/operator/snapshot"
 
 
-def session(replica: LocalReplica, script: Callable[[Call], None]) -> None:
+def session(replica: LocalReplica, script: Callable[[Call], None],
+            limits: Limits | None = None) -> None:
     """`call(method, path, body, token)`; a bytes body is sent as it is, raw answers kept."""
     async def go() -> None:
-        app: web.Application = build_app(replica, replica, Leadership(lambda: 3), "")
+        app: web.Application = build_app(replica, replica, Leadership(lambda: 3), "", limits)
         async with TestClient(TestServer(app)) as client:
             loop = asyncio.get_running_loop()
 
@@ -108,6 +110,29 @@ def test_save_then_restore_onto_another_cluster_and_weaker_tokens_are_refused() 
         assert state_of(call, saved["root"]) == saved["state"]
 
     session(target, on_target)
+
+
+def test_a_snapshot_over_this_clusters_caps_is_refused() -> None:
+    source, small = LocalReplica(), LocalReplica()
+    saved: dict[str, Any] = {}
+
+    def on_source(call: Call) -> None:
+        root = bootstrap(call)
+        for i in range(3):
+            assert call("PUT", f"/v1/jobs/default/web{i}", SPEC, root)[0] == 200
+        saved["file"] = call("GET", PATH, None, root)[1]
+
+    session(source, on_source)
+
+    def on_small(call: Call) -> None:
+        root = bootstrap(call)
+        index = small.m.index
+        status, body = call("PUT", PATH, saved["file"], root)
+        assert status == 409 and body["error"]["field"] == "snapshot", body
+        assert "--max-jobs" in body["error"]["message"]
+        assert small.m.index == index
+
+    session(small, on_small, Limits(max_jobs=2))
 
 
 def test_a_damaged_or_oversized_file_is_refused_before_it_reaches_the_log() -> None:
