@@ -150,6 +150,17 @@ def test_a_bad_body_is_refused_and_changes_nothing(state: Any) -> None:
     assert target.m.broken is None
 
 
+def test_a_snapshot_without_access_control_cannot_unlock_the_cluster() -> None:
+    source = Feeder()  # never bootstrapped: no tokens, no policies
+    assert source(C.NS_PUT, None, name="team", quota={})["ok"]
+    assert not source.m.acl_bootstrapped
+    target, root = populated(jobs=1)
+    before = tables(target.m)
+    r = target(C.STATE_RESTORE, root, **restore_args(file_of(source.m)))
+    assert r["error"]["field"] == "state" and "open" in r["error"]["message"], r
+    assert tables(target.m) == before and target.m.acl_bootstrapped
+
+
 def test_rows_named_twice_are_refused() -> None:
     source, _ = populated(jobs=2)
     d = msgpack.unpackb(snap.encode(source.m.store, IdempotencyTable()))

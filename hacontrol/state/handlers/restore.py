@@ -49,10 +49,16 @@ def _decode(body: Any) -> tuple[Store, dict[str, int]]:
 
 
 def restore(tx: Applying, args: dict[str, Any]) -> Result:
-    restored, held = _decode(args.get("state"))
     source = args.get("index")
     if isinstance(source, bool) or not isinstance(source, int) or source < 0:
         raise invalid("index", "required: the log index the snapshot was taken at")
+    restored, held = _decode(args.get("state"))
+    if not restored.acl_bootstrapped:
+        # Every saved snapshot is bootstrapped (saving needs a token); one that is not
+        # would unlock the cluster: the open bootstrap route would hand management to
+        # whoever asks first.
+        raise invalid("state", "the snapshot has no access control (never bootstrapped): "
+                               "restoring it would leave the cluster open")
     tx.store.adopt(restored, tx.index)
     tx.event("state_restored", source_index=source, **held)
     return {"restored": {"source_index": source, **held}}
