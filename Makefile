@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-browser test-overload lint fuzz bench bench-agent bench-scheduler bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-browser test-overload lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ bench-agent: $(STAMP)
 
 bench-scheduler: $(STAMP)
 	$(PY) bench/scheduler.py
+
+# Snapshot save and restore times and sizes at SNAPSHOT_JOBS jobs, with the write pause a
+# restore causes (bench/snapshot.py).
+SNAPSHOT_JOBS ?= 10000
+bench-snapshot: $(STAMP)
+	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS)
 
 # hacontrol next to etcd, supervisord, circus and PM2 in one run (bench/README.md). Peers are
 # installed into ~/.cache/hacontrol-bench, never into the project; e.g.

@@ -16,7 +16,17 @@ from aiohttp import web
 from hacontrol.observe.metrics import ServerMetrics
 from hacontrol.scheduler.leader_state import Leadership
 
-from . import acl_routes, agent_routes, members, metrics_routes, openapi, ops_routes, routes, ui
+from . import (
+    acl_routes,
+    agent_routes,
+    members,
+    metrics_routes,
+    openapi,
+    ops_routes,
+    routes,
+    snapshot_routes,
+    ui,
+)
 from .auth import acl_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
@@ -55,6 +65,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     ops_routes.register(app)
     metrics_routes.register(app, metrics)
     members.register(app)
+    snapshot_routes.register(app)
     ui.register(app)
     openapi.register(app)  # documents every route, whenever it was registered
     return app

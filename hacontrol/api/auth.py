@@ -94,6 +94,10 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("POST", "/v1/acl/tokens"): act(A.ACL_WRITE),
     ("GET", "/v1/acl/tokens/self"): TOKEN,
     ("DELETE", "/v1/acl/tokens/{accessor_id}"): act(A.ACL_WRITE),
+    # A snapshot holds every secret hash and every namespace's jobs, and a restore
+    # replaces every token: acl:write here, operator:write checked by the route too.
+    ("GET", "/v1/operator/snapshot"): act(A.ACL_WRITE),
+    ("PUT", "/v1/operator/snapshot"): act(A.ACL_WRITE),
 }
 
 USER_TYPES = (TokenType.MANAGEMENT, TokenType.CLIENT)

@@ -105,10 +105,16 @@ class Job:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
         dep = d.get("deployment")
-        return cls(d["namespace"], d["name"], JobSpec.from_dict(d["spec"]), d["version"],
-                   JobStatus(d["status"]), d["created_at"], d["updated_at"],
-                   d["modify_index"], None if dep is None else Deployment.from_dict(dep),
-                   [JobVersion.from_dict(v) for v in d.get("versions") or []])
+        versions = d.get("versions") or []
+        history = [JobVersion.from_dict(v) for v in versions]
+        # The current spec is most often the newest version's, encoded twice: decode it
+        # once (specs are frozen, so one object may serve both, as it does when a job_put
+        # makes them). Half of a restore's (and a snapshot install's) time went to specs.
+        spec = (history[-1].spec if history and versions[-1]["spec"] == d["spec"]
+                else JobSpec.from_dict(d["spec"]))
+        return cls(d["namespace"], d["name"], spec, d["version"], JobStatus(d["status"]),
+                   d["created_at"], d["updated_at"], d["modify_index"],
+                   None if dep is None else Deployment.from_dict(dep), history)
 
 
 @dataclass

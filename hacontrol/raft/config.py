@@ -58,7 +58,11 @@ class RaftTuning:
     append_entries_batch_size_bytes: int = 2**16
     log_compaction_min_entries: int = 5000
     log_compaction_min_time: float = 300.0
-    max_command_bytes: int = 1024 * 1024
+    # As `state.commands.MAX_COMMAND_BYTES`, which every replica decodes: a restore is one
+    # entry holding the deflated state (10,000 jobs: ~1 MB); job specs stay capped at 1 MiB
+    # by the API's body limit. A 4 MiB entry is a ~5.5 MiB frame (Fernet's base64), well
+    # under the frame cap.
+    max_command_bytes: int = 4 * 1024 * 1024
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     # An accepted Raft connection that has not completed its encrypted handshake
     # within this long is closed; a peer needs one round trip (milliseconds), so

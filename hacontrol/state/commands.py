@@ -40,11 +40,13 @@ NODE_CREDENTIAL = "node_credential"  # an introduction token exchanged for a nod
 ACL_TOKEN_PRUNE = "acl_token_prune"  # the leader removes tokens expired at the stamped time
 # The controllers' credential towards agents, set once (`acl.secrets.controller_credential`).
 CONTROLLER_CREDENTIAL = "controller_credential"
+STATE_RESTORE = "state_restore"  # replace the whole state with a snapshot's (one entry)
 
 OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NODE_STATUS,
                  PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP, JOB_REVERT,
                  ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE, ACL_TOKEN_CREATE,
-                 ACL_TOKEN_REVOKE, NODE_CREDENTIAL, ACL_TOKEN_PRUNE, CONTROLLER_CREDENTIAL})
+                 ACL_TOKEN_REVOKE, NODE_CREDENTIAL, ACL_TOKEN_PRUNE, CONTROLLER_CREDENTIAL,
+                 STATE_RESTORE})
 
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_IDEM_LEN = 200

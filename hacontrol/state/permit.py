@@ -70,6 +70,9 @@ def needed(store: Store, op: str, args: dict[str, Any]) -> list[tuple[Action, st
             return [(Action.SUBMIT_JOB, ns), *([(Action.RUN_AS_ROOT, ns)] if as_root else [])]
         case C.NODE_DRAIN:
             return [(Action.NODE_WRITE, None)]
+        case C.STATE_RESTORE:
+            # It replaces every token and policy: whoever may restore may write the ACLs.
+            return [(Action.OPERATOR_WRITE, None), (Action.ACL_WRITE, None)]
         case C.ACL_TOKEN_CREATE if args.get("type") == str(TokenType.INTRO):
             return [(Action.NODE_WRITE, None)]
         case (C.ACL_POLICY_PUT | C.ACL_POLICY_DELETE | C.ACL_TOKEN_CREATE

@@ -11,17 +11,23 @@ from typing import Any
 
 import msgpack
 
-from hacontrol.model.acl import Policy, Token
-from hacontrol.model.records import Allocation, Job, Node
-from hacontrol.model.resources import Quota
-
 from .dispatch import IdempotencyTable
 from .store import Store
+from .tables import SNAPSHOT_VERSION, decode_store, paused_gc
 
-SNAPSHOT_VERSION = 1
+__all__ = ["SNAPSHOT_VERSION", "decode", "encode"]
 
 
 def encode(store: Store, idem: IdempotencyTable) -> bytes:
+    # The tables' dict encodings are millions of short-lived containers: without pausing
+    # the cyclic GC, its collections were 45 % of encoding 10,000 jobs (A/B, medians of 5:
+    # 2.2 s vs 4.1 s on a loaded machine), time the tick thread (log compaction) or the
+    # apply lock (a backup) is held.
+    with paused_gc():
+        return _encode(store, idem)
+
+
+def _encode(store: Store, idem: IdempotencyTable) -> bytes:
     tables: dict[str, Any] = {
         "v": SNAPSHOT_VERSION,
         "index": store.index,
@@ -55,23 +61,10 @@ def encode(store: Store, idem: IdempotencyTable) -> bytes:
 
 def decode(data: bytes) -> tuple[Store, IdempotencyTable]:
     """A new store (indexes built) and idempotency table; raises on a malformed snapshot."""
-    d: Any = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    if not isinstance(d, dict) or d.get("v") != SNAPSHOT_VERSION:
-        raise ValueError("unsupported snapshot version")
-    store = Store()
-    store.namespaces = {n: Quota.from_dict(q) for n, q in d["namespaces"]}
-    store.jobs = {(j["namespace"], j["name"]): Job.from_dict(j) for j in d["jobs"]}
-    store.allocs = {a["id"]: Allocation.from_dict(a) for a in d["allocs"]}
-    store.nodes = {n["name"]: Node.from_dict(n) for n in d["nodes"]}
-    store.alloc_seq = int(d["alloc_seq"])
-    store.index = int(d["index"])
-    store.acl_bootstrapped = bool(d.get("acl_bootstrapped", False))
-    store.acl_policies = {p["name"]: Policy.from_dict(p) for p in d.get("acl_policies", [])}
-    store.acl_tokens = {t["accessor_id"]: Token.from_dict(t) for t in d.get("acl_tokens", [])}
-    cred = d.get("controller_credential")
-    store.controller_credential = cred if isinstance(cred, str) else None
-    store.rebuild_indexes()
-    idem = IdempotencyTable()
-    for k, dg, r in d["idempotency"]:
-        idem.put(k, dg, r)  # compacts entries written before results were kept compact
+    with paused_gc():
+        d: Any = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        store = decode_store(d)
+        idem = IdempotencyTable()
+        for k, dg, r in d["idempotency"]:
+            idem.put(k, dg, r)  # compacts entries written before results were kept compact
     return store, idem

@@ -216,6 +216,26 @@ class Store:
         f.touched_nodes = set()
         return f
 
+    def adopt(self, other: Store, index: int) -> None:
+        """Take over `other`'s tables and indexes (a restore applied at log `index`).
+
+        The index stays the log's and deltas start again at it; the allocation sequence
+        never goes back, so no id an agent may still run is handed out twice. Every node
+        known before or after is touched: their long polls wake to the new state."""
+        before = set(self.nodes) | set(self.by_node)
+        self.namespaces, self.jobs, self.allocs, self.nodes = (
+            other.namespaces, other.jobs, other.allocs, other.nodes)
+        self.by_node, self.by_job, self.pending = other.by_node, other.by_job, other.pending
+        self.usage = other.usage
+        self.acl_policies, self.acl_tokens = other.acl_policies, other.acl_tokens
+        self.acl_bootstrapped, self.acl_by_hash = other.acl_bootstrapped, other.acl_by_hash
+        # The controllers' credential is kept: this cluster's agents have pinned it.
+        self.alloc_seq = max(self.alloc_seq, other.alloc_seq)
+        self.index = index
+        self.removed, self.removed_floor = {}, {}
+        self.delta_floor = index
+        self.touched_nodes |= before | set(self.nodes) | set(self.by_node)
+
     def rebuild_indexes(self) -> None:
         """Derive every index from the tables (after a restore)."""
         allocs = list(self.allocs.values())

@@ -183,6 +183,8 @@ class Cluster:
     # Mutual TLS everywhere (a CA and server, agent and cli certificates under root/tls);
     # False runs plain HTTP with --insecure-http.
     tls: bool = False
+    # Replica ids are this followed by 1, 2, ...
+    id_prefix: str = "c"
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -199,7 +201,7 @@ class Cluster:
                 create_cert(ca, role, d)
         ports = free_ports(2 * self.size)
         for i in range(self.size):
-            rid = f"c{i + 1}"
+            rid = f"{self.id_prefix}{i + 1}"
             self.replicas.append(Replica(rid, ports[2 * i], ports[2 * i + 1], None,  # type: ignore[arg-type]
                                          "https" if self.tls else "http"))
         for r in self.replicas:

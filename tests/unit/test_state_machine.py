@@ -253,3 +253,18 @@ def test_a_bug_in_a_handler_marks_the_replica_broken(monkeypatch) -> None:
     r = f(C.NOOP)
     assert r["ok"] is False and r["error"]["code"] == "internal"
     assert f.m.broken and "entry 1" in f.m.broken
+
+
+def test_dependency_cycles_are_refused_within_a_namespace_only() -> None:
+    f = Feeder()
+    batch = {"command": ["true"], "type": "batch", "count": 0}
+    assert f(C.JOB_PUT, namespace="default", name="a", spec={**batch, "depends_on": ["b"]})["ok"]
+    assert f(C.JOB_PUT, namespace="default", name="b", spec={**batch, "depends_on": ["c"]})["ok"]
+    r = f(C.JOB_PUT, namespace="default", name="c", spec={**batch, "depends_on": ["a"]})
+    assert r["error"]["field"] == "depends_on" and "cycle" in r["error"]["message"]
+    r = f(C.JOB_PUT, namespace="default", name="d", spec={**batch, "depends_on": ["d"]})
+    assert r["error"]["field"] == "depends_on"
+    assert f(C.NS_PUT, name="other", quota={})["ok"]
+    # The same names in another namespace are other jobs: no cycle.
+    assert f(C.JOB_PUT, namespace="other", name="c", spec={**batch, "depends_on": ["a"]})["ok"]
+    assert f(C.JOB_PUT, namespace="default", name="c", spec={**batch, "depends_on": []})["ok"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import commands as C
 from ..context import Applying, Result
-from . import acl, allocations, deployments, jobs, namespaces, nodes, plans
+from . import acl, allocations, deployments, jobs, namespaces, nodes, plans, restore
 
 Handler = Callable[[Applying, dict[str, Any]], Result]
 
@@ -43,4 +43,5 @@ HANDLERS: dict[str, Handler] = {
     C.NODE_CREDENTIAL: acl.node_credential,
     C.ACL_TOKEN_PRUNE: acl.token_prune,
     C.CONTROLLER_CREDENTIAL: acl.controller_credential,
+    C.STATE_RESTORE: restore.restore,
 }
