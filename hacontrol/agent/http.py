@@ -16,6 +16,7 @@ from typing import Protocol
 from aiohttp import web
 
 from hacontrol.agent.spec import AllocationEvent
+from hacontrol.model import protocol
 from hacontrol.model.checks import ALLOC_ID_RE
 from hacontrol.model.text import prometheus_label
 from hacontrol.tls.roles import Role, peer_roles
@@ -156,7 +157,13 @@ def build_agent_app(local: LocalAllocations | None,
                     lines.append(f'hacontrol_instance_{key}{{alloc="{label}"}} {v}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
+    async def say_protocol(_: web.Request, response: web.StreamResponse) -> None:
+        # Every answer names the agent's protocol (model/protocol.py); version 1 did not.
+        if protocol.versioned():
+            response.headers[protocol.HEADER] = str(protocol.spoken())
+
     app = web.Application(middlewares=[auth])
+    app.on_response_prepare.append(say_protocol)
     app.router.add_get("/v1/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/allocations/{id}/{action}", action)

@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from hacontrol.controller.errors import AgentUnreachable
+from hacontrol.model import protocol
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import Rejection, conflict, invalid, not_found
 from hacontrol.model.text import prometheus_label
@@ -306,7 +307,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     tls = app[AGENT_TLS]
     connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
-    app[AGENT_SESSION] = aiohttp.ClientSession(connector=connector)
+    # Every call to an agent says which protocol this controller speaks (protocol 1 did not).
+    headers = {protocol.HEADER: str(protocol.spoken())} if protocol.versioned() else None
+    app[AGENT_SESSION] = aiohttp.ClientSession(connector=connector, headers=headers)
     yield
     await app[AGENT_SESSION].close()
 

@@ -24,6 +24,8 @@ from .checks import (
     string,
 )
 from .errors import Rejection, invalid
+from .protocol import OLDEST as OLDEST_PROTOCOL
+from .protocol import read_version
 from .spec import JobSpec
 from .spec_parse import parse_job_spec
 from .states import REPORTED_STATES, AllocState, DesiredState, Health
@@ -243,6 +245,7 @@ class SyncRequest:
     delta: DeltaRequest | None = None  # None: an agent that wants full answers
     # "busy, alive": counts of work in progress (e.g. starting, stopping), shown to operators
     busy: dict[str, int] | None = None
+    protocol: int = OLDEST_PROTOCOL  # the agent's (model/protocol.py); absent: 1
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"node": self.node.to_dict(),
@@ -257,6 +260,8 @@ class SyncRequest:
             d["delta"] = self.delta.to_dict()
         if self.busy is not None:
             d["busy"] = dict(self.busy)
+        if self.protocol > OLDEST_PROTOCOL:
+            d["protocol"] = self.protocol
         return d
 
     @classmethod
@@ -284,7 +289,8 @@ class SyncRequest:
             optional_string(d.get("fingerprint"), "fingerprint", max_len=200),
             integer(d.get("term") or 0, "term", maximum=2**62),
             agent if isinstance(agent, dict) else None, metrics,
-            None if delta is None else DeltaRequest.from_dict(delta), busy)
+            None if delta is None else DeltaRequest.from_dict(delta), busy,
+            read_version(d.get("protocol")))
 
 
 @dataclass(frozen=True)
