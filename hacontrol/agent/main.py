@@ -221,6 +221,15 @@ class Agent:
         await self._bg.aclose()
 
 
+def leave_running(name: str) -> None:
+    """SIGQUIT: exit now and leave every allocation running, for the next agent on this
+    data directory to re-adopt (a rolling upgrade, docs/operations.md). Nothing is stopped
+    or cleaned: it is what a crash leaves, which re-adoption is built for, minus the crash."""
+    log.warning("agent %s exiting and leaving its allocations running (SIGQUIT)", name)
+    logging.shutdown()
+    os._exit(0)
+
+
 async def _serve_health(host: str, port: int, agent: Agent | None, key: ControllerKey,
                         tls: ssl.SSLContext | None = None) -> web.AppRunner | None:
     if not port:
@@ -317,6 +326,7 @@ async def agent_main(args: Any) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGQUIT, leave_running, args.name)
     log.info("agent %s: cpu %.1f, memory %d MB, controllers %s, pid %d", args.name, cpu, mem,
              ",".join(args.controllers), os.getpid())
     await agent.run(stop)
