@@ -119,6 +119,8 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
             info["busy"] = message.busy  # shown in the node view, under `agent`
         # Which agents still run the older version, during a rolling upgrade.
         info["protocol"] = message.protocol
+    if message.restarting_s is not None:
+        leader.restart_announced(name, message.restarting_s)
         leader.node_info[name] = info
     acked = 0
     if reports:

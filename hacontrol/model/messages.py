@@ -230,6 +230,9 @@ class NodeInfo:
                    str_map(d.get("attributes"), f"{at}.attributes"))
 
 
+MAX_RESTART_NOTICE_S = 300.0
+
+
 @dataclass(frozen=True)
 class SyncRequest:
     """What an agent sends: heartbeat, reports, and how long it is willing to wait."""
@@ -246,6 +249,9 @@ class SyncRequest:
     # "busy, alive": counts of work in progress (e.g. starting, stopping), shown to operators
     busy: dict[str, int] | None = None
     protocol: int = OLDEST_PROTOCOL  # the agent's (model/protocol.py); absent: 1
+    # Since protocol 2: the agent is exiting to restart (a rolling upgrade) and asks to count
+    # as alive for this long, so that its allocations are not replaced meanwhile.
+    restarting_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"node": self.node.to_dict(),
@@ -262,6 +268,8 @@ class SyncRequest:
             d["busy"] = dict(self.busy)
         if self.protocol > OLDEST_PROTOCOL:
             d["protocol"] = self.protocol
+        if self.restarting_s is not None:
+            d["restarting_s"] = self.restarting_s
         return d
 
     @classmethod
@@ -290,7 +298,9 @@ class SyncRequest:
             integer(d.get("term") or 0, "term", maximum=2**62),
             agent if isinstance(agent, dict) else None, metrics,
             None if delta is None else DeltaRequest.from_dict(delta), busy,
-            read_version(d.get("protocol")))
+            read_version(d.get("protocol")),
+            None if d.get("restarting_s") is None
+            else number(d.get("restarting_s"), "restarting_s", maximum=MAX_RESTART_NOTICE_S))
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,8 @@ def test_rolling_upgrade_of_controllers_then_agents_under_load(unstarted: Cluste
     # start_agent started both as they are; restart n1 as the previous release.
     c.agents["n1"].kill9()
     start_with(c.agents["n1"], OLD)
+    wait_for(lambda: sorted(n["name"] for n in c.api("GET", "/v1/nodes").body["nodes"]
+                            if n["status"] == "ready") == ["n1", "n2"], 20, what="both nodes")
     marker = uuid.uuid4().hex
     spec = job(marker, count=4, scoring="spread")
     assert c.write("PUT", "/v1/jobs/default/web", spec).status == 200
