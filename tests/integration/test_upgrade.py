@@ -112,7 +112,7 @@ def test_rolling_upgrade_of_controllers_then_agents_under_load(unstarted: Cluste
     spec = job(marker, count=4, scoring="spread")
     assert c.write("PUT", "/v1/jobs/default/web", spec).status == 200
     wait_for(lambda: running(c, "web", 4), 30, what="four allocations running")
-    wait_for(lambda: agent_protocol(c, "n1") == 1 and agent_protocol(c, "n2") == 2, 15,
+    wait_for(lambda: agent_protocol(c, "n1") == 1 and agent_protocol(c, "n2") == 2, 30,
              what="each agent's protocol seen by the leader")
     before = alloc_state(c)
     by_node = {a["node"]: a["id"] for a in c.allocs("web")}
@@ -127,7 +127,7 @@ def test_rolling_upgrade_of_controllers_then_agents_under_load(unstarted: Cluste
                 os.kill(proc.pid, signal.SIGQUIT)
                 proc.popen.wait(10)  # type: ignore[union-attr]
                 start_with(proc)
-                wait_for(lambda name=name: agent_protocol(c, name) == 2, 20,  # type: ignore[misc]
+                wait_for(lambda name=name: agent_protocol(c, name) == 2, 30,  # type: ignore[misc]
                          what=f"{name} back and syncing")
             assert all(status(c, i)["protocol"] == 2 for i in range(len(c.replicas)))
     print(f"\nrolling upgrade x{ROUNDS}: {load.summary()}")
