@@ -119,9 +119,9 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
             info["busy"] = message.busy  # shown in the node view, under `agent`
         # Which agents still run the older version, during a rolling upgrade.
         info["protocol"] = message.protocol
+        leader.node_info[name] = info
     if message.restarting_s is not None:
         leader.restart_announced(name, message.restarting_s)
-        leader.node_info[name] = info
     acked = 0
     if reports:
         await store.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})
