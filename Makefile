@@ -40,12 +40,14 @@ test-overload: $(STAMP)
 
 # Rolling upgrades (tests/integration/test_upgrade.py): UPGRADE_ROUNDS rolling restarts of
 # every replica (UPGRADE_REPLICAS of them) then every agent under client load; zero failed
-# requests, zero allocation restarts; prints the requests' latencies. `make test` runs one
-# round on three replicas.
+# requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
+# with five replicas, one killed and restarted. `make test` runs one round on three replicas
+# and dev with three.
 UPGRADE_ROUNDS ?= 3
 UPGRADE_REPLICAS ?= 5
 test-ops: $(STAMP)
 	HACONTROL_UPGRADE_ROUNDS=$(UPGRADE_ROUNDS) HACONTROL_UPGRADE_REPLICAS=$(UPGRADE_REPLICAS) \
+		HACONTROL_DEV_REPLICAS=5 \
 		$(PY) -m pytest -q -s tests/integration/test_upgrade.py tests/integration/test_dev_supervise.py
 
 lint: $(STAMP)

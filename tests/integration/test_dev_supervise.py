@@ -1,6 +1,7 @@
 """`hacontrol dev` supervises what it started: a replica or an agent killed with SIGKILL is
 reported and restarted (the cluster healthy again, the job's process untouched); with
-`--no-restart` it is reported and left down. Also `--replicas 5` and `--replicas 1`."""
+`--no-restart` it is reported and left down. Also `--replicas 1`, and 5 under `make test-ops`
+(`HACONTROL_DEV_REPLICAS`; `make test` runs 3)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from hacontrol.cli.devsupervise import FIRST_DELAY_S
 
 from .harness import http, pid_alive, wait_for
 from .test_dev import port_base, stop_dev
+
+REPLICAS = int(os.environ.get("HACONTROL_DEV_REPLICAS", "3"))
 
 
 def start(data: Path, replicas: int, *extra: str) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -57,12 +60,13 @@ def run_job(tmp_path: Path, url: str, token: str) -> int:
     return pid
 
 
-def test_dev_restarts_a_killed_replica_and_agent_with_five_replicas(tmp_path: Path) -> None:
+def test_dev_restarts_a_killed_replica_and_agent(tmp_path: Path) -> None:
     data = tmp_path / "dev"
-    proc, api, out = start(data, 5)
+    proc, api, out = start(data, REPLICAS)
     state: dict[str, Any] = {}
     try:
-        wait_for(lambda: said(out, "cluster ready (5 replicas, 1 agent"), 90, what="banner")
+        wait_for(lambda: said(out, f"cluster ready ({REPLICAS} replicas, 1 agent"), 90,
+                 what="banner")
         state = dev_state(data)
         token = (data / "token").read_text().strip()
         urls = [r["api"] for r in state["replicas"]]
@@ -88,7 +92,7 @@ def test_dev_restarts_a_killed_replica_and_agent_with_five_replicas(tmp_path: Pa
         # agent's start on a loaded machine may take longer, and then the job is placed
         # again: either way it runs. The rolling-upgrade test checks re-adoption.)
         wait_for(lambda: all(http("GET", f"{u}/v1/health/ready", timeout=2).status == 200
-                             for u in urls), 30, what="all five replicas ready")
+                             for u in urls), 30, what="every replica ready")
 
         def node_ready() -> bool:
             nodes = http("GET", f"{urls[1]}/v1/nodes", token=token).body["nodes"]
