@@ -24,7 +24,8 @@ REPLICAS = int(os.environ.get("HACONTROL_UPGRADE_REPLICAS", "3"))
 
 @pytest.fixture
 def unstarted(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "cluster", size=getattr(request, "param", 3))
+    size, tls = getattr(request, "param", (3, False))
+    c = Cluster(tmp_path / "cluster", size=size, tls=tls)
     try:
         yield c
     finally:
@@ -40,6 +41,8 @@ def status(c: Cluster, i: int) -> dict[str, Any]:
     return st
 
 
+# Over TLS: replicas read each other's reports through the server role's certificate.
+@pytest.mark.parametrize("unstarted", [(3, True)], indirect=True, ids=["tls"])
 def test_a_new_command_type_waits_until_every_replica_knows_it(unstarted: Cluster) -> None:
     c = unstarted
     # c1 is this release; c2 the one before versions were written at all (protocol 1);
@@ -93,7 +96,8 @@ def logs_answer(c: Cluster, alloc_id: str) -> int:
     return http("GET", f"{r.api}/v1/allocations/{alloc_id}/logs?tail=1", token=c.token).status
 
 
-@pytest.mark.parametrize("unstarted", [REPLICAS], indirect=True)
+@pytest.mark.parametrize("unstarted", [(REPLICAS, False)], indirect=True,
+                         ids=[f"{REPLICAS}-replicas"])
 def test_rolling_upgrade_of_controllers_then_agents_under_load(unstarted: Cluster) -> None:
     c = unstarted
     # The cluster runs the previous release (protocol 1), but agent n2 is already upgraded:

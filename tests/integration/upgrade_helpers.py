@@ -39,7 +39,8 @@ def start_with(proc: Proc, env: dict[str, str] | None = None) -> None:
 
 def ready(c: Cluster, r: Replica) -> bool:
     try:
-        return http("GET", f"{r.api}/v1/health/ready", timeout=2).status == 200
+        return http("GET", f"{r.api}/v1/health/ready", timeout=2,
+                    context=c.client_tls).status == 200
     except OSError:
         return False
 
@@ -89,7 +90,8 @@ class Load:
             try:
                 resp: Response = http(method, f"{r.api}{path}", body, token=self.cluster.token,
                                       headers={"Idempotency-Key": key},
-                                      timeout=ATTEMPT_TIMEOUT_S)
+                                      timeout=ATTEMPT_TIMEOUT_S,
+                                      context=self.cluster.client_tls)
             except OSError:
                 time.sleep(0.02)
                 continue
