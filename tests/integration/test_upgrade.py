@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,21 +124,26 @@ def test_rolling_upgrade_of_controllers_then_agents_under_load(unstarted: Cluste
     assert set(by_node) == {"n1", "n2"}  # spread: every agent's restart matters
     assert logs_answer(c, by_node["n2"]) == 200  # an old leader calls a new agent
 
+    steps: list[str] = []  # each restart, from its stop to ready (replicas) or synced (agents)
     with Load(c) as load:
         for n in range(ROUNDS):
             for r in restart_order(c):  # controllers, one at a time, each ready before the next
+                t0 = time.monotonic()
                 restart_replica(c, r)
+                steps.append(f"{r.id} {time.monotonic() - t0:.1f}s")
             if n == 0:  # the old agent n1 syncs with, and is called by, the new controllers
                 wait_for(lambda: agent_protocol(c, "n1") == 1, 30, what="n1 at the new leader")
                 assert logs_answer(c, by_node["n1"]) == 200
             for name, proc in c.agents.items():  # then agents: each exits leaving its work
+                t0 = time.monotonic()
                 os.kill(proc.pid, signal.SIGQUIT)
                 proc.popen.wait(10)  # type: ignore[union-attr]
                 start_with(proc)
                 wait_for(lambda name=name: agent_protocol(c, name) == 2, 30,  # type: ignore[misc]
                          what=f"{name} back and syncing")
+                steps.append(f"{name} {time.monotonic() - t0:.1f}s")
             assert all(status(c, i)["protocol"] == 2 for i in range(len(c.replicas)))
-    print(f"\nrolling upgrade x{ROUNDS}: {load.summary()}")
+    print(f"\nrolling upgrade x{ROUNDS}: {load.summary()}\n  restarts: {', '.join(steps)}")
     assert load.outcomes and not load.failures(), load.failures()[:5]
     # No allocation restarted: same ids, same pids, same restart counts, one process each.
     wait_for(lambda: running(c, "web", 4), 20, what="still four running")
