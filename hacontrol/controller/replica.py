@@ -35,7 +35,7 @@ Result = dict[str, Any]
 
 WRITE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
-_NOOP = C.Command(C.NOOP, 0.0, {}).encode()
+_NOOP = C.Command(C.NOOP, 0.0, {}, v=protocol.spoken()).encode()
 
 
 class Controller:
