@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-browser test-overload lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-browser test-overload test-ops lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,18 @@ test-browser: $(STAMP) system-deps
 OVERLOAD_N ?= 1000
 test-overload: $(STAMP)
 	HACONTROL_OVERLOAD_N=$(OVERLOAD_N) $(PY) -m pytest -q -s tests/integration/test_overload.py
+
+# Rolling upgrades (tests/integration/test_upgrade.py): UPGRADE_ROUNDS rolling restarts of
+# every replica (UPGRADE_REPLICAS of them) then every agent under client load; zero failed
+# requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
+# with five replicas, one killed and restarted. `make test` runs one round on three replicas
+# and dev with three.
+UPGRADE_ROUNDS ?= 3
+UPGRADE_REPLICAS ?= 5
+test-ops: $(STAMP)
+	HACONTROL_UPGRADE_ROUNDS=$(UPGRADE_ROUNDS) HACONTROL_UPGRADE_REPLICAS=$(UPGRADE_REPLICAS) \
+		HACONTROL_DEV_REPLICAS=5 \
+		$(PY) -m pytest -q -s tests/integration/test_upgrade.py tests/integration/test_dev_supervise.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hacontrol tests chaos bench

@@ -35,8 +35,9 @@ from hacontrol.scheduler.loop import HealthProbe, LeaderLoop
 from hacontrol.scheduler.upkeep import keep_controller_credential, prune_expired_tokens
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
-from hacontrol.tls.context import client_context, server_context
+from hacontrol.tls.context import TLSConfig, client_context, server_context
 from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
+from hacontrol.tls.roles import Role
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 log = logging.getLogger("hacontrol.server")
@@ -140,6 +141,11 @@ async def run_controller(args: Any) -> None:
                         probe=HealthProbe(client_context(tls)) if tls is not None else None,
                         metrics=metrics)
     leader_task = asyncio.create_task(leader.run())
+    if tls is not None:
+        # Peers' status is open: their CA is all it takes (no client certificate).
+        ctl.versions.tls = client_context(TLSConfig(ca=tls.ca))
+        ctl.versions.server_name = Role.SERVER.hostname
+    versions_task = asyncio.create_task(ctl.versions.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     upkeep = [asyncio.create_task(keep_controller_credential(ctl, controller_credential(secret))),
               asyncio.create_task(prune_expired_tokens(ctl, leadership))]
@@ -151,6 +157,7 @@ async def run_controller(args: Any) -> None:
     await stop.wait()
     log.info("replica %s stopping", args.id)
     leader_task.cancel()
+    versions_task.cancel()
     if bootstrap_task is not None:
         bootstrap_task.cancel()
     for task in upkeep:

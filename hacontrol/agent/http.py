@@ -18,6 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from hacontrol.agent.spec import AllocationEvent
+from hacontrol.model import protocol
 from hacontrol.model.checks import ALLOC_ID_RE
 from hacontrol.observe.metrics import CONTENT_TYPE, allocation_families, new_registry
 from hacontrol.tls.roles import Role, peer_roles
@@ -145,7 +146,13 @@ def build_agent_app(local: LocalAllocations | None,
         return web.Response(body=generate_latest(registry),
                             headers={"Content-Type": CONTENT_TYPE})
 
+    async def say_protocol(_: web.Request, response: web.StreamResponse) -> None:
+        # Every answer names the agent's protocol (model/protocol.py); version 1 did not.
+        if protocol.versioned():
+            response.headers[protocol.HEADER] = str(protocol.spoken())
+
     app = web.Application(middlewares=[auth])
+    app.on_response_prepare.append(say_protocol)
     app.router.add_get("/v1/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/allocations/{id}/{action}", action)

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from hacontrol.model import protocol
 from hacontrol.tls.roles import Role
 
 from .assignments import HeldAssignments
@@ -67,6 +68,7 @@ class ControllerLink:
         self.highest_term = 0
         self.index = 0
         self.fingerprint: str | None = None
+        self.leader_protocol = protocol.OLDEST  # as the last answer said
         # What the leader has told this node so far: answers carry only what changed.
         self.held = HeldAssignments()
         self._session: aiohttp.ClientSession | None = None
@@ -99,6 +101,7 @@ class ControllerLink:
         body = {"node": node, "reports": reports, "index": self.index, "wait_s": wait_s,
                 "fingerprint": self.fingerprint,
                 "term": self.highest_term, "delta": self.held.request(), **(extra or {})}
+        protocol.stamped(body)
         timeout = aiohttp.ClientTimeout(total=wait_s + 4.0, sock_connect=1.0)
         try:
             async with self._session.post(f"{self.current}/v1/agent/sync", json=body,
@@ -143,6 +146,8 @@ class ControllerLink:
         if self.on_controller_key is not None:
             self.on_controller_key(data.get("controller_credential_sha256"))
         self.fingerprint = data.get("fingerprint")
+        # Absent from a leader of protocol 1: nothing else in the answer depends on it.
+        self.leader_protocol = protocol.read_version(data.get("protocol"))
         return answer
 
 

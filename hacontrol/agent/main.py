@@ -222,6 +222,31 @@ class Agent:
         await self._bg.aclose()
 
 
+# How long the leader is asked to count a node as alive while its agent restarts
+# (SIGQUIT); an agent that is not back by then is judged as any silent one.
+RESTART_NOTICE_S = 30.0
+NOTICE_TIMEOUT_S = 2.0
+
+
+async def leave_running(agent: Agent) -> None:
+    """SIGQUIT: exit now and leave every allocation running, for the next agent on this
+    data directory to re-adopt (a rolling upgrade, docs/operations.md). First the leader is
+    told the node is restarting, so that it does not mark it down (and replace its
+    allocations) if the restart takes longer than the heartbeat grace. Nothing is stopped
+    or cleaned: it is what a crash leaves, which re-adoption is built for."""
+    log.warning("agent %s exiting and leaving its allocations running (SIGQUIT)", agent.name)
+    try:
+        told = await asyncio.wait_for(
+            agent.link.sync(agent.node, [], 0.0, {"restarting_s": RESTART_NOTICE_S}),
+            NOTICE_TIMEOUT_S)
+        if told is None:
+            log.warning("the leader was not told of the restart")
+    except Exception as exc:  # exiting either way; say why the notice did not go
+        log.warning("the leader was not told of the restart: %r", exc)
+    logging.shutdown()
+    os._exit(0)
+
+
 async def _serve_health(host: str, port: int, agent: Agent | None, key: ControllerKey,
                         tls: ssl.SSLContext | None = None) -> web.AppRunner | None:
     if not port:
@@ -318,6 +343,13 @@ async def agent_main(args: Any) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    leaving: list[asyncio.Task[None]] = []  # held: a task nobody holds may be collected
+
+    def on_quit() -> None:
+        if not leaving:
+            leaving.append(loop.create_task(leave_running(agent)))
+
+    loop.add_signal_handler(signal.SIGQUIT, on_quit)
     log.info("agent %s: cpu %.1f, memory %d MB, controllers %s, pid %d", args.name, cpu, mem,
              ",".join(args.controllers), os.getpid())
     await agent.run(stop)

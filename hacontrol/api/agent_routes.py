@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from hacontrol.controller.errors import NotLeader
+from hacontrol.model import protocol
 from hacontrol.model.errors import invalid
 from hacontrol.model.messages import Assignment, DeltaAnswer, DeltaRequest, SyncRequest
 from hacontrol.scheduler.leader_state import LeaderState
@@ -128,7 +129,11 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
         info = dict(body["agent"]) if isinstance(body.get("agent"), dict) else {}
         if message.busy is not None:
             info["busy"] = message.busy  # shown in the node view, under `agent`
+        # Which agents still run the older version, during a rolling upgrade.
+        info["protocol"] = message.protocol
         leader.node_info[name] = info
+    if message.restarting_s is not None:
+        leader.restart_announced(name, message.restarting_s)
     acked = 0
     if reports:
         await store.write(C.ALLOC_UPDATE, {"node": name, "updates": reports})
@@ -154,11 +159,10 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
     term = cluster.term()
     index, fp, assignments = store.read_local(
         lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name)))
-    return web.json_response({"term": term, "leader": cluster.id, "index": index,
-                              "fingerprint": fp, "acked": acked,
-                              "allocations": assignments,
-                              "controller_credential_sha256":
-                                  controller_credential_hash(request)})
+    return web.json_response(protocol.stamped(
+        {"term": term, "leader": cluster.id, "index": index, "fingerprint": fp, "acked": acked,
+         "allocations": assignments,
+         "controller_credential_sha256": controller_credential_hash(request)}))
 
 
 async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, name: str,
@@ -187,12 +191,13 @@ async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, na
                 break
     if not cluster.is_leader():
         raise _not_leader(cluster)
-    return web.json_response({"term": cluster.term(), "leader": cluster.id, "index": index,
+    return web.json_response(protocol.stamped({
+                              "term": cluster.term(), "leader": cluster.id, "index": index,
                               "fingerprint": fp, "acked": acked,
                               "allocations": [a.to_dict(with_spec=False) for a in allocs],
                               "delta": delta.to_dict(),
                               "controller_credential_sha256":
-                                  controller_credential_hash(request)})
+                                  controller_credential_hash(request)}))
 
 
 class NodeWaits:

@@ -24,6 +24,7 @@ from hacontrol.controller.errors import (
     NotLeader,
     OutcomeUnknown,
     Rejection,
+    Unsupported,
 )
 
 # Error codes to HTTP statuses: the state machine's rejection codes, then the API's own.
@@ -37,6 +38,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "conflict": 409,
     "quota_exceeded": 409,
     "limit_exceeded": 409,
+    "unsupported_by_cluster": 409,  # a command type some replica does not know yet
     "payload_too_large": 413,
     "not_leader": 503,
     "unavailable": 503,
@@ -96,6 +98,9 @@ def failure_of(exc: Exception) -> Failure | None:
         case NoQuorum():
             return Failure("unavailable", f"no quorum for a linearizable read: {exc.reason}; "
                            "use ?stale=true for a local read", extra={"outcome": "not_applied"})
+        case Unsupported():
+            return Failure("unsupported_by_cluster", exc.reason,
+                           extra={"outcome": "not_applied"})
         case NotLeader():
             return Failure("not_leader", exc.reason,
                            extra={"leader": exc.leader, "leader_api": exc.leader_api})

@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from hacontrol.controller.errors import AgentUnreachable
+from hacontrol.model import protocol
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import Rejection, conflict, invalid, not_found
 from hacontrol.state import commands as C
@@ -257,7 +258,9 @@ async def _to_agent(request: web.Request, method: str, address: str, path: str,
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     tls = app[AGENT_TLS]
     connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
-    app[AGENT_SESSION] = aiohttp.ClientSession(connector=connector)
+    # Every call to an agent says which protocol this controller speaks (protocol 1 did not).
+    headers = {protocol.HEADER: str(protocol.spoken())} if protocol.versioned() else None
+    app[AGENT_SESSION] = aiohttp.ClientSession(connector=connector, headers=headers)
     yield
     await app[AGENT_SESSION].close()
 

@@ -93,7 +93,7 @@ def type_schema(tp: Any, closed: bool = False) -> Schema:
         return dataclass_schema(tp, closed=closed)
     if typing.is_typeddict(tp):
         hints = typing.get_type_hints(tp)
-        return {"type": "object", "required": list(hints),
+        return {"type": "object", "required": [k for k in hints if k in tp.__required_keys__],
                 "properties": {k: type_schema(v) for k, v in hints.items()}}
     if origin in (tuple, list) and (origin is list or (len(args) == 2 and args[1] is ...)):
         return {"type": "array", "items": type_schema(args[0], closed)}

@@ -32,8 +32,8 @@ from hacontrol.cli.devprocess import (
     kill_recorded_process_group,
     load_libc,
     port_in_use,
-    tail,
 )
+from hacontrol.cli.devsupervise import Child, Supervision
 from hacontrol.cli.devtls import DevPKI, ensure_dev_pki
 from hacontrol.cli.transport import HttpTransport, Request, TransportError
 from hacontrol.tls.files import private_dir, private_opener
@@ -50,26 +50,6 @@ SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
 
 @dataclass
-class Child:
-    name: str
-    kind: str
-    argv: list[str]
-    log_path: Path
-    api_url: str | None = None
-    raft: str | None = None
-    port: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    reported_exit: bool = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-@dataclass
 class DevConfig:
     data_dir: Path
     replicas: int = 3
@@ -82,6 +62,7 @@ class DevConfig:
     log_format: str = "text"
     ready_timeout_s: float = 30.0
     tls: bool = False
+    restart: bool = True  # restart a replica or agent that dies (--no-restart: leave it)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DevConfig:
@@ -97,6 +78,7 @@ class DevConfig:
             log_format=getattr(args, "log_format", "text"),
             ready_timeout_s=getattr(args, "ready_timeout", 30.0),
             tls=bool(getattr(args, "tls", False)),
+            restart=not getattr(args, "no_restart", False),
         )
 
     @property
@@ -162,6 +144,7 @@ class DevCluster:
         self.pki: DevPKI | None = None
         # The cluster is local to this machine: no proxy may stand in between.
         self.transport = HttpTransport(use_env_proxy=False)
+        self.supervision = Supervision(self.say, cfg.restart)
 
     # -- output ----------------------------------------------------------------
 
@@ -293,6 +276,7 @@ class DevCluster:
                 preexec_fn=child_setup(os.getpid(), libc),
             )
         child.reported_exit = False
+        child.started_at = time.monotonic()
 
     def start(self) -> None:
         for child in self.servers:
@@ -316,11 +300,13 @@ class DevCluster:
             "pid": os.getpid(),
             "token_file": str(self.cfg.data_dir / "token"),
             "replicas": [
-                {"id": c.name, "pid": c.pid, "api": c.api_url, "raft": c.raft, "log": str(c.log_path)}
+                {"id": c.name, "pid": c.pid, "api": c.api_url, "raft": c.raft, "log": str(c.log_path),
+                 "restarts": c.restarts}
                 for c in self.servers
             ],
             "agents": [
-                {"name": c.name, "pid": c.pid, "port": c.port, "log": str(c.log_path)}
+                {"name": c.name, "pid": c.pid, "port": c.port, "log": str(c.log_path),
+                 "restarts": c.restarts}
                 for c in self.agents
             ],
         }
@@ -332,23 +318,24 @@ class DevCluster:
     # -- running -----------------------------------------------------------------
 
     def check_children(self) -> list[Child]:
-        """Report children that died on their own; they are not restarted."""
-        died = []
-        for child in self.children:
-            if child.proc is None or child.reported_exit:
+        """Report children that died on their own (restarted later by `restart_due`)."""
+        return self.supervision.check(self.children, time.monotonic())
+
+    def restart_due(self) -> None:
+        due = self.supervision.due(self.children, time.monotonic())
+        for child in due:
+            if self.stop_event.is_set():
+                return
+            try:
+                self.spawn(child)
+            except OSError as exc:
+                self.say(f"hacontrol dev: could not restart {child.kind} {child.name}: {exc}")
+                child.reported_exit = False  # reported again, and retried, at the next check
                 continue
-            code = child.proc.poll()
-            if code is None:
-                continue
-            child.reported_exit = True
-            died.append(child)
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            self.say(f"hacontrol dev: {child.kind} {child.name} (pid {child.pid}) {how}; "
-                     f"log: {child.log_path}")
-            for line in tail(child.log_path):
-                if not line.startswith("--- "):
-                    self.say(f"    {line}")
-        return died
+            self.say(f"hacontrol dev: restarted {child.kind} {child.name} (pid {child.pid}, "
+                     f"restart {child.restarts})")
+        if due:
+            self._write_state()
 
     def probe_ready(self, timeout_s: float = 1.0) -> str | None:
         for child in self.servers:
@@ -419,9 +406,11 @@ class DevCluster:
         self.say("Press Ctrl-C to stop.")
 
     def run_foreground(self) -> None:
+        self.supervision.enable()
         while not self.stop_event.is_set():
             self.check_children()
-            self.stop_event.wait(0.5)
+            self.restart_due()
+            self.stop_event.wait(POLL_S)
 
     # -- stopping ------------------------------------------------------------------
 

@@ -146,12 +146,20 @@ def render_status(status: Mapping[str, Any]) -> str:
             ("Applied index", status.get("applied_index")),
             ("PID", status.get("pid")),
         ]
+        # A replica of protocol 1 reports no version: show nothing rather than guess.
+        + ([("Protocol", status.get("protocol"))] if "protocol" in status else [])
+        + ([("Waiting", "command types refused until every replica knows them: "
+             + ", ".join(map(str, status["ops_waiting"])))]
+           if status.get("ops_waiting") else [])
     )
     members = status.get("members") or []
+    seen = status.get("member_protocols")
+    versions = isinstance(seen, dict)
     table = format_table(
-        ["MEMBER", "RAFT", "API", "LEADER"],
+        ["MEMBER", "RAFT", "API", "LEADER"] + (["PROTOCOL"] if versions else []),
         [
             [m.get("id"), m.get("raft"), m.get("api"), "*" if m.get("id") == leader else ""]
+            + ([cell_text(seen.get(m.get("id")))] if isinstance(seen, dict) else [])
             for m in members
         ],
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from hacontrol.model.errors import Rejection
 
 __all__ = ["AgentUnreachable", "CommandFailed", "ControlError", "NoQuorum", "NotApplied",
-           "NotLeader", "OutcomeUnknown", "Rejection"]
+           "NotLeader", "OutcomeUnknown", "Rejection", "Unsupported"]
 
 
 class ControlError(Exception):
@@ -67,3 +67,8 @@ class AgentUnreachable(ControlError):
     def __init__(self, reason: str, address: str | None = None) -> None:
         super().__init__(reason)
         self.address = address
+
+
+class Unsupported(ControlError):
+    """A command type some voter does not know yet (mid-upgrade): never proposed, so
+    certainly not applied; it works once every replica runs a version that knows it."""

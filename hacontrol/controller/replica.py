@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hacontrol.model import protocol
 from hacontrol.model.errors import Rejection
 from hacontrol.observe.metrics import ServerMetrics
 from hacontrol.raft.bridge import ApplyFailed, LogBridge
@@ -26,15 +27,16 @@ from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 from .changes import ChangeFeed
-from .errors import CommandFailed, NoQuorum, NotApplied, OutcomeUnknown
+from .errors import CommandFailed, NoQuorum, NotApplied, OutcomeUnknown, Unsupported
 from .status import Member, MemberView, ReplicaStatus
+from .versions import CapabilityWatch
 
 T = TypeVar("T")
 Result = dict[str, Any]
 
 WRITE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
-_NOOP = C.Command(C.NOOP, 0.0, {}).encode()
+_NOOP = C.Command(C.NOOP, 0.0, {}, v=protocol.spoken()).encode()
 
 
 class Controller:
@@ -55,6 +57,8 @@ class Controller:
         # Generated idempotency keys: unique per process start, cheaper than uuid4.
         self._key_prefix = f"{me.id}-{uuid.uuid4().hex[:12]}-"
         self._key_seq = itertools.count(1)
+        # Every voter's protocol and command types (their reports; run() it to poll them).
+        self.versions = CapabilityWatch(me.id, lambda: {m.id: m.api for m in self.members})
 
     # ----------------------------------------------------------- change feed
 
@@ -87,7 +91,7 @@ class Controller:
         leader = self.by_raft.get(st.leader) if st.leader else None
         members: list[MemberView] = [{"id": m.id, "raft": m.raft, "api": m.api}
                                      for m in self.members]
-        return {
+        out: ReplicaStatus = {
             "id": self.me.id,
             "role": st.role,
             "leader": leader.id if leader else None,
@@ -101,6 +105,13 @@ class Controller:
             "pid": os.getpid(),
             "members": members,
         }
+        if protocol.versioned():  # protocol 1 published no version and no capabilities
+            out["protocol"] = self.versions.mine.protocol
+            out["ops"] = sorted(self.versions.mine.ops)
+            seen = self.versions.status()
+            out["member_protocols"] = seen["member_protocols"]
+            out["ops_waiting"] = seen["ops_waiting"]
+        return out
 
     def is_leader(self) -> bool:
         return self.replica.status().role == "leader"
@@ -120,7 +131,8 @@ class Controller:
         """The command as it goes into the log: stamped with the time, a key and the
         accessor id of the token it acts for (None: the controllers themselves)."""
         return C.Command(op, time.time(), args,
-                         idem or f"{self._key_prefix}{next(self._key_seq)}", actor)
+                         idem or f"{self._key_prefix}{next(self._key_seq)}", actor,
+                         self.versions.mine.protocol)
 
     async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
                     timeout: float = WRITE_TIMEOUT_S, actor: str | None = None) -> Result:
@@ -128,8 +140,11 @@ class Controller:
 
         Raises `Rejection` when the state machine refuses it (including a token that may
         not, checked at apply), `NotApplied`, `OutcomeUnknown` or `CommandFailed` after
-        what the log did with it.
+        what the log did with it, or `Unsupported` when a voter does not know `op` yet.
         """
+        refused = self.versions.refusal(op)
+        if refused is not None:
+            raise Unsupported(refused)
         cmd = self.command(op, args, idem, actor)
         start = time.perf_counter()
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,8 @@ class ReplicaStatus(TypedDict):
     storage_error: str | None  # damaged files or a failed fsync: this replica serves nothing
     pid: int
     members: list[MemberView]
+    # Since protocol 2 (absent from a replica of protocol 1):
+    protocol: NotRequired[int]  # the version this replica speaks
+    ops: NotRequired[list[str]]  # the command types it knows
+    member_protocols: NotRequired[dict[str, int | None]]  # each voter's, as seen here
+    ops_waiting: NotRequired[list[str]]  # known here, not yet to every voter: refused

@@ -24,6 +24,8 @@ from .checks import (
     string,
 )
 from .errors import Rejection, invalid
+from .protocol import OLDEST as OLDEST_PROTOCOL
+from .protocol import read_version
 from .spec import JobSpec
 from .spec_parse import parse_job_spec
 from .states import REPORTED_STATES, AllocState, DesiredState, Health
@@ -228,6 +230,9 @@ class NodeInfo:
                    str_map(d.get("attributes"), f"{at}.attributes"))
 
 
+MAX_RESTART_NOTICE_S = 300.0
+
+
 @dataclass(frozen=True)
 class SyncRequest:
     """What an agent sends: heartbeat, reports, and how long it is willing to wait."""
@@ -243,6 +248,10 @@ class SyncRequest:
     delta: DeltaRequest | None = None  # None: an agent that wants full answers
     # "busy, alive": counts of work in progress (e.g. starting, stopping), shown to operators
     busy: dict[str, int] | None = None
+    protocol: int = OLDEST_PROTOCOL  # the agent's (model/protocol.py); absent: 1
+    # Since protocol 2: the agent is exiting to restart (a rolling upgrade) and asks to count
+    # as alive for this long, so that its allocations are not replaced meanwhile.
+    restarting_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"node": self.node.to_dict(),
@@ -257,6 +266,10 @@ class SyncRequest:
             d["delta"] = self.delta.to_dict()
         if self.busy is not None:
             d["busy"] = dict(self.busy)
+        if self.protocol > OLDEST_PROTOCOL:
+            d["protocol"] = self.protocol
+        if self.restarting_s is not None:
+            d["restarting_s"] = self.restarting_s
         return d
 
     @classmethod
@@ -284,7 +297,10 @@ class SyncRequest:
             optional_string(d.get("fingerprint"), "fingerprint", max_len=200),
             integer(d.get("term") or 0, "term", maximum=2**62),
             agent if isinstance(agent, dict) else None, metrics,
-            None if delta is None else DeltaRequest.from_dict(delta), busy)
+            None if delta is None else DeltaRequest.from_dict(delta), busy,
+            read_version(d.get("protocol")),
+            None if d.get("restarting_s") is None
+            else number(d.get("restarting_s"), "restarting_s", maximum=MAX_RESTART_NOTICE_S))
 
 
 @dataclass(frozen=True)

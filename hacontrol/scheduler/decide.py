@@ -96,7 +96,7 @@ def survey(m: StateMachine, leader: LeaderState, now: Now,
            grace_s: float = DEFAULT_GRACE_S) -> Survey:
     """The part of `decide` that reads the state (the caller holds it still)."""
     ready = [n.name for n in m.nodes.values() if n.status == NodeStatus.READY]
-    heard = Heard(leader.heartbeats, leader.syncing(),
+    heard = Heard(leader.contact(now.mono), leader.syncing(),
                   _Addressed(m), leader.probing, leader.probe_failed)
     verdicts = judge(ready, heard, leader.since, now.mono, grace_s)
     probes = [(name, m.nodes[name].address) for name in verdicts.probe]

@@ -34,10 +34,29 @@ class LeaderState:
     in_flight: dict[str, dict[int, Callable[[], bool]]] = field(default_factory=dict)
     probing: set[str] = field(default_factory=set)  # nodes whose health probe is under way
     probe_failed: dict[str, float] = field(default_factory=dict)  # node -> monotonic time
+    # node -> monotonic time until which it counts as heard from: its agent said it is
+    # restarting (a rolling upgrade) and will be back by then (`restart_announced`)
+    restarting: dict[str, float] = field(default_factory=dict)
     _requests: itertools.count[int] = field(default_factory=itertools.count)
 
     def record_heartbeat(self, node: str, now: float | None = None) -> None:
         self.heartbeats[node] = time.monotonic() if now is None else now
+
+    def restart_announced(self, node: str, for_s: float, now: float | None = None) -> None:
+        self.restarting[node] = (time.monotonic() if now is None else now) + for_s
+
+    def contact(self, now: float) -> dict[str, float]:
+        """Each node's last contact for the liveness verdicts: a node whose agent announced
+        a restart counts as heard from until the time it gave."""
+        if not self.restarting:
+            return self.heartbeats
+        for node, until in list(self.restarting.items()):
+            if until < now:
+                del self.restarting[node]
+        merged = dict(self.heartbeats)
+        for node, until in self.restarting.items():
+            merged[node] = max(merged.get(node, until), until)
+        return merged
 
     def sync_started(self, node: str, is_open: Callable[[], bool],
                      now: float | None = None) -> int:

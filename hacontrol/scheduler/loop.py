@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from hacontrol.controller.errors import ControlError, Rejection
+from hacontrol.model import protocol
 from hacontrol.observe.metrics import ServerMetrics
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
@@ -49,8 +50,10 @@ class HealthProbe:
         connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
         # With TLS the agent's certificate names its role, not its address.
         name = Role.AGENT.hostname if self.tls is not None else None
+        headers = {protocol.HEADER: str(protocol.spoken())} if protocol.versioned() else None
         try:
-            async with aiohttp.ClientSession(connector=connector, timeout=self.timeout) as s, \
+            async with aiohttp.ClientSession(connector=connector, timeout=self.timeout,
+                                             headers=headers) as s, \
                     s.get(f"{address.rstrip('/')}/v1/health", server_hostname=name) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):

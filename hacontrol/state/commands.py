@@ -6,6 +6,9 @@ stamps `ts` (wall clock), the idempotency key and the accessor id, so that apply
 command never reads the clock or a random source and every replica computes the same state
 and makes the same access decision. A command without `acc` comes from the controllers
 themselves (the leader loop, a configured bootstrap), as every command did before ACLs.
+Since protocol 2 the envelope also carries `"v"`, the proposer's protocol version
+(`model/protocol.py`); a command without it is version 1, and readers ignore keys they do not
+know, so replicas of two adjacent versions share one log.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from hacontrol.model import protocol
 from hacontrol.model.errors import invalid
 
 NOOP = "noop"
@@ -47,6 +51,14 @@ OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NO
                  ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE, ACL_TOKEN_CREATE,
                  ACL_TOKEN_REVOKE, NODE_CREDENTIAL, ACL_TOKEN_PRUNE, CONTROLLER_CREDENTIAL,
                  STATE_RESTORE})
+# What every replica of protocol 1 knows: a replica that reports no capabilities (a version
+# before the report existed, or one not heard from yet) is assumed to know these and no more.
+# Never add to it: a new command type goes into OPS only, and is proposed once every voter
+# reports it (controller/versions.py).
+PROTOCOL1_OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER,
+                           NODE_STATUS, PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP,
+                           JOB_REVERT, ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE,
+                           ACL_TOKEN_CREATE, ACL_TOKEN_REVOKE, NODE_CREDENTIAL})
 
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_IDEM_LEN = 200
@@ -59,12 +71,15 @@ class Command:
     args: dict[str, Any]
     idem: str | None = None
     acc: str | None = None  # the accessor id of the token it acts for; None: the controllers
+    v: int = protocol.OLDEST  # the protocol version of the replica that proposed it
 
     def encode(self) -> bytes:
         envelope: dict[str, Any] = {"op": self.op, "ts": self.ts, "idem": self.idem,
                                     "args": self.args}
         if self.acc is not None:
             envelope["acc"] = self.acc
+        if self.v > protocol.OLDEST:
+            envelope["v"] = self.v
         raw: bytes = msgpack.packb(envelope, use_bin_type=True)
         return raw
 
@@ -81,8 +96,11 @@ def decode(raw: bytes) -> Command:
     if not isinstance(d, dict):
         raise invalid("command", "command must be a map")
     op, ts, idem, args = d.get("op"), d.get("ts"), d.get("idem"), d.get("args")
+    v = protocol.read_version(d.get("v"))
     if not isinstance(op, str) or op not in OPS:
-        raise invalid("op", f"unknown operation {op!r}")
+        newer = f" (proposed by protocol {v}, this replica speaks {protocol.PROTOCOL})" \
+            if v > protocol.PROTOCOL else ""
+        raise invalid("op", f"unknown operation {op!r}{newer}")
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         raise invalid("ts", "missing timestamp")
     if idem is not None and (not isinstance(idem, str) or not 0 < len(idem) <= MAX_IDEM_LEN):
@@ -92,4 +110,4 @@ def decode(raw: bytes) -> Command:
     acc = d.get("acc")
     if acc is not None and (not isinstance(acc, str) or not 0 < len(acc) <= MAX_IDEM_LEN):
         raise invalid("acc", "must be an accessor id")
-    return Command(op=op, ts=float(ts), args=args, idem=idem, acc=acc)
+    return Command(op=op, ts=float(ts), args=args, idem=idem, acc=acc, v=v)

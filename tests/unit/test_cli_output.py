@@ -448,3 +448,16 @@ def test_names_are_escaped_in_paths(api: FakeApi) -> None:
     assert run(api, "job", "stop", "a/b", "--namespace", "x?y") == 0
     assert api.last.raw_path == "/v1/jobs/x%3Fy/a%2Fb"
     assert api.last.query == {}
+
+
+def test_render_status_shows_protocols_during_an_upgrade() -> None:
+    status = {"id": "c1", "leader": "c1", "protocol": 2, "ops_waiting": ["x_new"],
+              "member_protocols": {"c1": 2, "c2": 1},
+              "members": [{"id": "c1", "raft": "r1", "api": "a1"},
+                          {"id": "c2", "raft": "r2", "api": "a2"}]}
+    text = output.render_status(status)
+    assert "Protocol" in text and "x_new" in text and "PROTOCOL" in text
+    assert [line.split()[-1] for line in text.splitlines()[-2:]] == ["2", "1"]
+    # A replica of protocol 1 answers without them: nothing is shown.
+    old = output.render_status({"id": "c2", "members": [{"id": "c1", "raft": "r", "api": "a"}]})
+    assert "rotocol" not in old and "PROTOCOL" not in old

@@ -21,6 +21,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
                    help="text lines (default) or one JSON object per line")
+    p.add_argument("--no-restart", action="store_true",
+                   help="leave a replica or agent that dies down (reported either way); by "
+                        "default it is restarted, after a backoff if it keeps dying")
     p.add_argument("--tls", action="store_true",
                    help="run every link over (mutual) TLS, with a CA and certificates "
                         "made under DATA/tls/ (clients trust DATA/tls/ca.pem)")
