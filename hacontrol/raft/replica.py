@@ -19,6 +19,7 @@ from hacontrol.raft.node import node_class
 from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.raft.storage import StorageError
+from hacontrol.raft.watch import install_watch, watch, weak_wake
 
 logger = logging.getLogger(__name__)
 
@@ -79,45 +80,6 @@ class RaftStatus:
 SubmitCallback = Callable[[Applied | None, int], None]
 
 
-class _WedgeWatch(logging.Handler):
-    """Spots pysyncobj's known wedges in its own log records.
-
-    The logger is process-global, so records are attributed to a replica by
-    the thread that emitted them (each replica has its own tick thread).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.replicas: weakref.WeakSet[Replica] = weakref.WeakSet()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        tid = record.thread
-        for replica in list(self.replicas):
-            if replica._tick_thread_id == tid:
-                replica._on_pysyncobj_log(record)
-
-
-_watch = _WedgeWatch()
-_watch_lock = threading.Lock()
-_watch_installed = False
-
-
-def _install_watch() -> None:
-    global _watch_installed
-    with _watch_lock:
-        if not _watch_installed:
-            logging.getLogger("pysyncobj.syncobj").addHandler(_watch)
-            _watch_installed = True
-
-
-def _weak_wake(ref: weakref.ref[Replica]) -> Callable[[], None]:
-    def wake() -> None:
-        replica = ref()
-        if replica is not None:
-            replica._wake()
-    return wake
-
-
 class Replica:
     """A Raft replica of ``machine``; construct it in the main thread.
 
@@ -133,7 +95,7 @@ class Replica:
         tuning = config.tuning
         install_fence(tuning.max_frame_bytes, tuning.handshake_timeout,
                       tuning.max_pending_connections)
-        _install_watch()
+        install_watch()
         if threading.current_thread() is not threading.main_thread():
             # pysyncobj's tick thread exits when its creating thread exits.
             logger.warning("Replica created outside the main thread; it dies with that thread")
@@ -184,7 +146,7 @@ class Replica:
                                   self.journal)
         self._node.addOnTickCallback(self._on_tick)
         self._disable_admin_commands()
-        _watch.replicas.add(self)
+        watch.replicas.add(self)
 
     def _open_journal(self) -> SyncedJournal:
         config = self.config
@@ -194,7 +156,7 @@ class Replica:
         durable = DurableJournal(config.journal_path, config.meta_path, config.durability)
         # The leader's fdatasync runs there, off the tick thread; each finished sync wakes
         # the tick thread to count it. Weakly: it must not keep a dropped replica alive.
-        durable.start_sync_thread(_weak_wake(weakref.ref(self)))
+        durable.start_sync_thread(weak_wake(weakref.ref(self)))
         return durable
 
     @property
@@ -478,7 +440,7 @@ class Replica:
         self._destroyed = True
         if self._node is None:
             return
-        _watch.replicas.discard(self)
+        watch.replicas.discard(self)
         self._node.removeOnTickCallback(self._on_tick)
         thread = self._node._SyncObj__thread
         self._node.destroy()
