@@ -7,14 +7,15 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import msgpack
-
+from hacontrol.raft import dump
 from hacontrol.raft.config import JournalKind, ReplicaConfig
 from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
+from hacontrol.raft.membership import MEMBERSHIP_TYPE, MemberBook, MemberInfo
 from hacontrol.raft.node import node_class
 from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
@@ -24,8 +25,6 @@ from hacontrol.raft.watch import install_watch, watch, weak_wake
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-DUMP_FORMAT = 1
 
 # Mirrors pysyncobj.config.FAIL_REASON, kept here so callers need not import it.
 FAIL_SUCCESS = 0
@@ -90,7 +89,10 @@ class Replica:
 
     storage_error: str | None
 
-    def __init__(self, config: ReplicaConfig, machine: Machine) -> None:
+    def __init__(self, config: ReplicaConfig, machine: Machine,
+                 book: MemberBook | None = None) -> None:
+        """`book`: who the members are (ids and API URLs); by default the configured peers,
+        named by their Raft address, and nothing recorded on disk."""
         require_secret(config.secret)
         tuning = config.tuning
         install_fence(tuning.max_frame_bytes, tuning.handshake_timeout,
@@ -120,6 +122,12 @@ class Replica:
         self._snapshot_loaded = False
         self.storage_error = None
         self._node: Any = None
+        self.book = book or MemberBook(None, MemberInfo(config.node_id, config.raft_addr, ""),
+                                       [MemberInfo(p, p, "") for p in config.peers])
+        # raft address -> (match index, seconds since it answered, connected): the
+        # leader's view of its followers, copied on the tick thread; {} elsewhere.
+        self._peer_view: dict[str, tuple[int, float | None, bool]] = {}
+        self._tick_calls: deque[Callable[[], None]] = deque()
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -139,7 +147,7 @@ class Replica:
             # snapshots are small msgpack blobs; pysyncobj also never forks
             # with a custom serializer, this makes the choice explicit.
             useFork=False,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,
             **tuning.syncobj_kwargs(),
         )
         self._node = node_class()(self, config.raft_addr, list(config.peers), conf,
@@ -212,6 +220,15 @@ class Replica:
             self._setup_wake_pipe()
         self._last_tick = time.monotonic()
         self._tick_failures = 0
+        while self._tick_calls:
+            try:
+                self._tick_calls.popleft()()
+            except Exception:
+                logger.exception("tick call failed")
+        try:
+            self._peer_view = node.hc_peer_view() if node._SyncObj__raftState == 2 else {}
+        except Exception:
+            logger.exception("peer view failed")
         if self._snapshot_loaded:
             self._snapshot_loaded = False
             self._fail_orphaned_callbacks()
@@ -291,44 +308,20 @@ class Replica:
             self._unhealthy = "failed to load the full dump"
 
     def _write_dump(self, file_name: str, data: tuple[Any, ...]) -> None:
-        # pysyncobj hands us (last applied entry, the one before it, cluster);
-        # the machine's own state goes alongside. Runs on the tick thread, so
-        # the snapshot matches the last applied index exactly.
-        last, prev, cluster = data
+        # Runs on the tick thread, so the snapshot matches the last applied index exactly.
         with self.lock:
             state = self.machine.snapshot()
-        payload = msgpack.packb(
-            {
-                "format": DUMP_FORMAT,
-                "last": [bytes(last[0]), int(last[1]), int(last[2])],
-                "prev": [bytes(prev[0]), int(prev[1]), int(prev[2])],
-                "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
-                "state": state,
-            },
-            use_bin_type=True,
-        )
-        with open(file_name, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        dump.write(file_name, data, state, self.book.dump_fields())
 
     def _read_dump(self, file_name: str) -> tuple[Any, ...]:
-        with open(file_name, "rb") as f:
-            doc = msgpack.unpackb(f.read(), raw=False, strict_map_key=True)
-        if not isinstance(doc, dict) or doc.get("format") != DUMP_FORMAT:
-            raise ValueError(f"unsupported raft dump format in {file_name}")
-        last = doc["last"]
-        prev = doc["prev"]
+        last, prev, cluster, members, state = dump.read(file_name)
         with self.lock:
-            self.machine.restore(doc["state"])
+            self.machine.restore(state)
         self._snapshot_loaded = True
-        # Tuples, exactly as the journal yields them: pysyncobj compares these
-        # with its journal head and clears the journal on any mismatch.
-        return (
-            (bytes(last[0]), int(last[1]), int(last[2])),
-            (bytes(prev[0]), int(prev[1]), int(prev[2])),
-            list(doc["cluster"]),
-        )
+        self.book.reset(cluster, MemberBook.from_dump_fields(members))
+        # Without ourselves: pysyncobj compares these strings with its own Node and
+        # would count this replica among its peers.
+        return last, prev, [a for a in cluster if a != self.config.raft_addr]
 
     def _disable_admin_commands(self) -> None:
         # Anyone holding the secret could otherwise transfer leadership or
@@ -339,7 +332,30 @@ class Replica:
 
     # ---- any thread ---------------------------------------------------------
 
-    def submit(self, command: bytes, callback: SubmitCallback) -> None:
+    def on_membership(self, request: Any, reverse: bool) -> None:
+        """Tick thread: a membership entry was appended here (or rolled back)."""
+        self.book.on_change(request, reverse)
+        self._wake()
+
+    def is_voter(self) -> bool:
+        return self.book.is_member()
+
+    def peer_view(self) -> dict[str, tuple[int, float | None, bool]]:
+        """The leader's view of each follower (see hc_peer_view); {} on a follower."""
+        return self._peer_view
+
+    def transfer_leadership(self, target: str | None, callback: SubmitCallback) -> None:
+        """Ask the most caught-up follower (or `target`) to take over; the callback says
+        whether the request went out (pysyncobj's `transferLeadership`). Thread-safe."""
+        if self._node is None or self._destroyed:
+            _safe_call(callback, None, FAIL_NOT_LEADER)
+            return
+        self._tick_calls.append(lambda: self._node.transferLeadership(
+            target, callback=lambda res, err: _safe_call(callback, None, err)))
+        self._wake()
+
+    def submit(self, command: bytes, callback: SubmitCallback, membership: bool = False
+               ) -> None:
         """Queue ``command``; ``callback(applied, fail_reason)`` fires once.
 
         Non-blocking and thread-safe. The callback usually runs on the tick
@@ -360,7 +376,11 @@ class Replica:
                 res = Applied(self._node.raftLastApplied, res)
             _safe_call(callback, res if err == FAIL_SUCCESS else None, err)
 
-        self._node.apply_command(bytes(command), callback=on_result)
+        if membership:
+            # The body of a MEMBERSHIP entry (membership.change_payload), never the machine's.
+            self._node._applyCommand(bytes(command), on_result, MEMBERSHIP_TYPE)
+        else:
+            self._node.apply_command(bytes(command), callback=on_result)
         self._wake()
 
     def read_index(self, callback: ReadCallback) -> None:
