@@ -15,7 +15,7 @@ from aiohttp import web
 
 from hacontrol.scheduler.leader_state import Leadership
 
-from . import acl_routes, agent_routes, openapi, ops_routes, routes, ui
+from . import acl_routes, agent_routes, membership_routes, openapi, ops_routes, routes, ui
 from .auth import acl_middleware
 from .backend import Cluster, Store
 from .errors import error_middleware
@@ -27,12 +27,14 @@ from .request import ACL_CONFIGURED, AGENT_TLS, CLUSTER, LEADERSHIP, MAX_BODY, S
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
               token: str, limits: Limits | None = None, *,
               bootstrap_token: bool = False,
-              agent_tls: ssl.SSLContext | None = None) -> web.Application:
+              agent_tls: ssl.SSLContext | None = None,
+              membership: membership_routes.Members | None = None) -> web.Application:
     """The API of one replica. `token`: the credential the controllers present to agents
     (requests are authorised against the replicated ACL tables, never against it);
     `limits`: caps on bodies and table sizes; `bootstrap_token`: this replica was given a
     token to bootstrap with, and is ready only once it is applied; `agent_tls`: the client
-    context for calls to agents (mutual TLS, the agent's role checked), None for plain HTTP."""
+    context for calls to agents (mutual TLS, the agent's role checked), None for plain HTTP;
+    `membership`: adds and removes replicas (None: every membership route answers 503)."""
     limits = limits or Limits()
     app = web.Application(middlewares=[error_middleware, peer_role_middleware(),
                                        acl_middleware()],
@@ -48,6 +50,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     agent_routes.register(app)
     acl_routes.register(app)
     ops_routes.register(app)
+    membership_routes.register(app, membership)
     ui.register(app)
     openapi.register(app)  # documents every route, whenever it was registered
     return app

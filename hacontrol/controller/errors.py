@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from hacontrol.model.errors import Rejection
 
-__all__ = ["AgentUnreachable", "CommandFailed", "ControlError", "NoQuorum", "NotApplied",
-           "NotLeader", "OutcomeUnknown", "Rejection"]
+__all__ = ["AgentUnreachable", "CommandFailed", "ControlError", "MembershipConflict",
+           "NoQuorum", "NotApplied", "NotLeader", "OutcomeUnknown", "Rejection"]
 
 
 class ControlError(Exception):
@@ -67,3 +67,14 @@ class AgentUnreachable(ControlError):
     def __init__(self, reason: str, address: str | None = None) -> None:
         super().__init__(reason)
         self.address = address
+
+
+class MembershipConflict(ControlError):
+    """A membership change refused as things stand (a 409): `code` names why
+    (`change_in_progress`, `quorum_at_risk`, `id_taken`, ...), `detail` adds facts."""
+
+    def __init__(self, code: str, reason: str, detail: dict[str, object] | None = None
+                 ) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.detail = detail or {}

@@ -43,8 +43,9 @@ class Controller:
                  machine: StateMachine) -> None:
         self.me = me
         self.id = me.id
-        self.members = sorted([me, *peers], key=lambda m: m.id)
-        self.by_raft = {m.raft: m for m in self.members}
+        # Who the members are is the replica's membership book (it changes with the log);
+        # `peers` are those this process was started with.
+        self.configured_peers = peers
         self.replica = replica
         self.machine = machine
         self.bridge = LogBridge(replica)
@@ -81,9 +82,10 @@ class Controller:
 
     def status(self) -> ReplicaStatus:
         st = self.replica.status()
-        leader = self.by_raft.get(st.leader) if st.leader else None
+        book = self.replica.book
+        leader = book.by_raft(st.leader) if st.leader else None
         members: list[MemberView] = [{"id": m.id, "raft": m.raft, "api": m.api}
-                                     for m in self.members]
+                                     for m in book.members()]
         return {
             "id": self.me.id,
             "role": st.role,
@@ -97,6 +99,7 @@ class Controller:
             "storage_error": self.replica.storage_error,
             "pid": os.getpid(),
             "members": members,
+            "member": book.is_member(),
         }
 
     def is_leader(self) -> bool:

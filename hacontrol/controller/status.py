@@ -40,3 +40,4 @@ class ReplicaStatus(TypedDict):
     storage_error: str | None  # damaged files or a failed fsync: this replica serves nothing
     pid: int
     members: list[MemberView]
+    member: bool  # False while joining, and once removed

@@ -37,6 +37,10 @@ def register(sub: SubParsers) -> None:
         metavar="ID=RAFTHOST:PORT=http://APIHOST:PORT",
         help="another replica (repeat for each)",
     )
+    p.add_argument("--join", default=None, metavar="URL[,URL...]",
+                   help="ask the running cluster at these API URLs to add this replica "
+                        "(needs --token-file with a token allowed operator writes); "
+                        "ignored once the data directory records a membership")
     p.add_argument("--secret-file", required=True, type=Path)
     p.add_argument("--token-file", type=Path, default=None,
                    help="a secret that becomes the first management token; without it the "
