@@ -88,8 +88,9 @@ def removal_refusal(voters: list[str], alive: set[str], target: str
     if len(up) < need:
         return MembershipConflict(
             "quorum_at_risk",
-            f"removing it would leave {len(up)} of the {len(remaining)} remaining members "
-            f"alive, fewer than the {need} a majority needs; use force to remove it anyway",
+            f"quorum at risk: removing it would leave {len(up)} of the {len(remaining)} "
+            f"remaining members alive, fewer than the {need} a majority needs; use force "
+            "to remove it anyway",
             {"alive": len(up), "remaining": len(remaining), "needed": need})
     return None
 
@@ -136,7 +137,7 @@ class Membership:
             started = time.monotonic()
             if not existing:
                 index = await self._change("add", info)
-            lag = await self._catch_up(info.raft)
+            lag = await self._catch_up(info.raft, index or 1)
             return {"member": info.to_dict(), "index": index, "index_lag": lag,
                     "catch_up_s": round(time.monotonic() - started, 3)}
 
@@ -181,14 +182,16 @@ class Membership:
             except LogOutcomeUnknown as exc:
                 raise OutcomeUnknown(str(exc), "") from None
 
-    async def _catch_up(self, raft: str) -> int | None:
-        """Wait until `raft` is within CAUGHT_UP_LAG of the commit index; its lag then."""
+    async def _catch_up(self, raft: str, since: int) -> int | None:
+        """Wait until `raft` holds the entry at `since` (the one adding it) and is within
+        CAUGHT_UP_LAG of the commit index; its lag then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + JOIN_CATCH_UP_S
         while True:
-            row = next((r for r in self.peers() if r["raft"] == raft), None)
-            lag = row["index_lag"] if row is not None else None
-            if row is not None and row["alive"] and lag is not None and lag <= CAUGHT_UP_LAG:
+            self._require_leader()
+            match = self.ctl.replica.peer_view().get(raft, (0, None, False))[0]
+            lag = max(self.ctl.replica.status().commit_index - match, 0)
+            if match >= since and lag <= CAUGHT_UP_LAG:
                 return lag
             if loop.time() >= deadline:
                 raise MembershipConflict(

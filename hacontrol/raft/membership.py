@@ -132,12 +132,15 @@ class MemberBook:
                 info = MemberInfo.from_dict({"raft": addr, **meta})
                 if info is not None and addr != self.me.raft:
                     self._known[addr] = info
+            before = set(self._voters)
             if adding:
                 self._voters.add(addr)
             else:
                 self._voters.discard(addr)
             if addr == self.me.raft:
                 self.removed = not adding
+            if self._voters == before:
+                return  # applying an entry already taken into account when appended
         logger.info("membership: %s %s%s; voters now %s", "added" if adding else "removed",
                     addr, " (rolled back)" if reverse else "", sorted(self._voters))
         self.save()
