@@ -209,10 +209,14 @@ class Replica:
         # and the new term from after a step-down, which looks like two leaders per term).
         try:
             leader = node._getLeader()
+            before = self._snapshot
             self._snapshot = (_ROLES.get(node._SyncObj__raftState, "follower"),
                               getattr(leader, "address", None) if leader is not None else None,
                               int(node.raftCurrentTerm), int(node.raftCommitIndex),
                               int(node.raftLastApplied))
+            if self._snapshot[0] == "candidate" and (before is None or before[0] != "candidate"):
+                logger.info("replica %s campaigns for term %d", self.config.node_id,
+                            self._snapshot[2])
         except Exception:
             logger.exception("status snapshot failed")
         if self._tick_thread_id is None:

@@ -18,6 +18,8 @@ from typing import Any
 from tests.integration.harness import Cluster, Proc, Replica, free_ports, http, wait_for
 
 ACK_LIMIT_S = 5.0
+# One attempt waits this long before the write is retried elsewhere with the same key.
+ATTEMPT_S = 2.0
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Load:
     _apis: list[str] = field(default_factory=list)
 
     def __enter__(self) -> Load:
+        self.started = time.monotonic()
         self._apis = [r.api for r in self.cluster.live()]
         for w in range(self.workers):
             t = threading.Thread(target=self._run, args=(w,), daemon=True)
@@ -77,18 +80,22 @@ class Load:
         key = uuid.uuid4().hex
         sent = time.monotonic()
         attempt = 0
+        tries: list[str] = []
         while True:
             apis = self._apis
             api = apis[(start + attempt) % len(apis)]
             attempt += 1
             remaining = self.limit_s - (time.monotonic() - sent)
             if remaining <= 0:
-                self._fail(f"PUT {path}: not acknowledged within {self.limit_s} s")
+                self._fail(f"PUT {path} sent at +{sent - self.started:.2f} s: not "
+                           f"acknowledged within {self.limit_s} s: {tries}")
                 return
             try:
                 resp = http("PUT", f"{api}{path}", body, token=self.cluster.token,
-                            headers={"Idempotency-Key": key}, timeout=max(remaining, 0.1))
-            except OSError:
+                            headers={"Idempotency-Key": key},
+                            timeout=min(max(remaining, 0.1), ATTEMPT_S))
+            except OSError as exc:
+                tries.append(f"+{time.monotonic() - sent:.2f} {api[-5:]} {exc}")
                 self._retried()
                 time.sleep(0.02)
                 continue
@@ -97,6 +104,8 @@ class Load:
                     self.acks.append((sent, time.monotonic()))
                 return
             if resp.status == 503:
+                tries.append(f"+{time.monotonic() - sent:.2f} {api[-5:]} 503 "
+                             f"{resp.body.get('error', {}).get('message', '')[:60]}")
                 self._retried()
                 time.sleep(0.02)
                 continue
@@ -183,7 +192,9 @@ def remove(c: Cluster, rid: str, force: bool = False) -> Any:
                     url = last.headers.get("Location", url)
                     continue
                 break
-            if last is not None and last.status in (200, 409, 404):
+            busy = (last is not None and last.status == 409
+                    and last.body["error"].get("reason") == "change_in_progress")
+            if last is not None and last.status in (200, 409, 404) and not busy:
                 return last
         time.sleep(0.1)
     raise AssertionError(f"remove {rid}: {last}")

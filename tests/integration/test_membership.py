@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Cluster, http, wait_for
+from tests.integration.harness import Cluster, Replica, http, wait_for
 from tests.integration.membership_load import (
     Load,
     new_replica,
@@ -45,6 +45,15 @@ def assert_clean(load: Load) -> None:
     assert load.acks, "no write was acknowledged"
 
 
+def assert_no_campaign_before_added(c: Cluster, r: Replica) -> None:
+    """Joining deposes nobody: pysyncobj has no pre-vote, so a replica that campaigned
+    while still outside the configuration would depose the leader once added."""
+    log = (c.root / f"{r.id}.log").read_text().splitlines()
+    added = next(i for i, line in enumerate(log)
+                 if f"added 127.0.0.1:{r.raft_port}" in line)
+    assert not any("campaigns" in line for line in log[:added]), log[:added]
+
+
 def test_join_list_remove_under_load(cluster: Cluster) -> None:
     c = cluster
     with Load(c) as load:
@@ -52,6 +61,7 @@ def test_join_list_remove_under_load(cluster: Cluster) -> None:
         t0 = time.monotonic()
         c4 = new_replica(c, "c4", [c.replicas[0]])
         wait_member_ready(c, c4)
+        assert_no_campaign_before_added(c, c4)
         wait_for(lambda: "c4" in peers(c) and peers(c)["c4"]["alive"], 20, what="c4 listed")
         t1 = time.monotonic()
         report("join c4 (3 -> 4), longest write pause", load.pause_in(t0, t1))
@@ -120,6 +130,7 @@ def test_grow_to_five_and_shrink_to_three_under_load(tmp_path: Path) -> None:
                 r = new_replica(c, rid, c.live()[:2])
                 wait_member_ready(c, r)
                 report(f"join {rid}, longest write pause", load.pause_in(t0, time.monotonic()))
+                assert_no_campaign_before_added(c, r)
             assert set(peers(c)) == {"c1", "c2", "c3", "c4", "c5"}
             # Shrink: a follower, then the leader itself (handed over first).
             lead = c.leader()
