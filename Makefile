@@ -38,6 +38,12 @@ OVERLOAD_N ?= 1000
 test-overload: $(STAMP)
 	HACONTROL_OVERLOAD_N=$(OVERLOAD_N) $(PY) -m pytest -q -s tests/integration/test_overload.py
 
+# Membership changes of real replicas under continuous writes (tests/integration/
+# test_membership.py): grow 3 -> 5 and shrink back, replace a killed replica, lose a minority
+# of five, restart over stale --peer flags. `make test` runs the join/remove smoke only.
+test-ops: $(STAMP)
+	HACONTROL_TEST_OPS=1 $(PY) -m pytest -q -s tests/integration/test_membership.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hacontrol tests chaos bench
 	$(VENV)/bin/mypy
