@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-overload lint fuzz bench bench-agent bench-scheduler bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-overload test-ops lint fuzz bench bench-agent bench-scheduler bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
