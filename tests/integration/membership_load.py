@@ -58,7 +58,8 @@ class Load:
         while not self._stop.wait(0.2):
             for api in list(self._apis):
                 try:
-                    st = http("GET", f"{api}/v1/status", timeout=1).body
+                    st = http("GET", f"{api}/v1/status", timeout=1,
+                              context=self.cluster.client_tls).body
                 except OSError:
                     continue
                 if isinstance(st, dict) and st.get("member") and st.get("leader"):
@@ -92,7 +93,7 @@ class Load:
                 return
             try:
                 resp = http("PUT", f"{api}{path}", body, token=self.cluster.token,
-                            headers={"Idempotency-Key": key},
+                            headers={"Idempotency-Key": key}, context=self.cluster.client_tls,
                             timeout=min(max(remaining, 0.1), ATTEMPT_S))
             except OSError as exc:
                 tries.append(f"+{time.monotonic() - sent:.2f} {api[-5:]} {exc}")

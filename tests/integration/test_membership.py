@@ -30,10 +30,15 @@ ops_only = pytest.mark.skipif(not OPS, reason="long membership scenarios: make t
 
 
 def cli(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if c.tls:
+        d = c.root / "tls"
+        env.update(HACONTROL_CACERT=str(d / "ca.pem"), HACONTROL_CLIENT_CERT=str(d / "cli.pem"),
+                   HACONTROL_CLIENT_KEY=str(d / "cli-key.pem"))
     return subprocess.run([sys.executable, "-m", "hacontrol", *args,
                            "--addr", ",".join(r.api for r in c.live()),
                            "--token-file", str(c.root / "token")],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)
 
 
 def report(what: str, seconds: float) -> None:
@@ -54,8 +59,17 @@ def assert_no_campaign_before_added(c: Cluster, r: Replica) -> None:
     assert not any("campaigns" in line for line in log[:added]), log[:added]
 
 
-def test_join_list_remove_under_load(cluster: Cluster) -> None:
-    c = cluster
+def test_join_list_remove_under_load(tmp_path: Path) -> None:
+    """Over mutual TLS: the new replica joins with the same CA, certificates and Raft
+    secret as the others."""
+    c = Cluster(tmp_path / "cluster", tls=True).start()
+    try:
+        join_list_remove(c)
+    finally:
+        c.stop()
+
+
+def join_list_remove(c: Cluster) -> None:
     with Load(c) as load:
         time.sleep(0.3)  # writes under way before anything changes
         t0 = time.monotonic()
