@@ -22,7 +22,7 @@ from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secr
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import Limits
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
-from hacontrol.controller.membership import Membership
+from hacontrol.controller.membership import Autopilot, Membership
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
 from hacontrol.join import JoinClient, JoinRefused
@@ -125,9 +125,9 @@ async def run_controller(args: Any) -> None:
 
     limits = Limits(**{f: getattr(args, f) for f in LIMIT_FLAGS
                        if getattr(args, f, None) is not None})
+    membership = Membership(ctl)
     app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
-                    bootstrap_token=bool(token), agent_tls=client_tls,
-                    membership=Membership(ctl))
+                    bootstrap_token=bool(token), agent_tls=client_tls, membership=membership)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True,
@@ -142,6 +142,10 @@ async def run_controller(args: Any) -> None:
                         probe=HealthProbe(client_context(tls)) if tls is not None else None)
     leader_task = asyncio.create_task(leader.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
+    pilot = Autopilot(bool(getattr(args, "cleanup_dead_servers", False)),
+                      int(getattr(args, "min_quorum", None) or 3),
+                      float(getattr(args, "dead_server_after", None) or 30.0))
+    pilot_task = asyncio.create_task(membership.autopilot(pilot)) if pilot.enabled else None
     join_task = (asyncio.create_task(ask_to_join(joiner, MemberInfo(me.id, me.raft, me.api)))
                  if joiner is not None else None)
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())
@@ -152,7 +156,7 @@ async def run_controller(args: Any) -> None:
     await stop.wait()
     log.info("replica %s stopping", args.id)
     leader_task.cancel()
-    for task in (bootstrap_task, join_task):
+    for task in (bootstrap_task, join_task, pilot_task):
         if task is not None:
             task.cancel()
     await runner.cleanup()

@@ -19,7 +19,9 @@ API redirects there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from hacontrol.raft.bridge import NotApplied as LogNotApplied
@@ -31,7 +33,10 @@ from .errors import MembershipConflict, NotApplied, NotLeader, OutcomeUnknown, R
 if TYPE_CHECKING:
     from .replica import Controller
 
-__all__ = ["MemberInfo", "Membership", "PeerRow", "peer_rows", "removal_refusal"]
+__all__ = ["Autopilot", "MemberInfo", "Membership", "PeerRow", "dead_to_remove", "peer_rows",
+           "removal_refusal"]
+
+log = logging.getLogger(__name__)
 
 # A follower that answered the leader within this long counts as alive.
 ALIVE_S = 2.0
@@ -43,6 +48,32 @@ CHANGE_TIMEOUT_S = 10.0
 # A new leader refuses changes until the no-op of its term is applied: retry that long.
 DENIED_RETRY_S = 2.0
 TRANSFER_S = 5.0
+
+
+@dataclass(frozen=True)
+class Autopilot:
+    """Nomad's `cleanup_dead_servers`: the leader removes a member that has not answered
+    for `dead_after_s`, never below `min_quorum` members, and never when the removal itself
+    would leave no live majority. Off unless enabled."""
+
+    enabled: bool = False
+    min_quorum: int = 3
+    dead_after_s: float = 30.0
+
+
+def dead_to_remove(rows: list[PeerRow], pilot: Autopilot) -> PeerRow | None:
+    """The member autopilot removes now, if any (one at a time, the longest silent first)."""
+    if not pilot.enabled or len(rows) - 1 < pilot.min_quorum:
+        return None
+    dead = [r for r in rows if not r["leader"] and not r["alive"]
+            and (r["last_contact_s"] is None or r["last_contact_s"] >= pilot.dead_after_s)]
+    alive = {r["raft"] for r in rows if r["alive"]}
+    voters = [r["raft"] for r in rows]
+    dead.sort(key=lambda r: -(r["last_contact_s"] or float("inf")))
+    for row in dead:
+        if removal_refusal(voters, alive, row["raft"]) is None:
+            return row
+    return None
 
 
 class PeerRow(TypedDict):
@@ -198,6 +229,21 @@ class Membership:
                     "not_caught_up", f"{raft} was added but has not caught up after "
                     f"{JOIN_CATCH_UP_S:.0f} s (lag {lag})", {"index_lag": lag})
             await asyncio.sleep(0.05)
+
+    async def autopilot(self, pilot: Autopilot, every_s: float = 1.0) -> None:
+        """Run forever: while this replica leads, remove dead members as `pilot` says."""
+        while True:
+            await asyncio.sleep(every_s)
+            if not pilot.enabled or self.ctl.leading_term() is None or self._lock.locked():
+                continue
+            try:
+                row = dead_to_remove(self.peers(), pilot)
+                if row is not None:
+                    log.warning("autopilot: removing %s, silent for %s s", row["id"],
+                                row["last_contact_s"])
+                    await self.remove(row["id"], force=False)
+            except Exception as exc:  # a lost election, a conflict: try again later
+                log.info("autopilot: %s", exc)
 
     async def _hand_over(self) -> None:
         """Make another member leader (pysyncobj's TimeoutNow transfer needs a follower

@@ -144,3 +144,23 @@ def test_membership_routes_need_operator_permissions() -> None:
         status, body = call("POST", "/v1/operator/raft/peers", {**me, "extra": 1}, token=root)
         assert status == 422, body
     session(LocalReplica(), script)
+
+
+def test_autopilot_removes_the_long_dead_never_below_the_minimum() -> None:
+    from hacontrol.controller.membership import Autopilot, dead_to_remove
+
+    members = [info(a) for a in (A, B, C, D)]
+    view = {B: (100, 0.01, True), C: (100, 0.02, True), D: (10, 45.0, False)}
+    rows = peer_rows(members, A, view, commit=100)
+    pilot = Autopilot(enabled=True, min_quorum=3, dead_after_s=30.0)
+    chosen = dead_to_remove(rows, pilot)
+    assert chosen is not None and chosen["raft"] == D
+    assert dead_to_remove(rows, Autopilot()) is None  # off by default
+    assert dead_to_remove(rows, Autopilot(True, min_quorum=4)) is None  # 3 would remain
+    assert dead_to_remove(rows, Autopilot(True, dead_after_s=60.0)) is None  # not long enough
+    # Two of four dead: removing one would leave 2 alive of 3 (a majority): allowed; with
+    # three dead of five, removing one leaves 2 of 4 alive: refused, as for an operator.
+    view5 = {B: (100, 0.01, True), C: (1, 50.0, False), D: (1, 50.0, False),
+             E: (1, 50.0, False)}
+    rows5 = peer_rows([info(a) for a in (A, B, C, D, E)], A, view5, commit=100)
+    assert dead_to_remove(rows5, Autopilot(True, min_quorum=1)) is None
