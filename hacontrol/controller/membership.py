@@ -152,25 +152,33 @@ class Membership:
     # -------------------------------------------------------------------- changes
 
     async def add(self, info: MemberInfo) -> dict[str, Any]:
-        """Add `info` (idempotent: a member with the same id and address is caught up
-        with again) and return once it has caught up."""
+        """Add `info` and return once it has caught up. Idempotent: for a member with the
+        same id and address it only waits for that (without holding up other changes: a
+        joiner whose answer was lost asks again)."""
+        self._require_leader()
+        started = time.monotonic()
+        if self._already(info):
+            lag = await self._catch_up(info.raft, 1)
+            return {"member": info.to_dict(), "index": None, "index_lag": lag,
+                    "catch_up_s": round(time.monotonic() - started, 3)}
         async with self._exclusive():
             self._require_leader()
-            index = None
-            existing = [m for m in self.ctl.replica.book.members()
-                        if m.id == info.id or m.raft == info.raft]
-            for m in existing:
-                if m.id == info.id and m.raft != info.raft:
-                    raise MembershipConflict("id_taken", f"member {m.id} has address {m.raft}")
-                if m.raft == info.raft and m.id != info.id:
-                    raise MembershipConflict("address_taken",
-                                             f"address {m.raft} belongs to member {m.id}")
-            started = time.monotonic()
-            if not existing:
-                index = await self._change("add", info)
+            index = None if self._already(info) else await self._change("add", info)
             lag = await self._catch_up(info.raft, index or 1)
             return {"member": info.to_dict(), "index": index, "index_lag": lag,
                     "catch_up_s": round(time.monotonic() - started, 3)}
+
+    def _already(self, info: MemberInfo) -> bool:
+        """Whether `info` is a member; MembershipConflict when its id or address is taken."""
+        for m in self.ctl.replica.book.members():
+            if m.id == info.id and m.raft != info.raft:
+                raise MembershipConflict("id_taken", f"member {m.id} has address {m.raft}")
+            if m.raft == info.raft and m.id != info.id:
+                raise MembershipConflict("address_taken",
+                                         f"address {m.raft} belongs to member {m.id}")
+            if m == info or (m.id, m.raft) == (info.id, info.raft):
+                return True
+        return False
 
     async def remove(self, member_id: str, force: bool) -> dict[str, Any]:
         async with self._exclusive():

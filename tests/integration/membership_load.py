@@ -172,8 +172,13 @@ def peers(c: Cluster, via: Replica | None = None) -> dict[str, dict[str, Any]]:
 
 
 def wait_member_ready(c: Cluster, r: Replica, timeout: float = 60.0) -> None:
+    """Until the replica is ready and its join was answered (it logs that)."""
     wait_for(lambda: http("GET", f"{r.api}/v1/health/ready", timeout=2,
                           context=c.client_tls).status == 200, timeout, what=f"{r.id} ready")
+    log = c.root / f"{r.id}.log"
+    if "--join" in r.proc.argv:
+        wait_for(lambda: "joined the cluster" in log.read_text(), timeout,
+                 what=f"{r.id}'s join answered")
 
 
 def remove(c: Cluster, rid: str, force: bool = False) -> Any:
