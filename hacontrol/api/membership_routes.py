@@ -15,7 +15,9 @@ from aiohttp import web
 from hacontrol.controller.errors import NotLeader
 from hacontrol.controller.membership import MemberInfo, PeerRow
 from hacontrol.model.errors import invalid
+from hacontrol.tls.roles import Role, peer_roles
 
+from .errors import RequestError
 from .openapi import READ_ERRORS, WRITE_ERRORS, Operation, Param, documented
 from .request import cluster_of, json_body, only_fields
 from .schemas import INTEGER, NAME, STRING
@@ -90,13 +92,21 @@ def parse_member(body: dict[str, Any], scheme: str) -> MemberInfo:
     "Add a controller replica (what `hacontrol server --join` asks for)", "operator",
     description="Answers once the new replica has caught up (snapshot plus log), one "
                 "change at a time: a change while another is in progress is a 409 with "
-                "reason change_in_progress. " + REDIRECT,
+                "reason change_in_progress. Over TLS the caller must present a server "
+                "certificate (the joining replica's). " + REDIRECT,
     ok={"type": "object", "required": ["member", "index_lag", "catch_up_s"],
         "properties": {"member": MEMBER, "index": {"type": ["integer", "null"]},
                        "index_lag": {"type": ["integer", "null"]},
                        "catch_up_s": {"type": "number"}}},
     body=MEMBER, write=True, errors=WRITE_ERRORS))
 async def add_peer(request: web.Request) -> web.Response:
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("ssl_object") is not None \
+            and Role.SERVER not in peer_roles(transport.get_extra_info("peercert")):
+        # Over TLS only a replica (a server certificate of the cluster's CA) asks to be
+        # added: a stolen operator token alone cannot add a voter that never answers.
+        raise RequestError("forbidden", "adding a replica needs a client certificate of "
+                           f"role {Role.SERVER.value} ({Role.SERVER.hostname})", "certificate")
     body = await json_body(request)
     info = parse_member(body, request.scheme)
     try:

@@ -70,6 +70,12 @@ def test_join_list_remove_under_load(tmp_path: Path) -> None:
 
 
 def join_list_remove(c: Cluster) -> None:
+    # Only a replica's certificate may ask to add one: the CLI's (with a management token)
+    # is refused.
+    me = {"id": "c9", "raft": "127.0.0.1:1", "api": "https://127.0.0.1:2"}
+    resp = http("POST", f"{c.replicas[0].api}/v1/operator/raft/peers", me, token=c.token,
+                context=c.client_tls)
+    assert resp.status == 403 and resp.body["error"]["field"] == "certificate", resp
     with Load(c) as load:
         time.sleep(0.3)  # writes under way before anything changes
         t0 = time.monotonic()
