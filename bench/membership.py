@@ -78,6 +78,13 @@ def one_run(jobs: int) -> list[dict[str, Any]]:
                  for r in c.replicas if (c.root / r.id / "raft.dump").exists()}
         with Load(c) as load:
             time.sleep(1.0)
+            # The same figure over a window without any change: what the load alone costs.
+            t0 = time.monotonic()
+            time.sleep(5.0)
+            t1 = time.monotonic()
+            rows.append({"change": "none (baseline, 5 s)", "seconds": round(t1 - t0, 2),
+                         "pause_ms": round(load.pause_in(t0, t1) * 1000),
+                         "writes_per_s": round(load.count_between(t0, t1) / (t1 - t0), 1)})
             for rid in ("c4", "c5"):
                 t0 = time.monotonic()
                 r = new_replica(c, rid, c.live()[:2])
