@@ -7,7 +7,8 @@ API redirects there.
 
 - An add takes effect in the log at once (pysyncobj has no non-voting members), so the
   request returns only once the new replica has caught up (snapshot plus log), its match
-  index within `CAUGHT_UP_LAG` of the commit index; until then no other change starts.
+  index within `CAUGHT_UP_LAG` of the commit index and answering every heartbeat for
+  `STEADY_S`; until then no other change starts.
 - A second change while one is in progress is refused at once (`change_in_progress`, a
   409), as is one that pysyncobj's leader refuses (REQUEST_DENIED): nothing waits.
 - Removing the leader hands leadership to the most caught-up follower first; the new leader
@@ -44,6 +45,11 @@ ALIVE_S = 2.0
 # index (under load the commit index moves on while it catches up).
 CAUGHT_UP_LAG = 100
 JOIN_CATCH_UP_S = 120.0
+# ... and stays so, answering every heartbeat, this long (Nomad's server stabilization
+# time): right after loading a large snapshot a replica was seen to go silent for seconds,
+# and a change started then (a removal) found no majority.
+STEADY_S = 1.0
+STEADY_CONTACT_S = 0.3
 CHANGE_TIMEOUT_S = 10.0
 # A new leader refuses changes until the no-op of its term is applied: retry that long.
 DENIED_RETRY_S = 2.0
@@ -226,12 +232,18 @@ class Membership:
         CAUGHT_UP_LAG of the commit index; its lag then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + JOIN_CATCH_UP_S
+        steady_since: float | None = None
         while True:
             self._require_leader()
-            match = self.ctl.replica.peer_view().get(raft, (0, None, False))[0]
+            match, seen, connected = self.ctl.replica.peer_view().get(raft, (0, None, False))
             lag = max(self.ctl.replica.status().commit_index - match, 0)
-            if match >= since and lag <= CAUGHT_UP_LAG:
-                return lag
+            if (match >= since and lag <= CAUGHT_UP_LAG and connected
+                    and seen is not None and seen <= STEADY_CONTACT_S):
+                steady_since = steady_since or loop.time()
+                if loop.time() - steady_since >= STEADY_S:
+                    return lag
+            else:
+                steady_since = None
             if loop.time() >= deadline:
                 raise MembershipConflict(
                     "not_caught_up", f"{raft} was added but has not caught up after "
