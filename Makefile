@@ -45,6 +45,9 @@ OVERLOAD_N ?= 1000
 test-overload: $(STAMP)
 	HACONTROL_OVERLOAD_N=$(OVERLOAD_N) $(PY) -m pytest -q -s tests/integration/test_overload.py
 
+# Membership changes of real replicas under continuous writes (tests/integration/
+# test_membership.py): grow 3 -> 5 and shrink back, replace a killed replica, lose a minority
+# of five, restart over stale --peer flags. `make test` runs the join/remove smoke only.
 # Rolling upgrades (tests/integration/test_upgrade.py): UPGRADE_ROUNDS rolling restarts of
 # every replica (UPGRADE_REPLICAS of them) then every agent under client load; zero failed
 # requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
@@ -56,6 +59,7 @@ test-ops: $(STAMP)
 	HACONTROL_UPGRADE_ROUNDS=$(UPGRADE_ROUNDS) HACONTROL_UPGRADE_REPLICAS=$(UPGRADE_REPLICAS) \
 		HACONTROL_DEV_REPLICAS=5 \
 		$(PY) -m pytest -q -s tests/integration/test_upgrade.py tests/integration/test_dev_supervise.py
+	HACONTROL_TEST_OPS=1 $(PY) -m pytest -q -s tests/integration/test_membership.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hacontrol tests chaos bench

@@ -22,12 +22,15 @@ from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secr
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import Limits
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
+from hacontrol.controller.membership import Autopilot, Membership
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
+from hacontrol.join import JoinClient, JoinRefused
 from hacontrol.model.errors import Rejection
 from hacontrol.observe.logs import configure_logging
 from hacontrol.observe.metrics import ServerMetrics, TimedMachine
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
+from hacontrol.raft.membership import MemberBook, MemberInfo, read_record
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.scheduler.leader_state import Leadership
@@ -96,6 +99,9 @@ async def run_controller(args: Any) -> None:
             raise SystemExit(f"error: --peer {p.id}: its API address must be {scheme}:// "
                              f"like this replica's, got {p.api}")
 
+    client_tls = client_context(tls) if tls is not None else None
+    book, joiner = await membership_at_start(args, me, peers, data_dir, token, client_tls)
+
     plant = planted.check_plant(getattr(args, "plant", None))
     unsafe = planted.check_unsafe_no_fsync(bool(getattr(args, "unsafe_no_fsync", False)))
     install_fence()
@@ -105,10 +111,12 @@ async def run_controller(args: Any) -> None:
     if getattr(args, "compaction_entries", None):
         tuning = replace(tuning, log_compaction_min_entries=int(args.compaction_entries))
     replica = Replica(ReplicaConfig(node_id=args.id, raft_addr=args.raft,
-                                    peers=[p.raft for p in peers], data_dir=data_dir,
-                                    secret=secret, tuning=tuning,
+                                    peers=[p.raft for p in book.members()
+                                           if p.raft != me.raft],
+                                    data_dir=data_dir, secret=secret, tuning=tuning,
                                     durability=Durability.choose(unsafe, plant)),
-                      TimedMachine(machine, metrics.apply))
+                      TimedMachine(machine, metrics.apply),
+                      book)
     if not replica.durable:
         log.warning("FSYNC IS OFF (%s): a power cut loses acknowledged writes",
                     "--unsafe-no-fsync" if unsafe else f"--plant {plant}")
@@ -123,9 +131,9 @@ async def run_controller(args: Any) -> None:
 
     limits = Limits(**{f: getattr(args, f) for f in LIMIT_FLAGS
                        if getattr(args, f, None) is not None})
+    membership = Membership(ctl)
     app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
-                    bootstrap_token=bool(token),
-                    agent_tls=client_context(tls) if tls is not None else None,
+                    bootstrap_token=bool(token), agent_tls=client_tls, membership=membership,
                     metrics=metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -149,6 +157,12 @@ async def run_controller(args: Any) -> None:
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     upkeep = [asyncio.create_task(keep_controller_credential(ctl, controller_credential(secret))),
               asyncio.create_task(prune_expired_tokens(ctl, leadership))]
+    pilot = Autopilot(bool(getattr(args, "cleanup_dead_servers", False)),
+                      int(getattr(args, "min_quorum", None) or 3),
+                      float(getattr(args, "dead_server_after", None) or 30.0))
+    pilot_task = asyncio.create_task(membership.autopilot(pilot)) if pilot.enabled else None
+    join_task = (asyncio.create_task(ask_to_join(joiner, MemberInfo(me.id, me.raft, me.api)))
+                 if joiner is not None else None)
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())
 
     stop = asyncio.Event()
@@ -158,12 +172,70 @@ async def run_controller(args: Any) -> None:
     log.info("replica %s stopping", args.id)
     leader_task.cancel()
     versions_task.cancel()
-    if bootstrap_task is not None:
-        bootstrap_task.cancel()
     for task in upkeep:
         task.cancel()
+    for maybe in (bootstrap_task, join_task, pilot_task):
+        if maybe is not None:
+            maybe.cancel()
     await runner.cleanup()
     replica.destroy()
+
+
+async def membership_at_start(args: Any, me: Member, peers: list[Member], data_dir: Path,
+                              token: str, tls: Any) -> tuple[MemberBook, JoinClient | None]:
+    """Whom this replica starts with. The data directory's membership record wins over
+    --peer and --join: once a replica has been part of the cluster, the log decides its
+    membership, never its command line (pysyncobj #133: its dump's topology overrides
+    configured peers). Without a record: --join asks a running cluster for its members,
+    --peer gives them."""
+    info = MemberInfo(me.id, me.raft, me.api)
+    join_urls = [u.strip() for u in (getattr(args, "join", None) or "").split(",") if u.strip()]
+    try:
+        record = read_record(data_dir)
+    except ValueError as exc:
+        raise SystemExit(f"error: hacontrol server: {exc}") from None
+    joiner = JoinClient(join_urls, token, tls) if join_urls else None
+    if record is not None:
+        members, recorded_self = record
+        if recorded_self is not None and (recorded_self.id, recorded_self.raft) != (me.id,
+                                                                                    me.raft):
+            raise SystemExit(f"error: hacontrol server: {data_dir} belongs to replica "
+                             f"{recorded_self.id} at {recorded_self.raft}")
+        others = [m for m in members if m.raft != me.raft]
+        flagged = {p.raft for p in peers}
+        if flagged and flagged != {m.raft for m in others}:
+            log.warning("membership from %s/members.json (%s) overrides --peer (%s)",
+                        data_dir, ", ".join(m.id for m in others),
+                        ", ".join(p.id for p in peers))
+        joining = me.raft not in {m.raft for m in members}
+        if not joining:
+            joiner = None
+        book = MemberBook(data_dir, info, others, joining=joining)
+    elif joiner is not None:
+        if not token:
+            raise SystemExit("error: hacontrol server: --join needs --token-file (a token "
+                             "allowed operator writes)")
+        try:
+            members = await joiner.fetch_members()
+        except JoinRefused as exc:
+            raise SystemExit(f"error: hacontrol server --join: {exc}") from None
+        log.info("joining a cluster of %s", ", ".join(m.id for m in members))
+        book = MemberBook(data_dir, info, [m for m in members if m.raft != me.raft],
+                          joining=True)
+    else:
+        book = MemberBook(data_dir, info, [MemberInfo(p.id, p.raft, p.api) for p in peers])
+    book.save()
+    return book, joiner
+
+
+async def ask_to_join(joiner: JoinClient, me: MemberInfo) -> None:
+    try:
+        answer = await joiner.join(me)
+    except JoinRefused as exc:
+        log.error("join refused: %s", exc)
+        return
+    log.info("joined the cluster: caught up after %s s (index lag %s)",
+             answer.get("catch_up_s"), answer.get("index_lag"))
 
 
 def serve(args: Any) -> None:

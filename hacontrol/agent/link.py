@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 LONG_POLL_S = 1.0
 RETRY_PAUSE_S = 0.1
+# How often the link asks the leader who the controllers are (`/v1/status` members): replicas
+# added since the agent started are used, removed ones dropped.
+MEMBERS_EVERY_S = 5.0
 
 
 @dataclass
@@ -75,6 +79,7 @@ class ControllerLink:
         self._rotation = 0
         # Told the hash of the controllers' credential each answer carries (pinned once).
         self.on_controller_key: Callable[[object], None] | None = None
+        self._members_at = time.monotonic()
 
     async def __aenter__(self) -> ControllerLink:
         connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
@@ -148,7 +153,31 @@ class ControllerLink:
         self.fingerprint = data.get("fingerprint")
         # Absent from a leader of protocol 1: nothing else in the answer depends on it.
         self.leader_protocol = protocol.read_version(data.get("protocol"))
+        if time.monotonic() - self._members_at >= MEMBERS_EVERY_S:
+            self._members_at = time.monotonic()
+            await self.refresh_members()
         return answer
+
+    async def refresh_members(self) -> None:
+        """Take the controllers' addresses from the leader's `/v1/status` (best effort)."""
+        assert self._session is not None
+        try:
+            async with self._session.get(f"{self.current}/v1/status",
+                                         timeout=aiohttp.ClientTimeout(total=2.0),
+                                         server_hostname=self._server_name) as resp:
+                status = await resp.json(content_type=None) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.debug("members from %s: %s", self.current, exc)
+            return
+        if not isinstance(status, dict) or status.get("role") != "leader":
+            return
+        apis = [str(m["api"]).rstrip("/") for m in status.get("members") or []
+                if isinstance(m, dict) and isinstance(m.get("api"), str) and m["api"]]
+        if self.tls is not None:
+            apis = [a for a in apis if a.startswith("https://")]
+        if apis and sorted(apis) != sorted(self.controllers):
+            log.info("controllers now %s", ", ".join(apis))
+            self.controllers = apis
 
 
 async def wait_first(wake: asyncio.Event, coro: Any) -> Any:

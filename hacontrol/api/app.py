@@ -20,6 +20,7 @@ from . import (
     acl_routes,
     agent_routes,
     members,
+    membership_routes,
     metrics_routes,
     openapi,
     ops_routes,
@@ -39,13 +40,15 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
               token: str, limits: Limits | None = None, *,
               bootstrap_token: bool = False,
               agent_tls: ssl.SSLContext | None = None,
-              metrics: ServerMetrics | None = None) -> web.Application:
+              metrics: ServerMetrics | None = None,
+              membership: membership_routes.Members | None = None) -> web.Application:
     """The API of one replica. `token`: the credential the controllers present to agents
     (requests are authorised against the replicated ACL tables, never against it);
     `limits`: caps on bodies and table sizes; `bootstrap_token`: this replica was given a
     token to bootstrap with, and is ready only once it is applied; `agent_tls`: the client
     context for calls to agents (mutual TLS, the agent's role checked), None for plain HTTP;
-    `metrics`: the replica's instruments (a registry of this app's own when not given)."""
+    `metrics`: the replica's instruments (a registry of this app's own when not given).
+    `membership`: adds and removes replicas (None: every membership route answers 503)."""
     limits = limits or Limits()
     metrics = metrics if metrics is not None else ServerMetrics()
     app = web.Application(middlewares=[metrics_routes.metrics_middleware(metrics),
@@ -66,6 +69,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     metrics_routes.register(app, metrics)
     members.register(app)
     snapshot_routes.register(app)
+    membership_routes.register(app, membership)
     ui.register(app)
     openapi.register(app)  # documents every route, whenever it was registered
     return app

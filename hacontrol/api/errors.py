@@ -19,6 +19,7 @@ from aiohttp import web
 from hacontrol.controller.errors import (
     AgentUnreachable,
     CommandFailed,
+    MembershipConflict,
     NoQuorum,
     NotApplied,
     NotLeader,
@@ -104,6 +105,8 @@ def failure_of(exc: Exception) -> Failure | None:
         case NotLeader():
             return Failure("not_leader", exc.reason,
                            extra={"leader": exc.leader, "leader_api": exc.leader_api})
+        case MembershipConflict():
+            return Failure("conflict", exc.reason, extra={"reason": exc.code, **exc.detail})
         case AgentUnreachable():
             where = f"agent at {exc.address}" if exc.address else "agent"
             return Failure("unavailable", f"{where} unreachable: {exc.reason}",

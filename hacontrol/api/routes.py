@@ -79,7 +79,8 @@ async def get_ready(request: web.Request) -> web.Response:
     acl_ready = (not request.app[ACL_CONFIGURED]
                  or store_of(request).read_local(lambda m: m.acl_bootstrapped))
     ready = (st["leader"] is not None and st["healthy"]
-             and st["applied_index"] >= st["commit_index"] and acl_ready)
+             and st["applied_index"] >= st["commit_index"] and acl_ready
+             and st.get("member", True))
     return web.json_response(
         {"ready": ready, "id": st["id"], "role": st["role"], "leader": st["leader"],
          "term": st["term"], "applied_index": st["applied_index"],

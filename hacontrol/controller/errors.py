@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from hacontrol.model.errors import Rejection
 
-__all__ = ["AgentUnreachable", "CommandFailed", "ControlError", "NoQuorum", "NotApplied",
-           "NotLeader", "OutcomeUnknown", "Rejection", "Unsupported"]
+__all__ = ["AgentUnreachable", "CommandFailed", "ControlError", "MembershipConflict",
+           "NoQuorum", "NotApplied", "NotLeader", "OutcomeUnknown", "Rejection", "Unsupported"]
 
 
 class ControlError(Exception):
@@ -72,3 +72,14 @@ class AgentUnreachable(ControlError):
 class Unsupported(ControlError):
     """A command type some voter does not know yet (mid-upgrade): never proposed, so
     certainly not applied; it works once every replica runs a version that knows it."""
+
+
+class MembershipConflict(ControlError):
+    """A membership change refused as things stand (a 409): `code` names why
+    (`change_in_progress`, `quorum_at_risk`, `id_taken`, ...), `detail` adds facts."""
+
+    def __init__(self, code: str, reason: str, detail: dict[str, object] | None = None
+                 ) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.detail = detail or {}

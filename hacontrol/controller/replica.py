@@ -47,8 +47,9 @@ class Controller:
         """`metrics`: where commit latencies are recorded (none when not given)."""
         self.me = me
         self.id = me.id
-        self.members = sorted([me, *peers], key=lambda m: m.id)
-        self.by_raft = {m.raft: m for m in self.members}
+        # Who the members are is the replica's membership book (it changes with the log);
+        # `peers` are those this process was started with.
+        self.configured_peers = peers
         self.replica = replica
         self.machine = machine
         self.bridge = LogBridge(replica)
@@ -58,7 +59,7 @@ class Controller:
         self._key_prefix = f"{me.id}-{uuid.uuid4().hex[:12]}-"
         self._key_seq = itertools.count(1)
         # Every voter's protocol and command types (their reports; run() it to poll them).
-        self.versions = CapabilityWatch(me.id, lambda: {m.id: m.api for m in self.members})
+        self.versions = CapabilityWatch(me.id, lambda: {m.id: m.api for m in self.replica.book.members()})
 
     # ----------------------------------------------------------- change feed
 
@@ -88,9 +89,10 @@ class Controller:
 
     def status(self) -> ReplicaStatus:
         st = self.replica.status()
-        leader = self.by_raft.get(st.leader) if st.leader else None
+        book = self.replica.book
+        leader = book.by_raft(st.leader) if st.leader else None
         members: list[MemberView] = [{"id": m.id, "raft": m.raft, "api": m.api}
-                                     for m in self.members]
+                                     for m in book.members()]
         out: ReplicaStatus = {
             "id": self.me.id,
             "role": st.role,
@@ -104,6 +106,7 @@ class Controller:
             "storage_error": self.replica.storage_error,
             "pid": os.getpid(),
             "members": members,
+            "member": book.is_member(),
         }
         if protocol.versioned():  # protocol 1 published no version and no capabilities
             out["protocol"] = self.versions.mine.protocol

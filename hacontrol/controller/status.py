@@ -40,6 +40,7 @@ class ReplicaStatus(TypedDict):
     storage_error: str | None  # damaged files or a failed fsync: this replica serves nothing
     pid: int
     members: list[MemberView]
+    member: bool  # False while joining, and once removed
     # Since protocol 2 (absent from a replica of protocol 1):
     protocol: NotRequired[int]  # the version this replica speaks
     ops: NotRequired[list[str]]  # the command types it knows

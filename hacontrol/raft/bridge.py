@@ -108,7 +108,29 @@ class LogBridge:
             raise ApplyFailed(applied.result.error, applied.index)
         return applied.result
 
-    async def submit_applied(self, command: bytes, timeout: float, retry: bool = True) -> Applied:
+    async def change_membership(self, payload: bytes, timeout: float) -> int:
+        """Commit a membership entry (`membership.change_payload`); its index once applied
+        here. NotApplied("REQUEST_DENIED") when the leader refuses it: another change not
+        yet applied, its term's no-op not yet applied, or nothing to change."""
+        applied = await self.submit_applied(payload, timeout, membership=True)
+        return applied.index
+
+    async def transfer_leadership(self, target: str | None, timeout: float) -> None:
+        """Ask a caught-up follower to take over; NotApplied when the request could not go
+        out (not the leader, no follower caught up). Poll the status to see it done."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        self._replica.transfer_leadership(target, self._inbox.resolver(loop, fut))
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            _res, err = await fut
+        finally:
+            timer.cancel()
+        if err != FAIL_SUCCESS:
+            raise NotApplied(_fail_name(err) if err != _TIMED_OUT else "timeout")
+
+    async def submit_applied(self, command: bytes, timeout: float, retry: bool = True,
+                             membership: bool = False) -> Applied:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._slots is None:
@@ -123,12 +145,13 @@ class LogBridge:
         else:
             await self._slots.acquire()
         try:
-            return await self._submit_loop(loop, command, deadline, retry)
+            return await self._submit_loop(loop, command, deadline, retry, membership)
         finally:
             self._slots.release()
 
     async def _submit_loop(
-        self, loop: asyncio.AbstractEventLoop, command: bytes, deadline: float, retry: bool
+        self, loop: asyncio.AbstractEventLoop, command: bytes, deadline: float, retry: bool,
+        membership: bool = False,
     ) -> Applied:
         backoff = _BACKOFF_START
         last: NotApplied | None = None
@@ -140,7 +163,10 @@ class LogBridge:
                 last = NotApplied("no leader known")
             else:
                 fut: asyncio.Future[tuple[Applied | None, int]] = loop.create_future()
-                self._replica.submit(command, self._inbox.resolver(loop, fut))
+                if membership:
+                    self._replica.submit(command, self._inbox.resolver(loop, fut), True)
+                else:
+                    self._replica.submit(command, self._inbox.resolver(loop, fut))
                 # A plain timer instead of wait_for: no extra task per command,
                 # which measurably limited throughput with 1000 in flight.
                 timer = loop.call_later(remaining, _expire, fut)

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 class NodeOwner(Protocol):
     def apply_entry(self, command: bytes, index: int) -> Any: ...
 
+
     def on_storage_error(self, message: str) -> None: ...
 
 
@@ -188,6 +189,7 @@ def _make_node_class() -> type:
                 self._hc_log_cap = int(self._SyncObj__raftCommitIndex)
             else:
                 self._hc_hear_before_electing()
+                self._hc_no_campaign_outside()
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
@@ -212,6 +214,47 @@ def _make_node_class() -> type:
                 # Once per deadline: a quick tick can end its poll within the grace.
                 self._hc_grace_deadline = now + _HEAR_GRACE
                 self._SyncObj__raftElectionDeadline = self._hc_grace_deadline
+
+        def _hc_no_campaign_outside(self) -> None:
+            """A replica that is not a voter in its own view (one still joining, or one
+            removed) never starts an election: pysyncobj has no pre-vote, so its ever
+            higher term would depose the leader the moment it is added (or re-added)."""
+            owner = self._hc_owner()
+            # getattr: owners that know nothing of membership (tests) are always voters.
+            voter = getattr(owner, "is_voter", None)
+            if voter is not None and not voter():
+                self._SyncObj__raftElectionDeadline = (
+                    raft_clock() + self._SyncObj__conf.raftMaxTimeout)
+
+        # ---- membership (see membership.py) --------------------------------------------
+
+        def _SyncObj__doChangeCluster(self, request: Any,  # noqa: N802
+                                      reverse: bool = False) -> bool:
+            changed = bool(super()._SyncObj__doChangeCluster(request, reverse))
+            mine = (isinstance(request, list | tuple) and len(request) > 1
+                    and request[1] == getattr(self._SyncObj__selfNode, "address", None))
+            owner = self._hc_owner()
+            # pysyncobj never changes its own node (it answers False): the book still
+            # learns that this replica was added or removed.
+            notify = getattr(owner, "on_membership", None)
+            if notify is not None and (changed or mine):
+                notify(request, reverse)
+            return changed
+
+        def hc_peer_view(self) -> dict[str, tuple[int, float | None, bool]]:
+            """Tick thread, on the leader: raft address -> (match index, seconds since it
+            last answered, connected)."""
+            now = raft_clock()
+            match = self._SyncObj__raftMatchIndex
+            seen = self._SyncObj__lastResponseTime
+            connected = self._SyncObj__connectedNodes
+            out = {}
+            for node in list(self._SyncObj__otherNodes):
+                at = seen.get(node)
+                out[str(node.address)] = (int(match.get(node, 0)),
+                                          None if at is None else max(now - at, 0.0),
+                                          node in connected)
+            return out
 
         def _SyncObj__getCurrentLogIndex(self) -> int:  # noqa: N802
             last: int = self._SyncObj__raftLog[-1][1]

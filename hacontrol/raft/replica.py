@@ -7,24 +7,24 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import msgpack
-
+from hacontrol.raft import dump
 from hacontrol.raft.config import JournalKind, ReplicaConfig
 from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
+from hacontrol.raft.membership import MEMBERSHIP_TYPE, MemberBook, MemberInfo
 from hacontrol.raft.node import node_class
 from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.raft.storage import StorageError
+from hacontrol.raft.watch import install_watch, watch, weak_wake
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-DUMP_FORMAT = 1
 
 # Mirrors pysyncobj.config.FAIL_REASON, kept here so callers need not import it.
 FAIL_SUCCESS = 0
@@ -79,45 +79,6 @@ class RaftStatus:
 SubmitCallback = Callable[[Applied | None, int], None]
 
 
-class _WedgeWatch(logging.Handler):
-    """Spots pysyncobj's known wedges in its own log records.
-
-    The logger is process-global, so records are attributed to a replica by
-    the thread that emitted them (each replica has its own tick thread).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.replicas: weakref.WeakSet[Replica] = weakref.WeakSet()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        tid = record.thread
-        for replica in list(self.replicas):
-            if replica._tick_thread_id == tid:
-                replica._on_pysyncobj_log(record)
-
-
-_watch = _WedgeWatch()
-_watch_lock = threading.Lock()
-_watch_installed = False
-
-
-def _install_watch() -> None:
-    global _watch_installed
-    with _watch_lock:
-        if not _watch_installed:
-            logging.getLogger("pysyncobj.syncobj").addHandler(_watch)
-            _watch_installed = True
-
-
-def _weak_wake(ref: weakref.ref[Replica]) -> Callable[[], None]:
-    def wake() -> None:
-        replica = ref()
-        if replica is not None:
-            replica._wake()
-    return wake
-
-
 class Replica:
     """A Raft replica of ``machine``; construct it in the main thread.
 
@@ -128,12 +89,15 @@ class Replica:
 
     storage_error: str | None
 
-    def __init__(self, config: ReplicaConfig, machine: Machine) -> None:
+    def __init__(self, config: ReplicaConfig, machine: Machine,
+                 book: MemberBook | None = None) -> None:
+        """`book`: who the members are (ids and API URLs); by default the configured peers,
+        named by their Raft address, and nothing recorded on disk."""
         require_secret(config.secret)
         tuning = config.tuning
         install_fence(tuning.max_frame_bytes, tuning.handshake_timeout,
                       tuning.max_pending_connections)
-        _install_watch()
+        install_watch()
         if threading.current_thread() is not threading.main_thread():
             # pysyncobj's tick thread exits when its creating thread exits.
             logger.warning("Replica created outside the main thread; it dies with that thread")
@@ -158,6 +122,12 @@ class Replica:
         self._snapshot_loaded = False
         self.storage_error = None
         self._node: Any = None
+        self.book = book or MemberBook(None, MemberInfo(config.node_id, config.raft_addr, ""),
+                                       [MemberInfo(p, p, "") for p in config.peers])
+        # raft address -> (match index, seconds since it answered, connected): the
+        # leader's view of its followers, copied on the tick thread; {} elsewhere.
+        self._peer_view: dict[str, tuple[int, float | None, bool]] = {}
+        self._tick_calls: deque[Callable[[], None]] = deque()
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -177,14 +147,14 @@ class Replica:
             # snapshots are small msgpack blobs; pysyncobj also never forks
             # with a custom serializer, this makes the choice explicit.
             useFork=False,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,
             **tuning.syncobj_kwargs(),
         )
         self._node = node_class()(self, config.raft_addr, list(config.peers), conf,
                                   self.journal)
         self._node.addOnTickCallback(self._on_tick)
         self._disable_admin_commands()
-        _watch.replicas.add(self)
+        watch.replicas.add(self)
 
     def _open_journal(self) -> SyncedJournal:
         config = self.config
@@ -194,7 +164,7 @@ class Replica:
         durable = DurableJournal(config.journal_path, config.meta_path, config.durability)
         # The leader's fdatasync runs there, off the tick thread; each finished sync wakes
         # the tick thread to count it. Weakly: it must not keep a dropped replica alive.
-        durable.start_sync_thread(_weak_wake(weakref.ref(self)))
+        durable.start_sync_thread(weak_wake(weakref.ref(self)))
         return durable
 
     @property
@@ -239,10 +209,14 @@ class Replica:
         # and the new term from after a step-down, which looks like two leaders per term).
         try:
             leader = node._getLeader()
+            before = self._snapshot
             self._snapshot = (_ROLES.get(node._SyncObj__raftState, "follower"),
                               getattr(leader, "address", None) if leader is not None else None,
                               int(node.raftCurrentTerm), int(node.raftCommitIndex),
                               int(node.raftLastApplied))
+            if self._snapshot[0] == "candidate" and (before is None or before[0] != "candidate"):
+                logger.info("replica %s campaigns for term %d", self.config.node_id,
+                            self._snapshot[2])
         except Exception:
             logger.exception("status snapshot failed")
         if self._tick_thread_id is None:
@@ -250,6 +224,15 @@ class Replica:
             self._setup_wake_pipe()
         self._last_tick = time.monotonic()
         self._tick_failures = 0
+        while self._tick_calls:
+            try:
+                self._tick_calls.popleft()()
+            except Exception:
+                logger.exception("tick call failed")
+        try:
+            self._peer_view = node.hc_peer_view() if node._SyncObj__raftState == 2 else {}
+        except Exception:
+            logger.exception("peer view failed")
         if self._snapshot_loaded:
             self._snapshot_loaded = False
             self._fail_orphaned_callbacks()
@@ -329,44 +312,20 @@ class Replica:
             self._unhealthy = "failed to load the full dump"
 
     def _write_dump(self, file_name: str, data: tuple[Any, ...]) -> None:
-        # pysyncobj hands us (last applied entry, the one before it, cluster);
-        # the machine's own state goes alongside. Runs on the tick thread, so
-        # the snapshot matches the last applied index exactly.
-        last, prev, cluster = data
+        # Runs on the tick thread, so the snapshot matches the last applied index exactly.
         with self.lock:
             state = self.machine.snapshot()
-        payload = msgpack.packb(
-            {
-                "format": DUMP_FORMAT,
-                "last": [bytes(last[0]), int(last[1]), int(last[2])],
-                "prev": [bytes(prev[0]), int(prev[1]), int(prev[2])],
-                "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
-                "state": state,
-            },
-            use_bin_type=True,
-        )
-        with open(file_name, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        dump.write(file_name, data, state, self.book.dump_fields())
 
     def _read_dump(self, file_name: str) -> tuple[Any, ...]:
-        with open(file_name, "rb") as f:
-            doc = msgpack.unpackb(f.read(), raw=False, strict_map_key=True)
-        if not isinstance(doc, dict) or doc.get("format") != DUMP_FORMAT:
-            raise ValueError(f"unsupported raft dump format in {file_name}")
-        last = doc["last"]
-        prev = doc["prev"]
+        last, prev, cluster, members, state = dump.read(file_name)
         with self.lock:
-            self.machine.restore(doc["state"])
+            self.machine.restore(state)
         self._snapshot_loaded = True
-        # Tuples, exactly as the journal yields them: pysyncobj compares these
-        # with its journal head and clears the journal on any mismatch.
-        return (
-            (bytes(last[0]), int(last[1]), int(last[2])),
-            (bytes(prev[0]), int(prev[1]), int(prev[2])),
-            list(doc["cluster"]),
-        )
+        self.book.reset(cluster, MemberBook.from_dump_fields(members))
+        # Without ourselves: pysyncobj compares these strings with its own Node and
+        # would count this replica among its peers.
+        return last, prev, [a for a in cluster if a != self.config.raft_addr]
 
     def _disable_admin_commands(self) -> None:
         # Anyone holding the secret could otherwise transfer leadership or
@@ -377,7 +336,30 @@ class Replica:
 
     # ---- any thread ---------------------------------------------------------
 
-    def submit(self, command: bytes, callback: SubmitCallback) -> None:
+    def on_membership(self, request: Any, reverse: bool) -> None:
+        """Tick thread: a membership entry was appended here (or rolled back)."""
+        self.book.on_change(request, reverse)
+        self._wake()
+
+    def is_voter(self) -> bool:
+        return self.book.is_member()
+
+    def peer_view(self) -> dict[str, tuple[int, float | None, bool]]:
+        """The leader's view of each follower (see hc_peer_view); {} on a follower."""
+        return self._peer_view
+
+    def transfer_leadership(self, target: str | None, callback: SubmitCallback) -> None:
+        """Ask the most caught-up follower (or `target`) to take over; the callback says
+        whether the request went out (pysyncobj's `transferLeadership`). Thread-safe."""
+        if self._node is None or self._destroyed:
+            _safe_call(callback, None, FAIL_NOT_LEADER)
+            return
+        self._tick_calls.append(lambda: self._node.transferLeadership(
+            target, callback=lambda res, err: _safe_call(callback, None, err)))
+        self._wake()
+
+    def submit(self, command: bytes, callback: SubmitCallback, membership: bool = False
+               ) -> None:
         """Queue ``command``; ``callback(applied, fail_reason)`` fires once.
 
         Non-blocking and thread-safe. The callback usually runs on the tick
@@ -398,7 +380,11 @@ class Replica:
                 res = Applied(self._node.raftLastApplied, res)
             _safe_call(callback, res if err == FAIL_SUCCESS else None, err)
 
-        self._node.apply_command(bytes(command), callback=on_result)
+        if membership:
+            # The body of a MEMBERSHIP entry (membership.change_payload), never the machine's.
+            self._node._applyCommand(bytes(command), on_result, MEMBERSHIP_TYPE)
+        else:
+            self._node.apply_command(bytes(command), callback=on_result)
         self._wake()
 
     def read_index(self, callback: ReadCallback) -> None:
@@ -478,7 +464,7 @@ class Replica:
         self._destroyed = True
         if self._node is None:
             return
-        _watch.replicas.discard(self)
+        watch.replicas.discard(self)
         self._node.removeOnTickCallback(self._on_tick)
         thread = self._node._SyncObj__thread
         self._node.destroy()

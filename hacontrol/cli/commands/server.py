@@ -38,6 +38,19 @@ def register(sub: SubParsers) -> None:
         metavar="ID=RAFTHOST:PORT=http://APIHOST:PORT",
         help="another replica (repeat for each)",
     )
+    p.add_argument("--join", default=None, metavar="URL[,URL...]",
+                   help="ask the running cluster at these API URLs to add this replica "
+                        "(needs --token-file with a token allowed operator writes); "
+                        "ignored once the data directory records a membership")
+    p.add_argument("--cleanup-dead-servers", action="store_true",
+                   help="autopilot: the leader removes a replica silent for "
+                        "--dead-server-after seconds (off by default)")
+    p.add_argument("--min-quorum", type=positive_int, default=3,
+                   help="autopilot never shrinks the cluster below this many replicas "
+                        "(default 3)")
+    p.add_argument("--dead-server-after", type=float, default=30.0, metavar="S",
+                   help="autopilot: seconds of silence before a replica counts as dead "
+                        "(default 30)")
     p.add_argument("--secret-file", required=True, type=Path)
     p.add_argument("--token-file", type=Path, default=None,
                    help="a secret that becomes the first management token; without it the "
