@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from .harness import http, pid_alive, skip_or_fail, wait_for
-from .test_dev import port_base
+from .harness import http, skip_or_fail, wait_for
+from .test_dev import port_base, stop_dev
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("HACONTROL_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
@@ -94,16 +93,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
         d.state = json.loads((data / "dev.json").read_text())
         yield d
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        for child in d.state.get("replicas", []) + d.state.get("agents", []):
-            if child.get("pid") and pid_alive(child["pid"]):
-                os.kill(child["pid"], signal.SIGKILL)
+        stop_dev(proc, d.state)
         log.close()
 
 
