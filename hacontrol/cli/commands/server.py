@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hacontrol.cli.config import daemon_config
 from hacontrol.cli.commands.base import (
     EXIT_ERROR,
     EXIT_OK,
@@ -75,6 +76,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--insecure-http", action="store_true",
                    help="serve plain HTTP without TLS (tokens travel in clear text); "
                         "only for tests and a cluster on one trusted machine")
+    daemon_config(p)
     p.set_defaults(run=run_server)
 
 
