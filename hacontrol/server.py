@@ -160,10 +160,11 @@ async def run_controller(args: Any) -> None:
     live_tls = None
     if tls is not None:
         # Peers' status is open: their CA is all it takes (no client certificate).
-        ctl.versions.tls = client_context(TLSConfig(ca=tls.ca))
+        peers_tls = client_context(TLSConfig(ca=tls.ca))
+        ctl.versions.tls = peers_tls
         ctl.versions.server_name = Role.SERVER.hostname
         live_tls = LiveContexts(tls, [c for c in (api_tls, client_tls, probe_tls)
-                                      if c is not None], [ctl.versions.tls])
+                                      if c is not None], [peers_tls])
     versions_task = asyncio.create_task(ctl.versions.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     upkeep = [asyncio.create_task(keep_controller_credential(ctl, controller_credential(secret))),
