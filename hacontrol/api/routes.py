@@ -37,6 +37,7 @@ from .request import (
 from .schemas import (
     ALLOCATION,
     JOB,
+    METRIC_HISTORY,
     NAME,
     NAMESPACE,
     NODE,
@@ -287,20 +288,6 @@ async def get_alloc(request: web.Request) -> web.Response:
     if reason is not None:
         out["pending_reason"] = reason
     return ok({"allocation": out})
-
-
-METRIC_POINT = {"type": "object", "required": ["t", "cpu_percent", "rss_bytes"],
-                "properties": {"t": {"type": "number", "description": "epoch seconds"},
-                               "cpu_percent": {"type": ["number", "null"]},
-                               "rss_bytes": {"type": ["integer", "null"]}}}
-METRIC_HISTORY = {"type": "object", "required": ["allocation", "kept", "now", "window_s",
-                                                 "points"], "properties": {
-    "allocation": {"type": "string"},
-    "kept": {"type": "boolean", "description": "whether this replica keeps the history "
-                                               "(only the leader does)"},
-    "leader_api": {"type": ["string", "null"]},
-    "now": {"type": "number"}, "window_s": {"type": "number"},
-    "points": {"type": "array", "items": METRIC_POINT}}}
 
 
 def _since(request: web.Request) -> float | None:
