@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hacontrol.cli.config import daemon_config
 from hacontrol.cli.commands.base import (
     EXIT_ERROR,
     EXIT_OK,
@@ -24,6 +23,7 @@ from hacontrol.cli.commands.flags import (
     tls_options,
     url_list,
 )
+from hacontrol.cli.config import daemon_config
 
 
 def register(sub: SubParsers) -> None:

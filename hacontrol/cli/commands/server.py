@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hacontrol.cli.config import daemon_config
 from hacontrol.cli.commands.base import (
     EXIT_ERROR,
     EXIT_OK,
@@ -23,6 +22,7 @@ from hacontrol.cli.commands.flags import (
     positive_int,
     tls_options,
 )
+from hacontrol.cli.config import daemon_config
 
 
 def register(sub: SubParsers) -> None:
