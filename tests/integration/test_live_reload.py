@@ -93,9 +93,10 @@ def test_a_replica_reloads_its_settings_and_certificate(cluster: Cluster) -> Non
     assert cluster.write("PUT", "/v1/jobs/default/one", {"command": ["sleep", "60"],
                                                           "count": 0}).status == 200
     conf.write_text('log-level = "debug"\nmax-jobs = 1\ncompaction-entries = 100\n'
-                    'max-body-bytes = 2048\n')
+                    'max-body-bytes = 2048\nheartbeat-grace = 5\n')
     at = log_size(r.proc)
     hup(r.proc)
+    logged(r.proc, "reload: heartbeat-grace now 5.0 (was 3.0)", at)
     # What cannot change live is named, one line per setting.
     text = logged(r.proc, "reload: done", at)
     for key in ("compaction-entries", "max-body-bytes"):
@@ -112,6 +113,12 @@ def test_a_replica_reloads_its_settings_and_certificate(cluster: Cluster) -> Non
     logged(r.proc, "unknown key 'max-jbos' (did you mean 'max-jobs'?)", at)
     assert r.proc.alive()
     assert cluster.api("GET", "/v1/status").status == 200
+
+    # The log format too: the next lines are JSON objects.
+    conf.write_text('log-level = "debug"\nmax-jobs = 1\nlog-format = "json"\n')
+    at = log_size(r.proc)
+    hup(r.proc)
+    logged(r.proc, '"message": "reload: done"', at)
 
     # Certificate rotation: new connections get the new certificate, no restart.
     before = presented(r.api_port, Role.SERVER, cluster.root / "tls" / "ca.pem")
