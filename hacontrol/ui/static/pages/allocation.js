@@ -81,7 +81,7 @@ function build(ctx, alloc) {
   ctx.series = [];
   replace(ctx.root,
     h('h1', {}, h('a', {href: '#/allocations'}, 'Allocations'), ' / ', alloc.id),
-    controls, ctx.info, h('h2', {id: 'charts-title'}, `CPU and memory, last ${KEEP_S / 60} minutes`), ctx.charts, h('h2', {}, 'Logs'),
+    controls, ctx.info, h('h2', {id: 'charts-title'}, `CPU and memory, up to the last ${KEEP_S / 60} minutes`), ctx.charts, h('h2', {}, 'Logs'),
     ctx.session.can('read-logs', alloc.namespace)
       ? h('div', {class: 'logs'}, logPane(ctx, alloc.id, 'stdout'), logPane(ctx, alloc.id, 'stderr'))
       : h('p', {class: 'muted'}, 'This token may not read logs here.'));
@@ -111,7 +111,10 @@ export async function render(ctx) {
   // top of each chart is labelled.
   const cpuTop = Math.max(5, 1.25 * Math.max(0, ...seen.map((s) => s.cpu || 0)));
   const memTop = Math.max(1048576, 1.25 * Math.max(0, ...seen.map((s) => s.rss || 0)));
-  const from = ctx.now - ctx.window;
+  // The x axis spans the history there is (at least a minute, at most the window), so a
+  // young allocation's chart is not a sliver at the right edge.
+  const from = Math.min(ctx.now - 60, Math.max(ctx.now - ctx.window, seen.length ? seen[0].t : ctx.now));
+  const spanText = `, last ${Math.round((ctx.now - from) / 60)} min`;
   const chart = (key, opts) => {
     const {xs, values} = steps(seen, key, from, ctx.now);
     return sparkline(values, {xs, span: [from, ctx.now], ...opts});
@@ -120,9 +123,9 @@ export async function render(ctx) {
   const stats = {'data-points': seen.length, 'data-history': ctx.fromHistory};
   replace(ctx.charts,
     h('figure', {id: 'chart-cpu', ...stats}, chart('cpu', {label: 'cpu percent', max: cpuTop, topLabel: `${cpuTop.toFixed(0)}%`}),
-      h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'} (100% = one core)`)),
+      h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'} (100% = one core)${spanText}`)),
     h('figure', {id: 'chart-memory', ...stats}, chart('rss', {label: 'resident memory', max: memTop, topLabel: fmtBytes(memTop)}),
-      h('figcaption', {}, `memory ${fmtBytes(last.rss)}${limitBytes ? ' of ' + fmtBytes(limitBytes) : ''}`)),
+      h('figcaption', {}, `memory ${fmtBytes(last.rss)}${limitBytes ? ' of ' + fmtBytes(limitBytes) : ''}${spanText}`)),
     ctx.kept ? null : h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics here: only the leader keeps the agents\' reports. ',
       ctx.leaderApi ? h('a', {href: `${ctx.leaderApi}/ui/#/allocations/${encodeURIComponent(a.id)}`}, 'Open this page on the leader') : null),
     ctx.kept && !seen.length ? h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics yet: an allocation that does not run has none.') : null);
