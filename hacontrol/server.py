@@ -20,7 +20,8 @@ from aiohttp import web
 from hacontrol import planted
 from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secret
 from hacontrol.api.app import build_app
-from hacontrol.api.limits import Limits
+from hacontrol.api.limits import LimitedStore, Limits
+from hacontrol.api.request import STORE
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
 from hacontrol.controller.membership import Autopilot, Membership
 from hacontrol.controller.replica import Controller
@@ -33,6 +34,7 @@ from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.membership import MemberBook, MemberInfo, read_record
 from hacontrol.raft.replica import Replica
 from hacontrol.raft.safety import install_fence, require_secret
+from hacontrol.reload import Changes, Reloader
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import HealthProbe, LeaderLoop
 from hacontrol.scheduler.upkeep import keep_controller_credential, prune_expired_tokens
@@ -40,11 +42,17 @@ from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.context import TLSConfig, client_context, server_context
 from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
+from hacontrol.tls.reload import LiveContexts
 from hacontrol.tls.roles import Role
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 log = logging.getLogger("hacontrol.server")
 LIMIT_FLAGS = ("max_body_bytes", "max_jobs", "max_namespaces", "max_nodes")
+# What SIGHUP changes in a running replica (besides its TLS files, always re-read). The
+# request body cap is fixed when the HTTP server is made; membership, addresses, storage
+# and Raft tuning need a restart.
+LIVE = ("log-level", "log-format", "heartbeat-grace", "max-jobs", "max-namespaces",
+        "max-nodes")
 
 
 async def bootstrap_configured(ctl: Controller, token: str) -> None:
@@ -129,30 +137,34 @@ async def run_controller(args: Any) -> None:
     ctl.attach_loop(loop)
     leadership = Leadership(ctl.leading_term)
 
-    limits = Limits(**{f: getattr(args, f) for f in LIMIT_FLAGS
-                       if getattr(args, f, None) is not None})
+    limits = limits_of(args)
     membership = Membership(ctl)
     app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
                     bootstrap_token=bool(token), agent_tls=client_tls, membership=membership,
                     metrics=metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    api_tls = server_context(tls, require_client_cert=False) if tls is not None else None
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True,
-                       ssl_context=(server_context(tls, require_client_cert=False)
-                                    if tls is not None else None))
+                       ssl_context=api_tls)
     await site.start()
     grace = getattr(args, "heartbeat_grace", None) or 3.0
+    probe_tls = client_context(tls) if tls is not None else None
     leader = LeaderLoop(ctl, leadership, ctl.wait_changed,
                         on_elected=lambda term: ctl.local_event("leader_elected", leader=me.id,
                                                                 term=term),
                         grace_s=float(grace),
-                        probe=HealthProbe(client_context(tls)) if tls is not None else None,
+                        probe=HealthProbe(probe_tls) if probe_tls is not None else None,
                         metrics=metrics)
     leader_task = asyncio.create_task(leader.run())
+    live_tls = None
     if tls is not None:
         # Peers' status is open: their CA is all it takes (no client certificate).
-        ctl.versions.tls = client_context(TLSConfig(ca=tls.ca))
+        peers_tls = client_context(TLSConfig(ca=tls.ca))
+        ctl.versions.tls = peers_tls
         ctl.versions.server_name = Role.SERVER.hostname
+        live_tls = LiveContexts(tls, [c for c in (api_tls, client_tls, probe_tls)
+                                      if c is not None], [peers_tls])
     versions_task = asyncio.create_task(ctl.versions.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     upkeep = [asyncio.create_task(keep_controller_credential(ctl, controller_credential(secret))),
@@ -165,9 +177,19 @@ async def run_controller(args: Any) -> None:
                  if joiner is not None else None)
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())
 
+    def apply(new: Any, changes: Changes) -> None:
+        if {"log-level", "log-format"} & set(changes.live):
+            configure_logging(str(new.log_level), str(new.log_format))
+        leader.grace_s = float(new.heartbeat_grace or 3.0)
+        store = app[STORE]
+        if isinstance(store, LimitedStore):
+            store.limits = replace(limits_of(new), max_body_bytes=store.limits.max_body_bytes)
+
+    reloader = Reloader(f"replica {args.id}", args, LIVE, apply, live_tls, log)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     await stop.wait()
     log.info("replica %s stopping", args.id)
     leader_task.cancel()
@@ -179,6 +201,11 @@ async def run_controller(args: Any) -> None:
             maybe.cancel()
     await runner.cleanup()
     replica.destroy()
+
+
+def limits_of(args: Any) -> Limits:
+    return Limits(**{f: getattr(args, f) for f in LIMIT_FLAGS
+                     if getattr(args, f, None) is not None})
 
 
 async def membership_at_start(args: Any, me: Member, peers: list[Member], data_dir: Path,

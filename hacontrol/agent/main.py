@@ -25,8 +25,10 @@ from aiohttp import web
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
 from hacontrol.observe.logs import configure_logging
+from hacontrol.reload import Changes, Reloader
 from hacontrol.tls.context import TLSConfig, client_context, server_context
 from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
+from hacontrol.tls.reload import LiveContexts
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 from . import procinfo
@@ -39,6 +41,10 @@ from .report import MetricsOutbox, event_report
 from .supervisor import Supervisor
 
 log = logging.getLogger("hacontrol.agent")
+# What SIGHUP changes in a running agent (besides its TLS files, always re-read); the node's
+# labels, attributes and capacity reach the controllers with the next sync. Its name, data
+# directory, controllers and addresses need a restart.
+LIVE = ("log-level", "log-format", "label", "attribute", "cpu", "memory-mb", "default-user")
 
 
 def node_attributes() -> dict[str, str]:
@@ -52,12 +58,14 @@ class Agent:
                  cpu: float, memory_mb: int, address: str,
                  labels: dict[str, str] | None = None,
                  default_user: str | None = None,
-                 link_tls: ssl.SSLContext | None = None) -> None:
+                 link_tls: ssl.SSLContext | None = None,
+                 attributes: dict[str, str] | None = None) -> None:
         self.name = name
         # who runs allocations whose spec names no user (see `default_user_for`)
         self.default_user = default_user
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": address,
-                     "labels": dict(labels or {}), "attributes": node_attributes()}
+                     "labels": dict(labels or {}),
+                     "attributes": {**node_attributes(), **(attributes or {})}}
         self.last_contact = time.monotonic()
         # alloc id -> disconnect.stop_after_s for the allocations that asked for it
         self.disconnect_after: dict[str, float] = {}
@@ -308,9 +316,7 @@ async def agent_main(args: Any) -> None:
                                            intro, token, tls=link_tls)
     except (OSError, JoinRefused) as exc:
         raise SystemExit(f"agent {args.name}: cannot join: {exc}") from None
-    cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
-    mem = (args.memory_mb if args.memory_mb is not None
-           else psutil.virtual_memory().total // (1024 * 1024))
+    cpu, mem = capacity(args)
     host = getattr(args, "bind", None) or "127.0.0.1"
     # The address the controllers use to reach this agent's API (logs, controls): given,
     # or the bind address, or the host name when bound to every interface.
@@ -327,13 +333,17 @@ async def agent_main(args: Any) -> None:
         agent = Agent(args.name, data_dir, list(args.controllers), credential, cpu, int(mem),
                       address, labels,
                       default_user_for(getattr(args, "default_user", None), os.geteuid()),
-                      link_tls=link_tls)
+                      link_tls=link_tls,
+                      attributes=dict(getattr(args, "attribute", None) or []))
     except ValueError as exc:
         raise SystemExit(f"error: hacontrol agent: {exc}") from None
     agent.link.on_controller_key = key.pin
-    runner = await _serve_health(
-        host, args.port, agent, key,
-        server_context(tls, require_client_cert=False) if tls is not None else None)
+    serve_tls = server_context(tls, require_client_cert=False) if tls is not None else None
+    runner = await _serve_health(host, args.port, agent, key, serve_tls)
+    live_tls = (LiveContexts(tls, [c for c in (serve_tls, link_tls) if c is not None])
+                if tls is not None else None)
+    reloader = Reloader(f"agent {args.name}", args, LIVE,
+                        lambda new, changes: reconfigure(agent, new, changes), live_tls, log)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -350,11 +360,33 @@ async def agent_main(args: Any) -> None:
             leaving.append(loop.create_task(leave_running(agent)))
 
     loop.add_signal_handler(signal.SIGQUIT, on_quit)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     log.info("agent %s: cpu %.1f, memory %d MB, controllers %s, pid %d", args.name, cpu, mem,
              ",".join(args.controllers), os.getpid())
     await agent.run(stop)
     if runner is not None:
         await runner.cleanup()
+
+
+def capacity(args: Any) -> tuple[float, int]:
+    """(cpu, memory MB) to offer: as given, else what the host has."""
+    cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
+    mem = (args.memory_mb if args.memory_mb is not None
+           else psutil.virtual_memory().total // (1024 * 1024))
+    return float(cpu), int(mem)
+
+
+def reconfigure(agent: Agent, new: Any, changes: Changes) -> None:
+    """SIGHUP's new settings: the node's description goes to the controllers at once (the
+    leader registers the node again when its labels, attributes or capacity changed)."""
+    if {"log-level", "log-format"} & set(changes.live):
+        configure_logging(str(new.log_level), str(new.log_format))
+    cpu, mem = capacity(new)
+    agent.node = {**agent.node, "cpu": cpu, "memory_mb": mem,
+                  "labels": dict(new.label or []),
+                  "attributes": {**node_attributes(), **dict(new.attribute or [])}}
+    agent.default_user = default_user_for(new.default_user, os.geteuid())
+    agent.wake.set()  # cut the long poll short: the next sync carries it
 
 
 def _read_secret(path: Any, env: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,9 +123,14 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
         checked = check_metrics(metrics)
         # Only for this node's live allocations: a node cannot feed another's autoscaling.
         live, ended = store.read_local(lambda m: _live_and_ended(m, name))
-        leader.alloc_metrics.update({k: v for k, v in checked.items() if k in live})
+        now = time.time()
+        for alloc_id, values in checked.items():
+            if alloc_id in live:
+                leader.alloc_metrics[alloc_id] = values
+                leader.alloc_history.record(name, alloc_id, values, now)
         for alloc_id in ended:  # the leader's memory keeps no metrics of ended allocations
             leader.alloc_metrics.pop(alloc_id, None)
+        leader.alloc_history.keep_only(name, live)
     if isinstance(body.get("agent"), dict) or message.busy is not None:
         info = dict(body["agent"]) if isinstance(body.get("agent"), dict) else {}
         if message.busy is not None:

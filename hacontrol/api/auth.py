@@ -75,6 +75,7 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("POST", "/v1/jobs/{ns}/{name}/revert"): act(A.SUBMIT_JOB, "ns"),
     ("GET", "/v1/allocations"): TOKEN,  # filtered by read-job
     ("GET", "/v1/allocations/{id}"): act(A.READ_JOB, "alloc"),
+    ("GET", "/v1/allocations/{id}/metrics"): act(A.READ_JOB, "alloc"),  # as reading it
     ("POST", "/v1/allocations/{id}/{action}"): act(A.ALLOC_LIFECYCLE, "alloc"),
     ("GET", "/v1/allocations/{id}/logs"): act(A.READ_LOGS, "alloc"),
     ("GET", "/v1/nodes"): act(A.NODE_READ),

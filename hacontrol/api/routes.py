@@ -37,6 +37,7 @@ from .request import (
 from .schemas import (
     ALLOCATION,
     JOB,
+    METRIC_HISTORY,
     NAME,
     NAMESPACE,
     NODE,
@@ -289,6 +290,44 @@ async def get_alloc(request: web.Request) -> web.Response:
     return ok({"allocation": out})
 
 
+def _since(request: web.Request) -> float | None:
+    raw = request.query.get("since")
+    if raw is None or raw == "":
+        return None
+    try:
+        since = float(raw)
+    except ValueError:
+        raise invalid("since", "must be a time in seconds since the epoch") from None
+    if since != since or since in (float("inf"), float("-inf")):
+        raise invalid("since", "must be a finite number")
+    return since
+
+
+@documented(Operation(
+    "An allocation's CPU and memory over the last minutes, as its agent reported them",
+    "allocations", ok=METRIC_HISTORY,
+    params=(STALE, Param("since", {"type": "number"},
+                         "only the points after this time (epoch seconds)")),
+    description="Points arrive when the values change: each holds until the next, the last "
+                "until `now`. Only the leader keeps them, in memory (lost when leadership "
+                "moves); another replica answers `kept: false` and the leader's API."))
+async def get_alloc_metrics(request: web.Request) -> web.Response:
+    alloc_id = request.match_info["id"]
+    since = _since(request)
+    known = await store_of(request).read(lambda m: alloc_id in m.allocs, is_stale(request))
+    if not known:
+        raise not_found(f"allocation {alloc_id!r}", "id")
+    leader = leader_of(request)
+    history = leader.alloc_history if leader is not None else None
+    out: dict[str, Any] = {
+        "allocation": alloc_id, "kept": history is not None, "now": time.time(),
+        "window_s": history.window_s if history is not None else 0.0,
+        "points": history.points(alloc_id, since) if history is not None else []}
+    if history is None:
+        out["leader_api"] = cluster_of(request).status()["leader_api"]
+    return ok(out)
+
+
 # ------------------------------------------------------------------- nodes
 
 @documented(Operation("List nodes", "nodes", ok=listing("nodes", NODE), params=(STALE,),
@@ -337,5 +376,6 @@ def register(app: web.Application) -> None:
     r.add_post("/v1/jobs/{ns}/{name}/scale", scale_job)
     r.add_get("/v1/allocations", list_allocs)
     r.add_get("/v1/allocations/{id}", get_alloc)
+    r.add_get("/v1/allocations/{id}/metrics", get_alloc_metrics)
     r.add_get("/v1/nodes", list_nodes)
     r.add_get("/v1/nodes/{name}", get_node)

@@ -290,3 +290,17 @@ def listing(key: str, schema: Schema) -> Schema:
     return {"type": "object", "required": [key],
             "properties": {key: {"type": "array", "items": schema}}}
 
+
+# An allocation's recent CPU and memory (GET /v1/allocations/{id}/metrics).
+METRIC_POINT: Schema = {"type": "object", "required": ["t", "cpu_percent", "rss_bytes"],
+                "properties": {"t": {"type": "number", "description": "epoch seconds"},
+                               "cpu_percent": {"type": ["number", "null"]},
+                               "rss_bytes": {"type": ["integer", "null"]}}}
+METRIC_HISTORY: Schema = {"type": "object", "required": ["allocation", "kept", "now", "window_s",
+                                                 "points"], "properties": {
+    "allocation": {"type": "string"},
+    "kept": {"type": "boolean", "description": "whether this replica keeps the history "
+                                               "(only the leader does)"},
+    "leader_api": {"type": ["string", "null"]},
+    "now": {"type": "number"}, "window_s": {"type": "number"},
+    "points": {"type": "array", "items": METRIC_POINT}}}

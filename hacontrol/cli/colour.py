@@ -22,8 +22,10 @@ STATE_COLOURS: dict[str, str] = {
     **dict.fromkeys(("failed", "lost", "down", "unhealthy", "oom", "killed", "dead",
                      "critical", "error"), RED),
 }
+# A state word stands alone: not part of a name ("x-failed"), a path, or a key ("failed=0"
+# in a count, which would turn red while saying nothing failed).
 _WORDS = re.compile(r"(?<![\w/.-])(" + "|".join(sorted(STATE_COLOURS, key=len, reverse=True))
-                    + r")(?![\w/.-])")
+                    + r")(?![\w/.=-])")
 
 
 def enabled(out: IO[str], env: Mapping[str, str] | None = None) -> bool:
@@ -38,3 +40,10 @@ def enabled(out: IO[str], env: Mapping[str, str] | None = None) -> bool:
 def paint(text: str) -> str:
     """`text` with the state words coloured (text must already be terminal-safe)."""
     return _WORDS.sub(lambda m: f"{STATE_COLOURS[m.group(1)]}{m.group(1)}{RESET}", text)
+
+
+def word(state: str) -> str:
+    """One state word in its colour (unchanged when it has none); the caller has checked
+    `enabled` and that the word is terminal-safe."""
+    c = STATE_COLOURS.get(state)
+    return f"{c}{state}{RESET}" if c else state

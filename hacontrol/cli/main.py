@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from hacontrol import __version__
-from hacontrol.cli import output
+from hacontrol.cli import config, output
 from hacontrol.cli.client import DEFAULT_ADDR, Client, ClientError, split_addrs
 from hacontrol.cli.commands import GROUPS, completion
 from hacontrol.cli.commands.base import (
@@ -51,6 +51,14 @@ def main(argv: Sequence[str] | None = None, *, transport: Transport | None = Non
         # argparse exits on --help/--version (0) and on bad usage (2); callers of
         # main() want a return code, not an exception.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if config.is_daemon(args):
+        # With its --config file under the command line; kept to re-read on SIGHUP.
+        try:
+            args = config.resolve(build_parser, list(sys.argv[1:] if argv is None else argv),
+                                  args)
+        except config.ConfigError as exc:
+            sys.stderr.write(f"error: hacontrol {args.command}: {exc}\n")
+            return EXIT_USAGE
     try:
         if hasattr(args, "run"):
             return int(args.run(args) or 0)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-from hacontrol.cli import output
+from hacontrol.cli import colour, output
 from hacontrol.cli.client import RETRY_STATUSES, Client, ClientError
 
 POLL_S = 0.5
@@ -34,11 +34,19 @@ class Progress:
     failed: int = 0
     pending_reason: str | None = None
 
-    def line(self) -> str:
-        done = f", complete {self.complete}" if self.complete else ""
-        text = (f"version {self.version}: placed {self.placed}/{self.desired}, running "
-                f"{self.running}, healthy {self.healthy}{done}, failed {self.failed}")
-        return text + (f" (pending: {self.pending_reason})" if self.pending_reason else "")
+    def line(self, painted: bool = False) -> str:
+        """One line of counts, terminal-safe; `painted` colours each state that has
+        allocations (a red "failed 0" would alarm for nothing)."""
+        def n(state: str, count: int) -> str:
+            return f"{colour.word(state) if painted and count else state} {count}"
+        done = f", {n('complete', self.complete)}" if self.complete else ""
+        text = (f"version {self.version}: placed {self.placed}/{self.desired}, "
+                f"{n('running', self.running)}, {n('healthy', self.healthy)}{done}, "
+                f"{n('failed', self.failed)}")
+        if self.pending_reason:
+            pending = colour.word("pending") if painted else "pending"
+            text += f" ({pending}: {output.terminal_safe(self.pending_reason)})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,9 @@ def watch(client: Client, path: str, version: int, out: IO[str], err: IO[str], *
           tty: bool, timeout_s: float | None = None,
           clock: Callable[[], float] = time.monotonic) -> int:
     """Show progress on `out` until the deployment of `version` ends; 0 when it
-    succeeded, 1 (with the reason on `err`) when it failed or the deadline passed."""
+    succeeded, 1 (with the reason on `err`) when it failed or the deadline passed. States
+    are coloured where `out` (or `err`) is a terminal that takes colour."""
+    painted = colour.enabled(out)
     start = clock()
     shown = ""
     deadline: float | None = None if timeout_s is None else start + timeout_s
@@ -128,11 +138,12 @@ def watch(client: Client, path: str, version: int, out: IO[str], err: IO[str], *
             continue
         if deadline is None:
             deadline = start + deadline_of(job)
-        line = progress_of(job, version).line()
+        progress = progress_of(job, version)
+        line = progress.line()
         if line != shown:
             # On a terminal the line is redrawn in place; elsewhere each change is a line.
-            out.write(f"\r\x1b[K{output.terminal_safe(line)}" if tty
-                      else output.terminal_safe(line) + "\n")
+            text = progress.line(painted)
+            out.write(f"\r\x1b[K{text}" if tty else text + "\n")
             out.flush()
             shown = line
         verdict = judge(job, version)
@@ -142,10 +153,10 @@ def watch(client: Client, path: str, version: int, out: IO[str], err: IO[str], *
             if tty:
                 out.write("\n")
             if verdict.ok:
-                out.write(output.terminal_safe(f"Deployment of version {version} "
-                                               f"succeeded: {verdict.message}") + "\n")
+                out.write(output.human(f"Deployment of version {version} "
+                                       f"succeeded: {verdict.message}", out) + "\n")
                 return 0
-            err.write(output.terminal_safe(f"error: deployment of version {version} failed: "
-                                           f"{verdict.message}") + "\n")
+            err.write(output.human(f"error: deployment of version {version} failed: "
+                                   f"{verdict.message}", err) + "\n")
             return 1
         client.sleep(POLL_S)

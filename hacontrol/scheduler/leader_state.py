@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hacontrol.model.states import AllocState
+from hacontrol.observe.history import MetricsHistory
 
 JobKey = tuple[str, str]  # (namespace, name)
 
@@ -27,6 +28,8 @@ class LeaderState:
     heartbeats: dict[str, float] = field(default_factory=dict)  # node -> monotonic time
     # allocation id -> the last metrics its agent reported (cpu_percent, rss_bytes, ...)
     alloc_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # and the last minutes of them, for charts (bounded: see observe/history.py)
+    alloc_history: MetricsHistory = field(default_factory=MetricsHistory)
     node_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> agent details
     unplaced: dict[str, str] = field(default_factory=dict)  # allocation id -> why pending
     last_scaled: dict[JobKey, float] = field(default_factory=dict)  # autoscaler, wall time

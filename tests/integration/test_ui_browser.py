@@ -247,20 +247,29 @@ def test_an_allocation_page_follows_its_log_and_charts_its_use(
     assert "running" in page.inner_text("#alloc-info")
     tab.shot("allocation-logs")
 
-    # The leader keeps the agents' metric reports: the charts fill there (another origin,
-    # so the tab logs in again: the token is kept per origin and tab). Under load the
-    # leadership may move meanwhile: then follow it.
+    # The leader keeps the last minutes of the agents' metric reports: a tab opened there
+    # (another origin, so the tab logs in again: the token is kept per origin and tab)
+    # draws them on its first load, then appends. Under load the leadership may move
+    # meanwhile: then follow it (a new leader starts a new history).
     for _ in range(3):
         leader = dev.api("GET", "/v1/status")["leader_api"]
-        tab = ui(origin=leader)
-        page = tab.go(f"allocations/{alloc}", "#charts")
+
+        def history(at: str = leader) -> int:
+            r = http("GET", f"{at}/v1/allocations/{alloc}/metrics", token=dev.token)
+            return len(r.body["points"]) if r.status == 200 and r.body["kept"] else 0
         try:
-            poll(lambda p=page: p.locator("#chart-cpu polyline").count() == 1,
-                 "a CPU chart of samples", timeout=20)
+            poll(lambda: history() >= 3, "three points of history at the leader", timeout=20)
+            tab = ui(origin=leader)
+            page = tab.go(f"allocations/{alloc}", "#chart-cpu[data-history]")
+            loaded = int(page.get_attribute("#chart-cpu", "data-history") or 0)
+            assert loaded >= 3, f"the first load drew {loaded} points of history"
             break
         except AssertionError:
             if dev.api("GET", "/v1/status")["leader_api"] == leader:
                 raise
+    assert page.locator("#chart-cpu polyline").count() == 1
+    poll(lambda: int(page.get_attribute("#chart-cpu", "data-points") or 0) > loaded,
+         "points appended after the first load")
     assert page.locator("#chart-memory polyline").count() == 1
     assert "memory" in page.inner_text("#chart-memory figcaption")
     tab.shot("allocation")

@@ -106,6 +106,11 @@ def test_three_hosts_give_three_distinct_replicas_and_nodes() -> None:
     assert len(ids) == len(nodes) == 3
 
 
+def test_both_units_reload_with_sighup() -> None:
+    for unit in UNITS.values():
+        assert parse_unit(unit)["Service"]["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
 def test_the_server_is_confined() -> None:
     s = parse_unit(UNITS["server"])["Service"]
     want = {"User": "hacontrol", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "",

@@ -23,6 +23,7 @@ from hacontrol.cli.commands.flags import (
     tls_options,
     url_list,
 )
+from hacontrol.cli.config import daemon_config
 
 
 def register(sub: SubParsers) -> None:
@@ -46,6 +47,10 @@ def register(sub: SubParsers) -> None:
                    help="text lines (default) or one JSON object per line")
     p.add_argument("--label", action="append", default=[], type=label_pair, metavar="KEY=VALUE",
                    help="a node label for placement constraints (repeat for each)")
+    p.add_argument("--attribute", action="append", default=[], type=label_pair,
+                   metavar="KEY=VALUE",
+                   help="a node attribute, over the detected ones (os, arch, hostname, "
+                        "kernel) (repeat for each)")
     p.add_argument("--bind", default="127.0.0.1", type=bind_host, metavar="HOST",
                    help="address the agent's own HTTP port listens on (default 127.0.0.1)")
     p.add_argument("--advertise", default=None, metavar="URL",
@@ -54,6 +59,7 @@ def register(sub: SubParsers) -> None:
                    help="user for allocations whose job names none (default: nobody when "
                         "the agent runs as root, else the agent's own user)")
     tls_options(p, "agent")
+    daemon_config(p)
     p.set_defaults(run=run_agent)
 
 

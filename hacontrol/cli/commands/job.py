@@ -103,7 +103,7 @@ def cmd_job_status(args: argparse.Namespace, client: Client, out: IO[str]) -> in
     else:
         job.setdefault("name", args.name)
         job.setdefault("namespace", ns)
-        out.write(output.terminal_safe(output.render_job(job, allocations)) + "\n")
+        out.write(output.human(output.render_job(job, allocations), out) + "\n")
     return EXIT_OK
 
 

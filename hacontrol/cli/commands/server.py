@@ -22,6 +22,7 @@ from hacontrol.cli.commands.flags import (
     positive_int,
     tls_options,
 )
+from hacontrol.cli.config import daemon_config
 
 
 def register(sub: SubParsers) -> None:
@@ -75,6 +76,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--insecure-http", action="store_true",
                    help="serve plain HTTP without TLS (tokens travel in clear text); "
                         "only for tests and a cluster on one trusted machine")
+    daemon_config(p)
     p.set_defaults(run=run_server)
 
 

@@ -4,20 +4,37 @@ import {api, get, path, stream} from '../api.js';
 import {actionButton, ago, badge, fmtBytes, h, replace, sparkline} from '../dom.js';
 import {exitCause} from './allocations.js';
 
-const KEEP_S = 300; // the charts show the last five minutes
+const KEEP_S = 600; // the leader keeps ten minutes (observe/history.py); it says so
 const MAX_LOG_CHARS = 200000;
-// Samples taken while the UI is open, by allocation id: the API answers a current value
-// (the leader's latest report), so the history is what this tab has seen.
-const history = new Map();
 
-function sample(alloc) {
-  const now = Date.now() / 1000;
-  const seen = history.get(alloc.id) || [];
-  const m = alloc.metrics;
-  seen.push({t: now, cpu: m ? m.cpu_percent : null, rss: m ? m.rss_bytes : null});
-  while (seen.length && seen[0].t < now - KEEP_S) seen.shift();
-  history.set(alloc.id, seen);
-  return seen;
+// The leader's history of the allocation's CPU and memory: all of it on the first render,
+// then only the points after the last one held. Points arrive when the values change, so
+// each holds until the next, and the last until the server's `now`.
+async function loadHistory(ctx, id) {
+  const last = ctx.series.length ? ctx.series[ctx.series.length - 1].t : null;
+  const res = await get(path`/v1/allocations/${id}/metrics` + (last === null ? '' : `?since=${last}`));
+  for (const p of res.points) ctx.series.push({t: p.t, cpu: p.cpu_percent, rss: p.rss_bytes});
+  if (ctx.fromHistory === undefined) ctx.fromHistory = res.points.length;
+  ctx.window = res.window_s || KEEP_S;
+  ctx.now = res.now;
+  ctx.kept = res.kept;
+  if (!res.kept) ctx.leaderApi = /^https?:\/\//.test(res.leader_api || '') ? res.leader_api : null;
+  // Keep the point before the window: it is the value when the window starts.
+  const from = res.now - ctx.window;
+  while (ctx.series.length > 1 && ctx.series[1].t <= from) ctx.series.shift();
+  return ctx.series;
+}
+
+// A step line of `key` over [now - window, now]: (x, value) pairs for sparkline.
+function steps(series, key, from, now) {
+  const xs = [];
+  const values = [];
+  series.forEach((p, i) => {
+    const end = i + 1 < series.length ? series[i + 1].t : now;
+    xs.push(Math.max(p.t, from), Math.max(end, from));
+    values.push(p[key], p[key]);
+  });
+  return {xs, values};
 }
 
 function logPane(ctx, id, which) {
@@ -61,9 +78,10 @@ function build(ctx, alloc) {
     ? h('div', {class: 'actions', id: 'alloc-controls'}, control('restart', 'Restart'),
       control('pause', 'Pause'), control('resume', 'Resume')) : null;
   ctx.charts = h('div', {class: 'charts', id: 'charts'});
+  ctx.series = [];
   replace(ctx.root,
     h('h1', {}, h('a', {href: '#/allocations'}, 'Allocations'), ' / ', alloc.id),
-    controls, ctx.info, h('h2', {}, `CPU and memory, last ${KEEP_S / 60} minutes (as this tab sampled them)`), ctx.charts, h('h2', {}, 'Logs'),
+    controls, ctx.info, h('h2', {id: 'charts-title'}, `CPU and memory, up to the last ${KEEP_S / 60} minutes`), ctx.charts, h('h2', {}, 'Logs'),
     ctx.session.can('read-logs', alloc.namespace)
       ? h('div', {class: 'logs'}, logPane(ctx, alloc.id, 'stdout'), logPane(ctx, alloc.id, 'stderr'))
       : h('p', {class: 'muted'}, 'This token may not read logs here.'));
@@ -73,12 +91,7 @@ export async function render(ctx) {
   const [id] = ctx.params;
   const {allocation: a} = await get(path`/v1/allocations/${id}`);
   if (!ctx.info) build(ctx, a);
-  const seen = sample(a);
-  if (!a.metrics && ctx.leaderApi === undefined) {
-    const st = await fetch('/v1/status').then((r) => r.json());
-    const api = st.leader_api || '';
-    ctx.leaderApi = st.role !== 'leader' && /^https?:\/\//.test(api) ? api : null;
-  }
+  const seen = await loadHistory(ctx, a.id);
   const field = (k, v) => [h('dt', {}, k), h('dd', {}, v)];
   replace(ctx.info, h('dl', {class: 'facts'},
     field('job', h('a', {href: `#/jobs/${encodeURIComponent(a.namespace)}/${encodeURIComponent(a.job)}`}, `${a.namespace}/${a.job}`)),
@@ -92,18 +105,28 @@ export async function render(ctx) {
     field('reason', a.pending_reason || a.reason || a.message || '-'),
     field('running since', ago(a.running_since)),
     field('resources', `${a.resources.cpu} cpu, ${a.resources.memory_mb} MB`)));
-  const last = seen[seen.length - 1];
+  const last = seen.length ? seen[seen.length - 1] : {cpu: null, rss: null};
   const limitBytes = a.resources.memory_mb ? a.resources.memory_mb * 1048576 : null;
   // Scaled to what was seen (with headroom), so a small process still draws a line; the
   // top of each chart is labelled.
   const cpuTop = Math.max(5, 1.25 * Math.max(0, ...seen.map((s) => s.cpu || 0)));
   const memTop = Math.max(1048576, 1.25 * Math.max(0, ...seen.map((s) => s.rss || 0)));
-  const axis = {xs: seen.map((s) => s.t), span: [last.t - KEEP_S, last.t]};
+  // The x axis spans the history there is (at least a minute, at most the window), so a
+  // young allocation's chart is not a sliver at the right edge.
+  const from = Math.min(ctx.now - 60, Math.max(ctx.now - ctx.window, seen.length ? seen[0].t : ctx.now));
+  const spanText = `, last ${Math.round((ctx.now - from) / 60)} min`;
+  const chart = (key, opts) => {
+    const {xs, values} = steps(seen, key, from, ctx.now);
+    return sparkline(values, {xs, span: [from, ctx.now], ...opts});
+  };
+  // data-points: what the chart draws; data-history: how many came with the first load.
+  const stats = {'data-points': seen.length, 'data-history': ctx.fromHistory};
   replace(ctx.charts,
-    h('figure', {id: 'chart-cpu'}, sparkline(seen.map((s) => s.cpu), {...axis, label: 'cpu percent', max: cpuTop, topLabel: `${cpuTop.toFixed(0)}%`}),
-      h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'} (100% = one core)`)),
-    h('figure', {id: 'chart-memory'}, sparkline(seen.map((s) => s.rss), {...axis, label: 'resident memory', max: memTop, topLabel: fmtBytes(memTop)}),
-      h('figcaption', {}, `memory ${fmtBytes(last.rss)}${limitBytes ? ' of ' + fmtBytes(limitBytes) : ''}`)),
-    a.metrics ? null : h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics here: an allocation that does not run has none, and only the leader keeps the agents\' reports. ',
-      ctx.leaderApi ? h('a', {href: `${ctx.leaderApi}/ui/#/allocations/${encodeURIComponent(a.id)}`}, 'Open this page on the leader') : null));
+    h('figure', {id: 'chart-cpu', ...stats}, chart('cpu', {label: 'cpu percent', max: cpuTop, topLabel: `${cpuTop.toFixed(0)}%`}),
+      h('figcaption', {}, `CPU ${last.cpu === null ? '-' : last.cpu.toFixed(1) + '%'} (100% = one core)${spanText}`)),
+    h('figure', {id: 'chart-memory', ...stats}, chart('rss', {label: 'resident memory', max: memTop, topLabel: fmtBytes(memTop)}),
+      h('figcaption', {}, `memory ${fmtBytes(last.rss)}${limitBytes ? ' of ' + fmtBytes(limitBytes) : ''}${spanText}`)),
+    ctx.kept ? null : h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics here: only the leader keeps the agents\' reports. ',
+      ctx.leaderApi ? h('a', {href: `${ctx.leaderApi}/ui/#/allocations/${encodeURIComponent(a.id)}`}, 'Open this page on the leader') : null),
+    ctx.kept && !seen.length ? h('p', {class: 'muted', id: 'no-metrics'}, 'No metrics yet: an allocation that does not run has none.') : null);
 }
