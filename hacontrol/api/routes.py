@@ -22,6 +22,7 @@ from hacontrol.state.machine import StateMachine
 from hacontrol.state.validate import parse_check_index, parse_quota
 
 from .auth import visible
+from .forward import from_leader
 from .openapi import READ_ERRORS, STALE, WRITE_ERRORS, Operation, Param, documented
 from .request import (
     ACL_CONFIGURED,
@@ -310,7 +311,7 @@ def _since(request: web.Request) -> float | None:
                          "only the points after this time (epoch seconds)")),
     description="Points arrive when the values change: each holds until the next, the last "
                 "until `now`. Only the leader keeps them, in memory (lost when leadership "
-                "moves); another replica answers `kept: false` and the leader's API."))
+                "moves); another replica asks the leader on the caller's behalf (`via` names it) and, when the leader cannot be reached, answers `kept: false` and the leader's API."))
 async def get_alloc_metrics(request: web.Request) -> web.Response:
     alloc_id = request.match_info["id"]
     since = _since(request)
@@ -324,7 +325,11 @@ async def get_alloc_metrics(request: web.Request) -> web.Response:
         "window_s": history.window_s if history is not None else 0.0,
         "points": history.points(alloc_id, since) if history is not None else []}
     if history is None:
-        out["leader_api"] = cluster_of(request).status()["leader_api"]
+        leader_api = cluster_of(request).status()["leader_api"]
+        forwarded = await from_leader(request, leader_api)
+        if forwarded is not None and forwarded.get("kept"):
+            return ok({**forwarded, "via": cluster_of(request).id})
+        out["leader_api"] = leader_api
     return ok(out)
 
 

@@ -302,5 +302,7 @@ METRIC_HISTORY: Schema = {"type": "object", "required": ["allocation", "kept", "
     "kept": {"type": "boolean", "description": "whether this replica keeps the history "
                                                "(only the leader does)"},
     "leader_api": {"type": ["string", "null"]},
+    "via": {"type": "string", "description": "the replica that asked the leader for this "
+                                             "answer on the caller's behalf"},
     "now": {"type": "number"}, "window_s": {"type": "number"},
     "points": {"type": "array", "items": METRIC_POINT}}}
