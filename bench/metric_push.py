@@ -9,7 +9,8 @@ current count (a `job_scale` that changes nothing but still goes through Raft: p
 fsynced on a majority, applied on every replica, journaled). Each round runs both
 at `--rate` per second for `--seconds` (alternating which goes first) and reads:
 client latency (p50, p99), CPU seconds the three replicas used (user + system, from
-/proc), how much their data directories grew, and how many log entries it took. Then
+/proc), how much their data directories grew, and how many log entries it took; "idle"
+is the same time with no requests (the replicas' own heartbeats and upkeep). Then
 `--burst` back-to-back requests of each from one client (requests per second). Medians
 over the rounds, and the replicated write's ratio to the push.
 """
@@ -74,15 +75,15 @@ def steady(c: Cluster, lead: Replica, kind: str, rate: float, seconds: float
            ) -> dict[str, Any]:
     n = int(rate * seconds)
     cpu0, disk0, idx0 = cpu_s(c), disk_bytes(c), commit_index(c, lead)
-    lat = []
+    lat = [0.0]
     t0 = time.monotonic()
-    for i in range(n):
+    for i in range(n if kind != "idle" else 0):
         wait = t0 + i / rate - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         lat.append(one(c, lead, kind, i))
     time.sleep(max(0.0, t0 + n / rate - time.monotonic()))
-    lat.sort()
+    lat = sorted(lat[1:] or lat)
     return {"p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
             "cpu_pct": 100 * (cpu_s(c) - cpu0) / seconds,
             "disk_per_req": (disk_bytes(c) - disk0) / n,
@@ -103,7 +104,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--burst", type=int, default=300)
     args = p.parse_args()
-    kinds = ["push", "replicated"]
+    kinds = ["idle", "push", "replicated"]
     with tempfile.TemporaryDirectory(prefix="hacontrol-push-bench-") as tmp, \
             cluster_in(Path(tmp) / "c") as c:
         assert c.write("PUT", "/v1/jobs/default/q", JOB).status == 200
@@ -112,7 +113,8 @@ def main() -> None:
         for rnd in range(args.rounds):
             for kind in kinds if rnd % 2 == 0 else kinds[::-1]:
                 row = steady(c, lead, kind, args.rate, args.seconds)
-                row["burst_per_s"] = burst(c, lead, kind, args.burst)
+                row["burst_per_s"] = burst(c, lead, kind, args.burst) if kind != "idle" \
+                    else 0.0
                 for k, v in row.items():
                     res[kind].setdefault(k, []).append(v)
                 print(f"round {rnd + 1} {kind:10s} " + "  ".join(
