@@ -108,8 +108,15 @@ class Scraper:
         now = self._monotonic()
         for alloc_id in [a for a in self.values if a not in running]:
             del self.values[alloc_id]
-        return {a: t for a, t in self._targets.items()
-                if a in running and self._due.get(a, now) <= now}
+        out: dict[str, Target] = {}
+        for alloc_id, target in self._targets.items():
+            if self._due.get(alloc_id, now) > now:
+                continue
+            if alloc_id in running:
+                out[alloc_id] = target
+            else:  # not started yet, or restarting: look again soon, without spinning
+                self._due[alloc_id] = now + min(target.interval_s, IDLE_S)
+        return out
 
     async def scrape_once(self, session: aiohttp.ClientSession) -> None:
         """One pass over the due targets, all at once."""

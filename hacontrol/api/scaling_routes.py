@@ -51,9 +51,10 @@ def _leading(request: web.Request) -> LeaderState:
     leader = leader_of(request)
     if leader is None:
         st = cluster_of(request).status()
-        if st["leader_api"]:
-            raise web.HTTPTemporaryRedirect(st["leader_api"].rstrip("/") + request.path_qs)
-        raise NotLeader(st["leader"], st["leader_api"])
+        api = st["leader_api"]
+        if api:
+            raise web.HTTPTemporaryRedirect(api.rstrip("/") + request.path_qs)
+        raise NotLeader(st["leader"], api)
     return leader
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
+from hacontrol.api import schemas
 from hacontrol.model.errors import Rejection
 from hacontrol.model.spec import JobSpec, MetricSpec, ScalingSpec
 from hacontrol.model.spec_parse import parse_job_spec
@@ -105,3 +107,18 @@ PROM = {"name": "q", "source": "prometheus", "port": 9100}
 def test_bad_metric_scaling_is_refused_naming_the_field(scaling: dict[str, Any],
                                                         field: str) -> None:
     assert refused(scaling) == field
+
+
+def test_metric_specs_fit_the_spec_schema_as_written_and_encoded() -> None:
+    schema = schemas.spec_schema()
+    for scaling in ({"min": 0, "max": 3, "target_per_instance": 10,
+                     "metric": {"name": "queue_length", "source": "external", "stale_s": 9}},
+                    {"min": 1, "max": 3, "target_per_instance": 2.5, "tolerance": 0.2,
+                     "scale_down_delay_s": 5,
+                     "metric": {"name": "w:x", "source": "prometheus", "port": 9100,
+                                "path": "/m", "interval_s": 1}}):
+        raw = {"command": ["sleep", "1"], "scaling": scaling}
+        jsonschema_rs.validate(schema, raw)
+        jsonschema_rs.validate(schema, parse_job_spec(raw).to_dict())
+    assert not jsonschema_rs.is_valid(schema, {"command": ["x"], "scaling": {
+        "metric": {"name": "9x"}, "target_per_instance": 1}})
