@@ -76,11 +76,15 @@ class Agent:
         self._starting_failed = False
         self._metrics_out = MetricsOutbox()
         # The gauges of the jobs that scale on a prometheus metric, from their allocations.
-        self.scraper = Scraper(self._running)
+        self.scraper = Scraper(self._running, self._env_of)
 
     def _running(self) -> set[str]:
         return {alloc_id for alloc_id, ev in self.supervisor.allocations().items()
                 if ev.state == AllocState.RUNNING}
+
+    def _env_of(self, alloc_id: str) -> dict[str, str] | None:
+        spec = self.supervisor.spec(alloc_id)
+        return spec.env if spec is not None else None
 
     def _on_event(self, ev: AllocationEvent) -> None:
         self.reports[ev.alloc_id] = event_report(ev)

@@ -37,10 +37,11 @@ IDLE_S = 1.0  # how often the loop looks for new targets when it has none due
 
 @dataclass(frozen=True)
 class Target:
-    """What to scrape of one allocation."""
+    """What to scrape of one allocation: `port` is a number, or the name of one of the
+    job's named ports (resolved per allocation, `named_port`)."""
 
     metric: str
-    port: int
+    port: int | str
     path: str
     interval_s: float
 
@@ -50,9 +51,15 @@ class Target:
             return None
         return cls(metric.name, metric.port, metric.scrape_path, metric.scrape_interval_s)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}{self.path}"
+
+
+def named_port(env: Mapping[str, str] | None, name: str) -> int | None:
+    """The port an allocation was given under `name`, from the environment the agent
+    started it with (`HACONTROL_PORT_<NAME>`); None when it has none."""
+    raw = (env or {}).get(f"HACONTROL_PORT_{name.upper()}", "")
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else None
 
 
 def gauge_value(text: str, name: str) -> float | None:
@@ -80,11 +87,14 @@ class Scraper:
     scrape) for the targets it is given, while `run` runs."""
 
     def __init__(self, running: Callable[[], set[str]],
+                 env_of: Callable[[str], Mapping[str, str] | None] = lambda alloc_id: None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         """`running()`: the ids of the allocations running here now (only those are
-        scraped; a stopped one's value is dropped)."""
+        scraped; a stopped one's value is dropped); `env_of(id)`: the environment an
+        allocation was started with (for named ports)."""
         self.values: dict[str, float | None] = {}
         self._running = running
+        self._env_of = env_of
         self._monotonic = monotonic
         self._targets: dict[str, Target] = {}
         self._due: dict[str, float] = {}
@@ -126,13 +136,19 @@ class Scraper:
         now = self._monotonic()
         for alloc_id, target in targets.items():
             self._due[alloc_id] = now + target.interval_s
-        answers = await asyncio.gather(*(_fetch(session, t) for t in targets.values()))
+        answers = await asyncio.gather(*(_fetch(session, t, self._port(a, t))
+                                         for a, t in targets.items()))
         bodies = {a: (text, t.metric) for (a, t), text in zip(targets.items(), answers,
                                                                  strict=True)}
         values = await asyncio.to_thread(_values, bodies)
         for alloc_id, value in values.items():
             if alloc_id in self._targets:  # not dropped meanwhile
                 self.values[alloc_id] = value
+
+    def _port(self, alloc_id: str, target: Target) -> int | None:
+        if isinstance(target.port, int):
+            return target.port
+        return named_port(self._env_of(alloc_id), target.port)
 
     def next_due_in(self) -> float:
         if not self._due:
@@ -150,11 +166,16 @@ class Scraper:
                 await asyncio.sleep(max(0.05, self.next_due_in()))
 
 
-async def _fetch(session: aiohttp.ClientSession, target: Target) -> str | None:
-    """The answer's text, or None (refused, timed out, an error status, too long)."""
+async def _fetch(session: aiohttp.ClientSession, target: Target, port: int | None
+                 ) -> str | None:
+    """The answer's text, or None (no port, refused, timed out, an error status, too
+    long)."""
+    if port is None:
+        return None
     timeout = aiohttp.ClientTimeout(total=min(TIMEOUT_S, max(target.interval_s, 0.5)))
     try:
-        async with session.get(target.url, timeout=timeout, allow_redirects=False) as resp:
+        async with session.get(target.url(port), timeout=timeout,
+                               allow_redirects=False) as resp:
             if resp.status != 200:
                 return None
             body = await resp.content.read(MAX_BYTES + 1)

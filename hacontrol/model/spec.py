@@ -187,7 +187,10 @@ class MetricSpec:
 
     name: str
     source: MetricSource = MetricSource.EXTERNAL
-    port: int | None = None  # the port each allocation serves its metrics on (127.0.0.1)
+    # The port each allocation serves its metrics on (127.0.0.1): a number; a str names one
+    # of the job's named ports, which the agent resolves per allocation (the parser accepts
+    # numbers only until jobs declare named ports).
+    port: int | str | None = None
     path: str | None = None  # None: DEFAULT_METRICS_PATH
     interval_s: float | None = None  # between scrapes; None: DEFAULT_SCRAPE_INTERVAL_S
     stale_s: float | None = None  # a pushed value older is ignored; None: DEFAULT_STALE_S
@@ -205,9 +208,10 @@ class MetricSpec:
         def opt(key: str, conv: Any) -> Any:
             v = d.get(key)
             return None if v is None else conv(v)
+        port = d.get("port")
         return cls(str(d["name"]), MetricSource(d.get("source", MetricSource.EXTERNAL)),
-                   opt("port", int), opt("path", str), opt("interval_s", float),
-                   opt("stale_s", float))
+                   port if isinstance(port, str) or port is None else int(port),
+                   opt("path", str), opt("interval_s", float), opt("stale_s", float))
 
     @property
     def scrape_path(self) -> str:

@@ -359,7 +359,8 @@ def _metric(raw: Any) -> MetricSpec:
     if d.get("port") is None:
         raise invalid("scaling.metric.port", "required with source prometheus: the port "
                                              "each allocation serves its metrics on")
-    # A number for now; a named port of the job's once jobs declare them.
+    # A number for now; a named port of the job's once jobs declare them (the agent already
+    # resolves a name, `agent/scrape.py`).
     at = port(d["port"], "scaling.metric.port")
     path = d.get("path")
     if path is not None and (not isinstance(path, str) or not METRICS_PATH_RE.fullmatch(path)):

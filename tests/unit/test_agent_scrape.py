@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from hacontrol.agent.metrics import AllocationMetrics
 from hacontrol.agent.report import MetricsOutbox, metrics_report
-from hacontrol.agent.scrape import MAX_BYTES, Scraper, Target, gauge_value
+from hacontrol.agent.scrape import MAX_BYTES, Scraper, Target, gauge_value, named_port
 from hacontrol.model.messages import SCALING_METRIC_KEY
 from hacontrol.model.spec import MetricSpec
 from hacontrol.model.states import MetricSource
@@ -45,7 +45,15 @@ def test_targets_only_for_prometheus_metrics() -> None:
     assert Target.of(MetricSpec("q")) is None  # external: pushed, not scraped
     t = Target.of(MetricSpec("q", MetricSource.PROMETHEUS, 9100, None, 2.0))
     assert t == Target("q", 9100, "/metrics", 2.0)
-    assert t.url == "http://127.0.0.1:9100/metrics"
+    assert t.url(9100) == "http://127.0.0.1:9100/metrics"
+
+
+def test_a_named_port_is_the_allocations_own() -> None:
+    env = {"HACONTROL_PORT_HTTP": "31005", "HACONTROL_PORT_BAD": "x", "HACONTROL_PORT_BIG":
+           "70000"}
+    assert named_port(env, "http") == 31005
+    assert named_port(env, "bad") is None and named_port(env, "big") is None
+    assert named_port(env, "none") is None and named_port(None, "http") is None
 
 
 def test_scraper_reads_running_allocations_and_reports_failures_as_null() -> None:
@@ -65,8 +73,12 @@ def test_scraper_reads_running_allocations_and_reports_failures_as_null() -> Non
         port = ports[0]
         running = {"a1", "a2", "a3", "a4"}
         clock = [100.0]
-        s = Scraper(lambda: set(running), monotonic=lambda: clock[0])
+        envs = {"a6": {"HACONTROL_PORT_METRICS": str(port)}}
+        s = Scraper(lambda: set(running), envs.get, monotonic=lambda: clock[0])
+        running |= {"a6", "a7"}  # a7 has no such named port
         s.set_targets({"a1": Target("queue_length", port, "/metrics", 1.0),
+                       "a6": Target("queue_length", "metrics", "/metrics", 1.0),
+                       "a7": Target("queue_length", "metrics", "/metrics", 1.0),
                        "a2": Target("queue_length", port, "/broken", 1.0),
                        "a3": Target("queue_length", port, "/big", 1.0),
                        "a4": Target("queue_length", port, "/slow", 0.5),
@@ -75,7 +87,8 @@ def test_scraper_reads_running_allocations_and_reports_failures_as_null() -> Non
         async def go() -> None:
             async with aiohttp.ClientSession() as session:
                 await s.scrape_once(session)
-                assert s.values == {"a1": 7.5, "a2": None, "a3": None, "a4": None}
+                assert s.values == {"a1": 7.5, "a2": None, "a3": None, "a4": None,
+                                    "a6": 7.5, "a7": None}
                 s.values["a1"] = -1.0
                 await s.scrape_once(session)  # nothing due yet
                 assert s.values["a1"] == -1.0
