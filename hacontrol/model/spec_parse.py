@@ -61,6 +61,8 @@ SOCKET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 METRIC_NAME_RE = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]{0,199}")
 # A URL path without spaces, control characters, a query or a fragment.
 METRICS_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,255}")
+# A port named in `scaling.metric.port` (the job's named ports use the same names).
+PORT_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # A metric value (pushed, or a target per allocation): finite and not absurd.
 MAX_METRIC_VALUE = 1e15
 _SIGNALS = {s.name for s in _signal.Signals}
@@ -106,7 +108,20 @@ def parse_job_spec(raw: Any) -> JobSpec:
         raise invalid("spread", "spread: false contradicts scoring: spread")
     if spec.shell and len(command) != 1:
         raise invalid("command", "with shell: true, command is one string for /bin/sh -c")
+    _check_metric_port(spec)
     return spec
+
+
+def _check_metric_port(spec: JobSpec) -> None:
+    """A scaling metric's port given by name must be one of the job's named ports."""
+    metric = spec.scaling.metric if spec.scaling is not None else None
+    if metric is None or not isinstance(metric.port, str):
+        return
+    # `ports` is the job's named ports where this build has them (service discovery).
+    declared = {str(getattr(p, "name", "")) for p in getattr(spec, "ports", None) or ()}
+    if metric.port not in declared:
+        raise invalid("scaling.metric.port", f"{metric.port!r} is not one of the job's named "
+                                             "ports; give a port number or a name from ports")
 
 
 def _command(command: Any) -> list[str]:
@@ -359,9 +374,11 @@ def _metric(raw: Any) -> MetricSpec:
     if d.get("port") is None:
         raise invalid("scaling.metric.port", "required with source prometheus: the port "
                                              "each allocation serves its metrics on")
-    # A number for now; a named port of the job's once jobs declare them (the agent already
-    # resolves a name, `agent/scrape.py`).
-    at = port(d["port"], "scaling.metric.port")
+    # A number, or the name of one of the job's ports (checked against them by
+    # `parse_job_spec`; each allocation has its own, which the agent resolves).
+    raw_port = d["port"]
+    at: int | str = (raw_port if isinstance(raw_port, str) and PORT_NAME_RE.fullmatch(raw_port)
+                     else port(raw_port, "scaling.metric.port"))
     path = d.get("path")
     if path is not None and (not isinstance(path, str) or not METRICS_PATH_RE.fullmatch(path)):
         raise invalid("scaling.metric.path", "must be a URL path starting with '/' (at most "

@@ -6,8 +6,14 @@ on it for WORK_S, and files it under `done/` with its allocation id. Its length 
 through `PUT /v1/jobs/default/workers/metrics/queue_length` by a pusher thread (the
 external source), as a queue's owner would.
 
+With the prometheus source, each worker serves `worker_busy` (1 while it works) on its own
+named port, the agent scrapes it, and the leader sums it: busy workers, scaled so that half
+of them would do (`target_per_instance` 0.5), so the job grows while every worker is busy
+and shrinks once the queue is empty.
+
 `make test` runs the external-source scenario (the smoke); `make test-scaling`
-(HACONTROL_TEST_SCALING=1) adds a leader failover in the middle of the scaling.
+(HACONTROL_TEST_SCALING=1) adds a leader failover in the middle of the scaling and the
+prometheus source (which needs the job's named ports).
 """
 
 from __future__ import annotations
@@ -42,6 +48,47 @@ while True:
             continue  # another worker got it first
         took = item
         break
+    if took is None:
+        time.sleep(0.05)
+        continue
+    time.sleep(work_s)
+    os.rename(os.path.join(done, "claimed-" + took), os.path.join(done, took + "@" + me))
+"""
+
+
+# The same worker, which also says whether it is busy: `worker_busy` (1 while it works on an
+# item, 0 while it waits) in Prometheus' text format on its own port.
+SCRAPED_WORKER = r"""
+import http.server, os, sys, threading, time
+queue, done, work_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+me = os.environ["HACONTROL_ALLOC_ID"]
+busy = [0]
+
+class Gauge(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"# TYPE worker_busy gauge\nworker_busy {busy[0]}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(
+    ("127.0.0.1", int(os.environ["HACONTROL_PORT_METRICS"])), Gauge)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+while True:
+    took = None
+    for item in sorted(os.listdir(queue)):
+        try:
+            os.rename(os.path.join(queue, item), os.path.join(done, "claimed-" + item))
+        except FileNotFoundError:
+            continue
+        took = item
+        break
+    busy[0] = 0 if took is None else 1
     if took is None:
         time.sleep(0.05)
         continue
@@ -201,3 +248,35 @@ def test_a_leader_failover_mid_scaling_waits_for_fresh_values(
     assert counts[:peak + 1] == sorted(counts[:peak + 1]), counts
     assert counts[peak:] == sorted(counts[peak:], reverse=True), counts
     assert max(counts) >= 4 and counts[-1] == 1, counts
+
+
+@long_only
+def test_workers_scale_on_the_busy_gauge_the_agent_scrapes(
+        cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_agent("n1")
+    queue, done = queue_dirs(tmp_path)
+    job = worker_job(queue, done, target_per_instance=0.5,
+                     metric={"name": "worker_busy", "source": "prometheus",
+                             "port": "metrics", "interval_s": 0.5})
+    job["command"][2] = SCRAPED_WORKER
+    job["ports"] = [{"name": "metrics"}]
+    resp = cluster.write("PUT", "/v1/jobs/default/workers", job)
+    if resp.status == 422 and resp.body["error"]["field"] == "ports":
+        pytest.skip("named ports (the job's `ports`) are not in this build")
+    assert resp.status == 200, resp
+    wait_for(lambda: len(running(cluster)) == 1, 30, what="one worker running")
+    items = 100
+    fill(queue, items)
+    wait_for(lambda: count(cluster) == 4, 30, what="scaled up to 4 on busy workers")
+    wait_for(lambda: len(running(cluster)) == 4, 20, what="4 workers running")
+    alloc = running(cluster)[0]
+    shown = cluster.api("GET", f"/v1/allocations/{alloc['id']}").body["allocation"]
+    assert "scaling_metric" in (shown["metrics"] or {}), shown
+    wait_for(lambda: len([f for f in os.listdir(done) if "@" in f]) == items, 60,
+             what="every item worked")
+    wait_for(lambda: count(cluster) == 1, 30, what="scaled back down to 1")
+    wait_for(lambda: len(running(cluster)) == 1, 30, what="one worker left")
+    workers = {f.split("@", 1)[1] for f in os.listdir(done)}
+    assert len(workers) >= 3, workers
+    counts = [e["count"] for e in scaled_events(cluster)]
+    assert max(counts) == 4 and counts[-1] == 1, counts
