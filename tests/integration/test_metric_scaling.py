@@ -269,9 +269,10 @@ def test_workers_scale_on_the_busy_gauge_the_agent_scrapes(
     fill(queue, items)
     wait_for(lambda: count(cluster) == 4, 30, what="scaled up to 4 on busy workers")
     wait_for(lambda: len(running(cluster)) == 4, 20, what="4 workers running")
-    alloc = running(cluster)[0]
-    shown = cluster.api("GET", f"/v1/allocations/{alloc['id']}").body["allocation"]
-    assert "scaling_metric" in (shown["metrics"] or {}), shown
+    # The scraped values, as the leader keeps them (under each allocation's metrics).
+    wait_for(lambda: [a for a in cluster.allocs("workers", replica=cluster.leader())
+                      if (a.get("metrics") or {}).get("scaling_metric") is not None], 10,
+             what="scraped values on the leader")
     wait_for(lambda: len([f for f in os.listdir(done) if "@" in f]) == items, 60,
              what="every item worked")
     wait_for(lambda: count(cluster) == 1, 30, what="scaled back down to 1")
