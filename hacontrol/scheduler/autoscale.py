@@ -81,7 +81,8 @@ def wanted(count: int, total: float, rule: Rule) -> int:
     """How many allocations `total` calls for: ceil(total / target) within min..max,
     except that a current count inside the bounds whose load per allocation is within the
     tolerance of the target stays (the dead band that stops flapping)."""
-    want = max(rule.lo, min(rule.hi, math.ceil(total / rule.target - 1e-9)))
+    raw = total / rule.target  # may be inf for a tiny target: never ceil() that
+    want = rule.hi if raw >= rule.hi else max(rule.lo, math.ceil(raw - 1e-9))
     if count > 0 and rule.lo <= count <= rule.hi:
         ratio = total / (count * rule.target)
         if abs(ratio - 1.0) <= rule.tolerance:

@@ -45,6 +45,12 @@ def test_bounds_apply_even_inside_the_dead_band() -> None:
     assert decide_metric(0, Reading(0.0), zero, None, None, now=0).count is None
 
 
+def test_extreme_values_stay_within_bounds() -> None:
+    tiny = Rule(1, 7, 1e-300, 0.0, 0.0, 0.1)
+    assert wanted(1, 1e15, tiny) == 7  # total / target overflows to inf
+    assert wanted(3, -5.0, RULE) == 1  # a negative gauge sum calls for the minimum
+
+
 def test_scale_down_waits_for_the_delay_and_goes_to_the_peak_of_that_time() -> None:
     first = decide_metric(8, Reading(20.0), RULE, None, None, now=1000)
     assert first.count is None and first.low == LowSince(1000, 2, 8)
