@@ -42,8 +42,9 @@ from .view import placement_inputs
 MAX_PLACEMENTS_PER_PLAN = 1000
 
 _FAILED = (AllocState.FAILED, AllocState.LOST)
-MetricNotes = dict[JobKey, tuple[autoscale.LowSince | None, str]]
 _IN_FLIGHT = (AllocState.PENDING, AllocState.STARTING)
+# Per job that scales on a metric: the scale-down in waiting (None: none) and the reason.
+MetricNotes = dict[JobKey, tuple[autoscale.LowSince | None, str]]
 
 
 @dataclass(frozen=True)
