@@ -14,6 +14,8 @@ def test_push_sends_the_value_and_follows_the_redirect_to_the_leader(
         capsys: pytest.CaptureFixture[str]) -> None:
     api = FakeApi()
     leader = ADDRS[1]
+    api.reply("GET", "/v1/status", {"members": [{"id": f"c{i}", "raft": f"h:{i}", "api": a}
+                                                for i, a in enumerate(ADDRS, 1)]})
     api.routes[("PUT", PUSH)] = lambda seen: (
         json_response(200, {"namespace": "default", "job": "workers",
                             "metric": "queue_length", "value": 120.0,
