@@ -5,13 +5,16 @@ does not lead sends the pusher to the one that does."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from aiohttp.test_utils import TestClient, TestServer
+
+from hacontrol.api.app import build_app
 from hacontrol.scheduler.leader_state import Leadership
 
-from .api_fake import call as raw_call
 from .test_acl_api import SPEC, Call, LocalReplica, bootstrap, client_token, session
-from .test_api_errors import FakeReplica
+from .test_api_errors import TOKEN, FakeReplica
 
 EXTERNAL = {**SPEC, "scaling": {"min": 1, "max": 5, "target_per_instance": 10,
                                 "metric": {"name": "queue_length", "source": "external",
@@ -115,7 +118,16 @@ def test_pushing_needs_scale_job_in_the_jobs_namespace() -> None:
 
 def test_a_replica_that_does_not_lead_redirects_to_the_leader() -> None:
     replica = FakeReplica(leading=False)
-    status, headers, _ = raw_call(replica, "PUT", PUSH, b'{"value": 3}')
-    assert status == 307 and headers["Location"] == "http://c2" + PUSH
-    status, headers, _ = raw_call(replica, "GET", "/v1/jobs/default/q/metrics")
-    assert status == 307 and headers["Location"] == "http://c2/v1/jobs/default/q/metrics"
+
+    async def go() -> list[tuple[int, str]]:
+        app = build_app(replica, replica, Leadership(lambda: None), TOKEN)
+        out = []
+        async with TestClient(TestServer(app)) as client:
+            for method, path, body in (("PUT", PUSH, b'{"value": 3}'),
+                                       ("GET", "/v1/jobs/default/q/metrics", None)):
+                resp = await client.request(method, path, data=body, allow_redirects=False,
+                                            headers={"Authorization": f"Bearer {TOKEN}"})
+                out.append((resp.status, resp.headers.get("Location", "")))
+        return out
+    assert asyncio.run(go()) == [(307, "http://c2" + PUSH),
+                                 (307, "http://c2/v1/jobs/default/q/metrics")]
