@@ -59,7 +59,7 @@ def named_port(env: Mapping[str, str] | None, name: str) -> int | None:
     """The port an allocation was given under `name`, from the environment the agent
     started it with (`HACONTROL_PORT_<NAME>`); None when it has none."""
     raw = (env or {}).get(f"HACONTROL_PORT_{name.upper()}", "")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536 else None
 
 
 def gauge_value(text: str, name: str) -> float | None:
@@ -71,7 +71,7 @@ def gauge_value(text: str, name: str) -> float | None:
             for sample in family.samples:
                 if sample.name == name and math.isfinite(sample.value):
                     total = (total or 0.0) + sample.value
-    except ValueError:
+    except Exception:  # untrusted text: whatever the parser makes of it, it is no value
         return None
     return total
 
@@ -176,11 +176,14 @@ async def _fetch(session: aiohttp.ClientSession, target: Target, port: int | Non
     try:
         async with session.get(target.url(port), timeout=timeout,
                                allow_redirects=False) as resp:
-            if resp.status != 200:
+            if resp.status != 200 or (resp.content_length or 0) > MAX_BYTES:
                 return None
-            body = await resp.content.read(MAX_BYTES + 1)
-            if len(body) > MAX_BYTES:
-                return None
-            return body.decode("utf-8", errors="replace")
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > MAX_BYTES:
+                    return None
+                chunks.append(chunk)
+            return b"".join(chunks).decode("utf-8", errors="replace")
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
         return None
