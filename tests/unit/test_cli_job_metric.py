@@ -26,7 +26,7 @@ def test_push_sends_the_value_and_follows_the_redirect_to_the_leader(
     assert [(s.addr, s.body) for s in api.seen if s.path == PUSH] == [
         (ADDRS[0], {"value": 120.0}), (leader, {"value": 120.0})]
     assert capsys.readouterr().out == \
-        "queue_length of default/workers = 120.0, counted for 60.0s\n"
+        "queue_length of default/workers = 120, counted for 60s\n"
 
 
 def test_show_prints_what_the_leader_knows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,7 +37,7 @@ def test_show_prints_what_the_leader_knows(capsys: pytest.CaptureFixture[str]) -
         "allocation: 3 is right", "metric": {"name": "queue_length", "source": "external"}})
     assert api.run("job", "metric", "workers", "-n", "team") == 0
     out = capsys.readouterr().out
-    assert "queue_length (external)" in out and "Total    31.0" in out
+    assert "queue_length (external)" in out and "Total    31" in out
     assert "Age      1.5s" in out and "3 is right" in out
 
 

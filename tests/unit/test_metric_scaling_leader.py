@@ -105,12 +105,12 @@ def test_scraped_values_are_summed_over_running_allocations() -> None:
     w.settle()
     w.tick(30)
     w.settle()
-    assert count(w) == 2  # never down on a partial sum
+    assert count(w, "p") == 2  # never down on a partial sum
     w.leader.alloc_metrics[live[1].id] = {SCALING_METRIC_KEY: 2.0}
     w.settle()
     w.tick(21)
     w.settle()
-    assert count(w) == 1
+    assert count(w, "p") == 1
 
 
 def test_cpu_scaling_ignores_metric_memory() -> None:
