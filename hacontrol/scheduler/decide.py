@@ -74,8 +74,9 @@ class Decisions:
     scaled: dict[JobKey, float] = field(default_factory=dict)
     # Silent nodes to probe before judging them: (name, address of its agent).
     probes: list[tuple[str, str]] = field(default_factory=list)
-    # Jobs that scale on a metric: what to remember of a scale-down in waiting, and why.
-    metric_notes: MetricNotes = field(default_factory=dict)
+    # Every running job that scales on a metric: what to remember of a scale-down in
+    # waiting, and why; None when this round did not look at them.
+    metric_notes: MetricNotes | None = None
 
 
 @dataclass(frozen=True)

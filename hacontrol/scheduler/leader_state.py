@@ -101,8 +101,15 @@ class LeaderState:
         return Syncing(self.in_flight)
 
 
-    def note_scaling(self, notes: dict[JobKey, tuple[LowSince | None, str]]) -> None:
-        """Remember the metric scaling decisions of a round (`Decisions.metric_notes`)."""
+    def note_scaling(self, notes: dict[JobKey, tuple[LowSince | None, str]] | None) -> None:
+        """Remember the metric scaling decisions of a round (`Decisions.metric_notes`: every
+        running job that scales on a metric, or None), and forget what was kept for other
+        jobs (stopped, or no longer scaling on a metric): the memory stays bounded."""
+        if notes is None:
+            return
+        for kept in (self.pushed, self.scale_low, self.scale_notes):
+            for key in [k for k in kept if k not in notes]:
+                del kept[key]
         for key, (low, reason) in notes.items():
             self.scale_notes[key] = reason
             if low is None:

@@ -65,6 +65,7 @@ def test_a_stale_or_foreign_value_changes_nothing() -> None:
     w.tick(31)  # older than stale_s
     d = w.decide()
     assert not [p for p in d.proposals if p.op == C.JOB_SCALE]
+    assert d.metric_notes is not None
     assert "no fresh value" in d.metric_notes[("default", "q")][1]
     push(w, 100, metric="other_metric")  # for a metric the job no longer names
     assert scales(w) == []
@@ -124,3 +125,19 @@ def test_cpu_scaling_ignores_metric_memory() -> None:
         w.leader.alloc_metrics[a.id] = {"cpu_percent": 25.0, SCALING_METRIC_KEY: 500.0}
     assert scales(w) == []  # 50% of request at a 50% target: steady
     assert ("default", "web") not in w.leader.scale_notes
+
+
+def test_the_leader_forgets_what_it_kept_for_jobs_gone_or_no_longer_scaled() -> None:
+    w = World("n1", cpu=8.0)
+    w.put_job("q", count=1, scaling=EXTERNAL, resources=SMALL)
+    w.put_job("r", count=1, scaling=EXTERNAL, resources=SMALL)
+    w.settle()
+    push(w, 3)
+    push(w, 3, job="r")
+    w.round()
+    assert set(w.leader.pushed) == set(w.leader.scale_notes) == {("default", "q"),
+                                                                  ("default", "r")}
+    w.apply(C.JOB_DELETE, {"namespace": "default", "name": "q"})
+    w.put_job("r", count=1, resources=SMALL)  # no scaling any more
+    w.settle()  # its rollout first (rounds that look at nothing else), then a full round
+    assert w.leader.pushed == {} and w.leader.scale_notes == {}
