@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-browser test-overload test-ops lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-browser test-overload test-ops test-scaling lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ test-ops: $(STAMP)
 		HACONTROL_DEV_REPLICAS=5 \
 		$(PY) -m pytest -q -s tests/integration/test_upgrade.py tests/integration/test_dev_supervise.py
 	HACONTROL_TEST_OPS=1 $(PY) -m pytest -q -s tests/integration/test_membership.py
+
+# Scaling on a metric with real workers draining a real queue (tests/integration/
+# test_metric_scaling.py): up, drained, down; then the same through a leader failover, and
+# the push route's cost next to a replicated write's (bench/metric_push.py). `make test`
+# runs the first scenario only.
+test-scaling: $(STAMP)
+	HACONTROL_TEST_SCALING=1 $(PY) -m pytest -q -s tests/integration/test_metric_scaling.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hacontrol tests chaos bench

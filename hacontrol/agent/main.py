@@ -38,6 +38,7 @@ from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .nursery import Nursery
 from .report import MetricsOutbox, event_report
+from .scrape import Scraper, Target
 from .supervisor import Supervisor
 
 log = logging.getLogger("hacontrol.agent")
@@ -82,6 +83,16 @@ class Agent:
         # Reconcile even an unchanged answer: a start raised before it was supervised.
         self._starting_failed = False
         self._metrics_out = MetricsOutbox()
+        # The gauges of the jobs that scale on a prometheus metric, from their allocations.
+        self.scraper = Scraper(self._running, self._env_of)
+
+    def _running(self) -> set[str]:
+        return {alloc_id for alloc_id, ev in self.supervisor.allocations().items()
+                if ev.state == AllocState.RUNNING}
+
+    def _env_of(self, alloc_id: str) -> dict[str, str] | None:
+        spec = self.supervisor.spec(alloc_id)
+        return spec.env if spec is not None else None
 
     def _on_event(self, ev: AllocationEvent) -> None:
         self.reports[ev.alloc_id] = event_report(ev)
@@ -111,6 +122,11 @@ class Agent:
             for alloc_id, a in wanted.items()
             if a.spec is not None and a.spec.disconnect is not None
             and a.spec.disconnect.stop_after_s}
+        scrape = {alloc_id: Target.of(a.spec.scaling.metric)
+                  for alloc_id, a in wanted.items()
+                  if a.desired == DesiredState.RUN and a.spec is not None
+                  and a.spec.scaling is not None}
+        self.scraper.set_targets({k: t for k, t in scrape.items() if t is not None})
         for alloc_id, why in rejected.items():
             if alloc_id not in known and alloc_id not in self._starting:
                 self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
@@ -172,7 +188,7 @@ class Agent:
         try:
             # Only what changed since the leader was last told (it merges them).
             out["metrics"] = self._metrics_out.pending(self.supervisor.metrics(),
-                                                       self._epoch())
+                                                       self._epoch(), self.scraper.values)
         except Exception:
             log.exception("metrics sampling failed")
         return out
@@ -201,6 +217,7 @@ class Agent:
         self.reports.pop(alloc_id, None)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._bg.start(self.scraper.run(), name="scrape")
         async with self.link:
             while not stop.is_set():
                 self.wake.clear()

@@ -12,6 +12,7 @@ from typing import Any
 
 from hacontrol.agent.metrics import AllocationMetrics
 from hacontrol.agent.spec import AllocationEvent
+from hacontrol.model.messages import SCALING_METRIC_KEY
 
 # Reports are capped so one chatty failure cannot bloat the log of the cluster.
 MAX_MESSAGE = 2000
@@ -47,6 +48,10 @@ def metrics_report(m: AllocationMetrics) -> dict[str, Any]:
     }
 
 
+# An allocation without a scraped scaling value (not scraped, or no metric to scrape).
+_NONE_SCRAPED = object()
+
+
 class MetricsOutbox:
     """The metrics the controllers have not been told yet: each sync carries only those.
 
@@ -54,32 +59,51 @@ class MetricsOutbox:
     carries, so unchanged ones need not travel again, as long as the same leader got
     them: ``epoch`` names who is told (the link's leader address and term), and a new
     one is told everything. The sampler replaces an allocation's metrics object only
-    when its values change, so "changed" is a test of identity.
+    when its values change, so "changed" is a test of identity. An allocation's scraped
+    scaling value (``scraped``, :mod:`hacontrol.agent.scrape`) travels in the same
+    entry, under ``SCALING_METRIC_KEY``, and a change of it sends the entry again (the
+    leader replaces an allocation's entry whole).
 
-    Use: ``sent = outbox.pending(metrics, epoch)``, put ``sent`` in the sync, and call
-    ``outbox.delivered(epoch)`` with the epoch after the answer (a new leader there was told
-    only part).
+    Use: ``sent = outbox.pending(metrics, epoch, scraped)``, put ``sent`` in the sync, and
+    call ``outbox.delivered(epoch)`` with the epoch after the answer (a new leader there
+    was told only part).
     """
 
     def __init__(self) -> None:
         self._epoch: Hashable = None
-        self._told: dict[str, AllocationMetrics] = {}
-        self._in_flight: dict[str, AllocationMetrics] = {}
+        self._told: dict[str, tuple[AllocationMetrics | None, object]] = {}
+        self._in_flight: dict[str, tuple[AllocationMetrics | None, object]] = {}
 
     def pending(
-        self, current: Mapping[str, AllocationMetrics], epoch: Hashable
+        self, current: Mapping[str, AllocationMetrics], epoch: Hashable,
+        scraped: Mapping[str, float | None] | None = None,
     ) -> dict[str, dict[str, Any]]:
         if epoch != self._epoch:
             self._epoch = epoch
             self._told = {}
+        scraped = scraped or {}
         told = self._told
-        for alloc_id in [a for a in told if a not in current]:
+        for alloc_id in [a for a in told if a not in current and a not in scraped]:
             del told[alloc_id]
-        self._in_flight = {a: m for a, m in current.items() if told.get(a) is not m}
-        return {a: metrics_report(m) for a, m in self._in_flight.items()}
+        now = {a: (current.get(a), scraped.get(a, _NONE_SCRAPED))
+               for a in (current.keys() | scraped.keys())}
+        self._in_flight = {a: v for a, v in now.items() if not _same(told.get(a), v)}
+        return {a: _entry(*v) for a, v in self._in_flight.items()}
 
     def delivered(self, epoch: Hashable) -> None:
         """The sync that carried the last pending() reached ``epoch``'s leader."""
         if epoch == self._epoch:
             self._told.update(self._in_flight)
         self._in_flight = {}
+
+
+def _same(told: tuple[AllocationMetrics | None, object] | None,
+          now: tuple[AllocationMetrics | None, object]) -> bool:
+    return told is not None and told[0] is now[0] and told[1] == now[1]
+
+
+def _entry(m: AllocationMetrics | None, scraped: object) -> dict[str, Any]:
+    out = metrics_report(m) if m is not None else {}
+    if scraped is not _NONE_SCRAPED:
+        out[SCALING_METRIC_KEY] = scraped
+    return out

@@ -25,6 +25,7 @@ from . import (
     openapi,
     ops_routes,
     routes,
+    scaling_routes,
     snapshot_routes,
     ui,
 )
@@ -69,6 +70,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     metrics_routes.register(app, metrics)
     members.register(app)
     snapshot_routes.register(app)
+    scaling_routes.register(app)
     membership_routes.register(app, membership)
     ui.register(app)
     openapi.register(app)  # documents every route, whenever it was registered

@@ -71,6 +71,9 @@ ROUTES: dict[tuple[str, str], Need] = {
     # cluster has room: it needs what submitting needs (as Nomad's job plan does).
     ("POST", "/v1/jobs/{ns}/{name}/plan"): act(A.SUBMIT_JOB, "ns"),
     ("POST", "/v1/jobs/{ns}/{name}/scale"): act(A.SCALE_JOB, "ns"),
+    # A pushed value moves the job's count as a scale does: the same capability.
+    ("PUT", "/v1/jobs/{ns}/{name}/metrics/{metric}"): act(A.SCALE_JOB, "ns"),
+    ("GET", "/v1/jobs/{ns}/{name}/metrics"): act(A.READ_JOB, "ns"),
     ("GET", "/v1/jobs/{ns}/{name}/versions"): act(A.READ_JOB, "ns"),
     ("POST", "/v1/jobs/{ns}/{name}/revert"): act(A.SUBMIT_JOB, "ns"),
     ("GET", "/v1/allocations"): TOKEN,  # filtered by read-job

@@ -22,8 +22,8 @@ from hacontrol.model.checks import NAME_RE
 from hacontrol.model.messages import SyncAnswer, SyncRequest
 from hacontrol.model.records import Allocation, Deployment, JobVersion, Node
 from hacontrol.model.resources import Quota, Resources, Usage
-from hacontrol.model.spec import HealthCheck, JobSpec, ScalingSpec, SocketSpec
-from hacontrol.model.spec_parse import MAX_ARGV, MAX_COUNT
+from hacontrol.model.spec import HealthCheck, JobSpec, MetricSpec, ScalingSpec, SocketSpec
+from hacontrol.model.spec_parse import MAX_ARGV, MAX_COUNT, METRIC_NAME_RE
 from hacontrol.model.states import JobStatus
 
 from .errors import STATUS_BY_CODE
@@ -65,6 +65,8 @@ REFINE: dict[tuple[type, str], Schema] = {
     (Resources, "memory_mb"): {"minimum": 1, "maximum": 2**30},
     (HealthCheck, "port"): {"minimum": 1, "maximum": 65535},
     (SocketSpec, "port"): {"minimum": 1, "maximum": 65535},
+    (MetricSpec, "port"): {"minimum": 1, "maximum": 65535},
+    (MetricSpec, "name"): {"pattern": "^" + ecma(METRIC_NAME_RE.pattern) + "$"},
 }
 
 

@@ -103,6 +103,10 @@ def job_key(namespace: str, job: str) -> str:
 
 
 MAX_BUSY_KEYS = 16
+# The key, in an allocation's metrics in a sync, of the value its agent scraped for the
+# job's prometheus scaling metric (a number, or null when the last scrape failed). A flat
+# number, so that leaders that do not know it keep it as one more metric.
+SCALING_METRIC_KEY = "scaling_metric"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .states import (
     ConstraintOperator,
     HealthCheckType,
     JobType,
+    MetricSource,
     RestartPolicy,
     Scoring,
 )
@@ -180,24 +181,117 @@ class UpdateSpec:
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """The metric a job scales on. `port`, `path` and `interval_s` are for the prometheus
+    source only (None otherwise); `stale_s` for the external source only."""
+
+    name: str
+    source: MetricSource = MetricSource.EXTERNAL
+    # The port each allocation serves its metrics on (127.0.0.1): a number; a str names one
+    # of the job's named ports, which the agent resolves per allocation (the parser accepts
+    # numbers only until jobs declare named ports).
+    port: int | str | None = None
+    path: str | None = None  # None: DEFAULT_METRICS_PATH
+    interval_s: float | None = None  # between scrapes; None: DEFAULT_SCRAPE_INTERVAL_S
+    stale_s: float | None = None  # a pushed value older is ignored; None: DEFAULT_STALE_S
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "source": self.source}
+        for key in ("port", "path", "interval_s", "stale_s"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MetricSpec:
+        def opt(key: str, conv: Any) -> Any:
+            v = d.get(key)
+            return None if v is None else conv(v)
+        port = d.get("port")
+        return cls(str(d["name"]), MetricSource(d.get("source", MetricSource.EXTERNAL)),
+                   port if isinstance(port, str) or port is None else int(port),
+                   opt("path", str), opt("interval_s", float), opt("stale_s", float))
+
+    @property
+    def scrape_path(self) -> str:
+        return self.path or DEFAULT_METRICS_PATH
+
+    @property
+    def scrape_interval_s(self) -> float:
+        return self.interval_s or DEFAULT_SCRAPE_INTERVAL_S
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.stale_s or DEFAULT_STALE_S
+
+
+DEFAULT_METRICS_PATH = "/metrics"
+DEFAULT_SCRAPE_INTERVAL_S = 5.0
+# A pushed value counts for this long: a pusher is expected to push again well within it
+# (every few seconds); a new leader has none until the next push.
+DEFAULT_STALE_S = 60.0
+DEFAULT_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
 class ScalingSpec:
-    """Autoscaling bounds; encoded with the keys `min` and `max`."""
+    """Autoscaling bounds; encoded with the keys `min` and `max`.
+
+    Without `metric` the job scales on the CPU its allocations use (`cpu_target`); with it,
+    on the metric's total over the job divided by `target_per_instance`
+    (`scheduler/autoscale.py`), and `cpu_target` is neither used nor encoded. The metric
+    fields are None for CPU scaling and absent from the encoding, which is thus what it
+    was before they existed.
+    """
 
     min_count: int = 1
     max_count: int = 1  # the parser defaults it to min_count
     cpu_target: float = 0.7
     cooldown_s: float = 30.0
+    metric: MetricSpec | None = None
+    target_per_instance: float | None = None  # set exactly when `metric` is
+    # How long the metric must ask for fewer allocations before they are stopped; None:
+    # twice `cooldown_s`. Scaling up waits for the cooldown only.
+    scale_down_delay_s: float | None = None
+    tolerance: float | None = None  # the dead band around the target; None: 0.1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min": self.min_count, "max": self.max_count, "cpu_target": self.cpu_target,
-                "cooldown_s": self.cooldown_s}
+        d: dict[str, Any] = {"min": self.min_count, "max": self.max_count}
+        if self.metric is None:
+            d["cpu_target"] = self.cpu_target
+        d["cooldown_s"] = self.cooldown_s
+        if self.metric is not None:
+            d["metric"] = self.metric.to_dict()
+            d["target_per_instance"] = self.target_per_instance
+            for key in ("scale_down_delay_s", "tolerance"):
+                value = getattr(self, key)
+                if value is not None:
+                    d[key] = value
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScalingSpec:
         x = cls()
         lo = int(d.get("min", x.min_count))
+        metric = d.get("metric")
+        target, delay, tol = (d.get(k) for k in ("target_per_instance", "scale_down_delay_s",
+                                                 "tolerance"))
         return cls(lo, int(d.get("max", lo)), float(d.get("cpu_target", x.cpu_target)),
-                   float(d.get("cooldown_s", x.cooldown_s)))
+                   float(d.get("cooldown_s", x.cooldown_s)),
+                   None if metric is None else MetricSpec.from_dict(metric),
+                   None if target is None else float(target),
+                   None if delay is None else float(delay),
+                   None if tol is None else float(tol))
+
+    @property
+    def down_delay_s(self) -> float:
+        return self.cooldown_s * 2 if self.scale_down_delay_s is None \
+            else self.scale_down_delay_s
+
+    @property
+    def band(self) -> float:
+        return DEFAULT_TOLERANCE if self.tolerance is None else self.tolerance
 
 
 @dataclass(frozen=True)

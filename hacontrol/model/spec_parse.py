@@ -22,6 +22,7 @@ from .checks import (
     no_unknown,
     number,
     obj,
+    one_of,
     port,
 )
 from .errors import invalid
@@ -33,13 +34,21 @@ from .spec import (
     HealthCheck,
     JobSpec,
     LogPolicy,
+    MetricSpec,
     RestartSpec,
     ScalingSpec,
     SocketSpec,
     StopSpec,
     UpdateSpec,
 )
-from .states import ConstraintOperator, HealthCheckType, JobType, RestartPolicy, Scoring
+from .states import (
+    ConstraintOperator,
+    HealthCheckType,
+    JobType,
+    MetricSource,
+    RestartPolicy,
+    Scoring,
+)
 
 MAX_COUNT = 10_000
 MAX_ARGV = 256
@@ -48,6 +57,14 @@ MAX_ENV = 256
 # used with fullmatch (`$` would accept a trailing newline)
 USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10}")
 SOCKET_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Prometheus' metric names (fullmatch), shorter than it allows.
+METRIC_NAME_RE = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]{0,199}")
+# A URL path without spaces, control characters, a query or a fragment.
+METRICS_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,255}")
+# A port named in `scaling.metric.port` (the job's named ports use the same names).
+PORT_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# A metric value (pushed, or a target per allocation): finite and not absurd.
+MAX_METRIC_VALUE = 1e15
 _SIGNALS = {s.name for s in _signal.Signals}
 # `name` and `namespace` may ride along in job files; the URL decides them.
 _TOP_LEVEL = {f.name for f in fields(JobSpec)} | {"name", "namespace"}
@@ -91,7 +108,20 @@ def parse_job_spec(raw: Any) -> JobSpec:
         raise invalid("spread", "spread: false contradicts scoring: spread")
     if spec.shell and len(command) != 1:
         raise invalid("command", "with shell: true, command is one string for /bin/sh -c")
+    _check_metric_port(spec)
     return spec
+
+
+def _check_metric_port(spec: JobSpec) -> None:
+    """A scaling metric's port given by name must be one of the job's named ports."""
+    metric = spec.scaling.metric if spec.scaling is not None else None
+    if metric is None or not isinstance(metric.port, str):
+        return
+    # `ports` is the job's named ports where this build has them (service discovery).
+    declared = {str(getattr(p, "name", "")) for p in getattr(spec, "ports", None) or ()}
+    if metric.port not in declared:
+        raise invalid("scaling.metric.port", f"{metric.port!r} is not one of the job's named "
+                                             "ports; give a port number or a name from ports")
 
 
 def _command(command: Any) -> list[str]:
@@ -287,16 +317,75 @@ def _update(raw: Any) -> UpdateSpec:
 
 def _scaling(raw: Any) -> ScalingSpec:
     d = obj(raw, "scaling")
-    no_unknown(d, {"min", "max", "cpu_target", "cooldown_s"}, "scaling.")
+    no_unknown(d, {"min", "max", "cpu_target", "cooldown_s", "metric", "target_per_instance",
+                   "scale_down_delay_s", "tolerance"}, "scaling.")
     x = ScalingSpec()
     lo = integer(d.get("min", x.min_count), "scaling.min", maximum=MAX_COUNT)
     hi = integer(d.get("max", lo), "scaling.max", maximum=MAX_COUNT)
     if hi < lo:
         raise invalid("scaling.max", "must be at least scaling.min")
-    return ScalingSpec(lo, hi, number(d.get("cpu_target", x.cpu_target), "scaling.cpu_target",
-                                      minimum=0.01, maximum=10, allow_zero=False),
-                       number(d.get("cooldown_s", x.cooldown_s), "scaling.cooldown_s",
-                              maximum=86400))
+    cooldown = number(d.get("cooldown_s", x.cooldown_s), "scaling.cooldown_s", maximum=86400)
+    if d.get("metric") is None:
+        for key in ("target_per_instance", "scale_down_delay_s", "tolerance"):
+            if d.get(key) is not None:
+                raise invalid(f"scaling.{key}", "only with scaling.metric")
+        return ScalingSpec(lo, hi, number(d.get("cpu_target", x.cpu_target),
+                                          "scaling.cpu_target", minimum=0.01, maximum=10,
+                                          allow_zero=False), cooldown)
+    if d.get("cpu_target") is not None:
+        raise invalid("scaling.cpu_target", "a job scales on CPU or on scaling.metric, "
+                                            "not both")
+    metric = _metric(d["metric"])
+    if metric.source == MetricSource.PROMETHEUS and lo < 1:
+        # With no allocation running there is nothing to scrape: it could never scale up.
+        raise invalid("scaling.min", "must be at least 1 with a prometheus metric")
+    if d.get("target_per_instance") is None:
+        raise invalid("scaling.target_per_instance", "required with scaling.metric")
+    target = number(d["target_per_instance"], "scaling.target_per_instance",
+                    maximum=MAX_METRIC_VALUE, allow_zero=False)
+    delay, tol = d.get("scale_down_delay_s"), d.get("tolerance")
+    return ScalingSpec(lo, hi, x.cpu_target, cooldown, metric, target,
+                       None if delay is None else number(delay, "scaling.scale_down_delay_s",
+                                                         maximum=86400),
+                       None if tol is None else number(tol, "scaling.tolerance", maximum=0.5))
+
+
+def _metric(raw: Any) -> MetricSpec:
+    d = obj(raw, "scaling.metric")
+    no_unknown(d, {"name", "source", "port", "path", "interval_s", "stale_s"},
+               "scaling.metric.")
+    name = d.get("name")
+    if not isinstance(name, str) or not METRIC_NAME_RE.fullmatch(name):
+        raise invalid("scaling.metric.name", "required: a metric name (letters, digits, '_' "
+                                             "and ':', not starting with a digit, at most "
+                                             "200 characters)")
+    source = one_of(d.get("source", MetricSource.EXTERNAL), MetricSource,
+                    "scaling.metric.source")
+    if source == MetricSource.EXTERNAL:
+        for key in ("port", "path", "interval_s"):
+            if d.get(key) is not None:
+                raise invalid(f"scaling.metric.{key}", "only with source prometheus")
+        stale = d.get("stale_s")
+        return MetricSpec(name, source, stale_s=None if stale is None else number(
+            stale, "scaling.metric.stale_s", minimum=1, maximum=86400))
+    if d.get("stale_s") is not None:
+        raise invalid("scaling.metric.stale_s", "only with source external (a scraped value "
+                                                "is as fresh as its last scrape)")
+    if d.get("port") is None:
+        raise invalid("scaling.metric.port", "required with source prometheus: the port "
+                                             "each allocation serves its metrics on")
+    # A number, or the name of one of the job's ports (checked against them by
+    # `parse_job_spec`; each allocation has its own, which the agent resolves).
+    raw_port = d["port"]
+    at: int | str = (raw_port if isinstance(raw_port, str) and PORT_NAME_RE.fullmatch(raw_port)
+                     else port(raw_port, "scaling.metric.port"))
+    path = d.get("path")
+    if path is not None and (not isinstance(path, str) or not METRICS_PATH_RE.fullmatch(path)):
+        raise invalid("scaling.metric.path", "must be a URL path starting with '/' (at most "
+                                             "256 characters, no spaces)")
+    interval = d.get("interval_s")
+    return MetricSpec(name, source, at, path, None if interval is None else number(
+        interval, "scaling.metric.interval_s", minimum=0.1, maximum=3600))
 
 
 def _depends_on(raw: Any) -> tuple[str, ...]:

@@ -100,6 +100,13 @@ class HealthCheckType(enum.StrEnum):
     EXEC = "exec"
 
 
+class MetricSource(enum.StrEnum):
+    """Where a scaling metric's values come from."""
+
+    EXTERNAL = "external"  # pushed through the API (PUT /v1/jobs/{ns}/{name}/metrics/{m})
+    PROMETHEUS = "prometheus"  # scraped by the agents from each running allocation
+
+
 class ConstraintOperator(enum.StrEnum):
     EQ = "="
     NE = "!="

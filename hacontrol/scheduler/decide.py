@@ -33,7 +33,7 @@ from hacontrol.model.states import (
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
-from . import autoscale, drain, rollout
+from . import autoscale, drain, metric_scale, rollout
 from .leader_state import JobKey, LeaderState
 from .liveness import DEFAULT_GRACE_S, Heard, judge
 from .placement import Demand, NodeRoom, plan_placements
@@ -43,6 +43,8 @@ MAX_PLACEMENTS_PER_PLAN = 1000
 
 _FAILED = (AllocState.FAILED, AllocState.LOST)
 _IN_FLIGHT = (AllocState.PENDING, AllocState.STARTING)
+# Per job that scales on a metric: the scale-down in waiting (None: none) and the reason.
+MetricNotes = dict[JobKey, tuple[autoscale.LowSince | None, str]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class Decisions:
     scaled: dict[JobKey, float] = field(default_factory=dict)
     # Silent nodes to probe before judging them: (name, address of its agent).
     probes: list[tuple[str, str]] = field(default_factory=list)
+    # Every running job that scales on a metric: what to remember of a scale-down in
+    # waiting, and why; None when this round did not look at them.
+    metric_notes: MetricNotes | None = None
 
 
 @dataclass(frozen=True)
@@ -113,9 +118,10 @@ def survey(m: StateMachine, leader: LeaderState, now: Now,
         return Survey(Decisions([Proposal(C.MIGRATE, {"allocations": moves,
                                                       "reason": "node drain"})],
                                 probes=probes))
-    scales, scaled = autoscale_proposals(m, leader, now.wall)
+    scales, scaled, notes = autoscale_proposals(m, leader, now)
     demands, rooms, blocked = placement_inputs_of(m, now.wall)
-    return Survey(Decisions(scales, None, scaled, probes), True, demands, rooms, blocked)
+    return Survey(Decisions(scales, None, scaled, probes, notes), True, demands, rooms,
+                  blocked)
 
 
 def finish(s: Survey) -> Decisions:
@@ -124,7 +130,7 @@ def finish(s: Survey) -> Decisions:
         return s.decisions
     plan, unplaced = placement_proposal(s.demands, s.rooms, s.blocked)
     d = s.decisions
-    return Decisions(d.proposals + plan, unplaced, d.scaled, d.probes)
+    return Decisions(d.proposals + plan, unplaced, d.scaled, d.probes, d.metric_notes)
 
 
 class _Addressed(Collection[str]):
@@ -204,29 +210,38 @@ def drain_moves(m: StateMachine, now_wall: float) -> list[str]:
 
 # --------------------------------------------------------------- autoscaling
 
-def autoscale_proposals(m: StateMachine, leader: LeaderState, now_wall: float
-                        ) -> tuple[list[Proposal], dict[JobKey, float]]:
+def autoscale_proposals(m: StateMachine, leader: LeaderState, now: Now
+                        ) -> tuple[list[Proposal], dict[JobKey, float], MetricNotes]:
     metrics = leader.alloc_metrics
     out: list[Proposal] = []
     scaled: dict[JobKey, float] = {}
+    notes: MetricNotes = {}
     for job in m.jobs.values():
         sc = job.spec.scaling
         if sc is None or job.status != JobStatus.RUNNING:
             continue
-        used = [metrics[a.id]["cpu_percent"] / 100.0 for a in m.job_allocs(job)
-                if a.state == AllocState.RUNNING and a.id in metrics
-                and metrics[a.id].get("cpu_percent") is not None]
         key = (job.namespace, job.name)
-        d = autoscale.decide(job.spec.count, job.spec.resources.cpu, used, sc.min_count,
-                             sc.max_count, sc.cpu_target, leader.last_scaled.get(key),
-                             sc.cooldown_s, now_wall)
+        if sc.metric is not None:
+            md = autoscale.decide_metric(
+                job.spec.count, metric_scale.reading(m, job, leader, now.mono),
+                metric_scale.rule_of(sc), metric_scale.last_change(job, leader),
+                leader.scale_low.get(key), now.wall)
+            notes[key] = (md.low, md.reason)
+            d = None if md.count is None else autoscale.ScaleDecision(md.count, md.reason)
+        else:
+            used = [metrics[a.id]["cpu_percent"] / 100.0 for a in m.job_allocs(job)
+                    if a.state == AllocState.RUNNING and a.id in metrics
+                    and metrics[a.id].get("cpu_percent") is not None]
+            d = autoscale.decide(job.spec.count, job.spec.resources.cpu, used, sc.min_count,
+                                 sc.max_count, sc.cpu_target, leader.last_scaled.get(key),
+                                 sc.cooldown_s, now.wall)
         if d is None:
             continue
-        scaled[key] = now_wall
+        scaled[key] = now.wall
         out.append(Proposal(C.JOB_SCALE, {"namespace": job.namespace, "name": job.name,
                                           "count": d.count, "source": "autoscaler",
                                           "reason": d.reason}, best_effort=True))
-    return out, scaled
+    return out, scaled, notes
 
 
 # ----------------------------------------------------------------- placement

@@ -15,7 +15,18 @@ from typing import Any
 from hacontrol.model.states import AllocState
 from hacontrol.observe.history import MetricsHistory
 
+from .autoscale import LowSince
+
 JobKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class PushedValue:
+    """A value of a job's external scaling metric, as pushed through the API."""
+
+    metric: str
+    value: float
+    at: float  # monotonic time this leader received it
 
 
 @dataclass
@@ -33,6 +44,13 @@ class LeaderState:
     node_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> agent details
     unplaced: dict[str, str] = field(default_factory=dict)  # allocation id -> why pending
     last_scaled: dict[JobKey, float] = field(default_factory=dict)  # autoscaler, wall time
+    # Metric scaling: the latest pushed value of each job's external metric (a new leader
+    # has none until the next push: no value means no change), since when each job's
+    # metric has asked for fewer allocations, and the latest decision's reason (shown with
+    # the job).
+    pushed: dict[JobKey, PushedValue] = field(default_factory=dict)
+    scale_low: dict[JobKey, LowSince] = field(default_factory=dict)
+    scale_notes: dict[JobKey, str] = field(default_factory=dict)
     # node -> {request number: whether its connection is still open}: syncs in flight
     in_flight: dict[str, dict[int, Callable[[], bool]]] = field(default_factory=dict)
     probing: set[str] = field(default_factory=set)  # nodes whose health probe is under way
@@ -85,6 +103,22 @@ class LeaderState:
         each membership test looks at that node's requests only)."""
         return Syncing(self.in_flight)
 
+
+    def note_scaling(self, notes: dict[JobKey, tuple[LowSince | None, str]] | None) -> None:
+        """Remember the metric scaling decisions of a round (`Decisions.metric_notes`: every
+        running job that scales on a metric, or None), and forget what was kept for other
+        jobs (stopped, or no longer scaling on a metric): the memory stays bounded."""
+        if notes is None:
+            return
+        for kept in (self.pushed, self.scale_low, self.scale_notes):
+            for key in [k for k in kept if k not in notes]:
+                del kept[key]
+        for key, (low, reason) in notes.items():
+            self.scale_notes[key] = reason
+            if low is None:
+                self.scale_low.pop(key, None)
+            else:
+                self.scale_low[key] = low
 
     def last_heartbeat(self, node: str) -> float | None:
         """Wall-clock time of the node's last heartbeat, as this leader saw it."""

@@ -128,6 +128,7 @@ class LeaderLoop:
     async def carry_out(self, decisions: Decisions, leader: LeaderState) -> None:
         """Record the decisions' notes in `leader`, then propose their commands in order."""
         leader.last_scaled.update(decisions.scaled)
+        leader.note_scaling(decisions.metric_notes)
         if decisions.unplaced is not None:
             leader.unplaced = decisions.unplaced
         for name, address in decisions.probes:

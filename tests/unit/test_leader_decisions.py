@@ -71,6 +71,7 @@ class World:
         """One leader round, applied the way the leader loop applies it; the ops proposed."""
         d = self.decide()
         self.leader.last_scaled.update(d.scaled)
+        self.leader.note_scaling(d.metric_notes)
         if d.unplaced is not None:
             self.leader.unplaced = d.unplaced
         for p in d.proposals:

@@ -157,7 +157,8 @@ def test_the_spec_schema_declares_every_field_the_full_spec_uses() -> None:
     assert declared == set(encoded) | {"type", "shell", "spread"} - {"name"}
     # Names as encoded (`scaling.min`), not as the dataclass calls them (`min_count`).
     assert set(schema["properties"]["scaling"]["anyOf"][0]["properties"]) == \
-        {"min", "max", "cpu_target", "cooldown_s"}
+        {"min", "max", "cpu_target", "cooldown_s", "metric", "target_per_instance",
+         "scale_down_delay_s", "tolerance"}
     assert schema["properties"]["restart"]["properties"]["max_restarts"]["default"] == 5
     # The parser refuses unknown fields in every section, and so does the schema.
     assert schema["properties"]["restart"]["additionalProperties"] is False

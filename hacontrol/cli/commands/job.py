@@ -22,6 +22,7 @@ from hacontrol.cli.commands.base import (
     unwrap,
 )
 from hacontrol.cli.commands.flags import non_negative_float, non_negative_int, positive_int
+from hacontrol.cli.commands.job_metric import register_metric
 from hacontrol.cli.commands.job_plan import load_job, register_plan
 from hacontrol.cli.watch import watch
 
@@ -49,6 +50,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("name")
     p.add_argument("count", type=non_negative_int)
     p.add_argument("--namespace", "-n")
+    register_metric(job)
     p = client_command(job, "stop", "stop and remove a job", cmd_job_stop)
     p.add_argument("name")
     p.add_argument("--namespace", "-n")
