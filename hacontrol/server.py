@@ -110,6 +110,10 @@ async def run_controller(args: Any) -> None:
     tuning = RaftTuning()
     if getattr(args, "compaction_entries", None):
         tuning = replace(tuning, log_compaction_min_entries=int(args.compaction_entries))
+    if getattr(args, "raft_heartbeat_before_bytes", None) is not None:
+        tuning = replace(tuning, heartbeat_before_bytes=int(args.raft_heartbeat_before_bytes))
+    if getattr(args, "raft_long_apply_grace", None) is not None:
+        tuning = replace(tuning, long_apply_grace=float(args.raft_long_apply_grace))
     replica = Replica(ReplicaConfig(node_id=args.id, raft_addr=args.raft,
                                     peers=[p.raft for p in book.members()
                                            if p.raft != me.raft],
