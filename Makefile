@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-browser test-overload test-ops lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-browser test-overload test-ops lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-snapshot-compare bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,10 @@ bench-scheduler: $(STAMP)
 SNAPSHOT_JOBS ?= 10000
 bench-snapshot: $(STAMP)
 	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS)
+
+# The restore with and without raft/long_apply.py (elections, times), alternating, medians.
+bench-snapshot-compare: $(STAMP)
+	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS) --compare 3
 
 # hacontrol next to etcd, supervisord, circus and PM2 in one run (bench/README.md). Peers are
 # installed into ~/.cache/hacontrol-bench, never into the project; e.g.
