@@ -43,6 +43,8 @@ DEFAULT_ADDR = "http://127.0.0.1:8101"
 # the server applies a write at most once, so even an "outcome unknown" is safe.
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_REDIRECTS = 3
+# Asking a replica for the members after a failure: it answers from memory or not at all.
+MEMBERS_TIMEOUT_S = 3.0
 
 # Decoded JSON as served by the API; each command knows the shape it asked for.
 Json = Any
@@ -205,7 +207,12 @@ class Client:
 
     def _exchange(self, template: Request) -> tuple[Response, str]:
         """The final answer to one logical request (a success or an error not worth
-        retrying) and the URL that gave it. template.url holds the path and query."""
+        retrying) and the URL that gave it. template.url holds the path and query.
+
+        Members come and go (join, remove-peer): after a replica did not answer, or when
+        no replica gave a usable answer, the addresses become the members an answering
+        replica lists in /v1/status (`_refresh_members`), and the retry goes there with
+        the same idempotency key."""
         deadline = time.monotonic() + self.retry.deadline_s
         failures: list[str] = []
         last_error: ClientError | None = None
@@ -227,6 +234,11 @@ class Client:
                     self._preferred = i
                 break
 
+            if answer is not None and answer[0].status not in RETRY_STATUSES:
+                if failures:  # one did not answer: it may have left the cluster
+                    self._refresh_members(template, answer[1])
+                return answer
+            self._refresh_members(template, answer[1] if answer is not None else None)
             if answer is None:
                 wait = self.backoff(attempt)
                 last_error = ClientError(
@@ -238,8 +250,6 @@ class Client:
                 last_error = _error_from(response, self.token)
                 hinted = _retry_after(response.headers, self.retry.retry_after_max_s)
                 wait = self.backoff(attempt) if hinted is None else hinted
-            else:
-                return answer
 
             if answer is not None:
                 answered = True
@@ -285,23 +295,50 @@ class Client:
         return origin in self._members
 
     def _ask_members(self, via: str, template: Request) -> set[tuple[str, str, int]]:
+        apis = self._member_apis(via, template)
+        return {o for a in apis or () if (o := _origin(a)) is not None}
+
+    def _member_apis(self, via: str, template: Request,
+                     timeout_s: float | None = None) -> list[str] | None:
+        """The API URLs of the members the replica at `via` lists in /v1/status, the
+        leader first; None when it does not answer, or does not count itself a member (a
+        removed replica's list is stale)."""
         headers = {k: v for k, v in template.headers.items()
                    if k in ("Authorization", "Accept")}
         base = urllib.parse.urlunsplit(urllib.parse.urlsplit(via)[:2] + ("", "", ""))
         try:
-            response = self.transport.handle_request(
-                Request("GET", base + "/v1/status", headers, None, self.timeout_s))
+            response = self.transport.handle_request(Request(
+                "GET", base + "/v1/status", headers, None, timeout_s or self.timeout_s))
             status = _decode(response.body) if response.status == 200 else {}
         except (TransportError, ValueError):
-            return set()
-        members = status.get("members") if isinstance(status, dict) else None
-        found = set()
+            return None
+        if not isinstance(status, dict) or status.get("member") is False:
+            return None
+        members = status.get("members")
+        leader = status.get("leader_api")
+        apis: list[str] = []
         for m in members if isinstance(members, list) else []:
             api = m.get("api") if isinstance(m, dict) else None
-            origin = _origin(api) if isinstance(api, str) else None
-            if origin is not None:
-                found.add(origin)
-        return found
+            if isinstance(api, str) and _origin(api) is not None:
+                api = api.strip().rstrip("/")
+                if api == leader:
+                    apis.insert(0, api)
+                elif api not in apis:
+                    apis.append(api)
+        return apis or None
+
+    def _refresh_members(self, template: Request, via: str | None) -> None:
+        """Use the members that `via` (else the first replica to answer) lists: new ones
+        are tried, removed ones no longer. Nothing changes when nobody answers."""
+        for addr in ([via] if via else []) + [a for a in self.addrs if a != via]:
+            apis = self._member_apis(addr, template, min(self.timeout_s, MEMBERS_TIMEOUT_S))
+            if apis is None:
+                continue
+            if apis != self.addrs:
+                self.addrs = apis
+                self._preferred = 0  # the leader when known
+            self._members = {o for a in apis if (o := _origin(a)) is not None}
+            return
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:
