@@ -45,6 +45,8 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_REDIRECTS = 3
 # Asking a replica for the members after a failure: it answers from memory or not at all.
 MEMBERS_TIMEOUT_S = 3.0
+# A client running this long asks for the members again before its next request.
+MEMBERS_MAX_AGE_S = 30.0
 
 # Decoded JSON as served by the API; each command knows the shape it asked for.
 Json = Any
@@ -116,9 +118,12 @@ class Client:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     transport: Transport = field(default_factory=HttpTransport)
+    clock: Callable[[], float] = time.monotonic
     _preferred: int = 0
     # Origins of the cluster's members as /v1/status lists them (None: not asked yet).
     _members: set[tuple[str, str, int]] | None = None
+    # When the addresses were last taken from /v1/status (or given).
+    _members_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.addrs = [a.strip().rstrip("/") for a in self.addrs if a.strip()]
@@ -130,6 +135,7 @@ class Client:
                 raise ClientError(
                     0, "config", f"invalid API address {addr!r}: expected http://HOST:PORT"
                 )
+        self._members_at = self.clock()
 
     # -- convenience verbs -------------------------------------------------
 
@@ -217,6 +223,10 @@ class Client:
         failures: list[str] = []
         last_error: ClientError | None = None
         answered = False
+        if self.clock() - self._members_at > MEMBERS_MAX_AGE_S:
+            # A long invocation (following a deployment, a log) keeps up with joins and
+            # removals even while every address it has still answers.
+            self._refresh_members(template, self.addrs[self._preferred % len(self.addrs)])
         for attempt in range(self.retry.attempts):
             answer = None
             n = len(self.addrs)
@@ -290,7 +300,8 @@ class Client:
             return False
         if origin in {_origin(a) for a in self.addrs}:
             return True
-        if self._members is None:
+        if self._members is None or origin not in self._members:
+            # Not known yet, or joined since the members were last asked.
             self._members = self._ask_members(via, template)
         return origin in self._members
 
@@ -330,6 +341,7 @@ class Client:
     def _refresh_members(self, template: Request, via: str | None) -> None:
         """Use the members that `via` (else the first replica to answer) lists: new ones
         are tried, removed ones no longer. Nothing changes when nobody answers."""
+        self._members_at = self.clock()
         for addr in ([via] if via else []) + [a for a in self.addrs if a != via]:
             apis = self._member_apis(addr, template, min(self.timeout_s, MEMBERS_TIMEOUT_S))
             if apis is None:

@@ -67,10 +67,27 @@ def test_replaced_one_at_a_time_the_cluster_stays_reachable() -> None:
         api.down.add(old)  # removed, then stopped
         cli.request("PUT", "/v1/namespaces/a", body={}, idempotency_key=f"k-{new}")
         last = writes(api)[-1]
-        assert last.headers["Idempotency-Key"] == f"k-{new}"
+        assert last.headers["Idempotency-Key"] == f"k-{new}" and last.addr != old
+        assert old not in cli.addrs  # the failover asked who the members are now
     assert cli.addrs == [C[5], C[3], C[4]]  # the leader first
     cli.put("/v1/namespaces/b", {})
     assert writes(api)[-1].addr == C[5]
+
+
+def test_a_long_invocation_learns_members_while_its_addresses_still_answer() -> None:
+    api = FakeApi(urls=C)
+    cluster = Cluster(api)
+    cluster.members, cluster.leader = C[:3], C[0]
+    now = [0.0]
+    cli = client(api, C[:3])
+    cli.clock = lambda: now[0]
+    cli.put("/v1/namespaces/a", {})
+    assert [s.path for s in api.seen] == ["/v1/namespaces/a"]  # nothing asked meanwhile
+    cluster.members, cluster.leader = [*C[:3], C[3]], C[3]  # c4 joined and leads
+    now[0] += 31
+    cli.put("/v1/namespaces/a", {})
+    assert [s.path for s in api.seen[1:]] == ["/v1/status", "/v1/namespaces/a"]
+    assert writes(api)[-1].addr == C[3] and cli.addrs[0] == C[3]
 
 
 def test_a_503_asks_for_the_members_and_retries_on_a_new_one_with_the_same_key() -> None:
