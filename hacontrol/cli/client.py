@@ -229,14 +229,19 @@ class Client:
             self._refresh_members(template, self.addrs[self._preferred % len(self.addrs)])
         for attempt in range(self.retry.attempts):
             answer = None
-            n = len(self.addrs)
+            addrs = self.addrs
+            n = len(addrs)
             for k in range(n):
                 i = (self._preferred + k) % n
                 try:
-                    answer = self._send(template, self.addrs[i] + template.url)
+                    answer = self._send(template, addrs[i] + template.url)
                 except TransportError as exc:
-                    failures.append(f"{self.addrs[i]}: {exc}")
+                    failures.append(f"{addrs[i]}: {exc}")
                     continue
+                if self.addrs is not addrs:
+                    # A redirect's check learned new members: where is this one now?
+                    i = _index_of(self.addrs, answer[1])
+                    n = len(self.addrs)
                 if answer[0].status in RETRY_STATUSES:
                     # That replica may be cut off from the leader; start elsewhere next time.
                     self._preferred = (i + 1) % n
@@ -302,12 +307,9 @@ class Client:
             return True
         if self._members is None or origin not in self._members:
             # Not known yet, or joined since the members were last asked.
-            self._members = self._ask_members(via, template)
+            self._members = set()
+            self._refresh_members(template, via, others=False)
         return origin in self._members
-
-    def _ask_members(self, via: str, template: Request) -> set[tuple[str, str, int]]:
-        apis = self._member_apis(via, template)
-        return {o for a in apis or () if (o := _origin(a)) is not None}
 
     def _member_apis(self, via: str, template: Request,
                      timeout_s: float | None = None) -> list[str] | None:
@@ -338,11 +340,14 @@ class Client:
                     apis.append(api)
         return apis or None
 
-    def _refresh_members(self, template: Request, via: str | None) -> None:
-        """Use the members that `via` (else the first replica to answer) lists: new ones
-        are tried, removed ones no longer. Nothing changes when nobody answers."""
+    def _refresh_members(self, template: Request, via: str | None,
+                         others: bool = True) -> None:
+        """Use the members that `via` (else, with `others`, the first replica to answer)
+        lists: new ones are tried, removed ones no longer. Nothing changes when nobody
+        answers."""
         self._members_at = self.clock()
-        for addr in ([via] if via else []) + [a for a in self.addrs if a != via]:
+        rest = [a for a in self.addrs if a != via] if others else []
+        for addr in ([via] if via else []) + rest:
             apis = self._member_apis(addr, template, min(self.timeout_s, MEMBERS_TIMEOUT_S))
             if apis is None:
                 continue
@@ -363,6 +368,12 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _index_of(addrs: list[str], url: str) -> int:
+    """The position of url's origin among addrs (0 when absent)."""
+    origin = _origin(url)
+    return next((k for k, a in enumerate(addrs) if _origin(a) == origin), 0)
 
 
 def _origin_text(url: str) -> str:

@@ -41,6 +41,8 @@ class Cluster:
     def write(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
         if seen.addr in self.removed | self.busy:
             return 503, {"error": {"code": "unavailable", "message": "no leader"}}, {}
+        if self.leader is not None and seen.addr != self.leader:
+            return 307, {}, {"Location": self.leader + seen.raw_path}  # as followers do
         return 200, {"index": 1}, {}
 
 
