@@ -28,6 +28,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,11 +99,16 @@ class Restores:
         self.by_receipt: dict[str, _Restore] = {}
 
     def start(self, key: str, digest: str, summary: dict[str, Any],
-              run: Any) -> _Restore:
-        """The restore under `key`: the one in progress (or finished) when the same
-        request started it, else a new one running `run()`; 409 for another file."""
+              run: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> _Restore:
+        """The restore under `key`: the one in progress (or done) when the same request
+        started it, else a new one running `run()`; 409 for another file. One that failed
+        is started again: its failure may have been this replica's (no leader in time),
+        and the log applies the key at most once anyway."""
         self._forget_old()
         found = self.by_key.get(key)
+        if found is not None and found.task.done() and (
+                found.task.cancelled() or found.task.exception() is not None):
+            found = None
         if found is not None:
             if found.digest != digest:
                 raise Rejection("conflict", "idempotency key was already used for a "
@@ -131,7 +137,8 @@ class Restores:
         drop |= {r for _, r in done[:max(len(done) - KEPT_RESTORES, 0)]}
         for receipt in drop:
             entry = self.by_receipt.pop(receipt)
-            self.by_key.pop(entry.key, None)
+            if self.by_key.get(entry.key) is entry:
+                del self.by_key[entry.key]
 
 
 RESTORES = web.AppKey[Restores]("restores")
