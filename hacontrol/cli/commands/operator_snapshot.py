@@ -31,6 +31,8 @@ READ_TIMEOUT_S = 60.0
 RESTORE_TIMEOUT_S = 60.0
 # How long to follow a restore still being applied (the server gives up after 120 s).
 PENDING_WAIT_S = 150.0
+# Polls in a row without any answer before the outcome counts as unknown.
+POLL_MISSES = 3
 
 
 def register(sub: SubParsers) -> None:
@@ -141,15 +143,27 @@ def _wait_pending(client: Client, response: Response, url: str) -> tuple[Respons
                               "token needed)")
         hinted = _retry_after(response.headers, 5.0)
         client.sleep(1.0 if hinted is None else hinted)
-        try:
-            response = client.transport.handle_request(Request(
-                "GET", origin + poll, {"Accept": "application/json"}, None, client.timeout_s))
-        except TransportError as exc:
-            raise ClientError(0, "outcome_unknown", f"{origin} took the restore and stopped "
-                              f"answering ({exc}): it may or may not have applied; check "
-                              "with one of the snapshot's tokens (hacontrol job list) before "
-                              "restoring again") from None
+        response = _poll(client, origin + poll, pending=response)
     return response, url
+
+
+def _poll(client: Client, url: str, pending: Response) -> Response:
+    """One answer from the receipt's URL; a replica busy applying the restore may miss
+    a few (`pending` stands in for those); one that stops answering for good is an
+    unknown outcome."""
+    for attempt in range(POLL_MISSES):
+        try:
+            return client.transport.handle_request(Request(
+                "GET", url, {"Accept": "application/json"}, None, client.timeout_s))
+        except TransportError as exc:
+            if attempt + 1 == POLL_MISSES:
+                origin = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:2] + ("", "", ""))
+                raise ClientError(0, "outcome_unknown", f"{origin} took the restore and "
+                                  f"stopped answering ({exc}): it may or may not have "
+                                  "applied; check with one of the snapshot's tokens "
+                                  "(hacontrol job list) before restoring again") from None
+            client.sleep(1.0)
+    return pending
 
 
 def cmd_restore(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
