@@ -10,6 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from hacontrol.cli.commands import operator_snapshot
 from hacontrol.cli.main import main
 from hacontrol.cli.transport import MockTransport, Request, Response, TransportError
 from hacontrol.state import backup
@@ -138,7 +139,9 @@ def test_restore_follows_a_pending_answer_on_the_replica_that_took_it(
 
 
 def test_restore_says_so_when_the_replica_that_took_it_goes_away(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(operator_snapshot, "POLL_MISSES", 1)  # no wait between misses
     path = tmp_path / "b.snap"
     path.write_bytes(snapshot_file())
 
