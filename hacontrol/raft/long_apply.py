@@ -28,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# An apply shorter than this keeps the usual timeouts: two heartbeats of silence are
-# within what the timeouts (0.25-0.5 s) already absorb.
-LONG_APPLY_S = 0.1
+# An apply shorter than this keeps the usual timeouts: four heartbeats of silence are
+# within what the election timeouts (0.25-0.5 s) and node.py's read-before-electing absorb,
+# and a busy follower then does not delay noticing a dead leader.
+LONG_APPLY_S = 0.2
 # The grace never exceeds this: a replica stuck for longer is not applying an entry.
 MAX_GRACE_S = 10.0
 
