@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hacontrol.cli.client import Client, RetryPolicy
+import pytest
+
+from hacontrol.cli.client import Client, ClientError, RetryPolicy
 from hacontrol.cli.transport import Response
 
 from .cli_fake import FakeApi, Seen, json_response
@@ -115,8 +117,6 @@ def test_a_removed_replicas_list_is_not_taken() -> None:
     cluster.removed = {C[0]}
     cli = client(api, [C[0]])
     cli.retry = RetryPolicy(attempts=2)
-    try:
+    with pytest.raises(ClientError):
         cli.put("/v1/namespaces/a", {})
-    except Exception:
-        pass
     assert cli.addrs == [C[0]]  # nobody that is a member answered: nothing learned
