@@ -47,7 +47,8 @@ test-overload: $(STAMP)
 
 # Membership changes of real replicas under continuous writes (tests/integration/
 # test_membership.py): grow 3 -> 5 and shrink back, replace a killed replica, lose a minority
-# of five, restart over stale --peer flags. `make test` runs the join/remove smoke only.
+# of five, restart over stale --peer flags, one CLI client following the replacement of
+# c1..c3 by c4..c6. `make test` runs the join/remove smoke only.
 # Rolling upgrades (tests/integration/test_upgrade.py): UPGRADE_ROUNDS rolling restarts of
 # every replica (UPGRADE_REPLICAS of them) then every agent under client load; zero failed
 # requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
