@@ -12,9 +12,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from hacontrol.api import snapshot_routes
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import Limits
-from hacontrol.api import snapshot_routes
 from hacontrol.api.snapshot_routes import MAX_FILE_BYTES
 from hacontrol.controller.errors import OutcomeUnknown
 from hacontrol.scheduler.leader_state import Leadership
