@@ -83,8 +83,8 @@ def test_a_long_invocation_learns_members_while_its_addresses_still_answer() -> 
     cluster = Cluster(api)
     cluster.members, cluster.leader = C[:3], C[0]
     now = [0.0]
-    cli = client(api, C[:3])
-    cli.clock = lambda: now[0]
+    cli = Client(C[:3], token="t", sleep=lambda s: None, transport=api.transport,
+                 clock=lambda: now[0])
     cli.put("/v1/namespaces/a", {})
     assert [s.path for s in api.seen] == ["/v1/namespaces/a"]  # nothing asked meanwhile
     cluster.members, cluster.leader = [*C[:3], C[3]], C[3]  # c4 joined and leads

@@ -14,6 +14,7 @@ from hacontrol.controller.errors import NotApplied, Unsupported
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member
 from hacontrol.controller.versions import ASSUMED
+from hacontrol.model import protocol
 from hacontrol.model.errors import Rejection
 from hacontrol.scheduler import upkeep
 from hacontrol.state import commands as C
@@ -72,8 +73,10 @@ class Upgrading:
             raise self.fail
         if len(self.proposed) <= self.old_for:
             raise Unsupported(f"command type {op!r} is not known to replica c2")
-        cmd = C.Command(op, 1.0, args, f"k{len(self.proposed)}")
-        return self.m.apply(cmd.encode(), len(self.proposed))  # type: ignore[no-any-return]
+        cmd = C.Command(op, 1.0, args, f"k{len(self.proposed)}", v=protocol.PROTOCOL)
+        result: dict[str, Any] = self.m.apply(cmd.encode(), len(self.proposed))
+        assert result["ok"], result
+        return result
 
     def read_local(self, fn: Callable[[StateMachine], Any]) -> Any:
         return fn(self.m)
@@ -84,8 +87,8 @@ def test_the_controllers_credential_waits_through_an_upgrade(
     monkeypatch.setattr(upkeep, "CREDENTIAL_RETRY_S", 0.0)
     ctl = Upgrading(old_for=3)
     with caplog.at_level(logging.DEBUG, logger="hacontrol.upkeep"):
-        asyncio.run(upkeep.keep_controller_credential(ctl, "x" * 32))
-    assert ctl.m.controller_credential == "x" * 32
+        asyncio.run(asyncio.wait_for(upkeep.keep_controller_credential(ctl, "ab" * 32), 10))
+    assert ctl.m.controller_credential == "ab" * 32
     assert ctl.proposed == [C.CONTROLLER_CREDENTIAL] * 4
     # Waiting for an upgrade is expected: no error, no traceback.
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
