@@ -280,3 +280,20 @@ def test_a_lost_answer_is_found_in_the_log_instead_of_restoring_again(
 
     session(target, on_target)
     assert target.restores == 1
+
+
+def test_a_large_restore_is_accepted_at_once(monkeypatch: Any) -> None:
+    """Above ACCEPT_AT_ONCE_BYTES the answer is 202 before the apply could block this
+    replica's event loop; the receipt then gives the result."""
+    monkeypatch.setattr(snapshot_routes, "ACCEPT_AT_ONCE_BYTES", 1)
+    data, _ = saved_file()
+    target = LocalReplica()
+
+    def on_target(call: Call) -> None:
+        own = bootstrap(call)
+        status, body = call("PUT", PATH, data, own, {"Idempotency-Key": "restore-3"})
+        assert status == 202, body
+        status, body = outcome(call, body["poll"])
+        assert status == 200 and body["restored"]["jobs"] == 1, body
+
+    session(target, on_target)
