@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-browser test-overload test-ops test-scaling lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-browser test-overload test-ops test-scaling lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-snapshot-compare bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,7 +47,8 @@ test-overload: $(STAMP)
 
 # Membership changes of real replicas under continuous writes (tests/integration/
 # test_membership.py): grow 3 -> 5 and shrink back, replace a killed replica, lose a minority
-# of five, restart over stale --peer flags. `make test` runs the join/remove smoke only.
+# of five, restart over stale --peer flags, one CLI client following the replacement of
+# c1..c3 by c4..c6. `make test` runs the join/remove smoke only.
 # Rolling upgrades (tests/integration/test_upgrade.py): UPGRADE_ROUNDS rolling restarts of
 # every replica (UPGRADE_REPLICAS of them) then every agent under client load; zero failed
 # requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
@@ -93,6 +94,10 @@ bench-scheduler: $(STAMP)
 SNAPSHOT_JOBS ?= 10000
 bench-snapshot: $(STAMP)
 	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS)
+
+# The restore with and without raft/long_apply.py (elections, times), alternating, medians.
+bench-snapshot-compare: $(STAMP)
+	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS) --compare 3
 
 # hacontrol next to etcd, supervisord, circus and PM2 in one run (bench/README.md). Peers are
 # installed into ~/.cache/hacontrol-bench, never into the project; e.g.

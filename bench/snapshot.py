@@ -2,6 +2,7 @@
 """Backup benchmarks: snapshot save and restore times and sizes at many jobs.
 
     python bench/snapshot.py [--jobs 10000] [--runs 1] [--json]
+    python bench/snapshot.py --compare 3    # restores with and without raft/long_apply.py
 
 1. file     a state of JOBS jobs (one allocation each, placed on 20 nodes and running; one
             job in ten with three versions; 2 namespaces; a bootstrap token) is built in
@@ -164,12 +165,17 @@ def restore(c: Cluster, data: bytes, token: str) -> dict[str, Any]:
     term = c.status(c.leader())["term"]  # type: ignore[index]
     with Writer(c) as writer:
         t = time.perf_counter()
-        retries = 0
+        retries = polls = 0
         while True:  # as the CLI does: a 503 is retried with the same key
             resp = http("PUT", f"{c.replicas[0].api}/v1/operator/snapshot", data,
                         token=token, headers={"Content-Type": "application/octet-stream",
                                               "Idempotency-Key": "bench-restore"},
                         timeout=120)
+            first = time.perf_counter() - t
+            # ... and a 202 is waited on through its receipt, on the same replica.
+            while resp.status == 202 and time.perf_counter() - t < 180:
+                polls += 1
+                resp = http("GET", c.replicas[0].api + resp.body["poll"], timeout=30)
             if resp.status != 503 or time.perf_counter() - t > 60:
                 break
             retries += 1
@@ -179,7 +185,8 @@ def restore(c: Cluster, data: bytes, token: str) -> dict[str, Any]:
         wait_for(lambda: applied_everywhere(c, resp.body["index"]), 120,
                  what="the restore applied on every replica")
         everywhere = time.perf_counter() - t
-    return {"answered_s": answered, "retries": retries, "applied_everywhere_s": everywhere,
+    return {"answered_s": answered, "first_answer_s": first, "polls": polls,
+            "retries": retries, "applied_everywhere_s": everywhere,
             "longest_write_pause_s": max(writer.waits),
             "median_write_s": statistics.median(writer.waits),
             "failed_writes": writer.failed,
@@ -243,12 +250,69 @@ def one_run(jobs: int, root: Path) -> dict[str, Any]:
     return out
 
 
+# What the A/B comparison turns off: the heartbeat before a large entry and the grace
+# after a long apply (raft/long_apply.py).
+WITHOUT_LONG_APPLY = ["--raft-heartbeat-before-bytes", "0", "--raft-long-apply-grace", "0"]
+COMPARED = ("elections", "answered_s", "applied_everywhere_s", "longest_write_pause_s")
+
+
+def compare(jobs: int, rounds: int, root: Path) -> dict[str, Any]:
+    """Restores of one file onto fresh clusters, with and without the long-apply handling,
+    alternating which goes first in each round (the machine's load drifts)."""
+    token = "bench-" + "0" * 26
+    m = build_state(jobs, token)
+    data, _, _ = pack(m)
+    args = ["--heartbeat-grace", "3600", "--max-jobs", str(2 * jobs + 1000)]
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for r in range(rounds):
+        order = ("before", "after") if r % 2 == 0 else ("after", "before")
+        for name in order:
+            extra = args + (WITHOUT_LONG_APPLY if name == "before" else [])
+            c = ready_cluster(root / f"{name}{r}", extra_server_args=extra, token=token)
+            try:
+                x = restore(c, data, token)
+            finally:
+                c.stop()
+            x["elections"] = x["term_changes"]
+            log(f"round {r} {name}: {x}")
+            runs[name].append(x)
+    med = {name: {k: statistics.median(x[k] for x in xs) for k in COMPARED}
+           for name, xs in runs.items()}
+    return {"jobs": jobs, "rounds": rounds, "runs": runs, "median": med}
+
+
+def print_compare(out: dict[str, Any]) -> None:
+    print(f"restore of {out['jobs']} jobs, {out['rounds']} rounds, medians "
+          "(before: no heartbeat before the entry, no grace after its apply):")
+    med = out["median"]
+    for k in COMPARED:
+        b, a = med["before"][k], med["after"][k]
+        ratio = f"{a / b:.2f}" if b else "-"
+        print(f"  {k:22} before {b:8.2f}  after {a:8.2f}  after/before {ratio}")
+    for name in ("before", "after"):
+        print(f"  {name} elections per run: {[x['elections'] for x in out['runs'][name]]}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--compare", type=int, default=0, metavar="ROUNDS",
+                   help="only restores, with and without the long-apply handling, "
+                        "ROUNDS times each")
     a = p.parse_args()
+    if a.compare:
+        root = Path(tempfile.mkdtemp(prefix="hacontrol-bench-snapshot-"))
+        try:
+            out = compare(a.jobs, a.compare, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        if a.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print_compare(out)
+        return
     results = []
     for run in range(a.runs):
         root = Path(tempfile.mkdtemp(prefix="hacontrol-bench-snapshot-"))
@@ -270,7 +334,8 @@ def main() -> None:
                   f"{x['applied_everywhere_s']:.2f} s, longest write pause "
                   f"{x['longest_write_pause_s']:.2f} s (median write "
                   f"{x['median_write_s'] * 1000:.0f} ms), failed writes "
-                  f"{x['failed_writes']}, elections {x['term_changes']}, 503s {x['retries']}")
+                  f"{x['failed_writes']}, elections {x['term_changes']}, 503s {x['retries']}, "
+                  f"first answer {x['first_answer_s']:.2f} s ({x['polls']} polls)")
         print(f"  save           {r['save_s']:.2f} s, {r['saved_file_bytes'] / 1e6:.2f} MB, "
               f"elections {r['save_elections']}")
 

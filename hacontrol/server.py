@@ -22,12 +22,10 @@ from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secr
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import LimitedStore, Limits
 from hacontrol.api.request import STORE
-from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
 from hacontrol.controller.membership import Autopilot, Membership
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member, parse_peer
 from hacontrol.join import JoinClient, JoinRefused
-from hacontrol.model.errors import Rejection
 from hacontrol.observe.logs import configure_logging
 from hacontrol.observe.metrics import ServerMetrics, TimedMachine
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
@@ -37,7 +35,11 @@ from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.reload import Changes, Reloader
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.scheduler.loop import HealthProbe, LeaderLoop
-from hacontrol.scheduler.upkeep import keep_controller_credential, prune_expired_tokens
+from hacontrol.scheduler.upkeep import (
+    keep_controller_credential,
+    propose_until,
+    prune_expired_tokens,
+)
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.tls.context import TLSConfig, client_context, server_context
@@ -63,19 +65,12 @@ async def bootstrap_configured(ctl: Controller, token: str) -> None:
     secret_hash = hash_secret(token)
     accessor = accessor_for(secret_hash)
     args = {"accessor_id": accessor, "secret_hash": secret_hash, "name": "configured"}
-    while not ctl.read_local(lambda m: m.acl_bootstrapped):
-        try:
-            await ctl.write(C.ACL_BOOTSTRAP, args, idem=f"acl-bootstrap-{accessor}")
-        except Rejection:
-            return  # bootstrapped meanwhile, by someone else
-        except (NotApplied, OutcomeUnknown, CommandFailed) as exc:
-            log.debug("bootstrap of the configured token not applied yet: %s", exc)
-            await asyncio.sleep(0.2)
-        except Exception:
-            # Never give up silently: this replica would never become ready.
-            log.exception("bootstrap of the configured token failed; retrying")
-            await asyncio.sleep(1.0)
-    log.info("ACLs bootstrapped")
+    refused = await propose_until(
+        lambda: ctl.read_local(lambda m: m.acl_bootstrapped),
+        lambda: ctl.write(C.ACL_BOOTSTRAP, args, idem=f"acl-bootstrap-{accessor}"),
+        "the bootstrap of the configured token", 0.2)
+    if refused is None:  # else bootstrapped meanwhile, by someone else
+        log.info("ACLs bootstrapped")
 
 
 async def run_controller(args: Any) -> None:
@@ -118,6 +113,10 @@ async def run_controller(args: Any) -> None:
     tuning = RaftTuning()
     if getattr(args, "compaction_entries", None):
         tuning = replace(tuning, log_compaction_min_entries=int(args.compaction_entries))
+    if getattr(args, "raft_heartbeat_before_bytes", None) is not None:
+        tuning = replace(tuning, heartbeat_before_bytes=int(args.raft_heartbeat_before_bytes))
+    if getattr(args, "raft_long_apply_grace", None) is not None:
+        tuning = replace(tuning, long_apply_grace=float(args.raft_long_apply_grace))
     replica = Replica(ReplicaConfig(node_id=args.id, raft_addr=args.raft,
                                     peers=[p.raft for p in book.members()
                                            if p.raft != me.raft],

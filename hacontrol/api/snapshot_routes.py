@@ -10,25 +10,41 @@ through the log), so the file holds every write acknowledged before the request,
 log index its header names. A restore is one log entry (`state_restore`): every replica
 replaces its state at the same index, or none does; the file is verified here first (and
 again by every replica as it applies), so a damaged file never reaches the log.
+
+A restore of 10,000 jobs can outlive a client's 5 s write deadline (every replica applies
+it for a second or more, and the write may wait for an election). The route answers within
+`ANSWER_WITHIN_S` either way: the result, or `202` with a receipt while the restore goes on
+here. `GET /v1/operator/snapshot/restore/{receipt}` then answers (again within
+`ANSWER_WITHIN_S`) with the result or another 202. The receipt is a secret handed only to
+the request that started the restore, and it is the only thing the poll needs: the restore
+may have replaced the very token that asked for it. A repeat of the request with the same
+Idempotency-Key joins the restore in progress instead of proposing it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from hacontrol.acl.authorize import Action
+from hacontrol.controller.errors import NotApplied, OutcomeUnknown
 from hacontrol.model.errors import Rejection, invalid
 from hacontrol.state import backup
 from hacontrol.state import commands as C
 from hacontrol.state import snapshot as snap
-from hacontrol.state.dispatch import IdempotencyTable
+from hacontrol.state.dispatch import IdempotencyTable, request_digest
 from hacontrol.state.machine import StateMachine
 
 from .auth import require
+from .backend import Store
 from .errors import RequestError
 from .limits import LIMIT_EXCEEDED, LimitedStore
 from .openapi import WRITE_ERRORS, Operation, documented
@@ -43,6 +59,92 @@ CHUNK_BYTES = 256 * 1024
 SUMMARY = {"type": "object", "properties": {
     "index": {"type": "integer"}, "term": {"type": "integer"}, "size": {"type": "integer"},
     "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}}
+
+
+# The route (and each poll) answers within this, under a client's 5 s write deadline.
+ANSWER_WITHIN_S = 4.0
+# A restore whose deflated state is this large (10,000 jobs: ~0.5 MB) is answered 202 at
+# once (see `restore`); smaller ones usually apply within ANSWER_WITHIN_S.
+ACCEPT_AT_ONCE_BYTES = 64 * 1024
+# How long a restore may take here in all: every replica decodes the whole state, and the
+# entry may wait for an election first.
+RESTORE_APPLY_S = 120.0
+# After an unknown outcome, how long to wait for the entry to apply here before proposing
+# it again (the same command under the same key).
+WAIT_APPLIED_S = 10.0
+# Finished restores are remembered this long (a lost answer is asked again), at most
+# KEPT_RESTORES of them.
+KEEP_FINISHED_S = 600.0
+KEPT_RESTORES = 16
+RESULT = {"type": "object", "properties": {"index": {"type": "integer"},
+                                           "restored": {"type": "object"},
+                                           "snapshot": SUMMARY}}
+PENDING = {"type": "object", "properties": {
+    "pending": {"type": "boolean"}, "receipt": {"type": "string"},
+    "poll": {"type": "string"}, "message": {"type": "string"}}}
+
+
+@dataclass
+class _Restore:
+    key: str
+    digest: str
+    receipt: str
+    task: asyncio.Task[dict[str, Any]]
+    summary: dict[str, Any]
+    finished_at: float | None = None
+
+
+class Restores:
+    """The restores this replica proposed: by Idempotency-Key and by receipt."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, _Restore] = {}
+        self.by_receipt: dict[str, _Restore] = {}
+
+    def start(self, key: str, digest: str, summary: dict[str, Any],
+              run: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> _Restore:
+        """The restore under `key`: the one in progress (or done) when the same request
+        started it, else a new one running `run()`; 409 for another file. One that failed
+        is started again: its failure may have been this replica's (no leader in time),
+        and the log applies the key at most once anyway."""
+        self._forget_old()
+        found = self.by_key.get(key)
+        if found is not None and found.task.done() and (
+                found.task.cancelled() or found.task.exception() is not None):
+            found = None
+        if found is not None:
+            if found.digest != digest:
+                raise Rejection("conflict", "idempotency key was already used for a "
+                                "different request", "Idempotency-Key")
+            return found
+        task: asyncio.Task[dict[str, Any]] = asyncio.ensure_future(run())
+        entry = _Restore(key, digest, secrets.token_urlsafe(24), task, summary)
+        task.add_done_callback(lambda t: self._finished(entry, t))
+        self.by_key[key] = self.by_receipt[entry.receipt] = entry
+        return entry
+
+    def find(self, receipt: str) -> _Restore | None:
+        self._forget_old()
+        return self.by_receipt.get(receipt)
+
+    def _finished(self, entry: _Restore, task: asyncio.Task[dict[str, Any]]) -> None:
+        entry.finished_at = time.monotonic()
+        if not task.cancelled():
+            task.exception()  # retrieved: answered to whoever asks next
+
+    def _forget_old(self) -> None:
+        now = time.monotonic()
+        done = sorted((e.finished_at, e.receipt) for e in self.by_receipt.values()
+                      if e.finished_at is not None)
+        drop = {r for at, r in done if now - at > KEEP_FINISHED_S}
+        drop |= {r for _, r in done[:max(len(done) - KEPT_RESTORES, 0)]}
+        for receipt in drop:
+            entry = self.by_receipt.pop(receipt)
+            if self.by_key.get(entry.key) is entry:
+                del self.by_key[entry.key]
+
+
+RESTORES = web.AppKey[Restores]("restores")
 
 
 def _take(m: StateMachine) -> tuple[bytes, int, dict[str, int]]:
@@ -121,14 +223,16 @@ def _check_caps(request: web.Request, counts: dict[str, int]) -> None:
 
 @documented(Operation(
     "Restore a snapshot file: replace the whole state, as one log entry", "operator",
-    ok={"type": "object", "properties": {"index": {"type": "integer"},
-                                         "restored": {"type": "object"}}},
-    write=True, errors=WRITE_ERRORS,
+    ok=RESULT, write=True, errors=WRITE_ERRORS, responses={202: PENDING},
     description="The body is a file written by GET /v1/operator/snapshot "
                 "(application/octet-stream). A damaged file is refused (422, field "
                 "`snapshot`) before anything is written. Agents reconcile to the restored "
                 "state: allocations it does not know are stopped, missing ones started. "
-                "Needs acl:write and operator:write (management)."))
+                "Needs acl:write and operator:write (management). Answers within 4 s: "
+                "the result, or 202 with a `receipt` while the restore goes on; then GET "
+                "`poll` on the same replica (no token needed) until it is not 202. The "
+                "same request with the same Idempotency-Key joins the restore in "
+                "progress."))
 async def restore(request: web.Request) -> web.Response:
     require(request, Action.OPERATOR_WRITE)
     data = await _file_body(request)
@@ -147,11 +251,103 @@ async def restore(request: web.Request) -> web.Response:
                            "body")
     _check_caps(request, found.counts)
     args: dict[str, Any] = {"state": found.body, "index": found.index}
-    res = await store_of(request).write(C.STATE_RESTORE, args, idem_key(request))
-    return web.json_response({"index": res["index"], "restored": res["restored"],
-                              "snapshot": found.summary()})
+    # Every restore has a key: a repeat of it must never restore twice.
+    key = idem_key(request) or f"restore-{uuid.uuid4()}"
+    store = store_of(request)
+
+    async def run() -> dict[str, Any]:
+        return await _restore_once(store, args, key)
+
+    entry = request.app[RESTORES].start(key, hashlib.sha256(data).hexdigest(),
+                                        found.summary(), run)
+    # A large restore is accepted at once: while this replica applies it (seconds, under
+    # the apply lock that every request's token check waits for), its event loop answers
+    # nothing, so a 202 due after ANSWER_WITHIN_S would only go out after the apply.
+    large = len(found.body) >= ACCEPT_AT_ONCE_BYTES
+    return await _answer(entry, 0.0 if large else ANSWER_WITHIN_S)
+
+
+async def _restore_once(store: Store, args: dict[str, Any], key: str) -> dict[str, Any]:
+    """Propose the restore under `key` until this replica knows how it ended, within
+    RESTORE_APPLY_S. What it knows is this replica's idempotency table: once the key is
+    there the entry applied (and how), whatever a proposal answered. A proposal after the
+    first is the same command under the same key, so it never restores twice: the log
+    answers it from the table, or refuses it when the restore replaced the token."""
+    digest = request_digest(C.STATE_RESTORE, args)
+    deadline = time.monotonic() + RESTORE_APPLY_S
+    while True:
+        try:
+            res = await store.write(C.STATE_RESTORE, args, key)
+            return {"index": res["index"], "restored": res["restored"]}
+        except (Rejection, NotApplied, OutcomeUnknown) as exc:
+            kept = await _kept(store, key, min(deadline, time.monotonic() + (
+                0.0 if isinstance(exc, Rejection | NotApplied) else WAIT_APPLIED_S)))
+            if kept is not None:
+                return _outcome(kept, digest)
+            if isinstance(exc, Rejection) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.2)  # a leader to come, before proposing again
+
+
+async def _kept(store: Store, key: str, until: float) -> tuple[str, dict[str, Any]] | None:
+    """`key`'s (digest, result) in this replica's idempotency table, waiting for entries
+    to apply until `until`."""
+    while True:
+        kept = store.read_local(lambda m: m.idem.get(key))
+        left = until - time.monotonic()
+        if kept is not None or left <= 0:
+            return kept
+        await store.wait_changed(min(left, 1.0))
+
+
+def _outcome(kept: tuple[str, dict[str, Any]], digest: str) -> dict[str, Any]:
+    found, result = kept
+    if found != digest:
+        raise Rejection("conflict", "idempotency key was already used for a different "
+                        "request", "Idempotency-Key")
+    if not result.get("ok"):
+        err = result.get("error") or {}
+        raise Rejection(err.get("code", "internal"), err.get("message", ""), err.get("field"))
+    return {"index": result["index"], "restored": result.get("restored")}
+
+
+async def _answer(entry: _Restore, within: float | None = None) -> web.Response:
+    """The restore's result (or its error) once done within `within` (by default
+    ANSWER_WITHIN_S), else 202."""
+    within = ANSWER_WITHIN_S if within is None else within
+    if within > 0 and not entry.task.done():
+        await asyncio.wait({entry.task}, timeout=within)
+    if entry.task.done():
+        return web.json_response({**entry.task.result(), "snapshot": entry.summary})
+    poll = f"/v1/operator/snapshot/restore/{entry.receipt}"
+    return web.json_response(
+        {"pending": True, "receipt": entry.receipt, "poll": poll,
+         "message": "the restore is still being applied: GET the poll path on this replica "
+                    "(no token needed) until it answers something else than 202"},
+        status=202, headers={"Location": poll, "Retry-After": "1"})
+
+
+@documented(Operation(
+    "How a restore this replica took ended (or 202: still going)", "operator",
+    ok=RESULT, public=True, errors=(404, 422, 409, 503), responses={202: PENDING},
+    path={"receipt": {"type": "string"}},
+    description="The receipt is the secret a 202 answer of PUT /v1/operator/snapshot "
+                "gave; it is all this needs (the restore may have replaced the token that "
+                "asked for it). Answers within 4 s: the restore's result or error, or 202 "
+                "again. 404: no restore with this receipt here (another replica took it, "
+                "or this one restarted)."))
+async def restore_outcome(request: web.Request) -> web.Response:
+    entry = request.app[RESTORES].find(request.match_info["receipt"])
+    if entry is None:
+        raise RequestError("not_found", "no restore with this receipt on this replica "
+                           "(another replica took it, or this one restarted): check the "
+                           "state with one of the snapshot's tokens before restoring again",
+                           "receipt")
+    return await _answer(entry)
 
 
 def register(app: web.Application) -> None:
+    app[RESTORES] = Restores()
     app.router.add_get("/v1/operator/snapshot", save)
     app.router.add_put("/v1/operator/snapshot", restore)
+    app.router.add_get("/v1/operator/snapshot/restore/{receipt}", restore_outcome)

@@ -43,6 +43,10 @@ DEFAULT_ADDR = "http://127.0.0.1:8101"
 # the server applies a write at most once, so even an "outcome unknown" is safe.
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_REDIRECTS = 3
+# Asking a replica for the members after a failure: it answers from memory or not at all.
+MEMBERS_TIMEOUT_S = 3.0
+# A client running this long asks for the members again before its next request.
+MEMBERS_MAX_AGE_S = 30.0
 
 # Decoded JSON as served by the API; each command knows the shape it asked for.
 Json = Any
@@ -114,9 +118,12 @@ class Client:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     transport: Transport = field(default_factory=HttpTransport)
+    clock: Callable[[], float] = time.monotonic
     _preferred: int = 0
     # Origins of the cluster's members as /v1/status lists them (None: not asked yet).
     _members: set[tuple[str, str, int]] | None = None
+    # When the addresses were last taken from /v1/status (or given).
+    _members_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.addrs = [a.strip().rstrip("/") for a in self.addrs if a.strip()]
@@ -128,6 +135,7 @@ class Client:
                 raise ClientError(
                     0, "config", f"invalid API address {addr!r}: expected http://HOST:PORT"
                 )
+        self._members_at = self.clock()
 
     # -- convenience verbs -------------------------------------------------
 
@@ -205,21 +213,35 @@ class Client:
 
     def _exchange(self, template: Request) -> tuple[Response, str]:
         """The final answer to one logical request (a success or an error not worth
-        retrying) and the URL that gave it. template.url holds the path and query."""
+        retrying) and the URL that gave it. template.url holds the path and query.
+
+        Members come and go (join, remove-peer): after a replica did not answer, or when
+        no replica gave a usable answer, the addresses become the members an answering
+        replica lists in /v1/status (`_refresh_members`), and the retry goes there with
+        the same idempotency key."""
         deadline = time.monotonic() + self.retry.deadline_s
         failures: list[str] = []
         last_error: ClientError | None = None
         answered = False
+        if self.clock() - self._members_at > MEMBERS_MAX_AGE_S:
+            # A long invocation (following a deployment, a log) keeps up with joins and
+            # removals even while every address it has still answers.
+            self._refresh_members(template, self.addrs[self._preferred % len(self.addrs)])
         for attempt in range(self.retry.attempts):
             answer = None
-            n = len(self.addrs)
+            addrs = self.addrs
+            n = len(addrs)
             for k in range(n):
                 i = (self._preferred + k) % n
                 try:
-                    answer = self._send(template, self.addrs[i] + template.url)
+                    answer = self._send(template, addrs[i] + template.url)
                 except TransportError as exc:
-                    failures.append(f"{self.addrs[i]}: {exc}")
+                    failures.append(f"{addrs[i]}: {exc}")
                     continue
+                if self.addrs is not addrs:
+                    # A redirect's check learned new members: where is this one now?
+                    i = _index_of(self.addrs, answer[1])
+                    n = len(self.addrs)
                 if answer[0].status in RETRY_STATUSES:
                     # That replica may be cut off from the leader; start elsewhere next time.
                     self._preferred = (i + 1) % n
@@ -227,6 +249,11 @@ class Client:
                     self._preferred = i
                 break
 
+            if answer is not None and answer[0].status not in RETRY_STATUSES:
+                if failures:  # one did not answer: it may have left the cluster
+                    self._refresh_members(template, answer[1])
+                return answer
+            self._refresh_members(template, answer[1] if answer is not None else None)
             if answer is None:
                 wait = self.backoff(attempt)
                 last_error = ClientError(
@@ -238,8 +265,6 @@ class Client:
                 last_error = _error_from(response, self.token)
                 hinted = _retry_after(response.headers, self.retry.retry_after_max_s)
                 wait = self.backoff(attempt) if hinted is None else hinted
-            else:
-                return answer
 
             if answer is not None:
                 answered = True
@@ -280,28 +305,57 @@ class Client:
             return False
         if origin in {_origin(a) for a in self.addrs}:
             return True
-        if self._members is None:
-            self._members = self._ask_members(via, template)
+        if self._members is None or origin not in self._members:
+            # Not known yet, or joined since the members were last asked.
+            self._members = set()
+            self._refresh_members(template, via, others=False)
         return origin in self._members
 
-    def _ask_members(self, via: str, template: Request) -> set[tuple[str, str, int]]:
+    def _member_apis(self, via: str, template: Request,
+                     timeout_s: float | None = None) -> list[str] | None:
+        """The API URLs of the members the replica at `via` lists in /v1/status, the
+        leader first; None when it does not answer, or does not count itself a member (a
+        removed replica's list is stale)."""
         headers = {k: v for k, v in template.headers.items()
                    if k in ("Authorization", "Accept")}
         base = urllib.parse.urlunsplit(urllib.parse.urlsplit(via)[:2] + ("", "", ""))
         try:
-            response = self.transport.handle_request(
-                Request("GET", base + "/v1/status", headers, None, self.timeout_s))
+            response = self.transport.handle_request(Request(
+                "GET", base + "/v1/status", headers, None, timeout_s or self.timeout_s))
             status = _decode(response.body) if response.status == 200 else {}
         except (TransportError, ValueError):
-            return set()
-        members = status.get("members") if isinstance(status, dict) else None
-        found = set()
+            return None
+        if not isinstance(status, dict) or status.get("member") is False:
+            return None
+        members = status.get("members")
+        leader = status.get("leader_api")
+        apis: list[str] = []
         for m in members if isinstance(members, list) else []:
             api = m.get("api") if isinstance(m, dict) else None
-            origin = _origin(api) if isinstance(api, str) else None
-            if origin is not None:
-                found.add(origin)
-        return found
+            if isinstance(api, str) and _origin(api) is not None:
+                api = api.strip().rstrip("/")
+                if api == leader:
+                    apis.insert(0, api)
+                elif api not in apis:
+                    apis.append(api)
+        return apis or None
+
+    def _refresh_members(self, template: Request, via: str | None,
+                         others: bool = True) -> None:
+        """Use the members that `via` (else, with `others`, the first replica to answer)
+        lists: new ones are tried, removed ones no longer. Nothing changes when nobody
+        answers."""
+        self._members_at = self.clock()
+        rest = [a for a in self.addrs if a != via] if others else []
+        for addr in ([via] if via else []) + rest:
+            apis = self._member_apis(addr, template, min(self.timeout_s, MEMBERS_TIMEOUT_S))
+            if apis is None:
+                continue
+            if apis != self.addrs:
+                self.addrs = apis
+                self._preferred = 0  # the leader when known
+            self._members = {o for a in apis if (o := _origin(a)) is not None}
+            return
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:
@@ -314,6 +368,12 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _index_of(addrs: list[str], url: str) -> int:
+    """The position of url's origin among addrs (0 when absent)."""
+    origin = _origin(url)
+    return next((k for k, a in enumerate(addrs) if _origin(a) == origin), 0)
 
 
 def _origin_text(url: str) -> str:

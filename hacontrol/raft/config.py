@@ -63,6 +63,13 @@ class RaftTuning:
     # by the API's body limit. A 4 MiB entry is a ~5.5 MiB frame (Fernet's base64), well
     # under the frame cap.
     max_command_bytes: int = 4 * 1024 * 1024
+    # A restore of 10,000 jobs (one ~1 MB entry) takes every replica a second or more to
+    # apply on its tick thread: the leader sends AppendEntries before applying an entry
+    # this large, and after an apply of `took` seconds every replica expects
+    # `long_apply_grace * took` more of silence before it elects or steps down
+    # (long_apply.py; `make bench-snapshot` measures it against 0/0, which disables both).
+    heartbeat_before_bytes: int = 64 * 1024
+    long_apply_grace: float = 1.0
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     # An accepted Raft connection that has not completed its encrypted handshake
     # within this long is closed; a peer needs one round trip (milliseconds), so

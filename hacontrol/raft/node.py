@@ -28,8 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from hacontrol.raft import append_fix
+from hacontrol.raft import append_fix, long_apply
 from hacontrol.raft.journal import SyncedJournal
+from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.readindex import (
     ACK,
     PROBE,
@@ -102,9 +103,11 @@ def _make_node_class() -> type:
         # pysyncobj's, written here by our commit rule and the election grace
         _SyncObj__raftCommitIndex: int
         _SyncObj__raftElectionDeadline: float
+        _SyncObj__transferInProgress: bool
 
         def __init__(self, owner: NodeOwner, self_addr: str, peers: list[str], conf: Any,
-                     journal: SyncedJournal, transport: Any = None) -> None:
+                     journal: SyncedJournal, transport: Any = None,
+                     large: LongApply | None = None) -> None:
             # A weak reference: the Replica owns the node, not the other way round.
             self._hc_owner = weakref.ref(owner)
             self._hc_journal = journal
@@ -117,6 +120,11 @@ def _make_node_class() -> type:
             # A round answered by no majority within one minimum election timeout is
             # lost: by then a partitioned leader's followers may have elected another.
             self._hc_reads = ReadRounds(round_timeout=conf.raftMinTimeout)
+            # Long applies (see long_apply.py): the policy, the leader's fallback timeout as
+            # configured, and how long it stays stretched after one.
+            self._hc_large = large if large is not None else LongApply()
+            self._hc_fallback = float(conf.leaderFallbackTimeout)
+            self._hc_fallback_hold = (0.0, 0.0)  # (until, extra seconds)
             _pending.journal = journal
             try:
                 super().__init__(self_addr, peers, conf, transport=transport)
@@ -187,6 +195,9 @@ def _make_node_class() -> type:
                 # pysyncobj applies entries, right after its loop).
                 self._hc_advance_commit()
                 self._hc_log_cap = int(self._SyncObj__raftCommitIndex)
+                until, extra = self._hc_fallback_hold
+                self._SyncObj__conf.leaderFallbackTimeout = long_apply.fallback_timeout(
+                    self._hc_fallback, raft_clock(), until, extra)
             else:
                 self._hc_hear_before_electing()
                 self._hc_no_campaign_outside()
@@ -263,7 +274,41 @@ def _make_node_class() -> type:
 
         def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802
             self._hc_log_cap = None
-            return bool(super()._SyncObj__applyLogEntries())
+            leader = self._SyncObj__raftState == _LEADER
+            if leader and long_apply.heartbeat_first(self._hc_sizes_to_apply(), self._hc_large):
+                # The followers learn the commit index now and apply alongside, instead of
+                # hearing nothing until this replica is done (long_apply.py).
+                self._SyncObj__sendAppendEntries()
+            start = raft_clock()
+            try:
+                return bool(super()._SyncObj__applyLogEntries())
+            finally:
+                self._hc_after_apply(leader, raft_clock() - start)
+
+        def _hc_sizes_to_apply(self) -> list[int]:
+            if self._hc_large.heartbeat_before_bytes <= 0:
+                return []
+            applied = int(self._SyncObj__raftLastApplied)
+            count = int(self._SyncObj__raftCommitIndex) - applied
+            if count <= 0:
+                return []
+            return [len(e[0]) for e in self._SyncObj__getEntries(applied + 1, count)]
+
+        def _hc_after_apply(self, leader: bool, took: float) -> None:
+            """After a long apply the others are silent for a while too (they apply the
+            same entry): the election or fallback timeout counts from after that."""
+            grace_s = long_apply.grace(took, self._hc_large)
+            if grace_s <= 0:
+                return
+            now = raft_clock()
+            if leader:
+                self._hc_fallback_hold = (now + grace_s + self._hc_fallback, grace_s)
+                return
+            if self._SyncObj__transferInProgress:
+                return  # a transfer asked this replica to campaign: not delayed
+            self._SyncObj__raftElectionDeadline = long_apply.election_deadline(
+                self._SyncObj__raftElectionDeadline, now, grace_s,
+                self._SyncObj__generateRaftTimeout())
 
         def _hc_commit_index(self) -> int:
             """The highest index a majority holds on stable storage, the leader counted

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from hacontrol.raft import dump
 from hacontrol.raft.config import JournalKind, ReplicaConfig
 from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
+from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.membership import MEMBERSHIP_TYPE, MemberBook, MemberInfo
 from hacontrol.raft.node import node_class
 from hacontrol.raft.readindex import ReadCallback, ReadOutcome
@@ -151,7 +152,9 @@ class Replica:
             **tuning.syncobj_kwargs(),
         )
         self._node = node_class()(self, config.raft_addr, list(config.peers), conf,
-                                  self.journal)
+                                  self.journal,
+                                  large=LongApply(tuning.heartbeat_before_bytes,
+                                                  tuning.long_apply_grace))
         self._node.addOnTickCallback(self._on_tick)
         self._disable_admin_commands()
         watch.replicas.add(self)

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from hacontrol.cli.client import Client
+from hacontrol.cli.transport import HttpTransport
+from hacontrol.tls.context import TLSConfig
 from tests.integration.harness import Cluster, Replica, http, wait_for
 from tests.integration.membership_load import (
     Load,
@@ -39,6 +42,25 @@ def cli(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
                            "--addr", ",".join(r.api for r in c.live()),
                            "--token-file", str(c.root / "token")],
                           capture_output=True, text=True, timeout=60, env=env)
+
+
+def long_client(c: Cluster) -> Client:
+    """One CLI client, as one long invocation uses it, given the replicas running now."""
+    tls = None
+    if c.tls:
+        d = c.root / "tls"
+        tls = TLSConfig(d / "ca.pem", d / "cli.pem", d / "cli-key.pem")
+    return Client([r.api for r in c.live()], token=c.token,
+                  transport=HttpTransport(use_env_proxy=False, tls=tls))
+
+
+def prefer(client: Client, r: Replica) -> None:
+    """Make `r` the address the client's next request tries first."""
+    for _ in client.addrs:
+        if client.addrs[client._preferred] == r.api:
+            return
+        client.rotate()
+    raise AssertionError(f"{r.id} is not among {client.addrs}")
 
 
 def report(what: str, seconds: float) -> None:
@@ -76,6 +98,8 @@ def join_list_remove(c: Cluster) -> None:
     resp = http("POST", f"{c.replicas[0].api}/v1/operator/raft/peers", me, token=c.token,
                 context=c.client_tls)
     assert resp.status == 403 and resp.body["error"]["field"] == "certificate", resp
+    client = long_client(c)  # started before c4 exists
+    assert client.get("/v1/status")["members"]
     with Load(c) as load:
         time.sleep(0.3)  # writes under way before anything changes
         t0 = time.monotonic()
@@ -108,6 +132,11 @@ def join_list_remove(c: Cluster) -> None:
         report(f"remove {victim.id} (4 -> 3), longest write pause", load.pause_in(t2, t3))
         assert set(peers(c)) == {"c1", "c2", "c3", "c4"} - {victim.id}
         victim.proc.stop()
+        # The client tries the removed (stopped) replica first: refused, it asks an
+        # answering replica for the members, and from then on uses c4, not the victim.
+        prefer(client, victim)
+        client.put("/v1/namespaces/learned", {"quota": {"cpu": 1, "memory_mb": 64}})
+        assert c4.api in client.addrs and victim.api not in client.addrs, client.addrs
         time.sleep(0.5)
     assert_clean(load)
 
@@ -165,6 +194,36 @@ def test_grow_to_five_and_shrink_to_three_under_load(tmp_path: Path) -> None:
             assert len(peers(c)) == 3
             time.sleep(1.0)
         assert_clean(load)
+    finally:
+        c.stop()
+
+
+@ops_only
+def test_a_client_given_c1_to_c3_keeps_working_while_they_are_replaced(tmp_path: Path) -> None:
+    """c1..c3 replaced by c4..c6, a join then a removal at a time, the leader's included:
+    one client, started with c1..c3 only, writes after each step and ends up using c4..c6
+    only. Each write after a removal first tries the removed replica."""
+    c = Cluster(tmp_path / "cluster").start()
+    try:
+        client = long_client(c)
+        client.put("/v1/namespaces/n0", {"quota": {"cpu": 1, "memory_mb": 64}})
+        olds = list(c.replicas)
+        for k, old in enumerate(olds, 4):
+            new = new_replica(c, f"c{k}", c.live())
+            wait_member_ready(c, new)
+            resp = remove(c, old.id)
+            assert resp.status == 200, resp
+            old.proc.stop()
+            c.replicas.remove(old)
+            if old.api in client.addrs:
+                prefer(client, old)
+            client.request("PUT", f"/v1/namespaces/n{k}",
+                           body={"quota": {"cpu": 1, "memory_mb": 64}},
+                           idempotency_key=f"replace-{k}")
+            assert old.api not in client.addrs, client.addrs
+        assert sorted(client.addrs) == sorted(r.api for r in c.live())
+        names = {n["name"] for n in client.get("/v1/namespaces")["namespaces"]}
+        assert {"n0", "n4", "n5", "n6"} <= names
     finally:
         c.stop()
 

@@ -131,3 +131,42 @@ def test_outcome_unknown_and_failing_apply(cluster: Cluster) -> None:
         assert data["after-thaw"] == 1 and data["after-boom"] == 1
         st = c.status(i)
         assert st is not None and st["healthy"], st
+
+
+def _terms_across_long_apply(root: Path, env: dict[str, str]) -> tuple[int, int]:
+    """(term changes, replicas that applied) for one 256 KB entry that takes every replica
+    1.2 s to apply (its tick thread blocked, as a restore's apply blocks it)."""
+    c = Cluster(root, size=3, env=env)
+    try:
+        c.start_all()
+        leader = c.leader()
+        _ok(c.set(leader, "warm", 1))
+        before = max(s["term"] for i in range(3) if (s := c.status(i)) is not None)
+        resp = c.submit(leader, timeout=20, op="slow", k="big", seconds=1.2,
+                        pad="x" * 256 * 1024)
+        assert resp["outcome"] in ("ok", "unknown"), resp
+
+        def applied() -> int | None:
+            sts = [c.status(i) for i in range(3)]
+            done = sum(1 for i in range(3)
+                       if c.read(i, barrier=False)["data"].get("big") == 256 * 1024)
+            return done if done == 3 and all(sts) else None
+
+        n = wait_for(applied, 30, "the slow entry applied everywhere")
+        c.leader(timeout=10)
+        after = max(s["term"] for i in range(3) if (s := c.status(i)) is not None)
+        return after - before, n
+    finally:
+        c.stop_all()
+
+
+def test_a_long_apply_of_a_large_entry_costs_no_election(tmp_path: Path) -> None:
+    """raft/long_apply.py: the leader sends AppendEntries before applying a large entry,
+    and every replica allows as long again as its apply took before it elects or steps
+    down. Without both, the same entry costs at least one election."""
+    changes, applied = _terms_across_long_apply(tmp_path / "on", {})
+    assert applied == 3
+    off, _ = _terms_across_long_apply(tmp_path / "off", {"HC_LONG_APPLY_OFF": "1"})
+    print(f"term changes across a 1.2 s apply: {changes} with the grace, {off} without")
+    assert off >= 1, "the test no longer provokes an election without the fix"
+    assert changes == 0, f"{changes} elections across one long apply"

@@ -140,3 +140,34 @@ def test_no_module_over_the_size_limit() -> None:
     too_big = {name: n for name, path in modules().items()
                if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert too_big == {}, f"modules over {MAX_LINES} lines: {too_big}"
+
+
+DOC = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def documented_modules(text: str) -> set[str]:
+    """Module paths (relative to hacontrol/) named in the doc's "Every module" list: a
+    bullet "- `folder/`: ... `name.py` ..." names folder/name.py; "- `name.py`: ..." names
+    a top-level module."""
+    section = text.split("### Every module", 1)[1].split("\n#", 1)[0]
+    # A bullet continues on the indented lines below it.
+    bullets = section.replace("\n  ", " ").splitlines()
+    found: set[str] = set()
+    for line in bullets:
+        if not line.startswith("- `"):
+            continue
+        head = line[3:line.index("`", 3)]
+        names = [t for t in line.split("`")[1::2] if t.endswith(".py")]
+        if head.endswith("/"):
+            found |= {head + n for n in names}
+        else:
+            found.add(head)
+    return found
+
+
+def test_the_architecture_doc_names_every_module() -> None:
+    actual = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+              if p.name != "__init__.py"}
+    named = documented_modules(DOC.read_text())
+    assert sorted(actual - named) == [], "modules docs/architecture.md does not list"
+    assert sorted(named - actual) == [], "docs/architecture.md lists modules that are gone"

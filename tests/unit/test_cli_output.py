@@ -18,7 +18,7 @@ from hacontrol.cli.client import Client, ClientError, RetryPolicy
 from hacontrol.cli.main import main
 from hacontrol.cli.transport import Response
 
-from .cli_fake import FakeApi
+from .cli_fake import FakeApi, Seen
 
 # --- tables --------------------------------------------------------------------
 
@@ -158,6 +158,18 @@ def client_for(api: FakeApi, addrs: list[str] | None = None,
                   sleep=sleep or fail_on_sleep, transport=api.transport)
 
 
+def sent(api: FakeApi) -> list[Seen]:
+    """The requests sent, without the client's questions for the members (/v1/status),
+    which it asks after a failure (tests/unit/test_cli_members.py)."""
+    return [s for s in api.seen if s.path != "/v1/status"]
+
+
+def no_members(api: FakeApi) -> None:
+    """Answer the client's questions for the members with none (nothing learned), so
+    they do not take the scripted replies."""
+    api.reply("GET", "/v1/status", {"members": []})
+
+
 def fail_on_sleep(seconds: float) -> None:
     raise AssertionError(f"unexpected wait of {seconds}s")
 
@@ -258,11 +270,12 @@ def test_write_retried_with_same_key_after_unknown_outcome(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
     unknown = {"error": {"code": "unavailable", "message": "leader lost", "outcome": "unknown"}}
+    no_members(api)
     api.replies += [(503, unknown, {"Retry-After": "0"}), (503, unknown, {"Retry-After": "0"}),
                     (200, {"index": 9}, {})]
     assert run(api, "job", "stop", "web") == 0
-    assert [s.method for s in api.seen] == ["DELETE"] * 3
-    keys = {s.headers["Idempotency-Key"] for s in api.seen}
+    assert [s.method for s in sent(api)] == ["DELETE"] * 3
+    keys = {s.headers["Idempotency-Key"] for s in sent(api)}
     assert len(keys) == 1
     assert capsys.readouterr().out == "Job default/web stopped (index 9)\n"
 
@@ -279,8 +292,8 @@ def test_retries_are_bounded(api: FakeApi) -> None:
         client.post("/v1/jobs/default/web/scale", {"count": 1})
     assert info.value.status == 503
     assert str(info.value) == "no leader (outcome unknown)"
-    assert len(api.seen) == 4
-    assert len({s.headers["Idempotency-Key"] for s in api.seen}) == 1
+    assert len(sent(api)) == 4
+    assert len({s.headers["Idempotency-Key"] for s in sent(api)}) == 1
 
 
 def test_retry_after_is_honoured(api: FakeApi) -> None:
@@ -314,12 +327,13 @@ def test_fails_over_to_next_address(api: FakeApi, capsys: pytest.CaptureFixture[
 def test_unavailable_replica_moves_to_the_next_address(api: FakeApi) -> None:
     # A replica answering 503 may be cut off from the leader: the retry goes elsewhere,
     # and so does the next request.
+    no_members(api)
     api.replies += [(503, {"error": {"code": "not_leader", "message": "no"}},
                      {"Retry-After": "0"}), (200, {}, {}), (200, {}, {})]
     client = client_for(api, api.urls, sleep=lambda s: None)
     client.post("/v1/x", {})
     client.get("/v1/y")
-    assert [s.addr for s in api.seen] == [api.urls[0], api.urls[1], api.urls[1]]
+    assert [s.addr for s in sent(api)] == [api.urls[0], api.urls[1], api.urls[1]]
 
 
 def test_write_after_connection_failure_keeps_key(api: FakeApi) -> None:
@@ -327,8 +341,8 @@ def test_write_after_connection_failure_keeps_key(api: FakeApi) -> None:
     api.replies.append((200, {}, {}))
     client = client_for(api, api.urls, sleep=lambda s: None)
     client.request("PUT", "/v1/namespaces/a", body={"quota": {}}, idempotency_key="k-1")
-    assert api.last.headers["Idempotency-Key"] == "k-1"
-    assert api.last.addr == api.urls[1]
+    assert sent(api)[-1].headers["Idempotency-Key"] == "k-1"
+    assert sent(api)[-1].addr == api.urls[1]
 
 
 def test_write_keeps_key_while_every_replica_is_down_for_a_while(api: FakeApi) -> None:
@@ -343,7 +357,7 @@ def test_write_keeps_key_while_every_replica_is_down_for_a_while(api: FakeApi) -
     client = client_for(api, api.urls, sleep=sleep)
     client.request("POST", "/v1/x", body={}, idempotency_key="k-3")
     assert waits == [0.25, 0.5]
-    assert [s.headers["Idempotency-Key"] for s in api.seen] == ["k-3"]
+    assert [s.headers["Idempotency-Key"] for s in sent(api)] == ["k-3"]
 
 
 def test_nobody_answering_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -380,7 +394,7 @@ def test_redirect_loop_is_an_error(api: FakeApi) -> None:
     with pytest.raises(ClientError) as info:
         client.get("/v1/x")
     assert "too many redirects" in str(info.value)
-    assert len(api.seen) == 4
+    assert len(sent(api)) == 4
 
 
 def test_env_and_token_file(

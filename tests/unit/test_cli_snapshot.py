@@ -10,8 +10,9 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from hacontrol.cli.commands import operator_snapshot
 from hacontrol.cli.main import main
-from hacontrol.cli.transport import MockTransport, Request, Response
+from hacontrol.cli.transport import MockTransport, Request, Response, TransportError
 from hacontrol.state import backup
 from hacontrol.state import snapshot as snap
 from hacontrol.state.dispatch import IdempotencyTable
@@ -105,3 +106,54 @@ def test_restore_sends_the_file_once_with_one_key(
     assert sent.body == data and sent.headers["Content-Type"] == "application/octet-stream"
     assert sent.headers["Idempotency-Key"]
     assert "at index 99" in capsys.readouterr().out
+
+
+def test_restore_follows_a_pending_answer_on_the_replica_that_took_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "b.snap"
+    path.write_bytes(snapshot_file())
+    seen: list[Request] = []
+    polls = iter([202, 202, 200])
+
+    def handle(request: Request) -> Response:
+        seen.append(request)
+        pending = {"pending": True, "receipt": "r1", "poll": "/v1/operator/snapshot/restore/r1"}
+        if request.method == "PUT":
+            return Response(202, {"Content-Type": "application/json", "Retry-After": "0"},
+                            json.dumps(pending).encode())
+        status = next(polls)
+        body = pending if status == 202 else {"index": 77, "restored": {"jobs": 3}}
+        return Response(status, {"Content-Type": "application/json", "Retry-After": "0"},
+                        json.dumps(body).encode())
+
+    rc = main(["operator", "snapshot", "restore", str(path), "--addr", ADDR,
+               "--token", "sekrit"], transport=MockTransport(handle))
+    assert rc == 0
+    assert "at index 77" in capsys.readouterr().out
+    put, *gets = seen
+    assert put.method == "PUT" and len(gets) == 3  # sent once, then waited on
+    for get in gets:
+        assert get.method == "GET" and get.url == f"{ADDR}/v1/operator/snapshot/restore/r1"
+        # The restore may have replaced the token: the receipt is what the poll needs.
+        assert "Authorization" not in get.headers
+
+
+def test_restore_says_so_when_the_replica_that_took_it_goes_away(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(operator_snapshot, "POLL_MISSES", 1)  # no wait between misses
+    path = tmp_path / "b.snap"
+    path.write_bytes(snapshot_file())
+
+    def handle(request: Request) -> Response:
+        if request.method == "GET":
+            raise TransportError("Connection refused")
+        return Response(202, {"Content-Type": "application/json", "Retry-After": "0"},
+                        json.dumps({"pending": True, "poll": "/v1/operator/snapshot/"
+                                    "restore/r1"}).encode())
+
+    rc = main(["operator", "snapshot", "restore", str(path), "--addr", ADDR,
+               "--token", "sekrit"], transport=MockTransport(handle))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "may or may not have applied" in err and "before restoring again" in err, err

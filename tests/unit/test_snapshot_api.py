@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from hacontrol.api import snapshot_routes
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import Limits
 from hacontrol.api.snapshot_routes import MAX_FILE_BYTES
+from hacontrol.controller.errors import OutcomeUnknown
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.state import backup
+from hacontrol.state import commands as C
 
 from .test_acl_api import SPEC, LocalReplica
 
@@ -25,15 +29,17 @@ PATH = "/v1/operator/snapshot"
 
 def session(replica: LocalReplica, script: Callable[[Call], None],
             limits: Limits | None = None) -> None:
-    """`call(method, path, body, token)`; a bytes body is sent as it is, raw answers kept."""
+    """`call(method, path, body, token, headers)`; a bytes body is sent as it is, raw
+    answers kept."""
     async def go() -> None:
         app: web.Application = build_app(replica, replica, Leadership(lambda: 3), "", limits)
         async with TestClient(TestServer(app)) as client:
             loop = asyncio.get_running_loop()
 
-            async def one(method: str, path: str, body: Any, token: str | None
-                          ) -> tuple[int, Any]:
+            async def one(method: str, path: str, body: Any, token: str | None,
+                          more: dict[str, str]) -> tuple[int, Any]:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
+                headers.update(more)
                 data = body if isinstance(body, bytes) or body is None else json.dumps(body)
                 resp = await client.request(method, path, headers=headers, data=data)
                 raw = await resp.read()
@@ -41,10 +47,10 @@ def session(replica: LocalReplica, script: Callable[[Call], None],
                     return resp.status, json.loads(raw)
                 return resp.status, raw
 
-            def call(method: str, path: str, body: Any = None,
-                     token: str | None = None) -> tuple[int, Any]:
-                return asyncio.run_coroutine_threadsafe(one(method, path, body, token),
-                                                        loop).result()
+            def call(method: str, path: str, body: Any = None, token: str | None = None,
+                     headers: dict[str, str] | None = None) -> tuple[int, Any]:
+                return asyncio.run_coroutine_threadsafe(
+                    one(method, path, body, token, headers or {}), loop).result()
             await loop.run_in_executor(None, script, call)
     asyncio.run(go())
 
@@ -163,3 +169,131 @@ def test_a_damaged_or_oversized_file_is_refused_before_it_reaches_the_log() -> N
         assert ("default", "web") in source.m.jobs
 
     session(source, on_source)
+
+
+class SlowReplica(LocalReplica):
+    """A restore waits for `release()`; `lose_answer` applies it and then says the outcome
+    is unknown, as a write that outlived its deadline does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.restores = 0
+        self.lose_answer = False
+        self.gate: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def write(self, op: str, args: dict[str, Any], idem: str | None = None,
+                    *, actor: str | None = None) -> dict[str, Any]:
+        if op != C.STATE_RESTORE:
+            return await super().write(op, args, idem, actor=actor)
+        self.restores += 1
+        self.loop = asyncio.get_running_loop()
+        self.gate = self.gate or asyncio.Event()
+        await self.gate.wait()
+        res = await super().write(op, args, idem, actor=actor)
+        if self.lose_answer:
+            raise OutcomeUnknown("timeout", idem or "")
+        return res
+
+    def release(self) -> None:
+        assert self.loop is not None and self.gate is not None
+        self.loop.call_soon_threadsafe(self.gate.set)
+
+
+def saved_file() -> tuple[bytes, str]:
+    """A snapshot with one job and the root token it was saved with."""
+    source = LocalReplica()
+    saved: dict[str, Any] = {}
+
+    def on_source(call: Call) -> None:
+        root = bootstrap(call)
+        assert call("PUT", "/v1/jobs/default/web", SPEC, root)[0] == 200
+        saved.update(file=call("GET", PATH, None, root)[1], root=root)
+
+    session(source, on_source)
+    return saved["file"], saved["root"]
+
+
+def outcome(call: Call, poll: str) -> tuple[int, Any]:
+    """The first answer to `poll` that is not 202 (each waits ANSWER_WITHIN_S at most)."""
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = call("GET", poll)
+        if status != 202 or time.monotonic() > deadline:
+            return status, body
+
+
+def test_a_long_restore_answers_202_and_its_receipt_gives_the_outcome_without_a_token(
+        monkeypatch: Any) -> None:
+    monkeypatch.setattr(snapshot_routes, "ANSWER_WITHIN_S", 0.05)
+    data, source_root = saved_file()
+    target = SlowReplica()
+
+    def on_target(call: Call) -> None:
+        own = bootstrap(call)
+        key = {"Idempotency-Key": "restore-1"}
+        status, body = call("PUT", PATH, data, own, key)
+        assert status == 202 and body["pending"], body
+        poll = body["poll"]
+        assert poll == f"/v1/operator/snapshot/restore/{body['receipt']}"
+        assert len(body["receipt"]) >= 32  # the receipt is the poll's only credential
+        # A repeat (a client that lost the 202) joins the restore in progress.
+        status, again = call("PUT", PATH, data, own, key)
+        assert status == 202 and again["receipt"] == body["receipt"]
+        # Another file under the same key is refused.
+        other = backup.pack(b"\x92\x01\x02", 5, 1, {}, created_at=0.0, source="x")
+        assert call("PUT", PATH, other, own, key)[0] == 409
+        status, still = call("GET", poll)
+        assert status == 202 and still["receipt"] == body["receipt"]
+        target.release()
+        status, done = outcome(call, poll)  # no token: the restore replaced it
+        assert status == 200, done
+        assert done["restored"]["jobs"] == 1 and done["snapshot"]["counts"]["jobs"] == 1
+        assert call("GET", "/v1/jobs", None, own)[0] == 403  # the token is gone indeed
+        assert call("GET", "/v1/jobs", None, source_root)[0] == 200
+        # Guessing a receipt finds nothing.
+        status, body = call("GET", "/v1/operator/snapshot/restore/" + "A" * 32)
+        assert status == 404 and body["error"]["field"] == "receipt", body
+
+    session(target, on_target)
+    assert target.restores == 1
+
+
+def test_a_lost_answer_is_found_in_the_log_instead_of_restoring_again(
+        monkeypatch: Any) -> None:
+    """The write applies, then says "outcome unknown" (its deadline passed): the route
+    finds the key in the idempotency table and answers, without proposing again (which
+    the restored state would refuse: the token that asked is gone)."""
+    monkeypatch.setattr(snapshot_routes, "ANSWER_WITHIN_S", 0.05)
+    data, source_root = saved_file()
+    target = SlowReplica()
+    target.lose_answer = True
+
+    def on_target(call: Call) -> None:
+        own = bootstrap(call)
+        status, body = call("PUT", PATH, data, own, {"Idempotency-Key": "restore-2"})
+        assert status == 202, body
+        target.release()
+        status, body = outcome(call, body["poll"])
+        assert status == 200 and body["restored"]["jobs"] == 1, body
+        assert call("GET", "/v1/jobs", None, source_root)[0] == 200
+
+    session(target, on_target)
+    assert target.restores == 1
+
+
+def test_a_large_restore_is_accepted_at_once(monkeypatch: Any) -> None:
+    """Above ACCEPT_AT_ONCE_BYTES the answer is 202 before the apply could block this
+    replica's event loop; the receipt then gives the result."""
+    monkeypatch.setattr(snapshot_routes, "ACCEPT_AT_ONCE_BYTES", 1)
+    data, _ = saved_file()
+    target = LocalReplica()
+
+    def on_target(call: Call) -> None:
+        own = bootstrap(call)
+        status, body = call("PUT", PATH, data, own, {"Idempotency-Key": "restore-3"})
+        assert status == 202, body
+        status, body = outcome(call, body["poll"])
+        assert status == 200 and body["restored"]["jobs"] == 1, body
+
+    session(target, on_target)

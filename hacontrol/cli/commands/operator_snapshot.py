@@ -9,23 +9,30 @@ before anything is sent, `inspect` before it prints a number.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import IO, Any
 
 from hacontrol.cli import output
-from hacontrol.cli.client import Client, ClientError, _result_from
+from hacontrol.cli.client import Client, ClientError, _result_from, _retry_after
 from hacontrol.cli.commands.base import EXIT_OK, SubParsers, client_command, command_group
-from hacontrol.cli.transport import Request
+from hacontrol.cli.transport import Request, Response, TransportError
 from hacontrol.state import backup
 
 PATH = "/v1/operator/snapshot"
 # A save at 10,000 jobs is a few hundred ms of encoding before the first byte.
 READ_TIMEOUT_S = 60.0
-# A restore of 10,000 jobs applies in a few seconds on every replica.
+# The replica answers a restore within a few seconds (the result, or 202 while it goes
+# on); this only bounds a replica that hangs.
 RESTORE_TIMEOUT_S = 60.0
+# How long to follow a restore still being applied (the server gives up after 120 s).
+PENDING_WAIT_S = 150.0
+# Polls in a row without any answer before the outcome counts as unknown.
+POLL_MISSES = 3
 
 
 def register(sub: SubParsers) -> None:
@@ -115,6 +122,50 @@ def cmd_inspect(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _wait_pending(client: Client, response: Response, url: str) -> tuple[Response, str]:
+    """Follow a 202 (the restore still applying on the replica that took it) by polling
+    the receipt it gave, on that replica, until the answer is final. No token is sent: the
+    restore may have replaced it, and the receipt is what the poll needs."""
+    deadline = time.monotonic() + PENDING_WAIT_S
+    origin = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:2] + ("", "", ""))
+    while response.status == 202:
+        try:
+            poll = json.loads(response.body).get("poll")
+        except (ValueError, AttributeError):
+            poll = None
+        if not isinstance(poll, str) or not poll.startswith("/v1/"):
+            raise ClientError(202, "bad_response", f"{origin} accepted the restore without "
+                              "saying where to wait for it: check with one of the "
+                              "snapshot's tokens (hacontrol job list) before restoring again")
+        if time.monotonic() > deadline:
+            raise ClientError(0, "pending", f"the restore is still being applied after "
+                              f"{PENDING_WAIT_S:.0f} s; its outcome: {origin}{poll} (no "
+                              "token needed)")
+        hinted = _retry_after(response.headers, 5.0)
+        client.sleep(1.0 if hinted is None else hinted)
+        response = _poll(client, origin + poll, pending=response)
+    return response, url
+
+
+def _poll(client: Client, url: str, pending: Response) -> Response:
+    """One answer from the receipt's URL; a replica busy applying the restore may miss
+    a few (`pending` stands in for those); one that stops answering for good is an
+    unknown outcome."""
+    for attempt in range(POLL_MISSES):
+        try:
+            return client.transport.handle_request(Request(
+                "GET", url, {"Accept": "application/json"}, None, client.timeout_s))
+        except TransportError as exc:
+            if attempt + 1 == POLL_MISSES:
+                origin = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:2] + ("", "", ""))
+                raise ClientError(0, "outcome_unknown", f"{origin} took the restore and "
+                                  f"stopped answering ({exc}): it may or may not have "
+                                  "applied; check with one of the snapshot's tokens "
+                                  "(hacontrol job list) before restoring again") from None
+            client.sleep(1.0)
+    return pending
+
+
 def cmd_restore(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
     found, _ = _load(args.file)
     data = args.file.read_bytes()
@@ -125,7 +176,7 @@ def cmd_restore(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
     # The shared client sends JSON bodies only; this is its own exchange (failover,
     # retries with one idempotency key, redirects to members) with the file as the body.
     template = Request("PUT", PATH, headers, data, RESTORE_TIMEOUT_S)
-    result = _result_from(client._exchange(template), client.token)
+    result = _result_from(_wait_pending(client, *client._exchange(template)), client.token)
     if args.json:
         output.print_json(result, out)
         return EXIT_OK

@@ -62,6 +62,10 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--compaction-entries", type=non_negative_int, default=None,
                    help="compact the Raft log after this many entries (default 5000)")
     p.add_argument("--plant", default=None, help=argparse.SUPPRESS)
+    # Benchmarks only (bench/snapshot.py compares with 0 0): long applies (raft/long_apply.py).
+    p.add_argument("--raft-heartbeat-before-bytes", type=non_negative_int, default=None,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--raft-long-apply-grace", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--unsafe-no-fsync", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--heartbeat-grace", type=float, default=3.0,
                    help="seconds of silence before a node is marked down (default 3)")

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,11 @@ class KvMachine:
                 return {"ok": True, "index": index, "value": value}
             if op == "boom":
                 raise RuntimeError("asked to fail")
+            if op == "slow":
+                # A long apply (a restore's), blocking the tick thread as one would.
+                time.sleep(float(cmd["seconds"]))
+                self.data[cmd["k"]] = len(cmd.get("pad", b""))
+                return {"ok": True, "index": index}
             return {"ok": False, "error": f"unknown op {op!r}"}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return {"ok": False, "error": str(exc)}
@@ -151,6 +157,8 @@ def main() -> None:
     if os.environ.get("HC_HANDSHAKE_TIMEOUT"):
         tuning = dataclasses.replace(
             tuning, handshake_timeout=float(os.environ["HC_HANDSHAKE_TIMEOUT"]))
+    if os.environ.get("HC_LONG_APPLY_OFF"):
+        tuning = dataclasses.replace(tuning, heartbeat_before_bytes=0, long_apply_grace=0.0)
     if os.environ.get("HC_MAX_PENDING"):
         tuning = dataclasses.replace(
             tuning, max_pending_connections=int(os.environ["HC_MAX_PENDING"]))
