@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hacontrol import planted
 from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secret
+from hacontrol.alerts.wiring import start_alerts
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import Limits
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
@@ -149,6 +150,7 @@ async def run_controller(args: Any) -> None:
                         probe=HealthProbe(client_context(tls)) if tls is not None else None,
                         metrics=metrics)
     leader_task = asyncio.create_task(leader.run())
+    alerts_task = start_alerts(ctl, leadership, membership)
     if tls is not None:
         # Peers' status is open: their CA is all it takes (no client certificate).
         ctl.versions.tls = client_context(TLSConfig(ca=tls.ca))
@@ -171,6 +173,7 @@ async def run_controller(args: Any) -> None:
     await stop.wait()
     log.info("replica %s stopping", args.id)
     leader_task.cancel()
+    alerts_task.cancel()
     versions_task.cancel()
     for task in upkeep:
         task.cancel()

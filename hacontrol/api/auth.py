@@ -101,6 +101,15 @@ ROUTES: dict[tuple[str, str], Need] = {
     # replaces every token: acl:write here, operator:write checked by the route too.
     ("GET", "/v1/operator/snapshot"): act(A.ACL_WRITE),
     ("PUT", "/v1/operator/snapshot"): act(A.ACL_WRITE),
+    # Alert sinks run commands and send requests from the leader's host: writing a rule
+    # needs cluster-wide operator rights, never a namespace's.
+    ("GET", "/v1/alerts"): act(A.OPERATOR_READ),
+    ("GET", "/v1/alerts/{name}"): act(A.OPERATOR_READ),
+    ("PUT", "/v1/alerts/{name}"): act(A.OPERATOR_WRITE),
+    ("DELETE", "/v1/alerts/{name}"): act(A.OPERATOR_WRITE),
+    ("GET", "/v1/health/score"): act(A.OPERATOR_READ),  # names nodes, namespaces, jobs
+    ("GET", "/v1/operator/config"): act(A.OPERATOR_READ),
+    ("PUT", "/v1/operator/config"): act(A.OPERATOR_WRITE),
 }
 
 USER_TYPES = (TokenType.MANAGEMENT, TokenType.CLIENT)
