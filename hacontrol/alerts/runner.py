@@ -151,17 +151,24 @@ class AlertRunner:
             return  # lost the lead meanwhile
         now = self.clock()
         found = self.proposer.read_local(lambda m: self.survey(m, now, since, replicas))
+        due = found.due
         if found.transitions:
             for t in found.transitions:
                 log.warning("alert %s %s: %s", t.name, t.status, t.details)
             await self.proposer.propose(C.ALERT_TRANSITION, {
                 "transitions": [t.to_args() for t in found.transitions]})
-        for due in found.due:
-            key = (due.id, due.sink_index)
+            # Deliver the notifications just made in this round, not the next.
+            due = self.proposer.read_local(lambda m: due_deliveries(m.store.alert_states,
+                                                                    self.clock()))
+        self._start(session, due)
+
+    def _start(self, session: aiohttp.ClientSession, due: list[Due]) -> None:
+        for one in due:
+            key = (one.id, one.sink_index)
             if key in self.in_flight or len(self.in_flight) >= MAX_IN_FLIGHT:
                 continue
             self.in_flight.add(key)
-            task = asyncio.create_task(self._deliver(session, due))
+            task = asyncio.create_task(self._deliver(session, one))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
