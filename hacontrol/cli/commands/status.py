@@ -33,9 +33,11 @@ def cmd_status(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
         health = client.get("/v1/health/score")
     except ClientError:
         health = None
-    shown = {**status, "health_score": health} if isinstance(health, dict) else status
+    if not isinstance(health, dict) or not isinstance(health.get("score"), int | float):
+        health = None
+    shown = {**status, "health_score": health} if health is not None else status
 
     def render() -> str:
         text = output.render_status(status)
-        return f"{text}\n\n{render_score(health)}" if isinstance(health, dict) else text
+        return f"{text}\n\n{render_score(health)}" if health is not None else text
     return show(args, out, shown, render)
