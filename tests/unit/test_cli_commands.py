@@ -425,4 +425,3 @@ def test_agent_bad_label_or_bind_is_a_usage_error(
 ) -> None:
     assert main([*AGENT, *bad]) == 2
     assert "expected" in capsys.readouterr().err
-
