@@ -48,7 +48,7 @@ RULE = {"type": "object", "properties": {**RULE_BODY["properties"], "name": NAME
                                           "modify_index": {"type": "integer"}}}
 ALERT = {"type": "object", "required": ["name", "rule", "state"], "properties": {
     "name": NAME, "rule": RULE, "state": {
-        "type": "object", "properties": {
+        "type": ["object", "null"], "properties": {
             "status": {"enum": ["ok", "firing", "resolved"]}, "since": NUMBER,
             "details": OBJECT, "seq": {"type": "integer"}, "dropped": {"type": "integer"},
             "notifications": {"type": "array", "items": {

@@ -247,6 +247,15 @@ def _glob(value: Any, where: str) -> str | None:
     return value
 
 
+def _http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and (parts.port is None or parts.port > 0)
+    except ValueError:  # "http://[::1", a port out of range
+        return False
+
+
 def parse_sink(raw: Any, where: str) -> Sink:
     d = obj(raw, where)
     kind = d.get("type")
@@ -259,9 +268,8 @@ def parse_sink(raw: Any, where: str) -> Sink:
         # a rule read back can be applied again.
         no_unknown(d, {"type", "url", "secret", "secret_set", "timeout_s"}, f"{where}.")
         url = d.get("url")
-        parts = urlsplit(url) if isinstance(url, str) and len(url) <= MAX_URL_LEN else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
-                or has_control(str(url)):
+        if not isinstance(url, str) or len(url) > MAX_URL_LEN or has_control(url) \
+                or not _http_url(url):
             raise invalid(f"{where}.url", "must be an http:// or https:// URL")
         secret = d.get("secret")
         if secret is not None and (not isinstance(secret, str)
