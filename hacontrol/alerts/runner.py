@@ -71,7 +71,7 @@ def due_deliveries(states: dict[str, AlertState], now: float) -> list[Due]:
 
 @dataclass(frozen=True)
 class Round:
-    view: ClusterView
+    view: ClusterView | None
     rules: list[AlertRule]
     transitions: list[Transition]
     due: list[Due]
@@ -135,6 +135,10 @@ class AlertRunner:
     def survey(self, m: StateMachine, now: float, since: float,
                replicas: list[ReplicaRow]) -> Round:
         """What to do this round (the caller holds the state still)."""
+        if not m.store.alert_rules:
+            # No rule, so nothing to judge nor deliver (deleting a rule drops its
+            # notifications): the walk over every allocation is skipped.
+            return Round(None, [], [], [])
         view = build_view(m, now, replicas, self.leader_id(), self.leaderless_s,
                           max(0.0, self.mono() - since))
         rules = list(m.store.alert_rules.values())
