@@ -145,10 +145,11 @@ def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
     for a in m.allocs.values():
         recent_failure = a.state in _FAILED and a.updated_at >= since
         pending = a.state == AllocState.PENDING and a.desired == DesiredState.RUN
-        if not (recent_failure or pending or a.restarts > 0):
+        restarted = a.restarts > 0 and (not a.terminal or a.updated_at >= since)
+        if not (recent_failure or pending or restarted):
             continue
         seen = marks.get(a.id, [])
-        if a.restarts > 0 and (not seen or seen[-1][1] != a.restarts):
+        if restarted and (not seen or seen[-1][1] != a.restarts):
             seen = [*seen, (a.updated_at, a.restarts)]
         rows.append(AllocRow(a.id, a.namespace, a.job, a.state,
                              a.desired == DesiredState.RUN, a.created_at, a.updated_at,
