@@ -19,7 +19,9 @@ from aiohttp import web
 
 from hacontrol import planted
 from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secret
+from hacontrol.alerts.sealing import Sealer
 from hacontrol.alerts.wiring import start_alerts
+from hacontrol.api.alert_routes import use_sealer
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import Limits
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
@@ -136,6 +138,8 @@ async def run_controller(args: Any) -> None:
     app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
                     bootstrap_token=bool(token), agent_tls=client_tls, membership=membership,
                     metrics=metrics)
+    sealer = Sealer(secret)  # webhook secrets enter the log sealed with the cluster secret
+    use_sealer(app, sealer)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True,
@@ -150,7 +154,7 @@ async def run_controller(args: Any) -> None:
                         probe=HealthProbe(client_context(tls)) if tls is not None else None,
                         metrics=metrics)
     leader_task = asyncio.create_task(leader.run())
-    alerts_task = start_alerts(ctl, leadership, membership)
+    alerts_task = start_alerts(ctl, leadership, membership, sealer)
     if tls is not None:
         # Peers' status is open: their CA is all it takes (no client certificate).
         ctl.versions.tls = client_context(TLSConfig(ca=tls.ca))

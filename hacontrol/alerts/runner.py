@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -33,6 +33,7 @@ from hacontrol.state.machine import StateMachine
 
 from . import backoff, sinks
 from .evaluate import Transition, evaluate
+from .sealing import Sealer, Unsealable
 
 log = logging.getLogger("hacontrol.alerts")
 
@@ -87,8 +88,11 @@ class AlertRunner:
                  deliver: Deliver = sinks.deliver,
                  clock: Callable[[], float] = time.time,
                  mono: Callable[[], float] = time.monotonic,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 sealer: Sealer | None = None) -> None:
+        """`sealer` opens the webhook secrets the API sealed (None: kept in the clear)."""
         self.proposer = proposer
+        self.sealer = sealer
         self.leadership = leadership
         self.replicas = replicas
         self.leader_id = leader_id
@@ -133,13 +137,13 @@ class AlertRunner:
         return leader.since
 
     def survey(self, m: StateMachine, now: float, since: float,
-               replicas: list[ReplicaRow]) -> Round:
+               replicas: list[ReplicaRow], leader: str | None) -> Round:
         """What to do this round (the caller holds the state still)."""
         if not m.store.alert_rules:
             # No rule, so nothing to judge nor deliver (deleting a rule drops its
             # notifications): the walk over every allocation is skipped.
             return Round(None, [], [], [])
-        view = build_view(m, now, replicas, self.leader_id(), self.leaderless_s,
+        view = build_view(m, now, replicas, leader, self.leaderless_s,
                           max(0.0, self.mono() - since))
         rules = list(m.store.alert_rules.values())
         transitions = evaluate(rules, view, m.store.alert_states, score(view))
@@ -153,8 +157,9 @@ class AlertRunner:
             replicas = self.replicas()
         except ControlError:
             return  # lost the lead meanwhile
-        now = self.clock()
-        found = self.proposer.read_local(lambda m: self.survey(m, now, since, replicas))
+        now, leader = self.clock(), self.leader_id()  # asked outside the apply lock
+        found = self.proposer.read_local(lambda m: self.survey(m, now, since, replicas,
+                                                               leader))
         due = found.due
         if found.transitions:
             for t in found.transitions:
@@ -176,10 +181,17 @@ class AlertRunner:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    def _opened(self, sink: Sink) -> Sink:
+        if sink.secret is None or self.sealer is None:
+            return sink
+        return replace(sink, secret=self.sealer.open(sink.secret))
+
     async def _deliver(self, session: aiohttp.ClientSession, due: Due) -> None:
         try:
             try:
-                error = await self.deliver(session, due.sink, due.body)
+                error = await self.deliver(session, self._opened(due.sink), due.body)
+            except Unsealable as exc:
+                error = str(exc)
             except Exception as exc:  # a sink's bug is a failed attempt, not a dead loop
                 log.exception("delivering %s failed", due.id)
                 error = f"{type(exc).__name__}: {exc}"

@@ -11,6 +11,7 @@ from hacontrol.health.view import ReplicaRow
 from hacontrol.scheduler.leader_state import Leadership
 
 from .runner import AlertRunner
+from .sealing import Sealer
 
 
 def leader_replicas(membership: Membership) -> list[ReplicaRow]:
@@ -18,8 +19,8 @@ def leader_replicas(membership: Membership) -> list[ReplicaRow]:
     return [ReplicaRow(r["id"], r["alive"], r["index_lag"]) for r in membership.peers()]
 
 
-def start_alerts(ctl: Controller, leadership: Leadership,
-                 membership: Membership) -> asyncio.Task[None]:
+def start_alerts(ctl: Controller, leadership: Leadership, membership: Membership,
+                 sealer: Sealer) -> asyncio.Task[None]:
     runner = AlertRunner(ctl, leadership, lambda: leader_replicas(membership),
-                         lambda: ctl.status()["leader"])
+                         lambda: ctl.status()["leader"], sealer=sealer)
     return asyncio.create_task(runner.run())

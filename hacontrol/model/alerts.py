@@ -79,6 +79,8 @@ MAX_ARGV = 64
 MAX_ARG_LEN = 4096
 MAX_URL_LEN = 2048
 MAX_SECRET_LEN = 512
+MAX_SEALED_LEN = 2048
+SEALED_PREFIX = "sealed1:"
 MAX_SINK_TIMEOUT_S = 120.0
 DEFAULT_SINK_TIMEOUT_S = 10.0
 GLOB_RE = re.compile(r"[a-z0-9*][a-z0-9_.*-]{0,63}")
@@ -272,8 +274,12 @@ def parse_sink(raw: Any, where: str) -> Sink:
                 or not _http_url(url):
             raise invalid(f"{where}.url", "must be an http:// or https:// URL")
         secret = d.get("secret")
+        # A sealed secret (`alerts/sealing.py`: what the API writes to the log) is longer
+        # than the secret it seals.
+        longest = MAX_SEALED_LEN if isinstance(secret, str) and secret.startswith(
+            SEALED_PREFIX) else MAX_SECRET_LEN
         if secret is not None and (not isinstance(secret, str)
-                                   or not 1 <= len(secret) <= MAX_SECRET_LEN):
+                                   or not 1 <= len(secret) <= longest):
             raise invalid(f"{where}.secret", f"must be a string of 1-{MAX_SECRET_LEN} "
                                              "characters")
         return Sink(SinkType.WEBHOOK, str(url), secret, timeout_s=timeout)

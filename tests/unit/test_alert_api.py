@@ -163,3 +163,51 @@ def test_cluster_config_routes() -> None:
     assert status == 200
     status, out = send(r, "GET", "/v1/operator/config")
     assert out["set"] is True and out["config"]["health"]["replica_down"] == 1
+
+
+def test_webhook_secrets_enter_the_log_sealed() -> None:
+    """The replica that takes a rule seals its webhook secret with the cluster secret: the
+    command in the log, the state and snapshots hold no clear secret, and only a replica
+    with the cluster secret opens it."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hacontrol.alerts.sealing import Sealer, Unsealable
+    from hacontrol.api.alert_routes import use_sealer
+    from hacontrol.api.app import build_app
+    from hacontrol.raft.keys import generate_secret
+    from hacontrol.scheduler.leader_state import Leadership
+
+    from .test_api_errors import TOKEN
+
+    cluster_secret = generate_secret()
+    r = ApplyingReplica()
+    logged: list[dict[str, Any]] = []
+    write = r.write
+
+    async def logging_write(op: str, args: dict[str, Any], idem: str | None = None,
+                            *, actor: str | None = None) -> dict[str, Any]:
+        logged.append(args)
+        return await write(op, args, idem, actor=actor)
+    r.write = logging_write  # type: ignore[method-assign]
+
+    async def go() -> int:
+        app = build_app(r, r, Leadership(lambda: 3), TOKEN)
+        use_sealer(app, Sealer(cluster_secret))
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.put("/v1/alerts/down", json=RULE,
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+            return resp.status
+    assert asyncio.run(go()) == 200
+    assert "very-secret-value" not in repr(logged)
+    assert b"very-secret-value" not in r.m.snapshot()
+    stored = r.m.store.alert_rules["down"].sinks[0].secret
+    assert stored is not None and stored.startswith("sealed1:")
+    assert Sealer(cluster_secret).open(stored) == "very-secret-value"
+    with pytest.raises(Unsealable):
+        Sealer(generate_secret()).open(stored)
+    # A rotation (the new key first, the old one still listed) opens what the old sealed.
+    rotated = Sealer(f"{generate_secret()} {cluster_secret}")
+    assert rotated.open(stored) == "very-secret-value"
+    assert rotated.seal("x") != rotated.seal("x")  # a fresh token each time
