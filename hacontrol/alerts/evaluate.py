@@ -94,7 +94,6 @@ def condition(rule: AlertRule, view: ClusterView, score: Score) -> dict[str, Any
                 return None
             return {"score": score.score,
                     "reasons": [r.to_dict() for r in score.reasons[:ITEMS_IN_DETAILS]]}
-    return None
 
 
 def evaluate(rules: Iterable[AlertRule], view: ClusterView,

@@ -38,14 +38,15 @@ SINK = {"type": "object", "required": ["type"], "properties": {
     "command": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
                 "description": "exec: argv, run on the leader's host with the body on stdin"},
     "timeout_s": {"type": "number", "minimum": 0.1, "maximum": 120}}}
-RULE_BODY = {"type": "object", "required": ["when"], "properties": {
+RULE_FIELDS: dict[str, Any] = {
     "when": {"enum": [str(w) for w in AlertWhen]},
     "severity": {"enum": [str(s) for s in Severity], "default": "warning"},
     "namespace": {"type": ["string", "null"], "description": "a namespace or a glob"},
     "job": {"type": ["string", "null"]},
     "threshold": NUMBER, "window_s": {"type": "number", "minimum": 1, "maximum": 86400},
-    "sinks": {"type": "array", "items": SINK, "maxItems": MAX_SINKS}}}
-RULE = {"type": "object", "properties": {**RULE_BODY["properties"], "name": NAME,
+    "sinks": {"type": "array", "items": SINK, "maxItems": MAX_SINKS}}
+RULE_BODY = {"type": "object", "required": ["when"], "properties": RULE_FIELDS}
+RULE = {"type": "object", "properties": {**RULE_FIELDS, "name": NAME,
                                           "modify_index": {"type": "integer"}}}
 ALERT = {"type": "object", "required": ["name", "rule", "state"], "properties": {
     "name": NAME, "rule": RULE, "state": {

@@ -302,7 +302,7 @@ def parse_rule(name: Any, body: Any) -> AlertRule:
     if d.get("name", name) != name:
         raise invalid("name", "differs from the name in the path")
     try:
-        when = AlertWhen(d.get("when"))
+        when = AlertWhen(str(d.get("when")))
     except ValueError:
         raise invalid("when", "must be one of " + ", ".join(AlertWhen)) from None
     try:
