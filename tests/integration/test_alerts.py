@@ -102,6 +102,23 @@ def receiver() -> Iterator[Receiver]:
         yield rx
 
 
+def knows_alerts(cluster: Cluster) -> None:
+    """Wait until every replica has heard that the others know the alert commands (a new
+    command type is proposed only then, controller/versions.py; right after start the
+    replicas have not polled each other yet)."""
+    def ready() -> bool:
+        statuses = [cluster.status(r) for r in cluster.live()]
+        return all(st is not None and "alert_put" not in st.get("ops_waiting", ["alert_put"])
+                   for st in statuses)
+    wait_for(ready, 20, what="every replica knows the alert commands")
+
+
+@pytest.fixture
+def cluster(cluster: Cluster) -> Cluster:
+    knows_alerts(cluster)
+    return cluster
+
+
 def hook(rx: Receiver, **extra: Any) -> dict[str, Any]:
     return {"type": "webhook", "url": rx.url, "secret": SECRET, **extra}
 
