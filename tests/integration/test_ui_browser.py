@@ -318,6 +318,11 @@ def test_draining_a_node_moves_its_allocations(ui: Callable[..., UI], dev: Dev) 
                       if a["state"] == "running"], "n1 emptied", timeout=60)
     page.wait_for_selector("tr.node[data-name=n1] .s-draining")
     tab.shot("nodes-draining")
+    # The cluster page's health score names the draining node as a reason.
+    page = tab.go("cluster", "#health-score tr.health-reason[data-reason=node_draining]")
+    assert "n1" in page.inner_text("#health-score tr.health-reason[data-reason=node_draining]")
+    assert float(page.locator("#health-score").get_attribute("data-score") or "100") < 100
+    page = tab.go("nodes", "tr.node[data-name=n1] button")
     page.click("tr.node[data-name=n1] button:has-text('End drain')")
     poll(lambda: not dev.api("GET", "/v1/nodes/n1")["node"]["drain"], "n1 drain ended")
 
