@@ -13,14 +13,22 @@ from dataclasses import dataclass, field
 
 from hacontrol.model.alerts import AlertStatus, AlertWhen
 from hacontrol.model.cluster_config import ClusterConfig
+from hacontrol.model.records import Allocation
 from hacontrol.model.resources import Quota, Usage
-from hacontrol.model.states import AllocState, DeploymentStatus, DesiredState, NodeStatus
+from hacontrol.model.states import (
+    TERMINAL_STATES,
+    AllocState,
+    DeploymentStatus,
+    DesiredState,
+    NodeStatus,
+)
 from hacontrol.state.machine import StateMachine
 
 # How far back restarts and failures are looked at (the longest window a rule may ask for
 # is longer, but the event buffer rarely reaches further back than this anyway).
 LOOKBACK_S = 3600.0
-_FAILED = (AllocState.FAILED, AllocState.LOST)
+# States that make an allocation worth judging whatever its restarts.
+_NOTED_STATES = frozenset({AllocState.PENDING, AllocState.FAILED, AllocState.LOST})
 
 
 @dataclass(frozen=True)
@@ -60,13 +68,13 @@ class AllocRow:
             return 0
         start = now - window_s
         latest = self.restarts[-1][1]
-        before = [n for t, n in self.restarts if t <= start]
-        if before:
-            base = before[-1]
-        elif self.created_at >= start:
-            base = 0
-        else:
-            base = self.restarts[0][1]
+        base = None
+        for t, n in reversed(self.restarts):  # a few marks each: the latest first
+            if t <= start:
+                base = n
+                break
+        if base is None:
+            base = 0 if self.created_at >= start else self.restarts[0][1]
         return max(latest - base, 0)
 
 
@@ -128,10 +136,28 @@ def _restart_marks(m: StateMachine, since: float) -> dict[str, list[tuple[float,
     marks: dict[str, list[tuple[float, int]]] = {}
     for e in m.events:
         restarts = e.get("restarts")
-        if e["ts"] < since or not isinstance(restarts, int) or "alloc" not in e:
-            continue
-        marks.setdefault(str(e["alloc"]), []).append((float(e["ts"]), restarts))
+        if not restarts or e["ts"] < since or not isinstance(restarts, int):
+            continue  # most events carry no restarts, or none yet
+        alloc = e.get("alloc")
+        if alloc is not None:
+            marks.setdefault(str(alloc), []).append((float(e["ts"]), restarts))
     return marks
+
+
+def _noted(m: StateMachine, since: float) -> list[Allocation]:
+    """The allocations worth judging: pending, failed or lost lately, or restarted (and
+    not long finished). One pass over every allocation, the cheap test first: at 100,000
+    allocations this walk is most of what the view costs (bench/alerts.py)."""
+    out = []
+    for a in m.allocs.values():
+        if not a.restarts and a.state not in _NOTED_STATES:
+            continue
+        if a.state == AllocState.PENDING:
+            if a.desired == DesiredState.RUN:
+                out.append(a)
+        elif a.updated_at >= since or (a.restarts and a.state not in TERMINAL_STATES):
+            out.append(a)
+    return out
 
 
 def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
@@ -140,16 +166,12 @@ def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
     """The view at wall time `now`; the caller holds the state still."""
     store = m.store
     since = now - LOOKBACK_S
-    marks = _restart_marks(m, since)
+    noted = _noted(m, since)
+    marks = _restart_marks(m, since) if any(a.restarts for a in noted) else {}
     rows = []
-    for a in m.allocs.values():
-        recent_failure = a.state in _FAILED and a.updated_at >= since
-        pending = a.state == AllocState.PENDING and a.desired == DesiredState.RUN
-        restarted = a.restarts > 0 and (not a.terminal or a.updated_at >= since)
-        if not (recent_failure or pending or restarted):
-            continue
+    for a in noted:
         seen = marks.get(a.id, [])
-        if restarted and (not seen or seen[-1][1] != a.restarts):
+        if a.restarts and (not seen or seen[-1][1] != a.restarts):
             seen = [*seen, (a.updated_at, a.restarts)]
         rows.append(AllocRow(a.id, a.namespace, a.job, a.state,
                              a.desired == DesiredState.RUN, a.created_at, a.updated_at,
