@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-browser test-overload test-ops test-scaling lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-snapshot-compare bench-compare chaos chaos-power chaos-smoke system-deps clean
+.PHONY: run test test-alerts test-browser test-overload test-ops test-scaling lint fuzz bench bench-agent bench-scheduler bench-snapshot bench-snapshot-compare bench-compare chaos chaos-power chaos-smoke system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: $(STAMP) system-deps
 # `make test` runs its smoke only.
 test-browser: $(STAMP) system-deps
 	$(PY) -m pytest -q -m browser tests/integration/test_ui_browser.py
+
+# Alerts on a real cluster with a real webhook receiver (tests/integration/test_alerts.py,
+# ~2 min): an allocation killed until it flaps, an agent killed (node_down), a quota
+# filled, the leader killed during a delivery (no loss, no flood), an exec sink, the
+# health score. `make test` runs the quota and leader-kill smoke only.
+test-alerts: $(STAMP)
+	$(PY) -m pytest -q -m alerts tests/integration/test_alerts.py
 
 # Two agents given OVERLOAD_N allocations each at once (tests/integration/test_overload.py):
 # all run, no node is marked down, nothing is lost, one process per allocation; prints the

@@ -19,6 +19,9 @@ from aiohttp import web
 
 from hacontrol import planted
 from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secret
+from hacontrol.alerts.sealing import Sealer
+from hacontrol.alerts.wiring import start_alerts
+from hacontrol.api.alert_routes import use_sealer
 from hacontrol.api.app import build_app
 from hacontrol.api.limits import LimitedStore, Limits
 from hacontrol.api.request import STORE
@@ -141,6 +144,8 @@ async def run_controller(args: Any) -> None:
     app = build_app(ctl, ctl, leadership, controller_credential(secret), limits,
                     bootstrap_token=bool(token), agent_tls=client_tls, membership=membership,
                     metrics=metrics)
+    sealer = Sealer(secret)  # webhook secrets enter the log sealed with the cluster secret
+    use_sealer(app, sealer)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     api_tls = server_context(tls, require_client_cert=False) if tls is not None else None
@@ -157,6 +162,7 @@ async def run_controller(args: Any) -> None:
                         metrics=metrics)
     leader_task = asyncio.create_task(leader.run())
     live_tls = None
+    alerts_task = start_alerts(ctl, leadership, membership, sealer)
     if tls is not None:
         # Peers' status is open: their CA is all it takes (no client certificate).
         peers_tls = client_context(TLSConfig(ca=tls.ca))
@@ -192,6 +198,7 @@ async def run_controller(args: Any) -> None:
     await stop.wait()
     log.info("replica %s stopping", args.id)
     leader_task.cancel()
+    alerts_task.cancel()
     versions_task.cancel()
     for task in upkeep:
         task.cancel()

@@ -19,6 +19,7 @@ from hacontrol.scheduler.leader_state import Leadership
 from . import (
     acl_routes,
     agent_routes,
+    alert_routes,
     members,
     membership_routes,
     metrics_routes,
@@ -72,6 +73,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     snapshot_routes.register(app)
     scaling_routes.register(app)
     membership_routes.register(app, membership)
+    alert_routes.register(app)
     ui.register(app)
     openapi.register(app)  # documents every route, whenever it was registered
     return app

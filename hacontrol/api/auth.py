@@ -108,6 +108,15 @@ ROUTES: dict[tuple[str, str], Need] = {
     # The receipt (a secret only the restore's own answer carried) is the credential: the
     # restore may have replaced the token that asked for it (api/snapshot_routes.py).
     ("GET", "/v1/operator/snapshot/restore/{receipt}"): OPEN,
+    # Alert sinks run commands and send requests from the leader's host: writing a rule
+    # needs cluster-wide operator rights, never a namespace's.
+    ("GET", "/v1/alerts"): act(A.OPERATOR_READ),
+    ("GET", "/v1/alerts/{name}"): act(A.OPERATOR_READ),
+    ("PUT", "/v1/alerts/{name}"): act(A.OPERATOR_WRITE),
+    ("DELETE", "/v1/alerts/{name}"): act(A.OPERATOR_WRITE),
+    ("GET", "/v1/health/score"): act(A.OPERATOR_READ),  # names nodes, namespaces, jobs
+    ("GET", "/v1/operator/config"): act(A.OPERATOR_READ),
+    ("PUT", "/v1/operator/config"): act(A.OPERATOR_WRITE),
 }
 
 USER_TYPES = (TokenType.MANAGEMENT, TokenType.CLIENT)

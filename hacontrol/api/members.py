@@ -68,6 +68,12 @@ async def _ask(request: web.Request, member: dict[str, Any]) -> dict[str, Any]:
 @documented(Operation("Every replica's role, term, indexes, lag and health, as the replica "
                       "asked gathers them", "status", ok=MEMBERS, errors=(401, 403)))
 async def members_status(request: web.Request) -> web.Response:
+    return ok(await gather(request))
+
+
+async def gather(request: web.Request) -> dict[str, Any]:
+    """`{"leader", "asked", "members"}`: every replica's status, with its lag, as this
+    replica gathers them (also what the health score judges the replicas by)."""
     st = cluster_of(request).status()
     own = {"id": st["id"], "api": next((m["api"] for m in st["members"]
                                         if m["id"] == st["id"]), ""),
@@ -77,7 +83,7 @@ async def members_status(request: web.Request) -> web.Response:
                                      for m in peers))
     members = sorted([own, *answers], key=lambda m: str(m["id"]))
     leader = st["leader"]
-    return ok({"leader": leader, "asked": st["id"], "members": with_lag(members, leader)})
+    return {"leader": leader, "asked": st["id"], "members": with_lag(members, leader)}
 
 
 def register(app: web.Application) -> None:

@@ -45,12 +45,18 @@ ACL_TOKEN_PRUNE = "acl_token_prune"  # the leader removes tokens expired at the 
 # The controllers' credential towards agents, set once (`acl.secrets.controller_credential`).
 CONTROLLER_CREDENTIAL = "controller_credential"
 STATE_RESTORE = "state_restore"  # replace the whole state with a snapshot's (one entry)
+CLUSTER_CONFIG_PUT = "cluster_config_put"  # the cluster's settings (health score weights)
+ALERT_PUT = "alert_put"
+ALERT_DELETE = "alert_delete"
+ALERT_TRANSITION = "alert_transition"  # the leader: alerts firing or resolved, notifications
+ALERT_DELIVERY = "alert_delivery"  # the leader: the outcome of delivery attempts
 
 OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NODE_STATUS,
                  PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP, JOB_REVERT,
                  ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE, ACL_TOKEN_CREATE,
                  ACL_TOKEN_REVOKE, NODE_CREDENTIAL, ACL_TOKEN_PRUNE, CONTROLLER_CREDENTIAL,
-                 STATE_RESTORE})
+                 STATE_RESTORE, CLUSTER_CONFIG_PUT, ALERT_PUT, ALERT_DELETE, ALERT_TRANSITION,
+                 ALERT_DELIVERY})
 # What every replica of protocol 1 knows: a replica that reports no capabilities (a version
 # before the report existed, or one not heard from yet) is assumed to know these and no more.
 # Never add to it: a new command type goes into OPS only, and is proposed once every voter

@@ -22,7 +22,8 @@ ROOT_USERS = frozenset({"root", "0"})
 # Ops only the controllers propose (the leader loop): no token may, but a management token
 # (which may do everything) is not refused, as an operator's escape hatch.
 CONTROLLER_OPS = frozenset({C.NODE_STATUS, C.PLAN, C.MIGRATE, C.DEPLOY_STEP,
-                            C.ACL_TOKEN_PRUNE, C.CONTROLLER_CREDENTIAL})
+                            C.ACL_TOKEN_PRUNE, C.CONTROLLER_CREDENTIAL, C.ALERT_TRANSITION,
+                            C.ALERT_DELIVERY})
 
 
 def names_root(who: Any) -> bool:
@@ -70,6 +71,10 @@ def needed(store: Store, op: str, args: dict[str, Any]) -> list[tuple[Action, st
             return [(Action.SUBMIT_JOB, ns), *([(Action.RUN_AS_ROOT, ns)] if as_root else [])]
         case C.NODE_DRAIN:
             return [(Action.NODE_WRITE, None)]
+        case C.ALERT_PUT | C.ALERT_DELETE | C.CLUSTER_CONFIG_PUT:
+            # Alert sinks run commands and send requests from the leader's host: cluster-wide
+            # operator rights, never a namespace's (said here, not left to the default).
+            return [(Action.OPERATOR_WRITE, None)]
         case C.STATE_RESTORE:
             # It replaces every token and policy: whoever may restore may write the ACLs.
             return [(Action.OPERATOR_WRITE, None), (Action.ACL_WRITE, None)]

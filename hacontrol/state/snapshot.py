@@ -44,6 +44,12 @@ def _encode(store: Store, idem: IdempotencyTable) -> bytes:
         tables["acl_tokens"] = [t.to_dict() for t in store.acl_tokens.values()]
     if store.controller_credential is not None:
         tables["controller_credential"] = store.controller_credential
+    # Like the ACL tables: absent until used, so older states digest as before.
+    if store.alert_rules or store.alert_states:
+        tables["alert_rules"] = [r.to_dict() for r in store.alert_rules.values()]
+        tables["alert_states"] = [a.to_dict() for a in store.alert_states.values()]
+    if store.cluster_config is not None:
+        tables["cluster_config"] = store.cluster_config.to_dict()
     # Byte for byte what msgpack.packb(tables) gives with the entries as lists (msgpack is
     # compositional), without packing every idempotency entry again: the table keeps each
     # one packed, and they were most of a loaded leader's snapshot time.

@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 
 from hacontrol.model.acl import Policy, Token
+from hacontrol.model.alerts import AlertRule, AlertState
+from hacontrol.model.cluster_config import ClusterConfig
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
 from hacontrol.model.states import AllocState, DesiredState
@@ -52,6 +54,11 @@ class Store:
         # secret, in the state like the cluster secret is on the replicas' disks: it never
         # leaves a replica through the API.
         self.controller_credential: str | None = None
+        # Alerting: the rules, each alert's state with its notifications, and the cluster's
+        # settings (None: never set, every default applies).
+        self.alert_rules: dict[str, AlertRule] = {}
+        self.alert_states: dict[str, AlertState] = {}
+        self.cluster_config: ClusterConfig | None = None
         # For the agents' delta sync (derived, never snapshotted, not in the digest): per
         # node, the ids of allocations forgotten while placed there, with the index they were
         # forgotten at, so an agent that last synced before that learns they are gone; only
@@ -229,6 +236,8 @@ class Store:
         self.usage = other.usage
         self.acl_policies, self.acl_tokens = other.acl_policies, other.acl_tokens
         self.acl_bootstrapped, self.acl_by_hash = other.acl_bootstrapped, other.acl_by_hash
+        self.alert_rules, self.alert_states = other.alert_rules, other.alert_states
+        self.cluster_config = other.cluster_config
         # The controllers' credential is kept: this cluster's agents have pinned it.
         self.alloc_seq = max(self.alloc_seq, other.alloc_seq)
         self.index = index

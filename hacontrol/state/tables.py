@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from hacontrol.model.acl import Policy, Token
+from hacontrol.model.alerts import AlertRule, AlertState
+from hacontrol.model.cluster_config import ClusterConfig
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota
 
@@ -52,5 +54,10 @@ def decode_store(d: Any) -> Store:
     store.acl_tokens = {t["accessor_id"]: Token.from_dict(t) for t in d.get("acl_tokens", [])}
     cred = d.get("controller_credential")
     store.controller_credential = cred if isinstance(cred, str) else None
+    store.alert_rules = {r["name"]: AlertRule.from_dict(r) for r in d.get("alert_rules", [])}
+    store.alert_states = {a["name"]: AlertState.from_dict(a)
+                          for a in d.get("alert_states", [])}
+    config = d.get("cluster_config")
+    store.cluster_config = ClusterConfig.from_dict(config) if isinstance(config, dict) else None
     store.rebuild_indexes()
     return store

@@ -202,6 +202,13 @@ def test_every_page_loads_and_shows_the_clusters_data(ui: Callable[..., UI], dev
     poll(lambda: page.locator("tr.replica").count() == 3, "three replicas")
     assert page.locator("tr.replica[data-role=leader]").count() == 1
     assert "3 / 3" in page.inner_text("#health-summary")
+    # The health score, with each reason that lowers it as a row (a management token).
+    poll(lambda: page.locator("#health-score-value").count() == 1, "the health score")
+    score = float(page.locator("#health-score").get_attribute("data-score") or "-1")
+    assert 0 <= score <= 100
+    assert "/ 100" in page.inner_text("#health-score-value")
+    # One answer draws both: a reason row exactly when something lowers the score.
+    assert (page.locator("#health-score tr.health-reason").count() > 0) == (score < 100)
     tab.shot("cluster")
 
     page = tab.go("nodes", "tr.node[data-name=n2]")
@@ -320,6 +327,11 @@ def test_draining_a_node_moves_its_allocations(ui: Callable[..., UI], dev: Dev) 
                       if a["state"] == "running"], "n1 emptied", timeout=60)
     page.wait_for_selector("tr.node[data-name=n1] .s-draining")
     tab.shot("nodes-draining")
+    # The cluster page's health score names the draining node as a reason.
+    page = tab.go("cluster", "#health-score tr.health-reason[data-reason=node_draining]")
+    assert "n1" in page.inner_text("#health-score tr.health-reason[data-reason=node_draining]")
+    assert float(page.locator("#health-score").get_attribute("data-score") or "100") < 100
+    page = tab.go("nodes", "tr.node[data-name=n1] button")
     page.click("tr.node[data-name=n1] button:has-text('End drain')")
     poll(lambda: not dev.api("GET", "/v1/nodes/n1")["node"]["drain"], "n1 drain ended")
 

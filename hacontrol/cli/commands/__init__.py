@@ -11,6 +11,7 @@ from __future__ import annotations
 from hacontrol.cli.commands import (
     acl,
     agent,
+    alert,
     allocation,
     dev,
     events,
@@ -26,5 +27,5 @@ from hacontrol.cli.commands.base import CommandGroup
 
 GROUPS: tuple[CommandGroup, ...] = (
     server, agent, dev, status, job, allocation, node, events, namespace, acl, tls,
-    operator,
+    operator, alert,
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import commands as C
 from ..context import Applying, Result
-from . import acl, allocations, deployments, jobs, namespaces, nodes, plans, restore
+from . import acl, alerts, allocations, deployments, jobs, namespaces, nodes, plans, restore
 
 Handler = Callable[[Applying, dict[str, Any]], Result]
 
@@ -44,4 +44,9 @@ HANDLERS: dict[str, Handler] = {
     C.ACL_TOKEN_PRUNE: acl.token_prune,
     C.CONTROLLER_CREDENTIAL: acl.controller_credential,
     C.STATE_RESTORE: restore.restore,
+    C.CLUSTER_CONFIG_PUT: alerts.config_put,
+    C.ALERT_PUT: alerts.put,
+    C.ALERT_DELETE: alerts.delete,
+    C.ALERT_TRANSITION: alerts.transition,
+    C.ALERT_DELIVERY: alerts.delivery,
 }

@@ -52,7 +52,9 @@ def update(tx: Applying, args: dict[str, Any]) -> Result:
         checked.append((alloc, u))
     jobs: dict[tuple[str, str], Job] = {}
     for alloc, u in checked:
-        before = (alloc.state, alloc.health)
+        # A restart is worth an event even when the report shows no other change (an agent
+        # reports the latest state only): alert rules count restarts from the events.
+        before = (alloc.state, alloc.health, alloc.restarts)
         state = u.state
         job = tx.store.jobs.get((alloc.namespace, alloc.job))
         if (state == AllocState.EXITED and u.exit_code == 0 and job is not None
@@ -73,7 +75,7 @@ def update(tx: Applying, args: dict[str, Any]) -> Result:
         alloc.message = u.message or ""
         alloc.updated_at = tx.ts
         alloc.modify_index = tx.index
-        if before != (alloc.state, alloc.health):
+        if before != (alloc.state, alloc.health, alloc.restarts):
             tx.event("alloc_" + alloc.state, alloc=alloc.id, namespace=alloc.namespace,
                      job=alloc.job, node=node, pid=alloc.pid, exit_code=alloc.exit_code,
                      signal=alloc.signal, reason=alloc.reason, health=alloc.health,
