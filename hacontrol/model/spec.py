@@ -136,6 +136,40 @@ class SocketSpec:
 
 
 @dataclass(frozen=True)
+class PortSpec:
+    """A named port: `static` asks for that port; without it the agent picks a free one.
+    Either way the allocation finds it in `HACONTROL_PORT_<NAME>` (the name upper-cased)."""
+
+    name: str
+    static: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name} if self.static is None else {"name": self.name,
+                                                                  "static": self.static}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PortSpec:
+        static = d.get("static")
+        return cls(str(d["name"]), None if static is None else int(static))
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service offered on one of the job's named ports; its endpoints are the live,
+    healthy allocations (healthy by the job's health check, or running without one)."""
+
+    name: str
+    port: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "port": self.port}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServiceSpec:
+        return cls(str(d["name"]), str(d["port"]))
+
+
+@dataclass(frozen=True)
 class Constraint:
     """A placement rule. `value` is a tuple for `in`; `distinct_nodes` has neither
     attribute nor value."""
@@ -245,6 +279,9 @@ class JobSpec:
     # False: binpack a job's allocations like any other work (no job anti-affinity);
     # None or True: spread them across nodes (the default).
     spread: bool | None = None
+    # Named ports and the services offered on them (service discovery).
+    ports: tuple[PortSpec, ...] | None = None
+    services: tuple[ServiceSpec, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -292,7 +329,9 @@ class JobSpec:
             depends_on=many("depends_on", str), update=one("update", UpdateSpec.from_dict),
             scaling=one("scaling", ScalingSpec.from_dict),
             disconnect=one("disconnect", DisconnectSpec.from_dict),
-            spread=None if spread is None else bool(spread))
+            spread=None if spread is None else bool(spread),
+            ports=many("ports", PortSpec.from_dict),
+            services=many("services", ServiceSpec.from_dict))
 
     def same_template(self, other: JobSpec) -> bool:
         """True when the two specs differ at most in `count` (no new version needed)."""
@@ -305,6 +344,10 @@ class JobSpec:
         return Usage(self.resources.cpu * self.count, self.resources.memory_mb * self.count,
                      self.count)
 
+    def static_ports(self) -> dict[str, int]:
+        """The fixed ports this spec asks for, by name."""
+        return {p.name: p.static for p in self.ports or () if p.static is not None}
+
     @property
     def update_policy(self) -> UpdateSpec:
         """The rolling update settings, defaults when the spec gave none."""
@@ -315,7 +358,7 @@ class JobSpec:
 # `priority`): part of the state digest, never reorder.
 OPTIONAL_SECTIONS = ("scoring", "user", "group", "umask", "shell", "health", "logs", "sockets",
                      "constraints", "preempt", "depends_on", "update", "scaling", "disconnect",
-                     "spread")
+                     "spread", "ports", "services")
 
 
 def _encode(value: Any) -> Any:

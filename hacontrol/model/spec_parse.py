@@ -39,6 +39,7 @@ from .spec import (
     StopSpec,
     UpdateSpec,
 )
+from .spec_ports import check_service_ports, parse_ports, parse_services
 from .states import ConstraintOperator, HealthCheckType, JobType, RestartPolicy, Scoring
 
 MAX_COUNT = 10_000
@@ -91,6 +92,7 @@ def parse_job_spec(raw: Any) -> JobSpec:
         raise invalid("spread", "spread: false contradicts scoring: spread")
     if spec.shell and len(command) != 1:
         raise invalid("command", "with shell: true, command is one string for /bin/sh -c")
+    check_service_ports(spec.ports, spec.services)
     return spec
 
 
@@ -344,4 +346,6 @@ _SECTIONS: dict[str, Callable[[Any], Any]] = {
     "scaling": _scaling,
     "disconnect": _disconnect,
     "spread": lambda v: boolean(v, "spread"),
+    "ports": parse_ports,
+    "services": parse_services,
 }

@@ -95,7 +95,7 @@ def alloc_view(a: Allocation) -> View:
             "message": a.message, "resources": a.resources.to_dict(),
             "created_at": a.created_at, "updated_at": a.updated_at,
             "placed_at": a.placed_at, "modify_index": a.modify_index, "health": a.health,
-            "reason": a.reason, "running_since": a.running_since}
+            "reason": a.reason, "running_since": a.running_since, "ports": a.ports}
 
 
 def assignments(store: Store, node_name: str) -> list[Assignment]:
