@@ -44,6 +44,9 @@ def _encode(store: Store, idem: IdempotencyTable) -> bytes:
         tables["acl_tokens"] = [t.to_dict() for t in store.acl_tokens.values()]
     if store.controller_credential is not None:
         tables["controller_credential"] = store.controller_credential
+    if store.registry.last_index:
+        # Only the services' indexes: their endpoints are derived from the tables.
+        tables["services"] = store.registry.encode()
     # Byte for byte what msgpack.packb(tables) gives with the entries as lists (msgpack is
     # compositional), without packing every idempotency entry again: the table keeps each
     # one packed, and they were most of a loaded leader's snapshot time.

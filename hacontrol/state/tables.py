@@ -15,6 +15,8 @@ from hacontrol.model.acl import Policy, Token
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota
 
+from .registry import Registry
+from .services import rebuild
 from .store import Store
 
 SNAPSHOT_VERSION = 1
@@ -53,4 +55,6 @@ def decode_store(d: Any) -> Store:
     cred = d.get("controller_credential")
     store.controller_credential = cred if isinstance(cred, str) else None
     store.rebuild_indexes()
+    store.registry = rebuild(store, store.index)
+    store.registry.keep_indexes(*Registry.decode(d.get("services")))
     return store

@@ -97,6 +97,7 @@ def register(tx: Applying, ns: str, name: str, spec: JobSpec,
     if new_version:
         job.history.append(JobVersion(job.version, spec, tx.ts, job.rollout is None))
         del job.history[:-VERSIONS_KEPT]
+    s.touch_job(job.key)  # its services may have changed
     tx.event("job_registered" if job.version == 1 and new_version else "job_updated",
              namespace=ns, job=name, version=job.version, count=spec.count,
              rolling=job.rollout is not None, reverted_from=reverted_from)
