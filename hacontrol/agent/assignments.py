@@ -11,6 +11,7 @@ from typing import Any
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import Assignment
 from hacontrol.model.spec import LogPolicy
+from hacontrol.model.spec_ports import port_env
 
 from .spec import AllocationSpec
 
@@ -18,10 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def allocation_spec(assignment: Assignment, node: str,
-                    default_user: str | None = None) -> AllocationSpec:
+                    default_user: str | None = None,
+                    ports: dict[str, int] | None = None) -> AllocationSpec:
     """What to run for an assignment from the leader, plus the agent's own env vars.
 
-    A spec that names no user runs as `default_user` (None: as the agent itself).
+    A spec that names no user runs as `default_user` (None: as the agent itself); `ports`
+    are its named ports (`HACONTROL_PORT_<NAME>`).
 
     ValueError if the spec is missing or the supervisor cannot run it.
     """
@@ -43,6 +46,7 @@ def allocation_spec(assignment: Assignment, node: str,
             "HACONTROL_NODE": node,
         }
     )
+    env.update({port_env(name): str(port) for name, port in (ports or {}).items()})
     return AllocationSpec(
         alloc_id=assignment.id,
         command=list(spec.command),
