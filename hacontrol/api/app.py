@@ -25,6 +25,7 @@ from . import (
     openapi,
     ops_routes,
     routes,
+    service_routes,
     snapshot_routes,
     ui,
 )
@@ -66,6 +67,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     agent_routes.register(app)
     acl_routes.register(app)
     ops_routes.register(app)
+    service_routes.register(app)
     metrics_routes.register(app, metrics)
     members.register(app)
     snapshot_routes.register(app)
