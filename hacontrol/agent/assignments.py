@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import logging
 import pwd
+from dataclasses import replace
 from typing import Any
 
 from hacontrol.model.errors import Rejection
@@ -47,6 +48,11 @@ def allocation_spec(assignment: Assignment, node: str,
         }
     )
     env.update({port_env(name): str(port) for name, port in (ports or {}).items()})
+    health = spec.health
+    if health is not None and isinstance(health.port, str):
+        if health.port not in (ports or {}):
+            raise ValueError(f"health.port names port {health.port!r}, which has no port")
+        health = replace(health, port=(ports or {})[health.port])
     return AllocationSpec(
         alloc_id=assignment.id,
         command=list(spec.command),
@@ -59,7 +65,7 @@ def allocation_spec(assignment: Assignment, node: str,
         umask=spec.umask,
         shell=bool(spec.shell),
         resources=spec.resources,
-        health=spec.health,
+        health=health,
         logs=spec.logs or LogPolicy(),
         sockets=list(spec.sockets or ()),
         socket_key=f"{assignment.namespace}/{assignment.job}/v{assignment.version}",

@@ -70,7 +70,9 @@ class HealthCheck:
     `path` and `expect_status` to http, `command` to exec."""
 
     type: HealthCheckType
-    port: int | None = None
+    # A port number, or the name of one of the job's ports (the agent puts in the number
+    # it picked: a check can then follow a dynamic port).
+    port: int | str | None = None
     host: str = "127.0.0.1"
     path: str = "/"
     expect_status: int = 200
@@ -98,7 +100,8 @@ class HealthCheck:
     def from_dict(cls, d: dict[str, Any]) -> HealthCheck:
         x = cls(HealthCheckType.TCP)
         port = d.get("port")
-        return cls(HealthCheckType(d["type"]), None if port is None else int(port),
+        return cls(HealthCheckType(d["type"]),
+                   None if port is None else port if isinstance(port, str) else int(port),
                    str(d.get("host", x.host)), str(d.get("path", x.path)),
                    int(d.get("expect_status", x.expect_status)),
                    tuple(d.get("command") or ()), float(d.get("interval_s", x.interval_s)),

@@ -92,7 +92,8 @@ def parse_job_spec(raw: Any) -> JobSpec:
         raise invalid("spread", "spread: false contradicts scoring: spread")
     if spec.shell and len(command) != 1:
         raise invalid("command", "with shell: true, command is one string for /bin/sh -c")
-    check_service_ports(spec.ports, spec.services)
+    check_service_ports(spec.ports, spec.services,
+                        spec.health.port if spec.health is not None else None)
     return spec
 
 
@@ -183,7 +184,8 @@ def _health(raw: Any) -> HealthCheck:
     if kind in (HealthCheckType.TCP, HealthCheckType.HTTP):
         if "port" not in d:
             raise invalid("health.port", "required for tcp and http checks")
-        checked["port"] = port(d["port"], "health.port")
+        checked["port"] = (d["port"] if isinstance(d["port"], str)  # a named port's
+                           else port(d["port"], "health.port"))
         host = d.get("host", x.host)
         if not isinstance(host, str) or not host:
             raise invalid("health.host", "must be a host name or address")

@@ -77,12 +77,17 @@ def parse_services(raw: Any) -> tuple[ServiceSpec, ...]:
 
 
 def check_service_ports(ports: tuple[PortSpec, ...] | None,
-                        services: tuple[ServiceSpec, ...] | None) -> None:
-    """Every service names one of the job's ports."""
+                        services: tuple[ServiceSpec, ...] | None,
+                        health_port: int | str | None = None) -> None:
+    """Every service, and a health check that names its port, names one of the job's
+    ports."""
     known = {p.name for p in ports or ()}
     for i, s in enumerate(services or ()):
         if s.port not in known:
             raise invalid(f"services[{i}].port", f"no port named {s.port!r} in ports")
+    if isinstance(health_port, str) and health_port not in known:
+        raise invalid("health.port", f"no port named {health_port!r} in ports (or give a "
+                                     "port number)")
 
 
 def parse_reported_ports(raw: Any, field: str) -> dict[str, int] | None:

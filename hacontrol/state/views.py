@@ -89,13 +89,20 @@ def job_view(store: Store, job: Job) -> View:
 
 
 def alloc_view(a: Allocation) -> View:
+    view = _alloc_view(a)
+    if a.ports is not None:  # only then: other answers stay byte for byte as they were
+        view["ports"] = a.ports
+    return view
+
+
+def _alloc_view(a: Allocation) -> View:
     return {"id": a.id, "namespace": a.namespace, "job": a.job, "version": a.version,
             "node": a.node, "desired": a.desired, "state": a.state, "pid": a.pid,
             "restarts": a.restarts, "exit_code": a.exit_code, "signal": a.signal,
             "message": a.message, "resources": a.resources.to_dict(),
             "created_at": a.created_at, "updated_at": a.updated_at,
             "placed_at": a.placed_at, "modify_index": a.modify_index, "health": a.health,
-            "reason": a.reason, "running_since": a.running_since, "ports": a.ports}
+            "reason": a.reason, "running_since": a.running_since}
 
 
 def assignments(store: Store, node_name: str) -> list[Assignment]:

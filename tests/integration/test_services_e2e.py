@@ -1,0 +1,157 @@
+"""Service discovery on a real cluster with a real agent: allocations of a job with a
+dynamic port run `python -m http.server` on the port the agent picked, and the registry
+follows them as they are scaled, killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .harness import Cluster, free_ports, http, wait_for
+
+INTERVAL_S = 2.0  # the health check's interval: a killed allocation must leave within it
+
+
+def web_job(cwd: Path, count: int) -> dict[str, Any]:
+    return {
+        "command": [f'exec {sys.executable} -m http.server "$HACONTROL_PORT_HTTP" '
+                    f"--bind 127.0.0.1"],
+        "shell": True, "cwd": str(cwd), "count": count,
+        "resources": {"cpu": 0.1, "memory_mb": 256},
+        # Restarted a while after a crash, so its absence is there to be seen.
+        "restart": {"policy": "on-failure", "backoff_s": 1.5, "backoff_max_s": 1.5},
+        "stop": {"signal": "SIGTERM", "timeout_s": 2.0},
+        "ports": [{"name": "http"}],
+        "services": [{"name": "websvc", "port": "http"}],
+        # Failures while the server starts do not count (grace); then it must answer.
+        "health": {"type": "http", "port": "http", "interval_s": INTERVAL_S,
+                   "timeout_s": 1.5, "failures": 2, "grace_s": 10.0},
+    }
+
+
+def endpoints(c: Cluster) -> list[dict[str, Any]]:
+    resp = c.api("GET", "/v1/services/default/websvc")
+    assert resp.status == 200, resp
+    return list(resp.body["endpoints"])
+
+
+def answers(e: dict[str, Any]) -> bool:
+    with urllib.request.urlopen(f"http://{e['address']}:{e['port']}/", timeout=5) as r:
+        return bool(r.status == 200)
+
+
+class Watcher(threading.Thread):
+    """A client that follows the service with blocking queries, recording every answer
+    whose index moved: (index, allocation ids, when it arrived)."""
+
+    def __init__(self, c: Cluster) -> None:
+        super().__init__(daemon=True)
+        self.c = c
+        self.seen: list[tuple[int, list[str], float]] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        index = 0
+        try:
+            while not self.done.is_set():
+                resp = self.c.api("GET", f"/v1/services/default/websvc?index={index}&wait=2s",
+                                  timeout=15)
+                assert resp.status == 200, resp
+                if resp.body["index"] > index:
+                    index = resp.body["index"]
+                    self.seen.append((index, [e["allocation"] for e in resp.body["endpoints"]],
+                                      time.monotonic()))
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+    def latest(self) -> list[str]:
+        return self.seen[-1][1] if self.seen else []
+
+
+def test_endpoints_follow_scaling_crashes_and_are_watched_in_order(cluster: Cluster,
+                                                                      tmp_path: Path) -> None:
+    c = cluster
+    c.start_agent("n1")
+    watcher = Watcher(c)
+    watcher.start()
+    try:
+        for count in (1, 2, 3):
+            assert c.write("PUT", "/v1/jobs/default/web", web_job(tmp_path, count)).status == 200
+            eps = wait_for(lambda n=count: (lambda e: e if len(e) == n else None)(endpoints(c)),
+                           30, what=f"{count} endpoints")
+            assert all(answers(e) for e in eps)
+            wait_for(lambda n=count: len(watcher.latest()) == n, 10, what="the watcher")
+        ports = [e["port"] for e in eps]
+        assert len(set(ports)) == 3 and all(20000 <= p <= 32000 for p in ports)
+        # Each allocation finds its port in its environment.
+        for e in eps:
+            alloc = c.api("GET", f"/v1/allocations/{e['allocation']}").body["allocation"]
+            assert alloc["ports"] == {"http": e["port"]}
+            environ = Path(f"/proc/{alloc['pid']}/environ").read_bytes().split(b"\0")
+            assert f"HACONTROL_PORT_HTTP={e['port']}".encode() in environ
+
+        # Kill one: it leaves the registry within its health check's interval (the agent
+        # sees the exit at once), and comes back on the same port once restarted, healthy.
+        victim = eps[1]
+        pid = c.api("GET", f"/v1/allocations/{victim['allocation']}").body["allocation"]["pid"]
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: victim["allocation"] not in watcher.latest()
+                 and len(watcher.latest()) == 2, 10, what="the killed one to leave")
+        left_after = watcher.seen[-1][2] - killed_at
+        print(f"killed allocation left the registry after {left_after:.3f}s "
+              f"(health interval {INTERVAL_S}s)")
+        assert left_after < INTERVAL_S
+        back = wait_for(lambda: (lambda e: e if len(e) == 3 else None)(endpoints(c)), 30,
+                        what="the restarted one back")
+        assert next(e for e in back if e["allocation"] == victim["allocation"]) == victim
+        assert answers(victim)
+
+        # Scale down: the stopped ones leave.
+        assert c.write("POST", "/v1/jobs/default/web/scale", {"count": 1}).status == 200
+        wait_for(lambda: len(watcher.latest()) == 1, 20, what="scaled down")
+    finally:
+        watcher.done.set()
+        watcher.join(20)
+    assert watcher.error is None, watcher.error
+
+    # The watcher saw every change, in order: each one the log recorded for the service.
+    events = c.api("GET", "/v1/events?follow=false&type=service_updated").body["events"]
+    changes = [(e["index"], e["endpoints"]) for e in events if e["service"] == "websvc"]
+    seen = [(i, len(ids)) for i, ids, _ in watcher.seen]
+    assert seen == changes, (seen, changes)
+    assert [n for _, n in seen] == [0, 1, 2, 3, 2, 3, 1]
+
+
+def test_a_static_port_is_never_shared_on_one_node(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    c.start_agent("n1")
+    (port,) = free_ports(1)
+    static = {**web_job(tmp_path, 2), "ports": [{"name": "http", "static": port}]}
+    assert c.write("PUT", "/v1/jobs/default/web", static).status == 200
+    (e,) = wait_for(lambda: (lambda x: x if len(x) == 1 else None)(endpoints(c)), 30,
+                    what="one endpoint")
+    assert e["port"] == port and answers(e)
+
+    def waiting() -> str | None:
+        job = c.api("GET", "/v1/jobs/default/web", replica=c.leader()).body["job"]
+        reasons = [a.get("pending_reason") or "" for a in job["allocations"]
+                   if a["node"] is None and a["desired"] == "run"]
+        return reasons[0] if len(reasons) == 1 and reasons[0] else None
+    assert f"port {port}" in wait_for(waiting, 10, what="the second one's reason")
+
+
+def test_bad_specs_name_the_field(cluster: Cluster, tmp_path: Path) -> None:
+    bad = {**web_job(tmp_path, 1), "services": [{"name": "websvc", "port": "grpc"}]}
+    resp = cluster.api("PUT", "/v1/jobs/default/web", bad)
+    assert resp.status == 422 and resp.body["error"]["field"] == "services[0].port"
+    resp = http("GET", f"{cluster.live()[0].api}/v1/services/default/websvc?index=x",
+                token=cluster.token)
+    assert resp.status == 422 and resp.body["error"]["field"] == "index"
