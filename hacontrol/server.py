@@ -20,6 +20,7 @@ from aiohttp import web
 from hacontrol import planted
 from hacontrol.acl.secrets import accessor_for, controller_credential, hash_secret
 from hacontrol.api.app import build_app
+from hacontrol.api.dns import registry_lookup, serve_dns
 from hacontrol.api.limits import Limits
 from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
 from hacontrol.controller.membership import Autopilot, Membership
@@ -141,6 +142,11 @@ async def run_controller(args: Any) -> None:
                        ssl_context=(server_context(tls, require_client_cert=False)
                                     if tls is not None else None))
     await site.start()
+    dns_transport = None
+    if getattr(args, "dns", None):
+        dns_host, dns_port = args.dns.rsplit(":", 1)
+        dns_transport = await serve_dns(dns_host, int(dns_port), registry_lookup(ctl),
+                                        args.dns_namespace or ["default"])
     grace = getattr(args, "heartbeat_grace", None) or 3.0
     leader = LeaderLoop(ctl, leadership, ctl.wait_changed,
                         on_elected=lambda term: ctl.local_event("leader_elected", leader=me.id,
@@ -177,6 +183,8 @@ async def run_controller(args: Any) -> None:
     for maybe in (bootstrap_task, join_task, pilot_task):
         if maybe is not None:
             maybe.cancel()
+    if dns_transport is not None:
+        dns_transport.close()
     await runner.cleanup()
     replica.destroy()
 
