@@ -24,6 +24,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -160,7 +161,7 @@ class _Responder(asyncio.DatagramProtocol):
         assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
             out = answer(data, self.lookup, self.namespaces)
         except Exception:  # one bad query must not end the responder

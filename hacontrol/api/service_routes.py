@@ -24,7 +24,7 @@ from hacontrol.state.machine import StateMachine
 from .auth import visible
 from .openapi import READ_ERRORS, STALE, Operation, Param, documented
 from .request import is_stale, store_of
-from .schemas import NAME
+from .schemas import NAME, Schema
 
 T = TypeVar("T")
 
@@ -36,11 +36,11 @@ INDEX_HEADER = "X-Hacontrol-Index"
 _WAIT_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
-ENDPOINT = {"type": "object", "required": ["allocation", "node", "address", "port"],
+ENDPOINT: Schema = {"type": "object", "required": ["allocation", "node", "address", "port"],
             "properties": {"allocation": {"type": "string"}, "node": {"type": "string"},
                            "address": {"type": "string"},
                            "port": {"type": "integer", "minimum": 1, "maximum": 65535}}}
-SERVICE = {"type": "object", "required": ["namespace", "name", "index", "endpoints"],
+SERVICE: Schema = {"type": "object", "required": ["namespace", "name", "index", "endpoints"],
            "properties": {"namespace": NAME, "name": {"type": "string"},
                           "index": {"type": "integer", "minimum": 0},
                           "endpoints": {"type": "array", "items": ENDPOINT}}}
