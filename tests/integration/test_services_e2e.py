@@ -10,12 +10,36 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from .harness import Cluster, free_ports, http, wait_for
 
 INTERVAL_S = 2.0  # the health check's interval: a killed allocation must leave within it
+
+
+@pytest.fixture(scope="module")
+def services_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster and agent for the module (each test uses its own job and service)."""
+    c = Cluster(tmp_path_factory.mktemp("services") / "cluster")
+    try:
+        c.start()
+        c.start_agent("n1")
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(autouse=True)
+def logs_on_failure(request: pytest.FixtureRequest,
+                    services_cluster: Cluster) -> Iterator[None]:
+    yield
+    rep = getattr(request.node, "rep_call", None)  # set by the package's conftest
+    if rep is not None and rep.failed:
+        print(services_cluster.logs())
 
 
 def web_job(cwd: Path, count: int) -> dict[str, Any]:
@@ -35,8 +59,8 @@ def web_job(cwd: Path, count: int) -> dict[str, Any]:
     }
 
 
-def endpoints(c: Cluster) -> list[dict[str, Any]]:
-    resp = c.api("GET", "/v1/services/default/websvc")
+def endpoints(c: Cluster, service: str = "websvc") -> list[dict[str, Any]]:
+    resp = c.api("GET", f"/v1/services/default/{service}")
     assert resp.status == 200, resp
     return list(resp.body["endpoints"])
 
@@ -75,10 +99,9 @@ class Watcher(threading.Thread):
         return self.seen[-1][1] if self.seen else []
 
 
-def test_endpoints_follow_scaling_crashes_and_are_watched_in_order(cluster: Cluster,
-                                                                      tmp_path: Path) -> None:
-    c = cluster
-    c.start_agent("n1")
+def test_endpoints_follow_scaling_crashes_and_are_watched_in_order(
+        services_cluster: Cluster, tmp_path: Path) -> None:
+    c = services_cluster
     watcher = Watcher(c)
     watcher.start()
     try:
@@ -130,28 +153,32 @@ def test_endpoints_follow_scaling_crashes_and_are_watched_in_order(cluster: Clus
     assert [n for _, n in seen] == [0, 1, 2, 3, 2, 3, 1]
 
 
-def test_a_static_port_is_never_shared_on_one_node(cluster: Cluster, tmp_path: Path) -> None:
-    c = cluster
-    c.start_agent("n1")
+def test_a_static_port_is_never_shared_on_one_node(services_cluster: Cluster,
+                                                   tmp_path: Path) -> None:
+    c = services_cluster
     (port,) = free_ports(1)
-    static = {**web_job(tmp_path, 2), "ports": [{"name": "http", "static": port}]}
-    assert c.write("PUT", "/v1/jobs/default/web", static).status == 200
-    (e,) = wait_for(lambda: (lambda x: x if len(x) == 1 else None)(endpoints(c)), 30,
-                    what="one endpoint")
+    fixed = {**web_job(tmp_path, 2), "ports": [{"name": "http", "static": port}],
+             "services": [{"name": "fixedsvc", "port": "http"}]}
+    assert c.write("PUT", "/v1/jobs/default/fixed", fixed).status == 200
+    (e,) = wait_for(lambda: (lambda x: x if len(x) == 1 else None)(endpoints(c, "fixedsvc")),
+                    30, what="one endpoint")
     assert e["port"] == port and answers(e)
 
     def waiting() -> str | None:
-        job = c.api("GET", "/v1/jobs/default/web", replica=c.leader()).body["job"]
+        job = c.api("GET", "/v1/jobs/default/fixed", replica=c.leader()).body["job"]
         reasons = [a.get("pending_reason") or "" for a in job["allocations"]
                    if a["node"] is None and a["desired"] == "run"]
         return reasons[0] if len(reasons) == 1 and reasons[0] else None
     assert f"port {port}" in wait_for(waiting, 10, what="the second one's reason")
+    assert c.write("DELETE", "/v1/jobs/default/fixed").status == 200
 
 
-def test_bad_specs_name_the_field(cluster: Cluster, tmp_path: Path) -> None:
+def test_bad_specs_and_queries_name_the_field(services_cluster: Cluster,
+                                              tmp_path: Path) -> None:
+    c = services_cluster
     bad = {**web_job(tmp_path, 1), "services": [{"name": "websvc", "port": "grpc"}]}
-    resp = cluster.api("PUT", "/v1/jobs/default/web", bad)
+    resp = c.api("PUT", "/v1/jobs/default/bad", bad)
     assert resp.status == 422 and resp.body["error"]["field"] == "services[0].port"
-    resp = http("GET", f"{cluster.live()[0].api}/v1/services/default/websvc?index=x",
-                token=cluster.token)
+    resp = http("GET", f"{c.live()[0].api}/v1/services/default/websvc?index=x",
+                token=c.token)
     assert resp.status == 422 and resp.body["error"]["field"] == "index"
