@@ -24,7 +24,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import dns.exception
 import dns.flags
@@ -158,8 +158,9 @@ class _Responder(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # A datagram endpoint's transport (the selector's class is not registered as a
+        # subclass of asyncio.DatagramTransport, so no isinstance check).
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:

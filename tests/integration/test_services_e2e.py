@@ -65,6 +65,10 @@ def endpoints(c: Cluster, service: str = "websvc") -> list[dict[str, Any]]:
     return list(resp.body["endpoints"])
 
 
+def exactly(n: int, found: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    return found if len(found) == n else None
+
+
 def answers(e: dict[str, Any]) -> bool:
     with urllib.request.urlopen(f"http://{e['address']}:{e['port']}/", timeout=5) as r:
         return bool(r.status == 200)
@@ -107,8 +111,8 @@ def test_endpoints_follow_scaling_crashes_and_are_watched_in_order(
     try:
         for count in (1, 2, 3):
             assert c.write("PUT", "/v1/jobs/default/web", web_job(tmp_path, count)).status == 200
-            eps = wait_for(lambda n=count: (lambda e: e if len(e) == n else None)(endpoints(c)),
-                           30, what=f"{count} endpoints")
+            eps = wait_for(lambda n=count: exactly(n, endpoints(c)), 30,
+                           what=f"{count} endpoints")
             assert all(answers(e) for e in eps)
             wait_for(lambda n=count: len(watcher.latest()) == n, 10, what="the watcher")
         ports = [e["port"] for e in eps]
@@ -132,8 +136,7 @@ def test_endpoints_follow_scaling_crashes_and_are_watched_in_order(
         print(f"killed allocation left the registry after {left_after:.3f}s "
               f"(health interval {INTERVAL_S}s)")
         assert left_after < INTERVAL_S
-        back = wait_for(lambda: (lambda e: e if len(e) == 3 else None)(endpoints(c)), 30,
-                        what="the restarted one back")
+        back = wait_for(lambda: exactly(3, endpoints(c)), 30, what="the restarted one back")
         assert next(e for e in back if e["allocation"] == victim["allocation"]) == victim
         assert answers(victim)
 
@@ -160,8 +163,7 @@ def test_a_static_port_is_never_shared_on_one_node(services_cluster: Cluster,
     fixed = {**web_job(tmp_path, 2), "ports": [{"name": "http", "static": port}],
              "services": [{"name": "fixedsvc", "port": "http"}]}
     assert c.write("PUT", "/v1/jobs/default/fixed", fixed).status == 200
-    (e,) = wait_for(lambda: (lambda x: x if len(x) == 1 else None)(endpoints(c, "fixedsvc")),
-                    30, what="one endpoint")
+    (e,) = wait_for(lambda: exactly(1, endpoints(c, "fixedsvc")), 30, what="one endpoint")
     assert e["port"] == port and answers(e)
 
     def waiting() -> str | None:

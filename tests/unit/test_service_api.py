@@ -168,7 +168,7 @@ def test_blocking_queries_wake_on_each_change_and_see_them_in_order() -> None:
                 # Each change is seen before the next is made: the watcher was woken, not
                 # answered at its 30 s deadline.
                 before = len(seen)
-                await asyncio.wait_for(_until(lambda: len(seen) > before), 10)
+                await asyncio.wait_for(_until(lambda n=before: len(seen) > n), 10)
             await asyncio.wait_for(watcher, 10)
             assert [n for _, n in seen] == [0, 1, 2, 3, 1]
             indexes = [i for i, _ in seen]

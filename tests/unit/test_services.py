@@ -154,7 +154,7 @@ class Agents(World):
         return [(e.allocation, e.address, e.port)
                 for e in reg.endpoints.get(("default", name), ())]
 
-    def index(self, name: str = "websvc") -> int | None:
+    def service_index(self, name: str = "websvc") -> int | None:
         return self.m.store.registry.index.get(("default", name))
 
     def index_at_last_apply(self) -> int:
@@ -177,7 +177,7 @@ def assert_derived(m: StateMachine) -> None:
 def test_endpoints_follow_running_allocations() -> None:
     w = Agents("n1", "n2")
     w.put_job("web", count=2, **WEB)
-    assert w.endpoints() == [] and w.index() is not None  # declared, none running yet
+    assert w.endpoints() == [] and w.service_index() is not None  # declared, none running yet
     w.settle()
     eps = w.endpoints()
     assert len(eps) == 2 and {host for _, host, _ in eps} == {"n1", "n2"}
@@ -190,7 +190,7 @@ def test_endpoints_follow_running_allocations() -> None:
     assert len(w.endpoints()) == 1  # stopping ones leave at once, before they have stopped
     assert_derived(w.m)
     w.apply(C.JOB_DELETE, {"namespace": "default", "name": "web"})
-    assert w.endpoints() == [] and w.index() is None
+    assert w.endpoints() == [] and w.service_index() is None
     assert_derived(w.m)
 
 
@@ -199,13 +199,13 @@ def test_the_index_moves_only_when_the_endpoints_change() -> None:
     w.put_job("web", count=1, **WEB)
     w.settle()
     (alloc,) = w.live("web")
-    at = w.index()
+    at = w.service_index()
     w.report(alloc.id)  # the same news again
     w.put_job("other", count=1)
     w.settle()
-    assert w.index() == at
+    assert w.service_index() == at
     w.report(alloc.id, ports={"http": 30001})  # a new port is a new endpoint
-    assert at is not None and w.index() == w.index_at_last_apply() and w.index() > at
+    assert at is not None and w.service_index() == w.index_at_last_apply() and w.service_index() > at
 
 
 def test_health_decides_and_a_lost_node_takes_its_endpoints() -> None:
@@ -220,9 +220,9 @@ def test_health_decides_and_a_lost_node_takes_its_endpoints() -> None:
     a1 = next(a for a in w.live("web") if a.node == "n1")
     w.report(a1.id, health="unhealthy")
     assert [e[0] for e in w.endpoints()] != [] and a1.id not in [e[0] for e in w.endpoints()]
-    before = w.index()
+    before = w.service_index()
     w.apply(C.NODE_STATUS, {"name": "n2", "status": "down"})
-    assert w.endpoints() == [] and (w.index() or 0) > (before or 0)
+    assert w.endpoints() == [] and (w.service_index() or 0) > (before or 0)
     assert_derived(w.m)
 
 
@@ -240,7 +240,7 @@ def test_a_node_that_moves_moves_its_endpoints() -> None:
 def test_random_histories_keep_the_registry_derived() -> None:
     rng = random.Random(7)
     w = Agents("n1", "n2", "n3")
-    for step in range(120):
+    for _ in range(120):
         pick = rng.random()
         job = rng.choice(["web", "api"])
         if pick < 0.25:
