@@ -29,7 +29,7 @@ def stop_alloc(tx: Applying, alloc: Allocation, why: str) -> None:
     if alloc.desired == DesiredState.STOP and alloc.terminal:
         return
     alloc.desired = DesiredState.STOP
-    tx.store.touch_job((alloc.namespace, alloc.job))  # a stopping one serves no service
+    tx.store.touch_alloc(alloc.id)  # a stopping one serves no service
     alloc.message = why
     alloc.updated_at = tx.ts
     alloc.modify_index = tx.index

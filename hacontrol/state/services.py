@@ -20,7 +20,7 @@ from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.spec import JobSpec
 from hacontrol.model.states import AllocState, DesiredState, Health, JobStatus, NodeStatus
 
-from .registry import Endpoint, Offer, Registry, ServiceKey
+from .registry import Endpoint, Registry, ServiceKey
 from .store import Store
 
 
@@ -43,65 +43,120 @@ def _serving(store: Store, alloc: Allocation, spec: JobSpec) -> Node | None:
     return node
 
 
-def offered_by(store: Store, job: Job | None) -> Offer:
-    """What `job` offers now: each service its allocations' versions declare, with the
-    endpoints of those that serve it (a running job declares its current services even
-    while none of them is healthy)."""
-    if job is None or job.status != JobStatus.RUNNING:
-        return {}
-    offer: dict[str, list[Endpoint]] = {s.name: [] for s in job.spec.services or ()}
-    specs = {v.version: v.spec for v in job.history}
-    specs[job.version] = job.spec
-    for alloc in store.job_allocs(job):
-        spec = specs.get(alloc.version, job.spec)
-        if not spec.services or not alloc.ports:
-            continue
-        node = _serving(store, alloc, spec)
-        host = node_host(node) if node is not None else ""
-        if node is None or not host:
-            continue
-        for s in spec.services:
-            port = alloc.ports.get(s.port)
-            if port is not None:
-                offer.setdefault(s.name, []).append(Endpoint(alloc.id, node.name, host, port))
-    return {name: tuple(sorted(eps)) for name, eps in offer.items()}
-
-
-def _declares(job: Job) -> bool:
+def declares(job: Job) -> bool:
     """Whether any version of `job` still kept declares a service (cheap: at most
     `VERSIONS_KEPT` specs)."""
     return bool(job.spec.services) or any(v.spec.services for v in job.history)
 
 
+class _Lookups:
+    """What one refresh looks up again and again: versions' specs, nodes' hosts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.specs: dict[tuple[str, str, int], JobSpec] = {}
+        self.hosts: dict[str, str] = {}
+        self.declaring: dict[tuple[str, str], bool] = {}
+
+    def declares(self, job: Job) -> bool:
+        found = self.declaring.get(job.key)
+        if found is None:
+            found = self.declaring[job.key] = declares(job)
+        return found
+
+    def spec(self, job: Job, version: int) -> JobSpec:
+        key = (job.namespace, job.name, version)
+        spec = self.specs.get(key)
+        if spec is None:
+            spec = next((v.spec for v in job.history if v.version == version), job.spec)
+            if version == job.version:
+                spec = job.spec
+            self.specs[key] = spec
+        return spec
+
+    def host(self, node: Node) -> str:
+        host = self.hosts.get(node.name)
+        if host is None:
+            host = self.hosts[node.name] = node_host(node)
+        return host
+
+    def offer(self, job: Job, alloc: Allocation) -> dict[str, Endpoint]:
+        """What `alloc` serves now: an endpoint in each service its version declares."""
+        if job.status != JobStatus.RUNNING or not alloc.ports:
+            return {}
+        spec = self.spec(job, alloc.version)
+        if not spec.services:
+            return {}
+        node = _serving(self.store, alloc, spec)
+        host = self.host(node) if node is not None else ""
+        if node is None or not host:
+            return {}
+        out: dict[str, Endpoint] = {}
+        for s in spec.services:
+            port = alloc.ports.get(s.port)
+            if port is not None:
+                out[s.name] = Endpoint(alloc.id, node.name, host, port)
+        return out
+
+
+def declared_by(job: Job | None) -> frozenset[str]:
+    """The services a running job declares (its current version's)."""
+    if job is None or job.status != JobStatus.RUNNING:
+        return frozenset()
+    return frozenset(s.name for s in job.spec.services or ())
+
+
 def refresh(store: Store, index: int) -> list[ServiceKey]:
-    """Derive the offers of the jobs marked since the last refresh (in key order, so every
-    replica changes the registry identically); returns the services that changed."""
-    if not store.dirty_jobs:
+    """Derive again what the marked jobs declare and the marked allocations serve (in key
+    order, so every replica changes the registry identically); returns the services that
+    changed at `index`."""
+    jobs, allocs = store.dirty_jobs, store.dirty_allocs
+    if not jobs and not allocs:
         return []
-    dirty = sorted(store.dirty_jobs)
-    store.dirty_jobs = set()
-    changed: list[ServiceKey] = []
-    for key in dirty:
+    store.dirty_jobs, store.dirty_allocs = set(), set()
+    reg = store.registry
+    look = _Lookups(store)
+    for key in sorted(jobs):
         job = store.jobs.get(key)
-        if key not in store.registry.offers and (job is None or not _declares(job)):
+        reg.declare(key, declared_by(job))
+        if job is not None and look.declares(job):
+            for member in store.job_allocs(job):
+                reg.serve(member.id, key, look.offer(job, member))
+        for alloc_id in list(reg.by_job.get(key, ())):
+            if job is None or alloc_id not in store.allocs or not look.declares(job):
+                reg.serve(alloc_id, key, {})
+    for alloc_id in sorted(allocs):
+        alloc = store.allocs.get(alloc_id)
+        if alloc is None:  # forgotten
+            held = reg.serving.get(alloc_id)
+            if held is not None:
+                reg.serve(alloc_id, held[0], {})
             continue
-        changed.extend(store.registry.offer(key, offered_by(store, job), index))
-    return changed
+        key = (alloc.namespace, alloc.job)
+        if key in jobs:
+            continue  # done with its job
+        job = store.jobs.get(key)
+        if job is not None and look.declares(job):
+            reg.serve(alloc_id, key, look.offer(job, alloc))
+        elif alloc_id in reg.serving:
+            reg.serve(alloc_id, key, {})
+    return reg.commit(index)
 
 
 def rebuild(store: Store, index: int) -> Registry:
     """A registry derived from scratch from every job (after a restore or a snapshot
-    install), with every service's index `index`."""
-    registry = Registry()
-    for key in sorted(store.jobs):
-        job = store.jobs[key]
-        if _declares(job):
-            registry.offer(key, offered_by(store, job), index)
-    store.dirty_jobs = set()
-    return registry
+    install), with every service's index `index`; `store` keeps its own."""
+    kept = store.registry
+    store.registry = Registry()
+    store.dirty_jobs, store.dirty_allocs = set(store.jobs), set()
+    try:
+        refresh(store, index)
+        return store.registry
+    finally:
+        store.registry = kept
 
 
 def touch_node(store: Store, node: str) -> None:
-    """Mark the jobs with allocations on `node` (its status or address changed)."""
+    """Mark the allocations on `node` (its status or address changed)."""
     for alloc in store.node_allocs(node):
-        store.touch_job((alloc.namespace, alloc.job))
+        store.touch_alloc(alloc.id)

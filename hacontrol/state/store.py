@@ -71,11 +71,17 @@ class Store:
         # being applied is done.
         self.registry = Registry()
         self.dirty_jobs: set[JobKey] = set()
+        self.dirty_allocs: set[str] = set()
 
     def touch_job(self, key: JobKey) -> None:
-        """Mark a job whose allocations, spec or nodes changed: the registry looks at it
-        again after this entry."""
+        """Mark a job whose spec or status changed: the registry looks at it (and all its
+        allocations) again after this entry."""
         self.dirty_jobs.add(key)
+
+    def touch_alloc(self, alloc_id: str) -> None:
+        """Mark an allocation whose state, health, ports or node changed (or that was
+        forgotten): the registry looks at it again after this entry."""
+        self.dirty_allocs.add(alloc_id)
 
     # ------------------------------------------------------------ tokens
 
@@ -118,7 +124,7 @@ class Store:
     def forget_alloc(self, alloc: Allocation) -> None:
         del self.allocs[alloc.id]
         key = (alloc.namespace, alloc.job)
-        self.dirty_jobs.add(key)
+        self.dirty_allocs.add(alloc.id)
         ids = self.by_job.get(key)
         if ids is not None:
             ids.pop(alloc.id, None)
@@ -228,7 +234,7 @@ class Store:
         f.usage = dict(self.usage)
         f.touched_nodes = set()
         # A dry run never refreshes the registry (it is shared, read only, with the fork).
-        f.dirty_jobs = set()
+        f.dirty_jobs, f.dirty_allocs = set(), set()
         return f
 
     def adopt(self, other: Store, index: int) -> None:
@@ -245,7 +251,7 @@ class Store:
         self.acl_policies, self.acl_tokens = other.acl_policies, other.acl_tokens
         self.acl_bootstrapped, self.acl_by_hash = other.acl_bootstrapped, other.acl_by_hash
         # Derived again by the caller (`services.rebuild`), every index at the restore's.
-        self.registry, self.dirty_jobs = other.registry, set()
+        self.registry, self.dirty_jobs, self.dirty_allocs = other.registry, set(), set()
         # The controllers' credential is kept: this cluster's agents have pinned it.
         self.alloc_seq = max(self.alloc_seq, other.alloc_seq)
         self.index = index

@@ -18,7 +18,7 @@ from hacontrol.model.spec_parse import parse_job_spec
 from hacontrol.scheduler.placement import Demand, NodeRoom, plan_placements
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.services import offered_by, rebuild
+from hacontrol.state.services import rebuild
 
 from .test_leader_decisions import World
 
@@ -289,8 +289,10 @@ def test_old_versions_serve_what_they_declared_during_a_rollout() -> None:
     job = w.m.jobs[("default", "web")]
     w.put_job("web", count=2, update=update, ports=WEB["ports"],
               services=[{"name": "next", "port": "http"}])
-    assert len(offered_by(w.m.store, job)["websvc"]) == 2  # the old ones still serve it
-    assert "next" in w.m.store.registry.offers[job.key]
+    assert len(w.endpoints()) == 2  # the old ones still serve what their version declared
+    assert w.m.store.registry.declared[job.key] == {"next"}
+    assert w.m.store.registry.endpoints[("default", "next")] == ()
+    assert_derived(w.m)
 
 
 # ------------------------------------------------------------------ the agent

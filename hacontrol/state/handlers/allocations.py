@@ -75,7 +75,7 @@ def update(tx: Applying, args: dict[str, Any]) -> Result:
             alloc.ports = u.ports
         alloc.updated_at = tx.ts
         alloc.modify_index = tx.index
-        tx.store.touch_job((alloc.namespace, alloc.job))
+        tx.store.touch_alloc(alloc.id)
         if before != (alloc.state, alloc.health):
             tx.event("alloc_" + alloc.state, alloc=alloc.id, namespace=alloc.namespace,
                      job=alloc.job, node=node, pid=alloc.pid, exit_code=alloc.exit_code,

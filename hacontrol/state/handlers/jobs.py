@@ -154,6 +154,7 @@ def delete(tx: Applying, args: dict[str, Any]) -> Result:
     job.updated_at = tx.ts
     job.modify_index = tx.index
     job.rollout = None
+    s.touch_job(job.key)  # a stopping job declares no service
     for alloc in s.job_allocs(job):
         stop_alloc(tx, alloc, "job stopped")
     tx.event("job_stopped", namespace=ns, job=name)
