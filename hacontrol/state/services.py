@@ -1,11 +1,13 @@
 """Keeping the service registry in step with the tables, inside `apply`.
 
-Handlers mark the jobs whose allocations, spec or nodes they changed (`Store.touch_job`);
-after the entry is applied, `refresh` derives each marked job's offer again from its
-allocations and their nodes, and the registry moves a service's index only when its
-endpoint set changed. Every replica does the same at the same entry, so the registry is as
-deterministic as the tables it is derived from, and `offered_by` is the one definition of
-what an endpoint is (a test compares the registry with a derivation from scratch).
+Handlers mark what they changed: an allocation's state, health, ports or node, or its
+removal (`Store.touch_alloc`, also for every allocation of a node whose status or address
+changed), or a job's spec or status (`Store.touch_job`). After the entry is applied,
+`refresh` derives what each marked job declares and each marked allocation serves
+(`_Lookups.offer`, the one definition of an endpoint), and the registry moves a service's
+index only when its endpoint set changed. Every replica does the same at the same entry,
+so the registry is as deterministic as the tables it is derived from (a test compares it
+with a derivation from scratch, `rebuild`, after random histories).
 
 An allocation is an endpoint of a service its version declares when it is wanted
 (`desired: run`), running, on a ready node with an address, healthy by the job's health
