@@ -8,6 +8,7 @@ import io
 import json
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -18,6 +19,7 @@ from hacontrol.controller.changes import ChangeFeed
 from hacontrol.scheduler.leader_state import Leadership
 from hacontrol.state import commands as C
 
+from .cli_fake import FakeApi, not_found
 from .test_acl_api import Call, LocalReplica, bootstrap, client_token, session
 
 WEB = {"command": ["sleep", "100"], "resources": {"cpu": 0.1, "memory_mb": 10},
@@ -194,3 +196,19 @@ def test_cli_prints_a_service_without_endpoints() -> None:
     out = io.StringIO()
     out.write(render_service_list([]))
     assert out.getvalue() == "No services."
+
+
+def test_cli_service_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi(default=not_found)
+    service = {"namespace": "team", "name": "websvc", "index": 42, "endpoints": [
+        {"allocation": "web-000001", "node": "n1", "address": "10.0.0.1", "port": 21001}]}
+    api.reply("GET", "/v1/services/team/websvc", service)
+    api.reply("GET", "/v1/services", {"services": [service], "index": 42})
+    assert api.run("service", "show", "websvc", "-n", "team", "--index", "41",
+                   "--wait", "5s") == 0
+    assert api.last.query == {"index": "41", "wait": "5s"}
+    out = capsys.readouterr().out
+    assert "Service team/websvc (index 42)" in out and "10.0.0.1" in out and "21001" in out
+    assert api.run("service", "list", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["services"][0]["name"] == "websvc"
+    assert api.run("service", "show", "nothing") == 1  # answered 404 by the fake
