@@ -47,7 +47,9 @@ class Registry:
         self.serving: dict[str, tuple[JobKey, dict[str, Endpoint]]] = {}
         self.by_job: dict[JobKey, dict[str, None]] = {}  # the serving ones, per job
         self._members: dict[ServiceKey, dict[str, Endpoint]] = {}
-        self._order: dict[ServiceKey, list[str]] = {}  # allocation ids, sorted
+        # The same endpoints, sorted (by allocation id: endpoints compare by it first, and
+        # it is unique within a service), so publishing them is one copy.
+        self._sorted: dict[ServiceKey, list[Endpoint]] = {}
         self._changed: dict[ServiceKey, None] = {}
 
     # ------------------------------------------------------------ changes
@@ -95,21 +97,21 @@ class Registry:
             self.serving.pop(alloc_id, None)
 
     def _join(self, key: ServiceKey, endpoint: Endpoint) -> None:
-        members = self._members.setdefault(key, {})
-        if endpoint.allocation not in members:
-            bisect.insort(self._order.setdefault(key, []), endpoint.allocation)
-        members[endpoint.allocation] = endpoint
+        self._leave(key, endpoint.allocation)
+        self._members.setdefault(key, {})[endpoint.allocation] = endpoint
+        bisect.insort(self._sorted.setdefault(key, []), endpoint)
         self._changed[key] = None
 
     def _leave(self, key: ServiceKey, alloc_id: str) -> None:
         members = self._members.get(key, {})
-        if members.pop(alloc_id, None) is None:
+        gone = members.pop(alloc_id, None)
+        if gone is None:
             return
-        order = self._order[key]
-        del order[bisect.bisect_left(order, alloc_id)]
+        ordered = self._sorted[key]
+        del ordered[bisect.bisect_left(ordered, gone)]
         if not members:
             self._members.pop(key, None)
-            self._order.pop(key, None)
+            self._sorted.pop(key, None)
         self._changed[key] = None
 
     def commit(self, index: int) -> list[ServiceKey]:
@@ -117,15 +119,14 @@ class Registry:
         services whose endpoint set changed (or that appeared or went away)."""
         changed: list[ServiceKey] = []
         for key in sorted(self._changed):
-            members = self._members.get(key)
-            if members is None and key not in self._declaring:
+            ordered = self._sorted.get(key)
+            if ordered is None and key not in self._declaring:
                 if key in self.endpoints:
                     del self.endpoints[key]
                     del self.index[key]
                     changed.append(key)
                 continue
-            now = (tuple(members[a] for a in self._order[key]) if members is not None
-                   else ())
+            now = tuple(ordered) if ordered is not None else ()
             if key not in self.endpoints or self.endpoints[key] != now:
                 self.endpoints[key] = now
                 self.index[key] = index
