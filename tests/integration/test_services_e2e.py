@@ -184,3 +184,33 @@ def test_bad_specs_and_queries_name_the_field(services_cluster: Cluster,
     resp = http("GET", f"{c.live()[0].api}/v1/services/default/websvc?index=x",
                 token=c.token)
     assert resp.status == 422 and resp.body["error"]["field"] == "index"
+
+
+def test_a_restarted_agent_keeps_its_allocations_ports(services_cluster: Cluster,
+                                                       tmp_path: Path) -> None:
+    c = services_cluster
+    job = {**web_job(tmp_path, 2), "services": [{"name": "keptsvc", "port": "http"}]}
+    assert c.write("PUT", "/v1/jobs/default/kept", job).status == 200
+    before = wait_for(lambda: exactly(2, endpoints(c, "keptsvc")), 30, what="two endpoints")
+    index = c.api("GET", "/v1/services/default/keptsvc").body["index"]
+    reported = {a["id"]: a["updated_at"] for a in c.allocs("kept") if a["desired"] == "run"}
+    # The agent exits leaving its work running (SIGQUIT), and a new one re-adopts it.
+    proc = c.agents["n1"]
+    os.kill(proc.pid, signal.SIGQUIT)
+    assert proc.popen is not None
+    proc.popen.wait(10)
+    c.start_agent("n1")
+
+    def readopted() -> bool:
+        allocs = {a["id"]: a for a in c.allocs("kept")}
+        return all(allocs[i]["updated_at"] > at and allocs[i]["state"] == "running"
+                   and allocs[i]["health"] == "healthy" for i, at in reported.items())
+    wait_for(readopted, 30, what="the new agent's reports of the re-adopted allocations")
+    # Found on the same ports (ports.json): the same endpoints, which never stopped
+    # answering. (The registry does move meanwhile: a re-adopted allocation's health is
+    # unknown until its first check, docs/services.md.)
+    assert wait_for(lambda: exactly(2, endpoints(c, "keptsvc")), 30,
+                    what="both healthy again") == before
+    assert c.api("GET", "/v1/services/default/keptsvc").body["index"] > index
+    assert all(answers(e) for e in before)
+    assert c.write("DELETE", "/v1/jobs/default/kept").status == 200
