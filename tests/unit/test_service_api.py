@@ -212,3 +212,11 @@ def test_cli_service_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert api.run("service", "list", "--json") == 0
     assert json.loads(capsys.readouterr().out)["services"][0]["name"] == "websvc"
     assert api.run("service", "show", "nothing") == 1  # answered 404 by the fake
+
+
+def test_alloc_status_shows_its_ports() -> None:
+    from hacontrol.cli.output import render_alloc
+    text = render_alloc({"id": "web-000001", "namespace": "default", "job": "web",
+                         "ports": {"http": 21001, "admin": 9000}})
+    assert "admin=9000 http=21001" in text
+    assert "Ports" not in render_alloc({"id": "web-000002"})
