@@ -23,6 +23,7 @@ from hacontrol.alerts.sealing import Sealer
 from hacontrol.alerts.wiring import start_alerts
 from hacontrol.api.alert_routes import use_sealer
 from hacontrol.api.app import build_app
+from hacontrol.api.dns import registry_lookup, serve_dns
 from hacontrol.api.limits import LimitedStore, Limits
 from hacontrol.api.request import STORE
 from hacontrol.controller.membership import Autopilot, Membership
@@ -152,6 +153,11 @@ async def run_controller(args: Any) -> None:
     site = web.TCPSite(runner, api_host, int(api_port), reuse_address=True,
                        ssl_context=api_tls)
     await site.start()
+    dns_transport = None
+    if getattr(args, "dns", None):
+        dns_host, dns_port = args.dns.rsplit(":", 1)
+        dns_transport = await serve_dns(dns_host, int(dns_port), registry_lookup(ctl),
+                                        args.dns_namespace or ["default"])
     grace = getattr(args, "heartbeat_grace", None) or 3.0
     probe_tls = client_context(tls) if tls is not None else None
     leader = LeaderLoop(ctl, leadership, ctl.wait_changed,
@@ -205,6 +211,8 @@ async def run_controller(args: Any) -> None:
     for maybe in (bootstrap_task, join_task, pilot_task):
         if maybe is not None:
             maybe.cancel()
+    if dns_transport is not None:
+        dns_transport.close()
     await runner.cleanup()
     replica.destroy()
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import grp
 import logging
 import pwd
+from dataclasses import replace
 from typing import Any
 
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import Assignment
 from hacontrol.model.spec import LogPolicy
+from hacontrol.model.spec_ports import port_env
 
 from .spec import AllocationSpec
 
@@ -18,10 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def allocation_spec(assignment: Assignment, node: str,
-                    default_user: str | None = None) -> AllocationSpec:
+                    default_user: str | None = None,
+                    ports: dict[str, int] | None = None) -> AllocationSpec:
     """What to run for an assignment from the leader, plus the agent's own env vars.
 
-    A spec that names no user runs as `default_user` (None: as the agent itself).
+    A spec that names no user runs as `default_user` (None: as the agent itself); `ports`
+    are its named ports (`HACONTROL_PORT_<NAME>`).
 
     ValueError if the spec is missing or the supervisor cannot run it.
     """
@@ -43,6 +47,12 @@ def allocation_spec(assignment: Assignment, node: str,
             "HACONTROL_NODE": node,
         }
     )
+    env.update({port_env(name): str(port) for name, port in (ports or {}).items()})
+    health = spec.health
+    if health is not None and isinstance(health.port, str):
+        if health.port not in (ports or {}):
+            raise ValueError(f"health.port names port {health.port!r}, which has no port")
+        health = replace(health, port=(ports or {})[health.port])
     return AllocationSpec(
         alloc_id=assignment.id,
         command=list(spec.command),
@@ -55,7 +65,7 @@ def allocation_spec(assignment: Assignment, node: str,
         umask=spec.umask,
         shell=bool(spec.shell),
         resources=spec.resources,
-        health=spec.health,
+        health=health,
         logs=spec.logs or LogPolicy(),
         sockets=list(spec.sockets or ()),
         socket_key=f"{assignment.namespace}/{assignment.job}/v{assignment.version}",

@@ -140,7 +140,8 @@ async def own_address(host: str, port: int) -> str | None:
 
 
 async def _probe_net(check: HealthCheck) -> ProbeResult:
-    assert check.port is not None
+    # A named port was replaced by its number when the allocation's spec was made.
+    assert isinstance(check.port, int)
     if check.type == HealthCheckType.HTTP and (has_control(check.path) or " " in check.path):
         return ProbeResult(False, "the check's path holds a space or a control character")
     # Connect to the address that was checked, not to the name again (which could then

@@ -37,6 +37,7 @@ from .credentials import NODE_CREDENTIAL_FILE, ControllerKey, JoinRefused, node_
 from .http import build_agent_app
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .nursery import Nursery
+from .ports import NoFreePort, PortBook
 from .report import MetricsOutbox, event_report
 from .scrape import Scraper, Target
 from .supervisor import Supervisor
@@ -85,6 +86,7 @@ class Agent:
         self._metrics_out = MetricsOutbox()
         # The gauges of the jobs that scale on a prometheus metric, from their allocations.
         self.scraper = Scraper(self._running, self._env_of)
+        self.ports = PortBook()
 
     def _running(self) -> set[str]:
         return {alloc_id for alloc_id, ev in self.supervisor.allocations().items()
@@ -95,7 +97,11 @@ class Agent:
         return spec.env if spec is not None else None
 
     def _on_event(self, ev: AllocationEvent) -> None:
-        self.reports[ev.alloc_id] = event_report(ev)
+        report = event_report(ev)
+        ports = self.ports.get(ev.alloc_id)
+        if ports:
+            report["ports"] = ports  # the registry learns the dynamic ones from this
+        self.reports[ev.alloc_id] = report
         self.wake.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
@@ -131,11 +137,23 @@ class Agent:
             if alloc_id not in known and alloc_id not in self._starting:
                 self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
                                           "message": f"bad spec: {why}"}
+        self.ports.retain(set(wanted) | set(known))
+        for alloc_id, a in wanted.items():
+            if a.spec is not None and a.spec.ports and alloc_id not in known:
+                # Before any port is picked: the ones re-adopted allocations hold.
+                self.ports.recall(alloc_id, a.spec.ports, self.supervisor.alloc_dir(alloc_id))
         for alloc_id, a in wanted.items():
             if a.desired == DesiredState.RUN and a.spec is not None:
                 if alloc_id not in known and alloc_id not in self._starting:
                     try:
-                        spec = allocation_spec(a, self.name, self.default_user)
+                        ports = (self.ports.ports_for(alloc_id, a.spec.ports,
+                                                      self.supervisor.alloc_dir(alloc_id))
+                                 if a.spec.ports else None)
+                        spec = allocation_spec(a, self.name, self.default_user, ports)
+                    except NoFreePort as exc:
+                        self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
+                                                  "message": str(exc)}
+                        continue
                     except ValueError as exc:
                         self.reports[alloc_id] = {"id": alloc_id, "state": AllocState.FAILED,
                                                   "message": f"bad spec: {exc}"}

@@ -27,6 +27,7 @@ from . import (
     ops_routes,
     routes,
     scaling_routes,
+    service_routes,
     snapshot_routes,
     ui,
 )
@@ -68,6 +69,7 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     agent_routes.register(app)
     acl_routes.register(app)
     ops_routes.register(app)
+    service_routes.register(app)
     metrics_routes.register(app, metrics)
     members.register(app)
     snapshot_routes.register(app)

@@ -30,13 +30,15 @@ class Need:
     """What a route needs. `kind`:
     - `open`: nothing (probes, the page, bootstrap, which the state allows once);
     - `token`: any valid user token (the route filters what it shows, or shows the token);
-    - `action`: `action`, in the namespace from the path (`ns`) or of the allocation `id`;
+    - `action`: `action` (or `also`, when given), in the namespace from the path (`ns`)
+      or of the allocation `id`;
     - `node`: a node credential, or a token that may write nodes (the agents' sync);
     - `intro`: an introduction token (exchanged for a node credential)."""
 
     kind: str
     action: Action | None = None
     scope: str | None = None  # "ns": match_info["ns"]; "alloc": the allocation's namespace
+    also: Action | None = None  # an action that will do as well
 
 
 OPEN = Need("open")
@@ -45,8 +47,8 @@ NODE = Need("node")
 INTRO = Need("intro")
 
 
-def act(action: Action, scope: str | None = None) -> Need:
-    return Need("action", action, scope)
+def act(action: Action, scope: str | None = None, also: Action | None = None) -> Need:
+    return Need("action", action, scope, also)
 
 
 A = Action
@@ -81,6 +83,9 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("GET", "/v1/allocations/{id}/metrics"): act(A.READ_JOB, "alloc"),  # as reading it
     ("POST", "/v1/allocations/{id}/{action}"): act(A.ALLOC_LIFECYCLE, "alloc"),
     ("GET", "/v1/allocations/{id}/logs"): act(A.READ_LOGS, "alloc"),
+    # Where a service's allocations listen: what reading its jobs shows, or listing them.
+    ("GET", "/v1/services"): TOKEN,  # filtered by read-job or list-jobs
+    ("GET", "/v1/services/{ns}/{name}"): act(A.READ_JOB, "ns", also=A.LIST_JOBS),
     ("GET", "/v1/nodes"): act(A.NODE_READ),
     ("GET", "/v1/nodes/{name}"): act(A.NODE_READ),
     ("POST", "/v1/nodes/{name}/drain"): act(A.NODE_WRITE),
@@ -205,9 +210,14 @@ def _judge(request: web.Request, need: Need, token: Token) -> Decision:
             ns = _scope_namespace(request, need)
             if token.type == TokenType.MANAGEMENT:
                 return Decision(True, "management token")
-            return store_of(request).read_local(
+            decision = store_of(request).read_local(
                 lambda m: authorize(token, m.store.acl_policies, need.action or Action.ACL_WRITE,
                                     ns))
+            if not decision and need.also is not None:
+                also = need.also
+                decision = store_of(request).read_local(
+                    lambda m: authorize(token, m.store.acl_policies, also, ns))
+            return decision
     return Decision(False, "this route is not open to anyone")
 
 

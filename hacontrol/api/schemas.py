@@ -22,7 +22,14 @@ from hacontrol.model.checks import NAME_RE
 from hacontrol.model.messages import SyncAnswer, SyncRequest
 from hacontrol.model.records import Allocation, Deployment, JobVersion, Node
 from hacontrol.model.resources import Quota, Resources, Usage
-from hacontrol.model.spec import HealthCheck, JobSpec, MetricSpec, ScalingSpec, SocketSpec
+from hacontrol.model.spec import (
+    HealthCheck,
+    JobSpec,
+    MetricSpec,
+    PortSpec,
+    ScalingSpec,
+    SocketSpec,
+)
 from hacontrol.model.spec_parse import MAX_ARGV, MAX_COUNT, METRIC_NAME_RE
 from hacontrol.model.states import JobStatus
 
@@ -63,7 +70,12 @@ REFINE: dict[tuple[type, str], Schema] = {
     (JobSpec, "constraints"): {"maxItems": 32},
     (Resources, "cpu"): {"exclusiveMinimum": 0, "maximum": 1024},
     (Resources, "memory_mb"): {"minimum": 1, "maximum": 2**30},
-    (HealthCheck, "port"): {"minimum": 1, "maximum": 65535},
+    (HealthCheck, "port"): {"type": ["integer", "string", "null"], "minimum": 1,
+                            "maximum": 65535,
+                            "description": "a port number, or the name of one of `ports`"},
+    (PortSpec, "static"): {"minimum": 1, "maximum": 65535},
+    (JobSpec, "ports"): {"maxItems": 16},
+    (JobSpec, "services"): {"maxItems": 16},
     (SocketSpec, "port"): {"minimum": 1, "maximum": 65535},
     (MetricSpec, "port"): {"minimum": 1, "maximum": 65535},
     (MetricSpec, "name"): {"pattern": "^" + ecma(METRIC_NAME_RE.pattern) + "$"},
@@ -207,7 +219,9 @@ NAMESPACE: Schema = {
                    "headroom": {"type": ["object", "null"]}},
 }
 
-ALLOCATION: Schema = dataclass_schema(Allocation, required="all", extra={
+ALLOCATION: Schema = dataclass_schema(Allocation, required="all", omit=("ports",), extra={
+    "ports": {"type": "object", "additionalProperties": {"type": "integer"},
+              "description": "its named ports (only when its job has some)"},
     "metrics": {"type": ["object", "null"],
                 "description": "latest sampled metrics (leader's memory; null elsewhere)"},
     "pending_reason": {"type": "string", "description": "why it is not placed yet"},

@@ -317,6 +317,10 @@ def render_alloc(alloc: Mapping[str, Any], now: float | None = None) -> str:
     if resources:
         pairs.append(("Resources", f"cpu={format_number(resources.get('cpu'))} "
                       f"memory_mb={format_number(resources.get('memory_mb'))}"))
+    ports = alloc.get("ports")
+    if isinstance(ports, Mapping) and ports:
+        pairs.append(("Ports", " ".join(f"{cell_text(k)}={cell_text(v)}"
+                                        for k, v in sorted(ports.items()))))
     metrics = alloc.get("metrics")
     if isinstance(metrics, Mapping) and metrics:
         pairs.append(("Metrics", metrics_text(metrics)))

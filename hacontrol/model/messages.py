@@ -28,6 +28,7 @@ from .protocol import OLDEST as OLDEST_PROTOCOL
 from .protocol import read_version
 from .spec import JobSpec
 from .spec_parse import parse_job_spec
+from .spec_ports import parse_reported_ports
 from .states import REPORTED_STATES, AllocState, DesiredState, Health
 
 T = TypeVar("T")
@@ -181,11 +182,16 @@ class AllocReport:
     ts: float | None = None
     health: Health | None = None
     reason: str | None = None  # an ExitReason, as a string (newer agents may add reasons)
+    ports: dict[str, int] | None = None  # the named ports it uses (absent: none)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "state": self.state, "pid": self.pid, "restarts": self.restarts,
-                "exit_code": self.exit_code, "signal": self.signal, "message": self.message,
-                "ts": self.ts, "health": self.health, "reason": self.reason}
+        d: dict[str, Any] = {
+            "id": self.id, "state": self.state, "pid": self.pid, "restarts": self.restarts,
+            "exit_code": self.exit_code, "signal": self.signal, "message": self.message,
+            "ts": self.ts, "health": self.health, "reason": self.reason}
+        if self.ports is not None:
+            d["ports"] = self.ports
+        return d
 
     @classmethod
     def from_dict(cls, raw: Any, at: str = "report") -> AllocReport:
@@ -204,7 +210,8 @@ class AllocReport:
             optional_string(d.get("message"), f"{at}.message"),
             None if ts is None else number(ts, f"{at}.ts", maximum=1e12),
             None if health is None else one_of(health, Health, f"{at}.health"),
-            optional_string(d.get("reason"), f"{at}.reason"))
+            optional_string(d.get("reason"), f"{at}.reason"),
+            parse_reported_ports(d.get("ports"), f"{at}.ports"))
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,10 @@ class Allocation:
     health: Health | None = None  # None: no health check
     reason: ExitReason | str | None = None  # why it last ended (agents may send new reasons)
     running_since: float | None = None
+    # Named ports: the static ones from creation, then every one as its node reports it
+    # (the agent picks the dynamic ones). None (and absent from the encoding, so states
+    # without ports digest as before) when the job has none.
+    ports: dict[str, int] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -154,6 +158,8 @@ class Allocation:
     def to_dict(self) -> dict[str, Any]:
         d = {f: getattr(self, f) for f in _ALLOC_FIELDS}
         d["resources"] = self.resources.to_dict()
+        if self.ports is not None:
+            d["ports"] = self.ports
         return d
 
     @classmethod
@@ -163,6 +169,9 @@ class Allocation:
         kw["state"] = AllocState(d["state"])
         if kw["health"] is not None:
             kw["health"] = Health(d["health"])
+        ports = d.get("ports")
+        if ports is not None:
+            kw["ports"] = {str(k): int(v) for k, v in ports.items()}
         return cls(resources=Resources.from_dict(d["resources"]), **kw)
 
 

@@ -71,7 +71,9 @@ class HealthCheck:
     `path` and `expect_status` to http, `command` to exec."""
 
     type: HealthCheckType
-    port: int | None = None
+    # A port number, or the name of one of the job's ports (the agent puts in the number
+    # it picked: a check can then follow a dynamic port).
+    port: int | str | None = None
     host: str = "127.0.0.1"
     path: str = "/"
     expect_status: int = 200
@@ -99,7 +101,8 @@ class HealthCheck:
     def from_dict(cls, d: dict[str, Any]) -> HealthCheck:
         x = cls(HealthCheckType.TCP)
         port = d.get("port")
-        return cls(HealthCheckType(d["type"]), None if port is None else int(port),
+        return cls(HealthCheckType(d["type"]),
+                   None if port is None else port if isinstance(port, str) else int(port),
                    str(d.get("host", x.host)), str(d.get("path", x.path)),
                    int(d.get("expect_status", x.expect_status)),
                    tuple(d.get("command") or ()), float(d.get("interval_s", x.interval_s)),
@@ -134,6 +137,40 @@ class SocketSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SocketSpec:
         return cls(str(d["name"]), int(d["port"]), str(d.get("host", "0.0.0.0")))
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A named port: `static` asks for that port; without it the agent picks a free one.
+    Either way the allocation finds it in `HACONTROL_PORT_<NAME>` (the name upper-cased)."""
+
+    name: str
+    static: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name} if self.static is None else {"name": self.name,
+                                                                  "static": self.static}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PortSpec:
+        static = d.get("static")
+        return cls(str(d["name"]), None if static is None else int(static))
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service offered on one of the job's named ports; its endpoints are the live,
+    healthy allocations (healthy by the job's health check, or running without one)."""
+
+    name: str
+    port: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "port": self.port}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServiceSpec:
+        return cls(str(d["name"]), str(d["port"]))
 
 
 @dataclass(frozen=True)
@@ -339,6 +376,9 @@ class JobSpec:
     # False: binpack a job's allocations like any other work (no job anti-affinity);
     # None or True: spread them across nodes (the default).
     spread: bool | None = None
+    # Named ports and the services offered on them (service discovery).
+    ports: tuple[PortSpec, ...] | None = None
+    services: tuple[ServiceSpec, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -386,7 +426,9 @@ class JobSpec:
             depends_on=many("depends_on", str), update=one("update", UpdateSpec.from_dict),
             scaling=one("scaling", ScalingSpec.from_dict),
             disconnect=one("disconnect", DisconnectSpec.from_dict),
-            spread=None if spread is None else bool(spread))
+            spread=None if spread is None else bool(spread),
+            ports=many("ports", PortSpec.from_dict),
+            services=many("services", ServiceSpec.from_dict))
 
     def same_template(self, other: JobSpec) -> bool:
         """True when the two specs differ at most in `count` (no new version needed)."""
@@ -399,6 +441,10 @@ class JobSpec:
         return Usage(self.resources.cpu * self.count, self.resources.memory_mb * self.count,
                      self.count)
 
+    def static_ports(self) -> dict[str, int]:
+        """The fixed ports this spec asks for, by name."""
+        return {p.name: p.static for p in self.ports or () if p.static is not None}
+
     @property
     def update_policy(self) -> UpdateSpec:
         """The rolling update settings, defaults when the spec gave none."""
@@ -409,7 +455,7 @@ class JobSpec:
 # `priority`): part of the state digest, never reorder.
 OPTIONAL_SECTIONS = ("scoring", "user", "group", "umask", "shell", "health", "logs", "sockets",
                      "constraints", "preempt", "depends_on", "update", "scaling", "disconnect",
-                     "spread")
+                     "spread", "ports", "services")
 
 
 def _encode(value: Any) -> Any:

@@ -41,6 +41,7 @@ from .spec import (
     StopSpec,
     UpdateSpec,
 )
+from .spec_ports import check_service_ports, parse_ports, parse_services
 from .states import (
     ConstraintOperator,
     HealthCheckType,
@@ -108,6 +109,8 @@ def parse_job_spec(raw: Any) -> JobSpec:
         raise invalid("spread", "spread: false contradicts scoring: spread")
     if spec.shell and len(command) != 1:
         raise invalid("command", "with shell: true, command is one string for /bin/sh -c")
+    check_service_ports(spec.ports, spec.services,
+                        spec.health.port if spec.health is not None else None)
     _check_metric_port(spec)
     return spec
 
@@ -211,7 +214,8 @@ def _health(raw: Any) -> HealthCheck:
     if kind in (HealthCheckType.TCP, HealthCheckType.HTTP):
         if "port" not in d:
             raise invalid("health.port", "required for tcp and http checks")
-        checked["port"] = port(d["port"], "health.port")
+        checked["port"] = (d["port"] if isinstance(d["port"], str)  # a named port's
+                           else port(d["port"], "health.port"))
         host = d.get("host", x.host)
         if not isinstance(host, str) or not host:
             raise invalid("health.host", "must be a host name or address")
@@ -433,4 +437,6 @@ _SECTIONS: dict[str, Callable[[Any], Any]] = {
     "scaling": _scaling,
     "disconnect": _disconnect,
     "spread": lambda v: boolean(v, "spread"),
+    "ports": parse_ports,
+    "services": parse_services,
 }

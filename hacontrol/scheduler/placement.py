@@ -75,6 +75,8 @@ class NodeRoom:
     # False while draining or down: such nodes keep their work but take no new work
     eligible: bool = True
     allocations: tuple[Placed, ...] = ()
+    # Ports held by allocations here (static ones asked for, dynamic ones reported).
+    ports_used: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class Demand:
     # The job's count: above 0, binpack scoring adds the job anti-affinity penalty (see
     # the module docstring); 0 packs instances of one job like any other work.
     job_count: int = 0
+    # Static ports the work listens on: never two users of one port on one node.
+    ports: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -149,12 +153,17 @@ def _nodes(n: int) -> str:
 
 
 def _explain(d: Demand, static: tuple[Constraint, ...], f: _Filtered, distinct_blocked: int,
-             too_full: int, total_nodes: int) -> str:
+             too_full: int, total_nodes: int, port_blocked: int = 0) -> str:
     if total_nodes == 0:
         return "no nodes registered"
-    parts = [f"no node has {float(d.cpu)!r} cpu and {d.memory_mb} MB free"]
+    parts = [f"no node has {float(d.cpu)!r} cpu and {d.memory_mb} MB free"
+             + (" and port " + ", ".join(map(str, sorted(d.ports))) + " unused"
+                if d.ports else "")]
     if too_full:
         parts.append(f"{_nodes(too_full)} without enough free cpu or memory")
+    if port_blocked:
+        parts.append(f"{_nodes(port_blocked)} with static port "
+                     + ", ".join(map(str, sorted(d.ports))) + " already in use")
     for c, n in zip(static, f.by_constraint, strict=True):
         if n:
             parts.append(f"{_nodes(n)} filtered by constraint {describe(c)}")
@@ -220,6 +229,10 @@ def plan_placements(demands: Sequence[Demand], nodes: Sequence[NodeRoom]) -> Pla
         for a in node.allocations:
             per_node = instances.setdefault((a.namespace, a.job), {})
             per_node[i] = per_node.get(i, 0) + 1
+    # Ports in use per node, counting this plan's placements (only built when some demand
+    # asks for a static port).
+    ports_used = ([set(n.ports_used) for n in rooms] if any(d.ports for d in demands)
+                  else [])
     # Preemption candidates per node, in the order they would be evicted.
     batch_by_node: list[list[Placed]] | None = None
 
@@ -258,6 +271,8 @@ def plan_placements(demands: Sequence[Demand], nodes: Sequence[NodeRoom]) -> Pla
             for i in _scan_order(f.candidates, last.get(static)):
                 if cpu_free[i] < dc or mem_free[i] < dm:
                     continue
+                if d.ports and not d.ports.isdisjoint(ports_used[i]):
+                    continue
                 n = counts.get(i, 0)
                 if n and distinct:
                     continue
@@ -276,6 +291,8 @@ def plan_placements(demands: Sequence[Demand], nodes: Sequence[NodeRoom]) -> Pla
             fits = 0
             for i in _scan_order(f.candidates, last.get(static)):
                 if cpu_free[i] < dc or mem_free[i] < dm:
+                    continue
+                if d.ports and not d.ports.isdisjoint(ports_used[i]):
                     continue
                 n = counts.get(i, 0)
                 if distinct and n:
@@ -296,12 +313,16 @@ def plan_placements(demands: Sequence[Demand], nodes: Sequence[NodeRoom]) -> Pla
             cpu_free[best] -= d.cpu
             mem_free[best] -= dm
             counts[best] = counts.get(best, 0) + 1
+            if d.ports:
+                ports_used[best] |= d.ports
             placements.append((d.alloc_id, names[best]))
             continue
 
         distinct_blocked = sum(1 for i in f.candidates if distinct and counts.get(i))
-        too_full = len(f.candidates) - distinct_blocked
-        reason = _explain(d, static, f, distinct_blocked, too_full, len(rooms))
+        port_blocked = sum(1 for i in f.candidates if d.ports and not (distinct and counts.get(i))
+                           and not d.ports.isdisjoint(ports_used[i]))
+        too_full = len(f.candidates) - distinct_blocked - port_blocked
+        reason = _explain(d, static, f, distinct_blocked, too_full, len(rooms), port_blocked)
         if not (d.preempt and d.job_type == SERVICE):
             unplaced[d.alloc_id] = reason
             continue
@@ -317,6 +338,8 @@ def plan_placements(demands: Sequence[Demand], nodes: Sequence[NodeRoom]) -> Pla
         for i in f.candidates:
             if distinct and counts.get(i):
                 continue
+            if d.ports and not d.ports.isdisjoint(ports_used[i]):
+                continue  # evicting batch work frees room, not a port held by a service
             victims = _choose_victims(d, cpu_free[i], mem_free[i], batch_by_node[i], evicted)
             if victims is None:
                 continue

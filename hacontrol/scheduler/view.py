@@ -30,14 +30,20 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             scoring=SPREAD if spec.scoring == Scoring.SPREAD else BINPACK,
             preempt=bool(spec.preempt),
             # Job anti-affinity unless the spec opts out (or spreads by its own rule).
-            job_count=0 if spec.spread is False else spec.count))
+            job_count=0 if spec.spread is False else spec.count,
+            ports=frozenset((a.ports or {}).values())))
     # Placement looks at what runs on a node only to count the demands' own jobs there
     # (spread, distinct_nodes) and to find batch work to preempt: building a record of
     # every other allocation cost a walk over 100,000 of them per plan.
     wanted_jobs = {(d.namespace, d.job) for d in demands}
     preempting = any(d.preempt for d in demands)
     by_node: dict[str, list[Placed]] = {}
+    want_ports = any(d.ports for d in demands)
+    ports_used: dict[str, set[int]] = {}
     for a in m.allocs.values():
+        if want_ports and a.ports and a.node is not None and a.holds_resources:
+            # Until it has stopped, an allocation on its way out still holds its ports.
+            ports_used.setdefault(a.node, set()).update(a.ports.values())
         if a.node is None or not a.holds_resources or a.desired != DesiredState.RUN:
             # Instances on their way out still hold room (node_free counts them) but must
             # not be offered as preemption victims again.
@@ -58,5 +64,6 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             name=n.name, cpu_capacity=n.capacity.cpu, memory_capacity=n.capacity.memory_mb,
             cpu_free=cpu, memory_free=mem, labels=dict(n.labels),
             attributes=dict(n.attributes), eligible=n.eligible,
-            allocations=tuple(by_node.get(n.name, ()))))
+            allocations=tuple(by_node.get(n.name, ())),
+            ports_used=frozenset(ports_used.get(n.name, ()))))
     return demands, rooms

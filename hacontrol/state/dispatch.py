@@ -25,6 +25,7 @@ from .context import Applying, Result
 from .events import EventLog
 from .handlers import HANDLERS
 from .permit import check_command
+from .services import refresh
 from .store import Store
 
 IDEMPOTENCY_KEYS_KEPT = 10_000
@@ -157,6 +158,10 @@ def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C
             tx.event("quota_rejected", op=cmd.op,
                      namespace=cmd.args.get("namespace", cmd.args.get("name")),
                      job=cmd.args.get("name"), message=rej.message)
+    # The registry follows what the entry changed (derived here, never written directly).
+    for ns, name in refresh(store, index):
+        tx.event("service_updated", namespace=ns, service=name,
+                 endpoints=len(store.registry.endpoints.get((ns, name), ())))
     if cmd.idem is not None:
         idem.put(cmd.idem, digest, result)
     return result

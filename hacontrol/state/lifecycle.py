@@ -17,7 +17,10 @@ def new_alloc(tx: Applying, job: Job) -> Allocation:
     s.alloc_seq += 1
     alloc = Allocation(id=f"{job.name}-{s.alloc_seq:06d}", namespace=job.namespace,
                        job=job.name, version=job.version, resources=job.spec.resources,
-                       created_at=tx.ts, updated_at=tx.ts, modify_index=tx.index)
+                       created_at=tx.ts, updated_at=tx.ts, modify_index=tx.index,
+                       # Held from the start, so placement keeps two static users of a
+                       # port off one node before either has reported.
+                       ports=job.spec.static_ports() or None)
     s.add_alloc(alloc)
     return alloc
 
@@ -26,6 +29,7 @@ def stop_alloc(tx: Applying, alloc: Allocation, why: str) -> None:
     if alloc.desired == DesiredState.STOP and alloc.terminal:
         return
     alloc.desired = DesiredState.STOP
+    tx.store.touch_alloc(alloc.id)  # a stopping one serves no service
     alloc.message = why
     alloc.updated_at = tx.ts
     alloc.modify_index = tx.index

@@ -50,6 +50,9 @@ def _encode(store: Store, idem: IdempotencyTable) -> bytes:
         tables["alert_states"] = [a.to_dict() for a in store.alert_states.values()]
     if store.cluster_config is not None:
         tables["cluster_config"] = store.cluster_config.to_dict()
+    if store.registry.last_index:
+        # Only the services' indexes: their endpoints are derived from the tables.
+        tables["services"] = store.registry.encode()
     # Byte for byte what msgpack.packb(tables) gives with the entries as lists (msgpack is
     # compositional), without packing every idempotency entry again: the table keeps each
     # one packed, and they were most of a loaded leader's snapshot time.

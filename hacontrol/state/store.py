@@ -19,6 +19,8 @@ from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
 from hacontrol.model.states import AllocState, DesiredState
 
+from .registry import Registry
+
 DEFAULT_NAMESPACE = "default"
 # Forgotten allocations remembered per node for the agents' delta sync: an agent that
 # missed more than this gets a full answer.
@@ -71,6 +73,22 @@ class Store:
         # Nodes whose allocations were placed, stopped or forgotten since the API last
         # looked (it wakes only those nodes' long polls); drained under the apply lock.
         self.touched_nodes: set[str] = set()
+        # The service registry (derived from the tables in `apply`, see `services.py`;
+        # only its indexes are snapshotted) and the jobs to look at again once the entry
+        # being applied is done.
+        self.registry = Registry()
+        self.dirty_jobs: set[JobKey] = set()
+        self.dirty_allocs: set[str] = set()
+
+    def touch_job(self, key: JobKey) -> None:
+        """Mark a job whose spec or status changed: the registry looks at it (and all its
+        allocations) again after this entry."""
+        self.dirty_jobs.add(key)
+
+    def touch_alloc(self, alloc_id: str) -> None:
+        """Mark an allocation whose state, health, ports or node changed (or that was
+        forgotten): the registry looks at it again after this entry."""
+        self.dirty_allocs.add(alloc_id)
 
     # ------------------------------------------------------------ tokens
 
@@ -113,6 +131,7 @@ class Store:
     def forget_alloc(self, alloc: Allocation) -> None:
         del self.allocs[alloc.id]
         key = (alloc.namespace, alloc.job)
+        self.dirty_allocs.add(alloc.id)
         ids = self.by_job.get(key)
         if ids is not None:
             ids.pop(alloc.id, None)
@@ -221,6 +240,8 @@ class Store:
         f.pending = dict(self.pending)
         f.usage = dict(self.usage)
         f.touched_nodes = set()
+        # A dry run never refreshes the registry (it is shared, read only, with the fork).
+        f.dirty_jobs, f.dirty_allocs = set(), set()
         return f
 
     def adopt(self, other: Store, index: int) -> None:
@@ -238,6 +259,8 @@ class Store:
         self.acl_bootstrapped, self.acl_by_hash = other.acl_bootstrapped, other.acl_by_hash
         self.alert_rules, self.alert_states = other.alert_rules, other.alert_states
         self.cluster_config = other.cluster_config
+        # Derived again by the caller (`services.rebuild`), every index at the restore's.
+        self.registry, self.dirty_jobs, self.dirty_allocs = other.registry, set(), set()
         # The controllers' credential is kept: this cluster's agents have pinned it.
         self.alloc_seq = max(self.alloc_seq, other.alloc_seq)
         self.index = index

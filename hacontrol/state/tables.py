@@ -17,6 +17,8 @@ from hacontrol.model.cluster_config import ClusterConfig
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota
 
+from .registry import Registry
+from .services import rebuild
 from .store import Store
 
 SNAPSHOT_VERSION = 1
@@ -60,4 +62,6 @@ def decode_store(d: Any) -> Store:
     config = d.get("cluster_config")
     store.cluster_config = ClusterConfig.from_dict(config) if isinstance(config, dict) else None
     store.rebuild_indexes()
+    store.registry = rebuild(store, store.index)
+    store.registry.keep_indexes(*Registry.decode(d.get("services")))
     return store

@@ -23,6 +23,7 @@ from hacontrol.model.checks import (
 from hacontrol.model.errors import invalid
 from hacontrol.model.resources import Quota, Resources
 from hacontrol.model.spec_parse import MAX_COUNT, parse_count, parse_job_spec
+from hacontrol.model.spec_ports import parse_reported_ports
 from hacontrol.model.states import REPORTED_STATES, AllocState, Health, NodeStatus
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "node_name", "parse_alloc_updates", "parse_count", "parse_deploy_step", "parse_drain",
     "parse_evictions", "parse_job_key", "parse_job_spec", "parse_migrate",
     "parse_node_registration", "parse_node_status", "parse_placements", "parse_quota",
+    "parse_reported_ports",
 ]
 
 MAX_LABELS = 64
@@ -183,6 +185,7 @@ class AllocUpdate:
     message: str | None
     health: Health | None
     reason: str | None
+    ports: dict[str, int] | None = None
 
 
 def parse_alloc_updates(a: dict[str, Any]) -> tuple[str, list[AllocUpdate]]:
@@ -212,5 +215,6 @@ def parse_alloc_updates(a: dict[str, Any]) -> tuple[str, list[AllocUpdate]]:
                 raise invalid(f"updates[{i}].{f}", "must be a short string")
         out.append(AllocUpdate(u["id"], AllocState(state), u.get("pid"), u.get("restarts"),
                                u.get("exit_code"), u.get("signal"), u.get("message"),
-                               None if health is None else Health(health), u.get("reason")))
+                               None if health is None else Health(health), u.get("reason"),
+                               parse_reported_ports(u.get("ports"), f"updates[{i}].ports")))
     return node, out

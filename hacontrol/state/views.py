@@ -89,6 +89,13 @@ def job_view(store: Store, job: Job) -> View:
 
 
 def alloc_view(a: Allocation) -> View:
+    view = _alloc_view(a)
+    if a.ports is not None:  # only then: other answers stay byte for byte as they were
+        view["ports"] = a.ports
+    return view
+
+
+def _alloc_view(a: Allocation) -> View:
     return {"id": a.id, "namespace": a.namespace, "job": a.job, "version": a.version,
             "node": a.node, "desired": a.desired, "state": a.state, "pid": a.pid,
             "restarts": a.restarts, "exit_code": a.exit_code, "signal": a.signal,

@@ -156,8 +156,14 @@ def test_the_spec_schema_declares_every_field_the_full_spec_uses() -> None:
     schema = schemas.spec_schema()
     encoded = parse_job_spec(FULL_SPEC).to_dict()
     declared = set(schema["properties"]) - {"name", "namespace"}
-    # `spread` is newer than the golden scenario's spec (whose digest must not change).
-    assert declared == set(encoded) | {"type", "shell", "spread"} - {"name"}
+    # `spread`, `ports` and `services` are newer than the golden scenario's spec (whose
+    # digest must not change).
+    assert declared == set(encoded) | {"type", "shell", "spread", "ports", "services"} - {"name"}
+    with_ports = {"command": ["x"], "ports": [{"name": "http"}, {"name": "a", "static": 80}],
+                  "services": [{"name": "websvc", "port": "http"}],
+                  "health": {"type": "http", "port": "http"}}
+    jsonschema_rs.validate(schema, with_ports)
+    jsonschema_rs.validate(schema, parse_job_spec(with_ports).to_dict())
     # Names as encoded (`scaling.min`), not as the dataclass calls them (`min_count`).
     assert set(schema["properties"]["scaling"]["anyOf"][0]["properties"]) == \
         {"min", "max", "cpu_target", "cooldown_s", "metric", "target_per_instance",

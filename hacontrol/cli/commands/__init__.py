@@ -20,12 +20,13 @@ from hacontrol.cli.commands import (
     node,
     operator,
     server,
+    service,
     status,
     tls,
 )
 from hacontrol.cli.commands.base import CommandGroup
 
 GROUPS: tuple[CommandGroup, ...] = (
-    server, agent, dev, status, job, allocation, node, events, namespace, acl, tls,
+    server, agent, dev, status, job, allocation, service, node, events, namespace, acl, tls,
     operator, alert,
 )

@@ -76,6 +76,11 @@ def register(sub: SubParsers) -> None:
                        ("--max-nodes", "nodes (default 5000)")):
         p.add_argument(flag, type=positive_int, default=None,
                        help=f"accept at most this many {what}")
+    p.add_argument("--dns", type=host_port, default=None, metavar="HOST:PORT",
+                   help="answer DNS (UDP) for NAME.service.hacontrol here: SRV and A records "
+                        "of the service registry, with no token (off by default)")
+    p.add_argument("--dns-namespace", action="append", default=None, metavar="NS",
+                   help="a namespace DNS answers for (repeat; default: default)")
     tls_options(p, "replica")
     p.add_argument("--insecure-http", action="store_true",
                    help="serve plain HTTP without TLS (tokens travel in clear text); "

@@ -73,8 +73,11 @@ def update(tx: Applying, args: dict[str, Any]) -> Result:
         alloc.exit_code = u.exit_code
         alloc.signal = u.signal
         alloc.message = u.message or ""
+        if u.ports is not None:
+            alloc.ports = u.ports
         alloc.updated_at = tx.ts
         alloc.modify_index = tx.index
+        tx.store.touch_alloc(alloc.id)
         if before != (alloc.state, alloc.health, alloc.restarts):
             tx.event("alloc_" + alloc.state, alloc=alloc.id, namespace=alloc.namespace,
                      job=alloc.job, node=node, pid=alloc.pid, exit_code=alloc.exit_code,

@@ -97,6 +97,7 @@ def register(tx: Applying, ns: str, name: str, spec: JobSpec,
     if new_version:
         job.history.append(JobVersion(job.version, spec, tx.ts, job.rollout is None))
         del job.history[:-VERSIONS_KEPT]
+    s.touch_job(job.key)  # its services may have changed
     tx.event("job_registered" if job.version == 1 and new_version else "job_updated",
              namespace=ns, job=name, version=job.version, count=spec.count,
              rolling=job.rollout is not None, reverted_from=reverted_from)
@@ -153,6 +154,7 @@ def delete(tx: Applying, args: dict[str, Any]) -> Result:
     job.updated_at = tx.ts
     job.modify_index = tx.index
     job.rollout = None
+    s.touch_job(job.key)  # a stopping job declares no service
     for alloc in s.job_allocs(job):
         stop_alloc(tx, alloc, "job stopped")
     tx.event("job_stopped", namespace=ns, job=name)

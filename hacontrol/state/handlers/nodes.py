@@ -11,6 +11,7 @@ from hacontrol.model.states import AllocState, JobStatus, NodeStatus
 from .. import views
 from ..context import Applying, Result
 from ..lifecycle import collect_job, reconcile
+from ..services import touch_node
 from ..validate import node_name, parse_drain, parse_node_registration, parse_node_status
 from .acl import intro_used
 
@@ -27,6 +28,8 @@ def register(tx: Applying, args: dict[str, Any]) -> Result:
     else:
         if node.status != NodeStatus.READY:
             tx.event("node_ready", node=reg.name)
+        if node.status != NodeStatus.READY or node.address != reg.address:
+            touch_node(tx.store, node.name)  # its endpoints' address or liveness
         node.capacity = reg.capacity
         node.address = reg.address
         node.status = NodeStatus.READY
@@ -65,6 +68,7 @@ def status(tx: Applying, args: dict[str, Any]) -> Result:
     node.updated_at = tx.ts
     node.modify_index = tx.index
     tx.event("node_" + new, node=node.name)
+    touch_node(tx.store, node.name)
     if new == NodeStatus.DOWN:
         touched: dict[tuple[str, str], Job] = {}
         for alloc in tx.store.node_allocs(node.name):

@@ -8,6 +8,7 @@ from typing import Any
 from hacontrol.model.states import AllocState, DesiredState
 
 from ..context import Applying, Result
+from ..store import Store
 from ..validate import parse_evictions, parse_placements
 from .allocations import stop_and_replace
 
@@ -21,6 +22,7 @@ def apply_plan(tx: Applying, args: dict[str, Any]) -> Result:
     free = {name: s.node_free(node) for name, node in s.nodes.items()}
     placed: list[str] = []
     rejected: list[list[str]] = []
+    ports: dict[str, set[int]] = {}  # ports held per node, looked up when first needed
     # Re-check each placement against the state as it is now, not as the planner saw it:
     # two plans made from the same view can never oversubscribe a node.
     for alloc_id, node_name in parsed:
@@ -38,11 +40,20 @@ def apply_plan(tx: Applying, args: dict[str, Any]) -> Result:
             cpu, mem = free[node_name]
             if alloc.resources.cpu > cpu + 1e-9 or alloc.resources.memory_mb > mem:
                 reason = "node has no room"
+            elif alloc.ports:
+                held = ports.get(node_name)
+                if held is None:
+                    held = ports[node_name] = ports_held(s, node_name)
+                taken = sorted(held.intersection(alloc.ports.values()))
+                if taken:
+                    reason = "port " + ", ".join(map(str, taken)) + " already in use there"
         if reason is not None or alloc is None:
             rejected.append([alloc_id, reason or ""])
             continue
         cpu, mem = free[node_name]
         free[node_name] = (cpu - alloc.resources.cpu, mem - alloc.resources.memory_mb)
+        if alloc.ports and node_name in ports:
+            ports[node_name].update(alloc.ports.values())
         s.place(alloc, node_name)
         alloc.placed_at = tx.ts
         alloc.updated_at = tx.ts
@@ -52,3 +63,13 @@ def apply_plan(tx: Applying, args: dict[str, Any]) -> Result:
     if placed:
         tx.event("allocs_placed", placements=[[a, s.allocs[a].node] for a in placed])
     return {"placed": placed, "rejected": rejected, "evicted": evicted}
+
+
+def ports_held(s: Store, node: str) -> set[int]:
+    """The ports allocations on `node` hold (static ones from their creation, dynamic
+    ones as reported) until they have stopped."""
+    held: set[int] = set()
+    for a in s.node_allocs(node):
+        if a.ports and a.holds_resources:
+            held.update(a.ports.values())
+    return held

@@ -22,6 +22,7 @@ from hacontrol.model.errors import invalid
 
 from ..backup import COUNTED, DamagedSnapshot, counts_of, inflate
 from ..context import Applying, Result
+from ..services import rebuild
 from ..store import Store
 from ..tables import decode_store, paused_gc
 
@@ -60,5 +61,7 @@ def restore(tx: Applying, args: dict[str, Any]) -> Result:
         raise invalid("state", "the snapshot has no access control (never bootstrapped): "
                                "restoring it would leave the cluster open")
     tx.store.adopt(restored, tx.index)
+    # Every service's index moves to the restore's: a watcher cannot tell what changed.
+    tx.store.registry = rebuild(tx.store, tx.index)
     tx.event("state_restored", source_index=source, **held)
     return {"restored": {"source_index": source, **held}}

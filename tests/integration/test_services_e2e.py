@@ -1,0 +1,216 @@
+"""Service discovery on a real cluster with a real agent: allocations of a job with a
+dynamic port run `python -m http.server` on the port the agent picked, and the registry
+follows them as they are scaled, killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import Cluster, free_ports, http, wait_for
+
+INTERVAL_S = 2.0  # the health check's interval: a killed allocation must leave within it
+
+
+@pytest.fixture(scope="module")
+def services_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster and agent for the module (each test uses its own job and service)."""
+    c = Cluster(tmp_path_factory.mktemp("services") / "cluster")
+    try:
+        c.start()
+        c.start_agent("n1")
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(autouse=True)
+def logs_on_failure(request: pytest.FixtureRequest,
+                    services_cluster: Cluster) -> Iterator[None]:
+    yield
+    rep = getattr(request.node, "rep_call", None)  # set by the package's conftest
+    if rep is not None and rep.failed:
+        print(services_cluster.logs())
+
+
+def web_job(cwd: Path, count: int) -> dict[str, Any]:
+    return {
+        "command": [f'exec {sys.executable} -m http.server "$HACONTROL_PORT_HTTP" '
+                    f"--bind 127.0.0.1"],
+        "shell": True, "cwd": str(cwd), "count": count,
+        "resources": {"cpu": 0.1, "memory_mb": 256},
+        # Restarted a while after a crash, so its absence is there to be seen.
+        "restart": {"policy": "on-failure", "backoff_s": 1.5, "backoff_max_s": 1.5},
+        "stop": {"signal": "SIGTERM", "timeout_s": 2.0},
+        "ports": [{"name": "http"}],
+        "services": [{"name": "websvc", "port": "http"}],
+        # Failures while the server starts do not count (grace); then it must answer.
+        "health": {"type": "http", "port": "http", "interval_s": INTERVAL_S,
+                   "timeout_s": 1.5, "failures": 2, "grace_s": 10.0},
+    }
+
+
+def endpoints(c: Cluster, service: str = "websvc") -> list[dict[str, Any]]:
+    resp = c.api("GET", f"/v1/services/default/{service}")
+    assert resp.status == 200, resp
+    return list(resp.body["endpoints"])
+
+
+def exactly(n: int, found: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    return found if len(found) == n else None
+
+
+def answers(e: dict[str, Any]) -> bool:
+    with urllib.request.urlopen(f"http://{e['address']}:{e['port']}/", timeout=5) as r:
+        return bool(r.status == 200)
+
+
+class Watcher(threading.Thread):
+    """A client that follows the service with blocking queries, recording every answer
+    whose index moved: (index, allocation ids, when it arrived)."""
+
+    def __init__(self, c: Cluster) -> None:
+        super().__init__(daemon=True)
+        self.c = c
+        self.seen: list[tuple[int, list[str], float]] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        index = 0
+        try:
+            while not self.done.is_set():
+                resp = self.c.api("GET", f"/v1/services/default/websvc?index={index}&wait=2s",
+                                  timeout=15)
+                assert resp.status == 200, resp
+                if resp.body["index"] > index:
+                    index = resp.body["index"]
+                    self.seen.append((index, [e["allocation"] for e in resp.body["endpoints"]],
+                                      time.monotonic()))
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+    def latest(self) -> list[str]:
+        return self.seen[-1][1] if self.seen else []
+
+
+def test_endpoints_follow_scaling_crashes_and_are_watched_in_order(
+        services_cluster: Cluster, tmp_path: Path) -> None:
+    c = services_cluster
+    watcher = Watcher(c)
+    watcher.start()
+    try:
+        for count in (1, 2, 3):
+            assert c.write("PUT", "/v1/jobs/default/web", web_job(tmp_path, count)).status == 200
+            eps = wait_for(lambda n=count: exactly(n, endpoints(c)), 30,
+                           what=f"{count} endpoints")
+            assert all(answers(e) for e in eps)
+            wait_for(lambda n=count: len(watcher.latest()) == n, 10, what="the watcher")
+        ports = [e["port"] for e in eps]
+        assert len(set(ports)) == 3 and all(20000 <= p <= 32000 for p in ports)
+        # Each allocation finds its port in its environment.
+        for e in eps:
+            alloc = c.api("GET", f"/v1/allocations/{e['allocation']}").body["allocation"]
+            assert alloc["ports"] == {"http": e["port"]}
+            environ = Path(f"/proc/{alloc['pid']}/environ").read_bytes().split(b"\0")
+            assert f"HACONTROL_PORT_HTTP={e['port']}".encode() in environ
+
+        # Kill one: it leaves the registry within its health check's interval (the agent
+        # sees the exit at once), and comes back on the same port once restarted, healthy.
+        victim = eps[1]
+        pid = c.api("GET", f"/v1/allocations/{victim['allocation']}").body["allocation"]["pid"]
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: victim["allocation"] not in watcher.latest()
+                 and len(watcher.latest()) == 2, 10, what="the killed one to leave")
+        left_after = watcher.seen[-1][2] - killed_at
+        print(f"killed allocation left the registry after {left_after:.3f}s "
+              f"(health interval {INTERVAL_S}s)")
+        assert left_after < INTERVAL_S
+        back = wait_for(lambda: exactly(3, endpoints(c)), 30, what="the restarted one back")
+        assert next(e for e in back if e["allocation"] == victim["allocation"]) == victim
+        assert answers(victim)
+
+        # Scale down: the stopped ones leave.
+        assert c.write("POST", "/v1/jobs/default/web/scale", {"count": 1}).status == 200
+        wait_for(lambda: len(watcher.latest()) == 1, 20, what="scaled down")
+    finally:
+        watcher.done.set()
+        watcher.join(20)
+    assert watcher.error is None, watcher.error
+
+    # The watcher saw every change, in order: each one the log recorded for the service.
+    events = c.api("GET", "/v1/events?follow=false&type=service_updated").body["events"]
+    changes = [(e["index"], e["endpoints"]) for e in events if e["service"] == "websvc"]
+    seen = [(i, len(ids)) for i, ids, _ in watcher.seen]
+    assert seen == changes, (seen, changes)
+    assert [n for _, n in seen] == [0, 1, 2, 3, 2, 3, 1]
+
+
+def test_a_static_port_is_never_shared_on_one_node(services_cluster: Cluster,
+                                                   tmp_path: Path) -> None:
+    c = services_cluster
+    (port,) = free_ports(1)
+    fixed = {**web_job(tmp_path, 2), "ports": [{"name": "http", "static": port}],
+             "services": [{"name": "fixedsvc", "port": "http"}]}
+    assert c.write("PUT", "/v1/jobs/default/fixed", fixed).status == 200
+    (e,) = wait_for(lambda: exactly(1, endpoints(c, "fixedsvc")), 30, what="one endpoint")
+    assert e["port"] == port and answers(e)
+
+    def waiting() -> str | None:
+        job = c.api("GET", "/v1/jobs/default/fixed", replica=c.leader()).body["job"]
+        reasons = [a.get("pending_reason") or "" for a in job["allocations"]
+                   if a["node"] is None and a["desired"] == "run"]
+        return reasons[0] if len(reasons) == 1 and reasons[0] else None
+    assert f"port {port}" in wait_for(waiting, 10, what="the second one's reason")
+    assert c.write("DELETE", "/v1/jobs/default/fixed").status == 200
+
+
+def test_bad_specs_and_queries_name_the_field(services_cluster: Cluster,
+                                              tmp_path: Path) -> None:
+    c = services_cluster
+    bad = {**web_job(tmp_path, 1), "services": [{"name": "websvc", "port": "grpc"}]}
+    resp = c.api("PUT", "/v1/jobs/default/bad", bad)
+    assert resp.status == 422 and resp.body["error"]["field"] == "services[0].port"
+    resp = http("GET", f"{c.live()[0].api}/v1/services/default/websvc?index=x",
+                token=c.token)
+    assert resp.status == 422 and resp.body["error"]["field"] == "index"
+
+
+def test_a_restarted_agent_keeps_its_allocations_ports(services_cluster: Cluster,
+                                                       tmp_path: Path) -> None:
+    c = services_cluster
+    job = {**web_job(tmp_path, 2), "services": [{"name": "keptsvc", "port": "http"}]}
+    assert c.write("PUT", "/v1/jobs/default/kept", job).status == 200
+    before = wait_for(lambda: exactly(2, endpoints(c, "keptsvc")), 30, what="two endpoints")
+    index = c.api("GET", "/v1/services/default/keptsvc").body["index"]
+    reported = {a["id"]: a["updated_at"] for a in c.allocs("kept") if a["desired"] == "run"}
+    # The agent exits leaving its work running (SIGQUIT), and a new one re-adopts it.
+    proc = c.agents["n1"]
+    os.kill(proc.pid, signal.SIGQUIT)
+    assert proc.popen is not None
+    proc.popen.wait(10)
+    c.start_agent("n1")
+
+    def readopted() -> bool:
+        allocs = {a["id"]: a for a in c.allocs("kept")}
+        return all(allocs[i]["updated_at"] > at and allocs[i]["state"] == "running"
+                   and allocs[i]["health"] == "healthy" for i, at in reported.items())
+    wait_for(readopted, 30, what="the new agent's reports of the re-adopted allocations")
+    # Found on the same ports (ports.json): the same endpoints, which never stopped
+    # answering. (The registry does move meanwhile: a re-adopted allocation's health is
+    # unknown until its first check, docs/services.md.)
+    assert wait_for(lambda: exactly(2, endpoints(c, "keptsvc")), 30,
+                    what="both healthy again") == before
+    assert c.api("GET", "/v1/services/default/keptsvc").body["index"] > index
+    assert all(answers(e) for e in before)
+    assert c.write("DELETE", "/v1/jobs/default/kept").status == 200
