@@ -145,9 +145,10 @@ class Controller:
         not, checked at apply), `NotApplied`, `OutcomeUnknown` or `CommandFailed` after
         what the log did with it, or `Unsupported` when a voter does not know `op` yet.
         """
-        refused = self.versions.refusal(op)
-        if refused is not None:
-            raise Unsupported(refused)
+        for needed in (op, *C.spec_features(op, args)):
+            refused = self.versions.refusal(needed)
+            if refused is not None:
+                raise Unsupported(refused)
         cmd = self.command(op, args, idem, actor)
         start = time.perf_counter()
         try:

@@ -53,7 +53,7 @@ ASSUMED = Capabilities(protocol.OLDEST, C.PROTOCOL1_OPS)
 def local() -> Capabilities:
     """This replica's own report (the testing switches of `model/protocol.py` included)."""
     version = protocol.spoken()
-    ops = C.OPS if version > protocol.OLDEST else C.PROTOCOL1_OPS
+    ops = C.CAPABILITIES if version > protocol.OLDEST else C.PROTOCOL1_OPS
     return Capabilities(version, frozenset(ops - protocol.pretend_missing_ops()))
 
 
@@ -64,8 +64,9 @@ def refusal(op: str, voters: Mapping[str, Capabilities | None]) -> str | None:
         return None
     who = ", ".join(f"{name} (protocol {(voters[name] or ASSUMED).protocol})"
                     for name in missing)
-    return (f"command type {op!r} is not known to replica {who}: upgrade every replica "
-            "before using it")
+    what = (f"job spec section {op.removeprefix('job_spec.')!r}" if op in C.SPEC_FEATURES
+            else f"command type {op!r}")
+    return f"{what} is not known to replica {who}: upgrade every replica before using it"
 
 
 class CapabilityWatch:
@@ -96,7 +97,8 @@ class CapabilityWatch:
         that wait for an upgrade."""
         view = self.view()
         return {"member_protocols": {k: (v.protocol if v else None) for k, v in view.items()},
-                "ops_waiting": sorted(op for op in C.OPS if refusal(op, view) is not None)}
+                "ops_waiting": sorted(op for op in C.CAPABILITIES
+                                      if refusal(op, view) is not None)}
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
         # All at once: a partitioned peer must not delay hearing from the others.

@@ -66,6 +66,33 @@ PROTOCOL1_OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_RE
                            JOB_REVERT, ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE,
                            ACL_TOKEN_CREATE, ACL_TOKEN_REVOKE, NODE_CREDENTIAL})
 
+# Job spec sections newer than protocol 2's first release. A replica that does not know one
+# refuses a spec holding it as an unknown field while the others accept it, and their
+# states would part: so each is reported like a command type, and a spec using it is
+# proposed only once every voter reports it (controller/versions.py).
+SPEC_PORTS = "job_spec.ports"
+SPEC_SERVICES = "job_spec.services"
+SPEC_SCALING_METRIC = "job_spec.scaling.metric"
+SPEC_HEALTH_PORT = "job_spec.health.port"
+SPEC_FEATURES = frozenset({SPEC_PORTS, SPEC_SERVICES, SPEC_SCALING_METRIC, SPEC_HEALTH_PORT})
+# What a replica reports it understands: command types and spec sections.
+CAPABILITIES = OPS | SPEC_FEATURES
+
+
+def spec_features(op: str, args: dict[str, Any]) -> list[str]:
+    """The spec sections of `SPEC_FEATURES` a command's job spec uses (its encoded form
+    leaves a section out when it is not used)."""
+    spec = args.get("spec") if op == JOB_PUT else None
+    if not isinstance(spec, dict):
+        return []
+    scaling, health = spec.get("scaling"), spec.get("health")
+    used = {SPEC_PORTS: bool(spec.get("ports")),
+            SPEC_SERVICES: bool(spec.get("services")),
+            SPEC_SCALING_METRIC: isinstance(scaling, dict) and scaling.get("metric") is not None,
+            SPEC_HEALTH_PORT: isinstance(health, dict) and health.get("port") is not None}
+    return sorted(name for name, on in used.items() if on)
+
+
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_IDEM_LEN = 200
 

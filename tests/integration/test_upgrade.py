@@ -24,7 +24,7 @@ from .upgrade_helpers import OLD, Load, restart_order, restart_replica, start_wi
 ROUNDS = int(os.environ.get("HACONTROL_UPGRADE_ROUNDS", "1"))
 REPLICAS = int(os.environ.get("HACONTROL_UPGRADE_REPLICAS", "3"))
 # What c2 (protocol 1) does not know: every command type added since, which waits for it.
-NEWER = C.OPS - C.PROTOCOL1_OPS
+NEWER = C.CAPABILITIES - C.PROTOCOL1_OPS
 
 
 @pytest.fixture
@@ -89,6 +89,33 @@ def test_a_new_command_type_waits_until_every_replica_knows_it(unstarted: Cluste
     for r in (c.replicas[0], c.replicas[2]):
         text = (c.root / f"{r.id}.log").read_text()
         assert "failed; retrying" not in text, text[-2000:]
+
+
+def test_a_new_job_spec_section_waits_until_every_replica_knows_it(unstarted: Cluster) -> None:
+    # c3 plays a release that knows every command type but not the `ports` spec section:
+    # it would refuse such a spec as it applies while c1 and c2 accept it.
+    c = unstarted
+    start_with(c.replicas[0].proc)
+    start_with(c.replicas[1].proc)
+    start_with(c.replicas[2].proc, without_ops(C.SPEC_PORTS))
+    c.wait_ready()
+    wait_for(lambda: status(c, 0)["ops_waiting"] == [C.SPEC_PORTS], 15,
+             what="c1 heard c3's report")
+    ported = {**job("x", count=0), "ports": [{"name": "http"}]}
+    refused = c.api("PUT", "/v1/jobs/default/ported", ported, replica=c.replicas[0])
+    assert refused.status == 409, refused
+    err = refused.body["error"]
+    assert err["code"] == "unsupported_by_cluster", err
+    assert "job spec section 'ports'" in err["message"] and "c3" in err["message"], err
+    assert c.write("PUT", "/v1/jobs/default/plain", job("x", count=0)).status == 200
+    assert c.api("GET", "/v1/jobs/default/ported").status == 404
+
+    restart_replica(c, c.replicas[2])
+    wait_for(lambda: status(c, 0)["ops_waiting"] == [], 15, what="c1 heard c3's new report")
+    assert c.write("PUT", "/v1/jobs/default/ported", ported,
+                   replica=c.replicas[0]).status == 200
+    wait_for(lambda: c.api("GET", "/v1/jobs/default/ported?stale=true",
+                           replica=c.replicas[2]).status == 200, 10, what="ported on c3")
 
 
 def alloc_state(c: Cluster) -> dict[str, tuple[int, int, str]]:

@@ -10,6 +10,7 @@ from hacontrol.controller.versions import ASSUMED, Capabilities, local, refusal
 from hacontrol.model import protocol
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import SyncRequest
+from hacontrol.model.spec_parse import parse_job_spec
 from hacontrol.scheduler.leader_state import LeaderState
 from hacontrol.scheduler.liveness import Heard, judge
 from hacontrol.state import commands as C
@@ -59,9 +60,9 @@ def test_reports_as_status_carries_them() -> None:
 
 
 def test_pretending_only_takes_away(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert local() == Capabilities(protocol.PROTOCOL, frozenset(C.OPS))
+    assert local() == Capabilities(protocol.PROTOCOL, frozenset(C.CAPABILITIES))
     monkeypatch.setenv(protocol.PRETEND_WITHOUT_OPS_ENV, "ns_put, job_scale")
-    assert local().ops == C.OPS - {"ns_put", "job_scale"}
+    assert local().ops == C.CAPABILITIES - {"ns_put", "job_scale"}
     monkeypatch.setenv(protocol.PRETEND_PROTOCOL_ENV, "1")
     assert local().protocol == 1 and not protocol.versioned()
     assert protocol.stamped({}) == {}
@@ -90,3 +91,19 @@ def test_a_node_restarting_as_announced_is_not_marked_down() -> None:
     assert down(20.0) == ["n2"]  # n2 went silent; n1 said it would be back
     assert down(44.0) == ["n1", "n2"]  # not back in time: judged as any silent node
     assert leader.restarting == {}
+
+
+def test_a_spec_section_newer_than_a_voter_waits_like_a_command_type() -> None:
+    plain = parse_job_spec({"command": ["sleep", "1"]}).to_dict()
+    assert C.spec_features(C.JOB_PUT, {"spec": plain}) == []
+    ported = parse_job_spec({"command": ["sleep", "1"], "ports": [{"name": "http"}],
+                             "services": [{"name": "web", "port": "http"}]}).to_dict()
+    assert C.spec_features(C.JOB_PUT, {"spec": ported}) == [C.SPEC_PORTS, C.SPEC_SERVICES]
+    assert C.spec_features(C.JOB_SCALE, {"spec": ported}) == []
+    knows = Capabilities(2, frozenset(C.CAPABILITIES))
+    lacks = Capabilities(2, frozenset(C.CAPABILITIES - {C.SPEC_PORTS}))
+    assert refusal(C.SPEC_PORTS, {"c1": knows, "c2": knows}) is None
+    reason = refusal(C.SPEC_PORTS, {"c1": knows, "c2": lacks})
+    assert reason is not None and "job spec section 'ports'" in reason and "c2" in reason
+    # A replica not heard from yet counts as protocol 1, which knows none of them.
+    assert refusal(C.SPEC_SERVICES, {"c1": knows, "c2": None}) is not None
