@@ -146,7 +146,7 @@ class Controller:
         what the log did with it, or `Unsupported` when a voter does not know `op` yet.
         """
         for needed in (op, *C.spec_features(op, args)):
-            refused = self.versions.refusal(needed)
+            refused = await self.versions.settled_refusal(needed)
             if refused is not None:
                 raise Unsupported(refused)
         cmd = self.command(op, args, idem, actor)

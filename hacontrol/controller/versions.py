@@ -29,6 +29,9 @@ from hacontrol.state import commands as C
 log = logging.getLogger("hacontrol.versions")
 POLL_S = 1.0
 POLL_TIMEOUT_S = 2.0
+# Long enough for two polls of a peer that answers; a peer that does not answer keeps a
+# write of a newer type waiting this long before it is refused.
+UNHEARD_WAIT_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,23 @@ class CapabilityWatch:
     def refusal(self, op: str) -> str | None:
         # The common case costs one set lookup per voter.
         return refusal(op, self.view())
+
+    def unheard(self) -> list[str]:
+        """The voters whose report has not arrived yet (just started, or unreachable)."""
+        return [name for name in self.voters() if name not in self.reports]
+
+    async def settled_refusal(self, op: str, wait_s: float = UNHEARD_WAIT_S) -> str | None:
+        """`refusal(op)`, but a refusal that only a voter not heard from yet causes waits
+        up to `wait_s` for its report: right after a start, every peer counts as the
+        oldest version until its first report, and a write of a newer type would be
+        refused for that alone."""
+        refused = self.refusal(op)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while refused is not None and self.unheard() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            refused = self.refusal(op)
+        return refused
 
     def status(self) -> dict[str, Any]:
         """What `GET /v1/status` adds: each voter's version as seen here, and the ops

@@ -3,10 +3,12 @@ it, the rule that gates new command types, and the restart notice an agent leave
 
 from __future__ import annotations
 
+import asyncio
+
 import msgpack
 import pytest
 
-from hacontrol.controller.versions import ASSUMED, Capabilities, local, refusal
+from hacontrol.controller.versions import ASSUMED, Capabilities, CapabilityWatch, local, refusal
 from hacontrol.model import protocol
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import SyncRequest
@@ -107,3 +109,26 @@ def test_a_spec_section_newer_than_a_voter_waits_like_a_command_type() -> None:
     assert reason is not None and "job spec section 'ports'" in reason and "c2" in reason
     # A replica not heard from yet counts as protocol 1, which knows none of them.
     assert refusal(C.SPEC_SERVICES, {"c1": knows, "c2": None}) is not None
+
+
+def test_a_refusal_only_for_a_voter_not_heard_from_waits_for_its_report() -> None:
+    voters = {"c1": "http://c1", "c2": "http://c2"}
+    watch = CapabilityWatch("c1", lambda: voters)
+
+    async def scenario() -> tuple[str | None, str | None]:
+        async def report_later() -> None:
+            await asyncio.sleep(0.2)
+            watch.reports["c2"] = Capabilities(2, frozenset(C.CAPABILITIES))
+        later = asyncio.create_task(report_later())
+        heard = await watch.settled_refusal(C.STATE_RESTORE, wait_s=5.0)
+        await later
+        # A voter heard from that does not know it is refused at once, without waiting.
+        watch.reports["c2"] = ASSUMED
+        return heard, await watch.settled_refusal(C.STATE_RESTORE, wait_s=60.0)
+
+    heard, old = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert heard is None
+    assert old is not None and "c2 (protocol 1)" in old
+    # Never heard from: refused once the wait is over.
+    del watch.reports["c2"]
+    assert asyncio.run(watch.settled_refusal(C.STATE_RESTORE, wait_s=0.1)) is not None
