@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                      "convergence_s": summary["convergence_s"],
                      "wall_s": round(time.monotonic() - started, 1), "path": str(out),
                      "as_expected": good})
+        if "membership" in summary:
+            rows[-1]["membership"] = summary["membership"]
         print(json.dumps(rows[-1]), flush=True)
     (root / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| nemesis | planted fault | seed | operations | unknown | faults | verdict | "

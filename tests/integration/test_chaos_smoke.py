@@ -43,3 +43,11 @@ def test_planted_stale_read_is_caught(tmp_path: Path) -> None:
                   plant="stale-read")
     assert report["valid"] is False
     assert report["checkers"]["linearizable"]["valid"] is False
+
+
+def test_membership_changes_on_processes(tmp_path: Path) -> None:
+    """A replica joins (and, given time, one is removed) under kills; histories stay valid."""
+    report = _run(tmp_path, nemesis="membership", time_s=16.0, seed=14, backend="local")
+    assert report["membership"]["joins"] >= 1, report["membership"]
+    assert report["checkers"]["membership"]["valid"]
+    assert report["valid"], json.dumps(report["checkers"], indent=1)[:3000]
