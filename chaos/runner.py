@@ -35,8 +35,8 @@ from .checker.linearizability import check as check_linearizable
 from .cluster.base import Backend, ClusterSpec, Member
 from .history import OK, History, Op
 from .model import ControlPlaneModel, to_checker_ops
-from .nemesis.membership import Changes
 from .nemesis.agents import OVERLOAD_SIZES
+from .nemesis.membership import Changes
 from .report import write_all
 from .workload import Workload, WorkloadConfig
 

@@ -208,7 +208,7 @@ class Changes:
 
     def _check_pending(self) -> None:
         with self._lock:
-            for name, m in list(self.pending.items()):
+            for m in list(self.pending.values()):
                 if join_state(m.log_path) == "joined":
                     self._joined(m)
 
@@ -251,7 +251,11 @@ class Changes:
         if fault_first:
             self._companion(host, rng, companion, leader, targets, groups)
             time.sleep(delay)
-        member = self._launch(action, victim, rng, groups)
+        try:
+            member = self._launch(action, victim, rng, groups)
+        except Exception as exc:  # e.g. the backend could not start a replica
+            log.exception("starting a membership change failed")
+            member, self._result = victim, {"outcome": "failed", "reason": repr(exc)}
         if member is not None:
             targets.insert(0, member)
         if not fault_first:

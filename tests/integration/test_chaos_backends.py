@@ -16,7 +16,6 @@ from chaos.cluster.base import ClusterSpec, Member
 from chaos.cluster.cleanup import list_links, list_netns, state_dir, sweep_leftovers
 from chaos.cluster.local import BackendUnavailable, LocalBackend, ProcessBackend
 from chaos.cluster.netns import NetnsBackend, check_tools
-from chaos.nemesis.membership import Changes, call, join_state
 from chaos.nemesis import (
     POWER_NEMESES,
     Nemesis,
@@ -26,6 +25,7 @@ from chaos.nemesis import (
     make_schedule,
     validate_schedule,
 )
+from chaos.nemesis.membership import Changes, call, join_state
 
 from .harness import http, pid_alive, require_netns, wait_for
 
