@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown
+from hacontrol.controller.errors import CommandFailed, NotApplied, OutcomeUnknown, Unsupported
 from hacontrol.model.errors import Rejection
 from hacontrol.state import commands as C
 from hacontrol.state.handlers.acl import PRUNE_MAX, expired_tokens
@@ -35,7 +35,9 @@ async def keep_controller_credential(ctl: Proposer, credential: str) -> None:
         except Rejection as exc:
             log.error("the state refused the controllers' credential: %s", exc)
             return
-        except (NotApplied, OutcomeUnknown, CommandFailed) as exc:
+        except (NotApplied, OutcomeUnknown, CommandFailed, Unsupported) as exc:
+            # Unsupported: at start, before this replica has heard its peers report
+            # their versions, every peer counts as the oldest; it clears within a poll.
             log.debug("controllers' credential not applied yet: %s", exc)
             await asyncio.sleep(0.5)
         except Exception:
@@ -65,7 +67,7 @@ async def prune_expired_tokens(ctl: Proposer, leadership: Leadership,
                 continue
             res = await ctl.propose(C.ACL_TOKEN_PRUNE, {"limit": PRUNE_MAX})
             more = len(res.get("pruned") or ()) >= PRUNE_MAX
-        except (Rejection, NotApplied, OutcomeUnknown, CommandFailed) as exc:
+        except (Rejection, NotApplied, OutcomeUnknown, CommandFailed, Unsupported) as exc:
             log.debug("token prune not applied: %s", exc)
         except Exception:
             log.exception("token prune failed")
