@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .checker.membership import changes as membership_changes
+from .checker.membership import tally as membership_tally
 from .history import FAIL, OK, UNKNOWN, History
 
 
@@ -14,7 +16,7 @@ def summarize(h: History, verdicts: dict[str, dict[str, Any]]) -> dict[str, Any]
     by_status = Counter(op.status for op in h.ops)
     by_f = Counter(op.f for op in h.ops)
     faults = [f for f in h.faults if f.get("phase") == "start"]
-    return {
+    out = {
         "valid": all(v["valid"] for v in verdicts.values()),
         "seed": h.seed,
         "nemesis": h.nemesis,
@@ -29,6 +31,10 @@ def summarize(h: History, verdicts: dict[str, dict[str, Any]]) -> dict[str, Any]
         "convergence_s": h.final.get("convergence", {}).get("seconds"),
         "checkers": verdicts,
     }
+    tally = membership_tally(h)
+    if tally is not None:
+        out["membership"] = tally
+    return out
 
 
 def write_markdown(path: Path, summary: dict[str, Any], h: History) -> None:
@@ -50,6 +56,7 @@ def write_markdown(path: Path, summary: dict[str, Any], h: History) -> None:
         lines.append(f"| {f.get('t', 0):.2f} | {f.get('phase')} | {f.get('fault')} | "
                      f"{', '.join(map(str, f.get('targets', []) or []))} |")
     lines += _power_cut_lines(h)
+    lines += _membership_lines(h)
     lines += ["", "## Operations by function", "", "| function | count |", "|---|---|"]
     for f, n in sorted(summary["by_function"].items()):
         lines.append(f"| {f} | {n} |")
@@ -59,6 +66,22 @@ def write_markdown(path: Path, summary: dict[str, Any], h: History) -> None:
                       json.dumps(v["details"][:10], indent=2, default=str)[:6000], "```"]
     lines.append("")
     path.write_text("\n".join(lines))
+
+
+def _membership_lines(h: History) -> list[str]:
+    rows = membership_changes(h)
+    if not rows:
+        return []
+    lines = ["", "## Membership changes", "",
+             "| t (s) | change | member | with | outcome | took (s) | voters after |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        outcome = f"{r['outcome']}" + (f" ({r['reason']})" if r.get("reason") else "") + (
+            f", {r['settled']}" if r.get("settled") else "")
+        lines.append(f"| {r['t'] or 0:.2f} | {r['change']} | {r['member'] or '-'} | "
+                     f"{r['companion']} | {outcome} | {r['took_s']} | "
+                     f"{', '.join(r['voters_after'] or []) or '?'} |")
+    return lines
 
 
 def _power_cut_lines(h: History) -> list[str]:

@@ -30,11 +30,13 @@ from .agents import (
 )
 from .checker import agents as agent_checks
 from .checker import invariants, logmatch
+from .checker import membership as membership_check
 from .checker.linearizability import check as check_linearizable
 from .cluster.base import Backend, ClusterSpec, Member
 from .history import OK, History, Op
 from .model import ControlPlaneModel, to_checker_ops
 from .nemesis.agents import OVERLOAD_SIZES
+from .nemesis.membership import Changes
 from .report import write_all
 from .workload import Workload, WorkloadConfig
 
@@ -112,11 +114,13 @@ def plant_args(plant: str | None) -> list[str]:
     return ["--plant", plant]
 
 
-def leader_finder(replicas: list[Member], token: str) -> Callable[[], str | None]:
-    """The replica that says it is leader at the highest term seen right now."""
+def leader_finder(replicas: list[Member] | Callable[[], list[Member]],
+                  token: str) -> Callable[[], str | None]:
+    """The replica that says it is leader at the highest term seen right now (among
+    `replicas`, or those it returns when called: the members change)."""
     def find() -> str | None:
         best: tuple[int, str] | None = None
-        for m in replicas:
+        for m in replicas() if callable(replicas) else replicas:
             assert m.api_url is not None
             st = _status(m.api_url, token)
             if st and st.get("role") == "leader" and (best is None or st["term"] > best[0]):
@@ -144,13 +148,16 @@ class Run:
         self.t0 = time.monotonic()
         self.backend: Backend | None = None
         self.members: list[Member] = []
+        self.changes: Changes | None = None  # the membership nemesis's joins and removals
 
     def now(self) -> float:
         return time.monotonic() - self.t0
 
     @property
     def replicas(self) -> list[Member]:
-        return [m for m in self.members if m.kind == "replica"]
+        """The replicas in play now (the membership nemesis adds and retires some)."""
+        members = self.backend.members() if self.backend is not None else self.members
+        return [m for m in members if m.kind == "replica"]
 
     # ----------------------------------------------------------------- phases
 
@@ -174,7 +181,7 @@ class Run:
                 pass
 
     async def _wait_leader(self, timeout: float) -> str:
-        find = leader_finder(self.replicas, self.token)
+        find = leader_finder(lambda: self.replicas, self.token)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             leader = await asyncio.to_thread(find)
@@ -275,6 +282,9 @@ class Run:
                   invariants.replica_logs_clean(self.out / "logs"),
                   logmatch.log_matching(h)):
             verdicts[v.name] = v.to_json()
+        changes = membership_check.membership(h)
+        if changes is not None:
+            verdicts[changes.name] = changes.to_json()
         if h.meta.get("mode") == "agents":
             for v in agent_checks.check_all(h, self.cfg.convergence_bound_s):
                 verdicts[v.name] = v.to_json()
@@ -341,17 +351,26 @@ class Run:
                     assert isinstance(wl, AgentsWorkload)
                     asyncio.run_coroutine_threadsafe(wl.scale_burst(count), loop)
 
+                if cfg.nemesis == "membership":
+                    self.changes = Changes(
+                        backend, self.token,
+                        on_joined=lambda m: loop.call_soon_threadsafe(wl.add_replica, m.name,
+                                                                      m.api_url),
+                        on_retired=lambda n: loop.call_soon_threadsafe(wl.drop_replica, n),
+                        log_snapshot=self._log_snapshot)
                 schedule = make_schedule(cfg.nemesis, cfg.seed, cfg.time_s,
                                          [m.name for m in self.members],
                                          capabilities=backend.capabilities)
-                nemesis = Nemesis(backend, schedule, leader_finder(self.replicas, self.token),
+                nemesis = Nemesis(backend, schedule,
+                                  leader_finder(lambda: self.replicas, self.token),
                                   on_event, load_burst,
                                   crash_storm=(lambda size, seed: crash_storm(self.marker, size,
                                                                               seed))
                                   if agents_mode else None,
                                   log_snapshot=self._log_snapshot
                                   if cfg.on_power_loss_fs else None,
-                                  overload=overload if acfg.burst_job else None)
+                                  overload=overload if acfg.burst_job else None,
+                                  membership=self.changes)
                 work = asyncio.create_task(wl.run(stop_work))
                 nem_stop = asyncio.Event()
                 nem = asyncio.create_task(nemesis.run(nem_stop))
@@ -365,7 +384,11 @@ class Run:
                                             "phase": "start", "targets": []})
                 await work
                 self.history.final["convergence"] = await self._converge(session)
-                if cfg.on_power_loss_fs:
+                if self.changes is not None:
+                    self.history.final["membership"] = await asyncio.to_thread(
+                        self.changes.final_view,
+                        self.history.final["convergence"].get("leader"))
+                if cfg.on_power_loss_fs or self.changes is not None:
                     self.history.final["logs"] = await asyncio.to_thread(self._log_snapshot)
                 await self._final_reads(wl, session)
                 if isinstance(wl, AgentsWorkload):
@@ -394,12 +417,18 @@ class Run:
         return w
 
     def _log_snapshot(self) -> dict[str, Any]:
-        return logmatch.snapshot({m.name: m.data_dir for m in self.replicas})
+        # Members only, and joiners once caught up: a removed replica's log is no longer
+        # compared, and a joiner's holds nothing to compare until its snapshot arrives.
+        reps = self.changes.compared() if self.changes is not None else self.replicas
+        return logmatch.snapshot({m.name: m.data_dir for m in reps})
 
     def _keep_logs(self) -> None:
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for m in self.members:
+        b = self.backend
+        everyone = (b.members() + b.retired()) if b is not None and hasattr(b, "retired") \
+            else self.members
+        for m in everyone:
             if m.log_path.exists():
                 shutil.copy(m.log_path, logs / f"{m.name}.log")
 

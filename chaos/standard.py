@@ -2,8 +2,9 @@
 
 Nemeses that act on agents (kill-agent, partition-agent, crash-storm, node-loss, overload) run
 in agents mode with 2 agents; the others in control-plane mode. The power-loss nemeses and the
-durability faults they catch come next (replicas on power-loss mounts, chaos.lazyfs), and the
-overload bursts last, so every earlier run keeps the seed it had before they existed.
+durability faults they catch come next (replicas on power-loss mounts, chaos.lazyfs), then the
+overload bursts and the membership changes last, so every earlier run keeps the seed it had
+before they existed.
 
 `python -m chaos.standard [--time S] [--backend netns|local] [--power-only]` (what `make
 chaos` and `make chaos-power` run).
@@ -26,8 +27,9 @@ PLANTED = (("stale-read", "pause"), ("quota-skip", "kill-leader"),
 # Durability faults: acknowledged entries never fsynced are lost when every replica loses
 # power; a vote never fsynced is granted twice in one term when its voter loses power.
 PLANTED_DURABILITY = (("no-fsync", "power-loss-all"), ("vote-no-fsync", "power-loss-election"))
-# Nemeses added after the durability runs: last, so no earlier run changes seed.
-LATER = ("overload",)
+# Nemeses added after the durability runs: last, in this order, so no earlier run changes
+# seed.
+LATER = ("overload", "membership")
 
 
 def server_plants() -> tuple[str, ...]:
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     root = RESULTS / f"standard-{stamp}"
     root.mkdir(parents=True, exist_ok=True)
     rows = []
-    names = args.only or [n for n in list_nemeses()
-                          if n not in AGENT_NEMESES and n not in POWER_NEMESES]
+    names = args.only or [n for n in list_nemeses() if n not in AGENT_NEMESES
+                          and n not in POWER_NEMESES and n not in LATER]
     plans: list[tuple[str, str | None]] = [(n, None) for n in names]
     if not args.no_plants:
         plans += [(nem, plant) for plant, nem in PLANTED]
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                      "convergence_s": summary["convergence_s"],
                      "wall_s": round(time.monotonic() - started, 1), "path": str(out),
                      "as_expected": good})
+        if "membership" in summary:
+            rows[-1]["membership"] = summary["membership"]
         print(json.dumps(rows[-1]), flush=True)
     (root / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| nemesis | planted fault | seed | operations | unknown | faults | verdict | "

@@ -62,6 +62,17 @@ class Workload:
     def now(self) -> float:
         return time.monotonic() - self.t0
 
+    def add_replica(self, name: str, url: str | None) -> None:
+        """A replica joined (and caught up): clients use it from now on."""
+        if url:
+            self.urls[name] = url
+            self.names = sorted({*self.names, name})
+
+    def drop_replica(self, name: str) -> None:
+        """A replica was removed: no new request goes there (its URL stays known, so an
+        attempt already choosing it fails like one to a dead replica)."""
+        self.names = [n for n in self.names if n != name]
+
     @property
     def namespaces(self) -> list[str]:
         return [f"ns{i}" for i in range(self.cfg.namespaces)]

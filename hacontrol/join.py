@@ -27,6 +27,16 @@ RETRY_REASONS = ("change_in_progress",)
 MAX_REDIRECTS = 5
 
 
+def self_elected(me: dict[str, str]) -> dict[str, Any]:
+    """The answer to a join redirected to the joiner itself: the add was committed (it is
+    a voter) and it won an election since, which Raft grants only to a log holding every
+    committed entry, so it has caught up. Asking itself instead would wait for its own
+    catch-up, which a leader never sees (it has no match index), until the add times out
+    and the join is refused, leaving a member that believes it was turned away."""
+    return {"member": me, "index": None, "index_lag": 0, "catch_up_s": 0.0,
+            "leader": True}
+
+
 class JoinRefused(Exception):
     """The cluster refused the join for good (bad token, id or address taken...)."""
 
@@ -114,6 +124,8 @@ class JoinClient:
             status, data, location = await self._call(session, "POST", target, body,
                                                       timeout=180.0)
             if status == 307 and location:
+                if _origin(location) == _origin(body["api"]):
+                    return self_elected(body)
                 if _origin(location) not in allowed:
                     raise JoinRefused(f"redirected to {location}, not a member")
                 target = location

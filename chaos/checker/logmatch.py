@@ -9,8 +9,10 @@ commit indexes (committed entries never change). The first index breaking either
 violation.
 
 The runner snapshots every replica's log right after each power cut (the cut ones as they
-will restart, the others live) and once more after the final convergence; each snapshot is
-compared here when taken, and `log_matching` turns the recorded results into a verdict.
+will restart, the others live), after each membership change (the members then, joiners once
+caught up: a removed replica is compared no more) and once more after the final convergence;
+each snapshot is compared here when taken, and `log_matching` turns the recorded results
+into a verdict.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def log_matching(h: History) -> Verdict:
     """No snapshot taken after a power cut (or at the end) shows two logs disagreeing."""
     snaps: list[dict[str, Any]] = []
     for ev in h.faults:
-        if ev.get("phase") == "start":
+        # Power cuts snapshot with their start, membership changes with their end.
+        if ev.get("phase") in ("start", "end"):
             snaps += [s for s in ev.get("logs") or [] if s]
     final = h.final.get("logs")
     if final:
@@ -82,7 +85,8 @@ def log_matching(h: History) -> Verdict:
                 unreadable.append({"after": s.get("after"), "replica": name,
                                    "error": r["error"]})
     if not snaps:
-        return Verdict("log_matching", True, "no log snapshots taken (no power cuts)")
+        return Verdict("log_matching", True,
+                       "no log snapshots taken (no power cuts, no membership changes)")
     first = (f"; first: {bad[0]['replicas'][0]} and {bad[0]['replicas'][1]} differ at index "
              f"{bad[0]['index']} after {bad[0]['after']}" if bad else "")
     return Verdict("log_matching", not bad,

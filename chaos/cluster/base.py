@@ -19,6 +19,8 @@ PARTITION = "partition"
 LOSS = "loss"
 # Replicas on power-loss mounts (chaos.lazyfs): a power cut loses what was not synced.
 POWER = "power"
+# Replicas started with `--join` and retired once removed (the `membership` nemesis).
+MEMBERSHIP = "membership"
 
 
 @dataclass
@@ -57,7 +59,19 @@ class Backend(Protocol):
     def setup(self, spec: ClusterSpec) -> list[Member]:
         """Create the network (if any) and start every member; returns them."""
 
-    def members(self) -> list[Member]: ...
+    def members(self) -> list[Member]:
+        """The members in play: every agent, and every replica not retired."""
+
+    def add_replica(self, join: list[str]) -> Member:
+        """Start a new replica, with an id and an address never used before, that asks the
+        cluster to add it (`hacontrol server --join` with `join`, API URLs). Needs
+        `MEMBERSHIP`."""
+
+    def retire(self, name: str) -> None:
+        """SIGKILL a replica the cluster removed and stop tracking it: it leaves `members()`
+        for `retired()` (its log and data dir stay) and is never restarted."""
+
+    def retired(self) -> list[Member]: ...
 
     def start(self, name: str) -> None:
         """(Re)start a member that is not running, with its data dir intact."""

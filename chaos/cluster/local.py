@@ -24,7 +24,7 @@ import psutil
 from hacontrol.raft.keys import generate_secret
 
 from ..lazyfs.mount import PowerLossMount, unavailable
-from .base import KILL, PAUSE, POWER, ClusterSpec, Member
+from .base import KILL, MEMBERSHIP, PAUSE, POWER, ClusterSpec, Member
 from .cleanup import STOP_GRACE_S, Registry, install_handlers
 
 
@@ -54,7 +54,7 @@ class ProcessBackend:
     """
 
     name = "process"
-    capabilities: frozenset[str] = frozenset({KILL, PAUSE, POWER})
+    capabilities: frozenset[str] = frozenset({KILL, PAUSE, POWER, MEMBERSHIP})
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
@@ -63,6 +63,8 @@ class ProcessBackend:
         self.run_dir: Path | None = None
         self.token = ""
         self._procs: dict[str, _Proc] = {}
+        self._retired: dict[str, _Proc] = {}  # removed from the cluster (see `retire`)
+        self._next_index = 0  # the address index of the next member added after setup
         self._mounts: dict[str, PowerLossMount] = {}  # replica -> its power-loss mount
         self._lock = threading.RLock()
         install_handlers()
@@ -135,14 +137,7 @@ class ProcessBackend:
             for o in replicas:
                 if o is not m:
                     peers += ["--peer", f"{o.name}={o.raft_addr}={o.api_url}"]
-            assert m.api_url is not None
-            argv = [self.python, "-m", "hacontrol", "server", "--id", m.name,
-                    "--data-dir", str(m.data_dir), "--raft", str(m.raft_addr),
-                    "--api", m.api_url.removeprefix("http://"), *peers,
-                    "--secret-file", str(run_dir / "secret"),
-                    "--token-file", str(run_dir / "token"), "--insecure-http",
-                    *spec.server_args]
-            self._procs[m.name] = _Proc(m, argv)
+            self._procs[m.name] = _Proc(m, self._server_argv(m, peers))
         controllers = ",".join(str(m.api_url) for m in replicas)
         for j in range(spec.agents):
             name = f"n{j + 1}"
@@ -154,18 +149,71 @@ class ProcessBackend:
                     "--memory-mb", str(spec.agent_memory_mb),
                     "--port", str(self._agent_port(m.host)), "--bind", m.host]
             self._procs[name] = _Proc(m, argv)
+        self._next_index = spec.replicas + spec.agents
         reg.add_hook(self._reap)
         if spec.power_loss_fs:
             reason = unavailable()
             if reason:
                 raise BackendUnavailable(f"power-loss mounts unavailable: {reason}")
             for m in replicas:
-                # The disk lives beside the data dir; the mount is the data dir itself.
-                self._mounts[m.name] = PowerLossMount(run_dir / "disks" / m.name, m.data_dir,
-                                                      run_dir / f"{m.name}.fs.log")
+                self._add_mount(m)
             reg.add_hook(self._unmount_all)
         for name in self._procs:
             self.start(name)
+
+    def _server_argv(self, m: Member, membership: list[str]) -> list[str]:
+        """`hacontrol server` for replica `m`; `membership`: its --peer or --join flags."""
+        assert self.spec is not None and self.run_dir is not None and m.api_url is not None
+        return [self.python, "-m", "hacontrol", "server", "--id", m.name,
+                "--data-dir", str(m.data_dir), "--raft", str(m.raft_addr),
+                "--api", m.api_url.removeprefix("http://"), *membership,
+                "--secret-file", str(self.run_dir / "secret"),
+                "--token-file", str(self.run_dir / "token"), "--insecure-http",
+                *self.spec.server_args]
+
+    def _add_mount(self, m: Member) -> None:
+        assert self.run_dir is not None
+        # The disk lives beside the data dir; the mount is the data dir itself.
+        self._mounts[m.name] = PowerLossMount(self.run_dir / "disks" / m.name, m.data_dir,
+                                              self.run_dir / f"{m.name}.fs.log")
+
+    # ------------------------------------------------------------- membership
+
+    def _attach(self, name: str, index: int) -> None:
+        """Give a member added after setup its place on the network (netns: a namespace)."""
+
+    def add_replica(self, join: list[str]) -> Member:
+        """Start a new replica, `c<N>` with N past every replica ever started, at a new
+        address, with `--join` to the API URLs in `join` (it asks the cluster to add it)."""
+        with self._lock:
+            assert self.spec is not None and self.run_dir is not None
+            taken = [int(n[1:]) for n in [*self._procs, *self._retired]
+                     if n.startswith("c") and n[1:].isdigit()]
+            name = f"c{max(taken, default=0) + 1}"
+            index = self._next_index
+            self._next_index += 1
+            self._attach(name, index)
+            host = self._address(index)
+            raft_port, api_port = self._ports(host)
+            m = Member(name, "replica", host, f"http://{host}:{api_port}",
+                       f"{host}:{raft_port}", self.run_dir / f"{name}.log",
+                       self.run_dir / name)
+            self._procs[name] = _Proc(m, self._server_argv(m, ["--join", ",".join(join)]))
+            if self.spec.power_loss_fs:
+                self._add_mount(m)
+            self.start(name)
+            return m
+
+    def retire(self, name: str) -> None:
+        """SIGKILL a removed replica and stop tracking it (see `retired`)."""
+        with self._lock:
+            self.kill(name)
+            self._retired[name] = self._procs.pop(name)
+
+    def retired(self) -> list[Member]:
+        """Replicas removed from the cluster: no longer members, never restarted."""
+        with self._lock:
+            return [p.member for p in self._retired.values()]
 
     # -------------------------------------------------------------- lifecycle
 
@@ -277,7 +325,7 @@ class ProcessBackend:
         for mount in self._mounts.values():
             mount.stall(False)
         for name, mount in self._mounts.items():
-            p = self._procs[name]
+            p = self._procs.get(name) or self._retired[name]
             if p.popen is not None and p.popen.poll() is None:
                 if p.paused:
                     os.kill(p.popen.pid, signal.SIGCONT)
@@ -362,14 +410,15 @@ class ProcessBackend:
 
 
 class LocalBackend(ProcessBackend):
-    """Members on 127.0.0.2, 127.0.0.3, ...; capabilities: kill, pause and power cuts.
+    """Members on 127.0.0.2, 127.0.0.3, ...; capabilities: kill, pause, power cuts and
+    membership changes.
 
     Each member binds its own loopback address, so logs and peer lists look like a real
     multi-host cluster, and ports are chosen free per address.
     """
 
     name = "local"
-    capabilities = frozenset({KILL, PAUSE, POWER})
+    capabilities = frozenset({KILL, PAUSE, POWER, MEMBERSHIP})
 
     def _address(self, index: int) -> str:
         if not sys.platform.startswith("linux"):

@@ -5,6 +5,7 @@ Layout of one run (RID: random per run, so parallel runs and leftovers never cla
     hcx-RID-br   namespace holding bridge br0; one veth port per member, plus "host"
     hcx-RID-c1   a replica: eth0 = 10.A.B.1/24, raft :7000, api :8000
     hcx-RID-n1   an agent: eth0 = 10.A.B.(replicas + 1)/24
+    hcx-RID-c4   a replica added later (`add_replica`): the next free address after those
     hcx-RID      root-namespace veth into the bridge, 10.A.B.254/24: the test client's way in
 
 The bridge sits in a namespace of its own because once dockerd has run, the root
@@ -26,7 +27,7 @@ import random
 import shutil
 import sys
 
-from .base import KILL, LOSS, PARTITION, PAUSE, POWER, ClusterSpec, Member
+from .base import KILL, LOSS, MEMBERSHIP, PARTITION, PAUSE, POWER, ClusterSpec, Member
 from .cleanup import PREFIX, Registry, run_cmd
 from .local import BackendUnavailable, ProcessBackend
 
@@ -101,14 +102,15 @@ table inet {TABLE} {{
 
 
 class NetnsBackend(ProcessBackend):
-    """Members in network namespaces; capabilities: kill, pause, partition, loss, power.
+    """Members in network namespaces; capabilities: kill, pause, partition, loss, power,
+    membership changes.
 
     Power-loss mounts are made in the root mount namespace before a replica starts; the
     mount namespace `ip netns exec` makes for it is a copy, so it sees the mount.
     """
 
     name = "netns"
-    capabilities = frozenset({KILL, PAUSE, PARTITION, LOSS, POWER})
+    capabilities = frozenset({KILL, PAUSE, PARTITION, LOSS, POWER, MEMBERSHIP})
 
     def __init__(self, python: str = sys.executable) -> None:
         super().__init__(python)
@@ -143,16 +145,25 @@ class NetnsBackend(ProcessBackend):
         names = ([f"c{i + 1}" for i in range(spec.replicas)]
                  + [f"n{j + 1}" for j in range(spec.agents)])
         for index, name in enumerate(names):
-            ns = f"{PREFIX}{rid}-{name}"
-            self._netns_add(reg, ns)
-            self._ns[name] = ns
-            run_cmd(["ip", "-n", br, "link", "add", name, "type", "veth",
-                     "peer", "name", "eth0", "netns", ns])
-            run_cmd(["ip", "-n", br, "link", "set", name, "master", "br0", "up"])
-            run_cmd(["ip", "-n", ns, "addr", "add", f"{self._address(index)}/24", "dev", "eth0"])
-            run_cmd(["ip", "-n", ns, "link", "set", "eth0", "up"])
-            run_cmd(["ip", "-n", ns, "link", "set", "lo", "up"])
-            self._nft(name, _base_ruleset(self.host_addr))
+            self._attach(name, index)
+
+    def _attach(self, name: str, index: int) -> None:
+        """The member's namespace, its port on the bridge, its address and its fault table
+        (no rule yet: a replica added during a partition sees everyone until placed)."""
+        assert self.registry is not None
+        if index >= HOST_OCTET - 1:
+            raise ValueError("too many members for one /24")
+        ns = f"{PREFIX}{self.registry.run_id}-{name}"
+        br = self.bridge_ns
+        self._netns_add(self.registry, ns)
+        self._ns[name] = ns
+        run_cmd(["ip", "-n", br, "link", "add", name, "type", "veth",
+                 "peer", "name", "eth0", "netns", ns])
+        run_cmd(["ip", "-n", br, "link", "set", name, "master", "br0", "up"])
+        run_cmd(["ip", "-n", ns, "addr", "add", f"{self._address(index)}/24", "dev", "eth0"])
+        run_cmd(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run_cmd(["ip", "-n", ns, "link", "set", "lo", "up"])
+        self._nft(name, _base_ruleset(self.host_addr))
 
     @staticmethod
     def _netns_add(reg: Registry, ns: str) -> None:

@@ -11,6 +11,7 @@ the history.
     network    planners of partitions and packet loss
     agents     planners of faults on agents and their job processes
     power      planners of power cuts (replicas on power-loss mounts, chaos.lazyfs)
+    membership replicas joined and removed under kills and partitions (`Changes`)
     registry   every nemesis by name; schedules; what a backend can run
     executor   `Nemesis`, which runs a schedule against a backend
 """

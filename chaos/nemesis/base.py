@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..cluster.base import KILL, LOSS, PARTITION, PAUSE, POWER
+from ..cluster.base import KILL, LOSS, MEMBERSHIP, PARTITION, PAUSE, POWER
 
 LEADER = "@leader"  # the replica leading when the window starts
 OTHERS = "@others"  # every replica but that leader
@@ -30,6 +30,8 @@ K_POWER = "power-loss"  # SIGKILL replicas and lose whatever their disks had not
 K_POWER_ELECTION = "power-loss-election"  # power cuts of a voter inside elections, repeated
 # A job scaled up by hundreds of allocations, then down again, each under a leader's SIGKILL
 K_OVERLOAD = "overload"
+# A replica joined or removed, with a kill or a partition (where the backend can) around it
+K_MEMBERSHIP = "membership"
 
 KIND_NEEDS: dict[str, frozenset[str]] = {
     K_KILL: frozenset({KILL}),
@@ -42,6 +44,7 @@ KIND_NEEDS: dict[str, frozenset[str]] = {
     K_POWER: frozenset({KILL, POWER}),
     K_POWER_ELECTION: frozenset({KILL, POWER}),
     K_OVERLOAD: frozenset({KILL}),
+    K_MEMBERSHIP: frozenset({KILL, MEMBERSHIP}),
 }
 
 DEFAULT_INTERVAL = (3.0, 6.0)

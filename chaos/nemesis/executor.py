@@ -19,6 +19,7 @@ from .base import (
     K_KILL,
     K_LOAD,
     K_LOSS,
+    K_MEMBERSHIP,
     K_OVERLOAD,
     K_PARTITION,
     K_PAUSE,
@@ -30,6 +31,7 @@ from .base import (
     OTHERS,
     FaultWindow,
 )
+from .membership import Changes
 from .registry import AGENT_NEMESES, NEMESES, check_supported, mixable, replicas_agents
 
 log = logging.getLogger("chaos.nemesis")
@@ -57,6 +59,7 @@ class Nemesis:
     cut and says whether they still agree; its result goes with the window's start event as
     `logs`. `overload(count)` (runs with agents) starts scaling the run's burst job to
     `count` allocations and returns at once; it is called from a worker thread.
+    `membership` (the `membership` nemesis) joins and removes replicas.
     `final_heal()` undoes whatever is still in effect.
     """
 
@@ -67,7 +70,8 @@ class Nemesis:
                  clock: Callable[[], float] = time.monotonic,
                  crash_storm: Callable[[int, int], list[int]] | None = None,
                  log_snapshot: Callable[[], dict[str, Any]] | None = None,
-                 overload: Callable[[int], object] | None = None) -> None:
+                 overload: Callable[[int], object] | None = None,
+                 membership: Changes | None = None) -> None:
         self.backend = backend
         self.schedule = schedule
         self.leader_finder = leader_finder
@@ -76,6 +80,7 @@ class Nemesis:
         self.crash_storm = crash_storm
         self.log_snapshot = log_snapshot
         self.overload = overload
+        self.membership = membership
         self.clock = clock
         self._lock = threading.RLock()
         self._active: _Active | None = None
@@ -96,7 +101,8 @@ class Nemesis:
         if w.schedule != "mixed":
             check_supported(w.nemesis, self.backend.name, caps, self.load_burst is not None,
                             has_crash=self.crash_storm is not None,
-                            has_overload=self.overload is not None)
+                            has_overload=self.overload is not None,
+                            has_membership=self.membership is not None)
         # A mixed schedule made without the backend's capabilities: redraw this window from
         # what the backend can do, from the window's own seed so the run stays reproducible.
         rng = random.Random(w.seed)
@@ -120,7 +126,8 @@ class Nemesis:
     def _can(self, kind: str, caps: set[str]) -> bool:
         return (KIND_NEEDS[kind] <= caps and (kind != K_LOAD or self.load_burst is not None)
                 and (kind != K_CRASH or self.crash_storm is not None)
-                and (kind != K_OVERLOAD or self.overload is not None))
+                and (kind != K_OVERLOAD or self.overload is not None)
+                and (kind != K_MEMBERSHIP or self.membership is not None))
 
     # ------------------------------------------------------------- reporting
 
@@ -400,6 +407,29 @@ class Nemesis:
         # Whoever leads now is killed, not the window's first leader (back as a follower).
         return self._burst_and_kill(self._wait_leader(5.0), 0, w.seed + 1)
 
+    # -------------------------------------------------------------- membership
+
+    # A replica retired meanwhile (removed from the cluster) is neither killed nor restarted.
+    def kill_member(self, name: str) -> None:
+        if any(m.name == name for m in self.backend.members()):
+            self._killed.add(name)
+            self.backend.kill(name)
+
+    def restart_member(self, name: str) -> None:
+        if any(m.name == name for m in self.backend.members()):
+            self.backend.start(name)
+        self._killed.discard(name)
+
+    def _change(self, targets: list[str], groups: list[list[str]], w: FaultWindow) -> None:
+        assert self.membership is not None
+        for k, v in self.membership.start(self, w, targets, groups).items():
+            self._note(k, v)
+
+    def _change_end(self, targets: list[str], groups: list[list[str]],
+                    w: FaultWindow) -> dict[str, Any]:
+        assert self.membership is not None
+        return self.membership.end(self)
+
     Action = Callable[["Nemesis", list[str], list[list[str]], FaultWindow], object]
     _KINDS: dict[str, tuple[Action, Action]] = {
         K_KILL: (_kill, _restart),
@@ -412,6 +442,7 @@ class Nemesis:
         K_POWER: (_power_cut, _restart),
         K_POWER_ELECTION: (_power_election, _restart),
         K_OVERLOAD: (_overload_up, _overload_down),
+        K_MEMBERSHIP: (_change, _change_end),
     }
 
     # ----------------------------------------------------------- final heal
@@ -449,7 +480,12 @@ class Nemesis:
                     self.backend.heal()
                 except Exception as exc:
                     done["errors"].append(f"heal: {exc!r}")
-            if done["restarted"] or done["resumed"] or done["errors"]:
+            if self.membership is not None:
+                try:
+                    done["membership"] = self.membership.settle(self)
+                except Exception as exc:
+                    done["errors"].append(f"membership: {exc!r}")
+            if done["restarted"] or done["resumed"] or done["errors"] or "membership" in done:
                 ev = {"t": self.clock(), "wall": time.time(), "fault": "final-heal",
                       "kind": "heal", "phase": "end",
                       "targets": done["restarted"] + done["resumed"], **done}

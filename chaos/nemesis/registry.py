@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from . import agents as agent_faults
-from . import crash, network, power
+from . import crash, membership, network, power
 from .base import (
     AGENT,
     DEFAULT_INTERVAL,
@@ -75,6 +75,11 @@ NEMESES: dict[str, NemesisDef] = {
         "cut the voter's power and SIGKILL the new leader; restart all; 2-4 rounds per "
         "window (hunts votes granted before they were synced)",
         power.power_loss_election),
+    "membership": NemesisDef(
+        "join a new replica (hacontrol server --join) or remove a voter (DELETE "
+        "/v1/operator/raft/peers/ID), one at a time, 3 to 5 voters, while the leader or a "
+        "random replica is SIGKILLed or (where the backend can) the leader or a minority is "
+        "cut off; refusals (409) are recorded as expected", membership.plan),
     "mixed": NemesisDef("every nemesis the backend supports but the power cuts and the "
                         "overload bursts, one per window, in one seeded schedule", None),
 }
@@ -84,9 +89,10 @@ AGENT_NEMESES = agent_faults.AGENT_NEMESES
 POWER_NEMESES = power.POWER_NEMESES
 
 
-# Left out of `mixed`: power cuts need the replicas on power-loss mounts, and overload bursts
-# agents sized for them, which only their own runs set up.
-UNMIXED = POWER_NEMESES | {"overload"}
+# Left out of `mixed`: power cuts need the replicas on power-loss mounts, overload bursts
+# agents sized for them, and membership changes a run that follows the members (log
+# snapshots, the workload's replicas), which only their own runs set up.
+UNMIXED = POWER_NEMESES | {"overload", "membership"}
 
 
 def mixable(capabilities: frozenset[str] | set[str] | None = None) -> list[str]:
@@ -126,11 +132,13 @@ def supported(nemesis: str, capabilities: frozenset[str] | set[str]) -> bool:
 
 def check_supported(nemesis: str, backend_name: str, capabilities: frozenset[str] | set[str],
                     has_load: bool = True, agents: int | None = None,
-                    has_crash: bool = True, has_overload: bool = True) -> None:
+                    has_crash: bool = True, has_overload: bool = True,
+                    has_membership: bool = True) -> None:
     """Refuse, with a message saying why, a nemesis this backend (or run) cannot do.
 
     `agents` is how many agents the run has (None: not known yet); `has_crash` whether the
-    run can find its job processes to crash; `has_overload` whether it can scale a burst job.
+    run can find its job processes to crash; `has_overload` whether it can scale a burst job;
+    `has_membership` whether it can follow joins and removals (`membership.Changes`).
     """
     if nemesis not in NEMESES:
         raise UnsupportedNemesis(f"unknown nemesis {nemesis!r}; known: {', '.join(NEMESES)}")
@@ -153,6 +161,9 @@ def check_supported(nemesis: str, backend_name: str, capabilities: frozenset[str
                                  "processes; none was given")
     if nemesis == "overload" and not has_overload:
         raise UnsupportedNemesis("nemesis 'overload' needs a burst job to scale; none was given")
+    if nemesis == "membership" and not has_membership:
+        raise UnsupportedNemesis("nemesis 'membership' needs a run that follows joins and "
+                                 "removals (chaos.nemesis.membership.Changes); none was given")
 
 
 def make_schedule(nemesis: str, seed: int, duration_s: float, members: list[str],

@@ -25,6 +25,7 @@ from chaos.nemesis import (
     make_schedule,
     validate_schedule,
 )
+from chaos.nemesis.membership import Changes, call, join_state
 
 from .harness import http, pid_alive, require_netns, wait_for
 
@@ -204,6 +205,37 @@ def test_local_backend_kill_pause_nemesis_and_teardown(local: LocalBackend,
     local.teardown()
     local.teardown()  # idempotent
     assert_torn_down(local, pids)
+
+
+def test_local_backend_adds_and_retires_replicas(local: LocalBackend, tmp_path: Path) -> None:
+    members = local.setup(ClusterSpec(replicas=3, workdir=tmp_path))
+    names = [m.name for m in members]
+    wait_for(lambda: leader_among(local, names), 20, what="a leader")
+    c4 = local.add_replica([str(m.api_url) for m in members])
+    # A new id and a new address, started with --join.
+    assert c4.name == "c4" and c4.host not in {m.host for m in members}
+    assert "--join" in " ".join(local._proc("c4").argv)
+    wait_for(lambda: join_state(c4.log_path) == "joined", 60, what="c4's join answered")
+    changes = Changes(local, local.token)
+    assert set(wait_for(changes.peer_table, 10, what="the peer table")) == {*names, "c4"}
+
+    lead = wait_for(lambda: leader_among(local, [*names, "c4"]), 20, what="a leader")
+    victim = next(n for n in names if n != lead)
+    url = f"{local.member('c4').api_url}/v1/operator/raft/peers/{victim}"
+    status, body, location = call("DELETE", url, local.token, 20)
+    if status == 307 and location:  # c4 does not lead: ask the leader it names
+        status, body, _ = call("DELETE", location, local.token, 20)
+    assert status == 200, body
+    pid = local.member(victim).pid
+    local.retire(victim)
+    assert victim not in [m.name for m in local.members()]
+    assert [m.name for m in local.retired()] == [victim] and not pid_alive(pid)
+    with pytest.raises(KeyError):
+        local.start(victim)  # a removed replica is never restarted
+    rest = sorted({*names, "c4"} - {victim})
+    wait_for(lambda: sorted(changes.peer_table() or {}) == rest, 10, what="the voters after")
+    # The next replica takes the next id, never a retired one's.
+    assert local.add_replica([str(local.member(rest[0]).api_url)]).name == "c5"
 
 
 def test_sweep_removes_what_a_crashed_run_left(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 The standard set (`make chaos`) runs every nemesis for longer; this one keeps the default
 test run honest: one crash nemesis on plain processes, one partition nemesis in network
-namespaces, and a planted bug that the checkers must catch.
+namespaces, a replica joining under kills (the membership nemesis, one window: ~20 s), and a
+planted bug that the checkers must catch.
 """
 
 from __future__ import annotations
@@ -43,3 +44,11 @@ def test_planted_stale_read_is_caught(tmp_path: Path) -> None:
                   plant="stale-read")
     assert report["valid"] is False
     assert report["checkers"]["linearizable"]["valid"] is False
+
+
+def test_membership_changes_on_processes(tmp_path: Path) -> None:
+    """A replica joins (and, given time, one is removed) under kills; histories stay valid."""
+    report = _run(tmp_path, nemesis="membership", time_s=12.0, seed=14, backend="local")
+    assert report["membership"]["joins"] >= 1, report["membership"]
+    assert report["checkers"]["membership"]["valid"]
+    assert report["valid"], json.dumps(report["checkers"], indent=1)[:3000]
