@@ -42,6 +42,28 @@ def paint(text: str) -> str:
     return _WORDS.sub(lambda m: f"{STATE_COLOURS[m.group(1)]}{m.group(1)}{RESET}", text)
 
 
+_DIFF_MARKS = {"+": GREEN, "-": RED, "~": YELLOW}
+
+
+def plan(text: str) -> str:
+    """A rendered `job plan` (terminal-safe) coloured as `nomad job plan` colours one: each
+    diff line by its mark (+ green, - red, ~ yellow), a quota refusal red, a warning
+    yellow, and state words elsewhere as `paint` does."""
+    lines = []
+    for line in text.split("\n"):
+        body = line.lstrip(" ")
+        mark = _DIFF_MARKS.get(body[:1]) if body[1:2] == " " else None
+        if mark is not None:
+            lines.append(f"{mark}{line}{RESET}")
+        elif body.startswith("Quota: exceeded"):
+            lines.append(f"{RED}{line}{RESET}")
+        elif body.startswith("WARNING:"):
+            lines.append(f"{YELLOW}{line}{RESET}")
+        else:
+            lines.append(paint(line))
+    return "\n".join(lines)
+
+
 def word(state: str) -> str:
     """One state word in its colour (unchanged when it has none); the caller has checked
     `enabled` and that the word is terminal-safe."""

@@ -35,7 +35,18 @@ JOB = {"name": "web", "namespace": "default", "version": 2, "count": 2, "status"
                                              "failed": 0}}
 
 
+PLAN = {"job_modify_index": 7,
+        "diff": [{"type": "added", "field": "env.MODE", "new": "fast"},
+                 {"type": "deleted", "field": "env.OLD", "old": "x"},
+                 {"type": "edited", "field": "count", "old": 1, "new": 3}],
+        "changes": {"create": 2, "replace": 1, "stop": 0, "ignore": 0, "pending": 1},
+        "placements": [{"action": "pending", "reason": "no node fits"}],
+        "quota": {"ok": False, "reason": "cpu 3.0 over 2.0"}}
+
+
 async def _handle(request: web.Request) -> web.StreamResponse:
+    if request.method == "POST" and request.path.endswith("/plan"):
+        return web.json_response(PLAN)
     if request.method == "PUT":
         return web.json_response({"job": {"name": "web", "version": 2}, "index": 5})
     if request.path == "/v1/allocations":
@@ -56,7 +67,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "TERM": "xterm", **extra}
 
 
-def _on_tty(args: list[str], env: dict[str, str]) -> str:
+def _on_tty(args: list[str], env: dict[str, str], code: int = 0) -> str:
     """What the command writes to a terminal (stdout and stderr both on the pty)."""
     master, slave = pty.openpty()
     try:
@@ -75,7 +86,7 @@ def _on_tty(args: list[str], env: dict[str, str]) -> str:
             if not data:
                 break
             chunks.append(data)
-        assert proc.wait(timeout=30) == 0, b"".join(chunks)
+        assert proc.wait(timeout=30) == code, b"".join(chunks)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -84,9 +95,10 @@ def _on_tty(args: list[str], env: dict[str, str]) -> str:
     return b"".join(chunks).decode()
 
 
-def _in_pipe(args: list[str], env: dict[str, str]) -> str:
+def _in_pipe(args: list[str], env: dict[str, str], code: int = 0) -> str:
     done = subprocess.run([sys.executable, "-m", "hacontrol", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=True)
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done
     return done.stdout + done.stderr
 
 
@@ -116,3 +128,18 @@ def test_job_run_progress_is_coloured_on_a_terminal_only(addr: str, tmp_path: Pa
     assert "\x1b[" not in plain
     assert "running 2, healthy 2, failed 0" in plain
     assert "succeeded" in plain
+
+
+def test_job_plan_colours_its_diff_on_a_terminal_only(addr: str, tmp_path: Path) -> None:
+    spec = tmp_path / "web.yaml"
+    spec.write_text("name: web\ncommand: [sleep, '60']\ncount: 3\n")
+    args = ["job", "plan", str(spec), "--addr", addr]
+    tty = _on_tty(args, _env(), code=1)  # 1: the plan has changes
+    assert f'{GREEN}  + env.MODE: "fast"{RESET}' in tty
+    assert f'{RED}  - env.OLD: "x"{RESET}' in tty
+    assert f"{YELLOW}  ~ count: 1 => 3{RESET}" in tty
+    assert f"{RED}Quota: exceeded: cpu 3.0 over 2.0{RESET}" in tty
+    assert f"{YELLOW}pending{RESET}" in tty
+    plain = _in_pipe(args, _env(), code=1)
+    assert "\x1b[" not in plain and '+ env.MODE: "fast"' in plain
+    assert "\x1b[" not in _on_tty(args, _env(NO_COLOR="1"), code=1)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from hacontrol.cli import output
+from hacontrol.cli import colour, output
 from hacontrol.cli.client import Client, ClientError
 from hacontrol.cli.commands.base import (
     EXIT_OK,
@@ -71,7 +71,8 @@ def cmd_job_plan(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
     if args.json:
         output.print_json(result, out)
     else:
-        out.write(output.terminal_safe(render_plan(ns, name, result, str(args.file))) + "\n")
+        text = output.terminal_safe(render_plan(ns, name, result, str(args.file)))
+        out.write((colour.plan(text) if colour.enabled(out) else text) + "\n")
     changes = result.get("changes") or {}
     changed = bool(result.get("diff")) or any(
         changes.get(k) for k in ("create", "replace", "stop", "pending"))
