@@ -335,15 +335,34 @@ async def get_alloc_metrics(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------- nodes
 
+def _measured(leader: LeaderState | None, alloc_ids: list[str]) -> dict[str, Any] | None:
+    """What a node's allocations use, as their agents last reported it (the leader's
+    memory: None on other replicas), beside the resources they reserve."""
+    if leader is None:
+        return None
+    reports = [r for r in (leader.alloc_metrics.get(i) for i in alloc_ids) if r]
+    cpu = sum(float(r.get("cpu_percent") or 0.0) for r in reports) / 100.0
+    rss = sum(int(r.get("rss_bytes") or 0) for r in reports)
+    return {"cpu": round(cpu, 3), "memory_mb": rss // (1024 * 1024),
+            "reporting": len(reports)}
+
+
+def _with_allocs(m: StateMachine, name: str, n: Any) -> tuple[dict[str, Any], list[str]]:
+    return m.node_view(n), list(m.store.by_node.get(name, {}))
+
+
 @documented(Operation("List nodes", "nodes", ok=listing("nodes", NODE), params=(STALE,),
                       errors=(401, 403, 503)))
 async def list_nodes(request: web.Request) -> web.Response:
-    def view(m: StateMachine) -> list[dict[str, Any]]:
-        return [m.node_view(n) for _, n in sorted(m.nodes.items())]
-    nodes = await store_of(request).read(view, is_stale(request))
+    def view(m: StateMachine) -> list[tuple[dict[str, Any], list[str]]]:
+        return [_with_allocs(m, name, n) for name, n in sorted(m.nodes.items())]
+    rows = await store_of(request).read(view, is_stale(request))
     leader = leader_of(request)
-    for n in nodes:
+    nodes = []
+    for n, alloc_ids in rows:
         n["last_heartbeat"] = leader.last_heartbeat(n["name"]) if leader else None
+        n["measured"] = _measured(leader, alloc_ids)
+        nodes.append(n)
     return ok({"nodes": nodes})
 
 
@@ -353,14 +372,16 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def get_node(request: web.Request) -> web.Response:
     name = request.match_info["name"]
 
-    def view(m: StateMachine) -> dict[str, Any] | None:
+    def view(m: StateMachine) -> tuple[dict[str, Any], list[str]] | None:
         n = m.nodes.get(name)
-        return m.node_view(n) if n is not None else None
-    out = await store_of(request).read(view, is_stale(request))
-    if out is None:
+        return _with_allocs(m, name, n) if n is not None else None
+    row = await store_of(request).read(view, is_stale(request))
+    if row is None:
         raise not_found(f"node {name!r}", "name")
+    out, alloc_ids = row
     leader = leader_of(request)
     out["last_heartbeat"] = leader.last_heartbeat(name) if leader else None
+    out["measured"] = _measured(leader, alloc_ids)
     out["agent"] = leader.node_info.get(name) if leader else None
     return ok({"node": out})
 

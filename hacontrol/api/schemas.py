@@ -234,6 +234,11 @@ NODE: Schema = dataclass_schema(Node, required="all", omit=("modify_index",), ex
     "last_heartbeat": {"type": ["number", "null"],
                        "description": "leader's memory only; null on followers"},
     "agent": {"type": ["object", "null"], "description": "what the agent says of itself"},
+    "measured": {"type": ["object", "null"], "description":
+                 "what the node's allocations use as their agents last reported it (cores, "
+                 "MB, how many reported); the leader's memory only: null on followers",
+                 "properties": {"cpu": NUMBER, "memory_mb": INTEGER,
+                                "reporting": INTEGER}},
 })
 
 

@@ -26,6 +26,13 @@ def test_a_follower_answers_with_the_leaders_history(tmp_path: Path, tls: bool) 
         wait_for(lambda: c.api("GET", path, replica=lead).body["points"], 20,
                  what="a point on the leader")
         follower = c.followers()[0]
+        # The node's measured use is the sum of its allocations' last reports, on the
+        # leader only (beside what they reserve, which every replica knows).
+        node = c.api("GET", "/v1/nodes/n1", replica=lead).body["node"]
+        assert node["measured"]["reporting"] == 1, node
+        listed = c.api("GET", "/v1/nodes", replica=lead).body["nodes"]
+        assert listed[0]["measured"] == node["measured"] or listed[0]["measured"]["reporting"] == 1
+        assert c.api("GET", "/v1/nodes/n1", replica=follower).body["node"]["measured"] is None
         got = c.api("GET", path, replica=follower)
         assert got.status == 200, got
         assert got.body["kept"] is True and got.body["via"] == follower.id, got.body

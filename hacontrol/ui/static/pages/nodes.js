@@ -30,8 +30,11 @@ export async function render(ctx) {
       ['name', (n) => h('strong', {}, n.name)],
       ['status', (n) => [badge(n.status), n.drain ? [' ', badge('draining')] : null,
         n.eligible === false && !n.drain ? [' ', badge('ineligible')] : null]],
-      ['cpu', (n) => bar(n.capacity.cpu - n.free.cpu, n.capacity.cpu, 'cores')],
-      ['memory', (n) => bar(n.capacity.memory_mb - n.free.memory_mb, n.capacity.memory_mb, 'MB')],
+      // Reserved (what placement counts) and, from the leader, measured (what runs uses).
+      ['cpu', (n) => [bar(n.capacity.cpu - n.free.cpu, n.capacity.cpu, 'cores reserved'),
+        n.measured ? bar(n.measured.cpu, n.capacity.cpu, 'cores used') : null]],
+      ['memory', (n) => [bar(n.capacity.memory_mb - n.free.memory_mb, n.capacity.memory_mb, 'MB reserved'),
+        n.measured ? bar(n.measured.memory_mb, n.capacity.memory_mb, 'MB used') : null]],
       ['allocations', (n) => h('a', {href: '#/allocations?node=' + encodeURIComponent(n.name)}, String(n.allocations))],
       ['labels', (n) => Object.entries(n.labels || {}).map(([k, v]) => h('span', {class: 'label'}, `${k}=${v}`))],
       ['heartbeat', (n) => ago(n.last_heartbeat)],
