@@ -20,6 +20,7 @@ from hacontrol.acl.authorize import Action, Decision, authorize, node_may, usabl
 from hacontrol.acl.secrets import hash_secret, same_hash
 from hacontrol.model.acl import Token, TokenType
 from hacontrol.state.machine import StateMachine
+from hacontrol.state.store import DEFAULT_NAMESPACE
 
 from .errors import Handler, RequestError
 from .request import IDENTITY, store_of
@@ -37,7 +38,9 @@ class Need:
 
     kind: str
     action: Action | None = None
-    scope: str | None = None  # "ns": match_info["ns"]; "alloc": the allocation's namespace
+    # "ns": match_info["ns"]; "query-ns": the `namespace` query parameter, "default" when
+    # absent; "alloc": the allocation's namespace
+    scope: str | None = None
     also: Action | None = None  # an action that will do as well
 
 
@@ -86,6 +89,7 @@ ROUTES: dict[tuple[str, str], Need] = {
     # Where a service's allocations listen: what reading its jobs shows, or listing them.
     ("GET", "/v1/services"): TOKEN,  # filtered by read-job or list-jobs
     ("GET", "/v1/services/{ns}/{name}"): act(A.READ_JOB, "ns", also=A.LIST_JOBS),
+    ("GET", "/v1/services/{name}"): act(A.READ_JOB, "query-ns", also=A.LIST_JOBS),
     ("GET", "/v1/nodes"): act(A.NODE_READ),
     ("GET", "/v1/nodes/{name}"): act(A.NODE_READ),
     ("POST", "/v1/nodes/{name}/drain"): act(A.NODE_WRITE),
@@ -185,6 +189,8 @@ def _route_key(request: web.Request) -> tuple[str, str] | None:
 def _scope_namespace(request: web.Request, need: Need) -> str | None:
     if need.scope == "ns":
         return request.match_info.get("ns")
+    if need.scope == "query-ns":
+        return request.query.get("namespace", DEFAULT_NAMESPACE)
     if need.scope == "alloc":
         alloc_id = request.match_info.get("id", "")
         alloc = store_of(request).read_local(lambda m: m.allocs.get(alloc_id))

@@ -20,6 +20,7 @@ from hacontrol.acl.authorize import Action
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import invalid
 from hacontrol.state.machine import StateMachine
+from hacontrol.state.store import DEFAULT_NAMESPACE
 
 from .auth import visible
 from .openapi import READ_ERRORS, STALE, Operation, Param, documented
@@ -130,7 +131,21 @@ async def list_services(request: web.Request) -> web.Response:
     errors=READ_ERRORS))
 async def get_service(request: web.Request) -> web.Response:
     ns = check_name(request.match_info["ns"], "namespace")
-    name = request.match_info["name"]
+    return await _service(request, ns, request.match_info["name"])
+
+
+@documented(Operation(
+    "Read a service's endpoints in the namespace given by `?namespace=` (default: "
+    "`default`), as Nomad's `/v1/service/NAME`", "services",
+    path={"name": {"type": "string"}},
+    params=(STALE, Param("namespace", NAME, "the service's namespace (default: default)"),
+            *BLOCKING), ok=SERVICE, errors=READ_ERRORS))
+async def get_service_by_name(request: web.Request) -> web.Response:
+    ns = check_name(request.query.get("namespace", DEFAULT_NAMESPACE), "namespace")
+    return await _service(request, ns, request.match_info["name"])
+
+
+async def _service(request: web.Request, ns: str, name: str) -> web.Response:
     if len(name) > 63:
         raise invalid("name", "a service name is at most 63 characters")
 
@@ -142,3 +157,4 @@ async def get_service(request: web.Request) -> web.Response:
 def register(app: web.Application) -> None:
     app.router.add_get("/v1/services", list_services)
     app.router.add_get("/v1/services/{ns}/{name}", get_service)
+    app.router.add_get("/v1/services/{name}", get_service_by_name)

@@ -81,6 +81,11 @@ def test_a_service_lists_its_endpoints_and_bad_parameters_name_the_field() -> No
             status, err = call("GET", f"/v1/services/default/websvc?{query}", token=root)
             assert status == 422 and err["error"]["field"] == field, err
         assert call("GET", "/v1/services/Bad_NS/websvc", token=root)[0] == 422
+        # By name alone, as Nomad's /v1/service/NAME: the namespace is a query parameter.
+        assert call("GET", "/v1/services/websvc", token=root)[1] == body
+        assert call("GET", "/v1/services/websvc?namespace=default", token=root)[1] == body
+        status, err = call("GET", "/v1/services/websvc?namespace=Bad_NS", token=root)
+        assert status == 422 and err["error"]["field"] == "namespace", err
         # Rendered by the CLI.
         assert "127.0.0.1" in render_service(body)
         assert "websvc" in render_service_list(listed["services"])
@@ -108,6 +113,11 @@ def test_reading_a_service_needs_read_job_or_list_jobs_in_its_namespace() -> Non
         assert call("GET", "/v1/services/b/websvc", token=lister)[0] == 403
         assert call("GET", "/v1/services/b/websvc", token=reader)[0] == 200
         assert call("GET", "/v1/services/a/websvc", token=logs)[0] == 403
+        # The by-name route is judged in the namespace of its query parameter.
+        assert call("GET", "/v1/services/websvc?namespace=a", token=lister)[0] == 200
+        assert call("GET", "/v1/services/websvc?namespace=b", token=lister)[0] == 403
+        assert call("GET", "/v1/services/websvc", token=lister)[0] == 403  # default
+        assert call("GET", "/v1/services/websvc?namespace=b", token=reader)[0] == 200
         assert call("GET", "/v1/services/a/websvc")[0] == 401
         for token, seen in ((lister, {"a"}), (reader, {"b"}), (logs, set()),
                             (root, {"a", "b"})):
