@@ -41,6 +41,7 @@ class HookHost(Protocol):
     spec: AllocationSpec
     alloc_dir: Path
     nursery: Nursery
+    health: Health | None  # reported with the next state the runner emits
 
     @property
     def paused(self) -> bool: ...
