@@ -213,7 +213,10 @@ def test_every_page_loads_and_shows_the_clusters_data(ui: Callable[..., UI], dev
 
     page = tab.go("nodes", "tr.node[data-name=n2]")
     assert page.locator("tr.node").count() == 2
-    assert page.locator("tr.node .bar").count() == 4  # cpu and memory per node
+    # cpu and memory per node, reserved; and measured too when the leader served the list
+    assert page.locator('tr.node .bar[title*="reserved"]').count() == 4
+    leads = dev.api("GET", "/v1/status")["role"] == "leader"
+    assert page.locator('tr.node .bar[title*="used"]').count() == (4 if leads else 0)
     tab.shot("nodes")
 
     page = tab.go("jobs", "tr.job[data-name=ticker]")
