@@ -138,5 +138,8 @@ def test_a_joiner_catches_up_from_a_leader_missing_from_the_snapshot(nodes: Node
             "n4 applying new entries")
         assert e.book.is_member() and d.config.raft_addr in {
             m.raft for m in e.book.members()}
+        # The link kept for n3 became the member's own: one connection, nothing left kept.
+        assert e._node._hc_kept is None
+        assert d.config.raft_addr in {n.address for n in e._node._SyncObj__otherNodes}
 
     asyncio.run(scenario())
