@@ -49,8 +49,12 @@ def _set(k: str, v: int) -> bytes:
 
 
 def _first_index(r: Replica) -> int:
-    """Where the replica's log starts: above 1 once it compacted or installed a snapshot."""
-    return int(r._node._SyncObj__raftLog[0][1])
+    """Where the replica's log starts: above 1 once it compacted or installed a snapshot
+    (0 while the tick thread is replacing its log)."""
+    try:
+        return int(r._node._SyncObj__raftLog[0][1])
+    except IndexError:
+        return 0
 
 
 class Nodes:
@@ -91,7 +95,10 @@ async def _join(nodes: Nodes, lead: Replica, i: int, peers: list[int]) -> Replic
     return joiner
 
 
-def _caught_up(lead: Replica, joiner: Replica, index: int) -> bool:
+def _caught_up(among: list[Replica], joiner: Replica, index: int) -> bool:
+    lead = _leader(among)
+    if lead is None:
+        return False
     match, _seen, connected = lead.peer_view().get(joiner.config.raft_addr, (0, None, False))
     return joiner.status().applied_index >= index and match >= index and connected
 
@@ -109,7 +116,7 @@ def test_a_joiner_catches_up_from_a_leader_missing_from_the_snapshot(nodes: Node
 
         d = await _join(nodes, lead, 3, [0, 1, 2])
         await asyncio.to_thread(_wait, lambda: _first_index(d) > 1 and _caught_up(
-            lead, d, lead.status().commit_index), 20, "n3 installed the snapshot, caught up")
+            first, d, lead.status().commit_index), 20, "n3 installed the snapshot, caught up")
 
         # n3 leads: the dump it would send a joiner names n0-n2, not n3.
         async def hand_over() -> None:
@@ -125,12 +132,13 @@ def test_a_joiner_catches_up_from_a_leader_missing_from_the_snapshot(nodes: Node
         e = await _join(nodes, d, 4, [0, 1, 2, 3])
         target = d.status().commit_index
         try:
-            await asyncio.to_thread(_wait, lambda: _caught_up(d, e, target), 20,
+            await asyncio.to_thread(_wait, lambda: _caught_up(nodes.made, e, target), 20,
                                     "n4 caught up through n3")
         except AssertionError as exc:
             peers = sorted(n.address for n in e._node._SyncObj__otherNodes)
-            raise AssertionError(f"{exc}: n4 {e.status()}, its peers {peers}; n3 sees it as "
-                                 f"{d.peer_view().get(e.config.raft_addr)}") from None
+            raise AssertionError(f"{exc}: n4 {e.status()}, its peers {peers}; n3 {d.status()} "
+                                 f"sees it as {d.peer_view().get(e.config.raft_addr)}"
+                                 ) from None
         assert _first_index(e) > 1, "n4 was expected to start from a snapshot"
         await LogBridge(d).submit(_set("k", 101), 5.0)
         await asyncio.to_thread(
