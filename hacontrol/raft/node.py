@@ -20,11 +20,12 @@ Where the fsyncs happen (the journal buffers `add`s, `sync` writes and fdatasync
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,6 +92,19 @@ def _install_hooks() -> None:
         _hook_installed = True
 
 
+def _register_only(transport: Any) -> Callable[[Any], None]:
+    """pysyncobj's TCPTransport.addNode for a node it already links to: no new connection."""
+
+    def add_node(node: Any) -> None:
+        if node in transport._nodes and node in transport._connections:
+            transport._nodes.add(node)
+            transport._nodeAddrToNode[node.address] = node
+        else:
+            type(transport).addNode(transport, node)
+
+    return add_node
+
+
 def _make_node_class() -> type:
     from pysyncobj import SyncObj, replicated
 
@@ -117,6 +131,9 @@ def _make_node_class() -> type:
             self._hc_log_cap: int | None = None
             self._hc_polled_at = 0.0  # when this thread last finished reading its sockets
             self._hc_grace_deadline = -1.0  # the deadline a missed one was moved to
+            # The leader whose link a snapshot's configuration would have cut (see
+            # _SyncObj__updateClusterConfiguration): linked, not a member here.
+            self._hc_kept: Any = None
             # A round answered by no majority within one minimum election timeout is
             # lost: by then a partitioned leader's followers may have elected another.
             self._hc_reads = ReadRounds(round_timeout=conf.raftMinTimeout)
@@ -201,6 +218,8 @@ def _make_node_class() -> type:
             else:
                 self._hc_hear_before_electing()
                 self._hc_no_campaign_outside()
+            if self._hc_kept is not None:
+                self._hc_release_kept()
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
@@ -241,7 +260,8 @@ def _make_node_class() -> type:
 
         def _SyncObj__doChangeCluster(self, request: Any,  # noqa: N802
                                       reverse: bool = False) -> bool:
-            changed = bool(super()._SyncObj__doChangeCluster(request, reverse))
+            with self._hc_one_link():
+                changed = bool(super()._SyncObj__doChangeCluster(request, reverse))
             mine = (isinstance(request, list | tuple) and len(request) > 1
                     and request[1] == getattr(self._SyncObj__selfNode, "address", None))
             owner = self._hc_owner()
@@ -251,6 +271,58 @@ def _make_node_class() -> type:
             if notify is not None and (changed or mine):
                 notify(request, reverse)
             return changed
+
+        def _SyncObj__updateClusterConfiguration(self, newNodes: Any) -> None:  # noqa: N802, N803
+            """A snapshot was installed: its configuration (the members when it was taken)
+            replaces ours. It need not list the leader that sent it: a leader that joined
+            after it forwards the dump it was sent itself. pysyncobj would then drop the
+            link to that leader, and refuse its connections (only members may connect):
+            this replica would hear nothing more, the leader would see it dead at match
+            index 0, until someone the snapshot lists leads. Raft has a follower take
+            entries from any leader of its term, and the entries after the snapshot add
+            that leader back: keep its link (not its membership) until then."""
+            leader = self._SyncObj__raftLeader
+            others = self._SyncObj__otherNodes
+            listed = {getattr(n, "address", n) for n in newNodes}
+            keep = (leader is not None and leader in others
+                    and getattr(leader, "address", None) not in listed)
+            if keep:
+                others.discard(leader)  # not among the nodes pysyncobj drops
+            with self._hc_one_link():
+                super()._SyncObj__updateClusterConfiguration(newNodes)
+            if keep:
+                self._hc_kept = leader
+                logger.info("raft: the snapshot from leader %s does not list it; keeping "
+                            "its link until the log adds it", leader.address)
+
+        @contextlib.contextmanager
+        def _hc_one_link(self) -> Iterator[None]:
+            """While a node is kept, pysyncobj adding it as a member takes over its link:
+            registering it again would open a second connection and orphan the live one
+            (never timed out)."""
+            kept = self._hc_kept
+            if kept is None:
+                yield
+                return
+            transport = self._SyncObj__transport
+            transport.addNode = _register_only(transport)
+            try:
+                yield
+            finally:
+                del transport.addNode
+                if kept in self._SyncObj__otherNodes:
+                    self._hc_kept = None
+
+        def _hc_release_kept(self) -> None:
+            """Tick thread: drop the kept link once another replica leads (or this one)."""
+            kept = self._hc_kept
+            leader = self._SyncObj__raftLeader
+            if kept in self._SyncObj__otherNodes:
+                self._hc_kept = None
+            elif self._SyncObj__raftState == _LEADER or (leader is not None
+                                                         and leader != kept):
+                self._hc_kept = None
+                self._SyncObj__transport.dropNode(kept)
 
         def hc_peer_view(self) -> dict[str, tuple[int, float | None, bool]]:
             """Tick thread, on the leader: raft address -> (match index, seconds since it
