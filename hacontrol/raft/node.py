@@ -20,16 +20,15 @@ Where the fsyncs happen (the journal buffers `add`s, `sync` writes and fdatasync
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from hacontrol.raft import append_fix, long_apply
+from hacontrol.raft import append_fix, kept_link, long_apply
 from hacontrol.raft.journal import SyncedJournal
 from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.readindex import (
@@ -90,19 +89,6 @@ def _install_hooks() -> None:
         so.createJournal = create_journal
         pysyncobj.serializer.atomicReplace = atomic_replace
         _hook_installed = True
-
-
-def _register_only(transport: Any) -> Callable[[Any], None]:
-    """pysyncobj's TCPTransport.addNode for a node it already links to: no new connection."""
-
-    def add_node(node: Any) -> None:
-        if node in transport._nodes and node in transport._connections:
-            transport._nodes.add(node)
-            transport._nodeAddrToNode[node.address] = node
-        else:
-            type(transport).addNode(transport, node)
-
-    return add_node
 
 
 def _make_node_class() -> type:
@@ -219,7 +205,7 @@ def _make_node_class() -> type:
                 self._hc_hear_before_electing()
                 self._hc_no_campaign_outside()
             if self._hc_kept is not None:
-                self._hc_release_kept()
+                kept_link.release_kept(self, _LEADER)
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
@@ -260,7 +246,7 @@ def _make_node_class() -> type:
 
         def _SyncObj__doChangeCluster(self, request: Any,  # noqa: N802
                                       reverse: bool = False) -> bool:
-            with self._hc_one_link():
+            with kept_link.one_link(self):
                 changed = bool(super()._SyncObj__doChangeCluster(request, reverse))
             mine = (isinstance(request, list | tuple) and len(request) > 1
                     and request[1] == getattr(self._SyncObj__selfNode, "address", None))
@@ -288,41 +274,12 @@ def _make_node_class() -> type:
                     and getattr(leader, "address", None) not in listed)
             if keep:
                 others.discard(leader)  # not among the nodes pysyncobj drops
-            with self._hc_one_link():
+            with kept_link.one_link(self):
                 super()._SyncObj__updateClusterConfiguration(newNodes)
             if keep:
                 self._hc_kept = leader
                 logger.info("raft: the snapshot from leader %s does not list it; keeping "
                             "its link until the log adds it", leader.address)
-
-        @contextlib.contextmanager
-        def _hc_one_link(self) -> Iterator[None]:
-            """While a node is kept, pysyncobj adding it as a member takes over its link:
-            registering it again would open a second connection and orphan the live one
-            (never timed out)."""
-            kept = self._hc_kept
-            if kept is None:
-                yield
-                return
-            transport = self._SyncObj__transport
-            transport.addNode = _register_only(transport)
-            try:
-                yield
-            finally:
-                del transport.addNode
-                if kept in self._SyncObj__otherNodes:
-                    self._hc_kept = None
-
-        def _hc_release_kept(self) -> None:
-            """Tick thread: drop the kept link once another replica leads (or this one)."""
-            kept = self._hc_kept
-            leader = self._SyncObj__raftLeader
-            if kept in self._SyncObj__otherNodes:
-                self._hc_kept = None
-            elif self._SyncObj__raftState == _LEADER or (leader is not None
-                                                         and leader != kept):
-                self._hc_kept = None
-                self._SyncObj__transport.dropNode(kept)
 
         def hc_peer_view(self) -> dict[str, tuple[int, float | None, bool]]:
             """Tick thread, on the leader: raft address -> (match index, seconds since it
