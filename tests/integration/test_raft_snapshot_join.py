@@ -13,10 +13,8 @@ led (the chaos `membership` nemesis, netns seed 4).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import pytest
@@ -26,18 +24,9 @@ from hacontrol.raft.keys import generate_secret
 from hacontrol.raft.membership import MemberBook, MemberInfo, change_payload
 from tests.integration.harness import free_ports
 from tests.integration.raft_helpers.kv_node import KvMachine
+from tests.integration.test_raft_read_index import _wait
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got is not None and got is not False:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _leader(among: list[Replica]) -> Replica | None:

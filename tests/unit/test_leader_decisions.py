@@ -91,10 +91,13 @@ class World:
                 if a.desired == "stop" and not a.terminal:
                     updates.append({"id": a.id, "state": "stopped"})
                 elif a.desired == "run" and a.state in ("pending", "starting"):
-                    updates.append({"id": a.id, "state": "running", "pid": 1,
-                                    "health": self.health.get(a.version)})
+                    updates.append(self.started(a))
             if updates:
                 assert self.apply(C.ALLOC_UPDATE, {"node": node.name, "updates": updates})["ok"]
+
+    def started(self, a: Any) -> dict[str, Any]:
+        """An agent's report of allocation `a` now running."""
+        return {"id": a.id, "state": "running", "pid": 1, "health": self.health.get(a.version)}
 
     def settle(self, rounds: int = 50, step_s: float = 0.1) -> None:
         """Run leader rounds and agents until nothing more happens."""

@@ -132,22 +132,9 @@ class Agents(World):
         super().__init__(*nodes)
         self.next_port = 20000
 
-    def agents(self) -> None:
-        for node in self.m.nodes.values():
-            if node.name in self.silent:
-                continue
-            self.leader.record_heartbeat(node.name, self.mono)
-            updates = []
-            for a in self.m.node_allocs(node.name):
-                if a.desired == "stop" and not a.terminal:
-                    updates.append({"id": a.id, "state": "stopped"})
-                elif a.desired == "run" and a.state in ("pending", "starting"):
-                    self.next_port += 1
-                    updates.append({"id": a.id, "state": "running", "pid": 1,
-                                    "health": self.health.get(a.version),
-                                    "ports": {"http": self.next_port}})
-            if updates:
-                assert self.apply(C.ALLOC_UPDATE, {"node": node.name, "updates": updates})["ok"]
+    def started(self, a: Any) -> dict[str, Any]:
+        self.next_port += 1
+        return {**super().started(a), "ports": {"http": self.next_port}}
 
     def endpoints(self, name: str = "websvc") -> list[tuple[str, str, int]]:
         reg = self.m.store.registry
