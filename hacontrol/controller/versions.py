@@ -53,6 +53,24 @@ class Capabilities:
 ASSUMED = Capabilities(protocol.OLDEST, C.PROTOCOL1_OPS)
 
 
+@dataclass(frozen=True)
+class Vouch:
+    """A peer's first-hand word: `members` reported to it, and each of them knows `ops`."""
+    members: frozenset[str]
+    ops: frozenset[str]
+
+    @classmethod
+    def of_status(cls, raw: object, caps: Capabilities) -> Vouch:
+        d = raw if isinstance(raw, dict) else {}
+        seen = d.get("member_protocols")
+        waiting = d.get("ops_waiting")
+        if not isinstance(seen, dict) or not isinstance(waiting, list):
+            return cls(frozenset(), frozenset())
+        members = frozenset(k for k, v in seen.items()
+                            if isinstance(k, str) and isinstance(v, int) and v > protocol.OLDEST)
+        return cls(members, caps.ops - {op for op in waiting if isinstance(op, str)})
+
+
 def local() -> Capabilities:
     """This replica's own report (the testing switches of `model/protocol.py` included)."""
     version = protocol.spoken()
@@ -87,13 +105,27 @@ class CapabilityWatch:
         self.tls = tls
         self.server_name = server_name
         self.reports: dict[str, Capabilities] = {me: self.mine}
+        # What each peer vouches for: the voters it has heard from itself, and the ops
+        # every one of them knows (its own ops less its `ops_waiting`).
+        self.vouched: dict[str, Vouch] = {}
 
     def view(self) -> dict[str, Capabilities | None]:
         return {name: self.reports.get(name) for name in self.voters()}
 
     def refusal(self, op: str) -> str | None:
         # The common case costs one set lookup per voter.
-        return refusal(op, self.view())
+        view = self.view()
+        refused = refusal(op, view)
+        if refused is None:
+            return None
+        # A voter this replica has not heard from (it restarted while that voter was down)
+        # is vouched for by a peer that heard it: a replica never goes back to an older
+        # version, so the peer's word stays true.
+        missing = {name for name, caps in view.items() if op not in (caps or ASSUMED).ops}
+        if all(view[name] is None for name in missing) and any(
+                op in v.ops and missing <= v.members for v in self.vouched.values()):
+            return None
+        return refused
 
     def unheard(self) -> list[str]:
         """The voters whose report has not arrived yet (just started, or unreachable)."""
@@ -130,10 +162,12 @@ class CapabilityWatch:
             async with session.get(f"{api.rstrip('/')}/v1/status",
                                    server_hostname=self.server_name) as resp:
                 if resp.status == 200:
-                    caps = Capabilities.of_status(await resp.json(content_type=None))
+                    body = await resp.json(content_type=None)
+                    caps = Capabilities.of_status(body)
                     if self.reports.get(name) != caps:
                         log.info("replica %s speaks protocol %d", name, caps.protocol)
                     self.reports[name] = caps
+                    self.vouched[name] = Vouch.of_status(body, caps)
 
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None

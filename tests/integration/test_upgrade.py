@@ -91,6 +91,22 @@ def test_a_new_command_type_waits_until_every_replica_knows_it(unstarted: Cluste
         assert "failed; retrying" not in text, text[-2000:]
 
 
+def test_a_replica_restarted_while_a_peer_is_down_takes_a_survivors_word_for_it(
+        unstarted: Cluster) -> None:
+    # c1 restarts while c3 is down: it never hears c3 itself, but c2 heard c3 report
+    # every op, and a replica never goes back to an older version.
+    c = unstarted
+    c.start()
+    wait_for(lambda: status(c, 1)["ops_waiting"] == [], 15, what="c2 heard every report")
+    c.replicas[2].proc.kill9()
+    restart_replica(c, c.replicas[0])
+    assert status(c, 0)["member_protocols"]["c3"] is None
+    # A cluster config write: a command type newer than protocol 1.
+    put = c.write("PUT", "/v1/operator/config", {"health": {"replica_down": 33}},
+                  replica=c.replicas[0])
+    assert put.status == 200, put
+
+
 def test_a_new_job_spec_section_waits_until_every_replica_knows_it(unstarted: Cluster) -> None:
     # c3 plays a release that knows every command type but not the `ports` spec section:
     # it would refuse such a spec as it applies while c1 and c2 accept it.

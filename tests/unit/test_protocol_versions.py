@@ -8,7 +8,14 @@ import asyncio
 import msgpack
 import pytest
 
-from hacontrol.controller.versions import ASSUMED, Capabilities, CapabilityWatch, local, refusal
+from hacontrol.controller.versions import (
+    ASSUMED,
+    Capabilities,
+    CapabilityWatch,
+    Vouch,
+    local,
+    refusal,
+)
 from hacontrol.model import protocol
 from hacontrol.model.errors import Rejection
 from hacontrol.model.messages import SyncRequest
@@ -132,3 +139,28 @@ def test_a_refusal_only_for_a_voter_not_heard_from_waits_for_its_report() -> Non
     # Never heard from: refused once the wait is over.
     del watch.reports["c2"]
     assert asyncio.run(watch.settled_refusal(C.STATE_RESTORE, wait_s=0.1)) is not None
+
+
+def test_a_voter_not_heard_from_is_vouched_for_by_a_peer_that_heard_it() -> None:
+    """A replica restarted while c3 was down never hears c3 itself; c2 did, and says so."""
+    voters = {"c1": "http://c1", "c2": "http://c2", "c3": "http://c3"}
+    watch = CapabilityWatch("c1", lambda: voters)
+    full = Capabilities(2, frozenset(C.CAPABILITIES))
+    watch.reports["c2"] = full
+    assert watch.refusal(C.STATE_RESTORE) is not None
+    heard_all = {"protocol": 2, "ops": sorted(C.CAPABILITIES),
+                 "member_protocols": {"c1": 2, "c2": 2, "c3": 2}, "ops_waiting": []}
+    watch.vouched["c2"] = Vouch.of_status(heard_all, full)
+    assert watch.refusal(C.STATE_RESTORE) is None
+    # A peer that has not heard c3 either, or heard it lack the op, vouches for nothing.
+    for told in ({**heard_all, "member_protocols": {"c1": 2, "c2": 2, "c3": None},
+                  "ops_waiting": sorted(C.CAPABILITIES - C.PROTOCOL1_OPS)},
+                 {**heard_all, "member_protocols": {"c1": 2, "c2": 2, "c3": 1}},
+                 {**heard_all, "ops_waiting": [C.STATE_RESTORE]},
+                 {"protocol": 2, "ops": sorted(C.CAPABILITIES)}):
+        watch.vouched["c2"] = Vouch.of_status(told, full)
+        assert watch.refusal(C.STATE_RESTORE) is not None, told
+    # A voter heard first-hand to lack the op is refused whatever a peer says.
+    watch.vouched["c2"] = Vouch.of_status(heard_all, full)
+    watch.reports["c3"] = ASSUMED
+    assert watch.refusal(C.STATE_RESTORE) is not None
