@@ -16,10 +16,12 @@ Allocation cgroups are nested under the agent's own cgroup in each hierarchy
 that is itself confined (a container, a systemd unit) keeps its tasks within
 its own limits and only touches the part of the tree delegated to it.
 
-Joining: the child writes its own pid into every ``cgroup.procs`` file from the
-exec wrapper, before it drops privileges and before it execs the allocation's
-command (see :mod:`hacontrol.agent.execwrap`). Nothing the allocation runs can
-therefore fork outside the cgroup; joining from the agent right after spawn
+Joining: a process is in its cgroups before the allocation's command runs. In v1 it
+is born there: the start thread joins them for the instant it spawns it
+(:mod:`hacontrol.agent.direct`). Otherwise the agent moves it while it waits at the
+start gate (:mod:`hacontrol.agent.launch`), or the exec wrapper joins them itself
+(:mod:`hacontrol.agent.execwrap`, for inherited sockets). Nothing the allocation runs
+can therefore fork outside the cgroup; joining from the agent right after a plain spawn
 would leave a window in which the child could already have forked.
 """
 
@@ -287,6 +289,9 @@ class AllocationCgroup:
         for path in self.paths.values():
             with contextlib.suppress(OSError, ValueError):
                 found.update(int(x) for x in _read(path / "cgroup.procs").split())
+        # A start thread of the agent sits in the cgroup for the instant it spawns the
+        # process (hacontrol.agent.direct): the agent is never one of its processes.
+        found.discard(os.getpid())
         return sorted(found)
 
     def member_pids(self) -> list[int]:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from hacontrol.agent import execwrap, launch, procinfo
+from hacontrol.agent import direct, execwrap, launch, procinfo
 from hacontrol.agent.cgroups import AllocationCgroup
 from hacontrol.agent.spec import AllocationSpec
 from hacontrol.tls.files import private_opener
@@ -234,9 +235,12 @@ class AdoptedHandle(_PidfdWatch):
 
 @dataclass
 class LaunchConfig:
-    """What the prestart hooks contribute to the exec wrapper's set-up."""
+    """What the prestart hooks contribute to the start's set-up."""
 
     cg: AllocationCgroup | None = None
+    # Makes the allocation's cgroup, in the start thread (one hop per start, not two);
+    # `cg` is then set to what it made. Its OSError is a failed start.
+    new_cg: Callable[[], AllocationCgroup] | None = None
     rlimits: list[tuple[str, int, int]] = field(default_factory=list)
     fds: list[int] = field(default_factory=list)
     fd_names: list[str] = field(default_factory=list)
@@ -282,23 +286,59 @@ Started = tuple[subprocess.Popen[bytes], launch.ExecWatch | None]
 
 def _start_blocking(spec: AllocationSpec, command: list[str], ident: Identity,
                     alloc_dir: Path, config: LaunchConfig) -> Started:
+    if config.new_cg is not None:
+        try:
+            config.cg = config.new_cg()
+        except OSError as exc:
+            raise LaunchFailed(f"cannot create cgroup: {exc}") from None
+        created: AllocationCgroup | None = config.cg
+    else:
+        created = None
+    try:
+        proc, watch = _start_in(spec, command, ident, alloc_dir, config)
+    except BaseException:
+        if created is not None:
+            created.remove()  # empty: nothing ever ran in it
+            config.cg = None
+        raise
+    if config.record_pid:
+        _record(spec, alloc_dir, proc.pid, config.cg)
+    return proc, watch
+
+
+def _start_in(spec: AllocationSpec, command: list[str], ident: Identity,
+              alloc_dir: Path, config: LaunchConfig) -> Started:
     try:
         alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with (
             open(alloc_dir / STDOUT_LOG, "ab", opener=private_opener) as out,
             open(alloc_dir / STDERR_LOG, "ab", opener=private_opener) as err,
         ):
-            watch: launch.ExecWatch | None = None
+            cg = config.cg
+            res = spec.resources
+            if direct.usable(cg.mode if cg is not None else None, bool(config.rlimits),
+                             bool(config.fds), res is not None and res.pids is not None):
+                # Born in its cgroups: running once Popen returns.
+                return _start_direct(spec, command, ident, config, out, err), None
             if config.fds or not launch.shell_safe_env(dict(spec.env)):
                 # The wrapper has exec'd when it returns.
-                proc = _start_wrapped(spec, command, ident, config, out, err)
-            else:
-                proc, watch = _start_gated(spec, command, ident, config, out, err)
+                return _start_wrapped(spec, command, ident, config, out, err), None
+            return _start_gated(spec, command, ident, config, out, err)
     except OSError as exc:
         raise LaunchFailed(f"cannot start {command[0]!r}: {exc}") from None
-    if config.record_pid:
-        _record(spec, alloc_dir, proc.pid, config.cg)
-    return proc, watch
+
+
+def _start_direct(spec: AllocationSpec, command: list[str], ident: Identity,
+                  config: LaunchConfig, out: Any, err: Any) -> subprocess.Popen[bytes]:
+    req = launch.StartRequest(
+        command=command, env=child_env(spec), cwd=spec.cwd, uid=ident.uid,
+        gid=ident.gid, groups=ident.groups, umask=spec.umask, cgroup_procs=[], rlimits=[])
+    try:
+        return direct.start(req, dict(config.cg.paths) if config.cg is not None else {},
+                            out, err)
+    except launch.StartError as exc:
+        raise LaunchFailed(str(exc) if exc.stage in ("exec", "start")
+                           else f"cannot start {command[0]!r}: {exc}") from None
 
 
 def _start_gated(spec: AllocationSpec, command: list[str], ident: Identity,

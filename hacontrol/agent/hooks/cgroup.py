@@ -12,6 +12,7 @@ hook kills a process that goes over its memory limit, reporting it as OOM.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from hacontrol.agent.cgroups import MODE_RLIMIT, AllocationCgroup, Layout
 from hacontrol.agent.hooks import HookHost, Outcome
 from hacontrol.agent.limits import over_memory, rlimits_for
 from hacontrol.agent.metrics import AllocationMetrics
-from hacontrol.agent.process import Handle, LaunchConfig, LaunchFailed, live
+from hacontrol.agent.process import Handle, LaunchConfig, live
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +81,26 @@ class CgroupHook:
             return
         kept, self._kept = self._kept, None
         if kept is not None and not live(kept.pids()):
+            # Thawed in case a pause outlived its process: a start thread joins it for
+            # the spawn (hacontrol.agent.direct), and a frozen cgroup would hold it.
+            kept.thaw()
             self._created = kept
             self._oom_before = kept.oom_kills()
-        else:
-            if kept is not None:
-                await discard_cgroup(kept, self._monotonic, self._on_stuck)
-            try:
-                self._created = await asyncio.to_thread(
-                    AllocationCgroup.create, self._layout, self._cg_name, res
-                )
-            except OSError as exc:
-                raise LaunchFailed(f"cannot create cgroup: {exc}") from None
-            self._oom_before = 0
-        config.cg = self._created
+            config.cg = kept
+            return
+        if kept is not None:
+            await discard_cgroup(kept, self._monotonic, self._on_stuck)
+        # Made by the start thread itself, right before the spawn: one thread hop per
+        # start instead of two. Known here from poststart's handle.
+        self._created = None
+        self._oom_before = 0
+        config.new_cg = functools.partial(
+            AllocationCgroup.create, self._layout, self._cg_name, res)
 
     def poststart(self, handle: Handle) -> None:
         self._handle = handle
+        if handle.cg is not None:
+            self._created = handle.cg
         self._watchdog_fired = False
 
     def check_memory(self, m: AllocationMetrics) -> None:
