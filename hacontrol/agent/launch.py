@@ -121,14 +121,14 @@ def start(req: StartRequest, stdout: IO[bytes], stderr: IO[bytes]
             os.close(gate_r)
         try:
             _confine(proc.pid, req)
-            _write_all(gate_w, b"go\n" + export_script(req.env))
+            write_all(gate_w, b"go\n" + export_script(req.env))
             os.close(gate_w)
             gate_w = -1
         except StartError:
-            _abandon(proc)
+            abandon(proc)
             raise
         except OSError as exc:  # the gate pipe: the shell died before it was let go
-            _abandon(proc)
+            abandon(proc)
             raise StartError("start", f"cannot start {program!r}: {exc}") from None
     finally:
         if gate_w >= 0:
@@ -158,7 +158,7 @@ def _gate_script(command: list[str], req: StartRequest) -> str:
     return ROOT_GATE_SCRIPT if command != req.command else GATE_SCRIPT
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -255,7 +255,7 @@ def _confine(pid: int, req: StartRequest) -> None:
         raise StartError("rlimit", f"cannot set rlimit: {exc}") from None
 
 
-def _abandon(proc: subprocess.Popen[bytes]) -> None:
+def abandon(proc: subprocess.Popen[bytes]) -> None:
     """Kill and reap a child that never got past the gate."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGKILL)

@@ -318,8 +318,7 @@ def _start_in(spec: AllocationSpec, command: list[str], ident: Identity,
             res = spec.resources
             if direct.usable(cg.mode if cg is not None else None, bool(config.rlimits),
                              bool(config.fds), res is not None and res.pids is not None):
-                # Born in its cgroups: running once Popen returns.
-                return _start_direct(spec, command, ident, config, out, err), None
+                return _start_direct(spec, command, ident, config, out, err)
             if config.fds or not launch.shell_safe_env(dict(spec.env)):
                 # The wrapper has exec'd when it returns.
                 return _start_wrapped(spec, command, ident, config, out, err), None
@@ -329,7 +328,7 @@ def _start_in(spec: AllocationSpec, command: list[str], ident: Identity,
 
 
 def _start_direct(spec: AllocationSpec, command: list[str], ident: Identity,
-                  config: LaunchConfig, out: Any, err: Any) -> subprocess.Popen[bytes]:
+                  config: LaunchConfig, out: Any, err: Any) -> Started:
     req = launch.StartRequest(
         command=command, env=child_env(spec), cwd=spec.cwd, uid=ident.uid,
         gid=ident.gid, groups=ident.groups, umask=spec.umask, cgroup_procs=[], rlimits=[])
