@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +86,32 @@ def summarize(path: Path, top: int) -> str:
     return "\n".join(out)
 
 
+class Timeline:
+    """When the agent's children reached 1 %, 50 % and 100 % of `n` (polled every 20 ms)."""
+
+    def __init__(self, pid: int, n: int, t0: float) -> None:
+        self.pid, self.n, self.t0 = pid, n, t0
+        self.reached: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        proc = psutil.Process(self.pid)
+        while not self._stop.wait(0.02) and 100 not in self.reached:
+            k = len(proc.children())
+            for p in (1, 50, 100):
+                if p not in self.reached and k >= self.n * p / 100:
+                    self.reached[p] = time.perf_counter() - self.t0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def describe(self) -> str:
+        return ", ".join(f"{p} % at {t:.2f} s" for p, t in sorted(self.reached.items()))
+
+
 def cpu_s(pid: int) -> float:
     """CPU seconds of `pid` and of its children it has reaped (user + system)."""
     t = psutil.Process(pid).cpu_times()
@@ -142,10 +169,13 @@ def main() -> int:
             t0 = time.perf_counter()
             cpu0 = cpu_s(agent.pid)
             assert cluster.write("PUT", f"/v1/jobs/{NS}/{phase}", body).status == 200
+            marks = Timeline(agent.pid, n, t0)
             wait_for(lambda n=n, phase=phase: running(cluster, phase) >= n, 300, interval=0.05,
                      what=f"{n} running")
+            marks.stop()
             log(f"{phase}: {n} running after {time.perf_counter() - t0:.2f} s; agent CPU "
-                f"{cpu_s(agent.pid) - cpu0:.2f} s (itself and reaped children)")
+                f"{cpu_s(agent.pid) - cpu0:.2f} s (itself and reaped children); "
+                f"processes of the agent: {marks.describe()}")
             spy.stop()
             delete(cluster, phase, agent.pid)
     for phase in ("crash", "start-small", "start-large"):

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -89,13 +90,25 @@ def _write_self(tasks_file: str) -> None:
         os.close(fd)
 
 
+_thread = threading.local()
+
+
+def _home() -> dict[str, str]:
+    """home_tasks() of the calling thread, read once per start thread: it goes back there
+    after every start, and nothing else moves a single thread of the agent."""
+    home: dict[str, str] | None = getattr(_thread, "home", None)
+    if home is None:
+        home = _thread.home = home_tasks()
+    return home
+
+
 @contextlib.contextmanager
 def joined(cgroups: dict[str, Path]) -> Iterator[None]:
     """The calling thread in `cgroups` (controller -> directory) for the block's duration."""
     if not cgroups:
         yield
         return
-    home = home_tasks()
+    home = _home()
     entered: list[str] = []
     try:
         for controller, directory in cgroups.items():

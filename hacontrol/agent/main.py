@@ -28,7 +28,6 @@ from hacontrol.observe.logs import configure_logging
 from hacontrol.reload import Changes, Reloader
 from hacontrol.tls.context import TLSConfig, client_context, server_context
 from hacontrol.tls.files import ExposedFile, private_dir, read_secret, restrict_files
-from hacontrol.tls.reload import LiveContexts
 from hacontrol.tls.settings import TLSSettingsError, daemon_tls
 
 from . import procinfo
@@ -375,8 +374,12 @@ async def agent_main(args: Any) -> None:
     agent.link.on_controller_key = key.pin
     serve_tls = server_context(tls, require_client_cert=False) if tls is not None else None
     runner = await _serve_health(host, args.port, agent, key, serve_tls)
-    live_tls = (LiveContexts(tls, [c for c in (serve_tls, link_tls) if c is not None])
-                if tls is not None else None)
+    live_tls = None
+    if tls is not None:
+        # Imported only with TLS: it loads the cryptography package (10 MB of the agent's
+        # resident memory here) to read certificates on reload.
+        from hacontrol.tls.reload import LiveContexts
+        live_tls = LiveContexts(tls, [c for c in (serve_tls, link_tls) if c is not None])
     reloader = Reloader(f"agent {args.name}", args, LIVE,
                         lambda new, changes: reconfigure(agent, new, changes), live_tls, log)
     stop = asyncio.Event()

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -62,8 +62,12 @@ def write_pid_record(alloc_dir: Path, record: PidRecord) -> None:
     # later adopt would misread.
     alloc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = alloc_dir / (PID_FILE + ".tmp")
+    # Spelled out rather than dataclasses.asdict (a deep copy): written at every start.
+    data = {"pid": record.pid, "pgid": record.pgid, "create_time": record.create_time,
+            "command": record.command, "cgroup_mode": record.cgroup_mode,
+            "cgroups": record.cgroups}
     with open(tmp, "w", opener=private_opener) as f:
-        f.write(json.dumps(asdict(record)))
+        f.write(json.dumps(data))
     os.replace(tmp, alloc_dir / PID_FILE)
 
 

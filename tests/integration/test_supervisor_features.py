@@ -290,6 +290,37 @@ def test_restart_reuses_the_cgroup_and_counts_only_its_own_oom(
     h.run(scenario)
 
 
+@pytest.mark.parametrize("user", [None, "nobody"])
+def test_a_process_is_born_in_its_cgroups_and_no_agent_thread_stays(
+        h: FeatureHarness, user: str | None) -> None:
+    """Its first instruction already runs in every cgroup of the allocation (nothing can
+    fork out before it is confined), and the start thread that put it there went back:
+    no thread of the agent is left in an allocation's cgroup, nor listed among its pids."""
+    need_root()
+    need_cgroups(h)
+
+    async def scenario() -> None:
+        cmd = ["sh", "-c", "cat /proc/$$/cgroup; exec sleep 30"]
+        ev = await h.sup.ensure(allocation("b1", cmd, user=user))
+        assert ev.state == "running", ev
+        paths = h.sup.cgroup_paths("b1")
+        assert paths
+        first = await wait_for(lambda: h.sup.read_log("b1", "stdout", 20).decode(),
+                               what="cgroups printed")
+        for controller, path in paths.items():
+            assert any(line.endswith(path.name) and controller in line.split(":")[1]
+                       for line in first.splitlines()), (controller, first)
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/cgroup") as f:
+                assert "b1." not in f.read(), f"agent thread {task} left in the cgroup"
+        cg = h.sup._runners["b1"].handle.cg  # type: ignore[union-attr]
+        assert cg is not None and os.getpid() not in cg.pids()
+        assert cg.pids() == [ev.pid]
+        await h.sup.stop("b1")
+
+    h.run(scenario)
+
+
 def test_memory_hog_is_killed_by_watchdog_in_rlimit_mode(hr: FeatureHarness) -> None:
     assert hr.sup.isolation_mode == "rlimit"
 

@@ -76,3 +76,24 @@ def test_only_shell_names_take_the_shell_path() -> None:
     assert shell_safe_env({"PATH": "/bin", "_X1": "1"})
     assert not shell_safe_env({"my.var": "1"})
     assert not shell_safe_env({"1X": "1"})
+
+
+def test_a_direct_start_is_for_cgroup_v1_without_rlimits_sockets_or_pids_limit() -> None:
+    from hacontrol.agent.direct import usable
+    assert usable("cgroup-v1", False, False, False)
+    assert usable(None, False, False, False)  # no cgroup and no limits at all
+    assert not usable("cgroup-v2", False, False, False)  # a thread cannot leave its domain
+    assert not usable("rlimit", False, False, False)
+    assert not usable("cgroup-v1", True, False, False)  # rlimits: through the gate
+    assert not usable("cgroup-v1", False, True, False)  # sockets: the exec wrapper
+    assert not usable("cgroup-v1", False, False, True)  # the thread would count
+
+
+def test_the_agents_own_identity_is_no_change_so_subprocess_keeps_vfork() -> None:
+    from hacontrol.agent.direct import _change
+    me = request(os.geteuid(), os.getegid(), [os.getegid(), *os.getgroups()])
+    assert _change(me) == (None, None, None)
+    other = os.geteuid() + 1
+    assert _change(request(other, os.getegid(), [5]))[0] == other
+    assert _change(request(None, None, [os.getegid() + 12345])) == \
+        (None, None, [os.getegid() + 12345])
