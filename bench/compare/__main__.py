@@ -28,7 +28,7 @@ from typing import Any
 from bench.compare import agents, controlplane
 from bench.measure.crash import CRASH_PROGRAM
 from bench.measure.procs import Reaper, log
-from bench.measure.table import HACONTROL, Row, format_table, row_summary
+from bench.measure.table import BASELINE, HACONTROL, Row, format_table, row_summary
 from bench.peers import circus, etcd, pm2, supervisord
 from bench.peers.base import PeerStatus, default_cache
 
@@ -90,6 +90,9 @@ def one_run(run: int, args: argparse.Namespace, peers: dict[str, PeerStatus],
         a = agent_settings(args)
         steps.append(("hacontrol agent", lambda: agents.run_hacontrol(
             root / "ag-hac", crash_py, a, ag_rows, profiler)))
+        if args.baseline is not None:
+            steps.append(("hacontrol agent (baseline)", lambda: agents.run_hacontrol(
+                root / "ag-base", crash_py, a, ag_rows, None, args.baseline.resolve())))
         for name, module in AGENT_PEERS.items():
             if peers[name].available:
                 steps.append((name, functools.partial(
@@ -134,7 +137,7 @@ def systems(rows: dict[str, Row], names: list[str]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.compare",
                                  description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=3, help="runs (default 3; --quick: 1)")
+    ap.add_argument("--runs", type=int, default=None, help="runs (default 3; --quick: 1)")
     ap.add_argument("--quick", action="store_true",
                     help="1 run, short loads, 3 failover trials, 5 crashes (about 5 minutes)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -150,8 +153,11 @@ def main() -> int:
     ap.add_argument("--instance-cpu", type=float, default=1.0,
                     help="cores of each hacontrol instance (its CFS quota)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout (e.g. of main): its hacontrol is measured too, "
+                         f"as {BASELINE}, in the same runs (agent rows)")
     args = ap.parse_args()
-    runs = 1 if args.quick else args.runs
+    runs = args.runs if args.runs is not None else 1 if args.quick else 3
     out = args.out or args.cache / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -187,7 +193,7 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     cp_sys = systems(cp_rows, [HACONTROL, "etcd"])
-    ag_sys = systems(ag_rows, [HACONTROL, *AGENT_PEERS])
+    ag_sys = systems(ag_rows, [HACONTROL, BASELINE, *AGENT_PEERS])
     result = {
         "runs": runs, "quick": bool(args.quick), "wall_seconds": round(time.monotonic() - t0),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],

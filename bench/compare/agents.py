@@ -9,8 +9,10 @@ count 1,000 on the same agent. Each peer runs the same programs under its own da
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 from bench.measure.clusters import cluster_in
 from bench.measure.crash import crash_argv, crash_latencies, starts_recorded
 from bench.measure.procs import descendants, log
-from bench.measure.table import HACONTROL, Row, RowSpec, median
+from bench.measure.table import BASELINE, HACONTROL, Row, RowSpec, median
 from bench.peers.daemon import Figures, ManySettings, measure_many
 from tests.integration.harness import Cluster, wait_for
 
@@ -131,12 +133,37 @@ def hacontrol_side(root: Path, crash_py: Path, s: AgentSettings,
 
 
 def run_hacontrol(root: Path, crash_py: Path, s: AgentSettings, rows: dict[str, Row],
-                  profiler: Callable[[int, str], Callable[[], None]] | None) -> None:
-    log(f"agents: hacontrol (cluster + agent; {s.crashes} crashes, {s.small}, {s.large})")
+                  profiler: Callable[[int, str], Callable[[], None]] | None,
+                  tree: Path | None = None) -> None:
+    """`tree`: another checkout whose hacontrol runs the cluster and the agent instead of
+    this one's (recorded as BASELINE)."""
+    name = HACONTROL if tree is None else BASELINE
+    log(f"agents: {name} (cluster + agent; {s.crashes} crashes, {s.small}, {s.large})")
     t0 = time.monotonic()
-    crash, small, large = hacontrol_side(root, crash_py, s, profiler)
-    log(f"  hacontrol: {brief(crash, small, large)} ({time.monotonic() - t0:.0f} s)")
-    record(rows, HACONTROL, crash, small, large)
+    with code_from(tree):
+        crash, small, large = hacontrol_side(root, crash_py, s, profiler)
+    log(f"  {name}: {brief(crash, small, large)} ({time.monotonic() - t0:.0f} s)")
+    record(rows, name, crash, small, large)
+
+
+@contextlib.contextmanager
+def code_from(tree: Path | None) -> Iterator[None]:
+    """Replicas and agents started meanwhile (`python -m hacontrol`, which puts the
+    working directory first on its path) run `tree`'s hacontrol."""
+    if tree is None:
+        yield
+        return
+    cwd, path = os.getcwd(), os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tree)
+    os.chdir(tree)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = path
 
 
 # ----------------------------------------------------------------------- peers

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 HACONTROL = "hacontrol"
+# hacontrol from another checkout (`bench.compare --baseline DIR`): shown, never a peer.
+BASELINE = "hacontrol-before"
 Better = Literal["higher", "lower"]
 
 
@@ -55,7 +57,8 @@ class Row:
 def best_peer(better: Better, medians: Mapping[str, float | None]) -> tuple[str, float] | None:
     """The best peer's name and median (hacontrol excluded); None without any peer value.
     Ties go to the peer listed first, so the answer does not depend on dict order luck."""
-    peers = [(n, v) for n, v in medians.items() if n != HACONTROL and v is not None]
+    peers = [(n, v) for n, v in medians.items()
+             if n not in (HACONTROL, BASELINE) and v is not None]
     if not peers:
         return None
     pick = max if better == "higher" else min
