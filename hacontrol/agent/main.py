@@ -45,6 +45,9 @@ log = logging.getLogger("hacontrol.agent")
 # What SIGHUP changes in a running agent (besides its TLS files, always re-read); the node's
 # labels, attributes and capacity reach the controllers with the next sync. Its name, data
 # directory, controllers and addresses need a restart.
+# How long a sync may wait for starts in flight to report "running" (a start takes a few
+# milliseconds; a burst's syncs then carry batches instead of a few reports each).
+SETTLE_S = 0.05
 LIVE = ("log-level", "log-format", "label", "attribute", "cpu", "memory-mb", "default-user")
 
 
@@ -74,6 +77,10 @@ class Agent:
         self.supervisor = Supervisor(data_dir, self._on_event)
         # Latest unacknowledged report per allocation: only the newest state matters.
         self.reports: dict[str, dict[str, Any]] = {}
+        # Allocations whose latest report is "starting": their "running" follows within
+        # milliseconds, and one sync carries both (see _settle). Set on every other report.
+        self._reported_starting: set[str] = set()
+        self._progress = asyncio.Event()
         self.wake = asyncio.Event()
         # Starts and stops in flight; awaited (or cancelled) when the agent ends.
         self._bg = Nursery(f"agent {name}")
@@ -101,7 +108,28 @@ class Agent:
         if ports:
             report["ports"] = ports  # the registry learns the dynamic ones from this
         self.reports[ev.alloc_id] = report
+        if ev.state == AllocState.STARTING:
+            self._reported_starting.add(ev.alloc_id)
+        else:
+            self._reported_starting.discard(ev.alloc_id)
+            self._progress.set()
         self.wake.set()
+
+    async def _settle(self, limit_s: float) -> None:
+        """Wait until no report says "starting", at most `limit_s`: a restart's "starting"
+        and "running" then go in one sync, and the sync's work does not compete with the
+        start it reports (a crash-to-restart waited on it), nor a burst's syncs with every
+        few starts."""
+        deadline = time.monotonic() + limit_s
+        while self._reported_starting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), left)
+            except TimeoutError:
+                return
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         self._bg.start(coro)
@@ -232,12 +260,15 @@ class Agent:
         await self.supervisor.stop(alloc_id)
         self.supervisor.forget(alloc_id)
         self.reports.pop(alloc_id, None)
+        self._reported_starting.discard(alloc_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._bg.start(self.scraper.run(), name="scrape")
         async with self.link:
             while not stop.is_set():
                 self.wake.clear()
+                if self._reported_starting:
+                    await wait_first(stop, self._settle(SETTLE_S))
                 sent = dict(self.reports)
                 wait_s = 0.0 if sent else LONG_POLL_S
                 coro = self.link.sync(self.node, list(sent.values()), wait_s,
@@ -256,6 +287,7 @@ class Agent:
                     for alloc_id, rep in sent.items():
                         if self.reports.get(alloc_id) is rep:
                             del self.reports[alloc_id]
+                            self._reported_starting.discard(alloc_id)
                 if answer.changed or self._starting_failed:
                     self._starting_failed = False
                     self.reconcile(answer.allocations)
