@@ -308,9 +308,11 @@ class AllocationCgroup:
         if not self._members:
             return []
         try:
-            return [int(x) for x in _read_all(self._members).split()]
+            found = [int(x) for x in _read_all(self._members).split()]
         except (OSError, ValueError):
             return []
+        me = os.getpid()  # a start thread, for the instant it spawns (see pids())
+        return [p for p in found if p != me] if me in found else found
 
     def _freezer(self) -> Path | None:
         if self.mode == MODE_V2:
