@@ -22,5 +22,6 @@ def leader_replicas(membership: Membership) -> list[ReplicaRow]:
 def start_alerts(ctl: Controller, leadership: Leadership, membership: Membership,
                  sealer: Sealer) -> asyncio.Task[None]:
     runner = AlertRunner(ctl, leadership, lambda: leader_replicas(membership),
-                         lambda: ctl.status()["leader"], sealer=sealer)
+                         lambda: ctl.status()["leader"], sealer=sealer, term=ctl.term,
+                         me=ctl.me.id)
     return asyncio.create_task(runner.run())
