@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +50,8 @@ SURVEY_SPACING = 20.0
 MAX_IN_FLIGHT = 16
 
 Deliver = Callable[[aiohttp.ClientSession, Sink, dict[str, Any]], Any]
+# The leader this replica hears now (None: none), asked each round on every replica.
+HeardLeader = Callable[[aiohttp.ClientSession], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,9 @@ class Round:
 class AlertRunner:
     """`replicas()`: the replicas as the leader sees them (called only while leading);
     `leader_id()`: the leader this replica knows of, if any; `term()`: its Raft term;
-    `me`: its id."""
+    `me`: its id; `heard_leader(session)`: the leader, if this replica still hears it
+    (default: `leader_id()`; a Raft follower cut off from everyone keeps its last leader,
+    `wiring.py` asks that leader)."""
 
     def __init__(self, proposer: Proposer, leadership: Leadership,
                  replicas: Callable[[], list[ReplicaRow]],
@@ -99,7 +103,8 @@ class AlertRunner:
                  mono: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] = random.random,
                  sealer: Sealer | None = None,
-                 term: Callable[[], int] = lambda: 0, me: str = "") -> None:
+                 term: Callable[[], int] = lambda: 0, me: str = "",
+                 heard_leader: HeardLeader | None = None) -> None:
         """`sealer` opens the webhook secrets the API sealed (None: kept in the clear)."""
         self.proposer = proposer
         self.sealer = sealer
@@ -115,6 +120,7 @@ class AlertRunner:
         self.leaderless_s = 0.0
         self.next_survey = 0.0  # monotonic time of the next full survey
         self.term = term
+        self.heard_leader = heard_leader
         self.watch = LeaderlessWatch(me)
         self.outbox = Outbox()
 
@@ -163,12 +169,17 @@ class AlertRunner:
         transitions = evaluate(rules, view, m.store.alert_states, score(view))
         return Round(view, rules, transitions, due_deliveries(m.store.alert_states, now))
 
-    def _watch_leaderless(self, session: aiohttp.ClientSession) -> None:
+    async def _watch_leaderless(self, session: aiohttp.ClientSession) -> None:
         """On every replica, leader or not: `no_leader` sent from memory (`leaderless.py`)."""
-        leader, wall = self.leader_id(), self.clock()
         rules = self.proposer.read_local(lambda m: [
             r for r in m.store.alert_rules.values() if r.when == AlertWhen.NO_LEADER])
-        if rules or self.watch.fired or self.outbox.sending:
+        watching = bool(rules or self.watch.fired or self.outbox.sending)
+        if watching and self.heard_leader is not None:
+            leader = await self.heard_leader(session)
+        else:
+            leader = self.leader_id()
+        wall = self.clock()
+        if watching:
             for notice in self.watch.observe(self.mono(), wall, leader, self.term(), rules):
                 log.warning("alert %s %s (sent by this replica): %s", notice.rule.name,
                             notice.status, notice.body["details"])
@@ -200,7 +211,7 @@ class AlertRunner:
             self.in_flight.discard((one.id, one.sink_index))
 
     async def step(self, session: aiohttp.ClientSession) -> None:
-        self._watch_leaderless(session)
+        await self._watch_leaderless(session)
         since = self._track_leader()
         if since is None:
             return
