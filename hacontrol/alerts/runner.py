@@ -121,6 +121,7 @@ class AlertRunner:
         self.next_survey = 0.0  # monotonic time of the next full survey
         self.term = term
         self.heard_leader = heard_leader
+        self.heard: str | None = None  # the leader heard in the latest round
         self.watch = LeaderlessWatch(me)
         self.outbox = Outbox()
 
@@ -142,7 +143,10 @@ class AlertRunner:
         its current term, or None when it does not lead."""
         leader = self.leadership.current()
         if leader is None:
-            if self.leader_id() is not None:
+            # The leader heard this round (`_watch_leaderless`): a follower cut off from
+            # everyone still names its dead leader, and the gap would start only when it
+            # was elected.
+            if self.heard is not None:
                 self.last_led = self.mono()
             self.term_seen = None
             return None
@@ -178,6 +182,7 @@ class AlertRunner:
             leader = await self.heard_leader(session)
         else:
             leader = self.leader_id()
+        self.heard = leader
         wall = self.clock()
         if watching:
             for notice in self.watch.observe(self.mono(), wall, leader, self.term(), rules):
