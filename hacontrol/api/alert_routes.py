@@ -102,13 +102,14 @@ def _alert_view(m: StateMachine, name: str) -> dict[str, Any] | None:
 
 def _keeping(raw: Any) -> list[int]:
     """The webhook sinks of a rule body that ask to keep their secret: `secret_set` true
-    and no `secret` (what GET answers). Called after `parse_rule` checked the body."""
+    and no `secret` (what GET answers; a null one likewise). Called after `parse_rule`
+    checked the body."""
     out = []
     for i, sink in enumerate(raw.get("sinks") or []):
         flag = sink.get("secret_set")
         if flag is not None and not isinstance(flag, bool):
             raise invalid(f"sinks[{i}].secret_set", "must be true or false")
-        if sink.get("type") == SinkType.WEBHOOK and flag is True and "secret" not in sink:
+        if sink.get("type") == SinkType.WEBHOOK and flag is True and sink.get("secret") is None:
             out.append(i)
     return out
 

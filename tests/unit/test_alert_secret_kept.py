@@ -99,6 +99,9 @@ def test_a_rule_read_back_and_applied_again_keeps_its_secret(server: Server) -> 
     moved = dict(got["rule"], sinks=list(reversed(got["rule"]["sinks"])))
     assert server.send("PUT", "/v1/alerts/down", moved)[0] == 200
     assert server.secret("down", 2) == "first-secret" and server.secret("down", 0) is None
+    assert server.send("PUT", "/v1/alerts/down", hooks(
+        {"type": "webhook", "url": URL, "secret": None, "secret_set": True}))[0] == 200
+    assert server.secret("down") == "first-secret"  # a null secret is no secret given
     # An explicit secret replaces it; secret_set false (or neither) removes it.
     assert server.send("PUT", "/v1/alerts/down", hooks(
         {"type": "webhook", "url": URL, "secret": "second", "secret_set": True}))[0] == 200
