@@ -128,3 +128,48 @@ def test_the_new_leader_records_the_episode_without_sending_it_again() -> None:
             assert rx.unique == ["nl-leaderless-1", "nl-leaderless-1-resolved"]
             assert len(rx.got) == 2
     asyncio.run(go())
+
+
+def test_a_follower_hears_its_leader_only_if_it_answers_as_leader() -> None:
+    """`wiring.leader_prober` over real HTTP: the named leader answering as leader is heard;
+    one answering as follower, or not at all (a dead leader a follower left alone keeps
+    naming), is not; a leader hears itself without asking."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from aiohttp import web
+
+    from hacontrol.alerts.wiring import leader_prober
+
+    async def go() -> None:
+        answer: dict[str, Any] = {"id": "c2", "role": "leader"}
+
+        async def status(_: web.Request) -> web.Response:
+            return web.json_response(answer)
+        app = web.Application()
+        app.router.add_get("/v1/status", status)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        api = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        st: dict[str, Any] = {"role": "follower", "leader": "c2", "leader_api": api}
+        ctl = SimpleNamespace(status=lambda: st,
+                              versions=SimpleNamespace(tls=None, server_name=None))
+        heard = leader_prober(cast(Any, ctl))
+        try:
+            async with aiohttp.ClientSession() as s:
+                assert await heard(s) == "c2"
+                answer["role"] = "follower"
+                assert await heard(s) is None
+                answer.update(role="leader", id="c3")  # another replica leads there now
+                assert await heard(s) is None
+                await runner.cleanup()  # the leader is gone
+                answer.update(id="c2")
+                assert await heard(s) is None
+                st.update(role="leader", leader="c1", leader_api="http://127.0.0.1:9")
+                assert await heard(s) == "c1"
+                st.update(role="candidate", leader=None, leader_api=None)
+                assert await heard(s) is None
+        finally:
+            await runner.cleanup()
+    asyncio.run(go())
