@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -260,15 +261,27 @@ def test_no_leader_is_sent_by_a_replica_left_alone_and_resolved_when_back(
         cluster: Cluster, receiver: Receiver) -> None:
     """Kill the leader and one follower: the replica left knows no leader, and sends the
     signed `no_leader` firing itself within the rule's threshold and a few seconds. Bring
-    the two back: a leader is elected and the firing is resolved."""
+    the two back: a leader is elected and the firing is resolved. The rule is first read
+    back with `hacontrol alert show --json` and applied again as printed (`alert apply`):
+    the signatures prove its secret was kept."""
     threshold = 2.0
     assert cluster.write("PUT", "/v1/alerts/lost", {
-        "when": "no_leader", "threshold": threshold, "window_s": 2,
+        "when": "no_leader", "threshold": threshold, "window_s": 1,
         "sinks": [hook(receiver)]}).status == 200
+    cli = [sys.executable, "-m", "hacontrol", "alert"]
+    flags = ["--addr", cluster.replicas[0].api, "--token", cluster.token]
+    shown = subprocess.run([*cli, "show", "lost", "--json", *flags], capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    assert SECRET not in shown
+    edited = json.loads(shown)
+    edited["rule"]["window_s"] = 2
+    subprocess.run([*cli, "apply", "-", *flags], input=json.dumps(edited), text=True,
+                   capture_output=True, timeout=60, check=True)
     leader = cluster.leader()
     survivor, other = [r for r in cluster.live() if r is not leader]
     wait_for(lambda: cluster.api("GET", "/v1/alerts/lost?stale=true", replica=survivor)
-             .status == 200, 10, what="the rule applied on the survivor")
+             .body["rule"]["window_s"] == 2, 10, what="the rule applied on the survivor")
+    assert alert(cluster, "lost")["rule"]["sinks"][0]["secret_set"] is True
     assert receiver.ids() == []  # nothing while there is a leader
     leader.proc.kill9()
     other.proc.kill9()
