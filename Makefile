@@ -41,7 +41,8 @@ test-browser: $(STAMP) system-deps
 # Alerts on a real cluster with a real webhook receiver (tests/integration/test_alerts.py,
 # ~2 min): an allocation killed until it flaps, an agent killed (node_down), a quota
 # filled, the leader killed during a delivery (no loss, no flood), an exec sink, the
-# health score. `make test` runs the quota and leader-kill smoke only.
+# health score, two replicas of three killed (no_leader sent by the one left, resolved when
+# they are back). `make test` runs the quota and leader-kill smoke only.
 test-alerts: $(STAMP)
 	$(PY) -m pytest -q -m alerts tests/integration/test_alerts.py
 
