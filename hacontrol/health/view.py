@@ -8,6 +8,7 @@ went without a leader) and returns plain frozen rows; everything that judges the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,8 +28,6 @@ from hacontrol.state.machine import StateMachine
 # How far back restarts and failures are looked at (the longest window a rule may ask for
 # is longer, but the event buffer rarely reaches further back than this anyway).
 LOOKBACK_S = 3600.0
-# States that make an allocation worth judging whatever its restarts.
-_NOTED_STATES = frozenset({AllocState.PENDING, AllocState.FAILED, AllocState.LOST})
 
 
 @dataclass(frozen=True)
@@ -130,52 +129,66 @@ def quota_fraction(quota: Quota, used: Usage) -> tuple[float, str]:
     return best, which
 
 
-def _restart_marks(m: StateMachine, since: float) -> dict[str, list[tuple[float, int]]]:
-    """Each allocation's restart counts as the event buffer recorded them (every replica
-    derives the same events from the log, so a new leader sees the same marks)."""
-    marks: dict[str, list[tuple[float, int]]] = {}
-    for e in m.events:
-        restarts = e.get("restarts")
-        if not restarts or e["ts"] < since or not isinstance(restarts, int):
-            continue  # most events carry no restarts, or none yet
-        alloc = e.get("alloc")
-        if alloc is not None:
-            marks.setdefault(str(alloc), []).append((float(e["ts"]), restarts))
-    return marks
-
-
-def _noted(m: StateMachine, since: float) -> list[Allocation]:
-    """The allocations worth judging: pending, failed or lost lately, or restarted (and
-    not long finished). One pass over every allocation, the cheap test first: at 100,000
-    allocations this walk is most of what the view costs (bench/alerts.py)."""
-    out = []
-    for a in m.allocs.values():
-        if not a.restarts and a.state not in _NOTED_STATES:
-            continue
-        if a.state == AllocState.PENDING:
-            if a.desired == DesiredState.RUN:
-                out.append(a)
-        elif a.updated_at >= since or (a.restarts and a.state not in TERMINAL_STATES):
-            out.append(a)
-    return out
-
-
-def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
-               leader: str | None = None, leaderless_s: float = 0.0,
-               leading_s: float = 0.0) -> ClusterView:
-    """The view at wall time `now`; the caller holds the state still."""
+def restart_window_s(m: StateMachine) -> float:
+    """The longest restart window judged: the score's and every `restart_flapping` rule's
+    (unbounded when a rule would count an allocation that never restarted)."""
     store = m.store
+    longest = (store.cluster_config or ClusterConfig()).health.flapping_window_s
+    for rule in store.alert_rules.values():
+        if rule.when == AlertWhen.RESTART_FLAPPING:
+            if rule.threshold <= 0:
+                return math.inf
+            longest = max(longest, rule.window_s)
+    return longest
+
+
+def alloc_row(a: Allocation, marks: Iterable[tuple[float, int]], since: float) -> AllocRow:
+    """The row of `a` with its restart marks from `since` on, ending with its count now
+    (at its `updated_at` when no kept mark has it)."""
+    seen = [mark for mark in marks if mark[0] >= since]
+    if a.restarts and (not seen or seen[-1][1] != a.restarts):
+        seen.append((a.updated_at, a.restarts))
+    return AllocRow(a.id, a.namespace, a.job, a.state, a.desired == DesiredState.RUN,
+                    a.created_at, a.updated_at, tuple(seen))
+
+
+def _table_order(alloc_id: str) -> int:
+    """An allocation's place in the table: ids end with the sequence number they were
+    made with (`lifecycle.new_alloc`), and the table is in creation order."""
+    tail = alloc_id.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def noted_rows(m: StateMachine, now: float) -> list[AllocRow]:
+    """The allocations worth judging at `now`, in table order, from the tally the state
+    machine keeps (`state/tally.py`): pending and wanted; failed or lost within
+    `LOOKBACK_S`; restarted (not pending, and running or changed within `LOOKBACK_S`) with
+    a restart mark inside the longest restart window judged. Costs what it finds, not a
+    walk over every allocation: the score and the rules judge the same rows as a walk
+    over all would give them (tests/unit/test_alert_tally.py)."""
+    tally, allocs = m.store.tally, m.allocs
     since = now - LOOKBACK_S
-    noted = _noted(m, since)
-    marks = _restart_marks(m, since) if any(a.restarts for a in noted) else {}
-    rows = []
-    for a in noted:
-        seen = marks.get(a.id, [])
-        if a.restarts and (not seen or seen[-1][1] != a.restarts):
-            seen = [*seen, (a.updated_at, a.restarts)]
-        rows.append(AllocRow(a.id, a.namespace, a.job, a.state,
-                             a.desired == DesiredState.RUN, a.created_at, a.updated_at,
-                             tuple(seen)))
+    found: dict[str, Allocation] = {i: allocs[i] for i in tally.pending}
+    for alloc_id in tally.failed_since(since):
+        a = allocs[alloc_id]
+        if a.updated_at >= since:
+            found[alloc_id] = a
+    window = restart_window_s(m)
+    for alloc_id in tally.restarted_after(now - window):
+        a = allocs[alloc_id]
+        if a.state != AllocState.PENDING and (a.updated_at >= since
+                                              or a.state not in TERMINAL_STATES):
+            found[alloc_id] = a
+    return [alloc_row(found[i], tally.marks.get(i, ()), since)
+            for i in sorted(found, key=_table_order)]
+
+
+def assemble(m: StateMachine, now: float, rows: Iterable[AllocRow],
+             replicas: Iterable[ReplicaRow], leader: str | None, leaderless_s: float,
+             leading_s: float) -> ClusterView:
+    """The view with allocation `rows`: the rest is read from the state (O(nodes + jobs +
+    namespaces + rules))."""
+    store = m.store
     quotas = []
     for ns, quota in m.namespaces.items():
         frac, which = quota_fraction(quota, m.namespace_usage(ns))
@@ -195,3 +208,12 @@ def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
         allocations=tuple(rows), quotas=tuple(quotas), jobs=jobs, alerts=alerts,
         leaderless_s=leaderless_s, leading_s=leading_s,
         config=store.cluster_config or ClusterConfig())
+
+
+def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
+               leader: str | None = None, leaderless_s: float = 0.0,
+               leading_s: float = 0.0) -> ClusterView:
+    """The view at wall time `now`; the caller holds the state still. Restarts are in it
+    as far back as the longest restart window of the cluster config and the rules (a
+    score judged with other weights than the config's must not ask for longer)."""
+    return assemble(m, now, noted_rows(m, now), replicas, leader, leaderless_s, leading_s)
