@@ -12,14 +12,16 @@ default age every restarted one is within the restart windows, the tally's worst
 quiet cluster's restarts are older), the event buffer full, and `rules` alert rules of
 every kind. Timed, medians over the runs, the two ways alternated within each run: the
 alert runner's survey (`build_view`, the score, `evaluate`, the due deliveries: all under
-the apply lock), the health score route's read (`build_view` + score), and a bare walk over
-every allocation, the floor of anything that looks at them all.
+the apply lock before; now only `capture` and the due deliveries are), the health score
+route's read (`build_view` + score), and a bare walk over every allocation, the floor of
+anything that looks at them all.
 Nothing is started: no cluster, no processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -32,7 +34,7 @@ from hacontrol.alerts.evaluate import evaluate  # noqa: E402
 from hacontrol.alerts.runner import due_deliveries  # noqa: E402
 from hacontrol.health.recount import full_view  # noqa: E402
 from hacontrol.health.score import score  # noqa: E402
-from hacontrol.health.view import ClusterView, ReplicaRow, build_view  # noqa: E402
+from hacontrol.health.view import ReplicaRow, build_view, capture  # noqa: E402
 from hacontrol.model.alerts import AlertWhen  # noqa: E402
 from hacontrol.model.spec_parse import parse_job_spec  # noqa: E402
 from hacontrol.model.states import AllocState  # noqa: E402
@@ -87,12 +89,6 @@ def state(nodes: int, jobs: int, per_job: int, restarted: float, rules: int,
     return m
 
 
-def ms(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=200)
@@ -105,39 +101,69 @@ def main() -> None:
     a = p.parse_args()
     now = 2100.0
     m = state(a.nodes, a.jobs, a.per_job, a.restarted, a.rules, now - a.restart_age)
-    views = {"walk": full_view, "tally": build_view}
 
-    def alert_round(view_of: Any) -> None:
-        view: ClusterView = view_of(m, now, REPLICAS, "c1")
+    def walk_round() -> tuple[float, float]:
+        """The survey as it was: everything under the lock."""
+        t0 = time.perf_counter()
+        view = full_view(m, now, REPLICAS, "c1")
         evaluate(list(m.store.alert_rules.values()), view, m.store.alert_states, score(view))
         due_deliveries(m.store.alert_states, now)
+        took = (time.perf_counter() - t0) * 1000
+        return took, took
 
-    def score_read(view_of: Any) -> None:
-        score(view_of(m, now, REPLICAS, "c1"))
+    def tally_round() -> tuple[float, float]:
+        """The survey now: the copies under the lock, the judging after it."""
+        t0 = time.perf_counter()
+        captured = capture(m, now, REPLICAS, "c1")
+        rules = list(m.store.alert_rules.values())
+        states = {n: copy.copy(st) for n, st in m.store.alert_states.items()}
+        due_deliveries(m.store.alert_states, now)
+        t1 = time.perf_counter()
+        view = captured.view()
+        evaluate(rules, view, states, score(view))
+        return (time.perf_counter() - t0) * 1000, (t1 - t0) * 1000
+
+    def walk_score() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        score(full_view(m, now, REPLICAS, "c1"))
+        took = (time.perf_counter() - t0) * 1000
+        return took, took
+
+    def tally_score() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        captured = capture(m, now, REPLICAS, "c1")
+        t1 = time.perf_counter()
+        score(captured.view())
+        return (time.perf_counter() - t0) * 1000, (t1 - t0) * 1000
 
     # The same answers both ways (what tests/unit/test_alert_tally.py checks at random).
     assert score(full_view(m, now, REPLICAS, "c1")) == score(build_view(m, now, REPLICAS,
                                                                         "c1"))
+    ways = {"walk": (walk_round, walk_score), "tally": (tally_round, tally_score)}
     times: dict[tuple[str, str], list[float]] = {}
     for run in range(a.runs):
-        order = list(views.items()) if run % 2 == 0 else list(reversed(views.items()))
-        for name, view_of in order:
-            times.setdefault(("round", name), []).append(ms(lambda: alert_round(view_of)))
-            times.setdefault(("score", name), []).append(ms(lambda: score_read(view_of)))
-        times.setdefault(("bare", ""), []).append(ms(lambda: sum(
-            1 for x in m.allocs.values() if x.restarts > 0 or x.state == AllocState.PENDING)))
+        order = list(ways.items()) if run % 2 == 0 else list(reversed(ways.items()))
+        for name, (round_of, score_of) in order:
+            for what, fn in (("round", round_of), ("score", score_of)):
+                total, locked = fn()
+                times.setdefault((what, name), []).append(total)
+                times.setdefault((what + " lock", name), []).append(locked)
+        t0 = time.perf_counter()
+        sum(1 for x in m.allocs.values() if x.restarts > 0 or x.state == AllocState.PENDING)
+        times.setdefault(("bare", ""), []).append((time.perf_counter() - t0) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"{len(m.allocs)} allocations on {len(m.nodes)} nodes, "
           f"{sum(1 for x in m.allocs.values() if x.restarts)} restarted "
           f"{a.restart_age:g} s ago, {len(m.store.alert_rules)} rules; medians of {a.runs} "
           "runs (ms)")
-    print(f"  {'':40s} {'walk':>8s} {'tally':>8s} {'ratio':>7s}")
-    for key, label in (("round", "alert round (survey, under the lock)"),
-                       ("score", "health score read")):
+    print(f"  {'':44s} {'walk':>8s} {'tally':>8s} {'ratio':>7s}")
+    for key, label in (("round", "alert round (survey)"),
+                       ("round lock", "  of which under the apply lock"),
+                       ("score", "health score read"),
+                       ("score lock", "  of which under the apply lock")):
         walk, tally = med[(key, "walk")], med[(key, "tally")]
-        print(f"  {label:40s} {walk:8.1f} {tally:8.1f} {walk / max(tally, 1e-6):6.0f}x")
-    print(f"  {'a bare walk over every allocation (floor)':40s} {med[('bare', '')]:8.1f}")
-
+        print(f"  {label:44s} {walk:8.1f} {tally:8.1f} {walk / max(tally, 1e-6):6.1f}x")
+    print(f"  {'a bare walk over every allocation (floor)':44s} {med[('bare', '')]:8.1f}")
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ from hacontrol.model.records import Allocation
 from hacontrol.model.states import TERMINAL_STATES, AllocState, DesiredState
 from hacontrol.state.machine import StateMachine
 
-from .view import LOOKBACK_S, ClusterView, ReplicaRow, alloc_row, assemble
+from .view import LOOKBACK_S, Captured, ClusterView, ReplicaRow, assemble, copied
 
 _NOTED_STATES = frozenset({AllocState.PENDING, AllocState.FAILED, AllocState.LOST})
 
@@ -53,5 +53,5 @@ def full_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
     found = noted(m, since)
     if marks is None:
         marks = restart_marks(m, since) if any(a.restarts for a in found) else {}
-    rows = [alloc_row(a, marks.get(a.id, ()), since) for a in found]
-    return assemble(m, now, rows, replicas, leader, leaderless_s, leading_s)
+    return Captured(assemble(m, now, replicas, leader, leaderless_s, leading_s),
+                    tuple(copied(a, marks.get(a.id, ())) for a in found)).view()

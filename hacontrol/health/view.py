@@ -1,16 +1,20 @@
 """A frozen view of the cluster: what the health score and the alert rules judge.
 
-`build_view` reads the replicated state (the caller holds it still, under the apply lock)
+`capture` reads the replicated state (the caller holds it still, under the apply lock)
 plus what only a process knows (the replicas' reachability and lag, how long the cluster
-went without a leader) and returns plain frozen rows; everything that judges them
-(`score.py`, `hacontrol/alerts/evaluate.py`) is a pure function of the view.
+went without a leader), `Captured.view()` turns that into plain frozen rows (`build_view`
+does both); everything that judges them (`score.py`, `hacontrol/alerts/evaluate.py`) is a
+pure function of the view. What is worth judging among the allocations comes from the
+tally the state machine keeps as it applies (`state/tally.py`), so building a view costs
+O(nodes + jobs + namespaces + rules + the allocations pending, failed lately or restarted
+within the windows judged), not a walk over every allocation.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hacontrol.model.alerts import AlertStatus, AlertWhen
 from hacontrol.model.cluster_config import ClusterConfig
@@ -142,30 +146,41 @@ def restart_window_s(m: StateMachine) -> float:
     return longest
 
 
-def alloc_row(a: Allocation, marks: Iterable[tuple[float, int]], since: float) -> AllocRow:
-    """The row of `a` with its restart marks from `since` on, ending with its count now
-    (at its `updated_at` when no kept mark has it)."""
+# What a view keeps of an allocation, copied under the apply lock: (id, namespace, job,
+# state, wanted (desired to run), created_at, updated_at, restarts, restart marks).
+Copied = tuple[str, str, str, AllocState, bool, float, float, int, tuple[tuple[float, int], ...]]
+
+
+def copied(a: Allocation, marks: Iterable[tuple[float, int]]) -> Copied:
+    return (a.id, a.namespace, a.job, a.state, a.desired == DesiredState.RUN, a.created_at,
+            a.updated_at, a.restarts, tuple(marks))
+
+
+def alloc_row(c: Copied, since: float) -> AllocRow:
+    """The row of an allocation with its restart marks from `since` on, ending with its
+    count now (at its `updated_at` when no kept mark has it)."""
+    alloc_id, namespace, job, state, wanted, created_at, updated_at, restarts, marks = c
     seen = [mark for mark in marks if mark[0] >= since]
-    if a.restarts and (not seen or seen[-1][1] != a.restarts):
-        seen.append((a.updated_at, a.restarts))
-    return AllocRow(a.id, a.namespace, a.job, a.state, a.desired == DesiredState.RUN,
-                    a.created_at, a.updated_at, tuple(seen))
+    if restarts and (not seen or seen[-1][1] != restarts):
+        seen.append((updated_at, restarts))
+    return AllocRow(alloc_id, namespace, job, state, wanted, created_at, updated_at,
+                    tuple(seen))
 
 
-def _table_order(alloc_id: str) -> int:
+def _table_order(c: Copied) -> int:
     """An allocation's place in the table: ids end with the sequence number they were
     made with (`lifecycle.new_alloc`), and the table is in creation order."""
-    tail = alloc_id.rpartition("-")[2]
+    tail = c[0].rpartition("-")[2]
     return int(tail) if tail.isdigit() else -1
 
 
-def noted_rows(m: StateMachine, now: float) -> list[AllocRow]:
-    """The allocations worth judging at `now`, in table order, from the tally the state
-    machine keeps (`state/tally.py`): pending and wanted; failed or lost within
-    `LOOKBACK_S`; restarted (not pending, and running or changed within `LOOKBACK_S`) with
-    a restart mark inside the longest restart window judged. Costs what it finds, not a
-    walk over every allocation: the score and the rules judge the same rows as a walk
-    over all would give them (tests/unit/test_alert_tally.py)."""
+def noted(m: StateMachine, now: float) -> list[Copied]:
+    """The allocations worth judging at `now`, from the tally the state machine keeps
+    (`state/tally.py`): pending and wanted; failed or lost within `LOOKBACK_S`; restarted
+    (not pending, and running or changed within `LOOKBACK_S`) with a restart mark inside
+    the longest restart window judged. Costs what it finds, not a walk over every
+    allocation: the score and the rules judge the same rows as a walk over all would give
+    them (tests/unit/test_alert_tally.py)."""
     tally, allocs = m.store.tally, m.allocs
     since = now - LOOKBACK_S
     found: dict[str, Allocation] = {i: allocs[i] for i in tally.pending}
@@ -173,21 +188,17 @@ def noted_rows(m: StateMachine, now: float) -> list[AllocRow]:
         a = allocs[alloc_id]
         if a.updated_at >= since:
             found[alloc_id] = a
-    window = restart_window_s(m)
-    for alloc_id in tally.restarted_after(now - window):
+    for alloc_id in tally.restarted_after(now - restart_window_s(m)):
         a = allocs[alloc_id]
         if a.state != AllocState.PENDING and (a.updated_at >= since
                                               or a.state not in TERMINAL_STATES):
             found[alloc_id] = a
-    return [alloc_row(found[i], tally.marks.get(i, ()), since)
-            for i in sorted(found, key=_table_order)]
+    return [copied(a, tally.marks.get(i, ())) for i, a in found.items()]
 
 
-def assemble(m: StateMachine, now: float, rows: Iterable[AllocRow],
-             replicas: Iterable[ReplicaRow], leader: str | None, leaderless_s: float,
-             leading_s: float) -> ClusterView:
-    """The view with allocation `rows`: the rest is read from the state (O(nodes + jobs +
-    namespaces + rules))."""
+def assemble(m: StateMachine, now: float, replicas: Iterable[ReplicaRow],
+             leader: str | None, leaderless_s: float, leading_s: float) -> ClusterView:
+    """The view but its allocations (O(nodes + jobs + namespaces + rules))."""
     store = m.store
     quotas = []
     for ns, quota in m.namespaces.items():
@@ -205,15 +216,38 @@ def assemble(m: StateMachine, now: float, rows: Iterable[AllocRow],
         now=now, leader=leader, replicas=tuple(replicas),
         nodes=tuple(NodeRow(n.name, n.status == NodeStatus.DOWN, bool(n.drain))
                     for n in m.nodes.values()),
-        allocations=tuple(rows), quotas=tuple(quotas), jobs=jobs, alerts=alerts,
+        quotas=tuple(quotas), jobs=jobs, alerts=alerts,
         leaderless_s=leaderless_s, leading_s=leading_s,
         config=store.cluster_config or ClusterConfig())
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What a view is made of, read under the apply lock: every row but the allocations',
+    and the allocations worth judging as copies. `view()` makes their rows (and sorts
+    them) after the lock is released: the lock is held only for the copies."""
+
+    base: ClusterView
+    allocations: tuple[Copied, ...]
+
+    def view(self) -> ClusterView:
+        since = self.base.now - LOOKBACK_S
+        rows = tuple(alloc_row(c, since) for c in sorted(self.allocations, key=_table_order))
+        return replace(self.base, allocations=rows)
+
+
+def capture(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
+            leader: str | None = None, leaderless_s: float = 0.0,
+            leading_s: float = 0.0) -> Captured:
+    """What the view at wall time `now` needs; the caller holds the state still. Restarts
+    are in it as far back as the longest restart window of the cluster config and the
+    rules (a score judged with other weights than the config's must not ask for longer)."""
+    return Captured(assemble(m, now, replicas, leader, leaderless_s, leading_s),
+                    tuple(noted(m, now)))
 
 
 def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
                leader: str | None = None, leaderless_s: float = 0.0,
                leading_s: float = 0.0) -> ClusterView:
-    """The view at wall time `now`; the caller holds the state still. Restarts are in it
-    as far back as the longest restart window of the cluster config and the rules (a
-    score judged with other weights than the config's must not ask for longer)."""
-    return assemble(m, now, noted_rows(m, now), replicas, leader, leaderless_s, leading_s)
+    """The view at wall time `now` (`capture`, then its rows made at once)."""
+    return capture(m, now, replicas, leader, leaderless_s, leading_s).view()
