@@ -133,17 +133,19 @@ def quota_fraction(quota: Quota, used: Usage) -> tuple[float, str]:
     return best, which
 
 
-def restart_window_s(m: StateMachine) -> float:
-    """The longest restart window judged: the score's and every `restart_flapping` rule's
-    (unbounded when a rule would count an allocation that never restarted)."""
+def restart_judged(m: StateMachine) -> tuple[float, float]:
+    """(the longest restart window judged, the fewest restarts judged flapping): the
+    score's and every `restart_flapping` rule's (an unbounded window when a rule would
+    count an allocation that never restarted)."""
     store = m.store
-    longest = (store.cluster_config or ClusterConfig()).health.flapping_window_s
+    health = (store.cluster_config or ClusterConfig()).health
+    longest, fewest = health.flapping_window_s, float(health.flapping_restarts)
     for rule in store.alert_rules.values():
         if rule.when == AlertWhen.RESTART_FLAPPING:
             if rule.threshold <= 0:
-                return math.inf
-            longest = max(longest, rule.window_s)
-    return longest
+                return math.inf, rule.threshold
+            longest, fewest = max(longest, rule.window_s), min(fewest, rule.threshold)
+    return longest, fewest
 
 
 # What a view keeps of an allocation, copied under the apply lock: (id, namespace, job,
@@ -178,9 +180,10 @@ def noted(m: StateMachine, now: float) -> list[Copied]:
     """The allocations worth judging at `now`, from the tally the state machine keeps
     (`state/tally.py`): pending and wanted; failed or lost within `LOOKBACK_S`; restarted
     (not pending, and running or changed within `LOOKBACK_S`) with a restart mark inside
-    the longest restart window judged. Costs what it finds, not a walk over every
-    allocation: the score and the rules judge the same rows as a walk over all would give
-    them (tests/unit/test_alert_tally.py)."""
+    the longest restart window judged, unless made before that window and restarted fewer
+    times than any threshold since its oldest kept mark (no window can count more). Costs
+    what it finds, not a walk over every allocation: the score and the rules judge the
+    same rows as a walk over all would give them (tests/unit/test_alert_tally.py)."""
     tally, allocs = m.store.tally, m.allocs
     since = now - LOOKBACK_S
     found: dict[str, Allocation] = {i: allocs[i] for i in tally.pending}
@@ -188,8 +191,12 @@ def noted(m: StateMachine, now: float) -> list[Copied]:
         a = allocs[alloc_id]
         if a.updated_at >= since:
             found[alloc_id] = a
-    for alloc_id in tally.restarted_after(now - restart_window_s(m)):
+    window, fewest = restart_judged(m)
+    start, rise = now - window, tally.rise
+    for alloc_id in tally.restarted_after(start):
         a = allocs[alloc_id]
+        if rise[alloc_id] < fewest and a.created_at < start:
+            continue
         if a.state != AllocState.PENDING and (a.updated_at >= since
                                               or a.state not in TERMINAL_STATES):
             found[alloc_id] = a

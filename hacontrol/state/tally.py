@@ -12,7 +12,9 @@ aside instead, so a check costs what it finds (hacontrol/health/view.py):
 - `restarted`: restarted at least once, ordered likewise by a key no older than their last
   restart mark, with `marks`, the (wall time, restarts) of each change the log made to
   the restart count (the newest `MARKS_KEPT`), which is what restart windows are judged
-  from.
+  from, and `rise`, the count now less the lowest kept mark's: no window sees more
+  restarts than that of an allocation made before it began, so a check skips those that
+  cannot reach its threshold (one restart after a node's reboot is not flapping).
 
 Derived, never written to the log nor snapshotted, so the state digest and the snapshot
 encoding do not change. Handlers mark the allocations they change (`Store.touch_alloc`,
@@ -51,6 +53,7 @@ class Tally:
         self.failed: dict[str, float] = {}  # id -> key, keys never decreasing
         self.restarted: dict[str, float] = {}  # id -> key, keys never decreasing
         self.marks: dict[str, list[Mark]] = {}  # the restarted ones' marks, oldest first
+        self.rise: dict[str, int] = {}  # the restarted ones' count less their lowest mark's
         self.clock = float("-inf")  # the highest timestamp applied (or derived) so far
         self.dirty: set[str] = set()
 
@@ -79,6 +82,7 @@ class Tally:
                 self.failed.pop(alloc_id, None)
                 self.restarted.pop(alloc_id, None)
                 self.marks.pop(alloc_id, None)
+                self.rise.pop(alloc_id, None)
                 continue
             self._classify(alloc, ts)
 
@@ -100,11 +104,13 @@ class Tally:
                 marks.append((ts, a.restarts))
                 if len(marks) > MARKS_KEPT:
                     del marks[0]
+                self.rise[a.id] = a.restarts - min(n for _, n in marks)
                 self.restarted.pop(a.id, None)
                 self.restarted[a.id] = self.clock
         else:
             self.restarted.pop(a.id, None)
             self.marks.pop(a.id, None)
+            self.rise.pop(a.id, None)
 
     @classmethod
     def rebuild(cls, allocs: Mapping[str, Allocation]) -> Tally:
@@ -125,6 +131,7 @@ class Tally:
         for a in sorted(restarted, key=lambda x: x.updated_at):
             t.restarted[a.id] = a.updated_at
             t.marks[a.id] = [(a.updated_at, a.restarts)]
+            t.rise[a.id] = 0
         return t
 
     # ------------------------------------------------------------ reading

@@ -42,7 +42,7 @@ def assert_tally_derived(m: StateMachine) -> None:
     kept, fresh = m.store.tally, Tally.rebuild(m.allocs)
     assert set(kept.pending) == set(fresh.pending)
     assert set(kept.failed) == set(fresh.failed)
-    assert set(kept.restarted) == set(fresh.restarted) == set(kept.marks)
+    assert set(kept.restarted) == set(fresh.restarted) == set(kept.marks) == set(kept.rise)
     assert not kept.dirty
     for table in (kept.failed, kept.restarted):
         keys = list(table.values())
@@ -52,6 +52,7 @@ def assert_tally_derived(m: StateMachine) -> None:
     for alloc_id, key in kept.restarted.items():
         marks = kept.marks[alloc_id]
         assert marks[-1][1] == m.allocs[alloc_id].restarts and key >= marks[-1][0]
+        assert kept.rise[alloc_id] == marks[-1][1] - min(n for _, n in marks)
     done: dict[tuple[str, str], set[str]] = {}
     for a in m.allocs.values():
         if a.terminal:
