@@ -30,7 +30,8 @@ from hacontrol.model.states import (
 from hacontrol.state.machine import StateMachine
 
 # How far back restarts and failures are looked at (the longest window a rule may ask for
-# is longer, but the event buffer rarely reaches further back than this anyway).
+# is longer; restart marks were taken from the event buffer, which rarely reached further
+# back than this, and windows are still judged as they were then).
 LOOKBACK_S = 3600.0
 
 
