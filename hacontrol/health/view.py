@@ -113,7 +113,7 @@ class ClusterView:
     nodes: tuple[NodeRow, ...] = ()
     allocations: tuple[AllocRow, ...] = ()
     quotas: tuple[QuotaRow, ...] = ()
-    jobs: tuple[JobRow, ...] = ()
+    jobs: tuple[JobRow, ...] = ()  # from the state: only those whose rollout failed
     alerts: tuple[AlertRow, ...] = ()
     leaderless_s: float = 0.0  # how long the cluster was without a leader before this term
     leading_s: float = 0.0  # how long the current leader has led (as it knows it)
@@ -206,16 +206,18 @@ def noted(m: StateMachine, now: float) -> list[Copied]:
 
 def assemble(m: StateMachine, now: float, replicas: Iterable[ReplicaRow],
              leader: str | None, leaderless_s: float, leading_s: float) -> ClusterView:
-    """The view but its allocations (O(nodes + jobs + namespaces + rules))."""
+    """The view but its allocations (O(nodes + jobs + namespaces + rules), the jobs only
+    looked at)."""
     store = m.store
     quotas = []
     for ns, quota in m.namespaces.items():
         frac, which = quota_fraction(quota, m.namespace_usage(ns))
         if which:
             quotas.append(QuotaRow(ns, frac, which))
-    jobs = tuple(JobRow(j.namespace, j.name, j.rollout is not None
-                        and j.rollout.status == DeploymentStatus.FAILED, j.version)
-                 for j in m.jobs.values())
+    # Only the jobs whose rollout failed: nothing else of a job is judged, and a row for
+    # each of 10,000 jobs would be most of a view's cost under the lock.
+    jobs = tuple(JobRow(j.namespace, j.name, True, j.version) for j in m.jobs.values()
+                 if j.rollout is not None and j.rollout.status == DeploymentStatus.FAILED)
     alerts = tuple(AlertRow(r.name, r.when, str(r.severity),
                             store.alert_states.get(r.name) is not None
                             and store.alert_states[r.name].status == AlertStatus.FIRING)
