@@ -118,14 +118,20 @@ class Tally:
         t = cls()
         failed: list[Allocation] = []
         restarted: list[Allocation] = []
+        # One pass over every allocation on a restore: the members looked up once (an
+        # enum member's lookup is most of a bare comparison's cost).
+        pending, run, clock = AllocState.PENDING, DesiredState.RUN, t.clock
         for a in allocs.values():
-            t.clock = max(t.clock, a.updated_at)
-            if a.state == AllocState.PENDING and a.desired == DesiredState.RUN:
+            state = a.state
+            if a.updated_at > clock:
+                clock = a.updated_at
+            if state == pending and a.desired == run:
                 t.pending[a.id] = None
-            if a.state in _FAILED:
+            elif state in _FAILED:
                 failed.append(a)
             if a.restarts > 0:
                 restarted.append(a)
+        t.clock = clock
         for a in sorted(failed, key=lambda x: x.updated_at):
             t.failed[a.id] = a.updated_at
         for a in sorted(restarted, key=lambda x: x.updated_at):
