@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hacontrol.alerts.sealing import Sealer
 from hacontrol.health.score import score
-from hacontrol.health.view import ReplicaRow, build_view
+from hacontrol.health.view import ReplicaRow, capture
 from hacontrol.model.alerts import (
     MAX_SINKS,
     AlertRule,
@@ -203,9 +203,10 @@ async def health_score(request: web.Request) -> web.Response:
     rows = [ReplicaRow(str(m["id"]), bool(m["reachable"] and m.get("healthy")), m.get("lag"))
             for m in members["members"]]
     now = time.time()
-    view = await store_of(request).read(
-        lambda m: build_view(m, now, rows, members["leader"]), is_stale(request))
-    return ok({**score(view).to_dict(), "asked": members["asked"]})
+    # Only the copies are made under the apply lock; the rows and the score after it.
+    captured = await store_of(request).read(
+        lambda m: capture(m, now, rows, members["leader"]), is_stale(request))
+    return ok({**score(captured.view()).to_dict(), "asked": members["asked"]})
 
 
 # ----------------------------------------------------------- cluster config

@@ -158,7 +158,9 @@ def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C
             tx.event("quota_rejected", op=cmd.op,
                      namespace=cmd.args.get("namespace", cmd.args.get("name")),
                      job=cmd.args.get("name"), message=rej.message)
-    # The registry follows what the entry changed (derived here, never written directly).
+    # The registry and the tally follow what the entry changed (derived here, never written
+    # directly).
+    store.tally.refresh(store.allocs, cmd.ts)
     for ns, name in refresh(store, index):
         tx.event("service_updated", namespace=ns, service=name,
                  endpoints=len(store.registry.endpoints.get((ns, name), ())))
