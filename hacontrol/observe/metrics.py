@@ -139,6 +139,12 @@ class TimedMachine:
     def snapshot(self) -> bytes:
         return bytes(self.machine.snapshot())
 
+    def ready_to_apply(self, raw: bytes, index: int, wake: Any = None) -> bool:
+        return bool(self.machine.ready_to_apply(raw, index, wake))
+
+    def prepare_restore(self, body: bytes) -> None:
+        self.machine.prepare_restore(body)
+
     def restore(self, data: bytes) -> None:
         self.machine.restore(data)
 

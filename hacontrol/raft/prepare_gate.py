@@ -1,0 +1,122 @@
+"""Applying a large entry only once the machine has prepared it, without stopping Raft.
+
+A restore entry (`state/prepare.py`) applies in milliseconds once its state is decoded,
+which takes seconds on a thread of its own. Raft does not ask a replica to apply an entry
+the moment it commits, only in log order: so the Raft thread applies the entries before
+it and holds back from it on (`hold_back`), while it goes on answering the leader,
+acknowledging appends and serving ReadIndex rounds; the machine wakes it once the entry is
+ready. Before, the decode ran inside the apply, on this thread: for its whole length the
+replica answered nobody, and with every follower decoding at once no write committed.
+
+Only entries of `PREPARE_BYTES` or more are asked about: anything smaller is quick to
+decode and is applied as it comes.
+
+The replica that proposes a restore also hands its body to its peers (a `PREPARE` message
+on the Raft links, `share`) before it proposes, so that each has decoded it when the entry
+reaches it. A peer that does not know the message type ignores it (pysyncobj dispatches on
+known types only) and decodes when the entry arrives, as it did before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PREPARE = "hc_prepare"
+PREPARE_BYTES = 64 * 1024
+_REGULAR = b"\x00"  # pysyncobj's _COMMAND_TYPE.REGULAR: a call of a replicated method
+
+Ready = Callable[[bytes, int], bool]
+
+
+def unwrap(entry: bytes) -> bytes | None:
+    """The machine's command in a pysyncobj log entry (a call of the node's one replicated
+    method, `(method id, (command,))` pickled), or None."""
+    if entry[:1] != _REGULAR:
+        return None
+    import pysyncobj.pickle as pso_pickle  # the restricted unpickler (raft/safety.py)
+
+    try:
+        call = pso_pickle.loads(entry[1:])
+    except Exception:
+        return None
+    if (isinstance(call, tuple) and len(call) >= 2 and isinstance(call[1], tuple | list)
+            and call[1] and isinstance(call[1][0], bytes)):
+        return bytes(call[1][0])
+    return None
+
+
+def hold_back(entries: Iterable[Any], ready: Ready,
+              min_bytes: int = PREPARE_BYTES) -> int | None:
+    """The index of the first of `entries` (pysyncobj's `(data, index, term)`) that the
+    machine is not ready to apply, or None when all are."""
+    for entry in entries:
+        data = entry[0]
+        if len(data) < min_bytes:
+            continue
+        command = unwrap(data)
+        if command is not None and not ready(command, int(entry[1])):
+            return int(entry[1])
+    return None
+
+
+def held_back(node: Any, owner: Any) -> int | None:
+    """Tick thread: the index of the first committed entry the owner's machine is still
+    preparing (`owner.ready_to_apply`), or None."""
+    ready = getattr(owner, "ready_to_apply", None)
+    applied = int(node._SyncObj__raftLastApplied)
+    count = int(node._SyncObj__raftCommitIndex) - applied
+    if ready is None or count <= 0:
+        return None
+    return hold_back(node._SyncObj__getEntries(applied + 1, count), ready)
+
+
+def share(node: Any, body: bytes) -> None:
+    """Tick thread: hand a restore's body to every peer."""
+    message = {"type": PREPARE, "body": body}
+    for peer in list(node._SyncObj__otherNodes):
+        node._SyncObj__transport.send(peer, message)
+
+
+def receive(node: Any, sender: Any, message: dict[str, Any], owner: Any) -> None:
+    """Tick thread: a peer's `PREPARE` message; only members are heard (the link is
+    authenticated by the cluster secret, like every entry they could propose)."""
+    body = message.get("body")
+    prepare = getattr(owner, "on_prepare", None)
+    if isinstance(body, bytes) and prepare is not None and sender in node._SyncObj__otherNodes:
+        prepare(body)
+
+
+class Preparing:
+    """What the replica (`raft/replica.py`) does for the gate: asks its machine, which
+    may implement `ready_to_apply(command, index, wake)` and `prepare_restore(body)`."""
+
+    machine: Any
+    _node: Any
+    _destroyed: bool
+    _tick_calls: deque[Callable[[], None]]
+
+    def _wake(self) -> None: ...
+
+    def ready_to_apply(self, command: bytes, index: int) -> bool:
+        """Tick thread: whether the machine applies this large entry quickly now; while
+        not, the entry waits and the tick goes on, until the machine wakes this thread."""
+        ready = getattr(self.machine, "ready_to_apply", None)
+        return ready is None or bool(ready(command, index, self._wake))
+
+    def on_prepare(self, body: bytes) -> None:
+        """Tick thread: a peer is about to propose a restore of `body`."""
+        prepare = getattr(self.machine, "prepare_restore", None)
+        if prepare is not None:
+            prepare(body)
+
+    def share_prepare(self, body: bytes) -> None:
+        """Hand a restore's body to the peers before proposing it. Thread-safe."""
+        if self._node is None or self._destroyed:
+            return
+        self._tick_calls.append(lambda: share(self._node, body))
+        self._wake()
