@@ -19,11 +19,13 @@ was adopted is mutated by later entries, and must never be adopted again.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,33 @@ _ROWS = frozenset({"namespaces", "jobs", "allocs", "nodes", "idempotency", "acl_
                    "acl_tokens", "alert_rules", "alert_states", "services"})
 
 
+# A decode off the Raft thread works this long, then rests as long: the process's other
+# threads (Raft's tick, the event loop) get the GIL and the CPU at once, instead of after
+# their share of a 2-core machine where every replica decodes at the same time (without
+# rests, followers missed heartbeats for 0.3 s and more, and elections followed).
+WORK_S = 0.004
+REST_S = 0.004
+
+
+class Pace:
+    """Rests its thread `rest_s` after every `work_s` of work, checked every few rows."""
+
+    def __init__(self, work_s: float = WORK_S, rest_s: float = REST_S) -> None:
+        self.work_s, self.rest_s = work_s, rest_s
+        self.since = time.perf_counter()
+
+    def step(self) -> None:
+        if time.perf_counter() - self.since >= self.work_s:
+            time.sleep(self.rest_s)
+            self.since = time.perf_counter()
+
+    def rows(self, rows: Iterable[Any]) -> Iterator[Any]:
+        for n, row in enumerate(rows):
+            if not n & 15:
+                self.step()
+            yield row
+
+
 def body_key(body: bytes) -> str:
     """What a prepared state is found by: the SHA-256 of the deflated body."""
     return hashlib.sha256(body).hexdigest()
@@ -63,19 +92,19 @@ def restore_body(raw: bytes) -> bytes | None:
     return body if isinstance(body, bytes) else None
 
 
-def unpack_state(raw: bytes) -> Any:
+def unpack_state(raw: bytes, pace: Pace | None = None) -> Any:
     """`msgpack.unpackb(raw, raw=False, strict_map_key=True)`, one row at a time: another
     thread gets the GIL between rows (one call for 10,000 jobs holds it 0.3-0.5 s, a pause
     of every request). A state shaped otherwise than a map of tables is left to `unpackb`
     itself, so a malformed one fails exactly as it did."""
     try:
-        return _unpack_rows(raw)
+        return _unpack_rows(raw, pace)
     except Exception:  # msgpack raises several unrelated types on garbage
         pass
     return msgpack.unpackb(raw, raw=False, strict_map_key=True)
 
 
-def _unpack_rows(raw: bytes) -> dict[str, Any]:
+def _unpack_rows(raw: bytes, pace: Pace | None) -> dict[str, Any]:
     unpacker = msgpack.Unpacker(None, raw=False, strict_map_key=True,
                                 max_buffer_size=max(len(raw), 1))
     unpacker.feed(raw)
@@ -85,7 +114,9 @@ def _unpack_rows(raw: bytes) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ValueError("not a table name")
         if key in _ROWS:
-            out[key] = [unpacker.unpack() for _ in range(unpacker.read_array_header())]
+            count = unpacker.read_array_header()
+            out[key] = [unpacker.unpack() for _ in (pace.rows(range(count)) if pace
+                                                    else range(count))]
         else:
             out[key] = unpacker.unpack()
     if unpacker.tell() != len(raw):
@@ -93,13 +124,19 @@ def _unpack_rows(raw: bytes) -> dict[str, Any]:
     return out
 
 
-def decode_restore(body: bytes) -> Outcome:
+def decode_restore(body: bytes, pace: Pace | None = None) -> Outcome:
     """The store a restore's deflated state decodes to (indexes and registry built) and its
-    row counts, or the rejection saying why it cannot be restored."""
+    row counts, or the rejection saying why it cannot be restored. `pace`: rest now and
+    then (only off the Raft thread)."""
     try:
         with paused_gc():
-            tables = unpack_state(inflate(body))
-            store = decode_store(tables)
+            tables = unpack_state(inflate(body), pace)
+            store = decode_store(tables, pace.rows if pace else iter)
+            # Millions of long-lived objects: once collection resumes, each generation's
+            # first walk over them held the GIL 0.2-0.6 s (at 10,000 jobs), three times,
+            # long enough for a follower to miss its heartbeats. Frozen, the collector
+            # never walks them; they are still freed by their reference counts.
+            gc.freeze()
     except DamagedSnapshot as exc:
         return invalid("state", str(exc))
     except Exception as exc:  # a malformed snapshot raises whatever its field breaks
@@ -152,7 +189,7 @@ class Preparer:
 
     def _run(self, body: bytes, slot: _Slot) -> None:
         try:
-            slot.outcome = decode_restore(body)
+            slot.outcome = decode_restore(body, Pace())
         except BaseException:  # never here by design; apply then decodes inline
             log.exception("decoding a restore's state failed")
         with self._lock:
@@ -187,6 +224,12 @@ class Preparer:
         if slot is None or not slot.done.is_set():
             return None
         return slot.outcome
+
+    def peek(self, body: bytes) -> Outcome | None:
+        """The outcome decoded for `body` when it is ready, left in place."""
+        with self._lock:
+            slot = self._slots.get(body_key(body))
+        return slot.outcome if slot is not None and slot.done.is_set() else None
 
     def __len__(self) -> int:
         return len(self._slots)
