@@ -142,6 +142,9 @@ class TimedMachine:
     def ready_to_apply(self, raw: bytes, index: int, wake: Any = None) -> bool:
         return bool(self.machine.ready_to_apply(raw, index, wake))
 
+    def preparing(self) -> bool:
+        return bool(self.machine.preparing())
+
     def prepare_restore(self, body: bytes) -> None:
         self.machine.prepare_restore(body)
 

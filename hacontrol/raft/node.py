@@ -192,6 +192,7 @@ def _make_node_class() -> type:
         def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
             if not self.hc_flush():
                 return
+            prepare_gate.be_patient(self, self._hc_owner(), raft_clock())
             if self._SyncObj__raftState == _LEADER:
                 # Our commit rule first; pysyncobj's loop, which counts the leader for
                 # every entry it has, then finds nothing beyond it (the cap lifts when

@@ -149,6 +149,10 @@ class StateMachine:
             log.exception("preparing entry %d failed; it applies as it is", index)
             return True
 
+    def preparing(self) -> bool:
+        """Whether a restore's state is being decoded here now."""
+        return self.preparer.busy()
+
     def prepare_restore(self, body: bytes) -> None:
         """Start decoding a restore's state (a peer is about to propose it)."""
         self.preparer.want(body)

@@ -225,6 +225,11 @@ class Preparer:
             return None
         return slot.outcome
 
+    def busy(self) -> bool:
+        """Whether a state is being decoded now."""
+        with self._lock:
+            return any(not slot.done.is_set() for slot in self._slots.values())
+
     def peek(self, body: bytes) -> Outcome | None:
         """The outcome decoded for `body` when it is ready, left in place."""
         with self._lock:
