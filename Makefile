@@ -60,7 +60,10 @@ test-overload: $(STAMP)
 # every replica (UPGRADE_REPLICAS of them) then every agent under client load; zero failed
 # requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
 # with five replicas, one killed and restarted. `make test` runs one round on three replicas
-# and dev with three.
+# and dev with three. A restore of RESTORE_JOBS jobs while a client writes and reads
+# (tests/integration/test_restore_under_load.py): no request waits 3 s; `make test`
+# restores 5,000.
+RESTORE_JOBS ?= 10000
 UPGRADE_ROUNDS ?= 3
 UPGRADE_REPLICAS ?= 5
 test-ops: $(STAMP)
@@ -68,6 +71,8 @@ test-ops: $(STAMP)
 		HACONTROL_DEV_REPLICAS=5 \
 		$(PY) -m pytest -q -s tests/integration/test_upgrade.py tests/integration/test_dev_supervise.py
 	HACONTROL_TEST_OPS=1 $(PY) -m pytest -q -s tests/integration/test_membership.py
+	HACONTROL_RESTORE_JOBS=$(RESTORE_JOBS) $(PY) -m pytest -q -s \
+		tests/integration/test_restore_under_load.py
 
 # Scaling on a metric with real workers draining a real queue (tests/integration/
 # test_metric_scaling.py): up, drained, down; then the same through a leader failover, and

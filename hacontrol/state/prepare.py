@@ -45,6 +45,9 @@ Outcome = tuple[Store, dict[str, int]] | Rejection
 # Decoded states kept at once: one restore in progress and one proposed behind it (a
 # 10,000-job store is a few hundred MB of objects).
 KEPT = 2
+# A decoded state nobody took within this long is dropped (its entry never came: the
+# proposer failed before proposing, or the entry was answered from the idempotency table).
+UNUSED_KEEP_S = 300.0
 # The snapshot map's tables that hold one row per element.
 _ROWS = frozenset({"namespaces", "jobs", "allocs", "nodes", "idempotency", "acl_policies",
                    "acl_tokens", "alert_rules", "alert_states", "services"})
@@ -157,13 +160,15 @@ class _Slot:
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Outcome | None = None
     wakes: list[Callable[[], None]] = field(default_factory=list)
+    done_at: float = 0.0
 
 
 class Preparer:
     """Restores' states being decoded or decoded, by `body_key`; thread-safe."""
 
-    def __init__(self, kept: int = KEPT) -> None:
+    def __init__(self, kept: int = KEPT, unused_keep_s: float = UNUSED_KEEP_S) -> None:
         self.kept = kept
+        self.unused_keep_s = unused_keep_s
         self._lock = threading.Lock()
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         # Set by the controller: hands a body to the peers, so they decode it too.
@@ -193,6 +198,7 @@ class Preparer:
         except BaseException:  # never here by design; apply then decodes inline
             log.exception("decoding a restore's state failed")
         with self._lock:
+            slot.done_at = time.monotonic()
             slot.done.set()
             wakes, slot.wakes = slot.wakes, []
         for wake in wakes:
@@ -226,8 +232,13 @@ class Preparer:
         return slot.outcome
 
     def busy(self) -> bool:
-        """Whether a state is being decoded now."""
+        """Whether a state is being decoded now (asked on every Raft tick, which also
+        drops the decoded states nobody took for `UNUSED_KEEP_S`)."""
+        now = time.monotonic()
         with self._lock:
+            for key, slot in list(self._slots.items()):
+                if slot.done.is_set() and now - slot.done_at > self.unused_keep_s:
+                    del self._slots[key]
             return any(not slot.done.is_set() for slot in self._slots.values())
 
     def peek(self, body: bytes) -> Outcome | None:

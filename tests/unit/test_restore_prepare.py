@@ -121,6 +121,9 @@ def test_the_preparer_decodes_once_wakes_its_waiters_and_keeps_a_bounded_number(
         p.wait(body, 30)
     assert len(p) == 2 and p.peek(bodies[0]) is None  # the oldest was dropped
     assert p.take(bodies[2]) is not None and p.take(bodies[2]) is None
+    assert not p.busy() and len(p) == 1
+    p.unused_keep_s = 0.0  # what nobody took is dropped in time
+    assert not p.busy() and len(p) == 0
 
 
 def _entry(command: bytes, index: int) -> tuple[bytes, int, int]:
