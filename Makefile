@@ -61,8 +61,8 @@ test-overload: $(STAMP)
 # requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
 # with five replicas, one killed and restarted. `make test` runs one round on three replicas
 # and dev with three. A restore of RESTORE_JOBS jobs while a client writes and reads
-# (tests/integration/test_restore_under_load.py): no request waits 3 s; `make test`
-# restores 5,000.
+# (tests/integration/test_restore_under_load.py): no request waits 2.5 s; `make test`
+# restores 8,000.
 RESTORE_JOBS ?= 10000
 UPGRADE_ROUNDS ?= 3
 UPGRADE_REPLICAS ?= 5
