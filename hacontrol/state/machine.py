@@ -26,7 +26,7 @@ from . import snapshot as snap
 from . import views
 from .dispatch import IdempotencyTable, apply_command
 from .events import EVENTS_KEPT, EventLog
-from .prepare import Preparer, body_key, restore_body
+from .prepare import Preparer, body_key, dispose, restore_body
 from .store import DEFAULT_NAMESPACE, Store
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,10 @@ class StateMachine:
             cmd = C.decode(raw)
             result = apply_command(self.store, self.event_log, self.idem, cmd, index,
                                    self.planted_quota_skip, self.preparer.take)
+            if self.store.retired:  # what a restore replaced is freed off the apply lock
+                retired, self.store.retired = self.store.retired, []
+                dispose(retired)
+                del retired
         except Rejection as rej:
             result = {"ok": False, "error": rej.to_dict(), "index": index}
         except Exception as exc:  # a bug must not wedge the replica: report, never raise

@@ -155,6 +155,22 @@ def decode_restore(body: bytes, pace: Pace | None = None) -> Outcome:
     return store, held
 
 
+def dispose(tables: list[object]) -> None:
+    """Free tables a restore replaced on a thread of their own, one record at a time (a
+    whole table freed at once holds the GIL until the last record is gone)."""
+    threading.Thread(target=_free, args=(tables,), daemon=True, name="restore-free").start()
+
+
+def _free(tables: list[object]) -> None:
+    while tables:
+        table = tables.pop()
+        # A copy of the records: the table itself may be shared (never changed here).
+        rows = list(table.values()) if isinstance(table, dict) else []
+        del table
+        while rows:
+            rows.pop()
+
+
 @dataclass
 class _Slot:
     done: threading.Event = field(default_factory=threading.Event)
