@@ -107,9 +107,13 @@ SNAPSHOT_JOBS ?= 10000
 bench-snapshot: $(STAMP)
 	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS)
 
-# The restore with and without raft/long_apply.py (elections, times), alternating, medians.
+# The restore with and without raft/long_apply.py (elections, times, longest write and read
+# pauses), alternating, medians; with SNAPSHOT_AGAINST=DIR, against the code in DIR instead
+# (e.g. `mkdir DIR && git archive COMMIT | tar -x -C DIR`).
+SNAPSHOT_AGAINST ?=
 bench-snapshot-compare: $(STAMP)
-	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS) --compare 3
+	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS) --compare 3 \
+		$(if $(SNAPSHOT_AGAINST),--against $(SNAPSHOT_AGAINST))
 
 # hacontrol next to etcd, supervisord, circus and PM2 in one run (bench/README.md). Peers are
 # installed into ~/.cache/hacontrol-bench, never into the project; e.g.

@@ -48,7 +48,7 @@ class StateMachine:
         self.planted_quota_skip: Callable[[], bool] | None = None
         # Restores' states decoded ahead of their entries (prepare.py); never the state.
         self.preparer = Preparer()
-        self._held: tuple[int, int, bytes | None, str] | None = None
+        self._held: tuple[int, int, bytes | None, str, str | None] | None = None
 
     # ------------------------------------------------------------------ tables
 
@@ -145,10 +145,14 @@ class StateMachine:
         try:
             held = self._held
             if held is None or held[:2] != (index, len(raw)):
-                body = restore_body(raw)
-                held = self._held = (index, len(raw), body, body_key(body) if body else "")
-            body, key = held[2], held[3]
-            return body is None or self.preparer.want(body, key, wake)
+                body, idem = restore_body(raw)
+                held = self._held = (index, len(raw), body, body_key(body) if body else "",
+                                     idem)
+            body, key, idem = held[2], held[3], held[4]
+            # A repeat of a restore already applied is answered from the idempotency table
+            # (this thread is the table's only writer): nothing to decode.
+            replayed = idem is not None and self.idem.get(idem) is not None
+            return body is None or replayed or self.preparer.want(body, key, wake)
         except Exception:  # e.g. no thread to be had: then apply decodes it inline
             log.exception("preparing entry %d failed; it applies as it is", index)
             return True

@@ -85,14 +85,15 @@ def body_key(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def restore_body(raw: bytes) -> bytes | None:
-    """The deflated state a command carries when it is a `state_restore`, else None."""
+def restore_body(raw: bytes) -> tuple[bytes | None, str | None]:
+    """The deflated state a command carries when it is a `state_restore` (else None), and
+    its idempotency key."""
     try:
         cmd = C.decode(raw)
     except Rejection:
-        return None
+        return None, None
     body = cmd.args.get("state") if cmd.op == C.STATE_RESTORE else None
-    return body if isinstance(body, bytes) else None
+    return body if isinstance(body, bytes) else None, cmd.idem
 
 
 def unpack_state(raw: bytes, pace: Pace | None = None) -> Any:

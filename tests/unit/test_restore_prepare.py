@@ -159,5 +159,7 @@ def test_the_machine_holds_a_restore_back_until_its_state_is_decoded() -> None:
     if not m.ready_to_apply(raw, 4, woken.set):
         assert woken.wait(30)
     assert m.ready_to_apply(raw, 4, woken.set)
+    assert m.apply(raw, 4)["ok"]
+    assert m.ready_to_apply(raw, 5) and len(m.preparer) == 0  # a repeat: nothing to decode
     assert m.ready_to_apply(C.Command(C.NOOP, 1.0, {}).encode(), 5)
     assert m.ready_to_apply(b"garbage", 6)  # refused by apply, quickly
