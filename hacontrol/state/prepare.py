@@ -139,7 +139,9 @@ def decode_restore(body: bytes, pace: Pace | None = None) -> Outcome:
             # Millions of long-lived objects: once collection resumes, each generation's
             # first walk over them held the GIL 0.2-0.6 s (at 10,000 jobs), three times,
             # long enough for a follower to miss its heartbeats. Frozen, the collector
-            # never walks them; they are still freed by their reference counts.
+            # never walks them; they are still freed by their reference counts. (So is
+            # everything else alive now: a cycle among those that becomes garbage later
+            # is never collected, a small leak for an operation as rare as a restore.)
             gc.freeze()
     except DamagedSnapshot as exc:
         return invalid("state", str(exc))
