@@ -145,8 +145,11 @@ class TimedMachine:
     def preparing(self) -> bool:
         return bool(self.machine.preparing())
 
-    def prepare_restore(self, body: bytes) -> None:
-        self.machine.prepare_restore(body)
+    def prepare_restore(self, body: bytes, done: Any = None) -> None:
+        self.machine.prepare_restore(body, done)
+
+    def prepared_by(self, peer: str, key: str) -> None:
+        self.machine.prepared_by(peer, key)
 
     def restore(self, data: bytes) -> None:
         self.machine.restore(data)

@@ -433,7 +433,7 @@ def _make_node_class() -> type:
             # lookup, so this method is the one registered).
             if self._hc_stopped:
                 return None
-            if isinstance(message, dict) and message.get("type") == prepare_gate.PREPARE:
+            if isinstance(message, dict) and message.get("type") in prepare_gate.TYPES:
                 return prepare_gate.receive(self, node, message, self._hc_owner())
             if isinstance(message, dict) and message.get("type") in (PROBE, ACK):
                 # Older replicas ignore these types: their leaders never probe, and as

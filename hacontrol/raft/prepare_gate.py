@@ -27,6 +27,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PREPARE = "hc_prepare"
+PREPARED = "hc_prepared"  # the answer: this peer has decoded the body of that key
 PREPARE_BYTES = 64 * 1024
 # While the machine decodes a restore, so does every replica (the proposer handed them the
 # body), and on a busy machine their ticks slow down: a follower waits this long for its
@@ -34,6 +35,7 @@ PREPARE_BYTES = 64 * 1024
 # apply, long_apply.py). Without it: 6-14 elections per restore of 10,000 jobs with three
 # replicas on 2 loaded cores.
 PATIENCE_S = 1.0
+TYPES = (PREPARE, PREPARED)
 _LEADER = 2
 _REGULAR = b"\x00"  # pysyncobj's _COMMAND_TYPE.REGULAR: a call of a replicated method
 
@@ -103,12 +105,18 @@ def share(node: Any, body: bytes) -> None:
 
 
 def receive(node: Any, sender: Any, message: dict[str, Any], owner: Any) -> None:
-    """Tick thread: a peer's `PREPARE` message; only members are heard (the link is
-    authenticated by the cluster secret, like every entry they could propose)."""
+    """Tick thread: a peer's `PREPARE` or `PREPARED` message; only members are heard (the
+    link is authenticated by the cluster secret, like every entry they could propose)."""
+    if owner is None or sender not in node._SyncObj__otherNodes:
+        return
+    if message.get("type") == PREPARED:
+        key = message.get("key")
+        if isinstance(key, str):
+            owner.on_prepared(str(sender.address), key)
+        return
     body = message.get("body")
-    prepare = getattr(owner, "on_prepare", None)
-    if isinstance(body, bytes) and prepare is not None and sender in node._SyncObj__otherNodes:
-        prepare(body)
+    if isinstance(body, bytes):
+        owner.on_prepare(body, sender)
 
 
 class Preparing:
@@ -133,15 +141,30 @@ class Preparing:
         busy = getattr(self.machine, "preparing", None)
         return busy is not None and bool(busy())
 
-    def on_prepare(self, body: bytes) -> None:
-        """Tick thread: a peer is about to propose a restore of `body`."""
+    def on_prepare(self, body: bytes, sender: Any) -> None:
+        """Tick thread: `sender` is about to propose a restore of `body`; it is told once
+        the state is decoded here."""
         prepare = getattr(self.machine, "prepare_restore", None)
-        if prepare is not None:
-            prepare(body)
-
-    def share_prepare(self, body: bytes) -> None:
-        """Hand a restore's body to the peers before proposing it. Thread-safe."""
-        if self._node is None or self._destroyed:
+        if prepare is None:
             return
+
+        def done(key: str) -> None:  # any thread
+            answer = {"type": PREPARED, "key": key}
+            self._tick_calls.append(lambda: self._node._SyncObj__transport.send(sender, answer))
+            self._wake()
+        prepare(body, done)
+
+    def on_prepared(self, peer: str, key: str) -> None:
+        """Tick thread: `peer` has decoded the restore's state `key`."""
+        told = getattr(self.machine, "prepared_by", None)
+        if told is not None:
+            told(peer, key)
+
+    def share_prepare(self, body: bytes) -> int:
+        """Hand a restore's body to the peers before proposing it; to how many. Any
+        thread."""
+        if self._node is None or self._destroyed:
+            return 0
         self._tick_calls.append(lambda: share(self._node, body))
         self._wake()
+        return len(self._node._SyncObj__otherNodes)

@@ -161,9 +161,17 @@ class StateMachine:
         """Whether a restore's state is being decoded here now."""
         return self.preparer.busy()
 
-    def prepare_restore(self, body: bytes) -> None:
-        """Start decoding a restore's state (a peer is about to propose it)."""
-        self.preparer.want(body)
+    def prepare_restore(self, body: bytes, done: Callable[[str], None] | None = None) -> None:
+        """Start decoding a restore's state (a peer is about to propose it); `done(key)`
+        once it is decoded."""
+        key = body_key(body)
+        wake = (lambda: done(key)) if done is not None else None
+        if self.preparer.want(body, key, wake) and done is not None:
+            done(key)
+
+    def prepared_by(self, peer: str, key: str) -> None:
+        """`peer` has decoded the restore's state `key` (it says)."""
+        self.preparer.ack(key, peer)
 
     # ------------------------------------------------------------------ events
 

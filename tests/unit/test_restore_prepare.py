@@ -16,7 +16,7 @@ from hacontrol.state import backup
 from hacontrol.state import commands as C
 from hacontrol.state.handlers.restore import restamp
 from hacontrol.state.machine import StateMachine
-from hacontrol.state.prepare import Preparer, decode_restore, unpack_state
+from hacontrol.state.prepare import Preparer, body_key, decode_restore, unpack_state
 from hacontrol.state.services import rebuild
 
 from .test_services import WEB, Agents
@@ -163,3 +163,22 @@ def test_the_machine_holds_a_restore_back_until_its_state_is_decoded() -> None:
     assert m.ready_to_apply(raw, 5) and len(m.preparer) == 0  # a repeat: nothing to decode
     assert m.ready_to_apply(C.Command(C.NOOP, 1.0, {}).encode(), 5)
     assert m.ready_to_apply(b"garbage", 6)  # refused by apply, quickly
+
+
+def test_a_peer_says_when_it_has_decoded_and_the_proposer_waits_for_that() -> None:
+    body = restore_args(file_of(populated(jobs=3)[0].m))["state"]
+    peer = StateMachine()
+    told: list[str] = []
+    done = threading.Event()
+    peer.prepare_restore(body, lambda key: (told.append(key), done.set()))
+    assert done.wait(30) and told == [body_key(body)]
+    peer.prepare_restore(body, told.append)  # already decoded: told at once
+    assert told == [body_key(body)] * 2
+
+    proposer = Preparer()
+    proposer.share = lambda _body: 2  # handed to two peers
+    acks = threading.Thread(target=lambda: [proposer.ack(body_key(body), p) for p in "ab"])
+    acks.start()
+    assert proposer.wait(body, 30, peers_wait=60)  # returns once both said so
+    acks.join()
+    assert proposer.wait(body, 30, peers_wait=0)
