@@ -52,6 +52,7 @@ UNUSED_KEEP_S = 300.0
 # have decoded theirs: a peer still decoding when the entry commits holds it back, and its
 # reads and the writes sent through it wait meanwhile (0.3-0.5 s measured without this).
 PEERS_WAIT_S = 5.0
+RESHARE_S = 1.0
 # The snapshot map's tables that hold one row per element.
 _ROWS = frozenset({"namespaces", "jobs", "allocs", "nodes", "idempotency", "acl_policies",
                    "acl_tokens", "alert_rules", "alert_states", "services"})
@@ -239,20 +240,31 @@ class Preparer:
         `timeout` seconds), then for the peers to have decoded theirs (at most
         `peers_wait` more); whether it is ready here. The proposer calls this before it
         proposes the restore."""
-        peers = 0
-        if self.share is not None:
-            try:
-                peers = self.share(body)
-            except Exception:
-                log.exception("handing a restore's state to the peers failed")
+        peers = self._share(body)
         key = body_key(body)
         self.want(body, key)
         with self._lock:
             slot = self._slots.get(key)
         ready = slot is None or slot.done.wait(timeout)
-        with self._lock:
-            self._acked.wait_for(lambda: len(self._acks.get(key, ())) >= peers, peers_wait)
-        return ready
+        deadline = time.monotonic() + peers_wait
+        while True:
+            with self._lock:
+                left = deadline - time.monotonic()
+                if self._acked.wait_for(lambda: len(self._acks.get(key, ())) >= peers,
+                                        min(max(left, 0.0), RESHARE_S)) or left <= 0:
+                    return ready
+            # A link that was down (a follower's to another follower is opened lazily)
+            # dropped the body: hand it again to all (one that has it answers at once).
+            self._share(body)
+
+    def _share(self, body: bytes) -> int:
+        if self.share is None:
+            return 0
+        try:
+            return self.share(body)
+        except Exception:
+            log.exception("handing a restore's state to the peers failed")
+            return 0
 
     def ack(self, key: str, peer: str) -> None:
         """`peer` says it has decoded the body `key`."""
