@@ -11,10 +11,13 @@
             its size, the state's size, and the time to encode and pack it.
 2. restore  a fresh 3-replica cluster restores it (`PUT /v1/operator/snapshot`, one log
             entry): the time until the API answers, and until every replica has applied
-            it; meanwhile a writer puts one small job at a time, and its longest wait is the
-            write pause the restore caused; a term change means an election.
+            it; meanwhile a writer puts one small job at a time through the first replica
+            and a reader reads a namespace at a time through the second, and their longest
+            waits are the write and read pauses the restore caused; a term change means an
+            election.
             The time one replica spends applying the entry is also measured in this
-            process (the same command through `StateMachine.apply`).
+            process (the same command through `StateMachine.apply`), with its state
+            decoded ahead (what a replica does) and inline.
 3. save     `GET /v1/operator/snapshot` from that cluster: the time and the file's size.
 4. again    a second fresh cluster restores the file saved in 3.
 
