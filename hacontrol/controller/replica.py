@@ -60,6 +60,8 @@ class Controller:
         self._key_seq = itertools.count(1)
         # Every voter's protocol and command types (their reports; run() it to poll them).
         self.versions = CapabilityWatch(me.id, lambda: {m.id: m.api for m in self.replica.book.members()})
+        # A restore proposed here is decoded by the peers too before it reaches them.
+        machine.preparer.share = lambda body: self.replica.share_prepare(body)
 
     # ----------------------------------------------------------- change feed
 

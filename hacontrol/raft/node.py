@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from hacontrol.raft import append_fix, kept_link, long_apply
+from hacontrol.raft import append_fix, kept_link, long_apply, prepare_gate
 from hacontrol.raft.journal import SyncedJournal
 from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.readindex import (
@@ -192,6 +192,7 @@ def _make_node_class() -> type:
         def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
             if not self.hc_flush():
                 return
+            prepare_gate.be_patient(self, self._hc_owner(), raft_clock())
             if self._SyncObj__raftState == _LEADER:
                 # Our commit rule first; pysyncobj's loop, which counts the leader for
                 # every entry it has, then finds nothing beyond it (the cap lifts when
@@ -303,6 +304,19 @@ def _make_node_class() -> type:
 
         def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802
             self._hc_log_cap = None
+            commit = self._SyncObj__raftCommitIndex
+            # An entry the machine is still preparing, and all after it, wait for a later
+            # tick (prepare_gate.py); pysyncobj applies up to its commit index.
+            held = prepare_gate.held_back(self, self._hc_owner())
+            if held is not None:
+                self._SyncObj__raftCommitIndex = held - 1
+            try:
+                return self._hc_apply_entries()
+            finally:
+                if held is not None:
+                    self._SyncObj__raftCommitIndex = commit
+
+        def _hc_apply_entries(self) -> bool:
             leader = self._SyncObj__raftState == _LEADER
             if leader and long_apply.heartbeat_first(self._hc_sizes_to_apply(), self._hc_large):
                 # The followers learn the commit index now and apply alongside, instead of
@@ -419,6 +433,8 @@ def _make_node_class() -> type:
             # lookup, so this method is the one registered).
             if self._hc_stopped:
                 return None
+            if isinstance(message, dict) and message.get("type") in prepare_gate.TYPES:
+                return prepare_gate.receive(self, node, message, self._hc_owner())
             if isinstance(message, dict) and message.get("type") in (PROBE, ACK):
                 # Older replicas ignore these types: their leaders never probe, and as
                 # voters they never answer, so reads there fall back to the log.

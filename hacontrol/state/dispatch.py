@@ -131,7 +131,8 @@ class IdempotencyTable:
 
 
 def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C.Command,
-                  index: int, planted_quota_skip: Callable[[], bool] | None = None) -> Result:
+                  index: int, planted_quota_skip: Callable[[], bool] | None = None,
+                  prepared: Callable[[bytes], object] | None = None) -> Result:
     """The result of `cmd`; raises `Rejection` only for a reused idempotency key (the
     caller turns it into a result). A handler's rejection is recorded under the key; an
     access refusal is not (it is about who asked, and a retry with a valid token must
@@ -148,7 +149,7 @@ def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C
                 raise conflict("idempotency key was already used for a different request",
                                "Idempotency-Key")
             return replayed_result(store, seen[1])
-    tx = Applying(store, events, index, cmd.ts, planted_quota_skip, cmd.acc)
+    tx = Applying(store, events, index, cmd.ts, planted_quota_skip, cmd.acc, prepared)
     try:
         data = HANDLERS[cmd.op](tx, cmd.args)
         result: Result = {"ok": True, "index": index, **data}
