@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from hacontrol.model import protocol
 from hacontrol.model.errors import Rejection
 from hacontrol.observe.metrics import ServerMetrics
-from hacontrol.raft.bridge import ApplyFailed, LogBridge
+from hacontrol.raft.bridge import ApplyFailed, LogBridge, RaftError
 from hacontrol.raft.bridge import NotApplied as LogNotApplied
 from hacontrol.raft.bridge import OutcomeUnknown as LogOutcomeUnknown
 from hacontrol.raft.replica import Replica
@@ -35,6 +35,8 @@ T = TypeVar("T")
 Result = dict[str, Any]
 
 WRITE_TIMEOUT_S = 5.0
+# Commands larger than this go alone (a group's bytes are replicated and applied as one).
+GROUP_BYTES = 512 * 1024
 READ_TIMEOUT_S = 5.0
 _NOOP = C.Command(C.NOOP, 0.0, {}, v=protocol.spoken()).encode()
 
@@ -60,6 +62,8 @@ class Controller:
         self._key_seq = itertools.count(1)
         # Every voter's protocol and command types (their reports; run() it to poll them).
         self.versions = CapabilityWatch(me.id, lambda: {m.id: m.api for m in self.replica.book.members()})
+        self._grouper = Grouper(self.bridge, lambda: self.versions.refusal(C.GROUP) is None,
+                                self.versions.mine.protocol)
 
     # ----------------------------------------------------------- change feed
 
@@ -152,7 +156,7 @@ class Controller:
         cmd = self.command(op, args, idem, actor)
         start = time.perf_counter()
         try:
-            result = await self.bridge.submit(cmd.encode(), timeout)
+            result = await self._grouper.submit(cmd.encode(), timeout)
             if self.metrics is not None:
                 self.metrics.commit.observe(time.perf_counter() - start)
         except LogNotApplied as exc:
@@ -190,3 +194,115 @@ class Controller:
             return self.replica.read(lambda _m: fn(self.machine))
         except StorageError as exc:
             raise NotApplied(f"this replica's storage failed: {exc}", None) from None
+
+
+# ------------------------------------------------------------------ grouping
+#
+# Writes proposed in the same turn of the event loop go into the log as one entry. With many
+# concurrent writers every command used to be an entry of its own, and each entry costs
+# every replica the same again (journal record, replication, commit, apply call) on top of
+# what the command itself costs. The `Grouper` collects what is proposed until the loop's
+# next turn and proposes it as one `GROUP` entry (`state/commands.py`), whose apply gives
+# each command its own result, in order; a lone command still goes as the entry it always
+# was, so a single writer waits for nothing. Groups are proposed only once every voter
+# reports knowing the type (`versions.py`): an older replica could not apply one.
+
+_Waiting = tuple[bytes, float, "asyncio.Future[Any]"]
+
+
+class Grouper:
+    """Concurrent writes proposed as one `GROUP` entry (see above)."""
+
+    def __init__(self, bridge: LogBridge, allowed: Callable[[], bool], version: int) -> None:
+        """`allowed()`: whether a `GROUP` entry may be proposed now; `version`: the
+        protocol the group's envelope is stamped with."""
+        self._bridge = bridge
+        self._allowed = allowed
+        self._version = version
+        self._waiting: list[_Waiting] = []
+        self._proposing: set[asyncio.Task[None]] = set()  # the loop keeps only weak ones
+
+    async def submit(self, command: bytes, timeout: float) -> Any:
+        """The command's result once applied here; raises as `LogBridge.submit`."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((command, loop.time() + timeout, fut))
+        return await fut
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        chunks = _chunks(waiting) if len(waiting) > 1 and self._allowed() else \
+            [[one] for one in waiting]
+        for chunk in chunks:
+            task = asyncio.ensure_future(self._propose(chunk))
+            self._proposing.add(task)
+            task.add_done_callback(self._proposing.discard)
+
+    async def _propose(self, chunk: list[_Waiting]) -> None:
+        loop = asyncio.get_running_loop()
+        remaining = max(min(deadline for _, deadline, _ in chunk) - loop.time(), 0.0)
+        if len(chunk) == 1:
+            raw = chunk[0][0]
+        else:
+            raw = C.encode_group(time.time(), [c for c, _, _ in chunk], self._version)
+        try:
+            result = await self._bridge.submit(raw, remaining)
+        except RaftError as exc:
+            for _, _, fut in chunk:
+                if not fut.done():
+                    fut.set_exception(_again(exc))
+            return
+        except BaseException as exc:  # cancelled with the loop: tell the writers
+            for _, _, fut in chunk:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else
+                                      LogOutcomeUnknown(type(exc).__name__))
+            raise
+        if len(chunk) == 1:
+            _resolve(chunk[0][2], result)
+            return
+        results = result.get("results") if isinstance(result, dict) else None
+        if not isinstance(results, list) or len(results) != len(chunk):
+            # The whole entry was refused (malformed): nothing of it applied.
+            for _, _, fut in chunk:
+                if not fut.done():
+                    fut.set_exception(ApplyFailed(f"group refused: {result!r}", 0))
+            return
+        for (_, _, fut), one in zip(chunk, results, strict=True):
+            _resolve(fut, one)
+
+
+def _resolve(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _again(exc: RaftError) -> RaftError:
+    """A fresh exception per waiting writer (one raised in several tasks would collect
+    every task's traceback)."""
+    if isinstance(exc, ApplyFailed):
+        return ApplyFailed(exc.reason, exc.index)
+    if isinstance(exc, LogNotApplied):
+        return LogNotApplied(exc.reason)
+    return LogOutcomeUnknown(exc.reason)
+
+
+def _chunks(waiting: list[_Waiting]) -> list[list[_Waiting]]:
+    out: list[list[_Waiting]] = []
+    cur: list[_Waiting] = []
+    size = 0
+    for item in waiting:
+        n = len(item[0])
+        if n > GROUP_BYTES // 4:
+            out.append([item])
+            continue
+        if cur and (len(cur) >= C.MAX_GROUP or size + n > GROUP_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(item)
+        size += n
+    if cur:
+        out.append(cur)
+    return out

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hacontrol.model.acl import Policy, Token
-from hacontrol.model.errors import Rejection
+from hacontrol.model.errors import Rejection, invalid
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
 
@@ -108,8 +108,11 @@ class StateMachine:
         cmd: C.Command | None = None
         try:
             cmd = C.decode(raw)
-            result = apply_command(self.store, self.event_log, self.idem, cmd, index,
-                                   self.planted_quota_skip)
+            if cmd.op == C.GROUP:
+                result = self._apply_group(cmd, index)
+            else:
+                result = apply_command(self.store, self.event_log, self.idem, cmd, index,
+                                       self.planted_quota_skip)
         except Rejection as rej:
             result = {"ok": False, "error": rej.to_dict(), "index": index}
         except Exception as exc:  # a bug must not wedge the replica: report, never raise
@@ -128,6 +131,21 @@ class StateMachine:
             except Exception:
                 log.exception("on_applied hook failed")
         return result
+
+    def _apply_group(self, group: C.Command, index: int) -> Result:
+        """Each command of a `GROUP` entry in order, as if each were an entry of its own at
+        `index`: a refused one refuses only itself."""
+        results: list[Result] = []
+        for raw in C.group_members(group.args):
+            try:
+                cmd = C.decode(raw)
+                if cmd.op == C.GROUP:
+                    raise invalid("op", "a group may not hold a group")
+                results.append(apply_command(self.store, self.event_log, self.idem, cmd,
+                                             index, self.planted_quota_skip))
+            except Rejection as rej:
+                results.append({"ok": False, "error": rej.to_dict(), "index": index})
+        return {"ok": True, "index": index, "results": results}
 
     # ------------------------------------------------------------------ events
 
