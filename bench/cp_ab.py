@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,17 +61,23 @@ def source_tree(tree: Path) -> Iterator[None]:
             os.environ["PYTHONPATH"] = pp
 
 
-def cpu_meter(pids: list[int]) -> http_load.Meter:
-    """CPU seconds the server processes used in the measured window (a figure the other
-    loads on a shared machine move much less than throughput)."""
+def cpu_meter(pids: list[int], idle_s: float = 1.0) -> http_load.Meter:
+    """CPU seconds the server processes used in the measured window for the load (a figure
+    the other loads on a shared machine move much less than throughput), less what they
+    use idle (heartbeats, polls; measured for `idle_s` first), which would otherwise weigh
+    on every operation of a slow run."""
     procs = [psutil.Process(p) for p in pids]
 
     def used() -> float:
         return sum(sum(p.cpu_times()[:2]) for p in procs)
 
+    t0, w0 = used(), time.perf_counter()
+    time.sleep(idle_s)
+    idle_rate = (used() - t0) / (time.perf_counter() - w0)
+
     def start() -> Callable[[float], Any]:
         t0 = used()
-        return lambda _elapsed: used() - t0
+        return lambda elapsed: max(used() - t0 - idle_rate * elapsed, 0.0)
     return start
 
 
