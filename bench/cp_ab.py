@@ -61,34 +61,40 @@ def source_tree(tree: Path) -> Iterator[None]:
             os.environ["PYTHONPATH"] = pp
 
 
-def cpu_meter(pids: list[int], idle_s: float = 1.0) -> http_load.Meter:
+def idle_rate(pids: list[int], settle_s: float = 1.0, window_s: float = 2.0) -> float:
+    """CPU seconds per second the server processes use idle (heartbeats, polls)."""
+    procs = [psutil.Process(p) for p in pids]
+    time.sleep(settle_s)
+    t0, w0 = sum(sum(p.cpu_times()[:2]) for p in procs), time.perf_counter()
+    time.sleep(window_s)
+    used = sum(sum(p.cpu_times()[:2]) for p in procs) - t0
+    return used / (time.perf_counter() - w0)
+
+
+def cpu_meter(pids: list[int], idle: float) -> http_load.Meter:
     """CPU seconds the server processes used in the measured window for the load (a figure
     the other loads on a shared machine move much less than throughput), less what they
-    use idle (heartbeats, polls; measured for `idle_s` first), which would otherwise weigh
-    on every operation of a slow run."""
+    use idle (`idle_rate`), which would otherwise weigh on every operation of a slow run."""
     procs = [psutil.Process(p) for p in pids]
 
     def used() -> float:
         return sum(sum(p.cpu_times()[:2]) for p in procs)
 
-    t0, w0 = used(), time.perf_counter()
-    time.sleep(idle_s)
-    idle_rate = (used() - t0) / (time.perf_counter() - w0)
-
     def start() -> Callable[[float], Any]:
         t0 = used()
-        return lambda elapsed: max(used() - t0 - idle_rate * elapsed, 0.0)
+        return lambda elapsed: max(used() - t0 - idle * elapsed, 0.0)
     return start
 
 
 def measure(base: str, makes: dict[str, Make], clients: int, seconds: float,
             latency_ops: int, pids: list[int]) -> dict[str, float]:
     out: dict[str, float] = {}
+    idle = idle_rate(pids)
     for k, m in makes.items():
         out[f"{k} p50"] = asyncio.run(http_load.latency(base, m, latency_ops))["p50_ms"]
     for k, m in makes.items():
         tp = asyncio.run(http_load.throughput(base, m, clients, seconds, 1.0,
-                                              meter=cpu_meter(pids)))
+                                              meter=cpu_meter(pids, idle)))
         out[f"{k}/s"] = tp["ops_per_s"]
         # ms of server CPU (all three replicas or members) per successful operation
         out[f"{k} cpu"] = tp["meter"] / max(tp["ok"], 1) * 1000
@@ -123,6 +129,10 @@ def run_etcd(exe: Path, root: Path, reaper: Reaper, a: argparse.Namespace) -> di
         return out
     finally:
         cl.stop()
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b > 0 else "-"
 
 
 def main() -> int:
@@ -167,9 +177,9 @@ def main() -> int:
     print(f"{'figure':<10}" + "".join(f"{n:>10}" for n in names) + "  this/base  this/etcd")
     for f in FIGURES:
         row = f"{f:<10}" + "".join(f"{med[n][f]:>10.2f}" for n in names)
-        row += f"  {med['this'][f] / med['base'][f]:>9.2f}"
+        row += f"  {ratio(med['this'][f], med['base'][f]):>9}"
         if "etcd" in med:
-            row += f"  {med['this'][f] / med['etcd'][f]:>9.2f}"
+            row += f"  {ratio(med['this'][f], med['etcd'][f]):>9}"
         print(row)
     for n in names:
         print(f"{n} runs: " + "; ".join(", ".join(f"{k} {v:.1f}" for k, v in x.items())
