@@ -156,7 +156,7 @@ class Controller:
         cmd = self.command(op, args, idem, actor)
         start = time.perf_counter()
         try:
-            result = await self._grouper.submit(cmd.encode(), timeout)
+            result = await self._grouper.submit(cmd.encode(), timeout, _group_key(op, args))
             if self.metrics is not None:
                 self.metrics.commit.observe(time.perf_counter() - start)
         except LogNotApplied as exc:
@@ -207,7 +207,21 @@ class Controller:
 # was, so a single writer waits for nothing. Groups are proposed only once every voter
 # reports knowing the type (`versions.py`): an older replica could not apply one.
 
-_Waiting = tuple[bytes, float, "asyncio.Future[Any]"]
+# Commands that may share an entry: those about one job, each with others about other jobs.
+# Every change in an entry gets the entry's index as its object's `modify_index`, which
+# `check_index` (and the alert rules' `rule_index`) compare as a version: two changes of one
+# object in one entry would share it, so a later one could pass a check meant for the
+# earlier. Commands of other types go alone, as they always did.
+GROUPED_OPS = frozenset({C.JOB_PUT, C.JOB_SCALE, C.JOB_DELETE, C.JOB_REVERT})
+
+
+def _group_key(op: str, args: dict[str, Any]) -> tuple[str, str] | None:
+    if op not in GROUPED_OPS:
+        return None
+    return (str(args.get("namespace")), str(args.get("name")))
+
+
+_Waiting = tuple[bytes, float, "asyncio.Future[Any]", tuple[str, str] | None]
 
 
 class Grouper:
@@ -222,13 +236,16 @@ class Grouper:
         self._waiting: list[_Waiting] = []
         self._proposing: set[asyncio.Task[None]] = set()  # the loop keeps only weak ones
 
-    async def submit(self, command: bytes, timeout: float) -> Any:
-        """The command's result once applied here; raises as `LogBridge.submit`."""
+    async def submit(self, command: bytes, timeout: float,
+                     key: tuple[str, str] | None = None) -> Any:
+        """The command's result once applied here; raises as `LogBridge.submit`. `key`:
+        what the command changes (one group holds no two commands of one key); None: it
+        goes alone."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
-        self._waiting.append((command, loop.time() + timeout, fut))
+        self._waiting.append((command, loop.time() + timeout, fut, key))
         return await fut
 
     def _flush(self) -> None:
@@ -242,20 +259,20 @@ class Grouper:
 
     async def _propose(self, chunk: list[_Waiting]) -> None:
         loop = asyncio.get_running_loop()
-        remaining = max(min(deadline for _, deadline, _ in chunk) - loop.time(), 0.0)
+        remaining = max(min(w[1] for w in chunk) - loop.time(), 0.0)
         if len(chunk) == 1:
             raw = chunk[0][0]
         else:
-            raw = C.encode_group(time.time(), [c for c, _, _ in chunk], self._version)
+            raw = C.encode_group(time.time(), [w[0] for w in chunk], self._version)
         try:
             result = await self._bridge.submit(raw, remaining)
         except RaftError as exc:
-            for _, _, fut in chunk:
+            for *_, fut, _key in chunk:
                 if not fut.done():
                     fut.set_exception(_again(exc))
             return
         except BaseException as exc:  # cancelled with the loop: tell the writers
-            for _, _, fut in chunk:
+            for *_, fut, _key in chunk:
                 if not fut.done():
                     fut.set_exception(exc if isinstance(exc, Exception) else
                                       LogOutcomeUnknown(type(exc).__name__))
@@ -266,11 +283,11 @@ class Grouper:
         results = result.get("results") if isinstance(result, dict) else None
         if not isinstance(results, list) or len(results) != len(chunk):
             # The whole entry was refused (malformed): nothing of it applied.
-            for _, _, fut in chunk:
+            for *_, fut, _key in chunk:
                 if not fut.done():
                     fut.set_exception(ApplyFailed(f"group refused: {result!r}", 0))
             return
-        for (_, _, fut), one in zip(chunk, results, strict=True):
+        for (*_, fut, _key), one in zip(chunk, results, strict=True):
             _resolve(fut, one)
 
 
@@ -292,16 +309,20 @@ def _again(exc: RaftError) -> RaftError:
 def _chunks(waiting: list[_Waiting]) -> list[list[_Waiting]]:
     out: list[list[_Waiting]] = []
     cur: list[_Waiting] = []
+    keys: set[tuple[str, str]] = set()
     size = 0
     for item in waiting:
-        n = len(item[0])
-        if n > GROUP_BYTES // 4:
+        n, key = len(item[0]), item[3]
+        alone = key is None or n > GROUP_BYTES // 4
+        if cur and (alone or len(cur) >= C.MAX_GROUP or size + n > GROUP_BYTES
+                    or key in keys):
+            out.append(cur)  # proposed in the order they came
+            cur, keys, size = [], set(), 0
+        if alone or key is None:
             out.append([item])
             continue
-        if cur and (len(cur) >= C.MAX_GROUP or size + n > GROUP_BYTES):
-            out.append(cur)
-            cur, size = [], 0
         cur.append(item)
+        keys.add(key)
         size += n
     if cur:
         out.append(cur)

@@ -88,9 +88,9 @@ class LogFake:
         return self.m.apply(raw, len(self.entries) + 10)
 
 
-def _writes(n: int, first: int = 0) -> list[bytes]:
-    return [_cmd(C.JOB_PUT, f"w{i}", namespace="default", name=f"j{i}", spec=SPEC)
-            for i in range(first, first + n)]
+def _writes(n: int, first: int = 0) -> list[tuple[bytes, tuple[str, str]]]:
+    return [(_cmd(C.JOB_PUT, f"w{i}", namespace="default", name=f"j{i}", spec=SPEC),
+             ("default", f"j{i}")) for i in range(first, first + n)]
 
 
 def test_concurrent_writes_go_as_one_entry_and_each_gets_its_own_result() -> None:
@@ -98,7 +98,7 @@ def test_concurrent_writes_go_as_one_entry_and_each_gets_its_own_result() -> Non
     grouper = Grouper(log, lambda: True, protocol.PROTOCOL)  # type: ignore[arg-type]
 
     async def go() -> list[Any]:
-        return await asyncio.gather(*(grouper.submit(raw, 5.0) for raw in _writes(5)))
+        return await asyncio.gather(*(grouper.submit(raw, 5.0, key) for raw, key in _writes(5)))
     results = asyncio.run(go())
     assert len(log.entries) == 1 and C.decode(log.entries[0]).op == C.GROUP
     assert [r["job"]["name"] for r in results] == [f"j{i}" for i in range(5)]
@@ -111,7 +111,7 @@ def test_a_lone_write_and_a_cluster_without_groups_use_plain_entries() -> None:
     grouper = Grouper(log, lambda: allowed[0], protocol.PROTOCOL)  # type: ignore[arg-type]
 
     async def go(n: int, first: int) -> list[Any]:
-        return await asyncio.gather(*(grouper.submit(raw, 5.0) for raw in _writes(n, first)))
+        return await asyncio.gather(*(grouper.submit(raw, 5.0, key) for raw, key in _writes(n, first)))
     asyncio.run(go(1, 0))
     allowed[0] = False  # a voter does not know GROUP yet
     results = asyncio.run(go(3, 1))
@@ -124,8 +124,32 @@ def test_a_group_not_applied_fails_every_writer_as_not_applied() -> None:
                       protocol.PROTOCOL)
 
     async def go() -> list[Any]:
-        return await asyncio.gather(*(grouper.submit(raw, 5.0) for raw in _writes(3)),
+        return await asyncio.gather(*(grouper.submit(raw, 5.0, key) for raw, key in _writes(3)),
                                     return_exceptions=True)
     out = asyncio.run(go())
     assert all(isinstance(e, NotApplied) for e in out)
     assert len({id(e) for e in out}) == 3
+
+
+def test_two_changes_of_one_job_never_share_an_entry_and_other_types_go_alone() -> None:
+    # Each change's modify_index is its entry's index, and check_index compares it as a
+    # version: two changes of one job in one entry would carry the same one.
+    log = LogFake()
+    grouper = Grouper(log, lambda: True, protocol.PROTOCOL)  # type: ignore[arg-type]
+    a, b = ("default", "a"), ("default", "b")
+    writes = [(_cmd(C.JOB_PUT, "p1", namespace="default", name="a", spec=SPEC), a),
+              (_cmd(C.JOB_PUT, "p2", namespace="default", name="b", spec=SPEC), b),
+              (_cmd(C.JOB_SCALE, "p3", namespace="default", name="a", count=1), a),
+              (_cmd(C.NS_PUT, "p4", name="other"), None)]
+
+    async def go() -> list[Any]:
+        return await asyncio.gather(*(grouper.submit(raw, 5.0, key) for raw, key in writes))
+    results = asyncio.run(go())
+    assert all(r["ok"] for r in results), results
+    groups = [C.decode(e) for e in log.entries]
+    assert [g.op for g in groups] == [C.GROUP, C.JOB_SCALE, C.NS_PUT]
+    assert len(groups[0].args["commands"]) == 2
+    indexes = [r["index"] for r in results]
+    assert indexes[0] == indexes[1] != indexes[2] != indexes[3]
+    job = log.m.jobs[a]
+    assert job.modify_index == indexes[2] and job.spec.count == 1
