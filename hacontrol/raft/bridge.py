@@ -85,7 +85,6 @@ class LogBridge:
         self._barrier_inflight: asyncio.Future[int] | None = None
         self._barrier_next: asyncio.Future[int] | None = None
         self._barrier_next_args: tuple[bytes, float] | None = None
-        self._read_next: asyncio.Future[tuple[Any, int]] | None = None
 
     @property
     def replica(self) -> Replica:
@@ -196,18 +195,15 @@ class LogBridge:
         Raises NotApplied when this replica cannot answer (it does not lead, or its term
         has no committed entry yet) and OutcomeUnknown when leadership could not be
         confirmed (a newer term, no majority in time).
-
-        Reads arriving in the same turn of the event loop share one request to the tick
-        thread, made on the loop's next turn, so after every one of them arrived (what
-        the round confirms is then later than each read: still linearizable); the first
-        one's `timeout` bounds it (the callers all pass the same).
         """
         loop = asyncio.get_running_loop()
-        fut = self._read_next
-        if fut is None or fut.get_loop() is not loop:  # (a loop closed before its turn)
-            fut = self._read_next = loop.create_future()
-            loop.call_soon(self._ask_read_index, loop, fut, timeout)
-        index, outcome = await asyncio.shield(fut)
+        fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+        self._replica.read_index(self._inbox.resolver(loop, fut))
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            index, outcome = await fut
+        finally:
+            timer.cancel()
         if outcome == ReadOutcome.OK:
             return int(index)
         if outcome in (ReadOutcome.NOT_LEADER, ReadOutcome.NOT_READY):
@@ -215,13 +211,6 @@ class LogBridge:
         if outcome == _TIMED_OUT:
             raise OutcomeUnknown("read index timeout")
         raise OutcomeUnknown(f"read index: {ReadOutcome(outcome).name}")
-
-    def _ask_read_index(self, loop: asyncio.AbstractEventLoop,
-                        fut: asyncio.Future[tuple[Any, int]], timeout: float) -> None:
-        self._read_next = None
-        self._replica.read_index(self._inbox.resolver(loop, fut))
-        timer = loop.call_later(timeout, _expire, fut)
-        fut.add_done_callback(lambda _f: timer.cancel())
 
     async def linearize(self, noop_command: bytes, timeout: float) -> int:
         """Wait until a linearizable read may be served from this replica's state.

@@ -1,14 +1,9 @@
-"""ReadIndex decisions (hacontrol/raft/readindex.py): when a batch of reads may be served;
-and the bridge asking once for the reads of one loop turn."""
+"""ReadIndex decisions (hacontrol/raft/readindex.py): when a batch of reads may be served."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable
 from dataclasses import replace
 
-from hacontrol.raft.bridge import LogBridge
 from hacontrol.raft.readindex import LeaderView, ReadOutcome, ReadRounds, probe_answer
 
 LEADING = LeaderView(leader=True, term=7, commit_index=40, applied_index=40,
@@ -146,34 +141,3 @@ def test_voters_answer_with_their_term_and_ignore_newer_probes() -> None:
     assert probe_answer(7, 7) == 7  # confirms
     assert probe_answer(6, 7) == 7  # tells the old leader it was deposed
     assert probe_answer(8, 7) is None  # not yet heard of that term: no promise made
-
-
-class _Asked:
-    """A replica's `read_index` as the bridge sees it: each request's callback kept."""
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[int, ReadOutcome], None]] = []
-
-    def read_index(self, callback: Callable[[int, ReadOutcome], None]) -> None:
-        self.callbacks.append(callback)
-
-
-def test_reads_of_one_loop_turn_share_one_request_and_later_reads_ask_again() -> None:
-    asked = _Asked()
-    bridge = LogBridge(asked)  # type: ignore[arg-type]
-
-    async def go() -> tuple[list[int], int]:
-        first = [asyncio.ensure_future(bridge.read_index(5.0)) for _ in range(3)]
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert len(asked.callbacks) == 1  # one request for the three
-        # A read arriving after that request was made must not be served by it.
-        later = asyncio.ensure_future(bridge.read_index(5.0))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert len(asked.callbacks) == 2 and not later.done()
-        threading.Thread(target=asked.callbacks[0], args=(7, ReadOutcome.OK)).start()
-        got = await asyncio.gather(*first)
-        asked.callbacks[1](9, ReadOutcome.OK)
-        return got, await later
-    assert asyncio.run(go()) == ([7, 7, 7], 9)
