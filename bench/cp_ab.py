@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,20 +60,10 @@ def source_tree(tree: Path) -> Iterator[None]:
             os.environ["PYTHONPATH"] = pp
 
 
-def idle_rate(pids: list[int], settle_s: float = 1.0, window_s: float = 2.0) -> float:
-    """CPU seconds per second the server processes use idle (heartbeats, polls)."""
-    procs = [psutil.Process(p) for p in pids]
-    time.sleep(settle_s)
-    t0, w0 = sum(sum(p.cpu_times()[:2]) for p in procs), time.perf_counter()
-    time.sleep(window_s)
-    used = sum(sum(p.cpu_times()[:2]) for p in procs) - t0
-    return used / (time.perf_counter() - w0)
-
-
-def cpu_meter(pids: list[int], idle: float) -> http_load.Meter:
-    """CPU seconds the server processes used in the measured window for the load (a figure
-    the other loads on a shared machine move much less than throughput), less what they
-    use idle (`idle_rate`), which would otherwise weigh on every operation of a slow run."""
+def cpu_meter(pids: list[int]) -> http_load.Meter:
+    """CPU seconds the server processes used in the measured window (a figure the other
+    loads on a shared machine move less than throughput; what the servers spend idle,
+    heartbeats and polls, is in it too, so a slow run's figure is a little high)."""
     procs = [psutil.Process(p) for p in pids]
 
     def used() -> float:
@@ -82,19 +71,18 @@ def cpu_meter(pids: list[int], idle: float) -> http_load.Meter:
 
     def start() -> Callable[[float], Any]:
         t0 = used()
-        return lambda elapsed: max(used() - t0 - idle * elapsed, 0.0)
+        return lambda _elapsed: used() - t0
     return start
 
 
 def measure(base: str, makes: dict[str, Make], clients: int, seconds: float,
             latency_ops: int, pids: list[int]) -> dict[str, float]:
     out: dict[str, float] = {}
-    idle = idle_rate(pids)
     for k, m in makes.items():
         out[f"{k} p50"] = asyncio.run(http_load.latency(base, m, latency_ops))["p50_ms"]
     for k, m in makes.items():
         tp = asyncio.run(http_load.throughput(base, m, clients, seconds, 1.0,
-                                              meter=cpu_meter(pids, idle)))
+                                              meter=cpu_meter(pids)))
         out[f"{k}/s"] = tp["ops_per_s"]
         # ms of server CPU (all three replicas or members) per successful operation
         out[f"{k} cpu"] = tp["meter"] / max(tp["ok"], 1) * 1000
