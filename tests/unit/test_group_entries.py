@@ -147,9 +147,26 @@ def test_two_changes_of_one_job_never_share_an_entry_and_other_types_go_alone() 
     results = asyncio.run(go())
     assert all(r["ok"] for r in results), results
     groups = [C.decode(e) for e in log.entries]
-    assert [g.op for g in groups] == [C.GROUP, C.JOB_SCALE, C.NS_PUT]
-    assert len(groups[0].args["commands"]) == 2
+    assert sorted(g.op for g in groups) == sorted([C.GROUP, C.JOB_SCALE, C.NS_PUT])
+    group = next(g for g in groups if g.op == C.GROUP)
+    assert group.args["commands"] == [writes[0][0], writes[1][0]]
     indexes = [r["index"] for r in results]
-    assert indexes[0] == indexes[1] != indexes[2] != indexes[3]
+    assert indexes[0] == indexes[1] and len(set(indexes)) == 3
     job = log.m.jobs[a]
     assert job.modify_index == indexes[2] and job.spec.count == 1
+
+
+def test_a_writer_cancelled_while_gathering_leaves_the_others_proposed() -> None:
+    log = LogFake()
+    grouper = Grouper(log, lambda: True, protocol.PROTOCOL)  # type: ignore[arg-type]
+
+    async def go() -> list[Any]:
+        tasks = [asyncio.ensure_future(grouper.submit(raw, 5.0, key))
+                 for raw, key in _writes(3)]
+        await asyncio.sleep(0)  # each has joined; the first is gathering
+        tasks[0].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+    out = asyncio.run(go())
+    assert isinstance(out[0], asyncio.CancelledError)
+    assert [r["job"]["name"] for r in out[1:]] == ["j1", "j2"]
+    assert ("default", "j0") not in log.m.jobs
