@@ -47,26 +47,29 @@ def request_digest(op: str, args: dict[str, object]) -> str:
     return hashlib.sha256(msgpack.packb([op, args], use_bin_type=True)).hexdigest()[:32]
 
 
-def _packed_len(value: object) -> int:
-    return len(msgpack.packb(value, use_bin_type=True))
-
-
 def compact_result(result: Result) -> Result:
     """What the table keeps of `result`: job views shrunk to `JOB_REFERENCE`, and only the
     scalar fields of anything still over `RESULT_BYTES_KEPT`. Compacting twice changes
     nothing, so a snapshot's entries can be compacted again on restore."""
+    return _compact_packed(result)[0]
+
+
+def _compact_packed(result: Result) -> tuple[Result, bytes]:
+    """`compact_result` and its msgpack encoding (packed once: the table keeps it)."""
     out = dict(result)
     job = out.get("job")
     if isinstance(job, dict):
         out["job"] = {k: job[k] for k in JOB_REFERENCE if k in job}
-    if _packed_len(out) > RESULT_BYTES_KEPT:
+    packed: bytes = msgpack.packb(out, use_bin_type=True)
+    if len(packed) > RESULT_BYTES_KEPT:
         node = out.get("node")
         out = {k: v for k, v in out.items()
                if k in ANSWERED_OBJECTS or not isinstance(v, list | dict)}
         if isinstance(node, dict):  # labels and attributes are what can make a node large
             out["node"] = {k: v for k, v in node.items() if k not in ("labels", "attributes")}
         out["compacted"] = True
-    return out
+        packed = msgpack.packb(out, use_bin_type=True)
+    return out, packed
 
 
 def replayed_result(store: Store, kept: Result) -> Result:
@@ -106,8 +109,11 @@ class IdempotencyTable:
         return None if entry is None else (entry[0], entry[1])
 
     def put(self, key: str, digest: str, result: Result) -> None:
-        kept = compact_result(result)
-        packed = msgpack.packb([key, digest, kept], use_bin_type=True)
+        kept, packed_kept = _compact_packed(result)
+        # msgpack's array of three is its header and the three encodings, one after the
+        # other: the same bytes as packing [key, digest, kept], without packing kept again.
+        packed = b"\x93" + msgpack.packb(key, use_bin_type=True) \
+            + msgpack.packb(digest, use_bin_type=True) + packed_kept
         old = self.entries.pop(key, None)
         if old is not None:
             self.bytes -= len(old[2])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hacontrol.model.acl import Policy, Token
-from hacontrol.model.errors import Rejection
+from hacontrol.model.errors import Rejection, invalid
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
 
@@ -112,8 +112,11 @@ class StateMachine:
         cmd: C.Command | None = None
         try:
             cmd = C.decode(raw)
-            result = apply_command(self.store, self.event_log, self.idem, cmd, index,
-                                   self.planted_quota_skip, self.preparer.take)
+            if cmd.op == C.GROUP:
+                result = self._apply_group(cmd, index)
+            else:
+                result = apply_command(self.store, self.event_log, self.idem, cmd, index,
+                                       self.planted_quota_skip, self.preparer.take)
             if self.store.retired:  # what a restore replaced is freed off the apply lock
                 retired, self.store.retired = self.store.retired, []
                 dispose(retired)
@@ -172,6 +175,22 @@ class StateMachine:
     def prepared_by(self, peer: str, key: str) -> None:
         """`peer` has decoded the restore's state `key` (it says)."""
         self.preparer.ack(key, peer)
+
+    def _apply_group(self, group: C.Command, index: int) -> Result:
+        """Each command of a `GROUP` entry in order, as if each were an entry of its own at
+        `index`: a refused one refuses only itself."""
+        results: list[Result] = []
+        for raw in C.group_members(group.args):
+            try:
+                cmd = C.decode(raw)
+                if cmd.op == C.GROUP:
+                    raise invalid("op", "a group may not hold a group")
+                results.append(apply_command(self.store, self.event_log, self.idem, cmd,
+                                             index, self.planted_quota_skip,
+                                             self.preparer.take))
+            except Rejection as rej:
+                results.append({"ok": False, "error": rej.to_dict(), "index": index})
+        return {"ok": True, "index": index, "results": results}
 
     # ------------------------------------------------------------------ events
 
