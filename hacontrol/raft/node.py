@@ -210,6 +210,7 @@ def _make_node_class() -> type:
                     timeToWait, self._SyncObj__raftElectionDeadline, raft_clock())
             if self._hc_kept is not None:
                 kept_link.release_kept(self, _LEADER)
+            term = self._SyncObj__raftCurrentTerm
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
@@ -217,6 +218,7 @@ def _make_node_class() -> type:
             finally:
                 self._hc_log_cap = None
             self._hc_polled_at = raft_clock()  # pysyncobj's tick ends with its poll
+            fast_failover.after_tick(self, term, self._hc_fast, self._hc_polled_at)
 
         def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
             super()._SyncObj__onNodeDisconnected(node)
