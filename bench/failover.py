@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Failover alone, and elections under load: A/B between source trees in one invocation.
 
-    python bench/failover.py [--trials N] [--rounds R] [--tree DIR ...]
+    python bench/failover.py [--trials N] [--rounds R] [--tree DIR ...] [--etcd]
     python bench/failover.py --soak SECONDS [--clients 64] [--tree DIR ...]
 
 Failover: the kill -9 measure of `bench.compare` (open-loop writes every 5 ms to every
@@ -35,10 +35,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.compare.controlplane import HacKv, hac_failover  # noqa: E402
+from bench.compare.controlplane import ETCD_TUNED, HacKv, etcd_failover, hac_failover  # noqa: E402
 from bench.measure import http_load  # noqa: E402
 from bench.measure.clusters import ready_cluster  # noqa: E402
-from bench.measure.procs import log  # noqa: E402
+from bench.measure.procs import Reaper, log  # noqa: E402
+from bench.peers import etcd  # noqa: E402
+from tests.integration.harness import wait_for  # noqa: E402
+
+ETCD = Path("etcd (tuned 50/250 ms)")
 
 
 @contextmanager
@@ -53,18 +57,36 @@ def in_tree(tree: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def ab_failover(trees: list[Path], rounds: int, trials: int, root: Path) -> None:
-    got: dict[Path, list[float | None]] = {t: [] for t in trees}
+def etcd_trials(exe: Path, trials: int, root: Path, out: list[float | None]) -> None:
+    reaper = Reaper()
+    cl = etcd.EtcdCluster(exe, root, reaper, *ETCD_TUNED)
+    try:
+        cl.start()
+        wait_for(cl.all_healthy, 30, what="etcd healthy")
+        out += etcd_failover(cl, trials, "tuned")
+    finally:
+        cl.stop()
+        reaper.stop_all()
+
+
+def ab_failover(trees: list[Path], rounds: int, trials: int, root: Path,
+                etcd_exe: Path | None) -> None:
+    sides = trees + ([ETCD] if etcd_exe else [])
+    got: dict[Path, list[float | None]] = {t: [] for t in sides}
     for rnd in range(rounds):
-        order = trees if rnd % 2 == 0 else list(reversed(trees))
+        order = sides if rnd % 2 == 0 else list(reversed(sides))
         for n, tree in enumerate(order):
             log(f"round {rnd + 1}/{rounds}: {tree}")
+            if tree == ETCD:
+                assert etcd_exe is not None
+                etcd_trials(etcd_exe, trials, root / f"r{rnd}-{n}", got[tree])
+                continue
             with in_tree(tree):
                 hac_failover(root / f"r{rnd}-{n}", trials, got[tree])
     base: float | None = None
     print(f"{'tree':<40} {'median ms':>9} {'p90 ms':>7} {'trials':>6} {'missed':>6} "
           f"{'ratio':>6}")
-    for tree in trees:
+    for tree in sides:
         ok = sorted(x for x in got[tree] if x is not None)
         med = statistics.median(ok) if ok else None
         p90 = ok[min(len(ok) - 1, int(0.9 * len(ok)))] if ok else None
@@ -124,6 +146,8 @@ def main() -> int:
     p.add_argument("--soak", type=float, metavar="SECONDS",
                    help="count elections under write load instead")
     p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--etcd", action="store_true",
+                   help="alternate etcd (3 members, tuned 50/250 ms) with the trees")
     p.add_argument("--keep", action="store_true", help="keep the replicas' data and logs")
     args = p.parse_args()
     trees = [t.resolve() for t in (args.tree or [REPO])]
@@ -133,7 +157,13 @@ def main() -> int:
             for tree in trees:
                 soak(tree, args.soak, args.clients, root / tree.name)
         else:
-            ab_failover(trees, args.rounds, args.trials, root)
+            exe = None
+            if args.etcd:
+                peer = etcd.find(False, log)
+                if peer.exe is None:
+                    log(f"etcd: {peer.missing}; skipped")
+                exe = peer.exe
+            ab_failover(trees, args.rounds, args.trials, root, exe)
     finally:
         if args.keep:
             log(f"kept {root}")
