@@ -8,7 +8,7 @@ side* moves its election deadline forward to a short delay (`delay`).
 
 What a closed link does not prove, and why a live leader is not deposed by it:
 
-* the delay is more than a heartbeat period: a live leader whose side closed the link (an
+* the delay (`first`) is more than a heartbeat period: a live leader whose side closed the link (an
   error on its side, a link it dropped) is redialled at once by whichever of the two dials
   (pysyncobj reconnects in the disconnect callback) and its next AppendEntries resets the
   deadline to a full timeout, as any heartbeat does;
@@ -18,6 +18,11 @@ What a closed link does not prove, and why a live leader is not deposed by it:
 * a partition, a paused leader or a dead host close nothing: the usual timeout applies;
 * a replica that is not a voter never campaigns (node.py's `_hc_no_campaign_outside` moves
   the deadline out again every tick); a leadership transfer's deadline 0 stays 0.
+
+A dial that fails right after such a close is proof: the replica that dials (pysyncobj:
+the one with the greater address) redials at once, and a dial that fails means nothing
+listens on the leader's Raft port any more (its process is gone). Then the follower goes
+after `confirmed` instead of `first`, still in its turn.
 
 A leader's graceful stop closes its links too: the others elect at once, which is what a
 stopping leader wants. Raft's safety does not depend on when an election starts (votes,
@@ -55,10 +60,12 @@ _installed = False
 
 @dataclass(frozen=True)
 class FastFailover:
-    """`first`: the delay of the first follower in turn; `step`: between turns; `jitter`:
-    random spread within a turn. `first` <= 0 turns the shortcut off."""
+    """`first`: the delay of the first follower in turn after a close; `confirmed`: the
+    same once a dial to the leader failed; `step`: between turns; `jitter`: random spread
+    within a turn. `first` <= 0 turns the shortcut off."""
 
     first: float
+    confirmed: float
     step: float
     jitter: float
 
@@ -67,7 +74,8 @@ class FastFailover:
         # A live leader redialled at once is heard again within one heartbeat period (plus
         # a handshake round trip): 1.6 periods leave it that. A turn of 0.8 periods is far
         # longer than a request_vote takes to arrive (a few ms: one fdatasync of the term).
-        return cls(first=1.6 * period, step=0.8 * period, jitter=0.2 * period)
+        return cls(first=1.6 * period, confirmed=0.1 * period, step=0.8 * period,
+                   jitter=0.2 * period)
 
 
 def rank(self_addr: str, voters: Iterable[str], leader: str) -> int:
@@ -76,9 +84,11 @@ def rank(self_addr: str, voters: Iterable[str], leader: str) -> int:
     return others.index(self_addr)
 
 
-def delay(policy: FastFailover, turn: int, rand: float) -> float:
-    """Seconds from the close to this follower's election; `rand` in [0, 1)."""
-    return policy.first + turn * policy.step + rand * policy.jitter
+def delay(policy: FastFailover, turn: int, rand: float, confirmed: bool = False) -> float:
+    """Seconds from the close (or the failed dial, `confirmed`) to this follower's
+    election; `rand` in [0, 1)."""
+    start = policy.confirmed if confirmed else policy.first
+    return start + turn * policy.step + rand * policy.jitter
 
 
 def poll_wait(wait: float, deadline: float, now: float) -> float:
@@ -98,8 +108,9 @@ def closed_by_peer(sock: Any) -> bool:
         data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         return False  # open, nothing to read: a close of our own
-    except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
-        return True
+    except (ConnectionResetError, ConnectionRefusedError, BrokenPipeError,
+            ConnectionAbortedError):
+        return True  # a reset, or a dial refused (reported as such or as an EOF)
     except OSError:
         return False  # not connected (a failed dial), or already closed here
     return bool(data == b"")
@@ -116,9 +127,11 @@ def install() -> None:
 
         cls = tcp_connection.TcpConnection
         orig = cls.disconnect
+        connecting = tcp_connection.CONNECTION_STATE.CONNECTING
 
         def disconnect(self: Any) -> None:
             self._hc_peer_closed = closed_by_peer(self._TcpConnection__socket)
+            self._hc_dial_failed = self._TcpConnection__state == connecting
             orig(self)
 
         cls.disconnect = disconnect
@@ -127,7 +140,8 @@ def install() -> None:
 
 def on_link_closed(node: Any, peer: Any, policy: FastFailover, now: float) -> float | None:
     """Tick thread, from pysyncobj's node-disconnected callback: move the election deadline
-    forward when `peer` is our leader and closed the link. The new deadline, or None."""
+    forward when `peer` is our leader and closed the link, or a dial to it failed. The new
+    deadline, or None."""
     if policy.first <= 0 or peer is None or peer != node._SyncObj__raftLeader:
         return None
     if node._SyncObj__raftState != 0 or node._SyncObj__transferInProgress:
@@ -140,14 +154,16 @@ def on_link_closed(node: Any, peer: Any, policy: FastFailover, now: float) -> fl
         return None  # a read-only node never campaigns
     voters = [n.address for n in node._SyncObj__otherNodes]
     turn = rank(me.address, voters, peer.address)
+    confirmed = bool(getattr(conn, "_hc_dial_failed", False))
     deadline = min(float(node._SyncObj__raftElectionDeadline),
-                   now + delay(policy, turn, random.random()))
+                   now + delay(policy, turn, random.random(), confirmed))
     node._SyncObj__raftElectionDeadline = deadline
     node._hc_fast_turn = turn
     node._hc_fast_from = peer
     node._hc_fast_left = FAST_CAMPAIGNS
-    logger.info("raft: leader %s closed its link; electing in %.0f ms (turn %d) unless it "
-                "is heard", peer.address, (deadline - now) * 1000, turn)
+    logger.info("raft: leader %s %s; electing in %.0f ms (turn %d) unless it is heard",
+                peer.address, "failed a dial" if confirmed else "closed its link",
+                (deadline - now) * 1000, turn)
     return deadline
 
 

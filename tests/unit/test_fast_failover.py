@@ -8,6 +8,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from hacontrol.raft import fast_failover
 from hacontrol.raft.config import RaftTuning
 from hacontrol.raft.fast_failover import (
     FastFailover,
@@ -39,6 +40,9 @@ def test_turns_do_not_overlap_and_all_come_before_an_election_timeout() -> None:
     assert delay(POLICY, 0, 0.999) < delay(POLICY, 1, 0.0)
     # Three replicas: both turns are well inside the minimum election timeout.
     assert delay(POLICY, 1, 0.999) < tuning.raft_min_timeout
+    # Once a dial proved the leader's port closed, sooner, still in turns.
+    assert delay(POLICY, 0, 0.999, confirmed=True) < delay(POLICY, 0, 0.0)
+    assert delay(POLICY, 0, 0.999, confirmed=True) < delay(POLICY, 1, 0.0, confirmed=True)
 
 
 def test_a_follower_wakes_at_its_deadline_but_never_spins() -> None:
@@ -90,3 +94,51 @@ def _eventually(check: Callable[[], bool]) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+def _connection(port: int, gone: list[bool]) -> object:
+    from pysyncobj.poller import createPoller
+    from pysyncobj.tcp_connection import TcpConnection
+
+    fast_failover.install()
+    poller = createPoller("auto")
+    conn = TcpConnection(poller, onDisconnected=lambda: gone.append(True), timeout=10.0)
+    assert conn.connect("127.0.0.1", port)
+    return poller, conn
+
+
+def _poll_until(poller: object, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5.0
+    while not check():
+        assert time.monotonic() < deadline, "no disconnect within 5 s"
+        poller.poll(0.01)  # type: ignore[attr-defined]
+
+
+def test_pysyncobj_connections_record_who_closed_them() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    # A dial to a port nothing listens on: failed, and counted as the peer's doing.
+    free = socket.create_server(("127.0.0.1", 0))
+    closed_port = free.getsockname()[1]
+    free.close()
+    gone: list[bool] = []
+    poller, conn = _connection(closed_port, gone)
+    _poll_until(poller, lambda: bool(gone))
+    assert conn._hc_peer_closed and conn._hc_dial_failed  # type: ignore[attr-defined]
+    # An established link the peer closes (EOF).
+    gone.clear()
+    poller, conn = _connection(port, gone)
+    accepted, _ = server.accept()
+    _poll_until(poller, lambda: conn.state == 2)  # type: ignore[attr-defined]  # CONNECTED
+    accepted.close()
+    _poll_until(poller, lambda: bool(gone))
+    assert conn._hc_peer_closed and not conn._hc_dial_failed  # type: ignore[attr-defined]
+    # A healthy link this side drops.
+    gone.clear()
+    poller, conn = _connection(port, gone)
+    accepted, _ = server.accept()
+    _poll_until(poller, lambda: conn.state == 2)  # type: ignore[attr-defined]
+    conn.disconnect()  # type: ignore[attr-defined]
+    assert gone and not conn._hc_peer_closed  # type: ignore[attr-defined]
+    accepted.close()
+    server.close()
