@@ -36,7 +36,9 @@ unless its log is behind, in which case the second one, refused the vote, campai
 own turn and wins. Turns still collide when the followers see the close at different
 times or stall together (on a loaded machine a durable term write alone can take 100 ms):
 so a campaign that follows a close retries at its turn again, not a whole election timeout
-later, up to `FAST_CAMPAIGNS` campaigns, until a leader is heard.
+later, up to `FAST_CAMPAIGNS` campaigns, until a leader is heard. Meanwhile the follower's
+tick wakes at its deadline (`tick_wait`): pysyncobj checks it only as a tick starts, and
+its poll period (50 ms) would otherwise come on top of every turn.
 """
 
 from __future__ import annotations
@@ -98,6 +100,15 @@ def poll_wait(wait: float, deadline: float, now: float) -> float:
     the start of a tick. A deadline already past (no peer connected to campaign with, or a
     transfer's 0) leaves the timeout alone: polling at once again would spin."""
     return min(wait, deadline - now) if deadline > now else wait
+
+
+def tick_wait(node: Any, wait: float, now: float) -> float:
+    """The poll timeout of a follower's tick: `poll_wait` only after its leader closed the
+    link. An ordinary election timeout keeps the slack of the poll period: a heartbeat
+    late on a busy machine still lands in that poll and prevents an election."""
+    if getattr(node, "_hc_fast_left", 0) <= 0:
+        return wait
+    return poll_wait(wait, float(node._SyncObj__raftElectionDeadline), now)
 
 
 def closed_by_peer(sock: Any) -> bool:

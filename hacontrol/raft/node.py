@@ -206,8 +206,7 @@ def _make_node_class() -> type:
             else:
                 self._hc_hear_before_electing()
                 self._hc_no_campaign_outside()
-                timeToWait = fast_failover.poll_wait(  # noqa: N806
-                    timeToWait, self._SyncObj__raftElectionDeadline, raft_clock())
+                timeToWait = fast_failover.tick_wait(self, timeToWait, raft_clock())  # noqa: N806
             if self._hc_kept is not None:
                 kept_link.release_kept(self, _LEADER)
             term = self._SyncObj__raftCurrentTerm
