@@ -31,7 +31,8 @@ terms and the log check decide); only liveness does.
 Two followers see the close at the same instant; if both campaigned within the time one
 request_vote takes to arrive (a durable term write, then the message), they would split
 the vote and wait a full timeout. So the followers go in turns, ranked by address among
-the voters other than the leader, `step` apart (plus a little jitter): the first one wins
+the voters other than the leader (those that dial it first, see `rank`), `step` apart
+(plus a little jitter): the first one wins
 unless its log is behind, in which case the second one, refused the vote, campaigns at its
 own turn and wins. Turns still collide when the followers see the close at different
 times or stall together (on a loaded machine a durable term write alone can take 100 ms):
@@ -82,8 +83,11 @@ class FastFailover:
 
 
 def rank(self_addr: str, voters: Iterable[str], leader: str) -> int:
-    """This replica's turn among the voters other than the leader (0 goes first)."""
-    others = sorted({v for v in voters if v != leader} | {self_addr})
+    """This replica's turn among the voters other than the leader (0 goes first). Those
+    that dial the leader (pysyncobj: the greater address dials) go first: a dead leader's
+    closed port answers their redial at once, so theirs are the short (`confirmed`) turns."""
+    others = sorted({v for v in voters if v != leader} | {self_addr},
+                    key=lambda a: (a < leader, a))
     return others.index(self_addr)
 
 

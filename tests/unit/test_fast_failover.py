@@ -25,6 +25,9 @@ def test_followers_take_turns_by_address_and_the_leader_has_none() -> None:
     voters = ["10.0.0.3:1", "10.0.0.1:1", "10.0.0.2:1"]
     assert rank("10.0.0.1:1", voters[1:], "10.0.0.3:1") == 0
     assert rank("10.0.0.2:1", ["10.0.0.1:1", "10.0.0.3:1"], "10.0.0.3:1") == 1
+    # Those that dial the leader (greater addresses) learn first that it is gone: first.
+    assert rank("10.0.0.3:1", ["10.0.0.1:1", "10.0.0.2:1"], "10.0.0.2:1") == 0
+    assert rank("10.0.0.1:1", ["10.0.0.3:1", "10.0.0.2:1"], "10.0.0.2:1") == 1
     # Five replicas: four turns, all distinct, whichever of them is asked.
     five = [f"10.0.0.{i}:1" for i in range(5)]
     turns = {rank(me, [v for v in five if v != me], five[2]) for me in five if me != five[2]}
