@@ -8,10 +8,10 @@ side* moves its election deadline forward to a short delay (`delay`).
 
 What a closed link does not prove, and why a live leader is not deposed by it:
 
-* the delay (`first`) is more than a heartbeat period: a live leader whose side closed the link (an
-  error on its side, a link it dropped) is redialled at once by whichever of the two dials
-  (pysyncobj reconnects in the disconnect callback) and its next AppendEntries resets the
-  deadline to a full timeout, as any heartbeat does;
+* the delay (`first`) is more than a heartbeat period: a live leader whose side closed the
+  link (an error on its side, a link it dropped) is redialled at once by whichever of the
+  two dials (pysyncobj reconnects in the disconnect callback) and its next AppendEntries
+  resets the deadline to a full timeout, as any heartbeat does;
 * only a close by the peer counts (EOF or a reset, checked on the socket when pysyncobj
   disconnects it): a link this replica dropped itself (a refused frame, a membership
   change, its own shutdown) leaves the deadline alone;
@@ -32,9 +32,8 @@ Two followers see the close at the same instant; if both campaigned within the t
 request_vote takes to arrive (a durable term write, then the message), they would split
 the vote and wait a full timeout. So the followers go in turns, ranked by address among
 the voters other than the leader (those that dial it first, see `rank`), `step` apart
-(plus a little jitter): the first one wins
-unless its log is behind, in which case the second one, refused the vote, campaigns at its
-own turn and wins. Turns still collide when the followers see the close at different
+(plus a little jitter): the first one wins unless its log is behind, in which case the
+second one, refused the vote, campaigns at its own turn and wins. Turns still collide when the followers see the close at different
 times or stall together (on a loaded machine a durable term write alone can take 100 ms):
 so a campaign that follows a close retries at its turn again, not a whole election timeout
 later, up to `FAST_CAMPAIGNS` campaigns, until a leader is heard. Meanwhile the follower's
