@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from hacontrol.raft import append_fix, kept_link, long_apply, prepare_gate
+from hacontrol.raft import append_fix, fast_failover, kept_link, long_apply, prepare_gate
 from hacontrol.raft.journal import SyncedJournal
 from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.readindex import (
@@ -98,6 +98,7 @@ def _make_node_class() -> type:
     from pysyncobj.monotonic import monotonic as raft_clock
 
     _install_hooks()
+    fast_failover.install()
 
     class Node(SyncObj):  # type: ignore[misc]
         # pysyncobj's, written here by our commit rule and the election grace
@@ -128,6 +129,7 @@ def _make_node_class() -> type:
             self._hc_large = large if large is not None else LongApply()
             self._hc_fallback = float(conf.leaderFallbackTimeout)
             self._hc_fallback_hold = (0.0, 0.0)  # (until, extra seconds)
+            self._hc_fast = fast_failover.FastFailover.from_heartbeat(conf.appendEntriesPeriod)
             _pending.journal = journal
             try:
                 super().__init__(self_addr, peers, conf, transport=transport)
@@ -205,8 +207,10 @@ def _make_node_class() -> type:
             else:
                 self._hc_hear_before_electing()
                 self._hc_no_campaign_outside()
+                timeToWait = fast_failover.tick_wait(self, timeToWait, raft_clock())  # noqa: N806
             if self._hc_kept is not None:
                 kept_link.release_kept(self, _LEADER)
+            term = self._SyncObj__raftCurrentTerm
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
@@ -214,6 +218,11 @@ def _make_node_class() -> type:
             finally:
                 self._hc_log_cap = None
             self._hc_polled_at = raft_clock()  # pysyncobj's tick ends with its poll
+            fast_failover.after_tick(self, term, self._hc_fast, self._hc_polled_at)
+
+        def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
+            super()._SyncObj__onNodeDisconnected(node)
+            fast_failover.on_link_closed(self, node, self._hc_fast, raft_clock())
 
         def _hc_hear_before_electing(self) -> None:
             """An election timeout counts only time in which this replica could hear the
