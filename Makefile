@@ -41,7 +41,8 @@ test-browser: $(STAMP) system-deps
 # Alerts on a real cluster with a real webhook receiver (tests/integration/test_alerts.py,
 # ~2 min): an allocation killed until it flaps, an agent killed (node_down), a quota
 # filled, the leader killed during a delivery (no loss, no flood), an exec sink, the
-# health score. `make test` runs the quota and leader-kill smoke only.
+# health score, two replicas of three killed (no_leader sent by the one left, resolved when
+# they are back). `make test` runs the quota and leader-kill smoke only.
 test-alerts: $(STAMP)
 	$(PY) -m pytest -q -m alerts tests/integration/test_alerts.py
 
@@ -60,7 +61,10 @@ test-overload: $(STAMP)
 # every replica (UPGRADE_REPLICAS of them) then every agent under client load; zero failed
 # requests, zero allocation restarts; prints the requests' latencies. Then `hacontrol dev`
 # with five replicas, one killed and restarted. `make test` runs one round on three replicas
-# and dev with three.
+# and dev with three. A restore of RESTORE_JOBS jobs while a client writes and reads
+# (tests/integration/test_restore_under_load.py): no request waits 2.5 s; `make test`
+# restores 8,000.
+RESTORE_JOBS ?= 10000
 UPGRADE_ROUNDS ?= 3
 UPGRADE_REPLICAS ?= 5
 test-ops: $(STAMP)
@@ -68,6 +72,8 @@ test-ops: $(STAMP)
 		HACONTROL_DEV_REPLICAS=5 \
 		$(PY) -m pytest -q -s tests/integration/test_upgrade.py tests/integration/test_dev_supervise.py
 	HACONTROL_TEST_OPS=1 $(PY) -m pytest -q -s tests/integration/test_membership.py
+	HACONTROL_RESTORE_JOBS=$(RESTORE_JOBS) $(PY) -m pytest -q -s \
+		tests/integration/test_restore_under_load.py
 
 # Scaling on a metric with real workers draining a real queue (tests/integration/
 # test_metric_scaling.py): up, drained, down; then the same through a leader failover, and
@@ -102,9 +108,13 @@ SNAPSHOT_JOBS ?= 10000
 bench-snapshot: $(STAMP)
 	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS)
 
-# The restore with and without raft/long_apply.py (elections, times), alternating, medians.
+# The restore with and without raft/long_apply.py (elections, times, longest write and read
+# pauses), alternating, medians; with SNAPSHOT_AGAINST=DIR, against the code in DIR instead
+# (e.g. `mkdir DIR && git archive COMMIT | tar -x -C DIR`).
+SNAPSHOT_AGAINST ?=
 bench-snapshot-compare: $(STAMP)
-	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS) --compare 3
+	$(PY) bench/snapshot.py --jobs $(SNAPSHOT_JOBS) --compare 3 \
+		$(if $(SNAPSHOT_AGAINST),--against $(SNAPSHOT_AGAINST))
 
 # hacontrol next to etcd, supervisord, circus and PM2 in one run (bench/README.md). Peers are
 # installed into ~/.cache/hacontrol-bench, never into the project; e.g.

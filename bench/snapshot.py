@@ -3,6 +3,7 @@
 
     python bench/snapshot.py [--jobs 10000] [--runs 1] [--json]
     python bench/snapshot.py --compare 3    # restores with and without raft/long_apply.py
+    python bench/snapshot.py --compare 3 --against DIR   # against the code in DIR
 
 1. file     a state of JOBS jobs (one allocation each, placed on 20 nodes and running; one
             job in ten with three versions; 2 namespaces; a bootstrap token) is built in
@@ -10,10 +11,13 @@
             its size, the state's size, and the time to encode and pack it.
 2. restore  a fresh 3-replica cluster restores it (`PUT /v1/operator/snapshot`, one log
             entry): the time until the API answers, and until every replica has applied
-            it; meanwhile a writer puts one small job at a time, and its longest wait is the
-            write pause the restore caused; a term change means an election.
+            it; meanwhile a writer puts one small job at a time through the first replica
+            and a reader reads a namespace at a time through the second, and their longest
+            waits are the write and read pauses the restore caused; a term change means an
+            election.
             The time one replica spends applying the entry is also measured in this
-            process (the same command through `StateMachine.apply`).
+            process (the same command through `StateMachine.apply`), with its state
+            decoded ahead (what a replica does) and inline.
 3. save     `GET /v1/operator/snapshot` from that cluster: the time and the file's size.
 4. again    a second fresh cluster restores the file saved in 3.
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -107,28 +112,37 @@ def pack(m: StateMachine) -> tuple[bytes, float, int]:
     return data, time.perf_counter() - t, len(state)
 
 
-def apply_time(m: StateMachine, data: bytes) -> float:
-    """What one replica spends applying the restore entry (on its Raft thread), measured
-    here on a copy of the same state: the command through `StateMachine.apply`."""
+def apply_time(m: StateMachine, data: bytes) -> tuple[float, float]:
+    """What one replica spends applying the restore entry (on its Raft thread, holding the
+    apply lock), measured here on a copy of the same state: the command through
+    `StateMachine.apply`, its state decoded ahead (state/prepare.py) and, as a replica
+    that replays it from its journal does, inline."""
     found = backup.unpack(data)
-    cmd = C.Command(C.STATE_RESTORE, time.time(), {"state": found.body, "index": found.index})
-    raw = cmd.encode()
-    t = time.perf_counter()
-    r = m.apply(raw, m.index + 1)
-    took = time.perf_counter() - t
-    assert r["ok"], r
-    return took
+    times = []
+    for ahead in (True, False):
+        cmd = C.Command(C.STATE_RESTORE, time.time(), {"state": found.body,
+                                                       "index": found.index})
+        if ahead:
+            m.preparer.wait(found.body, 120)
+        t = time.perf_counter()
+        r = m.apply(cmd.encode(), m.index + 1)
+        times.append(time.perf_counter() - t)
+        assert r["ok"], r
+    return times[0], times[1]
 
 
 class Writer:
-    """Puts one small job at a time through the first replica; keeps each wait."""
+    """Puts one small job at a time through the first replica and reads a namespace at a
+    time through the second (linearizable reads); keeps each wait."""
 
     def __init__(self, c: Cluster) -> None:
         self.c = c
         self.waits: list[float] = []
+        self.read_waits: list[float] = []
         self.failed = 0
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.threads = [threading.Thread(target=self.run, daemon=True),
+                        threading.Thread(target=self.read, daemon=True)]
 
     def run(self) -> None:
         i = 0
@@ -145,15 +159,31 @@ class Writer:
                 self.failed += 1
             self.waits.append(time.perf_counter() - t)
 
+    def read(self) -> None:
+        replica = self.c.replicas[1]
+        while not self.stop.is_set():
+            t = time.perf_counter()
+            try:
+                resp = self.c.api("GET", "/v1/namespaces/default", replica=replica,
+                                  timeout=30)
+                if resp.status != 200:
+                    self.failed += 1
+                    log(f"read failed: {resp.status} {resp.body}")
+            except OSError:
+                self.failed += 1
+            self.read_waits.append(time.perf_counter() - t)
+
     def __enter__(self) -> Writer:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         time.sleep(0.5)  # a baseline of waits before the restore
         return self
 
     def __exit__(self, *exc: object) -> None:
         time.sleep(0.5)
         self.stop.set()
-        self.thread.join(60)
+        for thread in self.threads:
+            thread.join(60)
 
 
 def applied_everywhere(c: Cluster, index: int) -> bool:
@@ -188,6 +218,7 @@ def restore(c: Cluster, data: bytes, token: str) -> dict[str, Any]:
     return {"answered_s": answered, "first_answer_s": first, "polls": polls,
             "retries": retries, "applied_everywhere_s": everywhere,
             "longest_write_pause_s": max(writer.waits),
+            "longest_read_pause_s": max(writer.read_waits),
             "median_write_s": statistics.median(writer.waits),
             "failed_writes": writer.failed,
             "term_changes": c.status(c.leader())["term"] - term}  # type: ignore[index]
@@ -228,7 +259,8 @@ def one_run(jobs: int, root: Path) -> dict[str, Any]:
     data, pack_s, state_bytes = pack(m)
     out: dict[str, Any] = {"jobs": jobs, "allocations": len(m.allocs),
                            "state_bytes": state_bytes, "file_bytes": len(data),
-                           "pack_s": pack_s, "apply_s": apply_time(m, data)}
+                           "pack_s": pack_s}
+    out["prepared_apply_s"], out["apply_s"] = apply_time(m, data)
     args = ["--heartbeat-grace", "3600", "--max-jobs", str(2 * jobs + 1000)]
     first = ready_cluster(root / "a", extra_server_args=args, token=token)
     try:
@@ -253,12 +285,29 @@ def one_run(jobs: int, root: Path) -> dict[str, Any]:
 # What the A/B comparison turns off: the heartbeat before a large entry and the grace
 # after a long apply (raft/long_apply.py).
 WITHOUT_LONG_APPLY = ["--raft-heartbeat-before-bytes", "0", "--raft-long-apply-grace", "0"]
-COMPARED = ("elections", "answered_s", "applied_everywhere_s", "longest_write_pause_s")
+COMPARED = ("elections", "answered_s", "applied_everywhere_s", "longest_write_pause_s",
+            "longest_read_pause_s")
 
 
-def compare(jobs: int, rounds: int, root: Path) -> dict[str, Any]:
-    """Restores of one file onto fresh clusters, with and without the long-apply handling,
-    alternating which goes first in each round (the machine's load drifts)."""
+def started_in(tree: Path | None, root: Path, extra: list[str], token: str) -> Cluster:
+    """A ready cluster whose replicas run the code in `tree` (None: this tree): they are
+    started with `python -m hacontrol` from there, which puts it first on their path."""
+    if tree is None:
+        return ready_cluster(root, extra_server_args=extra, token=token)
+    here = os.getcwd()
+    os.chdir(tree)
+    try:
+        return ready_cluster(root, extra_server_args=extra, token=token)
+    finally:
+        os.chdir(here)
+
+
+def compare(jobs: int, rounds: int, root: Path, against: Path | None = None
+            ) -> dict[str, Any]:
+    """Restores of one file onto fresh clusters, before and after, alternating which goes
+    first in each round (the machine's load drifts). Before: this code without the
+    long-apply handling, or (`against`) the code in another tree, e.g. an older commit's
+    `git archive`."""
     token = "bench-" + "0" * 26
     m = build_state(jobs, token)
     data, _, _ = pack(m)
@@ -267,8 +316,9 @@ def compare(jobs: int, rounds: int, root: Path) -> dict[str, Any]:
     for r in range(rounds):
         order = ("before", "after") if r % 2 == 0 else ("after", "before")
         for name in order:
-            extra = args + (WITHOUT_LONG_APPLY if name == "before" else [])
-            c = ready_cluster(root / f"{name}{r}", extra_server_args=extra, token=token)
+            before = name == "before"
+            extra = args + (WITHOUT_LONG_APPLY if before and against is None else [])
+            c = started_in(against if before else None, root / f"{name}{r}", extra, token)
             try:
                 x = restore(c, data, token)
             finally:
@@ -278,12 +328,13 @@ def compare(jobs: int, rounds: int, root: Path) -> dict[str, Any]:
             runs[name].append(x)
     med = {name: {k: statistics.median(x[k] for x in xs) for k in COMPARED}
            for name, xs in runs.items()}
-    return {"jobs": jobs, "rounds": rounds, "runs": runs, "median": med}
+    return {"jobs": jobs, "rounds": rounds, "runs": runs, "median": med,
+            "before": str(against) if against is not None else "without long-apply"}
 
 
 def print_compare(out: dict[str, Any]) -> None:
     print(f"restore of {out['jobs']} jobs, {out['rounds']} rounds, medians "
-          "(before: no heartbeat before the entry, no grace after its apply):")
+          f"(before: {out['before']}):")
     med = out["median"]
     for k in COMPARED:
         b, a = med["before"][k], med["after"][k]
@@ -291,6 +342,8 @@ def print_compare(out: dict[str, Any]) -> None:
         print(f"  {k:22} before {b:8.2f}  after {a:8.2f}  after/before {ratio}")
     for name in ("before", "after"):
         print(f"  {name} elections per run: {[x['elections'] for x in out['runs'][name]]}")
+        for k in ("longest_write_pause_s", "longest_read_pause_s"):
+            print(f"  {name} {k} per run: {[round(x[k], 2) for x in out['runs'][name]]}")
 
 
 def main() -> None:
@@ -301,11 +354,14 @@ def main() -> None:
     p.add_argument("--compare", type=int, default=0, metavar="ROUNDS",
                    help="only restores, with and without the long-apply handling, "
                         "ROUNDS times each")
+    p.add_argument("--against", type=Path, default=None, metavar="DIR",
+                   help="with --compare: before is the code in DIR (e.g. an older commit "
+                        "unpacked by git archive) instead of this code without long-apply")
     a = p.parse_args()
     if a.compare:
         root = Path(tempfile.mkdtemp(prefix="hacontrol-bench-snapshot-"))
         try:
-            out = compare(a.jobs, a.compare, root)
+            out = compare(a.jobs, a.compare, root, a.against)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         if a.json:
@@ -327,12 +383,14 @@ def main() -> None:
         print(f"{r['jobs']} jobs, {r['allocations']} allocations: state "
               f"{r['state_bytes'] / 1e6:.1f} MB, file {r['file_bytes'] / 1e6:.2f} MB "
               f"(packed in {r['pack_s']:.2f} s); one replica applies the restore entry in "
-              f"{r['apply_s']:.2f} s")
+              f"{r['prepared_apply_s'] * 1000:.0f} ms once its state is decoded ahead, "
+              f"{r['apply_s']:.2f} s decoding it inline")
         for name in ("restore", "restore_saved"):
             x = r[name]
             print(f"  {name:14} answered {x['answered_s']:.2f} s, applied everywhere "
                   f"{x['applied_everywhere_s']:.2f} s, longest write pause "
-                  f"{x['longest_write_pause_s']:.2f} s (median write "
+                  f"{x['longest_write_pause_s']:.2f} s, longest read pause "
+                  f"{x['longest_read_pause_s']:.2f} s (median write "
                   f"{x['median_write_s'] * 1000:.0f} ms), failed writes "
                   f"{x['failed_writes']}, elections {x['term_changes']}, 503s {x['retries']}, "
                   f"first answer {x['first_answer_s']:.2f} s ({x['polls']} polls)")

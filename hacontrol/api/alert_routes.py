@@ -4,23 +4,33 @@ cluster config (`/v1/operator/config`).
 Rules are read with operator:read and written with operator:write (`auth.ROUTES`, checked
 again when the command applies, `state/permit.py`): their sinks run commands and send
 requests from the leader's host, which no namespace's rights may grant. Webhook secrets are
-never answered: a sink says `secret_set` instead.
+never answered: a sink says `secret_set` instead, and a webhook sink given back with
+`"secret_set": true` and no `secret` keeps the secret the rule has for that URL, so a rule
+read back can be applied again as it is.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from hacontrol.alerts.sealing import Sealer
 from hacontrol.health.score import score
-from hacontrol.health.view import ReplicaRow, build_view
-from hacontrol.model.alerts import MAX_SINKS, AlertWhen, Severity, parse_rule
+from hacontrol.health.view import ReplicaRow, capture
+from hacontrol.model.alerts import (
+    MAX_SINKS,
+    AlertRule,
+    AlertWhen,
+    Severity,
+    SinkType,
+    parse_rule,
+)
 from hacontrol.model.checks import check_name
 from hacontrol.model.cluster_config import ClusterConfig, HealthWeights, parse_cluster_config
-from hacontrol.model.errors import not_found
+from hacontrol.model.errors import invalid, not_found
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
@@ -34,7 +44,9 @@ SINK = {"type": "object", "required": ["type"], "properties": {
     "url": {"type": "string", "description": "webhook: http:// or https:// URL"},
     "secret": {"type": "string", "minLength": 1, "maxLength": 512,
                "description": "webhook: HMAC-SHA256 key; written, never read back"},
-    "secret_set": {"type": "boolean", "readOnly": True},
+    "secret_set": {"type": "boolean",
+                   "description": "answered instead of the secret; given back true without "
+                                  "a secret, keeps the secret the rule has for this url"},
     "command": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
                 "description": "exec: argv, run on the leader's host with the body on stdin"},
     "timeout_s": {"type": "number", "minimum": 0.1, "maximum": 120}}}
@@ -88,12 +100,52 @@ def _alert_view(m: StateMachine, name: str) -> dict[str, Any] | None:
 
 # -------------------------------------------------------------------- rules
 
+def _keeping(raw: Any) -> list[int]:
+    """The webhook sinks of a rule body that ask to keep their secret: `secret_set` true
+    and no `secret` (what GET answers; a null one likewise). Called after `parse_rule`
+    checked the body."""
+    out = []
+    for i, sink in enumerate(raw.get("sinks") or []):
+        flag = sink.get("secret_set")
+        if flag is not None and not isinstance(flag, bool):
+            raise invalid(f"sinks[{i}].secret_set", "must be true or false")
+        if sink.get("type") == SinkType.WEBHOOK and flag is True and sink.get("secret") is None:
+            out.append(i)
+    return out
+
+
+def keep_secrets(rule: AlertRule, keeping: list[int], current: AlertRule | None) -> AlertRule:
+    """`rule` with the secret `current` has for the same URL in each sink of `keeping`
+    (the sink at the same place first). A secret is only ever kept for the URL it was
+    given for: `secret_set` cannot move it to another receiver, nor conjure one for a new
+    rule (422 naming the sink's secret)."""
+    sinks = list(rule.sinks)
+    old = current.sinks if current is not None else ()
+    for i in keeping:
+        url = sinks[i].url
+        same = [j for j, s in enumerate(old)
+                if s.type == SinkType.WEBHOOK and s.url == url and s.secret is not None]
+        if not same:
+            raise invalid(f"sinks[{i}].secret", "secret_set is true but the rule has no "
+                          "secret for this url: give the secret (or secret_set false for none)")
+        j = i if i in same else same[0]
+        sinks[i] = replace(sinks[i], secret=old[j].secret)
+    return replace(rule, sinks=tuple(sinks))
+
+
 @documented(Operation("Create or replace an alert rule", "alerts", body=RULE_BODY, path=PATH,
                       ok={"type": "object", "properties": {"alert": RULE}}, write=True,
                       errors=WRITE_ERRORS))
 async def put_alert(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "name")
-    rule = parse_rule(name, await json_body(request))  # 422 naming the field, before the log
+    raw = await json_body(request)
+    rule = parse_rule(name, raw)  # 422 naming the field, before the log
+    keeping = _keeping(raw)
+    if keeping:
+        # The secret as sealed in the rule now (a linearizable read). Two PUTs of one rule
+        # at once: the later in the log wins, with the secret it read.
+        current = await store_of(request).read(lambda m: m.store.alert_rules.get(name))
+        rule = keep_secrets(rule, keeping, current)
     sealer = request.app.get(SEALER)
     if sealer is not None:
         rule = sealer.seal_rule(rule)
@@ -151,9 +203,10 @@ async def health_score(request: web.Request) -> web.Response:
     rows = [ReplicaRow(str(m["id"]), bool(m["reachable"] and m.get("healthy")), m.get("lag"))
             for m in members["members"]]
     now = time.time()
-    view = await store_of(request).read(
-        lambda m: build_view(m, now, rows, members["leader"]), is_stale(request))
-    return ok({**score(view).to_dict(), "asked": members["asked"]})
+    # Only the copies are made under the apply lock; the rows and the score after it.
+    captured = await store_of(request).read(
+        lambda m: capture(m, now, rows, members["leader"]), is_stale(request))
+    return ok({**score(captured.view()).to_dict(), "asked": members["asked"]})
 
 
 # ----------------------------------------------------------- cluster config

@@ -9,6 +9,7 @@ every replica applies it (`hacontrol/state/permit.py`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,8 +167,13 @@ def speaks_for(request: web.Request, node: str) -> None:
         raise RequestError("forbidden", f"permission denied: {decision.reason}", "node.name")
 
 
+# A client sends the same secret with every request: its hash is remembered (only the
+# hash function's answer; whether the token is valid is looked up in the state each time).
+_hashed = functools.lru_cache(maxsize=1024)(hash_secret)
+
+
 def _lookup(secret: str) -> Callable[[StateMachine], tuple[Token | None, bool]]:
-    wanted = hash_secret(secret)
+    wanted = _hashed(secret)
 
     def find(m: StateMachine) -> tuple[Token | None, bool]:
         token = m.store.token_by_hash(wanted)

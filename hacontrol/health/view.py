@@ -1,15 +1,20 @@
 """A frozen view of the cluster: what the health score and the alert rules judge.
 
-`build_view` reads the replicated state (the caller holds it still, under the apply lock)
+`capture` reads the replicated state (the caller holds it still, under the apply lock)
 plus what only a process knows (the replicas' reachability and lag, how long the cluster
-went without a leader) and returns plain frozen rows; everything that judges them
-(`score.py`, `hacontrol/alerts/evaluate.py`) is a pure function of the view.
+went without a leader), `Captured.view()` turns that into plain frozen rows (`build_view`
+does both); everything that judges them (`score.py`, `hacontrol/alerts/evaluate.py`) is a
+pure function of the view. What is worth judging among the allocations comes from the
+tally the state machine keeps as it applies (`state/tally.py`), so building a view costs
+O(nodes + jobs + namespaces + rules + the allocations pending, failed lately or restarted
+within the windows judged), not a walk over every allocation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hacontrol.model.alerts import AlertStatus, AlertWhen
 from hacontrol.model.cluster_config import ClusterConfig
@@ -25,10 +30,9 @@ from hacontrol.model.states import (
 from hacontrol.state.machine import StateMachine
 
 # How far back restarts and failures are looked at (the longest window a rule may ask for
-# is longer, but the event buffer rarely reaches further back than this anyway).
+# is longer; restart marks were taken from the event buffer, which rarely reached further
+# back than this, and windows are still judged as they were then).
 LOOKBACK_S = 3600.0
-# States that make an allocation worth judging whatever its restarts.
-_NOTED_STATES = frozenset({AllocState.PENDING, AllocState.FAILED, AllocState.LOST})
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class ClusterView:
     nodes: tuple[NodeRow, ...] = ()
     allocations: tuple[AllocRow, ...] = ()
     quotas: tuple[QuotaRow, ...] = ()
-    jobs: tuple[JobRow, ...] = ()
+    jobs: tuple[JobRow, ...] = ()  # from the state: only those whose rollout failed
     alerts: tuple[AlertRow, ...] = ()
     leaderless_s: float = 0.0  # how long the cluster was without a leader before this term
     leading_s: float = 0.0  # how long the current leader has led (as it knows it)
@@ -130,60 +134,90 @@ def quota_fraction(quota: Quota, used: Usage) -> tuple[float, str]:
     return best, which
 
 
-def _restart_marks(m: StateMachine, since: float) -> dict[str, list[tuple[float, int]]]:
-    """Each allocation's restart counts as the event buffer recorded them (every replica
-    derives the same events from the log, so a new leader sees the same marks)."""
-    marks: dict[str, list[tuple[float, int]]] = {}
-    for e in m.events:
-        restarts = e.get("restarts")
-        if not restarts or e["ts"] < since or not isinstance(restarts, int):
-            continue  # most events carry no restarts, or none yet
-        alloc = e.get("alloc")
-        if alloc is not None:
-            marks.setdefault(str(alloc), []).append((float(e["ts"]), restarts))
-    return marks
-
-
-def _noted(m: StateMachine, since: float) -> list[Allocation]:
-    """The allocations worth judging: pending, failed or lost lately, or restarted (and
-    not long finished). One pass over every allocation, the cheap test first: at 100,000
-    allocations this walk is most of what the view costs (bench/alerts.py)."""
-    out = []
-    for a in m.allocs.values():
-        if not a.restarts and a.state not in _NOTED_STATES:
-            continue
-        if a.state == AllocState.PENDING:
-            if a.desired == DesiredState.RUN:
-                out.append(a)
-        elif a.updated_at >= since or (a.restarts and a.state not in TERMINAL_STATES):
-            out.append(a)
-    return out
-
-
-def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
-               leader: str | None = None, leaderless_s: float = 0.0,
-               leading_s: float = 0.0) -> ClusterView:
-    """The view at wall time `now`; the caller holds the state still."""
+def restart_judged(m: StateMachine) -> tuple[float, float]:
+    """(the longest restart window judged, the fewest restarts judged flapping): the
+    score's and every `restart_flapping` rule's (an unbounded window when a rule would
+    count an allocation that never restarted)."""
     store = m.store
+    health = (store.cluster_config or ClusterConfig()).health
+    longest, fewest = health.flapping_window_s, float(health.flapping_restarts)
+    for rule in store.alert_rules.values():
+        if rule.when == AlertWhen.RESTART_FLAPPING:
+            if rule.threshold <= 0:
+                return math.inf, rule.threshold
+            longest, fewest = max(longest, rule.window_s), min(fewest, rule.threshold)
+    return longest, fewest
+
+
+# What a view keeps of an allocation, copied under the apply lock: (id, namespace, job,
+# state, wanted (desired to run), created_at, updated_at, restarts, restart marks).
+Copied = tuple[str, str, str, AllocState, bool, float, float, int, tuple[tuple[float, int], ...]]
+
+
+def copied(a: Allocation, marks: Iterable[tuple[float, int]]) -> Copied:
+    return (a.id, a.namespace, a.job, a.state, a.desired == DesiredState.RUN, a.created_at,
+            a.updated_at, a.restarts, tuple(marks))
+
+
+def alloc_row(c: Copied, since: float) -> AllocRow:
+    """The row of an allocation with its restart marks from `since` on, ending with its
+    count now (at its `updated_at` when no kept mark has it)."""
+    alloc_id, namespace, job, state, wanted, created_at, updated_at, restarts, marks = c
+    seen = [mark for mark in marks if mark[0] >= since]
+    if restarts and (not seen or seen[-1][1] != restarts):
+        seen.append((updated_at, restarts))
+    return AllocRow(alloc_id, namespace, job, state, wanted, created_at, updated_at,
+                    tuple(seen))
+
+
+def _table_order(c: Copied) -> int:
+    """An allocation's place in the table: ids end with the sequence number they were
+    made with (`lifecycle.new_alloc`), and the table is in creation order."""
+    tail = c[0].rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def noted(m: StateMachine, now: float) -> list[Copied]:
+    """The allocations worth judging at `now`, from the tally the state machine keeps
+    (`state/tally.py`): pending and wanted; failed or lost within `LOOKBACK_S`; restarted
+    (not pending, and running or changed within `LOOKBACK_S`) with a restart mark inside
+    the longest restart window judged, unless made before that window and restarted fewer
+    times than any threshold since its oldest kept mark (no window can count more). Costs
+    what it finds, not a walk over every allocation: the score and the rules judge the
+    same rows as a walk over all would give them (tests/unit/test_alert_tally.py)."""
+    tally, allocs = m.store.tally, m.allocs
     since = now - LOOKBACK_S
-    noted = _noted(m, since)
-    marks = _restart_marks(m, since) if any(a.restarts for a in noted) else {}
-    rows = []
-    for a in noted:
-        seen = marks.get(a.id, [])
-        if a.restarts and (not seen or seen[-1][1] != a.restarts):
-            seen = [*seen, (a.updated_at, a.restarts)]
-        rows.append(AllocRow(a.id, a.namespace, a.job, a.state,
-                             a.desired == DesiredState.RUN, a.created_at, a.updated_at,
-                             tuple(seen)))
+    found: dict[str, Allocation] = {i: allocs[i] for i in tally.pending}
+    for alloc_id in tally.failed_since(since):
+        a = allocs[alloc_id]
+        if a.updated_at >= since:
+            found[alloc_id] = a
+    window, fewest = restart_judged(m)
+    start, rise = now - window, tally.rise
+    for alloc_id in tally.restarted_after(start):
+        a = allocs[alloc_id]
+        if rise[alloc_id] < fewest and a.created_at < start:
+            continue
+        if a.state != AllocState.PENDING and (a.updated_at >= since
+                                              or a.state not in TERMINAL_STATES):
+            found[alloc_id] = a
+    return [copied(a, tally.marks.get(i, ())) for i, a in found.items()]
+
+
+def assemble(m: StateMachine, now: float, replicas: Iterable[ReplicaRow],
+             leader: str | None, leaderless_s: float, leading_s: float) -> ClusterView:
+    """The view but its allocations (O(nodes + jobs + namespaces + rules), the jobs only
+    looked at)."""
+    store = m.store
     quotas = []
     for ns, quota in m.namespaces.items():
         frac, which = quota_fraction(quota, m.namespace_usage(ns))
         if which:
             quotas.append(QuotaRow(ns, frac, which))
-    jobs = tuple(JobRow(j.namespace, j.name, j.rollout is not None
-                        and j.rollout.status == DeploymentStatus.FAILED, j.version)
-                 for j in m.jobs.values())
+    # Only the jobs whose rollout failed: nothing else of a job is judged, and a row for
+    # each of 10,000 jobs would be most of a view's cost under the lock.
+    jobs = tuple(JobRow(j.namespace, j.name, True, j.version) for j in m.jobs.values()
+                 if j.rollout is not None and j.rollout.status == DeploymentStatus.FAILED)
     alerts = tuple(AlertRow(r.name, r.when, str(r.severity),
                             store.alert_states.get(r.name) is not None
                             and store.alert_states[r.name].status == AlertStatus.FIRING)
@@ -192,6 +226,38 @@ def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
         now=now, leader=leader, replicas=tuple(replicas),
         nodes=tuple(NodeRow(n.name, n.status == NodeStatus.DOWN, bool(n.drain))
                     for n in m.nodes.values()),
-        allocations=tuple(rows), quotas=tuple(quotas), jobs=jobs, alerts=alerts,
+        quotas=tuple(quotas), jobs=jobs, alerts=alerts,
         leaderless_s=leaderless_s, leading_s=leading_s,
         config=store.cluster_config or ClusterConfig())
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What a view is made of, read under the apply lock: every row but the allocations',
+    and the allocations worth judging as copies. `view()` makes their rows (and sorts
+    them) after the lock is released: the lock is held only for the copies."""
+
+    base: ClusterView
+    allocations: tuple[Copied, ...]
+
+    def view(self) -> ClusterView:
+        since = self.base.now - LOOKBACK_S
+        rows = tuple(alloc_row(c, since) for c in sorted(self.allocations, key=_table_order))
+        return replace(self.base, allocations=rows)
+
+
+def capture(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
+            leader: str | None = None, leaderless_s: float = 0.0,
+            leading_s: float = 0.0) -> Captured:
+    """What the view at wall time `now` needs; the caller holds the state still. Restarts
+    are in it as far back as the longest restart window of the cluster config and the
+    rules (a score judged with other weights than the config's must not ask for longer)."""
+    return Captured(assemble(m, now, replicas, leader, leaderless_s, leading_s),
+                    tuple(noted(m, now)))
+
+
+def build_view(m: StateMachine, now: float, replicas: Iterable[ReplicaRow] = (),
+               leader: str | None = None, leaderless_s: float = 0.0,
+               leading_s: float = 0.0) -> ClusterView:
+    """The view at wall time `now` (`capture`, then its rows made at once)."""
+    return capture(m, now, replicas, leader, leaderless_s, leading_s).view()

@@ -139,6 +139,18 @@ class TimedMachine:
     def snapshot(self) -> bytes:
         return bytes(self.machine.snapshot())
 
+    def ready_to_apply(self, raw: bytes, index: int, wake: Any = None) -> bool:
+        return bool(self.machine.ready_to_apply(raw, index, wake))
+
+    def preparing(self) -> bool:
+        return bool(self.machine.preparing())
+
+    def prepare_restore(self, body: bytes, done: Any = None) -> None:
+        self.machine.prepare_restore(body, done)
+
+    def prepared_by(self, peer: str, key: str) -> None:
+        self.machine.prepared_by(peer, key)
+
     def restore(self, data: bytes) -> None:
         self.machine.restore(data)
 

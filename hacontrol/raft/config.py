@@ -22,6 +22,8 @@ class RaftTuning:
     # gave a median kill-to-next-write under 0.5 s (0.3-0.7 s sat right at it),
     # while leaving 5 heartbeats of slack for GC pauses on a busy 2-core box
     # that runs several clusters at once (0.15-0.3 s gave spurious elections).
+    # They still decide after a partition, a pause or a dead host; a leader whose process
+    # died closes its links, and its followers elect in turns at once (fast_failover.py).
     raft_min_timeout: float = 0.25
     raft_max_timeout: float = 0.5
     # Heartbeat; also the upper bound on how stale a follower's commit index is

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from hacontrol.raft import append_fix, kept_link, long_apply
+from hacontrol.raft import append_fix, fast_failover, kept_link, long_apply, prepare_gate
 from hacontrol.raft.journal import SyncedJournal
 from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.readindex import (
@@ -98,6 +98,7 @@ def _make_node_class() -> type:
     from pysyncobj.monotonic import monotonic as raft_clock
 
     _install_hooks()
+    fast_failover.install()
 
     class Node(SyncObj):  # type: ignore[misc]
         # pysyncobj's, written here by our commit rule and the election grace
@@ -128,6 +129,7 @@ def _make_node_class() -> type:
             self._hc_large = large if large is not None else LongApply()
             self._hc_fallback = float(conf.leaderFallbackTimeout)
             self._hc_fallback_hold = (0.0, 0.0)  # (until, extra seconds)
+            self._hc_fast = fast_failover.FastFailover.from_heartbeat(conf.appendEntriesPeriod)
             _pending.journal = journal
             try:
                 super().__init__(self_addr, peers, conf, transport=transport)
@@ -192,6 +194,7 @@ def _make_node_class() -> type:
         def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803
             if not self.hc_flush():
                 return
+            prepare_gate.be_patient(self, self._hc_owner(), raft_clock())
             if self._SyncObj__raftState == _LEADER:
                 # Our commit rule first; pysyncobj's loop, which counts the leader for
                 # every entry it has, then finds nothing beyond it (the cap lifts when
@@ -204,8 +207,10 @@ def _make_node_class() -> type:
             else:
                 self._hc_hear_before_electing()
                 self._hc_no_campaign_outside()
+                timeToWait = fast_failover.tick_wait(self, timeToWait, raft_clock())  # noqa: N806
             if self._hc_kept is not None:
                 kept_link.release_kept(self, _LEADER)
+            term = self._SyncObj__raftCurrentTerm
             try:
                 super()._onTick(timeToWait)
             except StorageError as exc:
@@ -213,6 +218,11 @@ def _make_node_class() -> type:
             finally:
                 self._hc_log_cap = None
             self._hc_polled_at = raft_clock()  # pysyncobj's tick ends with its poll
+            fast_failover.after_tick(self, term, self._hc_fast, self._hc_polled_at)
+
+        def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
+            super()._SyncObj__onNodeDisconnected(node)
+            fast_failover.on_link_closed(self, node, self._hc_fast, raft_clock())
 
         def _hc_hear_before_electing(self) -> None:
             """An election timeout counts only time in which this replica could hear the
@@ -303,6 +313,19 @@ def _make_node_class() -> type:
 
         def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802
             self._hc_log_cap = None
+            commit = self._SyncObj__raftCommitIndex
+            # An entry the machine is still preparing, and all after it, wait for a later
+            # tick (prepare_gate.py); pysyncobj applies up to its commit index.
+            held = prepare_gate.held_back(self, self._hc_owner())
+            if held is not None:
+                self._SyncObj__raftCommitIndex = held - 1
+            try:
+                return self._hc_apply_entries()
+            finally:
+                if held is not None:
+                    self._SyncObj__raftCommitIndex = commit
+
+        def _hc_apply_entries(self) -> bool:
             leader = self._SyncObj__raftState == _LEADER
             if leader and long_apply.heartbeat_first(self._hc_sizes_to_apply(), self._hc_large):
                 # The followers learn the commit index now and apply alongside, instead of
@@ -419,6 +442,8 @@ def _make_node_class() -> type:
             # lookup, so this method is the one registered).
             if self._hc_stopped:
                 return None
+            if isinstance(message, dict) and message.get("type") in prepare_gate.TYPES:
+                return prepare_gate.receive(self, node, message, self._hc_owner())
             if isinstance(message, dict) and message.get("type") in (PROBE, ACK):
                 # Older replicas ignore these types: their leaders never probe, and as
                 # voters they never answer, so reads there fall back to the log.

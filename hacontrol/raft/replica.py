@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from hacontrol.raft import dump
+from hacontrol.raft import dump, prepare_gate
 from hacontrol.raft.config import JournalKind, ReplicaConfig
 from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
 from hacontrol.raft.long_apply import LongApply
@@ -80,7 +80,7 @@ class RaftStatus:
 SubmitCallback = Callable[[Applied | None, int], None]
 
 
-class Replica:
+class Replica(prepare_gate.Preparing):
     """A Raft replica of ``machine``; construct it in the main thread.
 
     When its files are damaged (or the disk fails later), ``storage_error`` says why; the

@@ -50,13 +50,17 @@ ALERT_PUT = "alert_put"
 ALERT_DELETE = "alert_delete"
 ALERT_TRANSITION = "alert_transition"  # the leader: alerts firing or resolved, notifications
 ALERT_DELIVERY = "alert_delivery"  # the leader: the outcome of delivery attempts
+# Several commands in one log entry (`args["commands"]`: each one's own encoding), applied
+# one after the other, each with its own result, idempotency key and access check: what
+# concurrent writers proposed at once costs one entry instead of one each.
+GROUP = "group"
 
 OPS = frozenset({NOOP, NS_PUT, JOB_PUT, JOB_SCALE, JOB_DELETE, NODE_REGISTER, NODE_STATUS,
                  PLAN, ALLOC_UPDATE, NODE_DRAIN, MIGRATE, DEPLOY_STEP, JOB_REVERT,
                  ACL_BOOTSTRAP, ACL_POLICY_PUT, ACL_POLICY_DELETE, ACL_TOKEN_CREATE,
                  ACL_TOKEN_REVOKE, NODE_CREDENTIAL, ACL_TOKEN_PRUNE, CONTROLLER_CREDENTIAL,
                  STATE_RESTORE, CLUSTER_CONFIG_PUT, ALERT_PUT, ALERT_DELETE, ALERT_TRANSITION,
-                 ALERT_DELIVERY})
+                 ALERT_DELIVERY, GROUP})
 # What every replica of protocol 1 knows: a replica that reports no capabilities (a version
 # before the report existed, or one not heard from yet) is assumed to know these and no more.
 # Never add to it: a new command type goes into OPS only, and is proposed once every voter
@@ -95,6 +99,9 @@ def spec_features(op: str, args: dict[str, Any]) -> list[str]:
 
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_IDEM_LEN = 200
+# A group holds at most this many commands (a group's apply is one entry's: see
+# raft/long_apply.py for what a long one costs).
+MAX_GROUP = 256
 
 
 @dataclass(frozen=True)
@@ -144,3 +151,18 @@ def decode(raw: bytes) -> Command:
     if acc is not None and (not isinstance(acc, str) or not 0 < len(acc) <= MAX_IDEM_LEN):
         raise invalid("acc", "must be an accessor id")
     return Command(op=op, ts=float(ts), args=args, idem=idem, acc=acc, v=v)
+
+
+def encode_group(ts: float, commands: list[bytes], v: int) -> bytes:
+    """One `GROUP` entry holding `commands` (each already encoded, in the order to apply)."""
+    return Command(GROUP, ts, {"commands": commands}, v=v).encode()
+
+
+def group_members(args: dict[str, Any]) -> list[bytes]:
+    """The encoded commands of a `GROUP` entry; raises `Rejection` when it is malformed
+    (the whole entry is then refused, on every replica alike)."""
+    members = args.get("commands")
+    if not isinstance(members, list) or not 0 < len(members) <= MAX_GROUP \
+            or not all(isinstance(m, bytes) for m in members):
+        raise invalid("commands", f"a group holds 1-{MAX_GROUP} encoded commands")
+    return members

@@ -26,6 +26,9 @@ class Applying:
     planted_quota_skip: Callable[[], bool] | None = None
     # The accessor id of the token the command acts for (None: the controllers themselves).
     actor: str | None = None
+    # A restore's state decoded before the entry applied (`prepare.Preparer.take`): the
+    # outcome for a deflated body, or None (not prepared: decode it here).
+    prepared: Callable[[bytes], Any] | None = None
 
     def event(self, kind: str, **payload: Any) -> None:
         """Record an event; it names the acting token, so the events are an audit trail."""

@@ -47,26 +47,29 @@ def request_digest(op: str, args: dict[str, object]) -> str:
     return hashlib.sha256(msgpack.packb([op, args], use_bin_type=True)).hexdigest()[:32]
 
 
-def _packed_len(value: object) -> int:
-    return len(msgpack.packb(value, use_bin_type=True))
-
-
 def compact_result(result: Result) -> Result:
     """What the table keeps of `result`: job views shrunk to `JOB_REFERENCE`, and only the
     scalar fields of anything still over `RESULT_BYTES_KEPT`. Compacting twice changes
     nothing, so a snapshot's entries can be compacted again on restore."""
+    return _compact_packed(result)[0]
+
+
+def _compact_packed(result: Result) -> tuple[Result, bytes]:
+    """`compact_result` and its msgpack encoding (packed once: the table keeps it)."""
     out = dict(result)
     job = out.get("job")
     if isinstance(job, dict):
         out["job"] = {k: job[k] for k in JOB_REFERENCE if k in job}
-    if _packed_len(out) > RESULT_BYTES_KEPT:
+    packed: bytes = msgpack.packb(out, use_bin_type=True)
+    if len(packed) > RESULT_BYTES_KEPT:
         node = out.get("node")
         out = {k: v for k, v in out.items()
                if k in ANSWERED_OBJECTS or not isinstance(v, list | dict)}
         if isinstance(node, dict):  # labels and attributes are what can make a node large
             out["node"] = {k: v for k, v in node.items() if k not in ("labels", "attributes")}
         out["compacted"] = True
-    return out
+        packed = msgpack.packb(out, use_bin_type=True)
+    return out, packed
 
 
 def replayed_result(store: Store, kept: Result) -> Result:
@@ -106,8 +109,11 @@ class IdempotencyTable:
         return None if entry is None else (entry[0], entry[1])
 
     def put(self, key: str, digest: str, result: Result) -> None:
-        kept = compact_result(result)
-        packed = msgpack.packb([key, digest, kept], use_bin_type=True)
+        kept, packed_kept = _compact_packed(result)
+        # msgpack's array of three is its header and the three encodings, one after the
+        # other: the same bytes as packing [key, digest, kept], without packing kept again.
+        packed = b"\x93" + msgpack.packb(key, use_bin_type=True) \
+            + msgpack.packb(digest, use_bin_type=True) + packed_kept
         old = self.entries.pop(key, None)
         if old is not None:
             self.bytes -= len(old[2])
@@ -131,7 +137,8 @@ class IdempotencyTable:
 
 
 def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C.Command,
-                  index: int, planted_quota_skip: Callable[[], bool] | None = None) -> Result:
+                  index: int, planted_quota_skip: Callable[[], bool] | None = None,
+                  prepared: Callable[[bytes], object] | None = None) -> Result:
     """The result of `cmd`; raises `Rejection` only for a reused idempotency key (the
     caller turns it into a result). A handler's rejection is recorded under the key; an
     access refusal is not (it is about who asked, and a retry with a valid token must
@@ -148,7 +155,7 @@ def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C
                 raise conflict("idempotency key was already used for a different request",
                                "Idempotency-Key")
             return replayed_result(store, seen[1])
-    tx = Applying(store, events, index, cmd.ts, planted_quota_skip, cmd.acc)
+    tx = Applying(store, events, index, cmd.ts, planted_quota_skip, cmd.acc, prepared)
     try:
         data = HANDLERS[cmd.op](tx, cmd.args)
         result: Result = {"ok": True, "index": index, **data}
@@ -158,7 +165,9 @@ def apply_command(store: Store, events: EventLog, idem: IdempotencyTable, cmd: C
             tx.event("quota_rejected", op=cmd.op,
                      namespace=cmd.args.get("namespace", cmd.args.get("name")),
                      job=cmd.args.get("name"), message=rej.message)
-    # The registry follows what the entry changed (derived here, never written directly).
+    # The registry and the tally follow what the entry changed (derived here, never written
+    # directly).
+    store.tally.refresh(store.allocs, cmd.ts)
     for ns, name in refresh(store, index):
         tx.event("service_updated", namespace=ns, service=name,
                  endpoints=len(store.registry.endpoints.get((ns, name), ())))

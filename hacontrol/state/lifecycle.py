@@ -36,7 +36,7 @@ def stop_alloc(tx: Applying, alloc: Allocation, why: str) -> None:
     tx.store.unpend(alloc)
     if alloc.node is None and not alloc.terminal:
         # Never placed: nothing runs anywhere, so it is stopped at once.
-        alloc.state = AllocState.STOPPED
+        tx.store.set_state(alloc, AllocState.STOPPED)
 
 
 def reconcile(tx: Applying, job: Job) -> None:
@@ -93,7 +93,9 @@ def collect_job(tx: Applying, job: Job) -> None:
 
 
 def trim_history(tx: Applying, job: Job) -> None:
-    done = [a for a in tx.store.job_allocs(job) if a.terminal]
+    """Forget the job's oldest finished allocations beyond the last few (from the index
+    of its terminal ones: this runs after every report)."""
+    done = tx.store.job_done(job.key)
     excess = len(done) - TERMINAL_ALLOCS_KEPT_PER_JOB
     if excess > 0:
         done.sort(key=lambda a: (a.updated_at, a.id))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hacontrol.model.acl import Policy, Token
-from hacontrol.model.errors import Rejection
+from hacontrol.model.errors import Rejection, invalid
 from hacontrol.model.records import Allocation, Job, Node
 from hacontrol.model.resources import Quota, Usage
 
@@ -26,6 +26,7 @@ from . import snapshot as snap
 from . import views
 from .dispatch import IdempotencyTable, apply_command
 from .events import EVENTS_KEPT, EventLog
+from .prepare import Preparer, body_key, dispose, restore_body
 from .store import DEFAULT_NAMESPACE, Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class StateMachine:
         self.on_applied: Callable[[int, C.Command | None], None] | None = None
         # Test-only planted fault (see hacontrol/planted.py); None in every real deployment.
         self.planted_quota_skip: Callable[[], bool] | None = None
+        # Restores' states decoded ahead of their entries (prepare.py); never the state.
+        self.preparer = Preparer()
+        self._held: tuple[int, int, bytes | None, str, str | None] | None = None
 
     # ------------------------------------------------------------------ tables
 
@@ -108,8 +112,15 @@ class StateMachine:
         cmd: C.Command | None = None
         try:
             cmd = C.decode(raw)
-            result = apply_command(self.store, self.event_log, self.idem, cmd, index,
-                                   self.planted_quota_skip)
+            if cmd.op == C.GROUP:
+                result = self._apply_group(cmd, index)
+            else:
+                result = apply_command(self.store, self.event_log, self.idem, cmd, index,
+                                       self.planted_quota_skip, self.preparer.take)
+            if self.store.retired:  # what a restore replaced is freed off the apply lock
+                retired, self.store.retired = self.store.retired, []
+                dispose(retired)
+                del retired
         except Rejection as rej:
             result = {"ok": False, "error": rej.to_dict(), "index": index}
         except Exception as exc:  # a bug must not wedge the replica: report, never raise
@@ -128,6 +139,58 @@ class StateMachine:
             except Exception:
                 log.exception("on_applied hook failed")
         return result
+
+    def ready_to_apply(self, raw: bytes, index: int,
+                       wake: Callable[[], None] | None = None) -> bool:
+        """Whether applying entry `index` now is quick: False for a restore whose state is
+        still being decoded (this starts decoding it; `wake` is called once it is ready).
+        Asked by the Raft thread, again and again while it holds the entry back."""
+        try:
+            held = self._held
+            if held is None or held[:2] != (index, len(raw)):
+                body, idem = restore_body(raw)
+                held = self._held = (index, len(raw), body, body_key(body) if body else "",
+                                     idem)
+            body, key, idem = held[2], held[3], held[4]
+            # A repeat of a restore already applied is answered from the idempotency table
+            # (this thread is the table's only writer): nothing to decode.
+            replayed = idem is not None and self.idem.get(idem) is not None
+            return body is None or replayed or self.preparer.want(body, key, wake)
+        except Exception:  # e.g. no thread to be had: then apply decodes it inline
+            log.exception("preparing entry %d failed; it applies as it is", index)
+            return True
+
+    def preparing(self) -> bool:
+        """Whether a restore's state is being decoded here now."""
+        return self.preparer.busy()
+
+    def prepare_restore(self, body: bytes, done: Callable[[str], None] | None = None) -> None:
+        """Start decoding a restore's state (a peer is about to propose it); `done(key)`
+        once it is decoded."""
+        key = body_key(body)
+        wake = (lambda: done(key)) if done is not None else None
+        if self.preparer.want(body, key, wake) and done is not None:
+            done(key)
+
+    def prepared_by(self, peer: str, key: str) -> None:
+        """`peer` has decoded the restore's state `key` (it says)."""
+        self.preparer.ack(key, peer)
+
+    def _apply_group(self, group: C.Command, index: int) -> Result:
+        """Each command of a `GROUP` entry in order, as if each were an entry of its own at
+        `index`: a refused one refuses only itself."""
+        results: list[Result] = []
+        for raw in C.group_members(group.args):
+            try:
+                cmd = C.decode(raw)
+                if cmd.op == C.GROUP:
+                    raise invalid("op", "a group may not hold a group")
+                results.append(apply_command(self.store, self.event_log, self.idem, cmd,
+                                             index, self.planted_quota_skip,
+                                             self.preparer.take))
+            except Rejection as rej:
+                results.append({"ok": False, "error": rej.to_dict(), "index": index})
+        return {"ok": True, "index": index, "results": results}
 
     # ------------------------------------------------------------------ events
 

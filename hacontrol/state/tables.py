@@ -7,7 +7,7 @@ snapshot without importing the idempotency table's module, which imports the han
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -40,15 +40,20 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def decode_store(d: Any) -> Store:
-    """A new store from the snapshot map `d`; raises on a malformed one."""
+def _rows(rows: Any) -> Any:
+    return rows
+
+
+def decode_store(d: Any, rows: Callable[[Any], Iterable[Any]] = _rows) -> Store:
+    """A new store from the snapshot map `d`; raises on a malformed one. `rows` wraps
+    each large table's rows (a decode off the Raft thread rests between them)."""
     if not isinstance(d, dict) or d.get("v") != SNAPSHOT_VERSION:
         raise ValueError("unsupported snapshot version")
     store = Store()
     store.namespaces = {n: Quota.from_dict(q) for n, q in d["namespaces"]}
-    store.jobs = {(j["namespace"], j["name"]): Job.from_dict(j) for j in d["jobs"]}
-    store.allocs = {a["id"]: Allocation.from_dict(a) for a in d["allocs"]}
-    store.nodes = {n["name"]: Node.from_dict(n) for n in d["nodes"]}
+    store.jobs = {(j["namespace"], j["name"]): Job.from_dict(j) for j in rows(d["jobs"])}
+    store.allocs = {a["id"]: Allocation.from_dict(a) for a in rows(d["allocs"])}
+    store.nodes = {n["name"]: Node.from_dict(n) for n in rows(d["nodes"])}
     store.alloc_seq = int(d["alloc_seq"])
     store.index = int(d["index"])
     store.acl_bootstrapped = bool(d.get("acl_bootstrapped", False))

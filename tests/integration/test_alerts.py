@@ -1,7 +1,7 @@
 """Alerts on a real cluster, delivered to a real local HTTP receiver (an aiohttp server on
 its own thread): a quota filled, the leader killed during a delivery (no loss, no flood),
-an agent killed (node_down), an allocation killed until it flaps, an exec sink, and the
-health score. `make test-alerts` runs them all; `make test` the first one only."""
+an agent killed (node_down), an allocation killed until it flaps, an exec sink, the
+health score, and two replicas of three killed (no_leader, sent by the one left). `make test-alerts` runs them all; `make test` the first one only."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -253,3 +254,64 @@ def test_an_exec_sink_runs_on_the_leader_with_the_body_on_stdin(
     assert lines[0]["details"]["reasons"][0]["reason"] == "node_draining"
     assert cluster.write("POST", "/v1/nodes/n1/drain", {"enable": False}).status == 200
     wait_for(lambda: delivered(cluster, "score", 2), 30, what="resolved")
+
+
+@slow
+def test_no_leader_is_sent_by_a_replica_left_alone_and_resolved_when_back(
+        cluster: Cluster, receiver: Receiver) -> None:
+    """Kill the leader and one follower: the replica left knows no leader, and sends the
+    signed `no_leader` firing itself within the rule's threshold and a few seconds. Bring
+    the two back: a leader is elected and the firing is resolved. The rule is first read
+    back with `hacontrol alert show --json` and applied again as printed (`alert apply`):
+    the signatures prove its secret was kept."""
+    threshold = 2.0
+    assert cluster.write("PUT", "/v1/alerts/lost", {
+        "when": "no_leader", "threshold": threshold, "window_s": 1,
+        "sinks": [hook(receiver)]}).status == 200
+    cli = [sys.executable, "-m", "hacontrol", "alert"]
+    flags = ["--addr", cluster.replicas[0].api, "--token", cluster.token]
+    shown = subprocess.run([*cli, "show", "lost", "--json", *flags], capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    assert SECRET not in shown
+    edited = json.loads(shown)
+    edited["rule"]["window_s"] = 2
+    subprocess.run([*cli, "apply", "-", *flags], input=json.dumps(edited), text=True,
+                   capture_output=True, timeout=60, check=True)
+    leader = cluster.leader()
+    survivor, other = [r for r in cluster.live() if r is not leader]
+    wait_for(lambda: cluster.api("GET", "/v1/alerts/lost?stale=true", replica=survivor)
+             .body["rule"]["window_s"] == 2, 10, what="the rule applied on the survivor")
+    assert alert(cluster, "lost")["rule"]["sinks"][0]["secret_set"] is True
+    assert receiver.ids() == []  # nothing while there is a leader
+    leader.proc.kill9()
+    other.proc.kill9()
+    killed = time.monotonic()
+    wait_for(lambda: receiver.ids(), threshold + 8, what="no_leader from the survivor")
+    took = time.monotonic() - killed
+    first = receiver.unique()[0]
+    assert first["status"] == "firing" and first["when"] == "no_leader", first
+    assert first["details"]["replica"] == survivor.id and receiver.bad_signatures == 0
+    assert first["details"]["leaderless_s"] > threshold
+    print(f"no_leader firing received {took:.1f}s after the kills (threshold {threshold}s)")
+    back = time.monotonic()
+    leader.proc.start()
+    other.proc.start()
+    new = cluster.leader(timeout=30)
+    elected = time.monotonic() - back
+    wait_for(lambda: [g["status"] for g in receiver.unique()] == ["firing", "resolved"], 20,
+             what="resolved once a leader is back")
+    print(f"leader back {elected:.1f}s after the restarts, resolved after "
+          f"{time.monotonic() - back:.1f}s")
+    assert receiver.unique()[1]["id"] == first["id"] + "-resolved"
+    assert receiver.bad_signatures == 0
+    if new is survivor:
+        # It went through the gap: it records the episode in the log, resolved after
+        # window_s, marked delivered and not sent again (the replicas sent it).
+        def recorded() -> list[tuple[str, list[str]]]:
+            return [(n["status"], [d["status"] for d in n["deliveries"]])
+                    for n in alert(cluster, "lost")["state"]["notifications"]]
+        wait_for(lambda: recorded() == [("firing", ["delivered"]),
+                                        ("resolved", ["delivered"])], 20,
+                 what="the episode recorded in the log")
+    print(f"new leader {new.id} ({'the survivor' if new is survivor else 'restarted'})")
+    assert len(receiver.unique()) == 2

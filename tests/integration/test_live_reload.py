@@ -172,3 +172,63 @@ def test_an_agent_reloads_its_labels_attributes_and_certificate(cluster: Cluster
     assert proc.alive()
     # Its link to the controllers still works (a new connection, with the new certificate).
     assert wait_for(lambda: (n := node()) is not None and n["status"] == "ready", 15)
+
+
+def test_the_server_unit_reloads_a_renewed_certificate_with_a_new_key(tmp_path: Path) -> None:
+    """As the shipped server unit runs it (deploy/systemd): the daemon reads a copy of the
+    key that ExecStartPre made; a renewal writes a new certificate and a new key over
+    root's files. A SIGHUP alone (the copy as it was: what a LoadCredential= copy did)
+    refuses the pair and keeps the running certificate; the unit's ExecReload lines, run as
+    `systemctl reload` runs them, copy the key again and signal: new connections get the
+    new certificate, from the same process."""
+    import grp
+    import pwd
+    import shlex
+    import shutil
+    import subprocess
+
+    from tests.unit.test_systemd_units import UNITS, key_copy, parse_unit
+
+    service = parse_unit(UNITS["server"])["Service"]
+    c = Cluster(tmp_path / "cluster", size=1, tls=True)
+    runtime = tmp_path / "run"
+    (runtime / "hacontrol").mkdir(parents=True, mode=0o700)
+    install = shutil.which("install")
+    assert install is not None
+
+    def here(path: str) -> str:
+        return path.replace("/etc/hacontrol/tls", str(c.root / "tls")).replace(
+            "%t", str(runtime))
+
+    def copy_key(line: str) -> None:
+        """The unit's `+/usr/bin/install ... -o hacontrol` as this user, on these paths."""
+        src, dst = key_copy(line)
+        subprocess.run([install, "-m", "0600", "-o", pwd.getpwuid(os.getuid()).pw_name,
+                        "-g", grp.getgrgid(os.getgid()).gr_name, here(src), here(dst)],
+                       check=True, timeout=30)
+
+    (start,) = service["ExecStartPre"]
+    copy_key(start)
+    r = c.replicas[0]
+    at = r.proc.argv.index("--tls-key")
+    r.proc.argv[at + 1] = here("%t/hacontrol/server-key.pem")
+    ca = c.root / "tls" / "ca.pem"
+    try:
+        c.start()
+        before = presented(r.api_port, Role.SERVER, ca)
+        new = rotate(c, Role.SERVER)
+        at = log_size(r.proc)
+        hup(r.proc)
+        logged(r.proc, "reload: TLS files not loaded", at)
+        assert presented(r.api_port, Role.SERVER, ca) == before
+        copy, signal_line = service["ExecReload"]
+        pid = r.proc.pid
+        copy_key(copy)
+        subprocess.run(shlex.split(signal_line.replace("$MAINPID", str(pid))), check=True,
+                       timeout=30)
+        wait_for(lambda: presented(r.api_port, Role.SERVER, ca) == new, 15,
+                 what="the renewed certificate served")
+        assert r.proc.pid == pid and r.proc.alive()
+        assert c.api("GET", "/v1/status").status == 200
+    finally:
+        c.stop()

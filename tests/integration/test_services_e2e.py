@@ -1,6 +1,7 @@
 """Service discovery on a real cluster with a real agent: allocations of a job with a
 dynamic port run `python -m http.server` on the port the agent picked, and the registry
-follows them as they are scaled, killed and restarted."""
+follows them as they are scaled, killed and restarted; the replicas' DNS answers (`--dns`)
+over UDP and TCP."""
 
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ import pytest
 from .harness import Cluster, free_ports, http, wait_for
 
 INTERVAL_S = 2.0  # the health check's interval: a killed allocation must leave within it
+DNS_PORTS: dict[str, int] = {}  # replica id -> its --dns port
 
 
 @pytest.fixture(scope="module")
 def services_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One cluster and agent for the module (each test uses its own job and service)."""
     c = Cluster(tmp_path_factory.mktemp("services") / "cluster")
+    # Every replica answers DNS too (test_dns_over_udp_and_tcp...), for `default` only.
+    for r, port in zip(c.replicas, free_ports(len(c.replicas)), strict=True):
+        DNS_PORTS[r.id] = port
+        r.proc.argv += ["--dns", f"127.0.0.1:{port}"]
     try:
         c.start()
         c.start_agent("n1")
@@ -212,3 +218,47 @@ def test_a_restarted_agent_keeps_its_allocations_ports(services_cluster: Cluster
     assert c.api("GET", "/v1/services/default/keptsvc").body["index"] == index
     assert all(answers(e) for e in before)
     assert c.write("DELETE", "/v1/jobs/default/kept").status == 200
+
+
+def test_dns_over_udp_and_tcp_answers_listed_namespaces_only(services_cluster: Cluster,
+                                                             tmp_path: Path) -> None:
+    """A real `hacontrol server --dns` (namespace `default` only) answers SRV and A for a
+    real service over UDP and TCP, from every replica; the same service in namespace
+    `team` is NXDOMAIN (not listed), over both."""
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    c = services_cluster
+    assert c.write("PUT", "/v1/namespaces/team", {}).status == 200
+    job = {**web_job(tmp_path, 1), "services": [{"name": "dnssvc", "port": "http"}]}
+    for ns in ("default", "team"):
+        assert c.write("PUT", f"/v1/jobs/{ns}/dnsweb", job).status == 200
+    try:
+        (ep,) = wait_for(lambda: exactly(1, endpoints(c, "dnssvc")), 30, what="the endpoint")
+        wait_for(lambda: len(c.api("GET", "/v1/services/team/dnssvc").body["endpoints"]) == 1,
+                 30, what="the team endpoint (there, but not answered for)")
+
+        def ask(port: int, name: str, rdtype: str, tcp: bool) -> dns.message.Message:
+            q = dns.message.make_query(name, rdtype)
+            if tcp:
+                return dns.query.tcp(q, "127.0.0.1", port=port, timeout=5)
+            return dns.query.udp(q, "127.0.0.1", port=port, timeout=5)
+
+        for r in c.replicas:
+            port = DNS_PORTS[r.id]
+            for tcp in (False, True):
+                # A follower answers from its registry as applied so far: poll.
+                srv = wait_for(lambda p=port, t=tcp: ask(
+                    p, "dnssvc.service.hacontrol.", "SRV", t).answer, 10,
+                    what=f"SRV from {r.id}, tcp={tcp}")
+                assert [(x.port, x.target.to_text()) for x in srv[0]] == [
+                    (ep["port"], "7f000001.addr.hacontrol.")]
+                (a,) = ask(port, "dnssvc.default.service.hacontrol.", "A", tcp).answer
+                assert [x.address for x in a] == ["127.0.0.1"]
+                hidden = ask(port, "dnssvc.team.service.hacontrol.", "SRV", tcp)
+                assert hidden.rcode() == dns.rcode.NXDOMAIN and hidden.answer == []
+                assert ask(port, "example.org.", "A", tcp).rcode() == dns.rcode.REFUSED
+    finally:
+        for ns in ("default", "team"):
+            c.write("DELETE", f"/v1/jobs/{ns}/dnsweb")

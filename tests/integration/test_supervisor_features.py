@@ -534,7 +534,8 @@ def test_health_check_restarts_unhealthy(h: FeatureHarness, tmp_path: Path, kind
         assert any(e.health == "unhealthy" for e in h.of("h1"))
         await wait_for(
             lambda: (e := h.last("h1")) is not None and e.restarts == 1 and e.health == "healthy",
-            what="healthy again after the restart",
+            # A Python start plus the first checks: seconds on a loaded 2-core machine.
+            timeout=20.0, what="healthy again after the restart",
         )
 
     h.run(scenario)

@@ -73,7 +73,7 @@ def test_a_webhook_secret_is_never_answered() -> None:
     _, out = send(r, "GET", "/v1/alerts/down")
     assert out["rule"]["sinks"][0]["secret_set"] is True
     assert "secret" not in out["rule"]["sinks"][0]
-    # What GET shows can be applied again (secret_set is accepted and ignored).
+    # What GET shows can be applied again (test_alert_secret_kept.py: with its secret).
     status, out = send(r, "PUT", "/v1/alerts/down", out["rule"])
     assert status == 200, out
 

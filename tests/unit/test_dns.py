@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import dns.asyncquery
+import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
@@ -68,6 +69,105 @@ def test_a_udp_round_trip() -> None:
             assert len(r.answer[0]) == 2
         finally:
             transport.close()
+    asyncio.run(go())
+
+
+MANY = [(f"10.0.{i // 256}.{i % 256}", 20000 + i) for i in range(60)]
+
+
+def many(ns: str, name: str) -> Sequence[tuple[str, int]] | None:
+    return MANY if (ns, name) == ("default", "big") else lookup(ns, name)
+
+
+def test_too_big_for_udp_sets_tc_and_tcp_answers_in_full() -> None:
+    """60 endpoints do not fit a 512-byte datagram: UDP says TC with no records, TCP gives
+    every one (and dnspython's resolver-style `udp_with_fallback` gets there by itself)."""
+    async def go() -> None:
+        server = await serve_dns("127.0.0.1", 0, many)
+        try:
+            port = server.get_extra_info("sockname")[1]
+            q = dns.message.make_query("big.service.hacontrol.", "SRV")
+            r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=5,
+                                         ignore_trailing=True)
+            assert r.flags & dns.flags.TC and r.answer == []
+            full = await dns.asyncquery.tcp(q, "127.0.0.1", port=port, timeout=5)
+            assert not full.flags & dns.flags.TC
+            assert sorted(x.port for x in full.answer[0]) == [p for _, p in MANY]
+            assert len(full.additional) == len(MANY)
+            back, used_tcp = await dns.asyncquery.udp_with_fallback(
+                q, "127.0.0.1", port=port, timeout=5)
+            assert used_tcp and len(back.answer[0]) == len(MANY)
+            # With EDNS and a big enough buffer, UDP carries it all.
+            edns = dns.message.make_query("big.service.hacontrol.", "SRV", use_edns=0,
+                                          payload=8192)
+            r = await dns.asyncquery.udp(edns, "127.0.0.1", port=port, timeout=5)
+            assert not r.flags & dns.flags.TC and len(r.answer[0]) == len(MANY)
+        finally:
+            server.close()
+    asyncio.run(go())
+
+
+def test_tcp_carries_several_queries_and_answers_refusals_too() -> None:
+    async def go() -> None:
+        server = await serve_dns("127.0.0.1", 0, lookup, ("default",))
+        try:
+            port = server.get_extra_info("sockname")[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            got = []
+            for name in ("websvc.service.hacontrol.", "api.team.service.hacontrol.",
+                         "example.org."):
+                wire = dns.message.make_query(name, "SRV").to_wire()
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                got.append(dns.message.from_wire(await reader.readexactly(size)))
+            assert [m.rcode() for m in got] == [dns.rcode.NOERROR, dns.rcode.NXDOMAIN,
+                                                dns.rcode.REFUSED]
+            assert len(got[0].answer[0]) == 2
+            # A frame that does not parse ends the connection, not the responder.
+            writer.write(b"\x00\x03abc")
+            assert await reader.read() == b""
+            writer.close()
+            r = await dns.asyncquery.tcp(dns.message.make_query(
+                "websvc.service.hacontrol.", "A"), "127.0.0.1", port=port, timeout=5)
+            assert sorted(x.address for x in r.answer[0]) == ["10.0.0.2", "127.0.0.1"]
+        finally:
+            server.close()
+    asyncio.run(go())
+
+
+def test_tcp_connections_beyond_the_cap_are_closed_at_once() -> None:
+    """Idle connections cannot pile up: past MAX_TCP_CONNECTIONS the next one is closed,
+    and once they go, queries are answered again."""
+    from hacontrol.api import dns as responder
+
+    async def go() -> None:
+        server = await serve_dns("127.0.0.1", 0, lookup)
+        try:
+            port = server.get_extra_info("sockname")[1]
+            held = [await asyncio.open_connection("127.0.0.1", port)
+                    for _ in range(responder.MAX_TCP_CONNECTIONS)]
+            await asyncio.sleep(0)  # (the listener accepts them)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            for _, w in held:
+                w.close()
+            q = dns.message.make_query("websvc.service.hacontrol.", "SRV")
+
+            async def answered() -> bool:
+                try:
+                    r = await dns.asyncquery.tcp(q, "127.0.0.1", port=port, timeout=2)
+                except (EOFError, ConnectionError, dns.exception.Timeout):
+                    return False
+                return len(r.answer) == 1
+            for _ in range(100):
+                if await answered():
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("never answered again")
+        finally:
+            server.close()
     asyncio.run(go())
 
 

@@ -371,19 +371,23 @@ def clusters(draw: st.DrawFn) -> tuple[list[Demand], list[NodeRoom]]:
                                  draw(st.sampled_from(["service", "batch"]))))
         nodes.append(node(f"n{i}", cap_cpu, cap_mem, labels=draw(LABELS), attrs=draw(ATTRS),
                           eligible=draw(st.booleans()), allocs=tuple(allocs)))
-    # Constraints and scoring belong to a job, as in job files: every instance shares them.
+    # Constraints, scoring, priority, type and preemption belong to a job, as in job files:
+    # every allocation of it shares them.
     specs = {job: (tuple(draw(st.lists(CONSTRAINT, max_size=2))),
                    draw(st.sampled_from(["binpack", "spread"])),
-                   draw(st.integers(0, 6)))  # job_count: 0 is `spread: false`
+                   draw(st.integers(0, 6)),  # job_count: 0 is `spread: false`
+                   draw(st.integers(0, 100)),
+                   draw(st.sampled_from(["service", "batch"])),
+                   draw(st.booleans()))
              for job in ["web", "db", "etl"]}
     demands = []
     for j in range(draw(st.integers(0, 25))):
         job = draw(JOBS)
+        constraints, scoring, job_count, priority, job_type, preempt = specs[job]
         demands.append(Demand(f"d{j}", "default", job, draw(CPU), draw(MEM),
-                              priority=draw(st.integers(0, 100)),
-                              job_type=draw(st.sampled_from(["service", "batch"])),
-                              constraints=specs[job][0], scoring=specs[job][1],
-                              preempt=draw(st.booleans()), job_count=specs[job][2]))
+                              priority=priority, job_type=job_type,
+                              constraints=constraints, scoring=scoring,
+                              preempt=preempt, job_count=job_count))
     return demands, nodes
 
 

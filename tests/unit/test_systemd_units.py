@@ -58,7 +58,8 @@ def parse_env(path: Path) -> dict[str, str]:
 def command_line(exec_start: str, env: dict[str, str], unit: str) -> list[str]:
     """ExecStart as systemd runs it: specifiers, then ${VAR} as one word and $VAR split
     on whitespace (systemd.service(5), "Command lines")."""
-    line = exec_start.replace("%S", "/var/lib").replace("%d", f"/run/credentials/{unit}")
+    line = exec_start.replace("%S", "/var/lib").replace("%d", f"/run/credentials/{unit}") \
+        .replace("%t", "/run")
     assert "%" not in line, f"an unexpected specifier in {line}"
     words: list[str] = []
     for word in shlex.split(line):
@@ -85,7 +86,8 @@ def test_the_server_unit_runs_a_tls_replica_the_parser_accepts(host: Path) -> No
     assert len(args.peer) == len(others) == 2
     assert str(args.data_dir) == "/var/lib/hacontrol"  # StateDirectory=hacontrol
     assert str(args.secret_file).startswith("/run/credentials/")
-    assert args.tls_ca and args.tls_cert and args.tls_key and args.log_format == "json"
+    assert args.tls_ca and args.tls_cert and args.log_format == "json"
+    assert str(args.tls_key) == "/run/hacontrol/server-key.pem"  # copied there: see below
     assert args.token_file is None  # ACLs are bootstrapped once, by hand
 
 
@@ -108,14 +110,38 @@ def test_three_hosts_give_three_distinct_replicas_and_nodes() -> None:
 
 def test_both_units_reload_with_sighup() -> None:
     for unit in UNITS.values():
-        assert parse_unit(unit)["Service"]["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+        assert parse_unit(unit)["Service"]["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
+    assert parse_unit(UNITS["agent"])["Service"]["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
+def key_copy(line: str) -> tuple[str, str]:
+    """(source, destination) of the server unit's key copy: run as root ("+"), leaving a
+    file only the service user may read."""
+    argv = shlex.split(line)
+    assert argv[0] == "+/usr/bin/install", line
+    assert argv[1:7] == ["-m", "0600", "-o", "hacontrol", "-g", "hacontrol"], line
+    return argv[7], argv[8]
+
+
+def test_the_server_copies_its_key_at_start_and_before_every_reload() -> None:
+    """A renewed certificate comes with a new key: the key the daemon reads is copied from
+    root's file at every start and again before the SIGHUP of every reload (not a
+    LoadCredential= copy, made only at start)."""
+    s = parse_unit(UNITS["server"])["Service"]
+    assert not any("tls" in c for c in s.get("LoadCredential", []))
+    (start,) = s["ExecStartPre"]
+    copy, hup = s["ExecReload"]
+    assert key_copy(start) == key_copy(copy) == (
+        "/etc/hacontrol/tls/server-key.pem", "%t/hacontrol/server-key.pem")
+    assert hup == "/bin/kill -HUP $MAINPID"
+    assert s["RuntimeDirectory"] == ["hacontrol"] and s["RuntimeDirectoryMode"] == ["0700"]
 
 
 def test_the_server_is_confined() -> None:
     s = parse_unit(UNITS["server"])["Service"]
     want = {"User": "hacontrol", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "",
             "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-            "StateDirectory": "hacontrol", "UMask": "0077"}
+            "StateDirectory": "hacontrol", "RuntimeDirectory": "hacontrol", "UMask": "0077"}
     assert {k: s[k][-1] for k in want} == want
 
 

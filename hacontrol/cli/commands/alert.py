@@ -25,7 +25,8 @@ def register(sub: SubParsers) -> None:
     p = client_command(alert, "apply", "create or replace an alert rule from a file",
                        cmd_alert_apply)
     p.add_argument("file", help="JSON, YAML or TOML: {\"name\": ..., \"when\": ..., "
-                                "\"sinks\": [...]}; '-' reads standard input")
+                                "\"sinks\": [...]}, or what `alert show --json` prints; "
+                                "'-' reads standard input")
     p.add_argument("--name", default=None, help="the rule's name (default: the file's)")
     client_command(alert, "list", "list alert rules with their status", cmd_alert_list)
     p = client_command(alert, "show", "show a rule, its status and its notifications",
@@ -44,8 +45,17 @@ def _read_rule(path: str) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
+def as_rule(doc: dict[str, Any]) -> dict[str, Any]:
+    """The rule in `doc`: a rule itself, or what `alert show --json` prints (`name`, `rule`,
+    `state`), whose webhook sinks say `secret_set` and so keep their secrets."""
+    inner = doc.get("rule")
+    if isinstance(inner, dict) and "when" not in doc:
+        return {**inner, "name": doc.get("name", inner.get("name"))}
+    return doc
+
+
 def cmd_alert_apply(args: argparse.Namespace, client: Client, out: IO[str]) -> int:
-    body = _read_rule(args.file)
+    body = as_rule(_read_rule(args.file))
     name = args.name or body.get("name")
     if not isinstance(name, str) or not name:
         raise UsageError("the rule needs a name: give --name or a \"name\" in the file")

@@ -65,7 +65,7 @@ def update(tx: Applying, args: dict[str, Any]) -> Result:
             alloc.running_since = tx.ts
         elif state not in (AllocState.RUNNING, AllocState.PAUSED):
             alloc.running_since = None
-        alloc.state = state
+        tx.store.set_state(alloc, state)
         alloc.health = u.health
         alloc.reason = u.reason
         alloc.pid = u.pid

@@ -64,7 +64,8 @@ def register(tx: Applying, ns: str, name: str, spec: JobSpec,
              reverted_from: int | None) -> Result:
     s = tx.store
     job = s.jobs.get((ns, name))
-    if job is not None and job.status == JobStatus.RUNNING and job.spec == spec:
+    same = job is not None and job.spec == spec
+    if job is not None and job.status == JobStatus.RUNNING and same:
         return {"job": views.job_view(s, job), "changed": False}
     check_cycle(tx, ns, name, spec.depends_on or ())
     old_usage = job.quota_usage() if job is not None else Usage()
@@ -76,7 +77,10 @@ def register(tx: Applying, ns: str, name: str, spec: JobSpec,
         s.account(ns, old_usage, job.quota_usage())
     else:
         was = job.quota_usage()
-        new_version = job.status == JobStatus.STOPPING or not job.spec.same_template(spec)
+        # Equal specs are the same template; only a count change needs the (slower,
+        # copying) template comparison.
+        new_version = job.status == JobStatus.STOPPING or not (
+            same or (job.spec.count != spec.count and job.spec.same_template(spec)))
         rolling = (new_version and job.status == JobStatus.RUNNING
                    and spec.type == JobType.SERVICE
                    and any(a.desired == DesiredState.RUN

@@ -73,7 +73,7 @@ def status(tx: Applying, args: dict[str, Any]) -> Result:
         touched: dict[tuple[str, str], Job] = {}
         for alloc in tx.store.node_allocs(node.name):
             if not alloc.terminal:
-                alloc.state = AllocState.LOST
+                tx.store.set_state(alloc, AllocState.LOST)
                 alloc.message = f"node {node.name} down"
                 alloc.updated_at = tx.ts
                 alloc.modify_index = tx.index
