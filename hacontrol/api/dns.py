@@ -247,14 +247,18 @@ async def serve_dns(host: str, port: int, lookup: Lookup,
     free port, the same for both)."""
     loop = asyncio.get_running_loop()
     allowed = frozenset(namespaces)
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Responder(lookup, allowed), local_addr=(host, port))
-    bound = int(transport.get_extra_info("sockname")[1])
-    try:
-        tcp = await asyncio.start_server(_TcpResponder(lookup, allowed), host, bound)
-    except OSError:
-        transport.close()
-        raise
+    # Port 0: the free UDP port the kernel picks may be taken for TCP; try another.
+    for attempt in range(1 if port else 20):
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Responder(lookup, allowed), local_addr=(host, port))
+        bound = int(transport.get_extra_info("sockname")[1])
+        try:
+            tcp = await asyncio.start_server(_TcpResponder(lookup, allowed), host, bound)
+            break
+        except OSError:
+            transport.close()
+            if port or attempt == 19:
+                raise
     log.info("DNS for *.service.hacontrol on udp and tcp %s:%d (namespaces %s)", host, bound,
              ", ".join(sorted(allowed)))
     return DnsServer(transport, tcp)
