@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import random
 import time
@@ -205,13 +206,8 @@ class AlertRunner:
         else:  # nothing to send: only keep track of the leader
             self.watch.observe(self.mono(), wall, leader, self.term(), [])
         for one in self.outbox.due(wall):
-            key = (one.id, one.sink_index)
-            if key in self.in_flight or len(self.in_flight) >= MAX_IN_FLIGHT:
-                continue
-            self.in_flight.add(key)
-            task = asyncio.create_task(self._send_from_memory(session, one))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._spawn((one.id, one.sink_index),
+                        functools.partial(self._send_from_memory, session, one))
 
     async def _send_from_memory(self, session: aiohttp.ClientSession, one: Attempt) -> None:
         try:
@@ -259,13 +255,17 @@ class AlertRunner:
 
     def _start(self, session: aiohttp.ClientSession, due: list[Due]) -> None:
         for one in due:
-            key = (one.id, one.sink_index)
-            if key in self.in_flight or len(self.in_flight) >= MAX_IN_FLIGHT:
-                continue
-            self.in_flight.add(key)
-            task = asyncio.create_task(self._deliver(session, one))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._spawn((one.id, one.sink_index), functools.partial(self._deliver, session, one))
+
+    def _spawn(self, key: tuple[str, int], send: Callable[[], Awaitable[None]]) -> None:
+        """Run `send()` in a task unless that notification's sink is being sent to already
+        or too many are; the task takes `key` out of `in_flight` when it ends."""
+        if key in self.in_flight or len(self.in_flight) >= MAX_IN_FLIGHT:
+            return
+        self.in_flight.add(key)
+        task = asyncio.ensure_future(send())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _opened(self, sink: Sink) -> Sink:
         if sink.secret is None or self.sealer is None:

@@ -8,6 +8,7 @@ small protocols they declare (`hacontrol/api/backend.py`, `hacontrol/scheduler/l
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import time
@@ -292,15 +293,11 @@ class Grouper:
         try:
             result = await self._bridge.submit(raw, remaining)
         except RaftError as exc:
-            for *_, fut, _key in chunk:
-                if not fut.done():
-                    fut.set_exception(_again(exc))
+            _fail(chunk, functools.partial(_again, exc))
             return
         except BaseException as exc:  # cancelled with the loop: tell the writers
-            for *_, fut, _key in chunk:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else
-                                      LogOutcomeUnknown(type(exc).__name__))
+            told = exc if isinstance(exc, Exception) else LogOutcomeUnknown(type(exc).__name__)
+            _fail(chunk, lambda: told)
             raise
         if len(chunk) == 1:
             _resolve(chunk[0][2], result)
@@ -308,9 +305,7 @@ class Grouper:
         results = result.get("results") if isinstance(result, dict) else None
         if not isinstance(results, list) or len(results) != len(chunk):
             # The whole entry was refused (malformed): nothing of it applied.
-            for *_, fut, _key in chunk:
-                if not fut.done():
-                    fut.set_exception(ApplyFailed(f"group refused: {result!r}", 0))
+            _fail(chunk, lambda: ApplyFailed(f"group refused: {result!r}", 0))
             return
         for (*_, fut, _key), one in zip(chunk, results, strict=True):
             _resolve(fut, one)
@@ -319,6 +314,13 @@ class Grouper:
 def _resolve(fut: asyncio.Future[Any], result: Any) -> None:
     if not fut.done():
         fut.set_result(result)
+
+
+def _fail(chunk: list[_Waiting], error: Callable[[], BaseException]) -> None:
+    """Every writer of `chunk` still waiting gets `error()`."""
+    for *_, fut, _key in chunk:
+        if not fut.done():
+            fut.set_exception(error())
 
 
 def _again(exc: RaftError) -> RaftError:
@@ -343,7 +345,7 @@ def _chunks(waiting: list[_Waiting]) -> list[list[_Waiting]]:
                     or key in keys):
             out.append(cur)  # proposed in the order they came
             cur, keys, size = [], set(), 0
-        if alone or key is None:
+        if alone or key is None:  # (`alone` covers it; said again for the type checker)
             out.append([item])
             continue
         cur.append(item)
