@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
@@ -129,9 +130,23 @@ class FakeHandle:
         pass
 
 
+def _asleep(pid: int) -> bool:
+    wchan = Path(f"/proc/{pid}/wchan").read_text()
+    if wchan not in ("", "0"):
+        return "nanosleep" in wchan
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S"
+
+
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     p = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    # Until it reaches its nanosleep, `sleep` is still loading (its CPU time and RSS still
+    # grow), and a sample taken then differs from the next one: wait for the sleep itself.
+    # (A kernel that hides wchan shows "0": then its sleeping state has to do.)
+    deadline = time.monotonic() + 20
+    while not _asleep(p.pid):
+        assert time.monotonic() < deadline, "sleep never went to sleep"
+        time.sleep(0.01)
     yield p
     p.kill()
     p.wait()
