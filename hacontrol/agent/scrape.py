@@ -8,9 +8,9 @@ value rides on the next sync (`report.MetricsOutbox`); the leader sums them over
 (`scheduler/metric_scale.py`). A scrape that fails, times out or finds no such sample
 reports null, which the leader takes for "unknown" (never scaling down on it).
 
-Nothing here blocks the event loop: requests are the agent's client's (`httpclient`), with
-a timeout and a cap on the answer's size, and the parsing of all the answers of one pass is one hop to a
-worker thread.
+Nothing here blocks the event loop: requests are the agent's own client's (`httpclient`),
+with a timeout and a cap on the answer's size, and the parsing of all the answers of one
+pass is one hop to a worker thread.
 """
 
 from __future__ import annotations
