@@ -16,11 +16,13 @@ import hmac
 import logging
 import os
 import re
-import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+from .httpclient import Client, HTTPError
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +82,15 @@ async def _post(controllers: list[str], path: str, body: dict[str, Any], token: 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
     last = "no controller answered"
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+    # With no TLS context an https:// address is checked against the system's CAs.
+    async with Client({"Authorization": f"Bearer {token}"}, tls) as s:
         while True:
             for url in controllers:
                 try:
-                    async with s.post(f"{url.rstrip('/')}{path}", json=body,
-                                      timeout=aiohttp.ClientTimeout(total=10),
-                                      ssl=tls if tls is not None else True) as resp:
-                        data = await resp.json(content_type=None)
-                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    resp = await s.request("POST", f"{url.rstrip('/')}{path}",
+                                           json_body=body, timeout_s=10)
+                    data = resp.json()
+                except (HTTPError, ValueError) as exc:
                     last = f"{url}: {exc}"
                     continue
                 if resp.status == 200 and isinstance(data, dict):

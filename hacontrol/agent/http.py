@@ -9,22 +9,22 @@ this module and :mod:`hacontrol.agent.main` do not import each other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import importlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Protocol
-
-from aiohttp import web
-from prometheus_client import generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from typing import TYPE_CHECKING, Protocol
 
 from hacontrol.agent.spec import AllocationEvent
 from hacontrol.model import protocol
 from hacontrol.model.checks import ALLOC_ID_RE
-from hacontrol.observe.metrics import CONTENT_TYPE, allocation_families, new_registry
 from hacontrol.tls.roles import Role, peer_roles
 
+from .httpserver import Handler, Request, Response, json_response
 from .metrics import AllocationMetrics
-from .report import event_report, metrics_report
+from .report import event_report
+
+if TYPE_CHECKING:
+    from .exposition import Exposition
 
 
 class LocalAllocations(Protocol):
@@ -44,50 +44,29 @@ class LocalAllocations(Protocol):
     async def restart(self, alloc_id: str) -> AllocationEvent | None: ...
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 ACTIONS = ("pause", "resume", "restart", "signal")
 
 
-def _err(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message, "field": field}},
-                             status=status)
+def _err(status: int, code: str, message: str, field: str | None = None) -> Response:
+    return json_response({"error": {"code": code, "message": message, "field": field}},
+                         status)
+
+
+class _Unavailable(Exception):
+    """No supervisor yet: every route but the health check answers 503."""
 
 
 def build_agent_app(local: LocalAllocations | None,
-                    accepts: Callable[[str], bool]) -> web.Application:
-    """The app; ``local`` None answers 503 to everything but the health check.
-    ``accepts`` says whether a bearer secret is the controllers' credential."""
-
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/v1/health":
-            return await handler(request)
-        transport = request.transport
-        if transport is not None and transport.get_extra_info("ssl_object") is not None:
-            if Role.SERVER not in peer_roles(transport.get_extra_info("peercert")):
-                return _err(403, "forbidden", "only a controller's certificate "
-                            f"({Role.SERVER.hostname}) may call this agent", "certificate")
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            return _err(401, "unauthorized", "missing bearer token", "Authorization")
-        if not accepts(header[7:].strip()):
-            return _err(403, "forbidden", "wrong token", "Authorization")
-        if "id" in request.match_info and not ALLOC_ID_RE.fullmatch(request.match_info["id"]):
-            # The id becomes a directory name under the data dir: nothing else may pass.
-            return _err(422, "invalid", "must be an allocation id", "id")
-        return await handler(request)
-
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+                    accepts: Callable[[str], bool]) -> Handler:
+    """The handler of every request; ``local`` None answers 503 to everything but the
+    health check. ``accepts`` says whether a bearer secret is the controllers' credential."""
 
     def sup() -> LocalAllocations:
         if local is None:
-            raise web.HTTPServiceUnavailable()
+            raise _Unavailable()
         return local
 
-    async def action(request: web.Request) -> web.Response:
-        alloc_id, what = request.match_info["id"], request.match_info["action"]
+    async def action(request: Request, alloc_id: str, what: str) -> Response:
         s = sup()
         if what not in ACTIONS:
             return _err(404, "not_found", f"unknown action {what!r}", "action")
@@ -96,7 +75,9 @@ def build_agent_app(local: LocalAllocations | None,
         try:
             ev: AllocationEvent | None
             if what == "signal":
-                body = await request.json()
+                body = request.json()
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
                 s.signal(alloc_id, str(body.get("signal", "")))
                 ev = s.allocations().get(alloc_id)
             elif what == "pause":
@@ -109,11 +90,10 @@ def build_agent_app(local: LocalAllocations | None,
             return _err(422, "invalid", str(exc), "signal" if what == "signal" else None)
         except RuntimeError as exc:  # no live process to act on
             return _err(409, "conflict", str(exc), "id")
-        return web.json_response({"allocation": event_report(ev) if ev is not None else None,
-                                  "action": what})
+        return json_response({"allocation": event_report(ev) if ev is not None else None,
+                              "action": what})
 
-    async def logs(request: web.Request) -> web.StreamResponse:
-        alloc_id = request.match_info["id"]
+    async def logs(request: Request, alloc_id: str) -> Response:
         s = sup()
         stream = request.query.get("stream", "stdout")
         if stream not in ("stdout", "stderr"):
@@ -125,60 +105,77 @@ def build_agent_app(local: LocalAllocations | None,
         follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
         if not s.alloc_dir(alloc_id).exists():
             return _err(404, "not_found", f"no logs for {alloc_id!r} here", "id")
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
         # Disk reads off the event loop: a slow read must not delay the next heartbeat.
         data = await asyncio.to_thread(s.read_log, alloc_id, stream, tail)
-        await resp.write(data)
+        resp = Response(200, data, {"Content-Type": "text/plain; charset=utf-8"})
         if follow:
             live = s.alloc_dir(alloc_id) / f"{stream}.log"
             offset = live.stat().st_size if live.exists() else 0
-            async for chunk in s.follow_log(alloc_id, stream, offset):
-                await resp.write(chunk)
-        await resp.write_eof()
+            resp.stream = s.follow_log(alloc_id, stream, offset)
         return resp
 
-    registry = new_registry()
-    registry.register(_AgentCollector(sup))
+    made: list[Exposition] = []
 
-    async def metrics(_: web.Request) -> web.Response:
-        sup()
-        return web.Response(body=generate_latest(registry),
-                            headers={"Content-Type": CONTENT_TYPE})
+    async def metrics() -> Response:
+        s = sup()
+        if not made:
+            # prometheus_client is loaded at the first scrape, not before: 1.6 MB of the
+            # agent's memory that an agent nobody scrapes never holds. Imported off the
+            # loop (60 ms).
+            module = await asyncio.to_thread(importlib.import_module,
+                                             "hacontrol.agent.exposition")
+            exposition: type[Exposition] = module.Exposition
+            if not made:
+                made.append(exposition(s))
+        body, content_type = made[0].render()
+        return Response(200, body, {"Content-Type": content_type})
 
-    async def say_protocol(_: web.Request, response: web.StreamResponse) -> None:
+    def refused(request: Request) -> Response | None:
+        """Why the caller may not call anything but the health check; None if it may."""
+        if request.tls and Role.SERVER not in peer_roles(request.peercert):
+            return _err(403, "forbidden", "only a controller's certificate "
+                        f"({Role.SERVER.hostname}) may call this agent", "certificate")
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer "):
+            return _err(401, "unauthorized", "missing bearer token", "Authorization")
+        if not accepts(header[7:].strip()):
+            return _err(403, "forbidden", "wrong token", "Authorization")
+        return None
+
+    async def route(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        path = request.segments
+        if path == ("v1", "health"):
+            if method != "GET":
+                return _err(405, "method_not_allowed", "GET only", "method")
+            return json_response({"status": "ok"})
+        no = refused(request)
+        if no is not None:
+            return no
+        if len(path) == 4 and path[:2] == ("v1", "allocations"):
+            if not ALLOC_ID_RE.fullmatch(path[2]):
+                # The id becomes a directory name under the data dir: nothing else may pass.
+                return _err(422, "invalid", "must be an allocation id", "id")
+            if method == "POST":
+                return await action(request, path[2], path[3])
+            if path[3] == "logs" and method == "GET":
+                return await logs(request, path[2])
+            return _err(405, "method_not_allowed", f"{request.method} not allowed here",
+                        "method")
+        if path == ("metrics",):
+            if method != "GET":
+                return _err(405, "method_not_allowed", "GET only", "method")
+            return await metrics()
+        return _err(404, "not_found", f"no route {request.path}", "path")
+
+    async def handle(request: Request) -> Response:
+        try:
+            response = await route(request)
+        except _Unavailable:
+            response = _err(503, "unavailable", "the agent is not ready", None)
         # Every answer names the agent's protocol (model/protocol.py); version 1 did not.
         if protocol.versioned():
             response.headers[protocol.HEADER] = str(protocol.spoken())
+        return response
 
-    app = web.Application(middlewares=[auth])
-    app.on_response_prepare.append(say_protocol)
-    app.router.add_get("/v1/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/v1/allocations/{id}/{action}", action)
-    app.router.add_get("/v1/allocations/{id}/logs", logs)
-    return app
-
-
-class _AgentCollector:
-    """The agent's gauges, read from its supervisor at scrape time (the same allocation
-    series as the controllers', labelled by allocation only: the agent knows no jobs)."""
-
-    def __init__(self, local: Callable[[], LocalAllocations]) -> None:
-        self.local = local
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        s = self.local()
-        yield GaugeMetricFamily("hacontrol_agent_allocations",
-                                "allocations this agent supervises",
-                                value=sum(1 for a in s.allocations() if s.active(a)))
-        try:
-            samples = s.metrics()
-        except Exception:  # a sampler failure must not fail the scrape
-            samples = {}
-        yield from allocation_families(
-            (({"allocation": alloc_id}, metrics_report(m))
-             for alloc_id, m in sorted(samples.items())), ("allocation",))
+    return handle

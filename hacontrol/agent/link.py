@@ -15,18 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from hacontrol.model import protocol
 from hacontrol.tls.roles import Role
 
 from .assignments import HeldAssignments
+from .httpclient import Client, HTTPError
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +76,19 @@ class ControllerLink:
         self.leader_protocol = protocol.OLDEST  # as the last answer said
         # What the leader has told this node so far: answers carry only what changed.
         self.held = HeldAssignments()
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Client | None = None
         self._rotation = 0
         # Told the hash of the controllers' credential each answer carries (pinned once).
         self.on_controller_key: Callable[[object], None] | None = None
         self._members_at = time.monotonic()
 
     async def __aenter__(self) -> ControllerLink:
-        connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
-        self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {self.token}"}, connector=connector)
+        self._client = Client({"Authorization": f"Bearer {self.token}"}, self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     def _next_controller(self) -> None:
         # Move past the one that failed us, wherever it came from (a redirect may have
@@ -102,18 +101,18 @@ class ControllerLink:
     async def sync(self, node: dict[str, Any], reports: list[dict[str, Any]],
                    wait_s: float, extra: dict[str, Any] | None = None) -> SyncAnswer | None:
         """One round trip; None when it did not reach a leader (the caller retries)."""
-        assert self._session is not None
+        assert self._client is not None
         body = {"node": node, "reports": reports, "index": self.index, "wait_s": wait_s,
                 "fingerprint": self.fingerprint,
                 "term": self.highest_term, "delta": self.held.request(), **(extra or {})}
         protocol.stamped(body)
-        timeout = aiohttp.ClientTimeout(total=wait_s + 4.0, sock_connect=1.0)
         try:
-            async with self._session.post(f"{self.current}/v1/agent/sync", json=body,
-                                          timeout=timeout,
-                                          server_hostname=self._server_name) as resp:
-                data = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            resp = await self._client.request(
+                "POST", f"{self.current}/v1/agent/sync", json_body=body,
+                timeout_s=wait_s + 4.0, connect_timeout_s=1.0,
+                server_hostname=self._server_name)
+            data = resp.json()
+        except (HTTPError, ValueError) as exc:
             log.debug("sync with %s failed: %s", self.current, exc)
             self._next_controller()
             return None
@@ -160,13 +159,13 @@ class ControllerLink:
 
     async def refresh_members(self) -> None:
         """Take the controllers' addresses from the leader's `/v1/status` (best effort)."""
-        assert self._session is not None
+        assert self._client is not None
         try:
-            async with self._session.get(f"{self.current}/v1/status",
-                                         timeout=aiohttp.ClientTimeout(total=2.0),
-                                         server_hostname=self._server_name) as resp:
-                status = await resp.json(content_type=None) if resp.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            resp = await self._client.request("GET", f"{self.current}/v1/status",
+                                              timeout_s=2.0,
+                                              server_hostname=self._server_name)
+            status = resp.json() if resp.status == 200 else None
+        except (HTTPError, ValueError) as exc:
             log.debug("members from %s: %s", self.current, exc)
             return
         if not isinstance(status, dict) or status.get("role") != "leader":

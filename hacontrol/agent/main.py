@@ -13,14 +13,12 @@ import os
 import platform
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-from aiohttp import web
 
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
@@ -34,12 +32,16 @@ from . import procinfo
 from .assignments import AssignmentDecoder, allocation_spec
 from .credentials import NODE_CREDENTIAL_FILE, ControllerKey, JoinRefused, node_credential
 from .http import build_agent_app
+from .httpserver import serve
 from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
 from .nursery import Nursery
 from .ports import NoFreePort, PortBook
 from .report import MetricsOutbox, event_report
 from .scrape import Scraper, Target
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("hacontrol.agent")
 # What SIGHUP changes in a running agent (besides its TLS files, always re-read); the node's
@@ -322,14 +324,11 @@ async def leave_running(agent: Agent) -> None:
 
 
 async def _serve_health(host: str, port: int, agent: Agent | None, key: ControllerKey,
-                        tls: ssl.SSLContext | None = None) -> web.AppRunner | None:
+                        tls: ssl.SSLContext | None = None) -> asyncio.Server | None:
     if not port:
         return None
     app = build_agent_app(agent.supervisor if agent is not None else None, key.accepts)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls).start()
-    return runner
+    return await serve(app, host, port, tls)
 
 
 def default_user_for(given: str | None, euid: int) -> str | None:
@@ -435,7 +434,8 @@ async def agent_main(args: Any) -> None:
              ",".join(args.controllers), os.getpid())
     await agent.run(stop)
     if runner is not None:
-        await runner.cleanup()
+        runner.close()
+        await runner.wait_closed()
 
 
 def capacity(args: Any) -> tuple[float, int]:

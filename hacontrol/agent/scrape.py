@@ -8,9 +8,9 @@ value rides on the next sync (`report.MetricsOutbox`); the leader sums them over
 (`scheduler/metric_scale.py`). A scrape that fails, times out or finds no such sample
 reports null, which the leader takes for "unknown" (never scaling down on it).
 
-Nothing here blocks the event loop: requests are aiohttp's, with a timeout and a cap
-on the answer's size, and the parsing of all the answers of one pass is one hop to a
-worker thread.
+Nothing here blocks the event loop: requests are the agent's own client's (`httpclient`),
+with a timeout and a cap on the answer's size, and the parsing of all the answers of one
+pass is one hop to a worker thread.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from hacontrol.model.spec import MetricSpec
 from hacontrol.model.states import MetricSource
+
+from .httpclient import Client, HTTPError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,10 @@ def named_port(env: Mapping[str, str] | None, name: str) -> int | None:
 def gauge_value(text: str, name: str) -> float | None:
     """The sum of every sample named `name` in a Prometheus text exposition; None when
     there is none, or the text does not parse."""
+    # Imported at the first scrape (in the worker thread parsing it): most agents run no
+    # job that scales on a gauge, and prometheus_client costs 1.6 MB of their memory.
+    from prometheus_client.parser import text_string_to_metric_families
+
     total: float | None = None
     try:
         for family in text_string_to_metric_families(text):
@@ -128,7 +131,7 @@ class Scraper:
                 self._due[alloc_id] = now + min(target.interval_s, IDLE_S)
         return out
 
-    async def scrape_once(self, session: aiohttp.ClientSession) -> None:
+    async def scrape_once(self, session: Client) -> None:
         """One pass over the due targets, all at once."""
         targets = self.due()
         if not targets:
@@ -157,7 +160,7 @@ class Scraper:
 
     async def run(self) -> None:
         """Scrape until cancelled."""
-        async with aiohttp.ClientSession() as session:
+        async with Client() as session:
             while True:
                 try:
                     await self.scrape_once(session)
@@ -166,24 +169,17 @@ class Scraper:
                 await asyncio.sleep(max(0.05, self.next_due_in()))
 
 
-async def _fetch(session: aiohttp.ClientSession, target: Target, port: int | None
-                 ) -> str | None:
+async def _fetch(session: Client, target: Target, port: int | None) -> str | None:
     """The answer's text, or None (no port, refused, timed out, an error status, too
     long)."""
     if port is None:
         return None
-    timeout = aiohttp.ClientTimeout(total=min(TIMEOUT_S, max(target.interval_s, 0.5)))
     try:
-        async with session.get(target.url(port), timeout=timeout,
-                               allow_redirects=False) as resp:
-            if resp.status != 200 or (resp.content_length or 0) > MAX_BYTES:
-                return None
-            chunks, size = [], 0
-            async for chunk in resp.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > MAX_BYTES:
-                    return None
-                chunks.append(chunk)
-            return b"".join(chunks).decode("utf-8", errors="replace")
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        # A redirect is not followed: its status is not 200, a failed scrape.
+        resp = await session.request("GET", target.url(port), max_bytes=MAX_BYTES,
+                                     timeout_s=min(TIMEOUT_S, max(target.interval_s, 0.5)))
+    except (HTTPError, ValueError):
         return None
+    if resp.status != 200:
+        return None
+    return resp.body.decode("utf-8", errors="replace")

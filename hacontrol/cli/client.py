@@ -12,10 +12,11 @@ import json
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hacontrol.cli.addrs import DEFAULT_ADDR, split_addrs
 from hacontrol.cli.transport import (
     HttpTransport,
     IterStream,
@@ -36,8 +37,6 @@ __all__ = [
     "quote",
     "split_addrs",
 ]
-
-DEFAULT_ADDR = "http://127.0.0.1:8101"
 
 # Statuses after which the same request may be sent again. With an idempotency key
 # the server applies a write at most once, so even an "outcome unknown" is safe.
@@ -448,10 +447,3 @@ def _error_from(response: Response, token: str | None) -> ClientError:
 def quote(segment: str) -> str:
     """Escape one path segment so names cannot alter the route."""
     return urllib.parse.quote(segment, safe="")
-
-
-def split_addrs(value: str | Sequence[str] | None) -> list[str]:
-    if value is None:
-        return []
-    parts = value.split(",") if isinstance(value, str) else [p for v in value for p in v.split(",")]
-    return [p.strip() for p in parts if p.strip()]

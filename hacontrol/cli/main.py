@@ -1,19 +1,24 @@
 """The ``hacontrol`` command line: the top-level parser, built from the command groups
-in ``cli/commands/``, and the dispatch to their handlers."""
+in ``cli/commands/``, and the dispatch to their handlers.
+
+`hacontrol agent` builds a parser of its own group only, and nothing here imports what
+client commands need until one runs: the agent's process keeps what it imports for as long
+as it runs (months), next to the processes it supervises.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from hacontrol import __version__
-from hacontrol.cli import config, output
-from hacontrol.cli.client import DEFAULT_ADDR, Client, ClientError, split_addrs
-from hacontrol.cli.commands import GROUPS, completion
+from hacontrol.cli import config
+from hacontrol.cli.commands import group, groups
 from hacontrol.cli.commands.base import (
     EXIT_ERROR,
     EXIT_OK,
@@ -21,32 +26,64 @@ from hacontrol.cli.commands.base import (
     UsageError,
     connection_options,
 )
-from hacontrol.cli.transport import HttpTransport, Transport
-from hacontrol.tls.context import TLSConfig
-from hacontrol.tls.files import ExposedFile
+
+if TYPE_CHECKING:
+    from hacontrol.cli.client import Client
+    from hacontrol.cli.transport import Transport
+    from hacontrol.tls.context import TLSConfig
 
 __all__ = ["build_parser", "main", "make_client", "resolve_token", "run_client_command",
            "tls_from_env"]
 
+# Commands whose process loads only their own group.
+LEAN_COMMANDS = frozenset({"agent"})
+# The top-level options that take a value (any unambiguous prefix of them does too).
+_VALUED = ("--addr", "--token", "--token-file")
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; `only`: with that command alone (a lean daemon's)."""
     parser = argparse.ArgumentParser(
         prog="hacontrol", description="A highly available control plane for processes."
     )
     parser.add_argument("--version", action="version", version=f"hacontrol {__version__}")
     connection_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in GROUPS:
-        group.register(sub)
+    if only is not None:
+        group(only).register(sub)
+        return parser
+    for g in groups():
+        g.register(sub)
+    from hacontrol.cli.commands import completion
+
     completion.register(sub, parser)
     return parser
 
 
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command a command line names: its first word that is neither a top-level
+    option nor such an option's value (None: none, or past a `--`)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            return None
+        if word.startswith("-"):
+            if "=" not in word and len(word) > 2 and any(v.startswith(word) for v in _VALUED):
+                next(words, None)
+            continue
+        return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None, *, transport: Transport | None = None) -> int:
     """Run one command line; the exit code. `transport` replaces the network (tests)."""
-    parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = command_named(given)
+    build: Callable[[], argparse.ArgumentParser] = (
+        partial(build_parser, command) if command in LEAN_COMMANDS else build_parser)
+    parser = build()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(given)
     except SystemExit as exc:
         # argparse exits on --help/--version (0) and on bad usage (2); callers of
         # main() want a return code, not an exception.
@@ -54,8 +91,7 @@ def main(argv: Sequence[str] | None = None, *, transport: Transport | None = Non
     if config.is_daemon(args):
         # With its --config file under the command line; kept to re-read on SIGHUP.
         try:
-            args = config.resolve(build_parser, list(sys.argv[1:] if argv is None else argv),
-                                  args)
+            args = config.resolve(build, given, args)
         except config.ConfigError as exc:
             sys.stderr.write(f"error: hacontrol {args.command}: {exc}\n")
             return EXIT_USAGE
@@ -71,6 +107,9 @@ def run_client_command(
     args: argparse.Namespace, out: IO[str], err: IO[str], transport: Transport | None = None
 ) -> int:
     """Run a parsed client command, writing its output to out and errors to err."""
+    from hacontrol.cli import output
+    from hacontrol.cli.client import ClientError
+
     try:
         client = make_client(args, transport)
         return int(args.handler(args, client, out))
@@ -86,6 +125,10 @@ def run_client_command(
 
 
 def make_client(args: argparse.Namespace, transport: Transport | None = None) -> Client:
+    from hacontrol.cli.client import DEFAULT_ADDR, Client, split_addrs
+    from hacontrol.cli.transport import HttpTransport
+    from hacontrol.tls.files import ExposedFile
+
     addr = getattr(args, "addr", None) or os.environ.get("HACONTROL_ADDR") or DEFAULT_ADDR
     if transport is None:
         try:
@@ -98,6 +141,8 @@ def make_client(args: argparse.Namespace, transport: Transport | None = None) ->
 def tls_from_env(env: Mapping[str, str]) -> TLSConfig | None:
     """TLS settings from HACONTROL_CACERT, HACONTROL_CLIENT_CERT and HACONTROL_CLIENT_KEY;
     None without a CA (https then trusts the system's CAs)."""
+    from hacontrol.tls.context import TLSConfig
+
     ca = env.get("HACONTROL_CACERT")
     cert, key = env.get("HACONTROL_CLIENT_CERT"), env.get("HACONTROL_CLIENT_KEY")
     if not ca:

@@ -6,8 +6,8 @@ follow the Prometheus conventions: base units in the name (`_seconds`, `_bytes`)
 on counters, and labels of bounded cardinality only (a route's pattern, never its path).
 
 Measured cost (bench/metrics_overhead.py): the request middleware adds 8-10 µs to a
-request; the library adds 1.2 MB to a running agent's resident memory (42.1 -> 43.3 MB), little
-enough that the agent renders its series with it too (docs/deploy.md, "Metrics").
+request; the library adds 1.2-1.6 MB to a running agent's resident memory, so the agent
+imports it at its first scrape only (agent/exposition.py; docs/deploy.md, "Metrics").
 """
 
 from __future__ import annotations

@@ -1,23 +1,38 @@
 """The agent's own HTTP API against hostile requests: ids that name paths, empty tokens,
-huge tails, label values that would break the metrics format."""
+huge tails, label values that would break the metrics format. Served on a real port by the
+agent's server and called with aiohttp, as the controllers call it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from hacontrol.agent import logs
 from hacontrol.agent.credentials import ControllerKey
 from hacontrol.agent.http import build_agent_app
+from hacontrol.agent.httpserver import Handler, serve
 from hacontrol.agent.supervisor import Supervisor
 from hacontrol.model.text import prometheus_label
 
 TOKEN = "agent-secret"
+
+
+@contextlib.asynccontextmanager
+async def served(app: Handler) -> AsyncIterator[str]:
+    """The app on a free loopback port: its base URL while the block runs."""
+    server = await serve(app, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def key_for(sup: Supervisor, token: str = TOKEN) -> ControllerKey:
@@ -42,10 +57,12 @@ def get(sup: Supervisor, path: str, token: str = TOKEN,
                 await asyncio.sleep(0.01)
                 worst = max(worst, time.monotonic() - t - 0.01)
 
-        async with TestClient(TestServer(build_agent_app(sup, key_for(sup).accepts))) as client:
+        async with served(build_agent_app(sup, key_for(sup).accepts)) as url, \
+                aiohttp.ClientSession() as client:
             tick = asyncio.create_task(ticker())
-            resp = await client.get(path, headers={"Authorization": f"Bearer {token}"})
-            body = await resp.read()
+            async with client.get(url + path,
+                                  headers={"Authorization": f"Bearer {token}"}) as resp:
+                body = await resp.read()
             done = True
             await tick
             return resp.status, body, worst
@@ -66,8 +83,9 @@ def test_nothing_is_accepted_before_the_controllers_credential_is_pinned(
 
 def test_bearer_with_nothing_after_it_is_refused(sup: Supervisor) -> None:
     async def go() -> int:
-        async with TestClient(TestServer(build_agent_app(sup, key_for(sup).accepts))) as client:
-            resp = await client.get("/metrics", headers={"Authorization": "Bearer "})
+        async with served(build_agent_app(sup, key_for(sup).accepts)) as url, \
+                aiohttp.ClientSession() as client, \
+                client.get(url + "/metrics", headers={"Authorization": "Bearer "}) as resp:
             return resp.status
     assert asyncio.run(go()) in (401, 403)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from hacontrol.agent.httpclient import Client
 from hacontrol.agent.metrics import AllocationMetrics
 from hacontrol.agent.report import MetricsOutbox, metrics_report
 from hacontrol.agent.scrape import MAX_BYTES, Scraper, Target, gauge_value, named_port
@@ -85,7 +85,7 @@ def test_scraper_reads_running_allocations_and_reports_failures_as_null() -> Non
                        "a5": Target("queue_length", port, "/metrics", 1.0)})  # not running
 
         async def go() -> None:
-            async with aiohttp.ClientSession() as session:
+            async with Client() as session:
                 await s.scrape_once(session)
                 assert s.values == {"a1": 7.5, "a2": None, "a3": None, "a4": None,
                                     "a6": 7.5, "a7": None}
@@ -103,7 +103,7 @@ def test_scraper_reads_running_allocations_and_reports_failures_as_null() -> Non
     clock[0] += 5
 
     async def gone() -> None:
-        async with aiohttp.ClientSession() as session:
+        async with Client() as session:
             await s.scrape_once(session)
     asyncio.run(gone())
     assert s.values == {"a1": None}

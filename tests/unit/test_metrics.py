@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +22,7 @@ from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 from .api_fake import ApplyingReplica
+from .test_agent_http import served
 from .test_api_errors import TOKEN
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "hacontrol.json"
@@ -166,7 +168,13 @@ class _OneAllocation:
 
 def test_the_agent_exports_the_same_allocation_series() -> None:
     app = build_agent_app(_OneAllocation(), lambda secret: secret == TOKEN)  # type: ignore[arg-type]
-    samples = _samples(_scrape(app))
+
+    async def scrape() -> str:
+        async with served(app) as url, aiohttp.ClientSession() as client, \
+                client.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 200, await r.text()
+            return await r.text()
+    samples = _samples(asyncio.run(scrape()))
     assert samples["hacontrol_agent_allocations"]
     assert samples["hacontrol_allocation_cpu_ratio"] == [{"allocation": "a1"}]
     assert "process_resident_memory_bytes" in samples

@@ -3,30 +3,33 @@
 Each group module has ``register(sub)``, which adds its subparsers and sets on each one
 either ``handler`` (a client command: ``(args, client, out) -> exit code``, run with one
 shared `Client`) or ``run`` (a daemon command: ``(args) -> exit code``). ``cli/main.py``
-builds the top-level parser from `GROUPS`, in this order, and dispatches.
+builds the top-level parser from `groups()`, in this order, and dispatches.
+
+The groups are imported when asked for, not with this package: `hacontrol agent` imports
+its own group only (`group("agent")`), since every other group's modules (YAML job files,
+backups, output formatting) would stay in its memory for as long as it runs.
 """
 
 from __future__ import annotations
 
-from hacontrol.cli.commands import (
-    acl,
-    agent,
-    alert,
-    allocation,
-    dev,
-    events,
-    job,
-    namespace,
-    node,
-    operator,
-    server,
-    service,
-    status,
-    tls,
-)
+import importlib
+
 from hacontrol.cli.commands.base import CommandGroup
 
-GROUPS: tuple[CommandGroup, ...] = (
-    server, agent, dev, status, job, allocation, service, node, events, namespace, acl, tls,
-    operator, alert,
+GROUP_NAMES: tuple[str, ...] = (
+    "server", "agent", "dev", "status", "job", "allocation", "service", "node", "events",
+    "namespace", "acl", "tls", "operator", "alert",
 )
+
+
+def group(name: str) -> CommandGroup:
+    """The command group module `name` (one of `GROUP_NAMES`), imported now."""
+    if name not in GROUP_NAMES:
+        raise KeyError(name)
+    module: CommandGroup = importlib.import_module(f"hacontrol.cli.commands.{name}")
+    return module
+
+
+def groups() -> tuple[CommandGroup, ...]:
+    """Every command group, in the order the top-level help lists them."""
+    return tuple(group(name) for name in GROUP_NAMES)

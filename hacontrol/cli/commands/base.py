@@ -6,18 +6,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from hacontrol.cli import output
-from hacontrol.cli.client import DEFAULT_ADDR, Client, Json, quote
+from hacontrol.cli.addrs import DEFAULT_ADDR
+
+if TYPE_CHECKING:
+    from hacontrol.cli.client import Client
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+# Decoded JSON as served by the API (as `client.Json`).
+Json = Any
 
 # argparse keeps this class private, but it is what add_subparsers() returns.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Handler = Callable[[argparse.Namespace, Client, IO[str]], int]
+Handler = Callable[[argparse.Namespace, "Client", IO[str]], int]
 Runner = Callable[[argparse.Namespace], int]
 
 
@@ -70,6 +74,9 @@ def command_group(sub: SubParsers, name: str, help_text: str) -> SubParsers:
 def show(args: argparse.Namespace, out: IO[str], result: Json,
          render: Callable[[], str]) -> int:
     """Print the raw answer with --json, otherwise what render() makes of it."""
+    # Imported here: a daemon's process (`hacontrol agent`) imports this module too.
+    from hacontrol.cli import output
+
     if args.json:
         output.print_json(result, out)
     else:
@@ -82,6 +89,8 @@ def namespace_of(args: argparse.Namespace) -> str:
 
 
 def job_path(ns: str, name: str) -> str:
+    from hacontrol.cli.client import quote
+
     return f"/v1/jobs/{quote(ns)}/{quote(name)}"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hacontrol.cli.client import split_addrs
+from hacontrol.cli.addrs import split_addrs
 
 
 def host_port(value: str) -> str:

@@ -1,0 +1,48 @@
+"""`hacontrol agent` builds a parser of its own command group only, and the process of such a
+command line does not import what client commands need."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hacontrol.cli.main import build_parser, command_named
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["agent", "--name", "n1"], "agent"),
+    (["--addr", "http://x:1", "agent"], "agent"),
+    (["--addr=http://x:1", "job", "list"], "job"),
+    (["--tok", "agent", "job", "list"], "job"),  # an abbreviated --token takes its value
+    (["--token-file", "f", "status"], "status"),
+    (["--version"], None),
+    (["--", "agent"], None),
+    ([], None),
+])
+def test_the_command_a_command_line_names(argv: list[str], command: str | None) -> None:
+    assert command_named(argv) == command
+
+
+def test_the_lean_parser_reads_an_agent_command_line_as_the_whole_one_does() -> None:
+    argv = ["agent", "--name", "n1", "--data-dir", "/tmp/d", "--controllers",
+            "http://a:1,http://b:2", "--port", "8200", "--label", "zone=a", "--cpu", "2"]
+    assert vars(build_parser("agent").parse_args(argv)) == vars(build_parser().parse_args(argv))
+
+
+def test_an_agent_process_imports_no_client_command_module() -> None:
+    code = ("import json, sys\n"
+            "from hacontrol.cli.main import build_parser\n"
+            "build_parser('agent').parse_args(['agent', '--name', 'n'])\n"
+            "import hacontrol.agent.main\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(("
+            "'hacontrol.cli', 'yaml', 'aiohttp', 'prometheus_client', 'http.client',"
+            " 'urllib.request')))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == ["hacontrol.cli", "hacontrol.cli.addrs", "hacontrol.cli.commands",
+                         "hacontrol.cli.commands.agent", "hacontrol.cli.commands.base",
+                         "hacontrol.cli.commands.flags", "hacontrol.cli.config",
+                         "hacontrol.cli.main"]
