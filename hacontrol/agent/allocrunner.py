@@ -328,14 +328,15 @@ class AllocationRunner:
         Leftovers would otherwise pile up across restarts, holding ports and
         files the next process needs.
         """
-        if alive(handle):
+        emptied = not alive(handle)
+        if not emptied:
             procinfo.signal_group(handle.pgid, signal.SIGKILL)
             if handle.cg is not None:
                 await asyncio.to_thread(handle.cg.kill)
             deadline = self._monotonic() + KILL_GRACE_S
             while alive(handle) and self._monotonic() < deadline:
                 await asyncio.sleep(POLL_S)
-        outcome = Outcome(handle)
+        outcome = Outcome(handle, emptied=emptied)
         for hook in self.hooks:
             await hook.exited(outcome)
         self.handle = None
