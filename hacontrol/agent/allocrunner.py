@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 # by then is stuck (e.g. a process in uninterruptible sleep).
 FREEZE_TIMEOUT_S = 2.0
 FREEZE_POLL_S = 0.005
+# How long a restart's events wait for its new process (see AllocationRunner._hold): as
+# long as the agent's sync waits for a start to report "running" (agent.main.SETTLE_S).
+RESTART_HOLD_S = 0.05
+# What ends the hold: the restart has an outcome.
+_HOLD_UNTIL = frozenset(Trigger) - {Trigger.EXITED, Trigger.LAUNCH}
 
 
 class AllocationNotRunning(RuntimeError):
@@ -96,6 +101,9 @@ class AllocationRunner:
         self._last_exit: ExitStatus = (None, None)
         self._last_pid: int | None = None
         self._restart_waiters: list[asyncio.Future[AllocationEvent]] = []
+        # Events of a restart under way, for on_event once it has an outcome (_hold).
+        self._held: list[AllocationEvent] | None = None
+        self._held_timer: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- queries
 
@@ -205,6 +213,7 @@ class AllocationRunner:
                 except Exception:
                     log.exception("stopping %r of %s failed", hook, self.spec.alloc_id)
             await self.nursery.aclose()
+            self._release()
             self.started.set()
             self._wake_restart_waiters(self.last)
 
@@ -260,6 +269,7 @@ class AllocationRunner:
             requested = self._requested()
             reason = exit_reason(exit_code, sig, outcome.oom, requested)
             if requested == ExitReason.STOPPED:
+                self._hold()
                 self._emit(Trigger.EXITED, handle.pid, exit_code, sig, "restart requested", reason)
                 self.restarts += 1
                 handle = None
@@ -285,6 +295,8 @@ class AllocationRunner:
                 trigger = Trigger.EXITED if decision.action == ACTION_COMPLETE else Trigger.GAVE_UP
                 self._emit(trigger, handle.pid, exit_code, sig, message, reason)
                 return
+            if decision.delay_s <= 0:
+                self._hold()
             self._emit(Trigger.EXITED, handle.pid, exit_code, sig, message, reason)
             # A stop during the backoff reports no exit status: the one above
             # belongs to the crash, which was already reported.
@@ -328,14 +340,15 @@ class AllocationRunner:
         Leftovers would otherwise pile up across restarts, holding ports and
         files the next process needs.
         """
-        if alive(handle):
+        emptied = not alive(handle)
+        if not emptied:
             procinfo.signal_group(handle.pgid, signal.SIGKILL)
             if handle.cg is not None:
                 await asyncio.to_thread(handle.cg.kill)
             deadline = self._monotonic() + KILL_GRACE_S
             while alive(handle) and self._monotonic() < deadline:
                 await asyncio.sleep(POLL_S)
-        outcome = Outcome(handle)
+        outcome = Outcome(handle, emptied=emptied)
         for hook in self.hooks:
             await hook.exited(outcome)
         self.handle = None
@@ -425,11 +438,39 @@ class AllocationRunner:
             health=self.health,
         )
         self.last = ev
+        if self._held is not None:
+            self._held.append(ev)
+            if trigger in _HOLD_UNTIL:
+                self._release()
+            return ev
+        self._deliver(ev)
+        return ev
+
+    def _deliver(self, ev: AllocationEvent) -> None:
         try:
             self._on_event(ev)
         except Exception:
             log.exception("on_event callback failed for %s", ev)
-        return ev
+
+    def _hold(self) -> None:
+        """Keep the events of a restart without backoff (its exit, the new start) from
+        on_event until the new process runs, the start fails or the runner ends, at most
+        RESTART_HOLD_S; then they go in order, as emitted. The agent answers an event at
+        once (it cuts its long poll short and syncs), in this interpreter: while the start
+        thread spawns, that work held the GIL the spawn waited for. `last` is current
+        all along."""
+        if self._held is None:
+            self._held = []
+            self._held_timer = asyncio.get_running_loop().call_later(
+                RESTART_HOLD_S, self._release)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        for ev in held or ():
+            self._deliver(ev)
 
     def _wake_restart_waiters(self, ev: AllocationEvent) -> None:
         waiters, self._restart_waiters = self._restart_waiters, []

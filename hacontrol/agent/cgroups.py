@@ -107,6 +107,25 @@ def v1_limit_writes(res: Resources | None, has_memsw: bool) -> list[tuple[str, s
     return writes
 
 
+def v1_reset_writes(res: Resources | None, has_memsw: bool) -> list[tuple[str, str, str]]:
+    """(controller, file, value) that give a cgroup kept from another allocation `res`'s
+    limits: every limit is written, unlimited where `res` sets none, and the memory
+    failure counter is cleared (old kernels count OOM by it)."""
+    unlimited = [("memory", "memory.limit_in_bytes", "-1"),
+                 ("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)),
+                 ("cpu", "cpu.cfs_quota_us", "-1"),
+                 ("pids", "pids.max", "max")]
+    new = {(c, f): v for c, f, v in v1_limit_writes(res, has_memsw)}
+    # memsw must stay >= the limit at every write: lifted first, set again after it.
+    writes = [("memory", "memory.memsw.limit_in_bytes", "-1")] if has_memsw else []
+    writes += [(c, f, new.get((c, f), v)) for c, f, v in unlimited]
+    if ("memory", "memory.memsw.limit_in_bytes") in new:
+        writes.append(("memory", "memory.memsw.limit_in_bytes",
+                       new[("memory", "memory.memsw.limit_in_bytes")]))
+    writes.append(("memory", "memory.failcnt", "0"))
+    return writes
+
+
 def v2_limit_writes(res: Resources | None) -> list[tuple[str, str]]:
     """(file, value) in the order they must be written; None: no limits."""
     if res is None:
@@ -239,6 +258,8 @@ class AllocationCgroup:
     def __init__(self, mode: str, paths: dict[str, Path]) -> None:
         self.mode = mode
         self.paths = paths
+        # OOM kills counted before this allocation had it (a cgroup kept from another).
+        self.oom_base = 0
         # The cgroup.procs file member_pids() reads, picked on first use.
         self._members: str | None = None
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hacontrol.agent import logs, procinfo
 from hacontrol.agent.allocrunner import AllocationNotRunning, AllocationRunner
+from hacontrol.agent.cgpool import CgroupPool
 from hacontrol.agent.cgroups import (
     CGROUP_ROOT,
     MODE_RLIMIT,
@@ -93,6 +94,8 @@ class Supervisor:
         self._nursery = Nursery("supervisor")
         self._sampler = Sampler(sample_interval_s, self._nursery)
         self._sockets = SocketRegistry()
+        # Emptied cgroups of ended allocations, for the next ones (v1; see cgpool).
+        self._cgpool = CgroupPool(self._layout)
         self.sweep_cgroups()
 
     # ---------------------------------------------------------------- queries
@@ -217,6 +220,7 @@ class Supervisor:
         """Stop every allocation; on return no process of ours is left running."""
         await asyncio.gather(*(self.stop(a) for a, r in self._runners.items() if r.active()))
         await self._sampler.stop()
+        await asyncio.to_thread(self._cgpool.drain)
 
     async def detach_all(self) -> None:
         """Stop watching without touching the processes (they can be adopted later)."""
@@ -233,6 +237,7 @@ class Supervisor:
         if runners:
             await asyncio.wait(runners)
         await self._sampler.stop()
+        await asyncio.to_thread(self._cgpool.drain)
 
     def forget(self, alloc_id: str) -> bool:
         """Drop an allocation that reached a final state from allocations()."""
@@ -333,6 +338,7 @@ class Supervisor:
             self._cg_name(r.spec.alloc_id),
             self._monotonic,
             self._sampler.retry_removal,
+            self._cgpool,
         )
         return [
             HealthHook(r, self._monotonic),

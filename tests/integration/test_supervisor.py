@@ -17,6 +17,7 @@ from typing import TypeVar
 import psutil
 import pytest
 
+from hacontrol.agent import allocrunner
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.agent.supervisor import Supervisor
 from hacontrol.model.spec import RestartSpec, StopSpec
@@ -191,6 +192,37 @@ def test_crash_is_restarted_quickly_and_counted(h: Harness, tmp_path: Path) -> N
             assert 0 <= next_start.ts - died < 0.25, next_start.ts - died
 
     h.run(scenario)
+
+
+@pytest.mark.parametrize("backoff_s", [0.0, 0.3])
+def test_a_restarts_events_are_delivered_once_its_new_process_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backoff_s: float) -> None:
+    """Without backoff a crash's exit and the new start reach the callback together, in
+    order, once the new process runs (the agent's answer to them, a sync, then does not
+    compete with the spawn); with a backoff the exit is told at once."""
+    monkeypatch.setattr(allocrunner, "RESTART_HOLD_S", 60.0)  # only the outcome ends it
+    delivered: list[tuple[str, str]] = []  # (event, the allocation's state at delivery)
+
+    def on_event(ev: AllocationEvent) -> None:
+        delivered.append((ev.state, sup.allocations()[ev.alloc_id].state))
+
+    sup = Supervisor(tmp_path / "data", on_event)
+
+    async def scenario() -> None:
+        try:
+            await sup.ensure(spec("r", py("import sys; sys.exit(3)"), backoff_s=backoff_s,
+                                  max_restarts=100))
+            await wait_for(lambda: sum(e == "running" for e, _ in delivered) >= 3,
+                           what="2 restarts")
+        finally:
+            await sup.stop_all()
+
+    asyncio.run(scenario())
+    events = [e for e, _ in delivered]
+    assert events[:7] == ["starting", "running", "exited", "starting", "running",
+                          "exited", "starting"], events
+    at_exit = [now for e, now in delivered[:6] if e == "exited"]
+    assert at_exit == (["running"] * 2 if backoff_s == 0 else ["exited"] * 2), delivered
 
 
 def test_never_policy_fails_it_on_a_non_zero_exit(h: Harness) -> None:

@@ -285,7 +285,68 @@ def test_restart_reuses_the_cgroup_and_counts_only_its_own_oom(
         assert now == cgroups
         assert {k: p.stat().st_ino for k, p in cgroups.items()} == inodes
         await h.sup.stop("m3")
+        await h.sup.stop_all()
         assert not any(p.exists() for p in cgroups.values())  # removed at the end
+
+    h.run(scenario)
+
+
+def _limits(paths: dict[str, Path]) -> dict[str, str]:
+    """The v1 limits the agent sets, as the kernel shows them."""
+    files = {"memory": ["memory.limit_in_bytes", "memory.failcnt"],
+             "cpu": ["cpu.cfs_quota_us", "cpu.cfs_period_us"], "pids": ["pids.max"],
+             "freezer": ["freezer.state"]}
+    return {f: (paths[c] / f).read_text().strip() for c, fs in files.items() if c in paths
+            for f in fs}
+
+
+def test_an_ended_allocations_cgroup_serves_the_next_one_with_nothing_left_of_it(
+        h: FeatureHarness) -> None:
+    """cgroup v1 keeps an ended allocation's emptied cgroup for the next new one, renamed
+    after it: no limit, no frozen state, no process and no OOM kill of the first one is
+    the second's. Elsewhere (v2) it is removed as before."""
+    need_root()
+    need_cgroups(h)
+
+    async def scenario() -> None:
+        first = await h.sup.ensure(allocation(
+            "q1", MEMORY_HOG, resources=Resources(cpu=0.5, memory_mb=40, pids=64)))
+        assert first.state == "running", first
+        old = h.sup.cgroup_paths("q1")
+        inodes = {k: p.stat().st_ino for k, p in old.items()}
+        ev = await wait_for(h.state_is("q1", "failed"), timeout=20, what="oom")
+        assert ev.reason == "oom", ev
+        await wait_for(lambda: not h.sup.active("q1"), what="q1 ended")
+        if h.sup.isolation_mode != "cgroup-v1":
+            assert not any(p.exists() for p in old.values())
+            return
+        second = await h.sup.ensure(allocation(
+            "q2", ["sleep", "30"], resources=Resources(cpu=0.25, memory_mb=64)))
+        assert second.state == "running", second
+        now = h.sup.cgroup_paths("q2")
+        assert {k: p.stat().st_ino for k, p in now.items()} == inodes  # the same cgroups
+        assert all(p.name.startswith("q2.") for p in now.values())
+        assert not any(p.exists() for p in old.values())  # renamed, not copied
+        assert _limits(now) == {
+            "memory.limit_in_bytes": str(64 * MiB), "memory.failcnt": "0",
+            "cpu.cfs_quota_us": "25000", "cpu.cfs_period_us": "100000",
+            "pids.max": "max", "freezer.state": "THAWED"}
+        cg = h.sup._runners["q2"].handle.cg  # type: ignore[union-attr]
+        assert cg is not None and cg.pids() == [second.pid]
+        # Killed by a signal: not blamed on the first allocation's OOM kill.
+        assert h.sup.signal("q2", "KILL")
+        ev = await wait_for(h.state_is("q2", "failed"), what="q2 killed")
+        assert ev.reason == "signal", ev
+        await wait_for(lambda: not h.sup.active("q2"), what="q2 ended")
+        third = await h.sup.ensure(allocation("q3", ["sleep", "30"]))
+        assert third.state == "running", third
+        now = h.sup.cgroup_paths("q3")
+        assert {k: p.stat().st_ino for k, p in now.items()} == inodes
+        limits = _limits(now)
+        assert limits["cpu.cfs_quota_us"] == "-1" and limits["pids.max"] == "max"
+        assert int(limits["memory.limit_in_bytes"]) > 2**60, limits  # unlimited
+        await h.sup.stop_all()
+        assert not any(p.exists() for p in now.values())  # the pool is emptied at the end
 
     h.run(scenario)
 
@@ -379,7 +440,9 @@ def test_setsid_grandchild_is_killed_at_stop(h: FeatureHarness, tmp_path: Path) 
         assert ev is not None and ev.reason == "stopped"
         assert gone(gc)
         assert h.sup.cgroup_paths("g1") == {}
-        assert not any(p.exists() for p in paths.values())
+        # Removed, or kept empty for the next allocation (cgroup v1's pool).
+        assert not any(p.exists() and (p / "cgroup.procs").read_text().strip()
+                       for p in paths.values())
 
     h.run(scenario)
 

@@ -120,6 +120,30 @@ def test_cgroup_limit_writes() -> None:
     assert cgroups.cpu_quota_us(0.0001) == 1000
 
 
+def test_a_kept_cgroup_gets_every_limit_written_again() -> None:
+    """A cgroup kept from another allocation: unlimited where the new one sets nothing,
+    memsw lifted before the limit and set after it (it must never be below the limit)."""
+    mib50 = str(50 * 1024 * 1024)
+    assert cgroups.v1_reset_writes(Resources(cpu=0.25, memory_mb=50), has_memsw=True) == [
+        ("memory", "memory.memsw.limit_in_bytes", "-1"),
+        ("memory", "memory.limit_in_bytes", mib50),
+        ("cpu", "cpu.cfs_period_us", "100000"),
+        ("cpu", "cpu.cfs_quota_us", "25000"),
+        ("pids", "pids.max", "max"),
+        ("memory", "memory.memsw.limit_in_bytes", mib50),
+        ("memory", "memory.failcnt", "0"),
+    ]
+    assert cgroups.v1_reset_writes(None, has_memsw=False) == [
+        ("memory", "memory.limit_in_bytes", "-1"),
+        ("cpu", "cpu.cfs_period_us", "100000"),
+        ("cpu", "cpu.cfs_quota_us", "-1"),
+        ("pids", "pids.max", "max"),
+        ("memory", "memory.failcnt", "0"),
+    ]
+    writes = cgroups.v1_reset_writes(Resources(cpu=1.0, memory_mb=8, pids=9), False)
+    assert ("pids", "pids.max", "9") in writes
+
+
 def test_parse_proc_cgroup_and_keyed() -> None:
     text = "12:cpu,cpuacct:/a\n4:memory:/b/c\n0::/unified\n"
     assert cgroups.parse_proc_cgroup(text) == {

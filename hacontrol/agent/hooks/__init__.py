@@ -33,6 +33,8 @@ class Outcome:
 
     handle: Handle | None  # None: the launch failed
     oom: bool = False
+    # The runner found no live process left in the group or the cgroup (none to kill).
+    emptied: bool = False
 
 
 class HookHost(Protocol):

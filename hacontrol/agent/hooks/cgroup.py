@@ -1,10 +1,13 @@
 """Resource limits and OOM detection: a cgroup per process, or rlimits plus a watchdog.
 
-In a cgroup mode each allocation gets a fresh cgroup (created before its first
-launch, removed once its runner ends) and the kernel enforces the limits and counts
+In a cgroup mode each allocation gets a cgroup of its own (made, or taken from the pool,
+before its first launch; removed or pooled once its runner ends) and the kernel enforces
+the limits and counts
 OOM kills. A restart reuses the allocation's emptied cgroup: moving a process into a
 just-created memory cgroup took 12-57 ms here (against 0.1 ms into an existing one),
-most of a crash-to-restart. In rlimit mode there is no per-allocation enforcement by the
+most of a crash-to-restart. An allocation that ends hands its emptied cgroup to the
+supervisor's pool (:mod:`hacontrol.agent.cgpool`, cgroup v1) for the next new one. In
+rlimit mode there is no per-allocation enforcement by the
 kernel, so the metrics sampler feeds :meth:`CgroupHook.check_memory` and the
 hook kills a process that goes over its memory limit, reporting it as OOM.
 """
@@ -18,11 +21,13 @@ import signal
 from collections.abc import Callable
 
 from hacontrol.agent import procinfo
+from hacontrol.agent.cgpool import CgroupPool
 from hacontrol.agent.cgroups import MODE_RLIMIT, AllocationCgroup, Layout
 from hacontrol.agent.hooks import HookHost, Outcome
 from hacontrol.agent.limits import over_memory, rlimits_for
 from hacontrol.agent.metrics import AllocationMetrics
 from hacontrol.agent.process import Handle, LaunchConfig, live
+from hacontrol.model.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +42,30 @@ async def discard_cgroup(
     cg: AllocationCgroup | None,
     monotonic: Callable[[], float],
     on_stuck: Callable[[AllocationCgroup], None],
+    pool: CgroupPool | None = None,
 ) -> None:
-    """Kill what is left in ``cg`` and remove it; hand it to ``on_stuck`` if rmdir keeps failing."""
+    """Kill what is left in ``cg``, then give it to ``pool`` or remove it; hand it to
+    ``on_stuck`` if it keeps holding processes."""
     if cg is None:
         return
     if live(cg.pids()):
         await asyncio.to_thread(cg.kill)
     deadline = monotonic() + KILL_GRACE_S
-    while not cg.remove():
+    while True:
+        if pool is not None and not live(cg.pids()) and pool.give(cg):
+            return
+        if cg.remove():
+            return
         if monotonic() > deadline:
             on_stuck(cg)
             return
         await asyncio.sleep(POLL_S)
+
+
+def pooled_or_new(pool: CgroupPool, layout: Layout, name: str,
+                  res: Resources | None) -> AllocationCgroup:
+    """A kept cgroup reset for `res`, else a fresh one (blocking: in the start thread)."""
+    return pool.take(name, res) or AllocationCgroup.create(layout, name, res)
 
 
 class CgroupHook:
@@ -59,8 +76,10 @@ class CgroupHook:
         cg_name: str,
         monotonic: Callable[[], float],
         on_stuck: Callable[[AllocationCgroup], None],
+        pool: CgroupPool,
     ) -> None:
         self._host = host
+        self._pool = pool
         self._layout = layout
         self._cg_name = cg_name
         self._monotonic = monotonic
@@ -80,27 +99,23 @@ class CgroupHook:
             config.rlimits = rlimits_for(res)
             return
         kept, self._kept = self._kept, None
-        if kept is not None and not live(kept.pids()):
-            # Thawed in case a pause outlived its process: a start thread joins it for
-            # the spawn (hacontrol.agent.direct), and a frozen cgroup would hold it.
-            kept.thaw()
+        if kept is not None:
+            # Found empty, thawed and counted by exited(); nothing enters an empty cgroup
+            # of ours but what we start, so it is not read again on a restart's way.
             self._created = kept
-            self._oom_before = kept.oom_kills()
             config.cg = kept
             return
-        if kept is not None:
-            await discard_cgroup(kept, self._monotonic, self._on_stuck)
-        # Made by the start thread itself, right before the spawn: one thread hop per
-        # start instead of two. Known here from poststart's handle.
+        # Taken from the pool or made by the start thread itself, right before the spawn:
+        # one thread hop per start instead of two. Known here from poststart's handle.
         self._created = None
-        self._oom_before = 0
         config.new_cg = functools.partial(
-            AllocationCgroup.create, self._layout, self._cg_name, res)
+            pooled_or_new, self._pool, self._layout, self._cg_name, res)
 
     def poststart(self, handle: Handle) -> None:
         self._handle = handle
         if handle.cg is not None:
             self._created = handle.cg
+            self._oom_before = handle.cg.oom_base
         self._watchdog_fired = False
 
     def check_memory(self, m: AllocationMetrics) -> None:
@@ -123,15 +138,21 @@ class CgroupHook:
         cg = outcome.handle.cg if outcome.handle is not None else self._created
         self._created = None
         self._handle = None
+        oom_kills = cg.oom_kills() if cg is not None else 0
         if outcome.handle is not None:
-            outcome.oom = self._watchdog_fired or (
-                cg is not None and cg.oom_kills() > self._oom_before)
-        if cg is not None and not self._host.stopping and not live(cg.pids()):
-            self._kept = cg  # for a restart; removed by stop() if none comes
+            outcome.oom = self._watchdog_fired or oom_kills > self._oom_before
+        if cg is not None and not self._host.stopping and (
+                outcome.emptied or not live(cg.pids())):
+            if self._host.paused:
+                # A pause outlived its process: a start thread joins the cgroup for the
+                # next spawn (hacontrol.agent.direct), and a frozen cgroup would hold it.
+                cg.thaw()
+            cg.oom_base = oom_kills  # the next process's OOM kills are those above it
+            self._kept = cg  # for a restart; pooled by stop() if none comes
             return
-        await discard_cgroup(cg, self._monotonic, self._on_stuck)
+        await discard_cgroup(cg, self._monotonic, self._on_stuck, self._pool)
 
     def stop(self) -> None:
         kept, self._kept = self._kept, None
-        if kept is not None and not kept.remove():
+        if kept is not None and not self._pool.give(kept) and not kept.remove():
             self._on_stuck(kept)
