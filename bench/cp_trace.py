@@ -1,6 +1,6 @@
 """Where one write's and one read's wall time goes: a latency breakdown, not CPU.
 
-    python -m bench.cp_trace [-n 200] [--kinds put,scale,get] [--keep DIR]
+    python -m bench.cp_trace [-n 200] [--kinds put,scale,get] [--keep DIR] [--tree DIR]
 
 Starts a 3-replica cluster whose replicas load `bench/cp_trace_hooks.py` (timestamps at
 each step of a request's path, one clock for all processes), sends `n` sequential job
@@ -114,18 +114,25 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--kinds", default="put,scale,get")
     ap.add_argument("--keep", type=Path, help="keep the cluster and trace files here")
+    ap.add_argument("--tree", type=Path, default=REPO,
+                    help="run the replicas from this checkout (default: this one)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cp-trace-") as tmp:
         root = a.keep or Path(tmp)
         trace_dir = root / "trace"
         trace_dir.mkdir(parents=True, exist_ok=True)
+        tree = a.tree.resolve()
         os.environ["HACONTROL_TRACE_DIR"] = str(trace_dir)
         os.environ["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO / "bench" / "trace_hooks"), str(REPO)])
+            [str(REPO / "bench" / "trace_hooks"), str(tree)])
+        cwd = os.getcwd()
+        os.chdir(tree)  # `python -m hacontrol` imports from its working directory first
         try:
-            cluster = ready_cluster(root / "cluster")
+            cluster = ready_cluster(root.resolve() / "cluster")
         finally:
+            os.chdir(cwd)
             del os.environ["HACONTROL_TRACE_DIR"]
+            del os.environ["PYTHONPATH"]
         try:
             kv = HacKv(cluster)
             kv.prepare(1)

@@ -31,7 +31,9 @@ def mark(label: str) -> None:
 
 def _wrap(owner: Any, attr: str, label: str,
           detail: Callable[..., str | None] | None = None, end: bool = True) -> None:
-    fn = getattr(owner, attr)
+    fn = getattr(owner, attr, None)
+    if fn is None:
+        return  # not in this version of the code
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
@@ -107,6 +109,7 @@ def install(directory: str) -> None:
     _wrap(replica.Replica, "submit", "replica.submit", end=False)
     _wrap(replica.Replica, "read_index", "replica.read_index", end=False)
     _wrap(replica.Replica, "_on_woken", "tick.woken", end=False)
+    _wrap(replica.Replica, "_on_wake", "tick.woken", end=False)  # before wake.py
     _wrap(replica.Replica, "_wake", "wake", detail=_caller, end=False)
     _wrap(replica.Replica, "_on_tick", "on_tick")
     _wrap(replica.Replica, "apply_entry", "apply")
