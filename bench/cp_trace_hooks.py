@@ -98,6 +98,10 @@ def install(directory: str) -> None:
     from hacontrol.raft.node import node_class
     from hacontrol.scheduler import loop as leader_loop
 
+    try:
+        from hacontrol.raft import wake
+    except ImportError:  # before wake.py
+        wake = None  # type: ignore[assignment]
     node = node_class()
     _wrap(web_app.Application, "_handle", "http")
     _wrap(controller.Controller, "write", "write")
@@ -108,7 +112,8 @@ def install(directory: str) -> None:
     _wrap(bridge.LogBridge, "read_index", "bridge.read_index")
     _wrap(replica.Replica, "submit", "replica.submit", end=False)
     _wrap(replica.Replica, "read_index", "replica.read_index", end=False)
-    _wrap(replica.Replica, "_on_woken", "tick.woken", end=False)
+    if wake is not None:
+        _wrap(wake.WakePipe, "_readable", "tick.woken", end=False)
     _wrap(replica.Replica, "_on_wake", "tick.woken", end=False)  # before wake.py
     _wrap(replica.Replica, "_wake", "wake", detail=_caller, end=False)
     _wrap(replica.Replica, "_on_tick", "on_tick")

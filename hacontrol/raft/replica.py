@@ -115,7 +115,7 @@ class Replica(prepare_gate.Preparing):
         self._unhealthy: str | None = None
         self._pushed_index = 0
         self._pushed_commit = 0
-        self._waker = WakePipe(self._on_woken)
+        self._waker = WakePipe()
         self._destroyed = False
         self._snapshot: tuple[str, str | None, int, int, int] | None = None
         self._snapshot_loaded = False
@@ -277,9 +277,6 @@ class Replica(prepare_gate.Preparing):
                 callback(None, FAIL_UNKNOWN_OUTCOME)
         if orphaned:
             logger.info("snapshot installed: %d waiting commands reported as unknown", len(orphaned))
-
-    def _on_woken(self) -> None:
-        """Tick thread, inside its poll: woken by another thread."""
 
     def _wake(self) -> None:
         self._waker.wake()

@@ -2,20 +2,18 @@
 
 pysyncobj's tick thread sleeps in `poll` until a socket is ready or its tick period
 (`RaftTuning.auto_tick_period`) passes. A proposal, a read or a finished sync from another
-thread writes a byte here instead, so the thread is up within microseconds and
-`on_woken` runs on it, inside the poll, before the rest of the tick.
+thread writes a byte here instead, so the thread is up within microseconds and finds it in
+its next tick.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 
 class WakePipe:
-    def __init__(self, on_woken: Callable[[], None]) -> None:
-        self._on_woken = on_woken
+    def __init__(self) -> None:
         self._r: int | None = None
         self._w: int | None = None
         self._pending = False
@@ -34,14 +32,13 @@ class WakePipe:
         # Drain before clearing the flag. Clearing first lets a waker set the flag and
         # write a byte that this drain then swallows, leaving the flag set with nothing in
         # the pipe: every later wake-up would wait for the poll timeout. Whatever a waker
-        # that still sees the flag set here queued is there for `on_woken` to find.
+        # that still sees the flag set here queued is there for the coming tick to find.
         try:
             while os.read(self._r, 4096):  # type: ignore[arg-type]
                 pass
         except OSError:
             pass  # BlockingIOError: drained
         self._pending = False
-        self._on_woken()
 
     def wake(self) -> None:
         """Any thread: end the tick thread's poll (once, however many call it meanwhile)."""
