@@ -16,7 +16,7 @@ What a closed link does not prove, and why a live leader is not deposed by it:
   disconnects it): a link this replica dropped itself (a refused frame, a membership
   change, its own shutdown) leaves the deadline alone;
 * a partition, a paused leader or a dead host close nothing: the usual timeout applies;
-* a replica that is not a voter never campaigns (node.py's `_hc_no_campaign_outside` moves
+* a replica that is not a voter never campaigns (election_grace.py's `no_campaign_outside` moves
   the deadline out again every tick); a leadership transfer's deadline 0 stays 0.
 
 A dial that fails right after such a close is proof: the replica that dials (pysyncobj:

@@ -28,7 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from hacontrol.raft import append_fix, fast_failover, kept_link, long_apply, prepare_gate
+from hacontrol.raft import (
+    append_fix,
+    election_grace,
+    fast_failover,
+    kept_link,
+    long_apply,
+    prepare_gate,
+)
 from hacontrol.raft.journal import SyncedJournal
 from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.readindex import (
@@ -48,18 +55,10 @@ logger = logging.getLogger(__name__)
 class NodeOwner(Protocol):
     def apply_entry(self, command: bytes, index: int) -> Any: ...
 
-
     def on_storage_error(self, message: str) -> None: ...
 
 
 _LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
-# Past an election deadline missed while not reading: long enough that pysyncobj's own check
-# later in the same tick does not fire, short against any election timeout.
-_HEAR_GRACE = 0.005
-# A tick that starts this long after the last poll ended counts as a stall: a normal one
-# starts within a follower's fdatasync (a few ms), and then a missed deadline elects at once
-# (failover pays no extra poll).
-_STALL = 0.02
 _pending = threading.local()
 _hook_lock = threading.Lock()
 _hook_installed = False
@@ -205,8 +204,8 @@ def _make_node_class() -> type:
                 self._SyncObj__conf.leaderFallbackTimeout = long_apply.fallback_timeout(
                     self._hc_fallback, raft_clock(), until, extra)
             else:
-                self._hc_hear_before_electing()
-                self._hc_no_campaign_outside()
+                election_grace.hear_before_electing(self, raft_clock())
+                election_grace.no_campaign_outside(self, self._hc_owner(), raft_clock())
                 timeToWait = fast_failover.tick_wait(self, timeToWait, raft_clock())  # noqa: N806
             if self._hc_kept is not None:
                 kept_link.release_kept(self, _LEADER)
@@ -223,34 +222,6 @@ def _make_node_class() -> type:
         def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
             super()._SyncObj__onNodeDisconnected(node)
             fast_failover.on_link_closed(self, node, self._hc_fast, raft_clock())
-
-        def _hc_hear_before_electing(self) -> None:
-            """An election timeout counts only time in which this replica could hear the
-            leader. pysyncobj checks its deadline at the start of a tick, before it reads
-            its sockets: after this thread stalled (a slow fdatasync, a long apply, the
-            GIL held by the event loop) past the deadline, the leader's heartbeats sit
-            unread and it would start an election anyway. Read them first: one more poll.
-            Only after a stall: a dead leader then costs at most that poll; a transfer's
-            deadline 0 is left alone."""
-            deadline = self._SyncObj__raftElectionDeadline
-            now = raft_clock()
-            polled = self._hc_polled_at
-            if (polled < deadline < now and now - polled > _STALL
-                    and deadline != self._hc_grace_deadline):
-                # Once per deadline: a quick tick can end its poll within the grace.
-                self._hc_grace_deadline = now + _HEAR_GRACE
-                self._SyncObj__raftElectionDeadline = self._hc_grace_deadline
-
-        def _hc_no_campaign_outside(self) -> None:
-            """A replica that is not a voter in its own view (one still joining, or one
-            removed) never starts an election: pysyncobj has no pre-vote, so its ever
-            higher term would depose the leader the moment it is added (or re-added)."""
-            owner = self._hc_owner()
-            # getattr: owners that know nothing of membership (tests) are always voters.
-            voter = getattr(owner, "is_voter", None)
-            if voter is not None and not voter():
-                self._SyncObj__raftElectionDeadline = (
-                    raft_clock() + self._SyncObj__conf.raftMaxTimeout)
 
         # ---- membership (see membership.py) --------------------------------------------
 
@@ -332,10 +303,15 @@ def _make_node_class() -> type:
                 # hearing nothing until this replica is done (long_apply.py).
                 self._SyncObj__sendAppendEntries()
             start = raft_clock()
+            applied = self._SyncObj__raftLastApplied
             try:
                 return bool(super()._SyncObj__applyLogEntries())
             finally:
                 self._hc_after_apply(leader, raft_clock() - start)
+                # getattr: owners that wake nobody (tests) need not have it.
+                after = getattr(self._hc_owner(), "after_apply", None)
+                if after is not None and self._SyncObj__raftLastApplied != applied:
+                    after()
 
         def _hc_sizes_to_apply(self) -> list[int]:
             if self._hc_large.heartbeat_before_bytes <= 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -21,6 +20,7 @@ from hacontrol.raft.node import node_class
 from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.raft.storage import StorageError
+from hacontrol.raft.wake import WakePipe
 from hacontrol.raft.watch import install_watch, watch, weak_wake
 
 logger = logging.getLogger(__name__)
@@ -115,9 +115,7 @@ class Replica(prepare_gate.Preparing):
         self._unhealthy: str | None = None
         self._pushed_index = 0
         self._pushed_commit = 0
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
-        self._wake_pending = False
+        self._waker = WakePipe()
         self._destroyed = False
         self._snapshot: tuple[str, str | None, int, int, int] | None = None
         self._snapshot_loaded = False
@@ -129,6 +127,7 @@ class Replica(prepare_gate.Preparing):
         # leader's view of its followers, copied on the tick thread; {} elsewhere.
         self._peer_view: dict[str, tuple[int, float | None, bool]] = {}
         self._tick_calls: deque[Callable[[], None]] = deque()
+        self._apply_listeners: list[Callable[[], None]] = []
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -205,6 +204,13 @@ class Replica(prepare_gate.Preparing):
             result = ApplyError(f"{type(exc).__name__}: {exc}")
         return Applied(index, result)
 
+    def after_apply(self) -> None:
+        for listener in self._apply_listeners:
+            try:
+                listener()
+            except Exception:
+                logger.exception("apply listener failed")
+
     def _on_tick(self) -> None:
         node = self._node
         # Role, term and indexes change together on this thread; readers on other threads
@@ -224,7 +230,7 @@ class Replica(prepare_gate.Preparing):
             logger.exception("status snapshot failed")
         if self._tick_thread_id is None:
             self._tick_thread_id = threading.get_ident()
-            self._setup_wake_pipe()
+            self._waker.attach(self._node._poller)
         self._last_tick = time.monotonic()
         self._tick_failures = 0
         while self._tick_calls:
@@ -272,38 +278,8 @@ class Replica(prepare_gate.Preparing):
         if orphaned:
             logger.info("snapshot installed: %d waiting commands reported as unknown", len(orphaned))
 
-    def _setup_wake_pipe(self) -> None:
-        from pysyncobj.poller import POLL_EVENT_TYPE
-
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        self._wake_r, self._wake_w = r, w
-        self._node._poller.subscribe(r, self._on_wake, POLL_EVENT_TYPE.READ)
-
-    def _on_wake(self, _descr: int, _events: int) -> None:
-        # Drain before clearing the flag. Clearing first lets a submitter set
-        # the flag and write a byte that this drain then swallows, leaving the
-        # flag set with nothing in the pipe: every later submission would wait
-        # for the poll timeout. Any submitter that still sees the flag set here
-        # queued its command before this tick's queue check runs.
-        try:
-            while os.read(self._wake_r, 4096):  # type: ignore[arg-type]
-                pass
-        except OSError:
-            pass  # BlockingIOError: drained
-        self._wake_pending = False
-
     def _wake(self) -> None:
-        if self._wake_pending or self._wake_w is None:
-            return
-        self._wake_pending = True
-        try:
-            os.write(self._wake_w, b"w")
-        except BlockingIOError:
-            pass  # pipe full: a wake-up is already pending
-        except OSError:
-            pass
+        self._waker.wake()
 
     def _on_pysyncobj_log(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
@@ -343,6 +319,12 @@ class Replica(prepare_gate.Preparing):
         """Tick thread: a membership entry was appended here (or rolled back)."""
         self.book.on_change(request, reverse)
         self._wake()
+
+    def add_apply_listener(self, listener: Callable[[], None]) -> None:
+        """`listener()` runs on the tick thread after each batch of applied entries, once
+        the callbacks of their submitters have fired (results handed to waiting writers
+        go out before what the listener wakes). Register before the replica runs."""
+        self._apply_listeners.append(listener)
 
     def is_voter(self) -> bool:
         return self.book.is_member()
@@ -473,13 +455,7 @@ class Replica(prepare_gate.Preparing):
         self._node.destroy()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
-        for fd in (self._wake_r, self._wake_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = None
+        self._waker.close()
 
 
 def _safe_call(callback: SubmitCallback, res: Applied | None, err: int) -> None:

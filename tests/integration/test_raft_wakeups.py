@@ -1,0 +1,188 @@
+"""What wakes the Raft tick thread: three real replicas in one process (real sockets, real
+journals), whose timers are then pushed out of reach.
+
+Once the cluster runs, every replica's poll period and heartbeat are set to 60 s and its
+election and leader-fallback timeouts far beyond: from then on nothing but an event (a
+proposal, a read, a message on a socket, a finished sync) makes any tick thread work. A
+write, a write through a follower and a ReadIndex read must each still complete well within
+one such period, and a leader with nothing to do must not tick at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from hacontrol.controller.replica import Controller
+from hacontrol.controller.status import Member
+from hacontrol.model.resources import Quota
+from hacontrol.raft import LogBridge, Replica, ReplicaConfig
+from hacontrol.raft.keys import generate_secret
+from hacontrol.state import commands as C
+from hacontrol.state.machine import StateMachine
+from tests.integration.harness import free_ports
+from tests.integration.raft_helpers.kv_node import KvMachine
+
+pytestmark = pytest.mark.timeout(90)
+
+SLOW = 60.0  # the timers' period once pushed out: far beyond every deadline below
+WITHIN = 10.0  # what an event-driven step may take on a loaded machine
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
+    ports = free_ports(3)
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    secret = generate_secret()
+    made = []
+    try:
+        for i, addr in enumerate(addrs):
+            config = ReplicaConfig(node_id=f"n{i}", raft_addr=addr,
+                                   peers=[a for a in addrs if a != addr],
+                                   data_dir=tmp_path / f"n{i}", secret=secret)
+            made.append(Replica(config, KvMachine()))
+        yield made
+    finally:
+        for r in made:
+            r.destroy()
+
+
+def _wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _leader(among: list[Replica]) -> Replica | None:
+    return next((r for r in among if r.status().role == "leader"), None)
+
+
+def _set(k: str, v: int) -> bytes:
+    return msgpack.packb({"op": "set", "k": k, "v": v})
+
+
+def _value(r: Replica, k: str) -> Any:
+    return r.read(lambda m: m.data.get(k))  # type: ignore[attr-defined]
+
+
+def _stop_timers(replicas: list[Replica]) -> None:
+    """Push every timer of every replica out to `SLOW` and beyond (pysyncobj reads these
+    from its conf at each use; our node keeps its own copy of the fallback timeout)."""
+    for r in replicas:
+        node = r._node
+        conf = node._SyncObj__conf
+        conf.autoTickPeriod = SLOW
+        conf.appendEntriesPeriod = SLOW
+        conf.raftMinTimeout = 10 * SLOW
+        conf.raftMaxTimeout = 20 * SLOW
+        node._hc_fallback = 10 * SLOW
+
+
+class _Ticks:
+    """Counts a replica's ticks (pysyncobj's on-tick callbacks run once per tick)."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.count = 0
+        replica._node.addOnTickCallback(self._tick)
+
+    def _tick(self) -> None:
+        self.count += 1
+
+
+def _settled(replicas: list[Replica]) -> None:
+    """Every replica has applied what the leader has and been through a tick since the
+    timers were pushed out (its poll now waits `SLOW`)."""
+    lead = _leader(replicas)
+    assert lead is not None, "the leader changed: the test lost its premise"
+    target = lead.status().commit_index
+    _wait(lambda: all(r.status().applied_index >= target for r in replicas), WITHIN,
+          "every replica to apply the leader's entries")
+
+
+def test_only_events_wake_the_tick_threads(replicas: list[Replica]) -> None:
+    lead = _wait(lambda: _leader(replicas), 15, "a leader")
+    followers = [r for r in replicas if r is not lead]
+
+    async def warm_up() -> None:
+        await LogBridge(lead).submit(_set("warm", 1), 5.0)
+    asyncio.run(warm_up())
+    _wait(lambda: all(_value(r, "warm") == 1 for r in replicas), WITHIN, "the warm-up write")
+    _stop_timers(replicas)
+    # One heartbeat may still be due from the old period; let every thread get through it.
+    time.sleep(0.5)
+    _settled(replicas)
+
+    # Idle: no timer is due for a minute and nobody proposes or reads, so no tick thread
+    # has anything to do. (A leader whose journal sync woke it after every empty sync
+    # ticked thousands of times a second here.)
+    ticks = {id(r): _Ticks(r) for r in replicas}
+    time.sleep(1.0)
+    idle = {r.config.node_id: ticks[id(r)].count for r in replicas}
+    assert all(n <= 3 for n in idle.values()), f"ticks in an idle second: {idle}"
+
+    async def events() -> None:
+        # A proposal wakes the leader, the append goes out at once, each follower's socket
+        # wakes it to sync and answer, the answers wake the leader to commit and apply.
+        started = time.monotonic()
+        await LogBridge(lead).submit(_set("a", 1), WITHIN)
+        # ... and the commit index is pushed at once: the followers apply too.
+        await asyncio.to_thread(_wait, lambda: all(_value(r, "a") == 1 for r in followers),
+                                WITHIN, "the followers to apply the write")
+        # A write through a follower: forwarded when proposed, applied there once the
+        # leader's commit reaches it.
+        await LogBridge(followers[0]).submit(_set("b", 2), WITHIN)
+        # A read: the leader probes when asked, and is woken by the answers.
+        index = await LogBridge(lead).read_index(WITHIN)
+        assert index >= lead.status().commit_index - 1 and _value(lead, "b") == 2
+        assert time.monotonic() - started < SLOW, "a timer must have fired"
+
+    asyncio.run(events())
+    assert _leader(replicas) is lead, "the leader changed: the test lost its premise"
+
+
+def test_a_writer_hears_its_result_before_the_change_feed_wakes_anyone(
+        tmp_path: Path) -> None:
+    """Waiters on the change feed (the leader loop, long polls) run on the same event loop
+    as the write's answer: woken by the apply itself, the leader loop's pass over the
+    state ran before every answer. They are woken once the results are handed over."""
+    addr = f"127.0.0.1:{free_ports(1)[0]}"
+    machine = StateMachine()
+    replica = Replica(ReplicaConfig(node_id="n0", raft_addr=addr, peers=[],
+                                    data_dir=tmp_path / "n0", secret=generate_secret()),
+                      machine)
+    ctl = Controller(Member("n0", addr, "http://127.0.0.1:9"), [], replica, machine)
+    try:
+        _wait(lambda: replica.status().role == "leader", 15, "the single replica to lead")
+
+        async def scenario() -> list[str]:
+            ctl.attach_loop(asyncio.get_running_loop())
+            order: list[str] = []
+
+            async def watch() -> None:
+                await ctl.wait_changed(WITHIN)
+                order.append("changed")
+
+            watcher = asyncio.create_task(watch())
+            await asyncio.sleep(0)  # the watcher is waiting on the feed
+            for i in range(3):
+                await ctl.write(C.NS_PUT, {"name": f"ns{i}", "quota": Quota().to_dict()})
+                order.append("written")
+                await watcher
+                watcher = asyncio.create_task(watch())
+                await asyncio.sleep(0)
+            watcher.cancel()
+            return order
+
+        assert asyncio.run(scenario()) == ["written", "changed"] * 3
+    finally:
+        replica.destroy()
