@@ -68,6 +68,8 @@ class Settings:
     sim_wait_s: float = 1.0  # the simulated agents' long poll
     full_sync: bool = False  # simulated agents ask for full answers (as before deltas)
     sim_procs: int = 1  # simagent processes sharing the nodes
+    sim_backoff_max_s: float = 0.0  # see simagent.py --backoff-max-s
+    sim_ramp_s: float = 10.0  # the simulated nodes start over this long
 
 
 @dataclass
@@ -118,7 +120,8 @@ class Run:
         return self.cluster
 
     def start_sim(self, s: Settings) -> SimAgents:
-        self.sim = SimAgents(self.cluster, s.nodes, s.sim_procs, s.sim_wait_s, s.full_sync)
+        self.sim = SimAgents(self.cluster, s.nodes, s.sim_procs, s.sim_wait_s, s.full_sync,
+                             s.sim_backoff_max_s, s.sim_ramp_s)
         self.sim.start()
         return self.sim
 
@@ -218,8 +221,15 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
     events.start()  # from the nodes' first registration: a node marked down counts
     sim = run.start_sim(s)
     try:
-        wait_for(lambda: sim.alive() and ready_nodes(cluster, watcher) >= s.nodes, 300,
-                 0.5, what=f"{s.nodes} simulated nodes ready")
+        shown = [time.monotonic()]
+
+        def all_ready() -> bool:
+            n = ready_nodes(cluster, watcher) if sim.alive() else 0
+            if time.monotonic() - shown[0] >= 30:
+                shown[0] = time.monotonic()
+                log(f"placement: {n} of {s.nodes} simulated nodes ready")
+            return n >= s.nodes
+        wait_for(all_ready, 600, 1.0, what=f"{s.nodes} simulated nodes ready")
         log(f"placement: {s.nodes} simulated nodes ready ({sim.procs} simagent process(es)); "
             f"submitting {s.jobs} jobs x {s.per_job}")
         pids = {f"{r.id}{' (leader)' if r is leader else ''}": r.proc.pid
@@ -234,7 +244,7 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
         res.term_before = (cluster.status(watcher) or {}).get("term")
         load = MachineLoad(pids)
         t0 = time.monotonic()
-        wall0 = time.time()
+        wall0 = events.origin = time.time()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: put_job(cluster, f"bench-{i:03d}", s.per_job, SLEEP_CMD),
                           range(s.jobs)))
@@ -524,6 +534,11 @@ def main() -> int:
     p.add_argument("--sim-procs", type=int, dest="sim_procs",
                    help="simagent processes sharing the nodes (default: one per 1,000 "
                         "nodes)")
+    p.add_argument("--sim-backoff-max-s", type=float, default=0.0, dest="sim_backoff_max_s",
+                   help="simulated agents retry failed syncs with a doubling, jittered pause "
+                        "up to this (default 0: a fixed 0.1 s, as the agent does)")
+    p.add_argument("--sim-ramp-s", type=float, default=10.0, dest="sim_ramp_s",
+                   help="the simulated nodes start over this many seconds (default 10)")
     p.add_argument("--full-sync", action="store_true", dest="full_sync",
                    help="simulated agents ask for full answers (the protocol before deltas)")
     args = p.parse_args()
@@ -543,6 +558,7 @@ def main() -> int:
                  soak_s=args.soak_s or 0.0, sim_wait_s=args.sim_wait_s or 1.0,
                  full_sync=args.full_sync)
     s.sim_procs = args.sim_procs or max(1, -(-s.nodes // 1000))
+    s.sim_backoff_max_s, s.sim_ramp_s = args.sim_backoff_max_s, args.sim_ramp_s
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

@@ -29,6 +29,7 @@ import asyncio
 import collections
 import itertools
 import json
+import random
 import signal
 import sys
 import time
@@ -100,13 +101,17 @@ class Stats:
 class SimNode:
     def __init__(self, name: str, cpu: float, memory_mb: int, controllers: list[str],
                  start: int, wait_s: float, stats: Stats, pids: itertools.count[int],
-                 delta: bool = True) -> None:
+                 delta: bool = True, backoff_max_s: float = 0.0) -> None:
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": "",
                      "labels": {}, "attributes": {}}
         self.controllers = controllers
         self.current = controllers[start % len(controllers)]
         self.rotation = start % len(controllers)
         self.wait_s = wait_s
+        # 0: a failed sync is retried after RETRY_PAUSE_S, as the agent does; above 0 the
+        # pause doubles up to this, with jitter, and is back to RETRY_PAUSE_S after a success
+        self.backoff_max_s = backoff_max_s
+        self.pause = RETRY_PAUSE_S
         self.stats = stats
         self.pids = pids
         self.index = 0
@@ -189,7 +194,7 @@ class SimNode:
                 self.last_answer = time.monotonic()
                 self.stats.error(type(exc).__name__)
                 self._next_controller()
-                await _sleep_or_stop(stop, RETRY_PAUSE_S)
+                await self._retry_pause(stop)
                 continue
             if status != 200:
                 err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
@@ -200,7 +205,7 @@ class SimNode:
                     continue
                 self.stats.error(f"http_{status}:{err.get('code')}")
                 self._next_controller()
-                await _sleep_or_stop(stop, RETRY_PAUSE_S)
+                await self._retry_pause(stop)
                 continue
             term = int(data["term"])
             if term < self.highest_term:
@@ -220,6 +225,7 @@ class SimNode:
                     continue
                 allocations = merged
             now = time.monotonic()
+            self.pause = RETRY_PAUSE_S
             self.stats.syncs += 1
             self.stats.latencies_ms.append((now - t0) * 1000)
             gap = 0.0 if self.last_ok is None else now - self.last_ok
@@ -243,6 +249,14 @@ class SimNode:
             self._reconcile(allocations)
 
 
+    async def _retry_pause(self, stop: asyncio.Event) -> None:
+        if self.backoff_max_s <= 0:
+            await _sleep_or_stop(stop, RETRY_PAUSE_S)
+            return
+        await _sleep_or_stop(stop, self.pause * random.uniform(0.5, 1.0))
+        self.pause = min(self.backoff_max_s, self.pause * 2)
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
@@ -257,7 +271,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     pids = itertools.count(FAKE_PID_BASE)
     nodes = [SimNode(f"{args.prefix}{i:04d}", args.cpu, args.memory_mb, controllers, i,
-                     args.wait_s, stats, pids, not args.full)
+                     args.wait_s, stats, pids, not args.full, args.backoff_max_s)
              for i in range(args.first, args.first + args.nodes)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -303,6 +317,9 @@ def main() -> int:
                    help="long-poll seconds when there is nothing to report (default 1.0)")
     p.add_argument("--stagger-s", type=float, default=0.005, dest="stagger_s",
                    help="pause between starting two nodes (default 0.005)")
+    p.add_argument("--backoff-max-s", type=float, default=0.0, dest="backoff_max_s",
+                   help="retry failed syncs with a doubling, jittered pause up to this "
+                        "(default 0: a fixed 0.1 s, as the agent does)")
     p.add_argument("--full", action="store_true",
                    help="ask for full answers (as agents before the delta protocol)")
     args = p.parse_args()

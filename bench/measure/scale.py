@@ -103,8 +103,9 @@ class SimAgents:
     """
 
     def __init__(self, cluster: Cluster, nodes: int, procs: int, wait_s: float,
-                 full: bool) -> None:
+                 full: bool, backoff_max_s: float = 0.0, ramp_s: float = 10.0) -> None:
         self.cluster, self.nodes, self.wait_s, self.full = cluster, nodes, wait_s, full
+        self.backoff_max_s, self.ramp_s = backoff_max_s, ramp_s
         self.procs = max(1, min(procs, nodes))
         self.popens: list[subprocess.Popen[bytes]] = []
 
@@ -117,8 +118,9 @@ class SimAgents:
             argv = [sys.executable, str(SIMAGENT), "--controllers",
                     ",".join(r.api for r in c.replicas), "--token-file", str(c.root / "token"),
                     "--nodes", str(n), "--first", str(first), "--wait-s", str(self.wait_s),
-                    # every process starts its nodes over the same 10 s at most
-                    "--stagger-s", str(min(0.005, 10.0 / max(n, 1)))]
+                    # every process starts its nodes over the same ramp_s at most
+                    "--stagger-s", str(min(0.005, self.ramp_s / max(n, 1))),
+                    "--backoff-max-s", str(self.backoff_max_s)]
             if self.full:
                 argv.append("--full")
             first += n
@@ -195,6 +197,7 @@ class EventLog:
         self.placed_at: float | None = None  # wall time the placed count reached total
         self.running_at: float | None = None
         self.downs: list[tuple[float, str]] = []  # (wall time, node) marked down
+        self.origin = wall0  # plans' times are given from this (the first submission)
         self.truncated = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -265,8 +268,8 @@ class EventLog:
         out.update({
             "count": len(plans), "sizes": sizes if len(sizes) <= 30 else
             {"median": statistics.median(sizes), "min": min(sizes), "max": max(sizes)},
-            "first_s": round(plans[0][0] - self.wall0, 2),
-            "last_s": round(plans[-1][0] - self.wall0, 2),
+            "first_s": round(plans[0][0] - self.origin, 2),
+            "last_s": round(plans[-1][0] - self.origin, 2),
             "median_interval_s": round(statistics.median(gaps), 3) if gaps else None,
             "max_interval_s": round(max(gaps), 3) if gaps else None,
             "median_entries_between": statistics.median(idx) if idx else None})
