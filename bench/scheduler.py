@@ -100,6 +100,7 @@ class PlacementResult:
     term_after: int | None = None
     leader_after: str | None = None
     soak: dict[str, Any] = field(default_factory=dict)
+    not_ready: str | None = None  # why the run stopped before submitting anything
 
 
 # ---------------------------------------------------------------- processes
@@ -229,7 +230,20 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
                 shown[0] = time.monotonic()
                 log(f"placement: {n} of {s.nodes} simulated nodes ready")
             return n >= s.nodes
-        wait_for(all_ready, 600, 1.0, what=f"{s.nodes} simulated nodes ready")
+        ramp = MachineLoad({r.id: r.proc.pid for r in cluster.live()}
+                           | {f"simagent-{i + 1}": p.pid for i, p in enumerate(sim.popens)})
+        try:
+            wait_for(all_ready, 600, 1.0, what=f"{s.nodes} simulated nodes ready")
+        except AssertionError as exc:
+            # What the ramp-up saw is the finding: elections, nodes marked down meanwhile.
+            log(f"placement: {exc}")
+            res.timed_out = True
+            res.not_ready = str(exc)
+            res.load = ramp.end()
+            res.cpu_percent = res.load["cpu_percent"]
+            res.term_before = 1
+            res.term_after = (cluster.status(watcher) or {}).get("term")
+            return _finish(res, run, events, None)
         log(f"placement: {s.nodes} simulated nodes ready ({sim.procs} simagent process(es)); "
             f"submitting {s.jobs} jobs x {s.per_job}")
         pids = {f"{r.id}{' (leader)' if r is leader else ''}": r.proc.pid
@@ -269,16 +283,24 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
         res.nodes_down = sum(1 for n in nodes["nodes"] if n["status"] != "ready")
     finally:
         events.stop()
+    return _finish(res, run, events, wall0)
+
+
+def _finish(res: PlacementResult, run: Run, events: EventLog, wall0: float | None
+            ) -> PlacementResult:
+    events.stop()
     res.plans = events.summary()
     res.nodes_marked_down = len(events.downs)
     last = run.stop_sim()
-    if s.soak_s > 0:
+    if res.soak:
         res.sim_soak = last
     else:
         res.sim = last
     for k in ("last_seen_wall", "last_running_acked_wall"):
         if res.sim.get(k):
-            res.sim[k.replace("_wall", "_s")] = round(res.sim.pop(k) - wall0, 2)
+            at = res.sim.pop(k)
+            if wall0 is not None:
+                res.sim[k.replace("_wall", "_s")] = round(at - wall0, 2)
     return res
 
 
@@ -467,7 +489,8 @@ def print_run(i: int, x: dict[str, Any]) -> None:
     print(f"         nodes marked down {x['nodes_marked_down']}, not ready at the end "
           f"{x['nodes_down']}, lost {x['lost']}; raft term {x['term_before']} -> "
           f"{x['term_after']}, leader at the end {x['leader_after']}"
-          + (" TIMED OUT" if x["timed_out"] else ""))
+          + (" TIMED OUT" if x["timed_out"] else "")
+          + (f" ({x['not_ready']})" if x.get("not_ready") else ""))
     print(f"         simagent ({sim.get('processes')} process(es)): syncs {sim.get('syncs')}, "
           f"p50/p99 {sim.get('sync_p50_ms')}/{sim.get('sync_p99_ms')} ms, answers "
           f"{sim.get('answer_bytes_mean')} B mean, {sim.get('max_answer_bytes')} B max, "
