@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,28 +43,15 @@ if str(REPO) not in sys.path:
 
 import psutil  # noqa: E402
 
+from bench.measure.scale import NS, EventLog, MachineLoad, SimAgents, log, soak  # noqa: E402
 from tests.integration.harness import Cluster, Proc, Replica, wait_for  # noqa: E402
 
-SIMAGENT = Path(__file__).resolve().parent / "simagent.py"
-NS = "default"
 TARGET_REPLACEMENT_S = 5.0
 SLEEP_CMD = ["sleep", "3600"]
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return t.user + t.system
 
 
 @dataclass
@@ -81,6 +67,9 @@ class Settings:
     soak_s: float = 0.0  # after placement: nodes keep heartbeating this long
     sim_wait_s: float = 1.0  # the simulated agents' long poll
     full_sync: bool = False  # simulated agents ask for full answers (as before deltas)
+    sim_procs: int = 1  # simagent processes sharing the nodes
+    sim_backoff_max_s: float = 0.0  # see simagent.py --backoff-max-s
+    sim_ramp_s: float = 10.0  # the simulated nodes start over this long
 
 
 @dataclass
@@ -94,8 +83,15 @@ class PlacementResult:
     timed_out: bool = False
     progress: list[tuple[float, int, int]] = field(default_factory=list)
     cpu_percent: dict[str, float] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)  # the machine over the window
+    # All placed / running as the log's events time them (wall clock of the leader's
+    # commands; the polls above see them up to a poll later)
+    placed_events_s: float | None = None
+    running_events_s: float | None = None
     sim: dict[str, Any] = field(default_factory=dict)
+    sim_soak: dict[str, Any] = field(default_factory=dict)
     nodes_down: int = 0
+    nodes_marked_down: int = 0  # node_down events from the first submission to the end
     lost: int = 0
     plans: dict[str, Any] = field(default_factory=dict)
     # Raft term (as the watching follower saw it) before and after the window, and the
@@ -104,6 +100,7 @@ class PlacementResult:
     term_after: int | None = None
     leader_after: str | None = None
     soak: dict[str, Any] = field(default_factory=dict)
+    not_ready: str | None = None  # why the run stopped before submitting anything
 
 
 # ---------------------------------------------------------------- processes
@@ -114,7 +111,7 @@ class Run:
 
     def __init__(self, root: Path) -> None:
         self.cluster = Cluster(root)
-        self.sim: subprocess.Popen[bytes] | None = None
+        self.sim: SimAgents | None = None
         self.profilers: list[subprocess.Popen[bytes]] = []
         self.orphan_pgids: set[int] = set()
 
@@ -123,36 +120,15 @@ class Run:
         self.cluster.leader(30)
         return self.cluster
 
-    def start_sim(self, nodes: int, wait_s: float = 1.0,
-                  full: bool = False) -> subprocess.Popen[bytes]:
-        c = self.cluster
-        argv = [sys.executable, str(SIMAGENT), "--controllers",
-                ",".join(r.api for r in c.replicas), "--token-file", str(c.root / "token"),
-                "--nodes", str(nodes), "--wait-s", str(wait_s),
-                "--stagger-s", str(min(0.005, 10.0 / max(nodes, 1)))]
-        if full:
-            argv.append("--full")
-        err = open(c.root / "simagent.log", "ab")
-        self.sim = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err,
-                                    stdin=subprocess.DEVNULL)
-        err.close()
+    def start_sim(self, s: Settings) -> SimAgents:
+        self.sim = SimAgents(self.cluster, s.nodes, s.sim_procs, s.sim_wait_s, s.full_sync,
+                             s.sim_backoff_max_s, s.sim_ramp_s)
+        self.sim.start()
         return self.sim
 
     def stop_sim(self) -> dict[str, Any]:
         sim, self.sim = self.sim, None
-        if sim is None or sim.poll() is not None:
-            return {}
-        sim.send_signal(signal.SIGTERM)
-        try:
-            out, _ = sim.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait(10)
-            return {}
-        try:
-            return json.loads(out.decode().strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return {}
+        return sim.stop() if sim is not None else {}
 
     def start_profiler(self, pid: int, out: Path) -> None:
         """py-spy (if installed next to this Python) sampling `pid` into collapsed stacks."""
@@ -235,196 +211,141 @@ def count_allocs(cluster: Cluster, replica: Replica) -> tuple[int, int, int]:
     return placed, running, lost
 
 
-class PlanLog:
-    """The leader's placement plans as the log recorded them (`allocs_placed` events).
-
-    Read every 0.2 s by a thread of its own during the run: the state machine keeps only
-    the latest events, and 10,000 "running" events would push the plans out.
-    """
-
-    def __init__(self, cluster: Cluster, replica: Replica, wall0: float) -> None:
-        self.cluster, self.replica, self.wall0 = cluster, replica, wall0
-        self.last = "0"
-        self.plans: list[tuple[float, int, int]] = []
-        self.truncated = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
-        try:
-            self.poll()
-        except (OSError, KeyError, ValueError):
-            pass
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                self.poll()
-            except (OSError, KeyError, ValueError):
-                pass
-
-    def poll(self) -> None:
-        # Unfiltered: the server caps an answer at 1000 events before applying a type filter,
-        # so only the last event of an answer tells where the next one must start.
-        while True:
-            resp = self.cluster.api("GET", f"/v1/events?follow=false&index={self.last}",
-                                    replica=self.replica, timeout=30)
-            if resp.status != 200:
-                return
-            evs = resp.body["events"]
-            if self.last != "0" and int(self.last.split(".")[0]) < resp.body["oldest_index"] - 1:
-                self.truncated = True
-            for e in evs:
-                self.last = e["id"]
-                if e["type"] == "allocs_placed" and e["ts"] >= self.wall0:
-                    self.plans.append((e["ts"], e["index"], len(e.get("placements") or [])))
-            if len(evs) < 1000:
-                return
-
-    def summary(self) -> dict[str, Any]:
-        plans = self.plans
-        if not plans:
-            return {}
-        gaps = [b[0] - a[0] for a, b in zip(plans, plans[1:], strict=False)]
-        idx = [b[1] - a[1] for a, b in zip(plans, plans[1:], strict=False)]
-        return {"count": len(plans), "sizes": [p[2] for p in plans],
-                "first_s": round(plans[0][0] - self.wall0, 2),
-                "last_s": round(plans[-1][0] - self.wall0, 2),
-                "median_interval_s": round(statistics.median(gaps), 3) if gaps else None,
-                "median_entries_between": statistics.median(idx) if idx else None,
-                "intervals_s": [round(g, 2) for g in gaps], "maybe_incomplete": self.truncated}
-
-
 def measure_placement(run: Run, s: Settings) -> PlacementResult:
     cluster = run.start()
     leader = cluster.leader()
     watcher = next(r for r in cluster.live() if r is not leader)  # stale reads off the leader
     total = s.jobs * s.per_job
     res = PlacementResult(instances=total, nodes=s.nodes)
-    sim = run.start_sim(s.nodes, s.sim_wait_s, s.full_sync)
-    wait_for(lambda: sim.poll() is None and ready_nodes(cluster, watcher) >= s.nodes, 300,
-             0.5, what=f"{s.nodes} simulated nodes ready")
-    log(f"placement: {s.nodes} simulated nodes ready; submitting {s.jobs} jobs x {s.per_job}")
-    pids = {f"{r.id}{' (leader)' if r is leader else ''}": r.proc.pid for r in cluster.live()}
-    pids["simagent"] = sim.pid
-    if s.profile is not None:
-        s.profile.mkdir(parents=True, exist_ok=True)
-        n = len(list(s.profile.glob("leader-*.txt"))) + 1
-        run.start_profiler(leader.proc.pid, s.profile / f"leader-{n}.txt")
-        run.start_profiler(sim.pid, s.profile / f"simagent-{n}.txt")
-    res.term_before = (cluster.status(watcher) or {}).get("term")
-    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
-    me0 = time.process_time()
-    t0 = time.monotonic()
-    wall0 = time.time()
-    planlog = PlanLog(cluster, watcher, wall0)
-    planlog.poll()
-    planlog.start()
+    events = EventLog(cluster, watcher, time.time(), total)
+    events.poll()
+    events.start()  # from the nodes' first registration: a node marked down counts
+    sim = run.start_sim(s)
     try:
+        shown = [time.monotonic()]
+
+        def all_ready() -> bool:
+            n = ready_nodes(cluster, watcher) if sim.alive() else 0
+            if time.monotonic() - shown[0] >= 30:
+                shown[0] = time.monotonic()
+                log(f"placement: {n} of {s.nodes} simulated nodes ready")
+            return n >= s.nodes
+        ramp = MachineLoad({r.id: r.proc.pid for r in cluster.live()}
+                           | {f"simagent-{i + 1}": p.pid for i, p in enumerate(sim.popens)})
+        try:
+            wait_for(all_ready, 600, 1.0, what=f"{s.nodes} simulated nodes ready")
+        except AssertionError as exc:
+            # What the ramp-up saw is the finding: elections, nodes marked down meanwhile.
+            log(f"placement: {exc}")
+            res.timed_out = True
+            res.not_ready = str(exc)
+            res.load = ramp.end()
+            res.cpu_percent = res.load["cpu_percent"]
+            res.term_before = 1
+            res.term_after = (cluster.status(watcher) or {}).get("term")
+            return _finish(res, run, events, None)
+        log(f"placement: {s.nodes} simulated nodes ready ({sim.procs} simagent process(es)); "
+            f"submitting {s.jobs} jobs x {s.per_job}")
+        pids = {f"{r.id}{' (leader)' if r is leader else ''}": r.proc.pid
+                for r in cluster.live()}
+        for i, sp in enumerate(sim.popens):
+            pids[f"simagent-{i + 1}"] = sp.pid
+        if s.profile is not None:
+            s.profile.mkdir(parents=True, exist_ok=True)
+            n = len(list(s.profile.glob("leader-*.txt"))) + 1
+            run.start_profiler(leader.proc.pid, s.profile / f"leader-{n}.txt")
+            run.start_profiler(sim.popens[0].pid, s.profile / f"simagent-{n}.txt")
+        res.term_before = (cluster.status(watcher) or {}).get("term")
+        load = MachineLoad(pids)
+        t0 = time.monotonic()
+        wall0 = events.origin = time.time()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: put_job(cluster, f"bench-{i:03d}", s.per_job, SLEEP_CMD),
                           range(s.jobs)))
         res.submit_s = time.monotonic() - t0
         log(f"placement: submitted in {res.submit_s:.2f}s")
-        last_log = 0.0
-        while True:
-            el = time.monotonic() - t0
-            if sim.poll() is not None:
-                raise RuntimeError("simagent exited early; see simagent.log")
-            try:
-                placed, running, lost = count_allocs(cluster, watcher)
-            except OSError as exc:
-                log(f"placement: poll failed: {exc!r}")
-                time.sleep(s.poll_s)
-                continue
-            el = time.monotonic() - t0  # the moment the answer arrived
-            res.progress.append((round(el, 2), placed, running))
-            res.lost = max(res.lost, lost)
-            if res.placed_s is None and placed >= total:
-                res.placed_s = el
-                res.placements_per_s = total / el
-                log(f"placement: all {total} placed after {el:.2f}s")
-            if running >= total:
-                res.running_s = el
-                log(f"placement: all {total} running after {el:.2f}s")
-                break
-            if el > s.placement_timeout:
-                res.timed_out = True
-                log(f"placement: gave up after {el:.0f}s: {placed} placed, {running} running")
-                break
-            if el - last_log >= 10:
-                last_log = el
-                log(f"placement: {el:.0f}s: {placed} placed, {running} running, {lost} lost")
-            time.sleep(s.poll_s)
-        elapsed = time.monotonic() - t0
+        poll_until_running(cluster, watcher, sim, s, res, t0)
         run.stop_profilers()
+        res.load = load.end()
+        res.cpu_percent = res.load["cpu_percent"]
+        if events.placed_at is not None:
+            res.placed_events_s = round(events.placed_at - wall0, 2)
+        if events.running_at is not None:
+            res.running_events_s = round(events.running_at - wall0, 2)
         if s.soak_s > 0:
-            res.soak = soak(cluster, s.soak_s)
-        cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
-        res.cpu_percent = {k: round(100 * (cpu1[k] - cpu0[k]) / elapsed, 1) for k in pids}
-        res.cpu_percent["bench client"] = round(100 * (time.process_time() - me0) / elapsed, 1)
+            res.sim = sim.snapshot()  # the placement phase's statistics; the soak's apart
+            soak_load = MachineLoad(pids)
+            res.soak = soak(cluster, s.soak_s, events)
+            res.soak["load"] = soak_load.end()
         st = cluster.status(watcher) or {}
         res.term_after, res.leader_after = st.get("term"), st.get("leader")
-        nodes = cluster.api("GET", "/v1/nodes?stale=true", replica=watcher, timeout=30).body
+        nodes = cluster.api("GET", "/v1/nodes?stale=true", replica=watcher, timeout=60).body
         res.nodes_down = sum(1 for n in nodes["nodes"] if n["status"] != "ready")
     finally:
-        planlog.stop()
-    res.plans = planlog.summary()
-    res.sim = run.stop_sim()
+        events.stop()
+    return _finish(res, run, events, wall0)
+
+
+def _finish(res: PlacementResult, run: Run, events: EventLog, wall0: float | None
+            ) -> PlacementResult:
+    events.stop()
+    res.plans = events.summary()
+    res.nodes_marked_down = len(events.downs)
+    last = run.stop_sim()
+    if res.soak:
+        res.sim_soak = last
+    else:
+        res.sim = last
     for k in ("last_seen_wall", "last_running_acked_wall"):
         if res.sim.get(k):
-            res.sim[k.replace("_wall", "_s")] = round(res.sim.pop(k) - wall0, 2)
+            at = res.sim.pop(k)
+            if wall0 is not None:
+                res.sim[k.replace("_wall", "_s")] = round(at - wall0, 2)
     return res
 
 
-def soak(cluster: Cluster, seconds: float) -> dict[str, Any]:
-    """Nodes keep heartbeating for `seconds` while a client reads a job (linearizable) on
-    the leader back to back; the figures: read latencies and nodes marked down."""
-    leader = cluster.leader()
-    log(f"soak: {seconds:.0f}s of heartbeats with API reads on {leader.id}")
-    lat: list[float] = []
-    errors = 0
-    t_end = time.monotonic() + seconds
-    next_log = time.monotonic() + 30
-    while time.monotonic() < t_end:
-        t0 = time.monotonic()
-        try:
-            resp = cluster.api("GET", f"/v1/jobs/{NS}/bench-000", replica=leader, timeout=10)
-            ok = resp.status == 200
-        except OSError:
-            ok = False
-        if ok:
-            lat.append((time.monotonic() - t0) * 1000)
-        else:
-            errors += 1
-        if time.monotonic() >= next_log:
-            next_log += 30
-            log(f"soak: {len(lat)} reads, p99 {_q(lat, 0.99)} ms")
-        time.sleep(0.05)
-    marked = 0
-    for r in cluster.replicas:
-        try:
-            marked += r.proc.log.read_text(errors="replace").count("missed heartbeats")
-        except OSError:
-            pass
-    body = cluster.api("GET", "/v1/nodes?stale=true", replica=leader, timeout=60).body
-    return {"seconds": seconds, "reads": len(lat), "read_errors": errors,
-            "read_p50_ms": _q(lat, 0.5), "read_p99_ms": _q(lat, 0.99),
-            "read_max_ms": round(max(lat), 1) if lat else None,
-            "nodes_not_ready": sum(1 for n in body["nodes"] if n["status"] != "ready"),
-            "marked_down_in_logs": marked}
+def poll_until_running(cluster: Cluster, watcher: Replica, sim: SimAgents, s: Settings,
+                       res: PlacementResult, t0: float) -> None:
+    """Poll a follower's allocations until all run (or the timeout), filling in `res`.
 
-
-def _q(xs: list[float], p: float) -> float | None:
-    if not xs:
-        return None
-    ys = sorted(xs)
-    return round(ys[min(len(ys) - 1, int(p * len(ys)))], 1)
+    One poll of 100,000 allocations costs the follower about a second of CPU on a machine
+    it shares with the leader, so the pause between polls grows with the poll's duration
+    (at most a third of the follower's time goes to these polls); the log's events time
+    the same moments without that cost (`PlacementResult.placed_events_s`).
+    """
+    total = res.instances
+    last_log = 0.0
+    while True:
+        if not sim.alive():
+            raise RuntimeError("a simagent exited early; see simagent-*.log")
+        p0 = time.monotonic()
+        try:
+            placed, running, lost = count_allocs(cluster, watcher)
+        except OSError as exc:
+            log(f"placement: poll failed: {exc!r}")
+            time.sleep(s.poll_s)
+            continue
+        el = time.monotonic() - t0  # the moment the answer arrived
+        took = time.monotonic() - p0
+        res.progress.append((round(el, 2), placed, running))
+        res.lost = max(res.lost, lost)
+        if res.placed_s is None and placed >= total:
+            res.placed_s = el
+            res.placements_per_s = total / el
+            log(f"placement: all {total} placed after {el:.2f}s")
+        if running >= total:
+            res.running_s = el
+            log(f"placement: all {total} running after {el:.2f}s")
+            return
+        if el > s.placement_timeout:
+            res.timed_out = True
+            log(f"placement: gave up after {el:.0f}s: {placed} placed, {running} running")
+            return
+        if el - last_log >= 10:
+            last_log = el
+            log(f"placement: {el:.0f}s: {placed} placed, {running} running, {lost} lost "
+                f"(poll took {took:.2f}s)")
+        time.sleep(max(s.poll_s, 2 * took))
 
 
 # -------------------------------------------------------------- replacement
@@ -543,23 +464,11 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"  {label:32} {fmt(p[mk], d):>9}   {vals}")
     print(f"  {'submission of all jobs (s)':32} {'':>9}   "
           + " ".join(fmt(x['submit_s'], 1) for x in runs))
+    print(f"  {'all placed / running by the log (s)':32} {'':>9}   "
+          + " ".join(f"{fmt(x['placed_events_s'], 1)}/{fmt(x['running_events_s'], 1)}"
+                     for x in runs))
     for i, x in enumerate(runs):
-        sim = x["sim"]
-        print(f"  run {i + 1}: cpu% {x['cpu_percent']}; nodes down {x['nodes_down']}, lost "
-              f"{x['lost']}; simagent syncs {sim.get('syncs')}, sync p50/p99 "
-              f"{sim.get('sync_p50_ms')}/{sim.get('sync_p99_ms')} ms, longest heartbeat gap "
-              f"{sim.get('max_heartbeat_gap_s')} s, errors {sim.get('errors')}; raft term "
-              f"{x['term_before']} -> {x['term_after']}, leader at the end {x['leader_after']}"
-              + (" TIMED OUT" if x["timed_out"] else ""))
-        if x.get("soak"):
-            print(f"         soak: {x['soak']}")
-        pl = x["plans"]
-        if pl:
-            print(f"         plans: {pl['count']} (sizes {pl['sizes']}), median interval "
-                  f"{pl['median_interval_s']} s, first at {pl['first_s']} s, last at "
-                  f"{pl['last_s']} s; agents saw their last assignment at "
-                  f"{sim.get('last_seen_s')} s, last 'running' acked at "
-                  f"{sim.get('last_running_acked_s')} s")
+        print_run(i, x)
     secs = " ".join(fmt(t["seconds"]) for t in r.get("trials", []))
     verdict = ("-" if r.get("median_s") is None else
                "ok" if r["median_s"] < TARGET_REPLACEMENT_S else "MISSED")
@@ -568,6 +477,49 @@ def print_table(summary: dict[str, Any]) -> None:
           f"max {fmt(r.get('max_s'))}; trials {secs}; missed {r.get('missed')}")
     print(f"  of which until the node was marked down: median "
           f"{fmt(r.get('median_node_down_s'))} s")
+
+
+def print_run(i: int, x: dict[str, Any]) -> None:
+    sim = x["sim"]
+    ld = x.get("load") or {}
+    print(f"  run {i + 1}: cpu% {x['cpu_percent']}; machine busy "
+          f"{ld.get('machine_busy_percent')}% of {ld.get('cores')} cores (others "
+          f"{ld.get('others_percent')}%, load {ld.get('loadavg_before')} -> "
+          f"{ld.get('loadavg_after')})")
+    print(f"         nodes marked down {x['nodes_marked_down']}, not ready at the end "
+          f"{x['nodes_down']}, lost {x['lost']}; raft term {x['term_before']} -> "
+          f"{x['term_after']}, leader at the end {x['leader_after']}"
+          + (" TIMED OUT" if x["timed_out"] else "")
+          + (f" ({x['not_ready']})" if x.get("not_ready") else ""))
+    print(f"         simagent ({sim.get('processes')} process(es)): syncs {sim.get('syncs')}, "
+          f"p50/p99 {sim.get('sync_p50_ms')}/{sim.get('sync_p99_ms')} ms, answers "
+          f"{sim.get('answer_bytes_mean')} B mean, {sim.get('max_answer_bytes')} B max, "
+          f"longest answer->next request {sim.get('max_between_syncs_s')} s, errors "
+          f"{sim.get('errors')}")
+    pl = x["plans"]
+    if pl.get("count"):
+        print(f"         plans: {pl['count']} (sizes {pl['sizes']}), median interval "
+              f"{pl['median_interval_s']} s, first at {pl['first_s']} s, last at "
+              f"{pl['last_s']} s; agents saw their last assignment at "
+              f"{sim.get('last_seen_s')} s, last 'running' acked at "
+              f"{sim.get('last_running_acked_s')} s")
+    so = x.get("soak")
+    if so:
+        ss = x.get("sim_soak") or {}
+        sl = so.get("load") or {}
+        print(f"  soak {so['seconds']:.0f} s: reads {so['reads']} p50/p99/max "
+              f"{so['read_p50_ms']}/{so['read_p99_ms']}/{so['read_max_ms']} ms, errors "
+              f"{so['read_errors']}; nodes marked down {so['nodes_marked_down']}, not ready "
+              f"at the end {so['nodes_not_ready_at_end']}")
+        for route, q in so["routes"].items():
+            print(f"         {route:40} p50/p99/max {q['p50_ms']}/{q['p99_ms']}/"
+                  f"{q['max_ms']} ms ({q['reads']} reads, {q['answer_bytes']} B)")
+        print(f"         heartbeats: {ss.get('syncs')} syncs, {ss.get('idle_answers')} "
+              f"without change at {ss.get('idle_answer_bytes_mean')} B each, "
+              f"{ss.get('answer_bytes')} B in all; longest answer->next request "
+              f"{ss.get('max_between_syncs_s')} s; errors {ss.get('errors')}")
+        print(f"         cpu% {sl.get('cpu_percent')}; machine busy "
+              f"{sl.get('machine_busy_percent')}% (others {sl.get('others_percent')}%)")
 
 
 # --------------------------------------------------------------------- main
@@ -602,6 +554,14 @@ def main() -> int:
                         "reading the API (default 0; 600 with --scale)")
     p.add_argument("--sim-wait-s", type=float, dest="sim_wait_s",
                    help="the simulated agents' long poll (default 1.0; 10 with --scale)")
+    p.add_argument("--sim-procs", type=int, dest="sim_procs",
+                   help="simagent processes sharing the nodes (default: one per 1,000 "
+                        "nodes)")
+    p.add_argument("--sim-backoff-max-s", type=float, default=0.0, dest="sim_backoff_max_s",
+                   help="simulated agents retry failed syncs with a doubling, jittered pause "
+                        "up to this (default 0: a fixed 0.1 s, as the agent does)")
+    p.add_argument("--sim-ramp-s", type=float, default=10.0, dest="sim_ramp_s",
+                   help="the simulated nodes start over this many seconds (default 10)")
     p.add_argument("--full-sync", action="store_true", dest="full_sync",
                    help="simulated agents ask for full answers (the protocol before deltas)")
     args = p.parse_args()
@@ -620,6 +580,8 @@ def main() -> int:
                  trials=args.trials or (2 if args.quick else 5), profile=args.profile,
                  soak_s=args.soak_s or 0.0, sim_wait_s=args.sim_wait_s or 1.0,
                  full_sync=args.full_sync)
+    s.sim_procs = args.sim_procs or max(1, -(-s.nodes // 1000))
+    s.sim_backoff_max_s, s.sim_ramp_s = args.sim_backoff_max_s, args.sim_ramp_s
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

@@ -10,17 +10,26 @@ every assignment reports "running" (desired run) or "stopped" (desired stop) at 
 fake pid, instead of starting a process. Nothing is ever started on this machine.
 
 On SIGTERM or SIGINT it stops and prints one JSON object with its statistics to stdout:
-sync counts and latencies, the longest gap between two successful syncs of a node (the
-leader marks a node down after 3 s without one), and the wall-clock times at which it first
-saw its last new assignment and had its last "running" report acknowledged.
+sync counts, latencies (also as a histogram in whole milliseconds, so that the statistics
+of several such processes can be merged), answer sizes, the longest time a node spent
+between an answer and its next request (the leader counts a node alive while its request is
+in flight and marks it down 3 s after its last contact), the longest gap between two
+successful syncs of a node, and the wall-clock times at which it first saw its last new
+assignment and had its last "running" report acknowledged. On SIGUSR1 it prints the same
+object and carries on (the caller takes differences to measure one phase).
+
+Several of these processes can share the nodes of one benchmark: `--first N` numbers this
+one's nodes from N, so their names do not collide.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import json
+import random
 import signal
 import sys
 import time
@@ -48,8 +57,16 @@ class Stats:
     errors: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     answer_bytes: int = 0
+    max_answer_bytes: int = 0
+    # answers that carried no change for the node (the usual heartbeat answer)
+    idle_answers: int = 0
+    idle_answer_bytes: int = 0
     max_gap_s: float = 0.0
     max_gap_node: str = ""
+    # between an answer and the node's next request: the time the leader does not see
+    # the node (a node whose request is in flight counts as alive)
+    max_between_s: float = 0.0
+    between_over_1s: int = 0
     assignments_seen: int = 0
     running_acked: int = 0
     stopped_acked: int = 0
@@ -61,6 +78,7 @@ class Stats:
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
+        hist = collections.Counter(int(ms) for ms in lat)
 
         def q(p: float) -> float | None:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None
@@ -68,9 +86,13 @@ class Stats:
                 "redirects": self.redirects, "errors": self.errors,
                 "sync_p50_ms": q(0.5), "sync_p99_ms": q(0.99),
                 "sync_max_ms": round(lat[-1], 2) if lat else None,
-                "answer_bytes": self.answer_bytes,
+                "latency_hist_ms": {str(k): v for k, v in sorted(hist.items())},
+                "answer_bytes": self.answer_bytes, "max_answer_bytes": self.max_answer_bytes,
+                "idle_answers": self.idle_answers, "idle_answer_bytes": self.idle_answer_bytes,
                 "max_heartbeat_gap_s": round(self.max_gap_s, 3),
                 "max_heartbeat_gap_node": self.max_gap_node,
+                "max_between_syncs_s": round(self.max_between_s, 3),
+                "between_syncs_over_1s": self.between_over_1s,
                 "assignments_seen": self.assignments_seen, "running_acked": self.running_acked,
                 "stopped_acked": self.stopped_acked, "last_seen_wall": self.last_seen_wall,
                 "last_running_acked_wall": self.last_running_acked_wall}
@@ -79,13 +101,17 @@ class Stats:
 class SimNode:
     def __init__(self, name: str, cpu: float, memory_mb: int, controllers: list[str],
                  start: int, wait_s: float, stats: Stats, pids: itertools.count[int],
-                 delta: bool = True) -> None:
+                 delta: bool = True, backoff_max_s: float = 0.0) -> None:
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": "",
                      "labels": {}, "attributes": {}}
         self.controllers = controllers
         self.current = controllers[start % len(controllers)]
         self.rotation = start % len(controllers)
         self.wait_s = wait_s
+        # 0: a failed sync is retried after RETRY_PAUSE_S, as the agent does; above 0 the
+        # pause doubles up to this, with jitter, and is back to RETRY_PAUSE_S after a success
+        self.backoff_max_s = backoff_max_s
+        self.pause = RETRY_PAUSE_S
         self.stats = stats
         self.pids = pids
         self.index = 0
@@ -95,6 +121,8 @@ class SimNode:
         self.fake_pid: dict[str, int] = {}
         self.pending: dict[str, dict[str, Any]] = {}
         self.last_ok: float | None = None  # gaps count from the first successful sync
+        self.last_answer: float | None = None  # any answer, also an error
+        self.fingerprint: Any = None
         # Speaks the delta protocol as the agent does (False: full answers, as old agents)
         self.held = HeldAssignments() if delta else None
 
@@ -139,22 +167,34 @@ class SimNode:
             body: dict[str, Any] = {"node": self.node, "reports": list(sent.values()),
                                     "index": self.index, "wait_s": wait_s,
                                     "term": self.highest_term,
+                                    # as the agent sends it: without it a full-answer poll
+                                    # would return at once instead of waiting for a change
+                                    "fingerprint": self.fingerprint,
                                     "busy": {"reporting": len(sent)}}
             if self.held is not None:
                 body["delta"] = self.held.request()
             t0 = time.monotonic()
+            if self.last_answer is not None:
+                between = t0 - self.last_answer
+                if between > 1.0:
+                    self.stats.between_over_1s += 1
+                if between > self.stats.max_between_s:
+                    self.stats.max_between_s = between
             try:
                 async with session.post(f"{self.current}/v1/agent/sync", json=body,
                                         timeout=aiohttp.ClientTimeout(
                                             total=wait_s + 10.0, sock_connect=1.0)) as resp:
                     status = resp.status
                     raw = await resp.read()
+                    self.last_answer = time.monotonic()
                     self.stats.answer_bytes += len(raw)
+                    self.stats.max_answer_bytes = max(self.stats.max_answer_bytes, len(raw))
                     data = json.loads(raw)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self.last_answer = time.monotonic()
                 self.stats.error(type(exc).__name__)
                 self._next_controller()
-                await _sleep_or_stop(stop, RETRY_PAUSE_S)
+                await self._retry_pause(stop)
                 continue
             if status != 200:
                 err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
@@ -165,7 +205,7 @@ class SimNode:
                     continue
                 self.stats.error(f"http_{status}:{err.get('code')}")
                 self._next_controller()
-                await _sleep_or_stop(stop, RETRY_PAUSE_S)
+                await self._retry_pause(stop)
                 continue
             term = int(data["term"])
             if term < self.highest_term:
@@ -173,6 +213,11 @@ class SimNode:
                 self._next_controller()
                 continue
             allocations = list(data.get("allocations") or [])
+            if data.get("fingerprint") == self.fingerprint:
+                # nothing changed for the node: what a heartbeat costs, full or delta
+                self.stats.idle_answers += 1
+                self.stats.idle_answer_bytes += len(raw)
+            self.fingerprint = data.get("fingerprint")
             if self.held is not None and "delta" in data:
                 merged = self.held.apply(int(data["index"]), allocations, data["delta"])
                 if merged is None:
@@ -180,12 +225,13 @@ class SimNode:
                     continue
                 allocations = merged
             now = time.monotonic()
+            self.pause = RETRY_PAUSE_S
             self.stats.syncs += 1
             self.stats.latencies_ms.append((now - t0) * 1000)
             gap = 0.0 if self.last_ok is None else now - self.last_ok
             if gap > self.stats.max_gap_s:
                 self.stats.max_gap_s = gap
-                self.stats.max_gap_node = self.node["name"]
+                self.stats.max_gap_node = str(self.node["name"])
             self.last_ok = now
             self.highest_term = term
             self.index = int(data["index"])
@@ -203,6 +249,14 @@ class SimNode:
             self._reconcile(allocations)
 
 
+    async def _retry_pause(self, stop: asyncio.Event) -> None:
+        if self.backoff_max_s <= 0:
+            await _sleep_or_stop(stop, RETRY_PAUSE_S)
+            return
+        await _sleep_or_stop(stop, self.pause * random.uniform(0.5, 1.0))
+        self.pause = min(self.backoff_max_s, self.pause * 2)
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
@@ -217,11 +271,13 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     pids = itertools.count(FAKE_PID_BASE)
     nodes = [SimNode(f"{args.prefix}{i:04d}", args.cpu, args.memory_mb, controllers, i,
-                     args.wait_s, stats, pids, not args.full) for i in range(args.nodes)]
+                     args.wait_s, stats, pids, not args.full, args.backoff_max_s)
+             for i in range(args.first, args.first + args.nodes)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: _print(stats.summary()))
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector,
                                      headers={"Authorization": f"Bearer {token}"}) as session:
@@ -238,6 +294,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _print(out: dict[str, Any]) -> None:
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--controllers", required=True, help="comma-separated API base URLs")
@@ -245,6 +307,9 @@ def main() -> int:
     tok.add_argument("--token-file")
     tok.add_argument("--token")
     p.add_argument("--nodes", type=int, default=200)
+    p.add_argument("--first", type=int, default=0,
+                   help="number of the first node (default 0): several processes can share "
+                        "the nodes of one benchmark")
     p.add_argument("--prefix", default="sim-")
     p.add_argument("--cpu", type=float, default=8.0)
     p.add_argument("--memory-mb", type=int, default=32000, dest="memory_mb")
@@ -252,13 +317,13 @@ def main() -> int:
                    help="long-poll seconds when there is nothing to report (default 1.0)")
     p.add_argument("--stagger-s", type=float, default=0.005, dest="stagger_s",
                    help="pause between starting two nodes (default 0.005)")
+    p.add_argument("--backoff-max-s", type=float, default=0.0, dest="backoff_max_s",
+                   help="retry failed syncs with a doubling, jittered pause up to this "
+                        "(default 0: a fixed 0.1 s, as the agent does)")
     p.add_argument("--full", action="store_true",
                    help="ask for full answers (as agents before the delta protocol)")
     args = p.parse_args()
-    out = asyncio.run(amain(args))
-    json.dump(out, sys.stdout)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    _print(asyncio.run(amain(args)))
     return 0
 
 

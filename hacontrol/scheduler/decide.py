@@ -18,6 +18,7 @@ as the first one's commands are applied, so each kind sees the effects of the on
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,11 +257,6 @@ def _waiting_for(m: StateMachine, job: Job) -> list[str]:
     return waiting
 
 
-def _priority(m: StateMachine, a: Allocation) -> int:
-    job = m.jobs.get((a.namespace, a.job))
-    return job.spec.priority if job is not None else 0
-
-
 def fenced_until(m: StateMachine, job: Job) -> float | None:
     """Until when the job's allocations lost with a down node may still run there.
 
@@ -287,34 +283,45 @@ def placement_inputs_of(m: StateMachine, now_wall: float | None = None
     """Placement's inputs for the pending allocations that may be placed now, and why the
     others wait."""
     blocked: dict[str, str] = {}
-    pending = []
-    fences: dict[tuple[str, str], float | None] = {}
+    # Pending allocations by job, so each job is judged once: judging (and sorting) each of
+    # 100,000 pending allocations on every plan was an eighth of the leader's planning.
+    by_job: dict[tuple[str, str], list[Allocation]] = {}
     for a in m.pending_allocs():
-        job = m.jobs.get((a.namespace, a.job))
+        by_job.setdefault((a.namespace, a.job), []).append(a)
+    ready: dict[int, list[str]] = {}  # priority -> ids of allocations that may be placed
+    allocs: dict[str, Allocation] = {}
+    for key, pending in by_job.items():
+        job = m.jobs.get(key)
         if job is None:
             continue
         waiting = _waiting_for(m, job)
         if waiting:
-            blocked[a.id] = "waiting for job(s) to complete: " + ", ".join(waiting)
+            why = "waiting for job(s) to complete: " + ", ".join(waiting)
+            blocked.update((a.id, why) for a in pending)
             continue
-        if now_wall is not None:
-            if job.key not in fences:
-                fences[job.key] = fenced_until(m, job)
-            until = fences[job.key]
-            if until is not None and until > now_wall:
-                blocked[a.id] = (f"waiting {until - now_wall:.1f}s more for allocations "
-                                 f"lost with their node to stop there "
-                                 f"(disconnect.stop_after_s)")
-                continue
-        pending.append(a)
-    if not pending:
+        until = fenced_until(m, job) if now_wall is not None else None
+        if now_wall is not None and until is not None and until > now_wall:
+            why = (f"waiting {until - now_wall:.1f}s more for allocations lost with their "
+                   f"node to stop there (disconnect.stop_after_s)")
+            blocked.update((a.id, why) for a in pending)
+            continue
+        ids = ready.setdefault(job.spec.priority, [])
+        for a in pending:
+            ids.append(a.id)
+            allocs[a.id] = a
+    if not allocs:
         # Nothing to place: building the rooms of every node (a walk over every allocation,
         # under the apply lock) would only delay reads and applies.
         return [], [], blocked
-    # Plan only what one plan entry can carry, highest priority first: planning the rest
-    # now would be thrown away and redone after this plan applies.
-    pending.sort(key=lambda a: (-_priority(m, a), a.id))
-    demands, rooms = placement_inputs(m, pending[:MAX_PLACEMENTS_PER_PLAN])
+    # Plan only what one plan entry can carry, highest priority first, then by id: planning
+    # the rest now would be thrown away and redone after this plan applies.
+    first: list[Allocation] = []
+    for priority in sorted(ready, reverse=True):
+        room = MAX_PLACEMENTS_PER_PLAN - len(first)
+        if room <= 0:
+            break
+        first += (allocs[i] for i in heapq.nsmallest(room, ready[priority]))
+    demands, rooms = placement_inputs(m, first)
     return demands, rooms, blocked
 
 

@@ -34,29 +34,33 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
             ports=frozenset((a.ports or {}).values())))
     # Placement looks at what runs on a node only to count the demands' own jobs there
     # (spread, distinct_nodes) and to find batch work to preempt: building a record of
-    # every other allocation cost a walk over 100,000 of them per plan.
+    # every other allocation cost a walk over 100,000 of them per plan, and so did finding
+    # the demands' jobs among them; the store's index by job gives those alone.
     wanted_jobs = {(d.namespace, d.job) for d in demands}
     preempting = any(d.preempt for d in demands)
+    looked_at = set(wanted_jobs)
+    if preempting:
+        looked_at |= {key for key, job in m.jobs.items() if job.spec.type == BATCH}
     by_node: dict[str, list[Placed]] = {}
-    want_ports = any(d.ports for d in demands)
+    for key in sorted(looked_at):
+        job = m.jobs.get(key)
+        if job is None:
+            continue
+        priority, job_type = job.spec.priority, _job_type(job.spec.type)
+        for a in m.job_allocs(job):
+            if a.node is None or not a.holds_resources or a.desired != DesiredState.RUN:
+                # Instances on their way out still hold room (node_free counts them) but
+                # must not be offered as preemption victims again.
+                continue
+            by_node.setdefault(a.node, []).append(Placed(
+                alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
+                memory_mb=a.resources.memory_mb, priority=priority, job_type=job_type))
     ports_used: dict[str, set[int]] = {}
-    for a in m.allocs.values():
-        if want_ports and a.ports and a.node is not None and a.holds_resources:
-            # Until it has stopped, an allocation on its way out still holds its ports.
-            ports_used.setdefault(a.node, set()).update(a.ports.values())
-        if a.node is None or not a.holds_resources or a.desired != DesiredState.RUN:
-            # Instances on their way out still hold room (node_free counts them) but must
-            # not be offered as preemption victims again.
-            continue
-        job = m.jobs.get((a.namespace, a.job))
-        if (a.namespace, a.job) not in wanted_jobs and not (
-                preempting and job is not None and job.spec.type == BATCH):
-            continue
-        by_node.setdefault(a.node, []).append(Placed(
-            alloc_id=a.id, namespace=a.namespace, job=a.job, cpu=a.resources.cpu,
-            memory_mb=a.resources.memory_mb,
-            priority=job.spec.priority if job else 0,
-            job_type=_job_type(job.spec.type) if job else SERVICE))
+    if any(d.ports for d in demands):
+        for a in m.allocs.values():
+            if a.ports and a.node is not None and a.holds_resources:
+                # Until it has stopped, an allocation on its way out still holds its ports.
+                ports_used.setdefault(a.node, set()).update(a.ports.values())
     rooms = []
     for n in m.nodes.values():
         cpu, mem = m.node_free(n)

@@ -53,6 +53,12 @@ class Store:
         # (micro-cores): float sums depend on their order, and the running sum must agree
         # to the last bit with a recomputation after a restore.
         self.usage: dict[str, tuple[int, int, int]] = {}
+        # What the allocations holding resources on each node hold (micro-cores, MiB;
+        # derived, never snapshotted), so a node's free room costs O(1): summing it over the
+        # node's allocations for every node walked every allocation of the cluster on each
+        # placement plan (bench/scheduler.py --scale). Every change of an allocation's node
+        # or state goes through `place` or `set_state`.
+        self.node_used: dict[str, tuple[int, int]] = {}
         # Access control. Tokens by accessor id; `acl_by_hash` is their index by the
         # SHA-256 of the secret (derived, never snapshotted).
         self.acl_policies: dict[str, Policy] = {}
@@ -121,8 +127,21 @@ class Store:
 
     # ------------------------------------------------------------ allocations
 
+    def _hold(self, alloc: Allocation, sign: int) -> None:
+        """Count `alloc`'s resources on its node (sign 1) or no longer (sign -1)."""
+        assert alloc.node is not None
+        c, m = self.node_used.get(alloc.node, (0, 0))
+        c += sign * round(alloc.resources.cpu * 1_000_000)
+        m += sign * alloc.resources.memory_mb
+        if c or m:
+            self.node_used[alloc.node] = (c, m)
+        else:
+            self.node_used.pop(alloc.node, None)
+
     def add_alloc(self, alloc: Allocation) -> None:
         self.allocs[alloc.id] = alloc
+        if alloc.holds_resources:
+            self._hold(alloc, 1)
         self.by_job.setdefault((alloc.namespace, alloc.job), {})[alloc.id] = None
         self.tally.touch(alloc.id)
         if alloc.terminal:
@@ -135,7 +154,10 @@ class Store:
     def set_state(self, alloc: Allocation, state: AllocState) -> None:
         """Change an allocation's state (the caller marks it with `touch_alloc`)."""
         was = alloc.terminal
+        held = alloc.holds_resources
         alloc.state = state
+        if alloc.holds_resources != held:
+            self._hold(alloc, -1 if held else 1)
         if alloc.terminal != was:
             key = (alloc.namespace, alloc.job)
             if was:
@@ -151,7 +173,11 @@ class Store:
         return [self.allocs[i] for i in self.done.get(key, {})]
 
     def place(self, alloc: Allocation, node: str) -> None:
+        if alloc.holds_resources:
+            self._hold(alloc, -1)
         alloc.node = node
+        if alloc.holds_resources:
+            self._hold(alloc, 1)
         self.by_node.setdefault(node, {})[alloc.id] = None
         self.pending.pop(alloc.id, None)
         self.touched_nodes.add(node)
@@ -164,6 +190,8 @@ class Store:
 
     def forget_alloc(self, alloc: Allocation) -> None:
         del self.allocs[alloc.id]
+        if alloc.holds_resources:
+            self._hold(alloc, -1)
         key = (alloc.namespace, alloc.job)
         self.dirty_allocs.add(alloc.id)
         self.tally.touch(alloc.id)
@@ -215,11 +243,7 @@ class Store:
         """(cores, MiB) not held by allocations on the node."""
         # Integer micro-cores: the result must not depend on the order of the sum, or a
         # replica restored from a snapshot could judge a borderline fit differently.
-        cpu_u, mem = 0, 0
-        for a in self.node_allocs(node.name):
-            if a.holds_resources:
-                cpu_u += round(a.resources.cpu * 1_000_000)
-                mem += a.resources.memory_mb
+        cpu_u, mem = self.node_used.get(node.name, (0, 0))
         return (node.capacity.cpu - cpu_u / 1_000_000, node.capacity.memory_mb - mem)
 
     # ------------------------------------------------------------ usage
@@ -279,6 +303,7 @@ class Store:
         f.removed_floor = dict(self.removed_floor)
         f.pending = dict(self.pending)
         f.usage = dict(self.usage)
+        f.node_used = dict(self.node_used)
         f.touched_nodes = set()
         # A dry run never refreshes the registry (it is shared, read only, with the fork).
         f.dirty_jobs, f.dirty_allocs = set(), set()
@@ -299,7 +324,7 @@ class Store:
             other.namespaces, other.jobs, other.allocs, other.nodes)
         self.by_node, self.by_job, self.pending = other.by_node, other.by_job, other.pending
         self.done, self.tally = other.done, other.tally
-        self.usage = other.usage
+        self.usage, self.node_used = other.usage, other.node_used
         self.acl_policies, self.acl_tokens = other.acl_policies, other.acl_tokens
         self.acl_bootstrapped, self.acl_by_hash = other.acl_bootstrapped, other.acl_by_hash
         self.alert_rules, self.alert_states = other.alert_rules, other.alert_states
@@ -317,7 +342,7 @@ class Store:
         """Derive every index from the tables (after a restore)."""
         allocs = list(self.allocs.values())
         self.allocs, self.by_node, self.by_job, self.pending = {}, {}, {}, {}
-        self.done = {}
+        self.done, self.node_used = {}, {}
         for a in allocs:
             self.add_alloc(a)
         self.tally = Tally.rebuild(self.allocs)

@@ -19,7 +19,9 @@ def apply_plan(tx: Applying, args: dict[str, Any]) -> Result:
     evicted = stop_and_replace(tx, parse_evictions(args))
     if evicted:
         tx.event("allocs_preempted", allocations=evicted)
-    free = {name: s.node_free(node) for name, node in s.nodes.items()}
+    # Free room of the nodes this plan names, worked out when first needed: working it out
+    # for every node walked every allocation of the cluster on each plan, on every replica.
+    free: dict[str, tuple[float, int]] = {}
     placed: list[str] = []
     rejected: list[list[str]] = []
     ports: dict[str, set[int]] = {}  # ports held per node, looked up when first needed
@@ -37,6 +39,8 @@ def apply_plan(tx: Applying, args: dict[str, Any]) -> Result:
         elif node is None or not node.eligible:
             reason = "node not ready or draining"
         else:
+            if node_name not in free:
+                free[node_name] = s.node_free(node)
             cpu, mem = free[node_name]
             if alloc.resources.cpu > cpu + 1e-9 or alloc.resources.memory_mb > mem:
                 reason = "node has no room"
