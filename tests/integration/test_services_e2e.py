@@ -6,6 +6,7 @@ over UDP and TCP."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -28,7 +29,15 @@ def services_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
     """One cluster and agent for the module (each test uses its own job and service)."""
     c = Cluster(tmp_path_factory.mktemp("services") / "cluster")
     # Every replica answers DNS too (test_dns_over_udp_and_tcp...), for `default` only.
-    for r, port in zip(c.replicas, free_ports(len(c.replicas)), strict=True):
+    # free_ports releases what it found, so a port the cluster already chose (and has not
+    # bound yet) may come back: a replica's API port once did, and c1's DNS could not bind.
+    taken = {int(p) for r in c.replicas for a in r.proc.argv for p in re.findall(r":(\d+)", a)}
+
+    def apart() -> list[int] | None:
+        ports = free_ports(len(c.replicas))
+        return ports if taken.isdisjoint(ports) else None
+    ports = wait_for(apart, 5, what="DNS ports apart from the cluster's")
+    for r, port in zip(c.replicas, ports, strict=True):
         DNS_PORTS[r.id] = port
         r.proc.argv += ["--dns", f"127.0.0.1:{port}"]
     try:
