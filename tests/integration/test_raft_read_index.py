@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 
-from hacontrol.raft import LogBridge, NotApplied, OutcomeUnknown, RaftTuning, Replica, ReplicaConfig
-from hacontrol.raft.keys import generate_secret
+from hacontrol.raft import LogBridge, NotApplied, OutcomeUnknown, RaftTuning, Replica
 from hacontrol.raft.readindex import ACK, PROBE
-from tests.integration.harness import free_ports
-from tests.integration.raft_helpers.kv_node import NOOP, KvMachine
+from tests.integration.harness import wait_for
+from tests.integration.raft_helpers.inproc import kv_replicas, kv_set, kv_value, leader
+from tests.integration.raft_helpers.kv_node import NOOP
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,38 +30,8 @@ TUNING = RaftTuning(leader_fallback_timeout=120.0)
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
-    ports = free_ports(3)
-    addrs = [f"127.0.0.1:{p}" for p in ports]
-    secret = generate_secret()
-    made = []
-    try:
-        for i, addr in enumerate(addrs):
-            config = ReplicaConfig(node_id=f"n{i}", raft_addr=addr,
-                                   peers=[a for a in addrs if a != addr],
-                                   data_dir=tmp_path / f"n{i}", secret=secret, tuning=TUNING)
-            made.append(Replica(config, KvMachine()))
+    with kv_replicas(tmp_path, TUNING) as made:
         yield made
-    finally:
-        for r in made:
-            r.destroy()
-
-
-def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got is not None and got is not False:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _leader(among: list[Replica], min_term: int = 0) -> Replica | None:
-    for r in among:
-        st = r.status()
-        if st.role == "leader" and st.term > min_term:
-            return r
-    return None
 
 
 def _isolate(replicas: list[Replica], lone: Replica) -> set[str]:
@@ -86,23 +55,16 @@ def _isolate(replicas: list[Replica], lone: Replica) -> set[str]:
     return passing
 
 
-def _set(k: str, v: int) -> bytes:
-    return msgpack.packb({"op": "set", "k": k, "v": v})
-
-
-def _value(r: Replica, k: str) -> Any:
-    return r.read(lambda m: m.data.get(k))  # type: ignore[attr-defined]
-
-
 def test_leader_reads_by_read_index_and_batches_concurrent_reads(
         replicas: list[Replica]) -> None:
     async def scenario() -> None:
-        lead = await asyncio.to_thread(_wait, lambda: _leader(replicas), 15, "a leader")
+        lead = await asyncio.to_thread(wait_for, lambda: leader(replicas), 15,
+                                      what="a leader")
         bridge = LogBridge(lead)
-        await bridge.submit(_set("k", 1), 5.0)
+        await bridge.submit(kv_set("k", 1), 5.0)
         before = lead.read_index_rounds
         index = await bridge.read_index(2.0)
-        assert index >= lead.status().commit_index - 1 and _value(lead, "k") == 1
+        assert index >= lead.status().commit_index - 1 and kv_value(lead, "k") == 1
         assert lead.read_index_rounds == before + 1
         # 64 concurrent reads share a handful of rounds instead of one each.
         before = lead.read_index_rounds
@@ -115,7 +77,7 @@ def test_leader_reads_by_read_index_and_batches_concurrent_reads(
         with pytest.raises(NotApplied):
             await LogBridge(follower).read_index(2.0)
         await LogBridge(follower).linearize(NOOP, 5.0)
-        assert _value(follower, "k") == 1
+        assert kv_value(follower, "k") == 1
 
     asyncio.run(scenario())
 
@@ -123,24 +85,25 @@ def test_leader_reads_by_read_index_and_batches_concurrent_reads(
 def test_a_deposed_leader_that_still_believes_it_leads_serves_no_read(
         replicas: list[Replica]) -> None:
     async def scenario() -> None:
-        old = await asyncio.to_thread(_wait, lambda: _leader(replicas), 15, "a leader")
+        old = await asyncio.to_thread(wait_for, lambda: leader(replicas), 15,
+                                      what="a leader")
         old_bridge = LogBridge(old)
-        await old_bridge.submit(_set("k", 1), 5.0)
+        await old_bridge.submit(kv_set("k", 1), 5.0)
         assert await old_bridge.read_index(2.0) > 0
         old_term = old.status().term
         rounds = old.read_index_rounds
 
         passing = _isolate(replicas, old)
         rest = [r for r in replicas if r is not old]
-        new = await asyncio.to_thread(_wait, lambda: _leader(rest, old_term), 15,
-                                      "a leader among the majority")
-        await LogBridge(new).submit(_set("k", 2), 5.0)
+        new = await asyncio.to_thread(wait_for, lambda: leader(rest, old_term), 15,
+                                      what="a leader among the majority")
+        await LogBridge(new).submit(kv_set("k", 2), 5.0)
 
         # The old leader has not noticed: it still says it leads, in its old term, and
         # its own state is stale.
         st = old.status()
         assert (st.role, st.term) == ("leader", old_term)
-        assert _value(old, "k") == 1
+        assert kv_value(old, "k") == 1
         with pytest.raises(OutcomeUnknown):
             await old_bridge.read_index(3.0)
         # The whole linearizable path (ReadIndex, then the log) refuses too.
@@ -157,6 +120,6 @@ def test_a_deposed_leader_that_still_believes_it_leads_serves_no_read(
         assert (st.role, st.term) == ("leader", old_term), "the test lost its premise"
         assert old.read_index_rounds == rounds
         # The new leader serves the new value by ReadIndex.
-        assert await LogBridge(new).read_index(2.0) > 0 and _value(new, "k") == 2
+        assert await LogBridge(new).read_index(2.0) > 0 and kv_value(new, "k") == 2
 
     asyncio.run(scenario())

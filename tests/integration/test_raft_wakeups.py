@@ -14,9 +14,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import msgpack
 import pytest
 
 from hacontrol.controller.replica import Controller
@@ -26,8 +24,8 @@ from hacontrol.raft import LogBridge, Replica, ReplicaConfig
 from hacontrol.raft.keys import generate_secret
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
-from tests.integration.harness import free_ports
-from tests.integration.raft_helpers.kv_node import KvMachine
+from tests.integration.harness import free_ports, wait_for
+from tests.integration.raft_helpers.inproc import kv_replicas, kv_set, kv_value, leader
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,42 +35,8 @@ WITHIN = 10.0  # what an event-driven step may take on a loaded machine
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
-    ports = free_ports(3)
-    addrs = [f"127.0.0.1:{p}" for p in ports]
-    secret = generate_secret()
-    made = []
-    try:
-        for i, addr in enumerate(addrs):
-            config = ReplicaConfig(node_id=f"n{i}", raft_addr=addr,
-                                   peers=[a for a in addrs if a != addr],
-                                   data_dir=tmp_path / f"n{i}", secret=secret)
-            made.append(Replica(config, KvMachine()))
+    with kv_replicas(tmp_path) as made:
         yield made
-    finally:
-        for r in made:
-            r.destroy()
-
-
-def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _leader(among: list[Replica]) -> Replica | None:
-    return next((r for r in among if r.status().role == "leader"), None)
-
-
-def _set(k: str, v: int) -> bytes:
-    return msgpack.packb({"op": "set", "k": k, "v": v})
-
-
-def _value(r: Replica, k: str) -> Any:
-    return r.read(lambda m: m.data.get(k))  # type: ignore[attr-defined]
 
 
 def _stop_timers(replicas: list[Replica]) -> None:
@@ -102,21 +66,22 @@ class _Ticks:
 def _settled(replicas: list[Replica]) -> None:
     """Every replica has applied what the leader has and been through a tick since the
     timers were pushed out (its poll now waits `SLOW`)."""
-    lead = _leader(replicas)
+    lead = leader(replicas)
     assert lead is not None, "the leader changed: the test lost its premise"
     target = lead.status().commit_index
-    _wait(lambda: all(r.status().applied_index >= target for r in replicas), WITHIN,
-          "every replica to apply the leader's entries")
+    wait_for(lambda: all(r.status().applied_index >= target for r in replicas), WITHIN,
+             what="every replica to apply the leader's entries")
 
 
 def test_only_events_wake_the_tick_threads(replicas: list[Replica]) -> None:
-    lead = _wait(lambda: _leader(replicas), 15, "a leader")
+    lead = wait_for(lambda: leader(replicas), 15, what="a leader")
     followers = [r for r in replicas if r is not lead]
 
     async def warm_up() -> None:
-        await LogBridge(lead).submit(_set("warm", 1), 5.0)
+        await LogBridge(lead).submit(kv_set("warm", 1), 5.0)
     asyncio.run(warm_up())
-    _wait(lambda: all(_value(r, "warm") == 1 for r in replicas), WITHIN, "the warm-up write")
+    wait_for(lambda: all(kv_value(r, "warm") == 1 for r in replicas), WITHIN,
+             what="the warm-up write")
     _stop_timers(replicas)
     # One heartbeat may still be due from the old period; let every thread get through it.
     time.sleep(0.5)
@@ -134,20 +99,20 @@ def test_only_events_wake_the_tick_threads(replicas: list[Replica]) -> None:
         # A proposal wakes the leader, the append goes out at once, each follower's socket
         # wakes it to sync and answer, the answers wake the leader to commit and apply.
         started = time.monotonic()
-        await LogBridge(lead).submit(_set("a", 1), WITHIN)
+        await LogBridge(lead).submit(kv_set("a", 1), WITHIN)
         # ... and the commit index is pushed at once: the followers apply too.
-        await asyncio.to_thread(_wait, lambda: all(_value(r, "a") == 1 for r in followers),
-                                WITHIN, "the followers to apply the write")
+        await asyncio.to_thread(wait_for, lambda: all(kv_value(r, "a") == 1 for r in followers),
+                                WITHIN, what="the followers to apply the write")
         # A write through a follower: forwarded when proposed, applied there once the
         # leader's commit reaches it.
-        await LogBridge(followers[0]).submit(_set("b", 2), WITHIN)
+        await LogBridge(followers[0]).submit(kv_set("b", 2), WITHIN)
         # A read: the leader probes when asked, and is woken by the answers.
         index = await LogBridge(lead).read_index(WITHIN)
-        assert index >= lead.status().commit_index - 1 and _value(lead, "b") == 2
+        assert index >= lead.status().commit_index - 1 and kv_value(lead, "b") == 2
         assert time.monotonic() - started < SLOW, "a timer must have fired"
 
     asyncio.run(events())
-    assert _leader(replicas) is lead, "the leader changed: the test lost its premise"
+    assert leader(replicas) is lead, "the leader changed: the test lost its premise"
 
 
 def test_a_writer_hears_its_result_before_the_change_feed_wakes_anyone(
@@ -162,7 +127,8 @@ def test_a_writer_hears_its_result_before_the_change_feed_wakes_anyone(
                       machine)
     ctl = Controller(Member("n0", addr, "http://127.0.0.1:9"), [], replica, machine)
     try:
-        _wait(lambda: replica.status().role == "leader", 15, "the single replica to lead")
+        wait_for(lambda: replica.status().role == "leader", 15,
+                 what="the single replica to lead")
 
         async def scenario() -> list[str]:
             ctl.attach_loop(asyncio.get_running_loop())
