@@ -74,9 +74,11 @@ class Assignment:
 
     @classmethod
     def from_dict(cls, raw: Any, at: str = "allocation",
-                  specs: dict[str, JobSpec | None] | None = None) -> Assignment:
+                  specs: dict[str, JobSpec | None] | None = None,
+                  parse_spec: Callable[[Any], JobSpec] = parse_job_spec) -> Assignment:
         """`specs` (job key -> spec, see `job_key`) supplies the spec of an assignment that
-        carries none (a delta answer's)."""
+        carries none (a delta answer's); `parse_spec` checks one that does (the agent's
+        parses each spec object once, see `agent.assignments.AssignmentDecoder`)."""
         d = obj(raw, at)
         # The agent names a directory after it: it must not escape the data dir.
         alloc_id = check_alloc_id(d.get("id"), f"{at}.id")
@@ -91,7 +93,7 @@ class Assignment:
         else:
             raw_spec = d.get("spec")
             spec = None if raw_spec is None else _within(f"{at}.spec",
-                                                         lambda: parse_job_spec(raw_spec))
+                                                         lambda: parse_spec(raw_spec))
         return cls(alloc_id, ns, job,
                    integer(d.get("version"), f"{at}.version", minimum=1),
                    one_of(d.get("desired"), DesiredState, f"{at}.desired"),

@@ -118,3 +118,43 @@ def test_the_agent_refuses_root_under_another_name(field: str, spelling: str) ->
         allocation_spec(Assignment.from_dict(raw), "n1")
     ok = dict(raw, spec={"command": ["sleep", "1"], field: "root"})
     assert getattr(allocation_spec(Assignment.from_dict(ok), "n1"), field) == "root"
+
+
+def test_decoder_checks_a_shared_spec_once_per_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of reports changes every assignment of a job in turn, each carrying the
+    job's one spec object: that spec is checked once, not once per assignment, and a bad
+    one is still refused for each assignment that carries it, named by its position."""
+    import hacontrol.agent.assignments as assignments
+
+    checked: list[object] = []
+    real = assignments.parse_job_spec
+
+    def counting(raw: Any) -> Any:
+        checked.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(assignments, "parse_job_spec", counting)
+    spec = raw_assignment()["spec"]
+    items = [{**raw_assignment(f"a{i}"), "spec": spec} for i in range(50)]
+    decoder = AssignmentDecoder()
+    first, _ = decoder.decode(items)
+    assert len(first) == 50 and len(checked) == 1
+    # Each answer of the burst changes a few states: still no second check.
+    for i in range(0, 50, 5):
+        items = [{**item, "state": "running"} if n in (i, i + 1) else item
+                 for n, item in enumerate(items)]
+        now, _ = decoder.decode(items)
+        assert now[f"a{i}"].state == "running" and now[f"a{i + 2}"] is first[f"a{i + 2}"]
+        assert now[f"a{i}"].spec is first["a0"].spec
+    assert len(checked) == 1
+    # A full answer: equal specs in new objects need no check; a changed one, one check.
+    decoder.decode([{**item, "spec": copy.deepcopy(spec)} for item in items])
+    assert len(checked) == 1
+    changed = {**spec, "env": {"X": "1"}}
+    now, _ = decoder.decode([{**item, "spec": changed} for item in items])
+    assert len(checked) == 2 and dict(now["a7"].spec.env) == {"X": "1"}
+    bad = {**spec, "restart": {"policy": "sometimes"}}
+    _, rejected = decoder.decode([{**raw_assignment(f"b{i}"), "spec": bad} for i in range(3)])
+    assert len(checked) == 3
+    assert [f"allocations[{i}].spec.restart.policy" in rejected[f"b{i}"]
+            for i in range(3)] == [True, True, True]

@@ -202,3 +202,32 @@ def test_an_answer_without_changes_keeps_the_held_list_without_rebuilding_it() -
     assert again is first and held.changes == 1 and held.since == 7
     gone = held.apply(9, [], {"since": 7, "jobs": {}, "removed": ["a1"]})
     assert gone == [] and held.changes == 2
+
+
+def test_a_delta_hands_out_the_same_object_for_every_assignment_it_did_not_change() -> None:
+    """A burst of starts changes a few assignments per answer (their states): the others
+    stay the very same objects, so the decoder knows them unchanged at a glance; a change
+    of their job's spec renews them all."""
+    from hacontrol.agent.assignments import HeldAssignments
+    held = HeldAssignments()
+
+    def raw(alloc_id: str, state: str = "pending") -> dict[str, object]:
+        return {"id": alloc_id, "namespace": "default", "job": "web", "state": state}
+
+    spec = {"command": ["sleep", "1"]}
+    first = held.apply(5, [raw(f"a{i}") for i in range(4)],
+                       {"since": 0, "jobs": {"default/web": {"index": 3, "spec": spec}}})
+    assert first is not None
+    second = held.apply(6, [raw("a1", "running")], {"since": 5, "jobs": {}, "removed": ["a3"]})
+    assert second is not None
+    by_id = {item["id"]: item for item in first}
+    after = {item["id"]: item for item in second}
+    assert sorted(after) == ["a0", "a1", "a2"]
+    assert after["a0"] is by_id["a0"] and after["a2"] is by_id["a2"]
+    assert after["a1"] is not by_id["a1"] and after["a1"]["state"] == "running"
+    assert after["a1"]["spec"] is spec
+    spec2 = {"command": ["sleep", "2"]}
+    third = held.apply(7, [], {"since": 6, "jobs": {"default/web": {"index": 6, "spec": spec2}}})
+    assert third is not None
+    assert all(item["spec"] is spec2 and item is not after[item["id"]] for item in third)
+    assert [item["state"] for item in third] == ["pending", "running", "pending"]
