@@ -71,6 +71,13 @@ _SIGNALS = {s.name for s in _signal.Signals}
 _TOP_LEVEL = {f.name for f in fields(JobSpec)} | {"name", "namespace"}
 
 
+# Enum values as sets: `Enum.__members__` builds a new mapping at every use. (Only strings
+# are looked up: a list would not hash, and a member hashes as its value here.)
+_JOB_TYPES = frozenset(t.value for t in JobType)
+_SCORINGS = frozenset(t.value for t in Scoring)
+_RESTART_POLICIES = frozenset(t.value for t in RestartPolicy)
+
+
 def parse_count(raw: Any, field: str = "count") -> int:
     return integer(raw, field, minimum=0, maximum=MAX_COUNT)
 
@@ -85,17 +92,22 @@ def parse_job_spec(raw: Any) -> JobSpec:
     if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")):
         raise invalid("cwd", "must be an absolute path")
     count = parse_count(raw.get("count", 1))
-    resources = _resources(raw.get("resources"))
-    restart = _restart(raw.get("restart"))
-    stop = _stop(raw.get("stop"))
+    # Sections left out (most specs leave out most) share one checked default: every
+    # replica parses every spec it applies, and building the defaults was half of that.
+    given = raw.get("resources")
+    resources = _DEFAULT_RESOURCES if _absent(given) else _resources(given)
+    given = raw.get("restart")
+    restart = _DEFAULT_RESTART if _absent(given) else _restart(given)
+    given = raw.get("stop")
+    stop = _DEFAULT_STOP if _absent(given) else _stop(given)
 
     kind = raw.get("type", JobType.SERVICE)
-    if kind not in JobType.__members__.values():
+    if not isinstance(kind, str) or kind not in _JOB_TYPES:
         raise invalid("type", "must be service or batch")
     priority = integer(raw.get("priority", JobSpec.priority), "priority", maximum=100)
     scoring = None
     if "scoring" in raw:
-        if raw["scoring"] not in Scoring.__members__.values():
+        if not isinstance(raw["scoring"], str) or raw["scoring"] not in _SCORINGS:
             raise invalid("scoring", "must be binpack or spread")
         scoring = Scoring(raw["scoring"])
     sections = {name: parse(raw[name]) for name, parse in _SECTIONS.items()
@@ -172,7 +184,7 @@ def _restart(raw: Any) -> RestartSpec:
                     "min_uptime_s"}, "restart.")
     rd = RestartSpec()
     policy = rs.get("policy", rd.policy)
-    if policy not in RestartPolicy.__members__.values():
+    if not isinstance(policy, str) or policy not in _RESTART_POLICIES:
         raise invalid("restart.policy", "must be one of " + ", ".join(RestartPolicy))
     restart = RestartSpec(
         policy=RestartPolicy(policy),
@@ -200,6 +212,17 @@ def _stop(raw: Any) -> StopSpec:
     return StopSpec(signal=sig.upper(),
                     timeout_s=number(st.get("timeout_s", StopSpec.timeout_s), "stop.timeout_s",
                                      maximum=3600))
+
+
+def _absent(section: Any) -> bool:
+    return section is None or (isinstance(section, dict) and not section)
+
+
+# What `{}` gives for each section, checked by the same code as a given one (so that the
+# values, int or float, are exactly what a spelled-out empty section gives). Frozen: shared.
+_DEFAULT_RESOURCES = _resources(None)
+_DEFAULT_RESTART = _restart(None)
+_DEFAULT_STOP = _stop(None)
 
 
 def _health(raw: Any) -> HealthCheck:

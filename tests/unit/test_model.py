@@ -72,6 +72,35 @@ def test_defaults_live_in_the_model() -> None:
     assert spec.to_dict().get("update") is None and spec.type == "service"
 
 
+def test_a_left_out_section_is_exactly_an_empty_one() -> None:
+    """Left-out sections share one checked default: it must encode byte for byte as a
+    spelled-out empty section (and as the section with its defaults written out), or
+    replicas of different builds would disagree on the state's digest."""
+    bare = parse_job_spec({"command": ["x"]})
+    empties: list[dict[str, Any] | None] = [{}, None]
+    for empty in empties:
+        spelled = parse_job_spec({"command": ["x"], "resources": empty, "restart": empty,
+                                  "stop": empty})
+        assert spelled == bare
+        assert msgpack.packb(spelled.to_dict()) == msgpack.packb(bare.to_dict())
+    written = parse_job_spec({"command": ["x"], **{k: bare.to_dict()[k]
+                                                   for k in ("resources", "restart", "stop")}})
+    assert msgpack.packb(written.to_dict()) == msgpack.packb(bare.to_dict())
+
+
+@pytest.mark.parametrize("extra,field", [
+    ({"type": ["service"]}, "type"), ({"type": {"a": 1}}, "type"),
+    ({"scoring": ["spread"]}, "scoring"), ({"restart": {"policy": ["always"]}},
+                                           "restart.policy"),
+    ({"restart": []}, "restart"), ({"stop": "x"}, "stop"), ({"resources": 0}, "resources"),
+])
+def test_an_unhashable_or_misshapen_choice_is_refused_naming_its_field(
+        extra: dict[str, Any], field: str) -> None:
+    with pytest.raises(Rejection) as err:
+        parse_job_spec({"command": ["x"], **extra})
+    assert err.value.field == field
+
+
 _section = st.fixed_dictionaries({}, optional={
     "count": st.integers(0, 20),
     "type": st.sampled_from(["service", "batch"]),
