@@ -16,25 +16,16 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from hacontrol.raft import LogBridge, NotApplied, Replica, ReplicaConfig
 from hacontrol.raft.keys import generate_secret
 from hacontrol.raft.membership import MemberBook, MemberInfo, change_payload
-from tests.integration.harness import free_ports
+from tests.integration.harness import free_ports, wait_for
+from tests.integration.raft_helpers.inproc import kv_set, leader
 from tests.integration.raft_helpers.kv_node import KvMachine
-from tests.integration.test_raft_read_index import _wait
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _leader(among: list[Replica]) -> Replica | None:
-    return next((r for r in among if r.status().role == "leader"), None)
-
-
-def _set(k: str, v: int) -> bytes:
-    return msgpack.packb({"op": "set", "k": k, "v": v})
 
 
 def _first_index(r: Replica) -> int:
@@ -85,7 +76,7 @@ async def _join(nodes: Nodes, lead: Replica, i: int, peers: list[int]) -> Replic
 
 
 def _caught_up(among: list[Replica], joiner: Replica, index: int) -> bool:
-    lead = _leader(among)
+    lead = leader(among)
     if lead is None:
         return False
     match, _seen, connected = lead.peer_view().get(joiner.config.raft_addr, (0, None, False))
@@ -95,44 +86,46 @@ def _caught_up(among: list[Replica], joiner: Replica, index: int) -> bool:
 def test_a_joiner_catches_up_from_a_leader_missing_from_the_snapshot(nodes: Nodes) -> None:
     async def scenario() -> None:
         first = [nodes.start(i, [p for p in range(3) if p != i]) for i in range(3)]
-        lead = await asyncio.to_thread(_wait, lambda: _leader(first), 15, "a leader")
+        lead = await asyncio.to_thread(wait_for, lambda: leader(first), 15, what="a leader")
         bridge = LogBridge(lead)
         for v in range(20):
-            await bridge.submit(_set("k", v), 5.0)
+            await bridge.submit(kv_set("k", v), 5.0)
         # A snapshot of n0-n2 only: every later joiner is sent this dump.
         lead.force_compaction()
-        await asyncio.to_thread(_wait, lambda: _first_index(lead) > 1, 15, "a compaction")
+        await asyncio.to_thread(wait_for, lambda: _first_index(lead) > 1, 15,
+                                what="a compaction")
 
         d = await _join(nodes, lead, 3, [0, 1, 2])
-        await asyncio.to_thread(_wait, lambda: _first_index(d) > 1 and _caught_up(
-            first, d, lead.status().commit_index), 20, "n3 installed the snapshot, caught up")
+        await asyncio.to_thread(wait_for, lambda: _first_index(d) > 1 and _caught_up(
+            first, d, lead.status().commit_index), 20,
+            what="n3 installed the snapshot, caught up")
 
         # n3 leads: the dump it would send a joiner names n0-n2, not n3.
         async def hand_over() -> None:
-            while _leader(first + [d]) is not d:
+            while leader(first + [d]) is not d:
                 try:
                     await LogBridge(lead).transfer_leadership(d.config.raft_addr, 1.0)
                 except NotApplied:
                     pass
                 await asyncio.sleep(0.2)
         await asyncio.wait_for(hand_over(), 20)
-        await LogBridge(d).submit(_set("k", 100), 5.0)
+        await LogBridge(d).submit(kv_set("k", 100), 5.0)
 
         e = await _join(nodes, d, 4, [0, 1, 2, 3])
         target = d.status().commit_index
         try:
-            await asyncio.to_thread(_wait, lambda: _caught_up(nodes.made, e, target), 20,
-                                    "n4 caught up through n3")
+            await asyncio.to_thread(wait_for, lambda: _caught_up(nodes.made, e, target), 20,
+                                    what="n4 caught up through n3")
         except AssertionError as exc:
             peers = sorted(n.address for n in e._node._SyncObj__otherNodes)
             raise AssertionError(f"{exc}: n4 {e.status()}, its peers {peers}; n3 {d.status()} "
                                  f"sees it as {d.peer_view().get(e.config.raft_addr)}"
                                  ) from None
         assert _first_index(e) > 1, "n4 was expected to start from a snapshot"
-        await LogBridge(d).submit(_set("k", 101), 5.0)
+        await LogBridge(d).submit(kv_set("k", 101), 5.0)
         await asyncio.to_thread(
-            _wait, lambda: e.read(lambda m: m.data.get("k")) == 101, 10,  # type: ignore[attr-defined]
-            "n4 applying new entries")
+            wait_for, lambda: e.read(lambda m: m.data.get("k")) == 101, 10,  # type: ignore[attr-defined]
+            what="n4 applying new entries")
         assert e.book.is_member() and d.config.raft_addr in {
             m.raft for m in e.book.members()}
         # The link kept for n3 became the member's own: one connection, nothing left kept.
