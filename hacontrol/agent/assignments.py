@@ -114,7 +114,9 @@ class AssignmentDecoder:
                     hit = (raw_spec, rej)
                 self._specs[id(raw_spec)] = hit
             if isinstance(hit[1], Rejection):
-                raise hit[1]
+                # A new one each time: raising one instance again would lengthen its
+                # traceback with every assignment of the job.
+                raise Rejection(hit[1].code, hit[1].message, hit[1].field)
             return hit[1]
 
         for i, item in enumerate(raw):
