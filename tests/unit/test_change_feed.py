@@ -22,14 +22,19 @@ def test_changes_with_nobody_waiting_do_not_wake_the_loop() -> None:
             real()
 
         feed._fire = counting  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        behind = loop.create_future()
+
         def burst() -> None:
             for _ in range(1000):
                 feed.notify()
+            # Queued after anything the burst scheduled: once it has run, so has that.
+            loop.call_soon_threadsafe(behind.set_result, None)
 
         notifier = threading.Thread(target=burst)
         notifier.start()
+        await behind
         await asyncio.to_thread(notifier.join)
-        await asyncio.sleep(0.05)
         assert fired == []
         # ... but a waiter that comes after them is not kept waiting for the next one.
         started = time.monotonic()
@@ -78,7 +83,8 @@ def test_local_events_always_wake_the_waiters() -> None:
     async def go() -> None:
         feed = ChangeFeed(asyncio.get_running_loop())
         waiters = [asyncio.create_task(feed.wait(10.0)) for _ in range(3)]
-        await asyncio.sleep(0.01)
+        while feed._waiters < 3:  # each task runs up to its wait in one loop turn
+            await asyncio.sleep(0)
         started = time.monotonic()
         threading.Thread(target=feed.notify_now).start()
         await asyncio.gather(*waiters)
