@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import h11
 
+from hacontrol.model import keepalive
+
 if TYPE_CHECKING:
     import ssl
 
@@ -41,6 +43,20 @@ class RequestTimeout(HTTPError, TimeoutError):
 
 class TooLarge(HTTPError):
     """The answer is longer than the caller's cap."""
+
+
+class ConnectFailed(HTTPError):
+    """No connection was made (refused, unreachable, TLS refused): the request never
+    reached the server."""
+
+
+class ConnectTimeout(RequestTimeout, ConnectFailed):
+    """The connect deadline passed."""
+
+
+class ConnectionTimedOut(HTTPError, TimeoutError):
+    """The kernel gave the connection up: no answer to keep-alive probes or to data sent,
+    for as long as the socket allows (`model/keepalive.py` on keep-alive clients)."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +107,18 @@ class Client:
     """Requests with keep-alive, one idle connection pool per origin.
 
     `tls`: the context for https URLs (None: the system's CAs, made when first needed);
-    `headers`: sent with every request (a request's own win)."""
+    `headers`: sent with every request (a request's own win); `keepalive`: TCP keep-alive
+    on every connection, so a peer that vanished fails the request within
+    `keepalive.WINDOW_S` even while the request waits for a long poll's answer."""
 
     def __init__(self, headers: Mapping[str, str] | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, keepalive: bool = False) -> None:
         self.headers = dict(headers or {})
         self.tls = tls
+        self.keepalive = keepalive
+        # When the last request was written on an established connection (monotonic):
+        # whether a failed request reached its server at all.
+        self.last_sent_at = 0.0
         self._idle: dict[_Origin, list[_Conn]] = {}
 
     async def __aenter__(self) -> Client:
@@ -176,10 +198,13 @@ class Client:
             async with asyncio.timeout(timeout_s):
                 reader, writer = await asyncio.open_connection(origin.host, origin.port)
         except TimeoutError:
-            raise RequestTimeout(f"cannot connect to {origin.host}:{origin.port} "
+            raise ConnectTimeout(f"cannot connect to {origin.host}:{origin.port} "
                                  f"within {timeout_s:g}s") from None
         except OSError as exc:
-            raise HTTPError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from None
+            raise ConnectFailed(f"cannot connect to {origin.host}:{origin.port}: {exc}"
+                                ) from None
+        if self.keepalive:
+            keepalive.apply(writer.get_extra_info("socket"))
         if origin.scheme == "https":
             try:
                 # Under the request's deadline, not the connect one (as aiohttp's
@@ -188,7 +213,7 @@ class Client:
                                        or origin.host)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 writer.close()
-                raise HTTPError(f"TLS with {origin.host}:{origin.port}: {exc}") from None
+                raise ConnectFailed(f"TLS with {origin.host}:{origin.port}: {exc}") from None
             except BaseException:  # cancelled or timed out mid-handshake
                 writer.close()
                 raise
@@ -212,6 +237,7 @@ class Client:
                 conn.writer.write(conn.h11.send(h11.Data(data=body)))
             conn.writer.write(conn.h11.send(h11.EndOfMessage()))
             await conn.writer.drain()
+            self.last_sent_at = time.monotonic()
             status, headers, chunks, size = 0, {}, [], 0
             while True:
                 event = conn.h11.next_event()
@@ -247,6 +273,8 @@ class Client:
             conn.close()
             if not answered and isinstance(exc, ConnectionError):
                 raise _Stale() from exc
+            if isinstance(exc, TimeoutError):  # ETIMEDOUT: keep-alive or user timeout
+                raise ConnectionTimedOut(f"{origin.host}:{origin.port}: {exc}") from None
             raise HTTPError(f"{origin.host}:{origin.port}: {exc}") from None
         except BaseException:  # cancelled, timed out, too long: the connection is mid-message
             conn.close()

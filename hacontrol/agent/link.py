@@ -20,19 +20,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hacontrol.model import protocol
+from hacontrol.model import keepalive, protocol
 from hacontrol.tls.roles import Role
 
 from .assignments import HeldAssignments
-from .httpclient import Client, HTTPError
+from .httpclient import Client, ConnectFailed, HTTPError
 
 if TYPE_CHECKING:
     import ssl
 
 log = logging.getLogger(__name__)
 
+# The long poll when the leader does not say how long (a leader of an earlier release,
+# which has no keep-alive on its side: its polls must stay short to tell a partition).
 LONG_POLL_S = 1.0
+# The longest poll the agent accepts from a leader's `poll_s`.
+MAX_POLL_S = 30.0
+# The longest poll while this node's metrics change (they travel with the syncs): a
+# changing value reaches the leader's autoscaler within about this.
+BUSY_POLL_S = 1.0
+# A failed sync is retried after RETRY_PAUSE_S, doubling with each failure in a row up to
+# RETRY_MAX_S (with jitter): a leaderless cluster is not asked 10 times a second by every
+# agent, and the first retry still comes at once after a leader change.
 RETRY_PAUSE_S = 0.1
+RETRY_MAX_S = 2.0
 # How often the link asks the leader who the controllers are (`/v1/status` members): replicas
 # added since the agent started are used, removed ones dropped.
 MEMBERS_EVERY_S = 5.0
@@ -47,10 +58,46 @@ class SyncAnswer:
     allocations: list[Any]  # all the node's raw assignments, decoded by the agent
     # False when they are those of the previous answer (nothing to reconcile)
     changed: bool = True
+    # The long poll the leader asks for when there is nothing to report (None: not said)
+    poll_s: float | None = None
 
 
 class StaleLeader(Exception):
     pass
+
+
+def heard_until(sent_at: float | None, failed_at: float, exc: BaseException) -> float | None:
+    """Until when a sync that failed shows the leader still counted this node as alive
+    (monotonic; None: it shows nothing).
+
+    A leader counts a node alive while its sync is in flight on an open connection. The
+    request reached it if it was written on an established connection (`sent_at`). If
+    the peer then closed or reset the connection, its host spoke at `failed_at`. If the
+    connection timed out (our deadline, or the kernel's keep-alive gave it up), it was
+    alive at least until `keepalive.WINDOW_S` before: a path dead for longer would have
+    failed it sooner.
+    """
+    if sent_at is None or isinstance(exc, ConnectFailed) or not isinstance(exc, HTTPError):
+        return None
+    if isinstance(exc, TimeoutError):
+        until = failed_at - keepalive.WINDOW_S
+        return until if until >= sent_at else None
+    return failed_at
+
+
+def poll_wait(poll_s: float | None, metrics_pending: bool) -> float:
+    """How long a sync with nothing to report may wait for orders: as long as the leader
+    asks (`poll_s`; None: `LONG_POLL_S`), but at most `BUSY_POLL_S` while this node's
+    metrics change, since they travel only with syncs."""
+    wait_s = poll_s if poll_s is not None else LONG_POLL_S
+    return min(wait_s, BUSY_POLL_S) if metrics_pending else wait_s
+
+
+def retry_pause(failures: int, rand: float) -> float:
+    """The pause before the next sync after `failures` failed ones in a row; `rand` in
+    [0, 1) spreads agents that failed together."""
+    base = min(RETRY_MAX_S, RETRY_PAUSE_S * 2.0 ** min(max(failures - 1, 0), 16))
+    return base * (0.5 + 0.5 * rand)
 
 
 class ControllerLink:
@@ -81,9 +128,13 @@ class ControllerLink:
         # Told the hash of the controllers' credential each answer carries (pinned once).
         self.on_controller_key: Callable[[object], None] | None = None
         self._members_at = time.monotonic()
+        # Until when the last failed sync shows the leader still counted this node
+        # (monotonic; see `heard_until`).
+        self.heard_until: float | None = None
 
     async def __aenter__(self) -> ControllerLink:
-        self._client = Client({"Authorization": f"Bearer {self.token}"}, self.tls)
+        self._client = Client({"Authorization": f"Bearer {self.token}"}, self.tls,
+                              keepalive=True)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -106,6 +157,7 @@ class ControllerLink:
                 "fingerprint": self.fingerprint,
                 "term": self.highest_term, "delta": self.held.request(), **(extra or {})}
         protocol.stamped(body)
+        started = time.monotonic()
         try:
             resp = await self._client.request(
                 "POST", f"{self.current}/v1/agent/sync", json_body=body,
@@ -114,6 +166,9 @@ class ControllerLink:
             data = resp.json()
         except (HTTPError, ValueError) as exc:
             log.debug("sync with %s failed: %s", self.current, exc)
+            sent = self._client.last_sent_at
+            self.heard_until = heard_until(sent if sent >= started else None,
+                                           time.monotonic(), exc)
             self._next_controller()
             return None
         if resp.status != 200:
@@ -130,7 +185,8 @@ class ControllerLink:
             return None
         answer = SyncAnswer(term=int(data["term"]), leader=str(data["leader"]),
                             index=int(data["index"]), acked=int(data.get("acked", 0)),
-                            allocations=list(data["allocations"]))
+                            allocations=list(data["allocations"]),
+                            poll_s=_poll_s(data.get("poll_s")))
         if answer.term < self.highest_term:
             log.warning("ignoring orders from %s at term %d: term %d already seen",
                         answer.leader, answer.term, self.highest_term)
@@ -177,6 +233,13 @@ class ControllerLink:
         if apis and sorted(apis) != sorted(self.controllers):
             log.info("controllers now %s", ", ".join(apis))
             self.controllers = apis
+
+
+def _poll_s(raw: object) -> float | None:
+    """The leader's `poll_s`, if it is a sensible number of seconds."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw > 0:
+        return None
+    return min(float(raw), MAX_POLL_S)
 
 
 async def wait_first(wake: asyncio.Event, coro: Any) -> Any:

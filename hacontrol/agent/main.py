@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import platform
+import random
 import signal
 import socket
 import time
@@ -33,7 +34,7 @@ from .assignments import AssignmentDecoder, allocation_spec
 from .credentials import NODE_CREDENTIAL_FILE, ControllerKey, JoinRefused, node_credential
 from .http import build_agent_app
 from .httpserver import serve
-from .link import LONG_POLL_S, RETRY_PAUSE_S, ControllerLink, wait_first
+from .link import ControllerLink, poll_wait, retry_pause, wait_first
 from .nursery import Nursery
 from .ports import NoFreePort, PortBook
 from .report import MetricsOutbox, event_report
@@ -73,6 +74,8 @@ class Agent:
                      "labels": dict(labels or {}),
                      "attributes": {**node_attributes(), **(attributes or {})}}
         self.last_contact = time.monotonic()
+        # The long poll the leader last asked for (None: it did not say)
+        self.poll_s: float | None = None
         # alloc id -> disconnect.stop_after_s for the allocations that asked for it
         self.disconnect_after: dict[str, float] = {}
         self.link = ControllerLink(controllers, token, link_tls)
@@ -266,24 +269,32 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._bg.start(self.scraper.run(), name="scrape")
+        failures = 0
         async with self.link:
             while not stop.is_set():
                 self.wake.clear()
                 if self._reported_starting:
                     await wait_first(stop, self._settle(SETTLE_S))
                 sent = dict(self.reports)
-                wait_s = 0.0 if sent else LONG_POLL_S
-                coro = self.link.sync(self.node, list(sent.values()), wait_s,
-                                      extra=self._extra())
+                extra = self._extra()
+                wait_s = 0.0 if sent else poll_wait(self.poll_s, bool(extra.get("metrics")))
+                coro = self.link.sync(self.node, list(sent.values()), wait_s, extra=extra)
                 answer = await (wait_first(self.wake, coro) if not sent else coro)
                 if stop.is_set():
                     break
                 if answer is None:
+                    heard = self.link.heard_until
+                    if heard is not None:
+                        self.last_contact = max(self.last_contact, heard)
                     self._enforce_disconnect()
+                    failures += 1
                     if not self.wake.is_set():
-                        await wait_first(stop, asyncio.sleep(RETRY_PAUSE_S))
+                        pause = retry_pause(failures, random.random())
+                        await wait_first(stop, asyncio.sleep(pause))
                     continue
+                failures = 0
                 self.last_contact = time.monotonic()
+                self.poll_s = answer.poll_s
                 self._metrics_out.delivered(self._epoch())
                 if answer.acked:
                     for alloc_id, rep in sent.items():

@@ -101,6 +101,9 @@ class Scraper:
         self._monotonic = monotonic
         self._targets: dict[str, Target] = {}
         self._due: dict[str, float] = {}
+        # Set when targets are given: with none (most agents) the loop sleeps until then
+        # instead of looking every IDLE_S.
+        self._given = asyncio.Event()
 
     def set_targets(self, targets: Mapping[str, Target]) -> None:
         """The allocations to scrape, as the leader's assignments say (replaces all)."""
@@ -113,6 +116,8 @@ class Scraper:
                 self._due[alloc_id] = now  # new or changed: scrape at once
                 self.values.pop(alloc_id, None)
         self._targets = dict(targets)
+        if self._targets:
+            self._given.set()
 
     def due(self) -> dict[str, Target]:
         """The targets to scrape now: due and running; forgets the values of those that
@@ -162,6 +167,9 @@ class Scraper:
         """Scrape until cancelled."""
         async with Client() as session:
             while True:
+                if not self._targets:
+                    self._given.clear()
+                    await self._given.wait()
                 try:
                     await self.scrape_once(session)
                 except Exception:  # one bad pass must not end the scraping for good

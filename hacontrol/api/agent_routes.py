@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from hacontrol.controller.errors import NotLeader
-from hacontrol.model import protocol
+from hacontrol.model import keepalive, protocol
 from hacontrol.model.errors import invalid
 from hacontrol.model.messages import Assignment, DeltaAnswer, DeltaRequest, SyncRequest
 from hacontrol.scheduler.leader_state import LeaderState
-from hacontrol.scheduler.liveness import LONGEST_POLL_S
+from hacontrol.scheduler.liveness import LONGEST_POLL_S, poll_seconds
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 from hacontrol.state.views import sync_changes
@@ -81,6 +81,11 @@ async def sync(request: web.Request) -> web.Response:
     def connected() -> bool:
         transport = request.transport
         return transport is not None and not transport.is_closing()
+
+    # So that `connected` turns false within seconds when the node vanishes mid-poll
+    # (power, partition), not only when its host closes the connection.
+    if request.transport is not None:
+        keepalive.apply(request.transport.get_extra_info("socket"))
 
     # While this request is in flight the node counts as alive (slow, not dead), and its
     # answer counts as contact again.
@@ -163,11 +168,12 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
     if not cluster.is_leader():
         raise _not_leader(cluster)
     term = cluster.term()
-    index, fp, assignments = store.read_local(
-        lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name)))
+    index, fp, assignments, poll_s = store.read_local(
+        lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name),
+                   poll_seconds(len(m.nodes))))
     return web.json_response(protocol.stamped(
         {"term": term, "leader": cluster.id, "index": index, "fingerprint": fp, "acked": acked,
-         "allocations": assignments,
+         "allocations": assignments, "poll_s": poll_s,
          "controller_credential_sha256": controller_credential_hash(request)}))
 
 
@@ -175,11 +181,11 @@ async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, na
                         held: DeltaRequest, wait_s: float, acked: int) -> web.Response:
     """The answer to an agent that speaks the delta protocol: only what it lacks, waiting
     up to `wait_s` (unless it just reported) for something to change on its node."""
-    def changes(m: StateMachine) -> tuple[int, str, list[Assignment], DeltaAnswer]:
+    def changes(m: StateMachine) -> tuple[int, str, list[Assignment], DeltaAnswer, float]:
         allocs, delta = sync_changes(m.store, name, held)
-        return m.index, node_fingerprint(m, name), allocs, delta
+        return m.index, node_fingerprint(m, name), allocs, delta, poll_seconds(len(m.nodes))
 
-    index, fp, allocs, delta = store.read_local(changes)
+    index, fp, allocs, delta, poll_s = store.read_local(changes)
     if wait_s > 0 and not acked and delta.since and not allocs and not delta.removed \
             and not delta.jobs:
         waits = _waits(request, store, cluster)
@@ -192,7 +198,7 @@ async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, na
             # Registers before its first await: a change applied after the read above
             # wakes it.
             await waits.wait(name, remaining)
-            index, fp, allocs, delta = store.read_local(changes)
+            index, fp, allocs, delta, poll_s = store.read_local(changes)
             if allocs or delta.removed or delta.jobs or not delta.since:
                 break
     if not cluster.is_leader():
@@ -201,7 +207,7 @@ async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, na
                               "term": cluster.term(), "leader": cluster.id, "index": index,
                               "fingerprint": fp, "acked": acked,
                               "allocations": [a.to_dict(with_spec=False) for a in allocs],
-                              "delta": delta.to_dict(),
+                              "delta": delta.to_dict(), "poll_s": poll_s,
                               "controller_credential_sha256":
                                   controller_credential_hash(request)}))
 

@@ -326,11 +326,15 @@ class SyncAnswer:
     fingerprint: str
     acked: int  # how many of the request's reports were written to the log
     allocations: list[Assignment]
+    # How long the agent's next sync may wait for orders when it has nothing to report
+    # (`scheduler.liveness.poll_seconds`); absent from a leader of an earlier release.
+    poll_s: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"term": self.term, "leader": self.leader, "index": self.index,
                 "fingerprint": self.fingerprint, "acked": self.acked,
-                "allocations": [a.to_dict() for a in self.allocations]}
+                "allocations": [a.to_dict() for a in self.allocations],
+                "poll_s": self.poll_s}
 
     @classmethod
     def from_dict(cls, raw: Any) -> SyncAnswer:
@@ -341,4 +345,5 @@ class SyncAnswer:
                    string(d.get("fingerprint"), "fingerprint", max_len=200),
                    integer(d.get("acked", 0), "acked", maximum=2**62),
                    [Assignment.from_dict(a, f"allocations[{i}]")
-                    for i, a in enumerate(_list(d.get("allocations"), "allocations"))])
+                    for i, a in enumerate(_list(d.get("allocations"), "allocations"))],
+                   number(d.get("poll_s", 1.0), "poll_s", minimum=0.001, maximum=3600))

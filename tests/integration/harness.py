@@ -48,6 +48,34 @@ def require_netns() -> None:
         skip_or_fail(str(exc))
 
 
+@contextlib.contextmanager
+def silenced(port_a: int, port_b: int) -> Any:
+    """Drop every loopback TCP packet between local ports `port_a` and `port_b`, both ways,
+    while the block runs: one connection's path goes silent, as under a partition or a power
+    cut, while its sockets stay open. nftables in a table of this test's own, deleted on
+    the way out; needs root and `nft` (skipped without them, failed under
+    HACONTROL_TEST_ALL=1)."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        skip_or_fail("dropping packets needs root and nft")
+    table = f"hacontrol_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    def nft(*args: str) -> None:
+        subprocess.run(["nft", *args], check=True, capture_output=True, timeout=10)
+
+    nft("add", "table", "inet", table)
+    try:
+        nft("add", "chain", "inet", table, "input",
+            "{ type filter hook input priority -10 ; policy accept ; }")
+        for a, b in ((port_a, port_b), (port_b, port_a)):
+            nft("add", "rule", "inet", table, "input", "iifname", "lo", "tcp", "sport",
+                str(a), "tcp", "dport", str(b), "drop")
+        yield
+    finally:
+        nft("delete", "table", "inet", table)
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     try:

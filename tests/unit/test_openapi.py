@@ -213,7 +213,7 @@ def test_the_sync_messages_fit_their_schemas() -> None:
     jsonschema_rs.validate(schemas.SYNC_REQUEST, req.to_dict())
     # As `agent_routes.sync` builds it, and as the agent reads it back.
     answer = {"term": 3, "leader": "c1", "index": m.index, "fingerprint": "1.2", "acked": 0,
-              "allocations": m.node_assignments(node)}
+              "allocations": m.node_assignments(node), "poll_s": 5.0}
     jsonschema_rs.validate(schemas.SYNC_ANSWER, answer)
     assert answer["allocations"], "the scenario places allocations on this node"
     jsonschema_rs.validate(schemas.SYNC_ANSWER, SyncAnswer.from_dict(answer).to_dict())

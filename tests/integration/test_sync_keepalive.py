@@ -1,0 +1,107 @@
+"""An agent's long poll over a path that went silent (power cut, partition) is given up
+within the keep-alive window at both ends, however long the poll: the leader stops
+counting the node as alive, the agent stops waiting for an answer. Packets of one
+loopback connection are dropped with nftables (root)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from hacontrol.agent.httpclient import Client, ConnectionTimedOut
+from hacontrol.agent.link import heard_until
+from hacontrol.model import keepalive
+from hacontrol.scheduler.liveness import DEFAULT_GRACE_S
+
+from .harness import Cluster, silenced, wait_for
+
+POLL_S = 30.0  # the longest the leader grants
+
+
+def _node_status(cluster: Cluster, name: str) -> str | None:
+    nodes = cluster.api("GET", "/v1/nodes", replica=cluster.leader()).body["nodes"]
+    return next((n["status"] for n in nodes if n["name"] == name), None)
+
+
+def _sync_request(token: str, port: int, body: dict[str, Any]) -> bytes:
+    raw = json.dumps(body).encode()
+    return (f"POST /v1/agent/sync HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
+
+
+def test_a_node_whose_poll_went_silent_is_marked_down_long_before_the_poll_ends(
+        cluster: Cluster) -> None:
+    leader = cluster.leader()
+    node = {"name": "ghost", "cpu": 1.0, "memory_mb": 64, "address": ""}
+    first = cluster.api("POST", "/v1/agent/sync", {"node": node, "reports": [], "index": 0,
+                                                   "wait_s": 0, "term": 0}, replica=leader)
+    assert first.status == 200, first.body
+    wait_for(lambda: _node_status(cluster, "ghost") == "ready", 15, what="ghost ready")
+    # A long poll held open on a plain socket: the kernel acknowledges the leader's
+    # keep-alive probes as long as packets flow.
+    sock = socket.create_connection(("127.0.0.1", leader.api_port), timeout=5)
+    try:
+        sock.sendall(_sync_request(cluster.token, leader.api_port, {
+            "node": node, "reports": [], "index": first.body["index"], "wait_s": POLL_S,
+            "term": first.body["term"], "fingerprint": first.body["fingerprint"]}))
+        polled = time.monotonic()
+        # While the poll is in flight the node is alive, past the grace period.
+        while time.monotonic() - polled < DEFAULT_GRACE_S + 1.5:
+            assert _node_status(cluster, "ghost") == "ready"
+            time.sleep(0.2)
+        with silenced(sock.getsockname()[1], leader.api_port):
+            cut = time.monotonic()
+            wait_for(lambda: _node_status(cluster, "ghost") == "down", POLL_S,
+                     interval=0.2, what="the silent node marked down")
+            took = time.monotonic() - cut
+        # The poll still had over 20 s to run: only the keep-alive can have ended it.
+        assert took < keepalive.WINDOW_S + DEFAULT_GRACE_S + 5, took
+        assert time.monotonic() - polled < POLL_S - 5
+    finally:
+        sock.close()
+
+
+def test_the_agents_client_gives_up_a_silent_connection_within_the_window() -> None:
+    async def main() -> None:
+        got_request = asyncio.Event()
+        peers: list[int] = []
+
+        async def never_answer(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+            peers.append(writer.get_extra_info("peername")[1])
+            await reader.readuntil(b"\r\n\r\n")
+            got_request.set()
+            try:
+                await reader.read()  # until the client goes
+            except OSError:
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = Client(keepalive=True)
+        try:
+            started = time.monotonic()
+            call = asyncio.ensure_future(client.request(
+                "GET", f"http://127.0.0.1:{port}/poll", timeout_s=POLL_S))
+            await asyncio.wait_for(got_request.wait(), 10)
+            with silenced(peers[0], port):
+                cut = time.monotonic()
+                with pytest.raises(ConnectionTimedOut) as err:
+                    await asyncio.wait_for(call, POLL_S + 5)
+                failed = time.monotonic()
+            assert failed - cut < keepalive.WINDOW_S + 3, failed - cut
+            assert client.last_sent_at >= started
+            until = heard_until(client.last_sent_at, failed, err.value)
+            assert until is not None and until <= cut + 1.5  # never later than the cut
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+    asyncio.run(main())
