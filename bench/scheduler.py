@@ -65,7 +65,7 @@ class Settings:
     trials: int
     profile: Path | None = None
     soak_s: float = 0.0  # after placement: nodes keep heartbeating this long
-    sim_wait_s: float = 1.0  # the simulated agents' long poll
+    sim_wait_s: float | None = None  # the simulated agents' long poll (None: the leader's)
     full_sync: bool = False  # simulated agents ask for full answers (as before deltas)
     sim_procs: int = 1  # simagent processes sharing the nodes
     sim_backoff_max_s: float = 0.0  # see simagent.py --backoff-max-s
@@ -553,7 +553,8 @@ def main() -> int:
                    help="after placement, keep the nodes heartbeating this long while "
                         "reading the API (default 0; 600 with --scale)")
     p.add_argument("--sim-wait-s", type=float, dest="sim_wait_s",
-                   help="the simulated agents' long poll (default 1.0; 10 with --scale)")
+                   help="the simulated agents' long poll (default: as the leader asks, "
+                        "as agents do)")
     p.add_argument("--sim-procs", type=int, dest="sim_procs",
                    help="simagent processes sharing the nodes (default: one per 1,000 "
                         "nodes)")
@@ -570,7 +571,6 @@ def main() -> int:
         jobs, nodes, soak_s = (200, 1000, 60.0) if args.quick else (1000, 5000, 600.0)
         args.jobs, args.nodes = args.jobs or jobs, args.nodes or nodes
         args.soak_s = soak_s if args.soak_s is None else args.soak_s
-        args.sim_wait_s = args.sim_wait_s or 10.0
         args.runs = 1
     s = Settings(runs=1 if args.quick else args.runs,
                  jobs=args.jobs or (10 if args.quick else 100),
@@ -578,7 +578,7 @@ def main() -> int:
                  nodes=args.nodes or (50 if args.quick else 200),
                  poll_s=args.poll_s, placement_timeout=args.timeout,
                  trials=args.trials or (2 if args.quick else 5), profile=args.profile,
-                 soak_s=args.soak_s or 0.0, sim_wait_s=args.sim_wait_s or 1.0,
+                 soak_s=args.soak_s or 0.0, sim_wait_s=args.sim_wait_s,
                  full_sync=args.full_sync)
     s.sim_procs = args.sim_procs or max(1, -(-s.nodes // 1000))
     s.sim_backoff_max_s, s.sim_ramp_s = args.sim_backoff_max_s, args.sim_ramp_s

@@ -100,14 +100,15 @@ class Stats:
 
 class SimNode:
     def __init__(self, name: str, cpu: float, memory_mb: int, controllers: list[str],
-                 start: int, wait_s: float, stats: Stats, pids: itertools.count[int],
+                 start: int, wait_s: float | None, stats: Stats, pids: itertools.count[int],
                  delta: bool = True, backoff_max_s: float = 0.0) -> None:
         self.node = {"name": name, "cpu": cpu, "memory_mb": memory_mb, "address": "",
                      "labels": {}, "attributes": {}}
         self.controllers = controllers
         self.current = controllers[start % len(controllers)]
         self.rotation = start % len(controllers)
-        self.wait_s = wait_s
+        self.wait_s = wait_s  # None: as the leader asks (`poll_s`)
+        self.poll_s = 1.0  # a leader that does not say
         # 0: a failed sync is retried after RETRY_PAUSE_S, as the agent does; above 0 the
         # pause doubles up to this, with jitter, and is back to RETRY_PAUSE_S after a success
         self.backoff_max_s = backoff_max_s
@@ -163,7 +164,7 @@ class SimNode:
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         while not stop.is_set():
             sent = dict(self.pending)
-            wait_s = 0.0 if sent else self.wait_s
+            wait_s = 0.0 if sent else (self.wait_s if self.wait_s is not None else self.poll_s)
             body: dict[str, Any] = {"node": self.node, "reports": list(sent.values()),
                                     "index": self.index, "wait_s": wait_s,
                                     "term": self.highest_term,
@@ -218,6 +219,8 @@ class SimNode:
                 self.stats.idle_answers += 1
                 self.stats.idle_answer_bytes += len(raw)
             self.fingerprint = data.get("fingerprint")
+            if isinstance(data.get("poll_s"), int | float):
+                self.poll_s = float(data["poll_s"])
             if self.held is not None and "delta" in data:
                 merged = self.held.apply(int(data["index"]), allocations, data["delta"])
                 if merged is None:
@@ -313,8 +316,9 @@ def main() -> int:
     p.add_argument("--prefix", default="sim-")
     p.add_argument("--cpu", type=float, default=8.0)
     p.add_argument("--memory-mb", type=int, default=32000, dest="memory_mb")
-    p.add_argument("--wait-s", type=float, default=1.0, dest="wait_s",
-                   help="long-poll seconds when there is nothing to report (default 1.0)")
+    p.add_argument("--wait-s", type=float, default=None, dest="wait_s",
+                   help="long-poll seconds when there is nothing to report (default: as "
+                        "the leader asks, as the agent does)")
     p.add_argument("--stagger-s", type=float, default=0.005, dest="stagger_s",
                    help="pause between starting two nodes (default 0.005)")
     p.add_argument("--backoff-max-s", type=float, default=0.0, dest="backoff_max_s",

@@ -102,7 +102,7 @@ class SimAgents:
     (SIGUSR1), so the statistics of one phase (placement, soak) stay apart.
     """
 
-    def __init__(self, cluster: Cluster, nodes: int, procs: int, wait_s: float,
+    def __init__(self, cluster: Cluster, nodes: int, procs: int, wait_s: float | None,
                  full: bool, backoff_max_s: float = 0.0, ramp_s: float = 10.0) -> None:
         self.cluster, self.nodes, self.wait_s, self.full = cluster, nodes, wait_s, full
         self.backoff_max_s, self.ramp_s = backoff_max_s, ramp_s
@@ -117,7 +117,8 @@ class SimAgents:
             n = share + (1 if i < extra else 0)
             argv = [sys.executable, str(SIMAGENT), "--controllers",
                     ",".join(r.api for r in c.replicas), "--token-file", str(c.root / "token"),
-                    "--nodes", str(n), "--first", str(first), "--wait-s", str(self.wait_s),
+                    "--nodes", str(n), "--first", str(first),
+                    *(["--wait-s", str(self.wait_s)] if self.wait_s is not None else []),
                     # every process starts its nodes over the same ramp_s at most
                     "--stagger-s", str(min(0.005, self.ramp_s / max(n, 1))),
                     "--backoff-max-s", str(self.backoff_max_s)]
