@@ -68,7 +68,7 @@ class Settings:
     sim_wait_s: float | None = None  # the simulated agents' long poll (None: the leader's)
     full_sync: bool = False  # simulated agents ask for full answers (as before deltas)
     sim_procs: int = 1  # simagent processes sharing the nodes
-    sim_backoff_max_s: float = 0.0  # see simagent.py --backoff-max-s
+    sim_backoff_max_s: float = 2.0  # see simagent.py --backoff-max-s
     sim_ramp_s: float = 10.0  # the simulated nodes start over this long
 
 
@@ -558,9 +558,9 @@ def main() -> int:
     p.add_argument("--sim-procs", type=int, dest="sim_procs",
                    help="simagent processes sharing the nodes (default: one per 1,000 "
                         "nodes)")
-    p.add_argument("--sim-backoff-max-s", type=float, default=0.0, dest="sim_backoff_max_s",
+    p.add_argument("--sim-backoff-max-s", type=float, default=2.0, dest="sim_backoff_max_s",
                    help="simulated agents retry failed syncs with a doubling, jittered pause "
-                        "up to this (default 0: a fixed 0.1 s, as the agent does)")
+                        "up to this (default 2, as the agent does; 0: a fixed 0.1 s)")
     p.add_argument("--sim-ramp-s", type=float, default=10.0, dest="sim_ramp_s",
                    help="the simulated nodes start over this many seconds (default 10)")
     p.add_argument("--full-sync", action="store_true", dest="full_sync",

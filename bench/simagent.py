@@ -109,8 +109,8 @@ class SimNode:
         self.rotation = start % len(controllers)
         self.wait_s = wait_s  # None: as the leader asks (`poll_s`)
         self.poll_s = 1.0  # a leader that does not say
-        # 0: a failed sync is retried after RETRY_PAUSE_S, as the agent does; above 0 the
-        # pause doubles up to this, with jitter, and is back to RETRY_PAUSE_S after a success
+        # 0: a failed sync is retried after RETRY_PAUSE_S; above 0 the pause doubles up to
+        # this, with jitter, and is back to RETRY_PAUSE_S after a success (as the agent's)
         self.backoff_max_s = backoff_max_s
         self.pause = RETRY_PAUSE_S
         self.stats = stats
@@ -321,9 +321,9 @@ def main() -> int:
                         "the leader asks, as the agent does)")
     p.add_argument("--stagger-s", type=float, default=0.005, dest="stagger_s",
                    help="pause between starting two nodes (default 0.005)")
-    p.add_argument("--backoff-max-s", type=float, default=0.0, dest="backoff_max_s",
+    p.add_argument("--backoff-max-s", type=float, default=2.0, dest="backoff_max_s",
                    help="retry failed syncs with a doubling, jittered pause up to this "
-                        "(default 0: a fixed 0.1 s, as the agent does)")
+                        "(default 2, as the agent does; 0: a fixed 0.1 s)")
     p.add_argument("--full", action="store_true",
                    help="ask for full answers (as agents before the delta protocol)")
     args = p.parse_args()

@@ -103,7 +103,7 @@ class SimAgents:
     """
 
     def __init__(self, cluster: Cluster, nodes: int, procs: int, wait_s: float | None,
-                 full: bool, backoff_max_s: float = 0.0, ramp_s: float = 10.0) -> None:
+                 full: bool, backoff_max_s: float = 2.0, ramp_s: float = 10.0) -> None:
         self.cluster, self.nodes, self.wait_s, self.full = cluster, nodes, wait_s, full
         self.backoff_max_s, self.ramp_s = backoff_max_s, ramp_s
         self.procs = max(1, min(procs, nodes))

@@ -146,9 +146,9 @@ def start(req: StartRequest, cgroups: dict[str, Path], stdout: IO[bytes],
     (`launch.USER_GATE_SCRIPT`), which takes the job's environment from its stdin: the
     `ExecWatch` tells when the command runs, as for the gate."""
     program = req.command[0]
-    if find_program(program, req.env.get("PATH") or os.defpath, req.cwd) is None:
-        raise StartError("exec", f"cannot exec {program!r}: not found or not executable")
     ids = _change(req)
+    # subprocess reports a failed exec of the command itself (not found, not executable)
+    # as an OSError, which `_popen` turns into a failed start: no search of PATH first.
     if ids == (None, None, None):
         return _popen(req, cgroups, req.command, req.env, subprocess.DEVNULL, stdout,
                       stderr, ids), None
@@ -159,6 +159,10 @@ def start(req: StartRequest, cgroups: dict[str, Path], stdout: IO[bytes],
         # the environment goes to that exec only.
         return _popen(req, cgroups, req.command, req.env, subprocess.DEVNULL, stdout,
                       stderr, ids), None
+    # Behind setpriv and the user's shell a missing program would be exit status 127 of
+    # a started process, a crash loop: looked for first.
+    if find_program(program, req.env.get("PATH") or os.defpath, req.cwd) is None:
+        raise StartError("exec", f"cannot exec {program!r}: not found or not executable")
     # setpriv keeps vfork (a fork copies the agent's page tables: 1.4x the CPU per start).
     argv, _ = with_identity(changed, SETPRIV)
     env_r, env_w = os.pipe()

@@ -116,9 +116,11 @@ class Client:
         self.headers = dict(headers or {})
         self.tls = tls
         self.keepalive = keepalive
-        # When the last request was written on an established connection (monotonic):
-        # whether a failed request reached its server at all.
+        # When the last request was written on an established connection, and when a
+        # server last closed or reset a connection after a request was written on it
+        # (monotonic): what a failed request says of its server.
         self.last_sent_at = 0.0
+        self.last_closed_at = 0.0
         self._idle: dict[_Origin, list[_Conn]] = {}
 
     async def __aenter__(self) -> Client:
@@ -229,7 +231,7 @@ class Client:
     async def _exchange(self, origin: _Origin, conn: _Conn, method: str, target: str,
                         head: list[tuple[str, str]], body: bytes,
                         max_bytes: int | None) -> Response:
-        answered = False
+        answered = written = False
         try:
             conn.writer.write(conn.h11.send(h11.Request(method=method, target=target,
                                                         headers=head)))
@@ -238,12 +240,14 @@ class Client:
             conn.writer.write(conn.h11.send(h11.EndOfMessage()))
             await conn.writer.drain()
             self.last_sent_at = time.monotonic()
+            written = True
             status, headers, chunks, size = 0, {}, [], 0
             while True:
                 event = conn.h11.next_event()
                 if event is h11.NEED_DATA:
                     data = await conn.reader.read(READ_CHUNK)
                     if not data and not answered:
+                        self.last_closed_at = time.monotonic()
                         raise _Stale()
                     conn.h11.receive_data(data)
                     continue
@@ -265,12 +269,15 @@ class Client:
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 else:  # ConnectionClosed
+                    self.last_closed_at = time.monotonic()
                     raise HTTPError(f"{origin.host}:{origin.port} closed the connection")
         except _Stale:
             conn.close()
             raise
         except (h11.ProtocolError, OSError) as exc:
             conn.close()
+            if written and isinstance(exc, ConnectionError):
+                self.last_closed_at = time.monotonic()
             if not answered and isinstance(exc, ConnectionError):
                 raise _Stale() from exc
             if isinstance(exc, TimeoutError):  # ETIMEDOUT: keep-alive or user timeout

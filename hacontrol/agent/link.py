@@ -66,23 +66,24 @@ class StaleLeader(Exception):
     pass
 
 
-def heard_until(sent_at: float | None, failed_at: float, exc: BaseException) -> float | None:
+def heard_until(sent_at: float | None, closed_at: float | None, failed_at: float,
+                exc: BaseException) -> float | None:
     """Until when a sync that failed shows the leader still counted this node as alive
     (monotonic; None: it shows nothing).
 
     A leader counts a node alive while its sync is in flight on an open connection. The
     request reached it if it was written on an established connection (`sent_at`). If
-    the peer then closed or reset the connection, its host spoke at `failed_at`. If the
-    connection timed out (our deadline, or the kernel's keep-alive gave it up), it was
-    alive at least until `keepalive.WINDOW_S` before: a path dead for longer would have
-    failed it sooner.
+    the peer then closed or reset that connection (`closed_at`), it counted the node
+    until then. If the connection timed out instead (our deadline, or the kernel's
+    keep-alive gave it up), it was alive at least until `keepalive.WINDOW_S` before: a
+    path dead for longer would have failed it sooner.
     """
-    if sent_at is None or isinstance(exc, ConnectFailed) or not isinstance(exc, HTTPError):
+    if closed_at is not None:
+        return closed_at
+    if sent_at is None or not isinstance(exc, TimeoutError) or isinstance(exc, ConnectFailed):
         return None
-    if isinstance(exc, TimeoutError):
-        until = failed_at - keepalive.WINDOW_S
-        return until if until >= sent_at else None
-    return failed_at
+    until = failed_at - keepalive.WINDOW_S
+    return until if until >= sent_at else None
 
 
 def poll_wait(poll_s: float | None, metrics_pending: bool) -> float:
@@ -158,6 +159,7 @@ class ControllerLink:
                 "term": self.highest_term, "delta": self.held.request(), **(extra or {})}
         protocol.stamped(body)
         started = time.monotonic()
+        self.heard_until = None
         try:
             resp = await self._client.request(
                 "POST", f"{self.current}/v1/agent/sync", json_body=body,
@@ -166,8 +168,9 @@ class ControllerLink:
             data = resp.json()
         except (HTTPError, ValueError) as exc:
             log.debug("sync with %s failed: %s", self.current, exc)
-            sent = self._client.last_sent_at
+            sent, closed = self._client.last_sent_at, self._client.last_closed_at
             self.heard_until = heard_until(sent if sent >= started else None,
+                                           closed if closed >= started else None,
                                            time.monotonic(), exc)
             self._next_controller()
             return None

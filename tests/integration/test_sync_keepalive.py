@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hacontrol.agent.httpclient import Client, ConnectionTimedOut
+from hacontrol.agent.httpclient import Client, ConnectionTimedOut, HTTPError
 from hacontrol.agent.link import heard_until
 from hacontrol.model import keepalive
 from hacontrol.scheduler.liveness import DEFAULT_GRACE_S
@@ -98,10 +98,49 @@ def test_the_agents_client_gives_up_a_silent_connection_within_the_window() -> N
                 failed = time.monotonic()
             assert failed - cut < keepalive.WINDOW_S + 3, failed - cut
             assert client.last_sent_at >= started
-            until = heard_until(client.last_sent_at, failed, err.value)
+            until = heard_until(client.last_sent_at, None, failed, err.value)
             assert until is not None and until <= cut + 1.5  # never later than the cut
         finally:
             await client.close()
             server.close()
             await server.wait_closed()
+    asyncio.run(main())
+
+
+def test_a_poll_closed_by_its_server_counts_until_it_closed() -> None:
+    """The leader dies mid-poll: its host closes the connection, and the retry on a new
+    connection is refused. The agent's silence counts from the close, not from its last
+    answer (a poll may have been open for many seconds)."""
+    async def main() -> None:
+        got_request = asyncio.Event()
+        close_now = asyncio.Event()
+
+        async def close_after_request(reader: asyncio.StreamReader,
+                                      writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            got_request.set()
+            await close_now.wait()
+            writer.close()
+
+        server = await asyncio.start_server(close_after_request, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = Client(keepalive=True)
+        try:
+            started = time.monotonic()
+            call = asyncio.ensure_future(client.request(
+                "GET", f"http://127.0.0.1:{port}/poll", timeout_s=POLL_S))
+            await asyncio.wait_for(got_request.wait(), 10)
+            server.close()  # no new connection is accepted from now on
+            closed = time.monotonic()
+            close_now.set()
+            with pytest.raises(HTTPError) as err:
+                await asyncio.wait_for(call, 10)
+            failed = time.monotonic()
+            assert client.last_sent_at >= started
+            assert closed <= client.last_closed_at <= failed
+            assert heard_until(client.last_sent_at, client.last_closed_at, failed,
+                               err.value) == client.last_closed_at
+        finally:
+            await client.close()
+            server.close()
     asyncio.run(main())

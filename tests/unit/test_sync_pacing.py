@@ -66,22 +66,26 @@ def test_the_answer_model_carries_the_poll() -> None:
 
 
 def test_a_refused_or_unsent_sync_shows_nothing() -> None:
-    assert heard_until(None, 100.0, HTTPError("reset")) is None  # never written
-    assert heard_until(90.0, 100.0, ConnectFailed("refused")) is None
-    assert heard_until(90.0, 100.0, ConnectTimeout("no connect")) is None
-    assert heard_until(90.0, 100.0, ValueError("not JSON")) is None
+    assert heard_until(None, None, 100.0, HTTPError("reset")) is None  # never written
+    assert heard_until(None, None, 100.0, RequestTimeout("deadline")) is None
+    assert heard_until(90.0, None, 100.0, ConnectFailed("refused")) is None
+    assert heard_until(90.0, None, 100.0, ConnectTimeout("no connect")) is None
+    assert heard_until(90.0, None, 100.0, ValueError("not JSON")) is None
+    assert heard_until(90.0, None, 100.0, HTTPError("malformed")) is None
 
 
 def test_a_closed_poll_was_counted_until_it_closed() -> None:
-    # The peer's host closed or reset the connection: it spoke just now.
-    assert heard_until(90.0, 100.0, HTTPError("closed the connection")) == 100.0
+    # The leader closed or reset the connection under the poll: it counted the node until
+    # then, whatever the retry on a new connection then met (here: refused).
+    assert heard_until(90.0, 97.0, 100.0, ConnectFailed("refused")) == 97.0
+    assert heard_until(90.0, 97.0, 100.0, HTTPError("closed the connection")) == 97.0
 
 
 def test_a_timed_out_poll_counts_only_until_the_keepalive_window_before() -> None:
     for exc in (ConnectionTimedOut("ETIMEDOUT"), RequestTimeout("deadline")):
-        assert heard_until(90.0, 100.0, exc) == 100.0 - W
+        assert heard_until(90.0, None, 100.0, exc) == 100.0 - W
         # Written too recently to know the path carried it.
-        assert heard_until(100.0 - W + 0.5, 100.0, exc) is None
+        assert heard_until(100.0 - W + 0.5, None, 100.0, exc) is None
 
 
 def test_failed_syncs_back_off_to_a_cap_with_jitter() -> None:
