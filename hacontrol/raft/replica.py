@@ -19,6 +19,8 @@ from hacontrol.raft.membership import MEMBERSHIP_TYPE, MemberBook, MemberInfo
 from hacontrol.raft.node import node_class
 from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
+from hacontrol.raft.stall import Sample as StallSample
+from hacontrol.raft.stall import StallReporter
 from hacontrol.raft.storage import StorageError
 from hacontrol.raft.wake import WakePipe
 from hacontrol.raft.watch import install_watch, watch, weak_wake
@@ -157,6 +159,17 @@ class Replica(prepare_gate.Preparing):
         self._node.addOnTickCallback(self._on_tick)
         self._disable_admin_commands()
         watch.replicas.add(self)
+        self._stalls = StallReporter(config.node_id, self._progress_sample,
+                                     lambda: self._tick_thread_id)
+        self._stalls.start()
+
+    def _progress_sample(self) -> StallSample | None:
+        """For the stall reporter (its own thread): None once destroyed."""
+        if self._destroyed or self._node is None:
+            return None
+        st = self.status()
+        return StallSample(time.monotonic(), self._last_tick, st.applied_index,
+                           st.commit_index, st.leader)
 
     def _open_journal(self) -> SyncedJournal:
         config = self.config
@@ -447,6 +460,9 @@ class Replica(prepare_gate.Preparing):
         if self._destroyed:
             return
         self._destroyed = True
+        stalls = getattr(self, "_stalls", None)
+        if stalls is not None:
+            stalls.stop()
         if self._node is None:
             return
         watch.replicas.discard(self)
