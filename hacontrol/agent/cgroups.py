@@ -426,8 +426,19 @@ class AllocationCgroup:
             return 0
 
     def remove(self) -> bool:
-        """rmdir every directory; False if some still hold processes."""
+        """rmdir every directory; False if some still hold processes.
+
+        A v1 memory cgroup is emptied of the page cache charged to it first (the logs its
+        processes wrote, mostly). Removed with those pages, it lives on in the kernel as
+        a dying cgroup until they are reclaimed: a node that had started 10,000
+        allocations held about as many, and every cgroup operation (each start's mkdir
+        and moves) grew slower with them. 20 cgroups whose process wrote 200 kB each,
+        removed: 20 left dying without this, 1 with it."""
         ok = True
+        mem = self.paths.get("memory") if self.mode == MODE_V1 else None
+        if mem is not None:
+            with contextlib.suppress(OSError):  # gone already, or still in use
+                (mem / "memory.force_empty").write_text("0")
         for path in self.paths.values():
             try:
                 path.rmdir()

@@ -54,7 +54,9 @@ async def discard_cgroup(
     while True:
         if pool is not None and pool.give(cg):  # it refuses one that lists processes
             return
-        if cg.remove():
+        # In a thread: a removal first reclaims the cgroup's page cache (AllocationCgroup.
+        # remove), a millisecond or two, and up to 100 ms behind writeback.
+        if await asyncio.to_thread(cg.remove):
             return
         if monotonic() > deadline:
             on_stuck(cg)
