@@ -287,8 +287,8 @@ class Agent:
                     if heard is not None:
                         self.last_contact = max(self.last_contact, heard)
                     self._enforce_disconnect()
-                    failures += 1
-                    if not self.wake.is_set():
+                    if not self.wake.is_set():  # not a poll cut short for a report
+                        failures += 1
                         pause = retry_pause(failures, random.random())
                         await wait_first(stop, asyncio.sleep(pause))
                     continue
