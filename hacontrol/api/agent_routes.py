@@ -161,7 +161,7 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
         deadline = loop.time() + wait_s
         while store.read_local(lambda m: node_fingerprint(m, name)) == seen:
             remaining = deadline - loop.time()
-            if remaining <= 0 or not cluster.is_leader():
+            if remaining <= 0 or not cluster.is_leader() or waits.closing:
                 break
             await waits.wait(name, remaining)
 
@@ -193,7 +193,7 @@ async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, na
         deadline = loop.time() + wait_s
         while True:
             remaining = deadline - loop.time()
-            if remaining <= 0 or not cluster.is_leader():
+            if remaining <= 0 or not cluster.is_leader() or waits.closing:
                 break
             # Registers before its first await: a change applied after the read above
             # wakes it.
@@ -226,12 +226,19 @@ class NodeWaits:
     def __init__(self) -> None:
         self.waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.closing = False  # the replica stops: every poll answers now
+
+    def close(self) -> None:
+        self.closing = True
+        self.wake(list(self.waiters))
 
     def start(self, store: Store, cluster: Cluster) -> None:
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(store, cluster))
 
     async def wait(self, node: str, timeout: float) -> None:
+        if self.closing:
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting = self.waiters.setdefault(node, set())
         waiting.add(fut)
@@ -339,6 +346,12 @@ def register(app: web.Application) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def answer_polls(app: web.Application) -> None:
+        # A stopping replica waits for its requests in flight: polls of up to `poll_s`
+        # would hold its stop (and a rolling restart) that long.
+        app[NODE_WAITS].close()
+
+    app.on_shutdown.append(answer_polls)
     app.on_cleanup.append(stop_waking)
     app.router.add_post("/v1/agent/sync", sync)
 

@@ -144,3 +144,28 @@ def test_a_poll_closed_by_its_server_counts_until_it_closed() -> None:
             await client.close()
             server.close()
     asyncio.run(main())
+
+
+def test_a_leader_with_polls_in_flight_stops_at_once(cluster: Cluster) -> None:
+    """A stopping replica answers its long polls instead of waiting them out: a 30 s poll
+    must not hold a restart for 30 s."""
+    leader = cluster.leader()
+    node = {"name": "waiter", "cpu": 1.0, "memory_mb": 64, "address": ""}
+    first = cluster.api("POST", "/v1/agent/sync", {"node": node, "reports": [], "index": 0,
+                                                   "wait_s": 0, "term": 0}, replica=leader)
+    assert first.status == 200, first.body
+    sock = socket.create_connection(("127.0.0.1", leader.api_port), timeout=POLL_S)
+    try:
+        sock.sendall(_sync_request(cluster.token, leader.api_port, {
+            "node": node, "reports": [], "index": first.body["index"], "wait_s": POLL_S,
+            "term": first.body["term"], "fingerprint": first.body["fingerprint"]}))
+        # Held: no answer comes while the cluster is quiet.
+        sock.settimeout(2.0)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)
+        started = time.monotonic()
+        leader.proc.stop(timeout=POLL_S + 10)
+        took = time.monotonic() - started
+        assert took < 10, took
+    finally:
+        sock.close()
