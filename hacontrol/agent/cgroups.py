@@ -430,10 +430,9 @@ class AllocationCgroup:
 
         A v1 memory cgroup is emptied of the page cache charged to it first (the logs its
         processes wrote, mostly). Removed with those pages, it lives on in the kernel as
-        a dying cgroup until they are reclaimed: a node that had started 10,000
-        allocations held about as many, and every cgroup operation (each start's mkdir
-        and moves) grew slower with them. 20 cgroups whose process wrote 200 kB each,
-        removed: 20 left dying without this, 1 with it."""
+        a dying cgroup until they are reclaimed, and a node that starts allocations for
+        months would pile them up. 20 cgroups whose process wrote 200 kB each, removed:
+        19-20 left dying without this, 1 with it."""
         ok = True
         mem = self.paths.get("memory") if self.mode == MODE_V1 else None
         if mem is not None:

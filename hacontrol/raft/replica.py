@@ -119,6 +119,7 @@ class Replica(prepare_gate.Preparing):
         self._pushed_commit = 0
         self._waker = WakePipe()
         self._destroyed = False
+        self._stalls: StallReporter | None = None  # started once the node exists
         self._snapshot: tuple[str, str | None, int, int, int] | None = None
         self._snapshot_loaded = False
         self.storage_error = None
@@ -460,9 +461,8 @@ class Replica(prepare_gate.Preparing):
         if self._destroyed:
             return
         self._destroyed = True
-        stalls = getattr(self, "_stalls", None)
-        if stalls is not None:
-            stalls.stop()
+        if self._stalls is not None:
+            self._stalls.stop()
         if self._node is None:
             return
         watch.replicas.discard(self)

@@ -6,14 +6,17 @@ loopback connection are dropped with nftables (root)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from hacontrol.agent.httpclient import Client, ConnectionTimedOut, HTTPError
+from hacontrol.agent.httpclient import Client, ConnectionTimedOut, HTTPError, Response
 from hacontrol.agent.link import heard_until
 from hacontrol.model import keepalive
 from hacontrol.scheduler.liveness import DEFAULT_GRACE_S
@@ -67,43 +70,67 @@ def test_a_node_whose_poll_went_silent_is_marked_down_long_before_the_poll_ends(
         sock.close()
 
 
+@dataclass
+class HeldPoll:
+    """A request of the agent's keep-alive client that its server has read and holds."""
+
+    client: Client
+    call: asyncio.Future[Response]
+    server: asyncio.Server
+    server_port: int
+    client_port: int
+    sent_after: float  # monotonic, just before the request
+
+
+@contextlib.asynccontextmanager
+async def held_poll(hold: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                   Awaitable[None]]) -> AsyncIterator[HeldPoll]:
+    """A server on loopback that reads a request's head, then runs `hold` on its
+    connection; yields once it has read the request."""
+    got_request = asyncio.Event()
+    peers: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[1])
+        await reader.readuntil(b"\r\n\r\n")
+        got_request.set()
+        await hold(reader, writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(keepalive=True)
+    try:
+        started = time.monotonic()
+        call = asyncio.ensure_future(client.request(
+            "GET", f"http://127.0.0.1:{port}/poll", timeout_s=POLL_S))
+        await asyncio.wait_for(got_request.wait(), 10)
+        yield HeldPoll(client, call, server, port, peers[0], started)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
 def test_the_agents_client_gives_up_a_silent_connection_within_the_window() -> None:
-    async def main() -> None:
-        got_request = asyncio.Event()
-        peers: list[int] = []
-
-        async def never_answer(reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter) -> None:
-            peers.append(writer.get_extra_info("peername")[1])
-            await reader.readuntil(b"\r\n\r\n")
-            got_request.set()
-            try:
-                await reader.read()  # until the client goes
-            except OSError:
-                pass
-            writer.close()
-
-        server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = Client(keepalive=True)
+    async def never_answer(reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
         try:
-            started = time.monotonic()
-            call = asyncio.ensure_future(client.request(
-                "GET", f"http://127.0.0.1:{port}/poll", timeout_s=POLL_S))
-            await asyncio.wait_for(got_request.wait(), 10)
-            with silenced(peers[0], port):
+            await reader.read()  # until the client goes
+        except OSError:
+            pass
+        writer.close()
+
+    async def main() -> None:
+        async with held_poll(never_answer) as poll:
+            with silenced(poll.client_port, poll.server_port):
                 cut = time.monotonic()
                 with pytest.raises(ConnectionTimedOut) as err:
-                    await asyncio.wait_for(call, POLL_S + 5)
+                    await asyncio.wait_for(poll.call, POLL_S + 5)
                 failed = time.monotonic()
             assert failed - cut < keepalive.WINDOW_S + 3, failed - cut
-            assert client.last_sent_at >= started
-            until = heard_until(client.last_sent_at, None, failed, err.value)
+            assert poll.client.last_sent_at >= poll.sent_after
+            until = heard_until(poll.client.last_sent_at, None, failed, err.value)
             assert until is not None and until <= cut + 1.5  # never later than the cut
-        finally:
-            await client.close()
-            server.close()
-            await server.wait_closed()
     asyncio.run(main())
 
 
@@ -112,37 +139,25 @@ def test_a_poll_closed_by_its_server_counts_until_it_closed() -> None:
     connection is refused. The agent's silence counts from the close, not from its last
     answer (a poll may have been open for many seconds)."""
     async def main() -> None:
-        got_request = asyncio.Event()
         close_now = asyncio.Event()
 
-        async def close_after_request(reader: asyncio.StreamReader,
-                                      writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            got_request.set()
+        async def close_when_told(reader: asyncio.StreamReader,
+                                  writer: asyncio.StreamWriter) -> None:
             await close_now.wait()
             writer.close()
 
-        server = await asyncio.start_server(close_after_request, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = Client(keepalive=True)
-        try:
-            started = time.monotonic()
-            call = asyncio.ensure_future(client.request(
-                "GET", f"http://127.0.0.1:{port}/poll", timeout_s=POLL_S))
-            await asyncio.wait_for(got_request.wait(), 10)
-            server.close()  # no new connection is accepted from now on
+        async with held_poll(close_when_told) as poll:
+            poll.server.close()  # no new connection is accepted from now on
             closed = time.monotonic()
             close_now.set()
             with pytest.raises(HTTPError) as err:
-                await asyncio.wait_for(call, 10)
+                await asyncio.wait_for(poll.call, 10)
             failed = time.monotonic()
-            assert client.last_sent_at >= started
+            client = poll.client
+            assert client.last_sent_at >= poll.sent_after
             assert closed <= client.last_closed_at <= failed
             assert heard_until(client.last_sent_at, client.last_closed_at, failed,
                                err.value) == client.last_closed_at
-        finally:
-            await client.close()
-            server.close()
     asyncio.run(main())
 
 
