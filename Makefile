@@ -87,10 +87,13 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Fuzz every API route (schemathesis, from GET /v1/openapi.json) against a 3-replica cluster:
-# FUZZ_EXAMPLES requests per route and mode, failures shrunk to a minimal request. `make test`
-# runs the same test in a short form (a few examples, well under a minute).
+# FUZZ_EXAMPLES requests per route and mode, failures shrunk to a minimal request; and the
+# state machine's apply with APPLY_EXAMPLES garbled commands. `make test` runs the same
+# tests in a short form (a few examples, well under a minute).
 FUZZ_EXAMPLES ?= 200
+APPLY_EXAMPLES ?= 3000
 fuzz: $(STAMP)
+	HACONTROL_APPLY_EXAMPLES=$(APPLY_EXAMPLES) $(PY) -m pytest -q tests/unit/test_apply_properties.py
 	HACONTROL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/integration/test_api_fuzz.py
 
 bench: $(STAMP)

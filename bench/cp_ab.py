@@ -9,8 +9,9 @@ run, on the same workloads as `bench.compare --only cp` (`bench/compare/controlp
 failover. The base tree's replicas run from its own directory (`python -m hacontrol` with
 it as working directory and PYTHONPATH), the client and harness are this tree's. Prints
 each figure's median per system (`cpu`: ms of CPU that the three server processes used
-per successful operation, steadier than throughput on a loaded machine) and this tree's ratio to the base and to etcd, with every
-run's values. The machine is shared: read ratios of one invocation only.
+per successful operation, steadier than throughput on a loaded machine; `client`: the
+same for the load generator, this process, which shares the two cores) and this tree's
+ratio to the base and to etcd, with every run's values. The machine is shared: read ratios of one invocation only.
 """
 
 from __future__ import annotations
@@ -25,23 +26,21 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import psutil  # noqa: E402
 
 from bench.compare.controlplane import HacKv, etcd_get, etcd_kv  # noqa: E402
 from bench.measure import http_load  # noqa: E402
 from bench.measure.clusters import ready_cluster  # noqa: E402
 from bench.measure.http_load import Make  # noqa: E402
-from bench.measure.procs import Reaper, log  # noqa: E402
+from bench.measure.procs import Reaper, cpu_meter, log  # noqa: E402
 from bench.peers import etcd  # noqa: E402
 
 FIGURES = ("put/s", "scale/s", "get/s", "put p50", "scale p50", "get p50",
-           "put cpu", "scale cpu", "get cpu")
+           "put cpu", "scale cpu", "get cpu", "put client", "scale client", "get client")
 
 
 @contextmanager
@@ -60,21 +59,6 @@ def source_tree(tree: Path) -> Iterator[None]:
             os.environ["PYTHONPATH"] = pp
 
 
-def cpu_meter(pids: list[int]) -> http_load.Meter:
-    """CPU seconds the server processes used in the measured window (a figure the other
-    loads on a shared machine move less than throughput; what the servers spend idle,
-    heartbeats and polls, is in it too, so a slow run's figure is a little high)."""
-    procs = [psutil.Process(p) for p in pids]
-
-    def used() -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in procs)
-
-    def start() -> Callable[[float], Any]:
-        t0 = used()
-        return lambda _elapsed: used() - t0
-    return start
-
-
 def measure(base: str, makes: dict[str, Make], clients: int, seconds: float,
             latency_ops: int, pids: list[int]) -> dict[str, float]:
     out: dict[str, float] = {}
@@ -85,7 +69,9 @@ def measure(base: str, makes: dict[str, Make], clients: int, seconds: float,
                                               meter=cpu_meter(pids)))
         out[f"{k}/s"] = tp["ops_per_s"]
         # ms of server CPU (all three replicas or members) per successful operation
-        out[f"{k} cpu"] = tp["meter"] / max(tp["ok"], 1) * 1000
+        servers, client = tp["meter"]
+        out[f"{k} cpu"] = servers / max(tp["ok"], 1) * 1000
+        out[f"{k} client"] = client / max(tp["ok"], 1) * 1000
         if tp["errors"]:
             log(f"  errors {k}: {tp['errors']}")
     return out
@@ -112,7 +98,7 @@ def run_etcd(exe: Path, root: Path, reaper: Reaper, a: argparse.Namespace) -> di
         asyncio.run(http_load.send_all(lead, [etcd_kv(w, 0) for w in range(a.clients)]))
         out = measure(lead, {"put": etcd_kv, "get": etcd_get}, a.clients, a.seconds,
                       a.latency_ops, list(cl.pids.values()))
-        for f in ("/s", " p50", " cpu"):
+        for f in ("/s", " p50", " cpu", " client"):
             out[f"scale{f}"] = out[f"put{f}"]
         return out
     finally:

@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.measure import http_load
 from bench.measure.clusters import ready_cluster
 from bench.measure.http_load import Request
-from bench.measure.procs import Reaper, log
+from bench.measure.procs import Reaper, cpu_meter, log
 from bench.measure.table import HACONTROL, Row, RowSpec, median
 from bench.peers import etcd
 from bench.peers.base import PeerStatus
@@ -43,6 +44,15 @@ SPECS = [
             "hacontrol: scale"),
     RowSpec("reads", "linearizable reads/s, {c} clients", "ops/s", "higher", ".0f"),
     RowSpec("read_p50", "linearizable read p50, 1 client", "ms", "lower", ".2f"),
+    # The machine's two cores are shared by the three servers and the load generator, so
+    # throughput is a matter of CPU per operation: these rows show it without the noise
+    # of what else the machine runs (the servers' processes, all three, per success).
+    RowSpec("cpu_put", "server CPU per write, {c} clients", "ms", "lower", ".2f",
+            "hacontrol: job PUT"),
+    RowSpec("cpu_scale", "server CPU per write, {c} clients", "ms", "lower", ".2f",
+            "hacontrol: scale"),
+    RowSpec("cpu_read", "server CPU per linearizable read, {c} clients", "ms", "lower",
+            ".2f"),
     RowSpec("failover_default", "kill -9 leader -> next write, etcd default 100/1000 ms",
             "ms", "lower", ".0f"),
     RowSpec("failover_tuned", "kill -9 leader -> next write, etcd tuned 50/250 ms", "ms",
@@ -141,6 +151,23 @@ def profiling(profiler: Callable[[int, str], Callable[[], None]] | None, pid: in
             stop()
 
 
+def cpu_per_op(tp: dict[str, Any], which: int) -> float | None:
+    """ms of CPU per successful operation: `which` 0 the servers, 1 the load generator."""
+    if not tp.get("meter") or not tp.get("ok"):
+        return None
+    return float(tp["meter"][which]) / tp["ok"] * 1000
+
+
+def summary(tp: dict[str, dict[str, Any]], lat: dict[str, dict[str, Any]]) -> str:
+    def one(k: str) -> str:
+        server, client = cpu_per_op(tp[k], 0), cpu_per_op(tp[k], 1)
+        cpu = (f", CPU/op servers {server:.2f} ms, load generator {client:.2f} ms"
+               if server is not None and client is not None else "")
+        errors = f" errors {tp[k]['errors']}" if tp[k]["errors"] else ""
+        return f"{k} {tp[k]['ops_per_s']:.0f}/s p50 {lat[k]['p50_ms']:.2f} ms{cpu}{errors}"
+    return "; ".join(one(k) for k in tp)
+
+
 def run_hacontrol(root: Path, s: CpSettings, rows: dict[str, Row],
                   profiler: Callable[[int, str], Callable[[], None]] | None) -> None:
     log("control plane: hacontrol (3 replicas)")
@@ -151,14 +178,17 @@ def run_hacontrol(root: Path, s: CpSettings, rows: dict[str, Row],
         lead = cluster.leader().api
         lat = {k: asyncio.run(http_load.latency(lead, m, s.latency_ops))
                for k, m in (("put", kv.put), ("scale", kv.scale), ("get", kv.get))}
+        meter = cpu_meter([r.proc.pid for r in cluster.replicas])
         with profiling(profiler, cluster.leader().proc.pid, "leader-load"):
-            tp = {k: asyncio.run(http_load.throughput(lead, m, s.clients, s.seconds, s.warmup))
+            tp = {k: asyncio.run(http_load.throughput(lead, m, s.clients, s.seconds, s.warmup,
+                                                      meter=meter))
                   for k, m in (("put", kv.put), ("scale", kv.scale), ("get", kv.get))}
-        log("  hacontrol: " + ", ".join(
-            f"{k} {tp[k]['ops_per_s']:.0f}/s p50 {lat[k]['p50_ms']:.2f} ms"
-            + (f" errors {tp[k]['errors']}" if tp[k]["errors"] else "") for k in tp))
+        log("  hacontrol: " + summary(tp, lat))
     finally:
         cluster.stop()
+    rows["cpu_put"].add(HACONTROL, cpu_per_op(tp["put"], 0))
+    rows["cpu_scale"].add(HACONTROL, cpu_per_op(tp["scale"], 0))
+    rows["cpu_read"].add(HACONTROL, cpu_per_op(tp["get"], 0))
     rows["writes_put"].add(HACONTROL, tp["put"]["ops_per_s"])
     rows["writes_scale"].add(HACONTROL, tp["scale"]["ops_per_s"])
     rows["reads"].add(HACONTROL, tp["get"]["ops_per_s"])
@@ -212,13 +242,16 @@ def run_etcd(peer: PeerStatus, root: Path, s: CpSettings, rows: dict[str, Row],
         asyncio.run(http_load.send_all(lead, [etcd_kv(w, 0) for w in range(s.clients)]))
         lat = {k: asyncio.run(http_load.latency(lead, m, s.latency_ops))
                for k, m in (("put", etcd_kv), ("get", etcd_get))}
-        tp = {k: asyncio.run(http_load.throughput(lead, m, s.clients, s.seconds, s.warmup))
+        meter = cpu_meter(list(cl.pids.values()))
+        tp = {k: asyncio.run(http_load.throughput(lead, m, s.clients, s.seconds, s.warmup,
+                                                  meter=meter))
               for k, m in (("put", etcd_kv), ("get", etcd_get))}
-        log("  etcd: " + ", ".join(
-            f"{k} {tp[k]['ops_per_s']:.0f}/s p50 {lat[k]['p50_ms']:.2f} ms"
-            + (f" errors {tp[k]['errors']}" if tp[k]["errors"] else "") for k in tp))
+        log("  etcd: " + summary(tp, lat))
     finally:
         cl.stop()
+    for key in ("cpu_put", "cpu_scale"):
+        rows[key].add(ETCD_DEFAULT, cpu_per_op(tp["put"], 0))
+    rows["cpu_read"].add(ETCD_DEFAULT, cpu_per_op(tp["get"], 0))
     for key in ("writes_put", "writes_scale"):
         rows[key].add(ETCD_DEFAULT, tp["put"]["ops_per_s"])
     for key in ("write_p50_put", "write_p50_scale"):

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -22,6 +22,23 @@ import psutil
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def cpu_meter(pids: Sequence[int]) -> Callable[[], Callable[[float], tuple[float, float]]]:
+    """For `http_load.throughput(meter=...)`: CPU seconds the server processes `pids` used
+    in the measured window, and those this process (the load generator) used. Steadier
+    than throughput on a shared machine. The servers' figure includes what they spend idle
+    (heartbeats, polls), so a slow run's figure is a little high; the load generator's
+    shares the two cores with them and so bounds what any server can show."""
+    procs = [psutil.Process(p) for p in pids]
+
+    def used() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    def start() -> Callable[[float], tuple[float, float]]:
+        t0, c0 = used(), time.process_time()
+        return lambda _elapsed: (used() - t0, time.process_time() - c0)
+    return start
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -362,12 +362,13 @@ def _make_node_class() -> type:
 
         # ---- ReadIndex (see readindex) ------------------------------------------------------
 
-        def hc_read_index(self, callback: ReadCallback) -> None:
-            """Any thread: `callback(read_index, outcome)` fires on the tick thread."""
+        def hc_read_index(self, callback: ReadCallback) -> bool:
+            """Any thread: `callback(read_index, outcome)` fires on the tick thread.
+            True when the tick thread needs a wake-up for it (see `ReadRounds.add`)."""
             if self._hc_stopped:
                 callback(0, ReadOutcome.NOT_LEADER)
-                return
-            self._hc_reads.add(callback)
+                return False
+            return self._hc_reads.add(callback)
 
         def hc_read_step(self) -> None:
             """Tick thread, every tick: expire, release and start read rounds."""

@@ -392,8 +392,8 @@ class Replica(prepare_gate.Preparing):
         if self._destroyed or self.storage_error is not None or self._node is None:
             callback(0, ReadOutcome.NOT_LEADER)
             return
-        self._node.hc_read_index(callback)
-        self._wake()
+        if self._node.hc_read_index(callback):
+            self._wake()
 
     @property
     def read_index_rounds(self) -> int:

@@ -141,3 +141,31 @@ def test_voters_answer_with_their_term_and_ignore_newer_probes() -> None:
     assert probe_answer(7, 7) == 7  # confirms
     assert probe_answer(6, 7) == 7  # tells the old leader it was deposed
     assert probe_answer(8, 7) is None  # not yet heard of that term: no promise made
+
+
+def test_only_a_read_that_nothing_else_will_carry_asks_for_a_wake_up() -> None:
+    rounds, reads = ReadRounds(0.25), Reads()
+    assert rounds.add(reads.cb("first"))  # idle: the tick thread must be woken
+    assert not rounds.add(reads.cb("queued"))  # behind it: the same step takes it
+    seq = rounds.step(LEADING, 0.0)
+    assert seq is not None
+    # A round in flight: the ack that completes it starts the next round with these.
+    assert not rounds.add(reads.cb("during"))
+    assert not rounds.add(reads.cb("during2"))
+    assert rounds.ack("n2", seq, 7, LEADING)
+    # What the tick thread does after a completing ack (node.hc_read_step).
+    second = rounds.step(LEADING, 0.01)
+    assert second is not None
+    assert rounds.ack("n3", second, 7, LEADING)
+    assert set(reads.got) == {"first", "queued", "during", "during2"}
+    assert rounds.idle() and rounds.add(reads.cb("after"))
+
+
+def test_reads_held_back_by_a_lost_round_go_in_the_next_tick() -> None:
+    rounds, reads = ReadRounds(0.25), Reads()
+    rounds.add(reads.cb("a"))
+    assert rounds.step(LEADING, 0.0) is not None
+    assert not rounds.add(reads.cb("b"))  # no wake-up: the round in flight carries it
+    # No answer comes; the tick after the deadline loses the round and starts the next.
+    assert rounds.step(LEADING, 0.3) is not None
+    assert reads.got == {"a": (0, ReadOutcome.LOST)}
