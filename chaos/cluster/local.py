@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from hacontrol.agent.supervisor import sweep_leftovers
 from hacontrol.raft.keys import generate_secret
 
 from ..lazyfs.mount import PowerLossMount, unavailable
@@ -405,6 +406,11 @@ class ProcessBackend:
                     self._adopt_descendants(p.popen.pid)
             self._stop_mounted()
             errors = self.registry.teardown()
+            # Agents killed by the nemesis leave their allocations' cgroups behind, and
+            # their data dirs go with the run: sweep them, or each run leaves hundreds.
+            for p in self._procs.values():
+                if p.member.kind == "agent":
+                    sweep_leftovers(p.member.data_dir)
             if errors:
                 raise RuntimeError(f"{self.name} teardown left work undone: {errors}")
 

@@ -14,7 +14,7 @@ import hashlib
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 
 from hacontrol.agent import logs, procinfo
@@ -45,6 +45,35 @@ from hacontrol.model.checks import ALLOC_ID_RE
 
 __all__ = ["AllocationNotRunning", "Supervisor"]
 
+
+
+def cgroup_scope(data_dir: Path) -> str:
+    """The suffix of the allocation cgroups of the agent whose data dir is `data_dir`."""
+    return hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]
+
+
+def sweep_scope(layout: Layout, scope: str, busy: Collection[str] = ()) -> int:
+    """Remove the empty allocation cgroups of `scope`, except those named in `busy`;
+    returns how many (rmdir refuses a cgroup that still holds a process)."""
+    suffix = f".{scope}"
+    removed = 0
+    for base in layout.bases.values():
+        with contextlib.suppress(OSError):
+            for entry in base.iterdir():
+                if not entry.name.endswith(suffix) or entry.name in busy:
+                    continue
+                with contextlib.suppress(OSError):
+                    entry.rmdir()
+                    removed += 1
+    return removed
+
+
+def sweep_leftovers(data_dir: Path) -> int:
+    """For whoever deletes an agent's data dir for good after the agent was killed (test,
+    chaos and benchmark harnesses): the empty cgroups its allocations left behind. An agent
+    sweeps its own on start, but one whose data dir is gone never starts again, and each
+    leftover stays in every cgroup hierarchy until reboot."""
+    return sweep_scope(detect(), cgroup_scope(data_dir))
 
 class Supervisor:
     """Runs allocations as local process groups and reports their states.
@@ -90,7 +119,7 @@ class Supervisor:
         # Allocation cgroups of different supervisors (agents with different
         # data dirs on one host, parallel tests) must never collide: creating
         # one clears a leftover of the same name.
-        self._cg_scope = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        self._cg_scope = cgroup_scope(self.data_dir)
         self._nursery = Nursery("supervisor")
         self._sampler = Sampler(sample_interval_s, self._nursery)
         self._sockets = SocketRegistry()
@@ -292,18 +321,8 @@ class Supervisor:
         of inactive allocations are removed (rmdir refuses populated cgroups).
         Returns how many were removed.
         """
-        suffix = f".{self._cg_scope}"
         busy = {self._cg_name(a) for a, r in self._runners.items() if r.active()}
-        removed = 0
-        for base in self._layout.bases.values():
-            with contextlib.suppress(OSError):
-                for entry in base.iterdir():
-                    if not entry.name.endswith(suffix) or entry.name in busy:
-                        continue
-                    with contextlib.suppress(OSError):
-                        entry.rmdir()
-                        removed += 1
-        return removed
+        return sweep_scope(self._layout, self._cg_scope, busy)
 
     # -------------------------------------------------------------- internals
 

@@ -304,6 +304,12 @@ class Cluster:
     def stop(self) -> None:
         for a in self.agents.values():
             a.stop()
+        # An agent killed during the test leaves the cgroups of its allocations (its
+        # processes are stopped by pid); its data dir goes with the test, so no agent
+        # would ever sweep them.
+        from hacontrol.agent.supervisor import sweep_leftovers
+        for name in self.agents:
+            sweep_leftovers(self.root / name)
         for r in self.replicas:
             if r.proc.popen is not None:
                 with contextlib.suppress(ProcessLookupError, OSError):

@@ -7,6 +7,7 @@ import http.client
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from hacontrol.model.resources import Resources
 from hacontrol.model.spec import HealthCheck, LogPolicy, RestartSpec, SocketSpec, StopSpec
 from hacontrol.model.states import HealthCheckType, RestartPolicy
 
-from .test_supervisor import Harness, gone, py, wait_for
+from .test_supervisor import Harness, gone, py, spec, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -825,3 +826,42 @@ def test_removed_cgroups_leave_no_dying_memory_cgroups(tmp_path: Path) -> None:
             assert cg.remove()
     # Some pages may be under writeback as their cgroup goes: a few may linger a moment.
     assert _memory_cgroups() - before <= n // 4, (before, _memory_cgroups())
+
+
+def test_a_killed_agents_cgroups_are_swept_by_its_data_dir(tmp_path: Path) -> None:
+    """An agent killed with its allocations running leaves their cgroups; once the
+    processes are gone, whoever deletes its data dir for good (the test, chaos and bench
+    harnesses) sweeps them by that dir, and no other agent's are touched."""
+    from hacontrol.agent.cgroups import MODE_RLIMIT
+    from hacontrol.agent.supervisor import sweep_leftovers
+
+    need_root()
+    killed, other = Harness(tmp_path / "killed"), Harness(tmp_path / "other")
+    need(killed.sup.isolation_mode != MODE_RLIMIT, "needs cgroups")
+    layout = killed.sup._layout
+
+    def left(alloc_id: str, h: Harness) -> list[Path]:
+        name = h.sup._cg_name(alloc_id)
+        return [base / name for base in layout.bases.values() if (base / name).is_dir()]
+
+    async def scenario() -> None:
+        pids = []
+        for i in range(3):
+            ev = await killed.sup.ensure(spec(f"k{i}", ["sleep", "60"]))
+            assert ev.pid is not None
+            pids.append(ev.pid)
+        assert (await other.sup.ensure(spec("o1", ["sleep", "60"]))).state == "running"
+        await killed.sup.detach_all()  # as if killed: the processes run on, unwatched
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        await wait_for(lambda: all(gone(p) for p in pids), 5, "killed processes gone")
+        assert all(left(f"k{i}", killed) for i in range(3))
+        assert sweep_leftovers(killed.data_dir) == 3 * len(layout.bases)
+        assert not any(left(f"k{i}", killed) for i in range(3))
+        assert len(left("o1", other)) == len(layout.bases)  # another agent's, running
+        await other.sup.stop_all()
+    try:
+        asyncio.run(scenario())
+    finally:
+        killed.kill_leftovers()
+        other.kill_leftovers()
