@@ -89,8 +89,19 @@ def cpu_quota_us(cores: float, period_us: int = CFS_PERIOD_US) -> int:
     return max(int(round(cores * period_us)), _MIN_QUOTA_US)
 
 
+# The CPU quota waits until the process has started. A start runs inside the allocation's
+# cgroups (in v1 the start thread itself joins them before it forks, so the child is born
+# there), and under a small quota (cpu 0.001: 1 ms of every 100) the start thread and the
+# child's exec were throttled to a crawl while the thread held the GIL across vfork: 1,000
+# instances of `sleep` with cpu 0.001 took 27 s to run against 7 s with cpu 1.0. Memory and
+# pid limits apply from the first instruction; the CPU one a few milliseconds later.
+CPU_OPEN_V1 = "-1"
+CPU_OPEN_V2 = f"max {CFS_PERIOD_US}"
+
+
 def v1_limit_writes(res: Resources | None, has_memsw: bool) -> list[tuple[str, str, str]]:
-    """(controller, file, value) in the order they must be written; None: no limits."""
+    """(controller, file, value) in the order they must be written when the cgroup is made
+    ready for a start; None: no limits. The CPU quota is left open (see `cpu_limit`)."""
     if res is None:
         return []
     limit = str(res.memory_mb * 1024 * 1024)
@@ -101,10 +112,21 @@ def v1_limit_writes(res: Resources | None, has_memsw: bool) -> list[tuple[str, s
         # hence written after it.
         writes.append(("memory", "memory.memsw.limit_in_bytes", limit))
     writes.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
-    writes.append(("cpu", "cpu.cfs_quota_us", str(cpu_quota_us(res.cpu))))
+    writes.append(("cpu", "cpu.cfs_quota_us", CPU_OPEN_V1))
     if res.pids is not None:
         writes.append(("pids", "pids.max", str(res.pids)))
     return writes
+
+
+def cpu_limit(mode: str, res: Resources | None) -> tuple[str, str, str] | None:
+    """(controller or V2_KEY, file, value) of `res`'s CPU quota, written once the process
+    has started (`AllocationCgroup.limit_cpu`); None: nothing to limit."""
+    if res is None or mode not in (MODE_V1, MODE_V2):
+        return None
+    quota = cpu_quota_us(res.cpu)
+    if mode == MODE_V1:
+        return ("cpu", "cpu.cfs_quota_us", str(quota))
+    return (V2_KEY, "cpu.max", f"{quota} {CFS_PERIOD_US}")
 
 
 def v1_reset_writes(res: Resources | None, has_memsw: bool) -> list[tuple[str, str, str]]:
@@ -133,7 +155,7 @@ def v2_limit_writes(res: Resources | None) -> list[tuple[str, str]]:
     writes = [
         ("memory.max", str(res.memory_mb * 1024 * 1024)),
         ("memory.swap.max", "0"),
-        ("cpu.max", f"{cpu_quota_us(res.cpu)} {CFS_PERIOD_US}"),
+        ("cpu.max", CPU_OPEN_V2),  # see `cpu_limit`
     ]
     if res.pids is not None:
         writes.append(("pids.max", str(res.pids)))
@@ -373,6 +395,18 @@ class AllocationCgroup:
 
     def thaw(self) -> bool:
         return self._set_frozen(False)
+
+    def limit_cpu(self, res: Resources | None) -> None:
+        """Apply `res`'s CPU quota (see `cpu_limit`); raises OSError on failure."""
+        write = cpu_limit(self.mode, res)
+        if write is None:
+            return
+        controller, fname, value = write
+        path = self.paths.get(controller)
+        if path is None:
+            log.warning("no %s hierarchy: %s not applied", controller, fname)
+            return
+        (path / fname).write_text(value)
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup, whatever its session or group.

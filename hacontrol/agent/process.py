@@ -303,6 +303,15 @@ def _start_blocking(spec: AllocationSpec, command: list[str], alloc_dir: Path,
             created.remove()  # empty: nothing ever ran in it
             config.cg = None
         raise
+    if config.cg is not None:
+        # Only now: see cgroups.cpu_limit (a start under its quota crawls).
+        try:
+            config.cg.limit_cpu(spec.resources)
+        except OSError as exc:
+            # Never run without the limit asked for.
+            config.cg.kill()
+            proc.wait()
+            raise LaunchFailed(f"cannot limit the cpu of {command[0]!r}: {exc}") from None
     if config.record_pid:
         _record(spec, alloc_dir, proc.pid, config.cg)
     return proc, watch

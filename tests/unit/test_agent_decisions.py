@@ -106,15 +106,19 @@ def test_cgroup_limit_writes() -> None:
         ("memory", "memory.limit_in_bytes", str(50 * 1024 * 1024)),
         ("memory", "memory.memsw.limit_in_bytes", str(50 * 1024 * 1024)),
         ("cpu", "cpu.cfs_period_us", "100000"),
-        ("cpu", "cpu.cfs_quota_us", "25000"),
+        ("cpu", "cpu.cfs_quota_us", "-1"),  # the quota comes after the start
         ("pids", "pids.max", "64"),
     ]
     assert cgroups.v2_limit_writes(res) == [
         ("memory.max", str(50 * 1024 * 1024)),
         ("memory.swap.max", "0"),
-        ("cpu.max", "25000 100000"),
+        ("cpu.max", "max 100000"),
         ("pids.max", "64"),
     ]
+    assert cgroups.cpu_limit(cgroups.MODE_V1, res) == ("cpu", "cpu.cfs_quota_us", "25000")
+    assert cgroups.cpu_limit(cgroups.MODE_V2, res) == ("unified", "cpu.max", "25000 100000")
+    assert cgroups.cpu_limit(cgroups.MODE_V1, None) is None
+    assert cgroups.cpu_limit(cgroups.MODE_RLIMIT, res) is None
     assert cgroups.v1_limit_writes(None, has_memsw=False) == []
     assert cgroups.v2_limit_writes(None) == []
     assert cgroups.cpu_quota_us(0.0001) == 1000
@@ -128,7 +132,7 @@ def test_a_kept_cgroup_gets_every_limit_written_again() -> None:
         ("memory", "memory.memsw.limit_in_bytes", "-1"),
         ("memory", "memory.limit_in_bytes", mib50),
         ("cpu", "cpu.cfs_period_us", "100000"),
-        ("cpu", "cpu.cfs_quota_us", "25000"),
+        ("cpu", "cpu.cfs_quota_us", "-1"),
         ("pids", "pids.max", "max"),
         ("memory", "memory.memsw.limit_in_bytes", mib50),
         ("memory", "memory.failcnt", "0"),
