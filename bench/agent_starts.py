@@ -2,12 +2,12 @@
 """The agent's start path alone, this tree against an earlier one, alternating in one run.
 
     python bench/agent_starts.py --before DIR [--runs 5] [-n 200] [--user nobody]
-                                 [--crashes 20]
+                                 [--crashes 20] [--cpu 0.001]
 
 DIR is another checkout of the repository (e.g. `git worktree add` or `git archive REV |
 tar -x -C DIR`). Each run measures both trees in turn (the order alternates), each in a
 fresh interpreter whose hacontrol comes from that tree: `Supervisor.ensure()` of N `sleep
-3600` allocations at once (cpu 1.0, 16 MB each, the node's detected isolation), wall time
+3600` allocations at once (cpu 1.0 or --cpu, 16 MB each, the node's detected isolation), wall time
 until all are running and the CPU time that took (the measuring process: the supervisor and
 its start threads; not the children), then, with --crashes, one allocation of the crash
 program restarted N times without backoff (bench/measure/crash.py: exit of one instance to
@@ -40,6 +40,7 @@ from hacontrol.model.states import RestartPolicy
 
 root, n, user, crashes, crash_argv = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] or None, \
     int(sys.argv[4]), json.loads(sys.argv[5])
+cores = float(sys.argv[6])
 
 def cpu():
     t = psutil.Process().cpu_times()
@@ -51,7 +52,7 @@ async def main():
     pol = RestartSpec(policy=RestartPolicy.ON_FAILURE, backoff_s=0.0, backoff_max_s=0.0)
     specs = [AllocationSpec(alloc_id=f"s{i:04d}-{uuid.uuid4().hex[:6]}",
                             command=["sleep", "3600"], restart=pol, user=user,
-                            resources=Resources(cpu=1.0, memory_mb=16)) for i in range(n)]
+                            resources=Resources(cpu=cores, memory_mb=16)) for i in range(n)]
     try:
         c0, t0 = cpu(), time.perf_counter()
         evs = await asyncio.gather(*(sup.ensure(s) for s in specs))
@@ -90,14 +91,15 @@ asyncio.run(main())
 '''
 
 
-def measure(tree: Path, root: Path, n: int, user: str, crashes: int) -> dict[str, float]:
+def measure(tree: Path, root: Path, n: int, user: str, crashes: int,
+            cores: float = 1.0) -> dict[str, float]:
     from bench.measure.crash import CRASH_PROGRAM
     crash_py = root / "crash.py"
     crash_py.parent.mkdir(parents=True, exist_ok=True)
     crash_py.write_text(CRASH_PROGRAM)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     argv = [sys.executable, "-c", WORKER, str(root / "data"), str(n), user, str(crashes),
-            json.dumps([sys.executable, "-I", "-S", str(crash_py)])]
+            json.dumps([sys.executable, "-I", "-S", str(crash_py)]), str(cores)]
     done = subprocess.run(argv, env=env, cwd=tree, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: {done.stderr[-2000:]}")
@@ -112,6 +114,8 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--user", default="", help="run the allocations as this user")
     ap.add_argument("--crashes", type=int, default=0)
+    ap.add_argument("--cpu", type=float, default=1.0,
+                    help="cores of each allocation (its CFS quota with cgroups)")
     args = ap.parse_args()
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -122,7 +126,7 @@ def main() -> int:
             order = ["before", "this"] if run % 2 == 0 else ["this", "before"]
             for name in order:
                 r = measure(trees[name], Path(tmp) / f"{name}{run}", args.n, args.user,
-                            args.crashes)
+                            args.crashes, args.cpu)
                 got[name].append(r)
                 print(f"run {run + 1} {name}: {r}", flush=True)
     keys = [k for k in ("start_s", "start_cpu_s", "crash_p50_ms") if k in got["this"][0]]
