@@ -43,8 +43,7 @@ from hacontrol.agent.sockets import SocketRegistry
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec, parse_signal
 from hacontrol.model.checks import ALLOC_ID_RE
 
-__all__ = ["AllocationNotRunning", "Supervisor"]
-
+__all__ = ["AllocationNotRunning", "Supervisor", "cgroup_scope", "sweep_leftovers", "sweep_scope"]
 
 
 def cgroup_scope(data_dir: Path) -> str:
@@ -74,6 +73,7 @@ def sweep_leftovers(data_dir: Path) -> int:
     sweeps its own on start, but one whose data dir is gone never starts again, and each
     leftover stays in every cgroup hierarchy until reboot."""
     return sweep_scope(detect(), cgroup_scope(data_dir))
+
 
 class Supervisor:
     """Runs allocations as local process groups and reports their states.
