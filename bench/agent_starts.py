@@ -10,8 +10,9 @@ fresh interpreter whose hacontrol comes from that tree: `Supervisor.ensure()` of
 3600` allocations at once (cpu 1.0 or --cpu, 16 MB each, the node's detected isolation), wall time
 until all are running and the CPU time that took (the measuring process: the supervisor and
 its start threads; not the children), then, with --crashes, one allocation of the crash
-program restarted N times without backoff (bench/measure/crash.py: exit of one instance to
-the first line of the next). Prints medians per tree and the ratio this / before. Every
+program (64 MB, the same cpu) restarted N times without backoff (bench/measure/crash.py:
+exit of one instance to the first line of the next; with a tiny --cpu that measures the
+quota, the program being a Python interpreter). Prints medians per tree and the ratio this / before. Every
 process started is stopped before the next measurement.
 """
 
@@ -68,7 +69,7 @@ async def main():
             spec = AllocationSpec(alloc_id=f"crash-{uuid.uuid4().hex[:6]}",
                                   command=[*crash_argv, str(rec), "0.05", "0.1"],
                                   restart=always, user=user,
-                                  resources=Resources(cpu=1.0, memory_mb=64))
+                                  resources=Resources(cpu=cores, memory_mb=64))
             sup = Supervisor(root, lambda ev: None)
             await sup.ensure(spec)
             while not rec.exists() or rec.read_text().count("S ") <= crashes:
