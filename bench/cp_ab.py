@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-from bench.compare.controlplane import HacKv, etcd_get, etcd_kv  # noqa: E402
+from bench.compare.controlplane import HacKv, cpu_per_op, etcd_get, etcd_kv  # noqa: E402
 from bench.measure import http_load  # noqa: E402
 from bench.measure.clusters import ready_cluster  # noqa: E402
 from bench.measure.http_load import Make  # noqa: E402
@@ -69,9 +69,9 @@ def measure(base: str, makes: dict[str, Make], clients: int, seconds: float,
                                               meter=cpu_meter(pids)))
         out[f"{k}/s"] = tp["ops_per_s"]
         # ms of server CPU (all three replicas or members) per successful operation
-        servers, client = tp["meter"]
-        out[f"{k} cpu"] = servers / max(tp["ok"], 1) * 1000
-        out[f"{k} client"] = client / max(tp["ok"], 1) * 1000
+        # No success in the window: no figure per operation (0, as the rows are medians).
+        out[f"{k} cpu"] = cpu_per_op(tp, 0) or 0.0
+        out[f"{k} client"] = cpu_per_op(tp, 1) or 0.0
         if tp["errors"]:
             log(f"  errors {k}: {tp['errors']}")
     return out
