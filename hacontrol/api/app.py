@@ -9,6 +9,7 @@ is answered in `errors.py`.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from aiohttp import web
@@ -36,7 +37,16 @@ from .backend import Cluster, Store
 from .errors import error_middleware
 from .limits import LimitedStore, Limits
 from .peer import peer_role_middleware
-from .request import ACL_CONFIGURED, AGENT_TLS, CLUSTER, LEADERSHIP, MAX_BODY, STORE, TOKEN
+from .request import (
+    ACL_CONFIGURED,
+    AGENT_TLS,
+    CLUSTER,
+    LEADERSHIP,
+    MAX_BODY,
+    STOPPING,
+    STORE,
+    TOKEN,
+)
 
 
 def build_app(store: Store, cluster: Cluster, leadership: Leadership,
@@ -65,6 +75,11 @@ def build_app(store: Store, cluster: Cluster, leadership: Leadership,
     app[TOKEN] = token
     app[ACL_CONFIGURED] = bootstrap_token
     app[AGENT_TLS] = agent_tls
+    app[STOPPING] = asyncio.Event()
+
+    async def stopping(app: web.Application) -> None:
+        app[STOPPING].set()
+    app.on_shutdown.append(stopping)
     routes.register(app)
     agent_routes.register(app)
     acl_routes.register(app)

@@ -24,12 +24,14 @@ from .openapi import READ_ERRORS, STALE, WRITE_ERRORS, Operation, Param, documen
 from .request import (
     AGENT_SESSION,
     AGENT_TLS,
+    changed_or_stopping,
     controllers_credential,
     idem_key,
     is_stale,
     json_body,
     only_fields,
     store_of,
+    unless_stopping,
 )
 from .schemas import EVENT, NODE, VERSION, listing, written
 
@@ -146,15 +148,21 @@ async def events(request: web.Request) -> web.StreamResponse:
         await resp.write(f"event: truncated\ndata: {json.dumps({'oldest_index': oldest})}\n\n"
                          .encode())
     last, last_seq = index, seq
-    while True:
-        for e in evs:  # already filtered by kind
-            last, last_seq = e["index"], e["seq"]
-            await resp.write(f"id: {e['id']}\nevent: {e['type']}\ndata: "
-                             f"{json.dumps(e)}\n\n".encode())
-        if not evs:
-            await resp.write(b": keep-alive\n\n")
-        await store.wait_changed(10.0)
-        evs, _, _ = batch(last, last_seq)
+    try:
+        while True:
+            for e in evs:  # already filtered by kind
+                last, last_seq = e["index"], e["seq"]
+                await resp.write(f"id: {e['id']}\nevent: {e['type']}\ndata: "
+                                 f"{json.dumps(e)}\n\n".encode())
+            if not evs:
+                await resp.write(b": keep-alive\n\n")
+            if not await changed_or_stopping(request, 10.0):
+                break  # the client resumes elsewhere with Last-Event-ID
+            evs, _, _ = batch(last, last_seq)
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away: the stream's normal end
+    return resp
 
 
 # -------------------------------------------------- allocation controls, logs
@@ -232,7 +240,10 @@ async def alloc_logs(request: web.Request) -> web.StreamResponse:
             resp = web.StreamResponse(status=up.status, headers={
                 "Content-Type": up.headers.get("Content-Type", "text/plain")})
             await resp.prepare(request)
-            async for chunk in up.content.iter_any():
+            while True:
+                going, chunk = await unless_stopping(request, up.content.readany())
+                if not going or not chunk:
+                    break
                 await resp.write(chunk)
             await resp.write_eof()
             return resp

@@ -3,11 +3,12 @@ request (body, flags, headers) parsed the same way everywhere."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -37,6 +38,39 @@ IDENTITY = web.RequestKey[Token]("identity")
 AGENT_SESSION = web.AppKey[aiohttp.ClientSession]("agent_session")
 # The client side of mutual TLS towards agents; None: agents are called over plain HTTP.
 AGENT_TLS = web.AppKey[ssl.SSLContext | None]("agent_tls")
+# Set when the replica stops. aiohttp waits for every request in flight before it closes
+# (up to a minute), so requests that last as long as their client wants (event streams,
+# followed logs, blocking queries) end with what they have once it is set: a stop, and so
+# a rolling restart, does not wait them out.
+STOPPING = web.AppKey[asyncio.Event]("stopping")
+
+T = TypeVar("T")
+
+
+async def unless_stopping(request: web.Request, aw: Awaitable[T]) -> tuple[bool, T | None]:
+    """`(True, result of aw)`, or `(False, None)` once the replica stops first (`aw` is then
+    cancelled)."""
+    stopping = request.app[STOPPING]
+    work = asyncio.ensure_future(aw)
+    if stopping.is_set():
+        work.cancel()
+        return False, None
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            work.cancel()
+    if not work.done() or work.cancelled():
+        return False, None
+    return True, work.result()
+
+
+async def changed_or_stopping(request: web.Request, timeout: float) -> bool:
+    """Wait for the next applied change here, or `timeout`; False once the replica stops."""
+    done, _ = await unless_stopping(request, request.app[STORE].wait_changed(timeout))
+    return done
 
 
 def controllers_credential(app: web.Application) -> str:

@@ -24,7 +24,7 @@ from hacontrol.state.store import DEFAULT_NAMESPACE
 
 from .auth import visible
 from .openapi import READ_ERRORS, STALE, Operation, Param, documented
-from .request import is_stale, store_of
+from .request import changed_or_stopping, is_stale, store_of
 from .schemas import NAME, Schema
 
 T = TypeVar("T")
@@ -83,7 +83,8 @@ async def blocking_read(request: web.Request, read: Callable[[StateMachine], T],
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while (remaining := deadline - loop.time()) > 0:
-        await store.wait_changed(remaining)
+        if not await changed_or_stopping(request, remaining):
+            break  # the replica stops: the answer as it stands
         out = store.read_local(read)
         if index_of(out) > after:
             break

@@ -469,6 +469,9 @@ class Replica(prepare_gate.Preparing):
         self._node.removeOnTickCallback(self._on_tick)
         thread = self._node._SyncObj__thread
         self._node.destroy()
+        # The tick thread sees the flag at its next tick: wake it rather than wait out
+        # its poll period.
+        self._waker.wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
         self._waker.close()

@@ -184,3 +184,57 @@ def test_a_leader_with_polls_in_flight_stops_at_once(cluster: Cluster) -> None:
         assert took < 10, took
     finally:
         sock.close()
+
+
+def _get_request(token: str, port: int, path: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n").encode()
+
+
+def _read_until(sock: socket.socket, marker: bytes, deadline: float) -> bytes:
+    """What the socket gave until `marker` appeared, or it closed, or `deadline` passed."""
+    got = b""
+    while marker not in got and time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_a_replica_with_streams_and_blocking_queries_open_stops_at_once(
+        cluster: Cluster) -> None:
+    """An event stream (which never ends by itself) and a 60 s blocking query end when
+    their replica stops, the query with its answer and the stream cleanly: aiohttp would
+    wait for them up to a minute, and the stream's next write failed with an error in the
+    log."""
+    replica = cluster.replicas[0]
+    index = cluster.api("GET", "/v1/services", replica=replica).headers["X-Hacontrol-Index"]
+    stream = socket.create_connection(("127.0.0.1", replica.api_port), timeout=5)
+    query = socket.create_connection(("127.0.0.1", replica.api_port), timeout=5)
+    try:
+        stream.sendall(_get_request(cluster.token, replica.api_port,
+                                    "/v1/events?follow=true&type=nothing"))
+        head = _read_until(stream, b": keep-alive", time.monotonic() + 10)
+        assert head.startswith(b"HTTP/1.1 200") and b": keep-alive" in head, head
+        query.sendall(_get_request(cluster.token, replica.api_port,
+                                   f"/v1/services?index={index}&wait=60s"))
+        # Held: nothing changes while the cluster is quiet.
+        assert _read_until(query, b"\r\n", time.monotonic() + 1.5) == b""
+        started = time.monotonic()
+        replica.proc.stop(timeout=70)
+        took = time.monotonic() - started
+        assert took < 5, f"the replica took {took:.1f} s to stop"
+        answer = _read_until(query, b"}", time.monotonic() + 5)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        # The stream was ended (the last chunk), not cut.
+        assert _read_until(stream, b"0\r\n\r\n", time.monotonic() + 5).endswith(b"0\r\n\r\n")
+    finally:
+        stream.close()
+        query.close()
+    errors = [line for line in replica.proc.log.read_text().splitlines() if " ERROR " in line]
+    assert not errors, errors
