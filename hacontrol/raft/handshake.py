@@ -28,6 +28,11 @@ DEFAULT_HANDSHAKE_TIMEOUT = 3.0
 # Peers reconnect one connection at a time; a handful of members plus admin
 # tools never get near this, and 64 sockets are cheap to hold.
 DEFAULT_MAX_PENDING = 64
+# pysyncobj listens with a backlog of 5 and accepts one connection per poll round, so a
+# burst of connects overflowed the kernel's queue: its SYNs were dropped and the clients
+# retried 1 s later (40 connects in a row to one replica stalled 1 s every 6-10 of them).
+# The queue now holds a burst until the tick thread takes it.
+LISTEN_BACKLOG = 128
 
 _lock = threading.Lock()
 _installed: tuple[float, int] | None = None
@@ -73,11 +78,17 @@ def _report(why: str) -> None:
 
 
 def _patch_transport(timeout: float, max_pending: int) -> None:
-    from pysyncobj import transport
+    from pysyncobj import tcp_server, transport
 
     cls = transport.TCPTransport
     orig_new = cls._onNewIncomingConnection
     orig_tick = cls._onTick
+    server_cls = tcp_server.TcpServer
+    orig_bind = server_cls.bind
+
+    def bind(self: Any) -> None:
+        orig_bind(self)
+        self._TcpServer__socket.listen(LISTEN_BACKLOG)  # a second listen() only resizes
 
     def drop(self: Any, conn: Any, why: str) -> None:
         _report(why)
@@ -103,3 +114,4 @@ def _patch_transport(timeout: float, max_pending: int) -> None:
 
     cls._onNewIncomingConnection = onNewIncomingConnection
     cls._onTick = onTick
+    server_cls.bind = bind
