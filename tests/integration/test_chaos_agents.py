@@ -104,7 +104,7 @@ def test_agent_nemeses_need_agents_and_partition_needs_a_network() -> None:
 
 
 def test_kill_agent_in_agents_mode(tmp_path: Path) -> None:
-    cfg = RunConfig(nemesis="kill-agent", time_s=20.0, seed=31, backend="local",
+    cfg = RunConfig(nemesis="kill-agent", time_s=12.0, seed=31, backend="local",
                     mode="agents", results_dir=tmp_path / "results", convergence_bound_s=30.0)
     summary, out = run(cfg)
     report = json.loads((out / "report.json").read_text())
