@@ -275,7 +275,10 @@ def measure_placement(run: Run, s: Settings) -> PlacementResult:
         if s.soak_s > 0:
             res.sim = sim.snapshot()  # the placement phase's statistics; the soak's apart
             soak_load = MachineLoad(pids)
+            if s.profile is not None:  # the leader while it only answers heartbeats and reads
+                run.start_profiler(leader.proc.pid, s.profile / f"leader-soak-{n}.txt")
             res.soak = soak(cluster, s.soak_s, events)
+            run.stop_profilers()
             res.soak["load"] = soak_load.end()
         st = cluster.status(watcher) or {}
         res.term_after, res.leader_after = st.get("term"), st.get("leader")

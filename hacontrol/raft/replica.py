@@ -109,7 +109,10 @@ class Replica(prepare_gate.Preparing):
 
         self.config = config
         self.machine = machine
-        self.lock = threading.Lock()
+        # Reentrant: the tick thread holds it across a batch of applies (`hold_state`),
+        # and each apply takes it again.
+        self.lock = threading.RLock()
+        self._apply_deferred = False
         self._tuning = tuning
         self._tick_thread_id: int | None = None
         self._last_tick = time.monotonic()
@@ -404,8 +407,23 @@ class Replica(prepare_gate.Preparing):
         """``fn(machine)`` under the lock; StorageError when the state cannot be trusted."""
         if self.storage_error is not None:
             raise StorageError(self.storage_error)
-        with self.lock:
-            return fn(self.machine)
+        try:
+            with self.lock:
+                return fn(self.machine)
+        finally:
+            if self._apply_deferred:
+                self._wake()  # the tick thread put off its applies for this read
+
+    def hold_state(self, wait_s: float) -> bool:
+        """Tick thread: take the state lock for a batch of applies, waiting at most
+        `wait_s`; False when a read holds it longer (the applies wait for a later tick,
+        and the read's end wakes the tick thread). `release_state` after True."""
+        held = self.lock.acquire(timeout=wait_s)
+        self._apply_deferred = not held
+        return held
+
+    def release_state(self) -> None:
+        self.lock.release()
 
     def status(self) -> RaftStatus:
         node = self._node
