@@ -109,9 +109,7 @@ class Replica(prepare_gate.Preparing):
 
         self.config = config
         self.machine = machine
-        # Reentrant: the tick thread holds it across a batch of applies (`hold_state`),
-        # and each apply takes it again.
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # held across a batch of applies, taken by each
         self._apply_deferred = False
         self._tuning = tuning
         self._tick_thread_id: int | None = None
@@ -415,9 +413,8 @@ class Replica(prepare_gate.Preparing):
                 self._wake()  # the tick thread put off its applies for this read
 
     def hold_state(self, wait_s: float) -> bool:
-        """Tick thread: take the state lock for a batch of applies, waiting at most
-        `wait_s`; False when a read holds it longer (the applies wait for a later tick,
-        and the read's end wakes the tick thread). `release_state` after True."""
+        """Tick thread: the state lock for a batch of applies (`release_state` after), or
+        False when a read holds it past `wait_s`: the read's end then wakes the thread."""
         held = self.lock.acquire(timeout=wait_s)
         self._apply_deferred = not held
         return held
