@@ -42,3 +42,12 @@ def no_campaign_outside(node: Any, owner: Any, now: float) -> None:
     voter = getattr(owner, "is_voter", None)
     if voter is not None and not voter():
         node._SyncObj__raftElectionDeadline = now + node._SyncObj__conf.raftMaxTimeout
+
+
+def silence(node: Any, now: float) -> str:
+    """Tick thread: why an election starts, for its log line: how long this replica has
+    heard no heartbeat (`node._hc_heard_at`), and since when it has not read its sockets
+    (long: the thread itself was held up, not the leader)."""
+    heard = (f"no heartbeat for {now - node._hc_heard_at:.2f} s" if node._hc_heard_at
+             else "no heartbeat yet")
+    return f"{heard}, sockets last read {now - node._hc_polled_at:.2f} s ago"

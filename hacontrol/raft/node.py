@@ -59,9 +59,7 @@ class NodeOwner(Protocol):
 
 
 _LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
-# How long the tick thread waits for a read to release the state before it puts its applies
-# off to a later tick: reads of one object take well under a millisecond.
-STATE_WAIT_S = 0.01
+STATE_WAIT_S = 0.01  # how long applies wait for a read before they are put off (reads: <1 ms)
 _pending = threading.local()
 _hook_lock = threading.Lock()
 _hook_installed = False
@@ -119,6 +117,7 @@ def _make_node_class() -> type:
             # While set, pysyncobj's own commit loop sees the log end here (see _onTick).
             self._hc_log_cap: int | None = None
             self._hc_polled_at = 0.0  # when this thread last finished reading its sockets
+            self._hc_heard_at = 0.0  # when it last received an append (a heartbeat)
             self._hc_grace_deadline = -1.0  # the deadline a missed one was moved to
             # The leader whose link a snapshot's configuration would have cut (see
             # _SyncObj__updateClusterConfiguration): linked, not a member here.
@@ -265,6 +264,9 @@ def _make_node_class() -> type:
                 logger.info("raft: the snapshot from leader %s does not list it; keeping "
                             "its link until the log adds it", leader.address)
 
+        def hc_silence(self) -> str:
+            return election_grace.silence(self, raft_clock())
+
         def hc_peer_view(self) -> dict[str, tuple[int, float | None, bool]]:
             """Tick thread, on the leader: raft address -> (match index, seconds since it
             last answered, connected)."""
@@ -302,17 +304,12 @@ def _make_node_class() -> type:
         def _hc_apply_entries(self) -> bool:
             if self._SyncObj__raftCommitIndex <= self._SyncObj__raftLastApplied:
                 return False
-            # A read of the whole state (a list of 5,000 nodes or 100,000 allocations) holds
-            # the lock for up to a second on a loaded machine. Waiting for it here stopped
-            # this thread: a leader sent no heartbeats, a follower no acks, and elections
-            # followed one another (about 20 a minute with 5,000 simulated nodes). The
-            # applies wait for a later tick instead; Raft goes on meanwhile.
-            owner = self._hc_owner()
-            # getattr: owners without a lock of their own (tests) apply at once.
-            hold = getattr(owner, "hold_state", None)
-            release = getattr(owner, "release_state", None)
+            # A read of the whole state can hold the lock a second on a loaded machine: waiting
+            # here stopped Raft (a 2 s read on a leader cost an election within 0.4 s).
+            owner = self._hc_owner()  # below, None: owners without a lock of their own (tests)
+            hold, release = (getattr(owner, n, None) for n in ("hold_state", "release_state"))
             if hold is not None and not hold(STATE_WAIT_S):
-                return False
+                return False  # the applies wait for a later tick, Raft goes on
             try:
                 return self._hc_apply_held()
             finally:
@@ -442,6 +439,8 @@ def _make_node_class() -> type:
             # lookup, so this method is the one registered).
             if self._hc_stopped:
                 return None
+            if isinstance(message, dict) and message.get("type") == "append_entries":
+                self._hc_heard_at = raft_clock()
             if isinstance(message, dict) and message.get("type") in prepare_gate.TYPES:
                 return prepare_gate.receive(self, node, message, self._hc_owner())
             if isinstance(message, dict) and message.get("type") in (PROBE, ACK):

@@ -170,8 +170,8 @@ class Replica(prepare_gate.Preparing):
         if self._destroyed or self._node is None:
             return None
         st = self.status()
-        return StallSample(time.monotonic(), self._last_tick, st.applied_index,
-                           st.commit_index, st.leader)
+        return StallSample(time.monotonic(), self._last_tick, st.applied_index, st.commit_index,
+                           st.leader, int(self._node._SyncObj__leaderCommitIndex or 0))
 
     def _open_journal(self) -> SyncedJournal:
         config = self.config
@@ -239,8 +239,8 @@ class Replica(prepare_gate.Preparing):
                               int(node.raftCurrentTerm), int(node.raftCommitIndex),
                               int(node.raftLastApplied))
             if self._snapshot[0] == "candidate" and (before is None or before[0] != "candidate"):
-                logger.info("replica %s campaigns for term %d", self.config.node_id,
-                            self._snapshot[2])
+                logger.info("replica %s campaigns for term %d (%s)", self.config.node_id,
+                            self._snapshot[2], node.hc_silence())
         except Exception:
             logger.exception("status snapshot failed")
         if self._tick_thread_id is None:

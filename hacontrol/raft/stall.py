@@ -4,7 +4,7 @@ A follower was once seen sitting at applied index 1 through a whole chaos run: n
 campaign, nothing in its log, while its two peers went on (and, once the leader was
 killed, could not elect without it). Its silence was all that was left to go on. Now a
 replica whose Raft thread stops ticking, whose applied index stays below its commit index,
-or which knows no leader, for `STALL_S`, logs one warning that says which, with the Raft
+whose commit index stays below its leader's, or which knows no leader, for `STALL_S`, logs one warning that says which, with the Raft
 thread's current stack, and logs again when it recovers. The readiness check already
 turns false for a tick stall (`Replica._health`); this leaves a trace to read afterwards.
 
@@ -39,6 +39,8 @@ class Sample:
     applied: int
     commit: int
     leader: str | None
+    # The commit index the leader last told this replica (its own, on the leader).
+    leader_commit: int = 0
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Progress:
     applied: int = -1
     applied_since: float = 0.0
     leaderless_since: float | None = None
+    commit: int = -1
+    commit_since: float = 0.0
 
 
 def stalled(s: Sample, p: Progress, stall_s: float | None = None) -> str | None:
@@ -57,6 +61,8 @@ def stalled(s: Sample, p: Progress, stall_s: float | None = None) -> str | None:
         stall_s = STALL_S
     if s.applied != p.applied:
         p.applied, p.applied_since = s.applied, s.now
+    if s.commit != p.commit:
+        p.commit, p.commit_since = s.commit, s.now
     if s.leader is not None:
         p.leaderless_since = None
     elif p.leaderless_since is None:
@@ -66,6 +72,10 @@ def stalled(s: Sample, p: Progress, stall_s: float | None = None) -> str | None:
     if s.commit > s.applied and s.now - p.applied_since >= stall_s:
         return (f"applied index {s.applied} below commit index {s.commit} for "
                 f"{s.now - p.applied_since:.1f} s")
+    if s.leader_commit > s.commit and s.now - p.commit_since >= stall_s:
+        # Heartbeats arrive (a leader is known) but the log does not: replication wedged.
+        return (f"commit index {s.commit} behind its leader's {s.leader_commit} for "
+                f"{s.now - p.commit_since:.1f} s")
     if p.leaderless_since is not None and s.now - p.leaderless_since >= stall_s:
         return f"no leader known for {s.now - p.leaderless_since:.1f} s"
     return None

@@ -71,3 +71,8 @@ def test_the_stall_rules() -> None:
     assert stall.stalled(s(22, 22, 6, 6, None), p, 10) is None
     assert "no leader known" in str(stall.stalled(s(32, 32, 6, 6, None), p, 10))
     assert stall.stalled(s(33, 33, 6, 6), p, 10) is None
+    # Heartbeats from a leader that is ahead, and a log that does not follow.
+    behind = stall.Sample(40, 40, 6, 6, "c1", leader_commit=9)
+    assert "commit index 6 behind its leader's 9" in str(stall.stalled(behind, p, 10))
+    assert stall.stalled(stall.Sample(41, 41, 7, 7, "c1", leader_commit=9), p, 10) is None
+    assert stall.stalled(stall.Sample(60, 60, 9, 9, "c1", leader_commit=9), p, 10) is None
