@@ -168,7 +168,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     # Measured as installed: pip writes a package's bytecode when it installs it (the peers'
     # too), but a checkout run with PYTHONDONTWRITEBYTECODE compiled every module at each
-    # start, which cost an agent 3.7 MB of RSS and a replica a quarter of its start-up CPU.
+    # start, a quarter of a replica's start-up CPU (bench/README.md, "Bytecode").
     for tree in [REPO, *([args.baseline.resolve()] if args.baseline is not None else [])]:
         compileall.compile_dir(tree / "hacontrol", quiet=1)
     peers = discover(args.cache, not args.no_install, args.only in (None, "cp"),

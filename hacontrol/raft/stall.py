@@ -4,8 +4,9 @@ A follower was once seen sitting at applied index 1 through a whole chaos run: n
 campaign, nothing in its log, while its two peers went on (and, once the leader was
 killed, could not elect without it). Its silence was all that was left to go on. Now a
 replica whose Raft thread stops ticking, whose applied index stays below its commit index,
-whose commit index stays below its leader's, or which knows no leader, for `STALL_S`, logs one warning that says which, with the Raft
-thread's current stack, and logs again when it recovers. The readiness check already
+whose commit index stays below its leader's, or which knows no leader, for `STALL_S`, logs
+one warning that says which, with the Raft thread's current stack, and logs again when it
+recovers. The readiness check already
 turns false for a tick stall (`Replica._health`); this leaves a trace to read afterwards.
 
 The checks run on a thread of their own: a stuck Raft thread or a blocked event loop

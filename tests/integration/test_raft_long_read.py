@@ -68,7 +68,7 @@ def test_a_read_holding_the_leaders_state_costs_no_election(replicas: list[Repli
     finally:
         reader.join()
     assert took >= HOLD_S * 0.9, f"acknowledged in {took:.2f} s, before the read ended"
-    # Applied right after the read (its end wakes the tick thread), not a poll period later.
+    # The put-off applies resume once the read ends, not at some later event (an election).
     assert took < HOLD_S + 1.0, took
     assert kv_value(lead, "during") == 1
     # Every replica's own word (a deposed leader's tick thread, stuck in its apply, would
