@@ -31,6 +31,7 @@ from hacontrol.controller.status import Member, parse_peer
 from hacontrol.join import JoinClient, JoinRefused
 from hacontrol.observe.logs import configure_logging
 from hacontrol.observe.metrics import ServerMetrics, TimedMachine
+from hacontrol.raft.collector import Collector, sweep_now_and_then
 from hacontrol.raft.config import Durability, RaftTuning, ReplicaConfig
 from hacontrol.raft.membership import MemberBook, MemberInfo, read_record
 from hacontrol.raft.replica import Replica
@@ -111,6 +112,8 @@ async def run_controller(args: Any) -> None:
     plant = planted.check_plant(getattr(args, "plant", None))
     unsafe = planted.check_unsafe_no_fsync(bool(getattr(args, "unsafe_no_fsync", False)))
     install_fence()
+    collector = Collector()
+    collector.install()
     machine = StateMachine()
     metrics = ServerMetrics()
     tuning = RaftTuning()
@@ -180,7 +183,9 @@ async def run_controller(args: Any) -> None:
     versions_task = asyncio.create_task(ctl.versions.run())
     bootstrap_task = asyncio.create_task(bootstrap_configured(ctl, token)) if token else None
     upkeep = [asyncio.create_task(keep_controller_credential(ctl, controller_credential(secret))),
-              asyncio.create_task(prune_expired_tokens(ctl, leadership))]
+              asyncio.create_task(prune_expired_tokens(ctl, leadership)),
+              asyncio.create_task(sweep_now_and_then(
+                  collector, lambda: ctl.leading_term() is not None))]
     pilot = Autopilot(bool(getattr(args, "cleanup_dead_servers", False)),
                       int(getattr(args, "min_quorum", None) or 3),
                       float(getattr(args, "dead_server_after", None) or 30.0))
