@@ -57,8 +57,10 @@ class Store:
         # derived, never snapshotted), so a node's free room costs O(1): summing it over the
         # node's allocations for every node walked every allocation of the cluster on each
         # placement plan (bench/scheduler.py --scale). Every change of an allocation's node
-        # or state goes through `place` or `set_state`.
-        self.node_used: dict[str, tuple[int, int]] = {}
+        # or state goes through `place` or `set_state`. The third number counts them: a
+        # node's view (`GET /v1/nodes`) counted them by walking its allocations, 75 % of
+        # building the list at 1,000 nodes and 20,000 allocations.
+        self.node_used: dict[str, tuple[int, int, int]] = {}
         # Access control. Tokens by accessor id; `acl_by_hash` is their index by the
         # SHA-256 of the secret (derived, never snapshotted).
         self.acl_policies: dict[str, Policy] = {}
@@ -130,11 +132,12 @@ class Store:
     def _hold(self, alloc: Allocation, sign: int) -> None:
         """Count `alloc`'s resources on its node (sign 1) or no longer (sign -1)."""
         assert alloc.node is not None
-        c, m = self.node_used.get(alloc.node, (0, 0))
+        c, m, n = self.node_used.get(alloc.node, (0, 0, 0))
         c += sign * round(alloc.resources.cpu * 1_000_000)
         m += sign * alloc.resources.memory_mb
-        if c or m:
-            self.node_used[alloc.node] = (c, m)
+        n += sign
+        if c or m or n:
+            self.node_used[alloc.node] = (c, m, n)
         else:
             self.node_used.pop(alloc.node, None)
 
@@ -243,8 +246,12 @@ class Store:
         """(cores, MiB) not held by allocations on the node."""
         # Integer micro-cores: the result must not depend on the order of the sum, or a
         # replica restored from a snapshot could judge a borderline fit differently.
-        cpu_u, mem = self.node_used.get(node.name, (0, 0))
+        cpu_u, mem, _ = self.node_used.get(node.name, (0, 0, 0))
         return (node.capacity.cpu - cpu_u / 1_000_000, node.capacity.memory_mb - mem)
+
+    def node_holding(self, name: str) -> int:
+        """How many allocations hold resources on the node."""
+        return self.node_used.get(name, (0, 0, 0))[2]
 
     # ------------------------------------------------------------ usage
 

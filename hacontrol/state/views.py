@@ -31,7 +31,7 @@ def node_view(store: Store, node: Node) -> View:
             "drain_deadline": node.drain_deadline, "eligible": node.eligible,
             "capacity": node.capacity.to_dict(),
             "free": {"cpu": round(cpu, 6), "memory_mb": mem},
-            "allocations": sum(1 for a in store.node_allocs(node.name) if a.holds_resources),
+            "allocations": store.node_holding(node.name),
             "registered_at": node.registered_at, "updated_at": node.updated_at}
 
 

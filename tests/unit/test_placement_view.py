@@ -113,6 +113,10 @@ def free_by_walk(m: StateMachine, node: str) -> tuple[float, int]:
     return n.capacity.cpu - cpu_u / 1_000_000, n.capacity.memory_mb - mem
 
 
+def holding_by_walk(m: StateMachine, node: str) -> int:
+    return sum(1 for a in m.allocs.values() if a.node == node and a.holds_resources)
+
+
 def test_the_room_kept_per_node_is_the_room_a_walk_finds() -> None:
     for seed in range(20):
         w = busy_world(seed)
@@ -122,10 +126,12 @@ def test_the_room_kept_per_node_is_the_room_a_walk_finds() -> None:
         w.settle()  # n0 is marked down: its allocations lost, replaced elsewhere
         for name in w.m.nodes:
             assert w.m.node_free(w.m.nodes[name]) == free_by_walk(w.m, name), (seed, name)
+            assert w.m.store.node_holding(name) == holding_by_walk(w.m, name), (seed, name)
         restored = StateMachine()
         restored.restore(w.m.snapshot())
         for name in w.m.nodes:
             assert restored.node_free(restored.nodes[name]) == free_by_walk(w.m, name)
+            assert restored.store.node_holding(name) == holding_by_walk(w.m, name)
 
 
 def test_a_plan_takes_the_highest_priorities_first_then_the_smallest_ids() -> None:
