@@ -50,6 +50,7 @@ from .schemas import (
     spec_schema,
     written,
 )
+from .view_cache import cached
 
 # ------------------------------------------------------------------ status
 
@@ -175,6 +176,10 @@ async def plan_job(request: web.Request) -> web.Response:
     return ok(dryrun.finish(found))  # placement is planned outside the apply lock
 
 
+def _job_rows(m: StateMachine) -> list[tuple[str, dict[str, Any]]]:
+    return [(jns, m.job_view(j)) for (jns, _), j in sorted(m.jobs.items())]
+
+
 @documented(Operation("List jobs", "jobs", ok=listing("jobs", JOB), params=(
     STALE, Param("namespace", NAME, "only this namespace's jobs"))))
 async def list_jobs(request: web.Request) -> web.Response:
@@ -185,7 +190,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     shown = visible(request, Action.LIST_JOBS)
 
     def view(m: StateMachine) -> list[dict[str, Any]]:
-        return [m.job_view(j) for (jns, _), j in sorted(m.jobs.items())
+        return [v for jns, v in cached("jobs", m, _job_rows)
                 if (ns is None or jns == ns) and shown(m, jns)]
     jobs = await store_of(request).read(view, is_stale(request))
     return ok({"jobs": jobs})
@@ -351,15 +356,20 @@ def _with_allocs(m: StateMachine, name: str, n: Any) -> tuple[dict[str, Any], li
     return m.node_view(n), list(m.store.by_node.get(name, {}))
 
 
+def _node_rows(m: StateMachine) -> list[tuple[dict[str, Any], list[str]]]:
+    return [_with_allocs(m, name, n) for name, n in sorted(m.nodes.items())]
+
+
 @documented(Operation("List nodes", "nodes", ok=listing("nodes", NODE), params=(STALE,),
                       errors=(401, 403, 503)))
 async def list_nodes(request: web.Request) -> web.Response:
     def view(m: StateMachine) -> list[tuple[dict[str, Any], list[str]]]:
-        return [_with_allocs(m, name, n) for name, n in sorted(m.nodes.items())]
+        return cached("nodes", m, _node_rows)
     rows = await store_of(request).read(view, is_stale(request))
     leader = leader_of(request)
     nodes = []
-    for n, alloc_ids in rows:
+    for shared, alloc_ids in rows:
+        n = dict(shared)  # the cached view stays as the state made it
         n["last_heartbeat"] = leader.last_heartbeat(n["name"]) if leader else None
         n["measured"] = _measured(leader, alloc_ids)
         nodes.append(n)
