@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from bench.gc_pause import Builder
 from hacontrol.api.view_cache import cached
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
 
 
-class Machine:
-    def __init__(self) -> None:
-        self.m = StateMachine()
-        self.index = 0
-
-    def do(self, op: str, **args: Any) -> None:
-        self.index += 1
-        r = self.m.apply(C.Command(op, 1.7e9 + self.index, args).encode(), self.index)
-        assert r["ok"], r
-
+class Machine(Builder):
     def register(self, name: str) -> None:
         self.do(C.NODE_REGISTER, name=name, cpu=4.0, memory_mb=2048,
                 address=f"http://{name}:8200", labels={}, attributes={})
