@@ -8,7 +8,7 @@ already there, so a replica whose state churns (every apply replaces records) co
 full every few seconds, each time over its whole heap.
 
 Measured at the issue's scale (5,000 simulated nodes registering, 3 replicas on 2 cores):
-full collections every 6-12 s on every replica, each holding the GIL 0.9-2.2 s of wall
+full collections every 5-12 s on every replica, each holding the GIL 0.3-2.2 s of wall
 time (150,000-250,000 containers survived them, when the state held only the nodes);
 a leader's took longer than an election timeout. Built in one process, the state of
 100,000 allocations on 5,000 nodes alone is 243,000 containers, and a full collection over

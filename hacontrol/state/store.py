@@ -61,6 +61,11 @@ class Store:
         # node's view (`GET /v1/nodes`) counted them by walking its allocations, 75 % of
         # building the list at 1,000 nodes and 20,000 allocations.
         self.node_used: dict[str, tuple[int, int, int]] = {}
+        # How many of each job's allocations are in each (version, state) (derived, never
+        # snapshotted): a job's counts and status in every read of it walked all its
+        # allocations (`GET /v1/jobs` walked every allocation of the cluster). Every
+        # allocation's state changes through `set_state`; its version never changes.
+        self.job_states: dict[JobKey, dict[tuple[int, str], int]] = {}
         # Access control. Tokens by accessor id; `acl_by_hash` is their index by the
         # SHA-256 of the secret (derived, never snapshotted).
         self.acl_policies: dict[str, Policy] = {}
@@ -141,8 +146,21 @@ class Store:
         else:
             self.node_used.pop(alloc.node, None)
 
+    def _count(self, alloc: Allocation, sign: int) -> None:
+        key = (alloc.namespace, alloc.job)
+        counts = self.job_states.setdefault(key, {})
+        at = (alloc.version, alloc.state)
+        n = counts.get(at, 0) + sign
+        if n:
+            counts[at] = n
+        else:
+            del counts[at]
+            if not counts:
+                del self.job_states[key]
+
     def add_alloc(self, alloc: Allocation) -> None:
         self.allocs[alloc.id] = alloc
+        self._count(alloc, 1)
         if alloc.holds_resources:
             self._hold(alloc, 1)
         self.by_job.setdefault((alloc.namespace, alloc.job), {})[alloc.id] = None
@@ -158,7 +176,9 @@ class Store:
         """Change an allocation's state (the caller marks it with `touch_alloc`)."""
         was = alloc.terminal
         held = alloc.holds_resources
+        self._count(alloc, -1)
         alloc.state = state
+        self._count(alloc, 1)
         if alloc.holds_resources != held:
             self._hold(alloc, -1 if held else 1)
         if alloc.terminal != was:
@@ -193,6 +213,7 @@ class Store:
 
     def forget_alloc(self, alloc: Allocation) -> None:
         del self.allocs[alloc.id]
+        self._count(alloc, -1)
         if alloc.holds_resources:
             self._hold(alloc, -1)
         key = (alloc.namespace, alloc.job)
@@ -248,6 +269,10 @@ class Store:
         # replica restored from a snapshot could judge a borderline fit differently.
         cpu_u, mem, _ = self.node_used.get(node.name, (0, 0, 0))
         return (node.capacity.cpu - cpu_u / 1_000_000, node.capacity.memory_mb - mem)
+
+    def job_states_of(self, key: JobKey) -> dict[tuple[int, str], int]:
+        """How many of the job's allocations are in each (version, state); read only."""
+        return self.job_states.get(key, {})
 
     def node_holding(self, name: str) -> int:
         """How many allocations hold resources on the node."""
@@ -311,6 +336,9 @@ class Store:
         f.pending = dict(self.pending)
         f.usage = dict(self.usage)
         f.node_used = dict(self.node_used)
+        f.job_states = dict(self.job_states)
+        if key in self.job_states:
+            f.job_states[key] = dict(self.job_states[key])
         f.touched_nodes = set()
         # A dry run never refreshes the registry (it is shared, read only, with the fork).
         f.dirty_jobs, f.dirty_allocs = set(), set()
@@ -332,6 +360,7 @@ class Store:
         self.by_node, self.by_job, self.pending = other.by_node, other.by_job, other.pending
         self.done, self.tally = other.done, other.tally
         self.usage, self.node_used = other.usage, other.node_used
+        self.job_states = other.job_states
         self.acl_policies, self.acl_tokens = other.acl_policies, other.acl_tokens
         self.acl_bootstrapped, self.acl_by_hash = other.acl_bootstrapped, other.acl_by_hash
         self.alert_rules, self.alert_states = other.alert_rules, other.alert_states
@@ -349,7 +378,7 @@ class Store:
         """Derive every index from the tables (after a restore)."""
         allocs = list(self.allocs.values())
         self.allocs, self.by_node, self.by_job, self.pending = {}, {}, {}, {}
-        self.done, self.node_used = {}, {}
+        self.done, self.node_used, self.job_states = {}, {}, {}
         for a in allocs:
             self.add_alloc(a)
         self.tally = Tally.rebuild(self.allocs)

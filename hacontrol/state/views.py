@@ -7,7 +7,7 @@ from typing import Any
 
 from hacontrol.model.messages import Assignment, DeltaAnswer, DeltaRequest, JobAt, job_key
 from hacontrol.model.records import Allocation, Job, Node
-from hacontrol.model.states import AllocState, JobStatus, JobType
+from hacontrol.model.states import TERMINAL_STATES, AllocState, JobStatus, JobType
 
 from .quota import headroom
 from .store import Store
@@ -38,9 +38,9 @@ def node_view(store: Store, node: Node) -> View:
 def job_counts(store: Store, job: Job) -> dict[str, int]:
     counts = {"desired": job.spec.count if job.status == JobStatus.RUNNING else 0}
     counts.update(dict.fromkeys(_COUNTED, 0))
-    for a in store.job_allocs(job):
-        if a.version == job.version or a.state in (AllocState.RUNNING, AllocState.STARTING):
-            counts[a.state] = counts.get(a.state, 0) + 1
+    for (version, state), n in store.job_states_of((job.namespace, job.name)).items():
+        if version == job.version or state in (AllocState.RUNNING, AllocState.STARTING):
+            counts[state] = counts.get(state, 0) + n
     return counts
 
 
@@ -48,8 +48,8 @@ def job_status(store: Store, job: Job) -> str:
     """The stored status, or `complete` for a batch job whose allocations all completed."""
     if job.status == JobStatus.RUNNING and job.spec.type == JobType.BATCH \
             and job.spec.count > 0:
-        done = sum(1 for a in store.job_allocs(job)
-                   if a.version == job.version and a.state == AllocState.COMPLETE)
+        states = store.job_states_of((job.namespace, job.name))
+        done = states.get((job.version, AllocState.COMPLETE), 0)
         if done >= job.spec.count:
             return JobStatus.COMPLETE
     return job.status
@@ -66,12 +66,12 @@ def observed_status(store: Store, job: Job) -> str:
     if status != JobStatus.RUNNING or job.spec.count == 0:
         return status
     failed = False
-    for a in store.job_allocs(job):
-        if a.version != job.version:
+    for (version, state), _ in store.job_states_of((job.namespace, job.name)).items():
+        if version != job.version:
             continue
-        if not a.terminal or a.state == AllocState.COMPLETE:
+        if state not in TERMINAL_STATES or state == AllocState.COMPLETE:
             return status
-        failed = failed or a.state == AllocState.FAILED
+        failed = failed or state == AllocState.FAILED
     return JobStatus.FAILED if failed else status
 
 

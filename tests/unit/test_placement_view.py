@@ -117,6 +117,14 @@ def holding_by_walk(m: StateMachine, node: str) -> int:
     return sum(1 for a in m.allocs.values() if a.node == node and a.holds_resources)
 
 
+def states_by_walk(m: StateMachine) -> dict[tuple[str, str], dict[tuple[int, str], int]]:
+    out: dict[tuple[str, str], dict[tuple[int, str], int]] = {}
+    for a in m.allocs.values():
+        counts = out.setdefault((a.namespace, a.job), {})
+        counts[(a.version, a.state)] = counts.get((a.version, a.state), 0) + 1
+    return out
+
+
 def test_the_room_kept_per_node_is_the_room_a_walk_finds() -> None:
     for seed in range(20):
         w = busy_world(seed)
@@ -132,6 +140,9 @@ def test_the_room_kept_per_node_is_the_room_a_walk_finds() -> None:
         for name in w.m.nodes:
             assert restored.node_free(restored.nodes[name]) == free_by_walk(w.m, name)
             assert restored.store.node_holding(name) == holding_by_walk(w.m, name)
+        # So are the counts of each job's allocations by version and state.
+        assert w.m.store.job_states == states_by_walk(w.m), seed
+        assert restored.store.job_states == states_by_walk(w.m), seed
 
 
 def test_a_plan_takes_the_highest_priorities_first_then_the_smallest_ids() -> None:
