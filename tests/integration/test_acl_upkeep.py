@@ -62,9 +62,12 @@ def test_a_lost_exchange_answer_is_retried_and_one_credential_stays_valid(
     for r in cluster.replicas:  # whichever replica the retry reaches
         retry = http("POST", f"{r.api}/v1/agent/credential", {"node": "n7"}, token=intro)
         assert retry.status == 200, (r.id, retry)
-    cred = retry.body["token"]["secret_id"]
-    now = node_credentials(cluster, "n7")
-    assert len(now) == 1 and now != lost, (lost, now)  # the earlier ones are gone
+    cred, last = retry.body["token"]["secret_id"], retry.body["token"]["accessor_id"]
+    # The earlier ones are gone. Read where the last retry has applied: these reads are
+    # stale, from a replica that may not have applied it yet.
+    now = wait_for(lambda: (ids := node_credentials(cluster, "n7")) == [last] and ids, 10,
+                   what="only the last retry's credential left")
+    assert now != lost, (lost, now)
     # Another node name is refused: the first exchange bound the token to n7.
     assert http("POST", f"{lead.api}/v1/agent/credential", {"node": "n8"},
                 token=intro).status == 403
