@@ -29,9 +29,7 @@ _views: weakref.WeakKeyDictionary[Store, dict[str, tuple[int, Any]]] = \
 def cached(kind: str, m: StateMachine, build: Callable[[StateMachine], T]) -> T:
     """`build(m)`, or what it returned at the state's current index."""
     store = m.store
-    kept = _views.get(store)
-    if kept is None:
-        kept = _views[store] = {}
+    kept = _views.setdefault(store, {})
     hit = kept.get(kind)
     if hit is not None and hit[0] == store.index:
         value: T = hit[1]

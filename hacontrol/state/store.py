@@ -270,9 +270,9 @@ class Store:
         cpu_u, mem, _ = self.node_used.get(node.name, (0, 0, 0))
         return (node.capacity.cpu - cpu_u / 1_000_000, node.capacity.memory_mb - mem)
 
-    def job_states_of(self, key: JobKey) -> dict[tuple[int, str], int]:
+    def job_states_of(self, job: Job) -> dict[tuple[int, str], int]:
         """How many of the job's allocations are in each (version, state); read only."""
-        return self.job_states.get(key, {})
+        return self.job_states.get(job.key, {})
 
     def node_holding(self, name: str) -> int:
         """How many allocations hold resources on the node."""

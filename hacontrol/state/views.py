@@ -38,7 +38,7 @@ def node_view(store: Store, node: Node) -> View:
 def job_counts(store: Store, job: Job) -> dict[str, int]:
     counts = {"desired": job.spec.count if job.status == JobStatus.RUNNING else 0}
     counts.update(dict.fromkeys(_COUNTED, 0))
-    for (version, state), n in store.job_states_of((job.namespace, job.name)).items():
+    for (version, state), n in store.job_states_of(job).items():
         if version == job.version or state in (AllocState.RUNNING, AllocState.STARTING):
             counts[state] = counts.get(state, 0) + n
     return counts
@@ -48,8 +48,7 @@ def job_status(store: Store, job: Job) -> str:
     """The stored status, or `complete` for a batch job whose allocations all completed."""
     if job.status == JobStatus.RUNNING and job.spec.type == JobType.BATCH \
             and job.spec.count > 0:
-        states = store.job_states_of((job.namespace, job.name))
-        done = states.get((job.version, AllocState.COMPLETE), 0)
+        done = store.job_states_of(job).get((job.version, AllocState.COMPLETE), 0)
         if done >= job.spec.count:
             return JobStatus.COMPLETE
     return job.status
@@ -66,7 +65,7 @@ def observed_status(store: Store, job: Job) -> str:
     if status != JobStatus.RUNNING or job.spec.count == 0:
         return status
     failed = False
-    for (version, state), _ in store.job_states_of((job.namespace, job.name)).items():
+    for version, state in store.job_states_of(job):
         if version != job.version:
             continue
         if state not in TERMINAL_STATES or state == AllocState.COMPLETE:
