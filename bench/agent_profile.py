@@ -136,6 +136,8 @@ def main() -> int:
     ap.add_argument("--large", type=int, default=1000)
     ap.add_argument("--idle", action="store_true", help="include idle frames (waits)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--idle-s", type=float, default=0.0,
+                    help="after the small start, profile the agent idle for this long")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hac-agent-profile-"))
     out = args.out or tmp
@@ -177,8 +179,17 @@ def main() -> int:
                 f"{cpu_s(agent.pid) - cpu0:.2f} s (itself and reaped children); "
                 f"processes of the agent: {marks.describe()}")
             spy.stop()
+            if phase == "start-small" and args.idle_s > 0:
+                spy = Spy(agent.pid, out / "idle.txt", args.idle)
+                t1, cpu1 = time.perf_counter(), cpu_s(agent.pid)
+                time.sleep(args.idle_s)  # the phase is a length of time, not a condition
+                used = cpu_s(agent.pid) - cpu1
+                log(f"idle with {n} running: agent CPU {used * 1000:.0f} ms over "
+                    f"{time.perf_counter() - t1:.1f} s = "
+                    f"{100 * used / (time.perf_counter() - t1):.2f} % of a core")
+                spy.stop()
             delete(cluster, phase, agent.pid)
-    for phase in ("crash", "start-small", "start-large"):
+    for phase in ("crash", "start-small", "idle", "start-large"):
         path = out / f"{phase}.txt"
         if path.exists():
             print(summarize(path, args.top))

@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
 from hacontrol.agent.launch import SAFE_ENV
 from hacontrol.agent.process import env_file, wrapper_argv
 from hacontrol.model.checks import has_control
@@ -95,6 +93,9 @@ async def probe(
 
 def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The addresses of this node's interfaces."""
+    # Imported here: only address checks need it; nothing else in the agent uses psutil.
+    import psutil
+
     out: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for addrs in psutil.net_if_addrs().values():
         for a in addrs:

@@ -19,8 +19,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec
 from hacontrol.model.states import AllocState, DesiredState
 from hacontrol.observe.logs import configure_logging
@@ -451,10 +449,18 @@ async def agent_main(args: Any) -> None:
 
 def capacity(args: Any) -> tuple[float, int]:
     """(cpu, memory MB) to offer: as given, else what the host has."""
-    cpu = args.cpu if args.cpu is not None else float(psutil.cpu_count() or 1)
-    mem = (args.memory_mb if args.memory_mb is not None
-           else psutil.virtual_memory().total // (1024 * 1024))
+    cpu = args.cpu if args.cpu is not None else float(os.cpu_count() or 1)
+    mem = args.memory_mb if args.memory_mb is not None else memory_total_mb()
     return float(cpu), int(mem)
+
+
+def memory_total_mb() -> int:
+    """The host's memory (/proc/meminfo's MemTotal), in MB."""
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            if line.startswith(b"MemTotal:"):
+                return int(line.split()[1]) // 1024
+    raise OSError("no MemTotal in /proc/meminfo")
 
 
 def reconfigure(agent: Agent, new: Any, changes: Changes) -> None:

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from hacontrol.agent import direct, execwrap, launch, procinfo
 from hacontrol.agent.cgroups import AllocationCgroup
 from hacontrol.agent.spec import AllocationSpec
@@ -206,16 +204,15 @@ class AdoptedHandle(_PidfdWatch):
 
     adopted = True
 
-    def __init__(self, proc: psutil.Process, pgid: int, cg: AllocationCgroup | None) -> None:
-        self.proc = proc
-        self.pid = proc.pid
+    def __init__(self, pid: int, ctime: float, pgid: int, cg: AllocationCgroup | None) -> None:
+        self.pid = pid
         self.pgid = pgid
         self.cg = cg
         try:
-            self._watch(proc.pid)
+            self._watch(pid)
             # Opened after the record was checked: make sure it is still that process.
-            gone = not proc.is_running()
-        except (ProcessLookupError, psutil.NoSuchProcess):
+            gone = not procinfo.same_process(pid, ctime)
+        except ProcessLookupError:
             self._pidfd = None
             gone = True
         if gone:
@@ -424,12 +421,7 @@ def _start_wrapped(spec: AllocationSpec, command: list[str], ident: Identity,
 
 def live(pids: list[int]) -> list[int]:
     """The pids that exist and are not zombies."""
-    out: list[int] = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-    return out
+    return [pid for pid in pids if procinfo.is_live(pid)]
 
 
 def alive(handle: Handle) -> bool:

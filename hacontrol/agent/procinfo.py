@@ -3,6 +3,11 @@
 A bare pid is not an identity: the kernel reuses pids. Pairing it with the
 process create_time lets a later agent tell "still my process" from "someone
 else who got the same number".
+
+Read from /proc directly (one read of /proc/<pid>/stat per check), not through a psutil
+object. create_time is computed as psutil computes it (start in clock ticks since boot,
+plus /proc/stat's boot time), so pid records written by earlier agents, which used psutil,
+still match.
 """
 
 from __future__ import annotations
@@ -14,8 +19,6 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from hacontrol.tls.files import private_opener
 
 PID_FILE = "pid.json"
@@ -25,6 +28,10 @@ PID_FILE = "pid.json"
 _CREATE_TIME_TOLERANCE_S = 0.05
 # /proc/<pid>/stat states of processes that are gone but not yet reaped.
 _GONE = (b"Z", b"X", b"x")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Fields of /proc/<pid>/stat after the command's closing parenthesis: state (field 3 of
+# proc(5)) and starttime (field 22).
+_STATE, _START = 0, 19
 
 
 @dataclass(frozen=True)
@@ -50,11 +57,50 @@ def decode_returncode(returncode: int) -> tuple[int | None, str | None]:
     return None, name
 
 
-def create_time(pid: int) -> float | None:
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command; None when it is gone."""
     try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            data = os.read(fd, 1024)
+        finally:
+            os.close(fd)
+    except OSError:
         return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return fields if len(fields) > _START else None
+
+
+def boot_time() -> float:
+    """When the system booted, in seconds since the epoch (/proc/stat's btime)."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def create_time(pid: int, fields: list[bytes] | None = None) -> float | None:
+    """When `pid` started, in seconds since the epoch; None when it is gone."""
+    fields = fields if fields is not None else _stat_fields(pid)
+    if fields is None:
+        return None
+    return int(fields[_START]) / CLOCK_TICKS + boot_time()
+
+
+def same_process(pid: int, ctime: float) -> bool:
+    """Whether `pid` is still the live (not zombie) process that started at `ctime`."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[_STATE] in _GONE:
+        return False
+    started = create_time(pid, fields)
+    return started is not None and abs(started - ctime) <= _CREATE_TIME_TOLERANCE_S
+
+
+def is_live(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[_STATE] not in _GONE
 
 
 def write_pid_record(alloc_dir: Path, record: PidRecord) -> None:
@@ -91,17 +137,9 @@ def remove_pid_record(alloc_dir: Path) -> None:
         (alloc_dir / PID_FILE).unlink()
 
 
-def matches(record: PidRecord) -> psutil.Process | None:
-    """The live process the record describes, or None if it is gone or the pid was reused."""
-    try:
-        proc = psutil.Process(record.pid)
-        if abs(proc.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE_S:
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
+def matches(record: PidRecord) -> bool:
+    """Whether the process the record describes still runs (False: gone, or pid reused)."""
+    return same_process(record.pid, record.create_time)
 
 
 def _state_and_group(pid: int | str) -> tuple[bytes, int] | None:

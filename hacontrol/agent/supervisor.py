@@ -213,8 +213,7 @@ class Supervisor:
         record = procinfo.read_pid_record(alloc_dir)
         if record is None:
             return None
-        proc = procinfo.matches(record)
-        if proc is None:
+        if not procinfo.matches(record):
             procinfo.remove_pid_record(alloc_dir)
             if record.cgroups:
                 AllocationCgroup.from_record(record.cgroup_mode or "", record.cgroups).remove()
@@ -223,7 +222,7 @@ class Supervisor:
         if record.cgroups and record.cgroup_mode == self._layout.mode:
             cg = AllocationCgroup.from_record(record.cgroup_mode, record.cgroups)
         r = self._start_runner(
-            spec, lambda runner: AdoptedHandle(proc, record.pgid, cg)
+            spec, lambda runner: AdoptedHandle(record.pid, record.create_time, record.pgid, cg)
         )
         await r.started.wait()
         return r.last

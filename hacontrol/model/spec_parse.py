@@ -11,6 +11,7 @@ import re
 import signal as _signal
 from collections.abc import Callable
 from dataclasses import fields
+from enum import Enum
 from typing import Any
 
 from .checks import (
@@ -95,11 +96,13 @@ def parse_job_spec(raw: Any) -> JobSpec:
     # Sections left out (most specs leave out most) share one checked default: every
     # replica parses every spec it applies, and building the defaults was half of that.
     given = raw.get("resources")
-    resources = _DEFAULT_RESOURCES if _absent(given) else _resources(given)
+    resources = (_DEFAULT_RESOURCES if _absent(given) or _spelled(given, _RESOURCES_SPELLED)
+                 else _resources(given))
     given = raw.get("restart")
-    restart = _DEFAULT_RESTART if _absent(given) else _restart(given)
+    restart = (_DEFAULT_RESTART if _absent(given) or _spelled(given, _RESTART_SPELLED)
+               else _restart(given))
     given = raw.get("stop")
-    stop = _DEFAULT_STOP if _absent(given) else _stop(given)
+    stop = _DEFAULT_STOP if _absent(given) or _spelled(given, _STOP_SPELLED) else _stop(given)
 
     kind = raw.get("type", JobType.SERVICE)
     if not isinstance(kind, str) or kind not in _JOB_TYPES:
@@ -223,6 +226,26 @@ def _absent(section: Any) -> bool:
 _DEFAULT_RESOURCES = _resources(None)
 _DEFAULT_RESTART = _restart(None)
 _DEFAULT_STOP = _stop(None)
+
+
+def _plain(section: dict[str, Any]) -> dict[str, Any]:
+    """A section's `to_dict` as it reads back from JSON or msgpack (enums as strings)."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in section.items()}
+
+
+# The defaults spelled out, as `JobSpec.to_dict` writes them into every job_put command:
+# each replica applying the command would otherwise check them field by field again.
+_RESOURCES_SPELLED = _plain(_DEFAULT_RESOURCES.to_dict())
+_RESTART_SPELLED = _plain(_DEFAULT_RESTART.to_dict())
+_STOP_SPELLED = _plain(_DEFAULT_STOP.to_dict())
+
+
+def _spelled(section: Any, spelled: dict[str, Any]) -> bool:
+    """Whether `section` is exactly the spelled-out default, types included (60 for 60.0,
+    or True for 1, parse to values of another type: those take the long way, as does a
+    section whose keys come in another order)."""
+    return (isinstance(section, dict) and section == spelled
+            and list(map(type, section.values())) == list(map(type, spelled.values())))
 
 
 def _health(raw: Any) -> HealthCheck:

@@ -52,3 +52,31 @@ def test_zombie_leader_is_not_alive() -> None:
         assert procinfo.group_members(p.pid) == []
     finally:
         p.wait()
+
+
+def test_create_time_is_psutils() -> None:
+    """Pid records written by agents that used psutil must still match."""
+    import psutil
+
+    p = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        ours = procinfo.create_time(p.pid)
+        assert ours is not None
+        assert abs(ours - psutil.Process(p.pid).create_time()) < 1e-6
+        assert procinfo.same_process(p.pid, ours)
+        assert procinfo.is_live(p.pid)
+        # Another process's start (a reused pid) is not this one.
+        assert not procinfo.same_process(p.pid, ours - 1.0)
+        assert not procinfo.same_process(p.pid, ours + 1.0)
+        rec = procinfo.PidRecord(p.pid, p.pid, ours, ["sleep", "30"])
+        assert procinfo.matches(rec)
+    finally:
+        p.kill()
+        _wait(lambda: procinfo._state_and_group(p.pid) in (None, (b"Z", p.pid)),
+              "never a zombie")
+    # A zombie is no longer the process (nor live); a reaped one is gone.
+    assert not procinfo.same_process(p.pid, ours)
+    assert not procinfo.is_live(p.pid)
+    p.wait()
+    assert procinfo.create_time(p.pid) is None
+    assert not procinfo.matches(rec)
