@@ -2,10 +2,12 @@
 """Where the agent's time goes: py-spy profiles of a real agent, one per phase.
 
     python bench/agent_profile.py [--out DIR] [--crashes 20] [--small 200] [--large 1000]
+                                  [--idle] [--idle-s S]
 
 One 3-replica cluster and one agent (tests/integration/harness.py), driven through the API
 as `bench.compare` does: the crash program restarted by the agent (phase "crash"), then
-`sleep 3600` x small (phase "start-small"), then x large on the same agent ("start-large").
+`sleep 3600` x small (phase "start-small"), with `--idle-s` S seconds of those running
+("idle", with the agent's CPU over them), then x large on the same agent ("start-large").
 py-spy samples the agent (all threads, idle frames included, 200 Hz) during each phase
 and writes `<phase>.txt` (collapsed stacks, `-f raw`) and a summary of the top frames by
 own and by inclusive time to stdout. Needs `pip install py-spy`. Everything started is
@@ -37,7 +39,7 @@ from bench.measure.crash import (  # noqa: E402
     crash_latencies,
     starts_recorded,
 )
-from bench.measure.procs import descendants, log  # noqa: E402
+from bench.measure.procs import descendants, log, process_cpu_s  # noqa: E402
 from tests.integration.harness import Cluster, wait_for  # noqa: E402
 
 NS = "default"
@@ -118,6 +120,11 @@ def cpu_s(pid: int) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds of `pid` itself, to the nanosecond (an idle phase's few milliseconds)."""
+    return process_cpu_s(pid)
+
+
 def running(cluster: Cluster, job: str) -> int:
     return sum(1 for a in cluster.allocs(job, replica=cluster.leader())
                if a["state"] == "running" and a.get("desired", "run") == "run")
@@ -181,9 +188,9 @@ def main() -> int:
             spy.stop()
             if phase == "start-small" and args.idle_s > 0:
                 spy = Spy(agent.pid, out / "idle.txt", args.idle)
-                t1, cpu1 = time.perf_counter(), cpu_s(agent.pid)
+                t1, cpu1 = time.perf_counter(), own_cpu_s(agent.pid)
                 time.sleep(args.idle_s)  # the phase is a length of time, not a condition
-                used = cpu_s(agent.pid) - cpu1
+                used = own_cpu_s(agent.pid) - cpu1
                 log(f"idle with {n} running: agent CPU {used * 1000:.0f} ms over "
                     f"{time.perf_counter() - t1:.1f} s = "
                     f"{100 * used / (time.perf_counter() - t1):.2f} % of a core")

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,7 +109,9 @@ def soak(tree: Path, seconds: float, clients: int, root: Path) -> dict[str, Any]
         terms: dict[str, int] = {}
         first: dict[str, int] = {}
         leaders: list[str] = []
+        rises: list[str] = []  # when a replica's term rose: to find it in the kept logs
         stop = threading.Event()
+        t0 = time.monotonic()
 
         def sample() -> None:
             while not stop.wait(1.0):
@@ -117,6 +120,9 @@ def soak(tree: Path, seconds: float, clients: int, root: Path) -> dict[str, Any]
                     if not st:
                         continue
                     first.setdefault(r.id, st["term"])
+                    if st["term"] > terms.get(r.id, st["term"]):
+                        rises.append(f"{r.id} term {st['term']} at {time.monotonic() - t0:.0f} s "
+                                     f"({time.strftime('%H:%M:%S')}), {st['role']}")
                     terms[r.id] = st["term"]
                     if st["role"] == "leader" and (not leaders or leaders[-1] != r.id):
                         leaders.append(r.id)
@@ -130,7 +136,8 @@ def soak(tree: Path, seconds: float, clients: int, root: Path) -> dict[str, Any]
             sampler.join()
         rise = max(terms[k] - first[k] for k in terms) if terms else -1
         res = {"tree": str(tree), "seconds": seconds, "writes_per_s": round(out["ops_per_s"]),
-               "errors": out["errors"], "term_rise": rise, "leaders": leaders}
+               "errors": out["errors"], "term_rise": rise, "leaders": leaders,
+               "rises": rises}
         print(res)
         return res
     finally:

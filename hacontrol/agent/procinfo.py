@@ -72,12 +72,22 @@ def _stat_fields(pid: int | str) -> list[bytes] | None:
 
 
 def boot_time() -> float:
-    """When the system booted, in seconds since the epoch (/proc/stat's btime)."""
-    with open("/proc/stat", "rb") as f:
-        for line in f:
-            if line.startswith(b"btime"):
-                return float(line.split()[1])
-    raise OSError("no btime in /proc/stat")
+    """When the system booted, in seconds since the epoch (/proc/stat's btime). Read each
+    time, as psutil does: the kernel derives it from the wall clock, which may be set."""
+    fd = os.open("/proc/stat", os.O_RDONLY)
+    try:
+        # After a line per CPU and one with every interrupt's count: larger than one read
+        # on a large machine.
+        chunks = [os.read(fd, 1 << 16)]
+        while chunks[-1] and b"\nbtime " not in chunks[-1] and len(chunks) < 1024:
+            chunks.append(os.read(fd, 1 << 16))
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    at = data.find(b"\nbtime ")
+    if at < 0:
+        raise OSError("no btime in /proc/stat")
+    return float(data[at + 7 : data.index(b"\n", at + 7)])
 
 
 def create_time(pid: int, fields: list[bytes] | None = None) -> float | None:

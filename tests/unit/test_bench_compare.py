@@ -142,3 +142,29 @@ def test_crash_records_give_exit_to_next_start(tmp_path: Path) -> None:
     assert crash_latencies(rec) == pytest.approx([50.0, 12.0])
     assert starts_recorded(rec) == 3
     assert crash_latencies(tmp_path / "absent") == []
+
+
+def test_process_cpu_counts_another_process_below_a_clock_tick() -> None:
+    """The idle row reads a daemon's CPU to the nanosecond: a child that burns a few
+    milliseconds shows them, not 0 or a whole 10 ms tick."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.measure.procs import process_cpu_s
+
+    busy = "import time\nt = time.thread_time()\nwhile time.thread_time() - t < 0.003: pass\n" \
+           "print('done', flush=True)\ntime.sleep(30)\n"
+    p = subprocess.Popen([sys.executable, "-c", busy], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == b"done"
+        used = process_cpu_s(p.pid)
+        # Its interpreter's start-up plus the 3 ms loop, and not in whole 10 ms ticks.
+        assert 0.003 <= used < 5.0
+        assert round(used, 2) != used
+        time.sleep(0.05)
+        assert process_cpu_s(p.pid) - used < 0.002  # asleep now: its clock stands
+    finally:
+        p.kill()
+        p.wait()
