@@ -57,8 +57,9 @@ def decode_returncode(returncode: int) -> tuple[int | None, str | None]:
     return None, name
 
 
-def _stat_fields(pid: int | str) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat after the command; None when it is gone."""
+def _stat_tail(pid: int | str) -> bytes | None:
+    """/proc/<pid>/stat after the command (which may hold spaces and parentheses); None
+    when the process is gone."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
         try:
@@ -67,7 +68,13 @@ def _stat_fields(pid: int | str) -> list[bytes] | None:
             os.close(fd)
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2 :].split()
+    return data[data.rfind(b")") + 2 :]
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command; None when it is gone."""
+    tail = _stat_tail(pid)
+    fields = tail.split() if tail is not None else []
     return fields if len(fields) > _START else None
 
 
@@ -154,15 +161,13 @@ def matches(record: PidRecord) -> bool:
 
 def _state_and_group(pid: int | str) -> tuple[bytes, int] | None:
     """(state, process group) from /proc/<pid>/stat; None when it is gone."""
+    tail = _stat_tail(pid)
+    if tail is None:
+        return None
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            data = os.read(fd, 1024)
-        finally:
-            os.close(fd)
-        state, _, group = data[data.rfind(b")") + 2 :].split(maxsplit=3)[:3]
+        state, _, group = tail.split(maxsplit=3)[:3]
         return state, int(group)
-    except (OSError, ValueError):
+    except ValueError:
         return None
 
 
