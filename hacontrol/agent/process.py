@@ -211,7 +211,9 @@ class AdoptedHandle(_PidfdWatch):
         try:
             self._watch(pid)
             # Opened after the record was checked: make sure it is still that process.
-            gone = not procinfo.same_process(pid, ctime)
+            # One that exited since is still watched: the pidfd reports it at once, and
+            # reaps it if it is the agent's own child.
+            gone = not procinfo.same_process(pid, ctime, zombie=True)
         except ProcessLookupError:
             self._pidfd = None
             gone = True

@@ -105,10 +105,11 @@ def create_time(pid: int, fields: list[bytes] | None = None) -> float | None:
     return int(fields[_START]) / CLOCK_TICKS + boot_time()
 
 
-def same_process(pid: int, ctime: float) -> bool:
-    """Whether `pid` is still the live (not zombie) process that started at `ctime`."""
+def same_process(pid: int, ctime: float, zombie: bool = False) -> bool:
+    """Whether `pid` is still the process that started at `ctime`, and is not a zombie
+    (`zombie`: a zombie counts, for a watcher that will reap it)."""
     fields = _stat_fields(pid)
-    if fields is None or fields[_STATE] in _GONE:
+    if fields is None or (fields[_STATE] in _GONE and not zombie):
         return False
     started = create_time(pid, fields)
     return started is not None and abs(started - ctime) <= _CREATE_TIME_TOLERANCE_S

@@ -74,9 +74,12 @@ def test_create_time_is_psutils() -> None:
         p.kill()
         _wait(lambda: procinfo._state_and_group(p.pid) in (None, (b"Z", p.pid)),
               "never a zombie")
-    # A zombie is no longer the process (nor live); a reaped one is gone.
+    # A zombie is no longer the process (nor live), unless asked for; a reaped one is gone.
     assert not procinfo.same_process(p.pid, ours)
+    assert procinfo.same_process(p.pid, ours, zombie=True)
+    assert not procinfo.same_process(p.pid, ours + 1.0, zombie=True)
     assert not procinfo.is_live(p.pid)
     p.wait()
+    assert not procinfo.same_process(p.pid, ours, zombie=True)
     assert procinfo.create_time(p.pid) is None
     assert not procinfo.matches(rec)
