@@ -120,10 +120,6 @@ def cpu_s(pid: int) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def own_cpu_s(pid: int) -> float:
-    """CPU seconds of `pid` itself, to the nanosecond (an idle phase's few milliseconds)."""
-    return process_cpu_s(pid)
-
 
 def running(cluster: Cluster, job: str) -> int:
     return sum(1 for a in cluster.allocs(job, replica=cluster.leader())
@@ -188,9 +184,9 @@ def main() -> int:
             spy.stop()
             if phase == "start-small" and args.idle_s > 0:
                 spy = Spy(agent.pid, out / "idle.txt", args.idle)
-                t1, cpu1 = time.perf_counter(), own_cpu_s(agent.pid)
+                t1, cpu1 = time.perf_counter(), process_cpu_s(agent.pid)
                 time.sleep(args.idle_s)  # the phase is a length of time, not a condition
-                used = own_cpu_s(agent.pid) - cpu1
+                used = process_cpu_s(agent.pid) - cpu1
                 log(f"idle with {n} running: agent CPU {used * 1000:.0f} ms over "
                     f"{time.perf_counter() - t1:.1f} s = "
                     f"{100 * used / (time.perf_counter() - t1):.2f} % of a core")

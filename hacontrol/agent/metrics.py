@@ -24,9 +24,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # /proc/<pid>/stat fields (1-based in proc(5)), counted from the state field (3),
 # the first one after the command name, which may itself hold spaces and ")".
-_STATE, _UTIME, _STIME, _THREADS, _START, _RSS = (n - 3 for n in (3, 14, 15, 20, 22, 24))
-# Gone processes whose pid is still listed: nothing left to account.
-_DEAD = (b"Z", b"X", b"x")
+STAT_STATE, _UTIME, _STIME, _THREADS, STAT_START, _RSS = (
+    n - 3 for n in (3, 14, 15, 20, 22, 24))
+# States of gone processes whose pid is still listed (not yet reaped): nothing left to
+# account, nothing left to stop.
+GONE = (b"Z", b"X", b"x")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def boot_clock() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def _read(path: str) -> bytes:
+def read_small(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
         return os.read(fd, 4096)
@@ -86,10 +88,10 @@ def parse_stat(data: bytes) -> tuple[float, float, int, int] | None:
     """(start s since boot, cpu s, threads, rss bytes) from /proc/<pid>/stat; None for a
     zombie (pure)."""
     fields = data[data.rfind(b")") + 2 :].split()
-    if len(fields) <= _RSS or fields[_STATE] in _DEAD:
+    if len(fields) <= _RSS or fields[STAT_STATE] in GONE:
         return None
     return (
-        int(fields[_START]) / CLOCK_TICKS,
+        int(fields[STAT_START]) / CLOCK_TICKS,
         (int(fields[_UTIME]) + int(fields[_STIME])) / CLOCK_TICKS,
         int(fields[_THREADS]),
         int(fields[_RSS]) * PAGE_SIZE,
@@ -111,7 +113,7 @@ def sample_process(pid: int) -> ProcSample | None:
     """One process's counters; None when it is gone or a zombie."""
     base = f"{PROC}/{pid}"
     try:
-        stat = parse_stat(_read(base + "/stat"))
+        stat = parse_stat(read_small(base + "/stat"))
     except (OSError, ValueError):
         return None
     if stat is None:
@@ -121,7 +123,7 @@ def sample_process(pid: int) -> ProcSample | None:
     # directory too. What cannot be read counts as zero rather than dropping the process.
     read = write = 0
     try:
-        read, write = parse_io(_read(base + "/io"))
+        read, write = parse_io(read_small(base + "/io"))
     except (OSError, ValueError):
         pass
     fds = 0
@@ -138,7 +140,7 @@ def ran(pid: int) -> bytes | None:
     neither its counters nor its children can have changed. None when it is gone or the
     kernel keeps no such statistics."""
     try:
-        return _read(f"{PROC}/{pid}/schedstat").split(b" ", 1)[0]
+        return read_small(f"{PROC}/{pid}/schedstat").split(b" ", 1)[0]
     except OSError:
         return None
 

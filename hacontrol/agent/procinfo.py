@@ -19,6 +19,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hacontrol.agent.metrics import CLOCK_TICKS, GONE, STAT_START, STAT_STATE, read_small
 from hacontrol.tls.files import private_opener
 
 PID_FILE = "pid.json"
@@ -26,12 +27,6 @@ PID_FILE = "pid.json"
 # create_time is derived from boot time and clock ticks; allow for rounding
 # when it has been through JSON and back.
 _CREATE_TIME_TOLERANCE_S = 0.05
-# /proc/<pid>/stat states of processes that are gone but not yet reaped.
-_GONE = (b"Z", b"X", b"x")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# Fields of /proc/<pid>/stat after the command's closing parenthesis: state (field 3 of
-# proc(5)) and starttime (field 22).
-_STATE, _START = 0, 19
 
 
 @dataclass(frozen=True)
@@ -61,11 +56,7 @@ def _stat_tail(pid: int | str) -> bytes | None:
     """/proc/<pid>/stat after the command (which may hold spaces and parentheses); None
     when the process is gone."""
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            data = os.read(fd, 1024)
-        finally:
-            os.close(fd)
+        data = read_small(f"/proc/{pid}/stat")
     except OSError:
         return None
     return data[data.rfind(b")") + 2 :]
@@ -75,50 +66,43 @@ def _stat_fields(pid: int | str) -> list[bytes] | None:
     """The fields of /proc/<pid>/stat after the command; None when it is gone."""
     tail = _stat_tail(pid)
     fields = tail.split() if tail is not None else []
-    return fields if len(fields) > _START else None
+    return fields if len(fields) > STAT_START else None
 
 
 def boot_time() -> float:
     """When the system booted, in seconds since the epoch (/proc/stat's btime). Read each
     time, as psutil does: the kernel derives it from the wall clock, which may be set."""
-    fd = os.open("/proc/stat", os.O_RDONLY)
-    try:
-        # After a line per CPU and one with every interrupt's count: larger than one read
-        # on a large machine.
-        chunks = [os.read(fd, 1 << 16)]
-        while chunks[-1] and b"\nbtime " not in chunks[-1] and len(chunks) < 1024:
-            chunks.append(os.read(fd, 1 << 16))
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
+    with open("/proc/stat", "rb", buffering=0) as f:
+        data = f.read()  # to the end: past a line per CPU, larger than one page
     at = data.find(b"\nbtime ")
     if at < 0:
         raise OSError("no btime in /proc/stat")
     return float(data[at + 7 : data.index(b"\n", at + 7)])
 
 
-def create_time(pid: int, fields: list[bytes] | None = None) -> float | None:
+def _started(fields: list[bytes]) -> float:
+    return int(fields[STAT_START]) / CLOCK_TICKS + boot_time()
+
+
+def create_time(pid: int) -> float | None:
     """When `pid` started, in seconds since the epoch; None when it is gone."""
-    fields = fields if fields is not None else _stat_fields(pid)
-    if fields is None:
-        return None
-    return int(fields[_START]) / CLOCK_TICKS + boot_time()
+    fields = _stat_fields(pid)
+    return _started(fields) if fields is not None else None
 
 
 def same_process(pid: int, ctime: float, zombie: bool = False) -> bool:
     """Whether `pid` is still the process that started at `ctime`, and is not a zombie
     (`zombie`: a zombie counts, for a watcher that will reap it)."""
     fields = _stat_fields(pid)
-    if fields is None or (fields[_STATE] in _GONE and not zombie):
+    if fields is None or (fields[STAT_STATE] in GONE and not zombie):
         return False
-    started = create_time(pid, fields)
-    return started is not None and abs(started - ctime) <= _CREATE_TIME_TOLERANCE_S
+    return abs(_started(fields) - ctime) <= _CREATE_TIME_TOLERANCE_S
 
 
 def is_live(pid: int) -> bool:
     """Whether `pid` exists and is not a zombie."""
     fields = _stat_fields(pid)
-    return fields is not None and fields[_STATE] not in _GONE
+    return fields is not None and fields[STAT_STATE] not in GONE
 
 
 def write_pid_record(alloc_dir: Path, record: PidRecord) -> None:
@@ -196,7 +180,7 @@ def group_members(pgid: int) -> list[int]:
     for name in os.listdir("/proc"):
         if name.isdigit():
             found = _state_and_group(name)
-            if found is not None and found[0] not in _GONE and found[1] == pgid:
+            if found is not None and found[0] not in GONE and found[1] == pgid:
                 members.append(int(name))
     return members
 
@@ -208,7 +192,7 @@ def group_alive(pgid: int) -> bool:
     if not _group_exists(pgid):
         return False
     leader = _state_and_group(pgid)
-    if leader is not None and leader[0] not in _GONE and leader[1] == pgid:
+    if leader is not None and leader[0] not in GONE and leader[1] == pgid:
         return True
     return bool(group_members(pgid))
 
