@@ -2,7 +2,7 @@
 """The leader's CPU per placement at scale, in memory: this tree against another checkout.
 
     python bench/placement_cpu.py [--nodes 5000] [--jobs 1000] [--per-job 100]
-                                  [--runs 3] [--base /path/to/other/checkout]
+                                  [--per-plan N] [--runs 3] [--base /path/to/other/checkout]
 
 A state machine with `nodes` registered nodes gets `jobs x per-job` instances submitted;
 then leader rounds (`scheduler.decide.decide`, as the leader loop runs it) propose plans
@@ -33,14 +33,19 @@ from pathlib import Path
 from typing import Any
 
 
-def measure(nodes: int, jobs: int, per_job: int) -> dict[str, Any]:
-    """One measurement with whichever `hacontrol` is first on the path."""
+def measure(nodes: int, jobs: int, per_job: int, per_plan: int | None = None
+            ) -> dict[str, Any]:
+    """One measurement with whichever `hacontrol` is first on the path; `per_plan`: the
+    most placements one plan carries, instead of the scheduler's own."""
     from hacontrol.model.spec_parse import parse_job_spec
+    from hacontrol.scheduler import decide as decide_module
     from hacontrol.scheduler.decide import Now, decide
     from hacontrol.scheduler.leader_state import LeaderState
     from hacontrol.state import commands as C
     from hacontrol.state.machine import StateMachine
 
+    if per_plan is not None:
+        decide_module.MAX_PLACEMENTS_PER_PLAN = per_plan
     m = StateMachine()
     index = 0
     wall = 1_000_000.0
@@ -108,7 +113,8 @@ def run_tree(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
         [sys.executable, __file__, "--child", "--nodes", str(args.nodes), "--jobs",
-         str(args.jobs), "--per-job", str(args.per_job)],
+         str(args.jobs), "--per-job", str(args.per_job)]
+        + (["--per-plan", str(args.per_plan)] if args.per_plan else []),
         cwd=tree, env=env, check=True, capture_output=True, text=True, timeout=3600)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     if Path(result["hacontrol"]).resolve() != tree.resolve():
@@ -125,12 +131,14 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=5000)
     p.add_argument("--jobs", type=int, default=1000)
     p.add_argument("--per-job", type=int, default=100, dest="per_job")
+    p.add_argument("--per-plan", type=int, dest="per_plan",
+                   help="the most placements per plan (default: the scheduler's own)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--base", type=Path, help="another checkout of hacontrol to compare with")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.nodes, args.jobs, args.per_job)))
+        print(json.dumps(measure(args.nodes, args.jobs, args.per_job, args.per_plan)))
         return 0
     here = Path(__file__).resolve().parent.parent
     trees = {"this": here} | ({"base": args.base.resolve()} if args.base else {})

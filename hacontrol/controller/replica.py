@@ -221,18 +221,29 @@ class Controller:
 # proposed only once every voter reports knowing the type (`versions.py`): an older
 # replica could not apply one.
 
-# Commands that may share an entry: those about one job, each with others about other jobs.
-# Every change in an entry gets the entry's index as its object's `modify_index`, which
-# `check_index` (and the alert rules' `rule_index`) compare as a version: two changes of one
-# object in one entry would share it, so a later one could pass a check meant for the
-# earlier. Commands of other types go alone, as they always did.
+# Commands that may share an entry: those about one job, each with others about other jobs,
+# and a node's registration or report, each with other nodes' (a report changes only that
+# node's allocations). Every change in an entry gets the entry's index as its object's
+# `modify_index`, which `check_index` (and the alert rules' `rule_index`) compare as a
+# version: two changes of one object in one entry would share it, so a later one could pass
+# a check meant for the earlier. Commands of other types go alone, as they always did.
+# Nodes' reports are most of the log at scale: 100,000 instances placed with anti-affinity
+# are reported by up to 100,000 syncs, and each was an entry of its own (Nomad batches
+# its clients' updates into one Raft entry the same way).
 GROUPED_OPS = frozenset({C.JOB_PUT, C.JOB_SCALE, C.JOB_DELETE, C.JOB_REVERT})
+NODE_OPS = {C.NODE_REGISTER: "name", C.ALLOC_UPDATE: "node"}
+# The first part of a node's key: no namespace has this name (`NAME_RE`), so a node's key
+# never matches a job's.
+NODE_KEY = "node:"
 
 
 def _group_key(op: str, args: dict[str, Any]) -> tuple[str, str] | None:
-    if op not in GROUPED_OPS:
-        return None
-    return (str(args.get("namespace")), str(args.get("name")))
+    if op in GROUPED_OPS:
+        return (str(args.get("namespace")), str(args.get("name")))
+    field = NODE_OPS.get(op)
+    if field is not None:
+        return (NODE_KEY, str(args.get(field)))
+    return None
 
 
 _Waiting = tuple[bytes, float, "asyncio.Future[Any]", tuple[str, str] | None]

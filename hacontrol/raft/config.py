@@ -17,21 +17,25 @@ from hacontrol.raft.safety import DEFAULT_MAX_FRAME_BYTES
 
 @dataclass(frozen=True)
 class RaftTuning:
-    # Election timeouts: the first follower to time out wins the (single) round,
-    # so failover takes about min + (max - min) / 3 plus a round trip: 0.25-0.5 s
-    # gave a median kill-to-next-write under 0.5 s (0.3-0.7 s sat right at it),
-    # while leaving 5 heartbeats of slack for GC pauses on a busy 2-core box
-    # that runs several clusters at once (0.15-0.3 s gave spurious elections).
-    # They still decide after a partition, a pause or a dead host; a leader whose process
-    # died closes its links, and its followers elect in turns at once (fast_failover.py).
-    raft_min_timeout: float = 0.25
-    raft_max_timeout: float = 0.5
+    # Election timeouts, for a leader that is silent but whose process lives (a pause, a
+    # partition, a dead host). A leader whose process died closes its links, and its
+    # followers elect at once instead (fast_failover.py: kill -9 to the next write in
+    # about 80 ms, bench/failover.py). 0.25-0.5 s, tuned for that failover before
+    # fast_failover.py existed, held elections every few seconds at scale: with 5,000
+    # nodes syncing (bench/scheduler.py --scale) a leader starved of the GIL and of a core
+    # sent its heartbeats 0.3-0.4 s late, and 5,000 registrations took 30 elections
+    # in 2 min against one (the first) with 1-2 s. etcd's default is 1 s; the first
+    # follower to time out wins the (single) round, so a silent leader is replaced in
+    # about 1.3 s, as etcd's default takes.
+    raft_min_timeout: float = 1.0
+    raft_max_timeout: float = 2.0
     # Heartbeat; also the upper bound on how stale a follower's commit index is
     # when nothing else is pushed (writes push immediately, see group_commit).
     append_entries_period: float = 0.05
     # A leader cut off from the majority steps down after this long instead of
-    # pysyncobj's 30 s; Raft terms still arbitrate the overlap.
-    leader_fallback_timeout: float = 1.0
+    # pysyncobj's 30 s (the longest election timeout: a majority that lost it has elected
+    # by then); Raft terms still arbitrate the overlap.
+    leader_fallback_timeout: float = 2.0
     # Follower-to-follower links are idle between elections; pysyncobj's idle
     # check also runs on send, so any finite value tears down the link carrying
     # the first request_vote and every election needs a second round. Dead

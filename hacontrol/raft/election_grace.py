@@ -4,6 +4,7 @@ start of each tick, before pysyncobj checks the deadline."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 # Past an election deadline missed while not reading: long enough that pysyncobj's own check
@@ -13,6 +14,12 @@ HEAR_GRACE = 0.005
 # starts within a follower's fdatasync (a few ms), and then a missed deadline elects at once
 # (failover pays no extra poll).
 STALL = 0.02
+# A replica that has heard no leader since it started elects within this instead of its
+# election timeout (1-2 s, config.py): a cluster starting up has no leader to wait for, and
+# one second more at every start would be a second more for every `hacontrol dev` and test
+# cluster. The election timeouts before they grew (a restarted replica that campaigns before
+# its links are up deposes the leader, as it did then).
+FIRST_TIMEOUT = (0.25, 0.5)
 
 
 def hear_before_electing(node: Any, now: float) -> None:
@@ -25,6 +32,7 @@ def hear_before_electing(node: Any, now: float) -> None:
 
     `node._hc_polled_at`: when its tick thread last finished reading its sockets;
     `node._hc_grace_deadline`: the deadline a missed one was last moved to."""
+    first_election_soon(node, now)
     deadline = node._SyncObj__raftElectionDeadline
     polled = node._hc_polled_at
     if (polled < deadline < now and now - polled > STALL
@@ -51,3 +59,14 @@ def silence(node: Any, now: float) -> str:
     heard = (f"no heartbeat for {now - node._hc_heard_at:.2f} s" if node._hc_heard_at
              else "no heartbeat yet")
     return f"{heard}, sockets last read {now - node._hc_polled_at:.2f} s ago"
+
+
+def first_election_soon(node: Any, now: float) -> None:
+    """Until its first deadline has passed, a replica that has heard no heartbeat yet
+    (`node._hc_heard_at` 0) campaigns by then (FIRST_TIMEOUT after its first tick); from
+    then on, or once it has heard a leader, its election timeout is the configured one."""
+    first = node.__dict__.get("_hc_first_deadline")
+    if first is None:
+        first = node._hc_first_deadline = now + random.uniform(*FIRST_TIMEOUT)
+    if not node._hc_heard_at and now < first < node._SyncObj__raftElectionDeadline:
+        node._SyncObj__raftElectionDeadline = first

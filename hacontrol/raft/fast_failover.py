@@ -2,7 +2,7 @@
 
 When a leader's process dies (kill -9, a crash, an exit), its kernel closes its sockets:
 each follower reads EOF (or a reset) on its link to the leader at once. A follower that
-then waits its election timeout (0.25-0.5 s, config.py) waits for heartbeats that cannot
+then waits its election timeout (1-2 s, config.py) waits for heartbeats that cannot
 come. Instead, a follower whose link to its current leader was closed *by the leader's
 side* moves its election deadline forward to a short delay (`delay`).
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 # An apply shorter than this keeps the usual timeouts: four heartbeats of silence are
-# within what the election timeouts (0.25-0.5 s) and node.py's read-before-electing absorb,
+# within what the election timeouts (1-2 s) and node.py's read-before-electing absorb,
 # and a busy follower then does not delay noticing a dead leader.
 LONG_APPLY_S = 0.2
 # The grace never exceeds this: a replica stuck for longer is not applying an entry.

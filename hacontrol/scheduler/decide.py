@@ -40,7 +40,12 @@ from .liveness import DEFAULT_GRACE_S, Heard, judge
 from .placement import Demand, NodeRoom, plan_placements
 from .view import placement_inputs
 
-MAX_PLACEMENTS_PER_PLAN = 1000
+# A round's survey costs about the same whatever the plan's size (it builds every node's
+# room), so larger plans place more per CPU second: 100,000 on 5,000 nodes in memory
+# (`bench/placement_cpu.py --per-plan N`), 7,900 with 1,000 per plan, 14,600 with 5,000.
+# A plan of 5,000 is a 132 KiB entry that a replica applies in about 60 ms; heartbeats
+# go out before an entry this large is applied (`heartbeat_before_bytes`, raft/config.py).
+MAX_PLACEMENTS_PER_PLAN = 5000
 
 _FAILED = (AllocState.FAILED, AllocState.LOST)
 _IN_FLIGHT = (AllocState.PENDING, AllocState.STARTING)
@@ -283,39 +288,32 @@ def placement_inputs_of(m: StateMachine, now_wall: float | None = None
     """Placement's inputs for the pending allocations that may be placed now, and why the
     others wait."""
     blocked: dict[str, str] = {}
-    # Pending allocations by job, so each job is judged once: judging (and sorting) each of
-    # 100,000 pending allocations on every plan was an eighth of the leader's planning.
-    by_job: dict[tuple[str, str], list[Allocation]] = {}
-    for a in m.pending_allocs():
-        by_job.setdefault((a.namespace, a.job), []).append(a)
     ready: dict[int, list[str]] = {}  # priority -> ids of allocations that may be placed
-    allocs: dict[str, Allocation] = {}
-    for key, pending in by_job.items():
+    # Each job with pending allocations is judged once, and its ids taken in one step.
+    for key, pending in m.pending_by_job().items():
         job = m.jobs.get(key)
         if job is None:
             continue
         waiting = _waiting_for(m, job)
         if waiting:
             why = "waiting for job(s) to complete: " + ", ".join(waiting)
-            blocked.update((a.id, why) for a in pending)
+            blocked.update(dict.fromkeys(pending, why))
             continue
         until = fenced_until(m, job) if now_wall is not None else None
         if now_wall is not None and until is not None and until > now_wall:
             why = (f"waiting {until - now_wall:.1f}s more for allocations lost with their "
                    f"node to stop there (disconnect.stop_after_s)")
-            blocked.update((a.id, why) for a in pending)
+            blocked.update(dict.fromkeys(pending, why))
             continue
-        ids = ready.setdefault(job.spec.priority, [])
-        for a in pending:
-            ids.append(a.id)
-            allocs[a.id] = a
-    if not allocs:
+        ready.setdefault(job.spec.priority, []).extend(pending)
+    if not ready:
         # Nothing to place: building the rooms of every node (a walk over every allocation,
         # under the apply lock) would only delay reads and applies.
         return [], [], blocked
     # Plan only what one plan entry can carry, highest priority first, then by id: planning
     # the rest now would be thrown away and redone after this plan applies.
     first: list[Allocation] = []
+    allocs = m.allocs
     for priority in sorted(ready, reverse=True):
         room = MAX_PLACEMENTS_PER_PLAN - len(first)
         if room <= 0:

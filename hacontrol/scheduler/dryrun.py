@@ -127,8 +127,7 @@ def survey(m: StateMachine, ns: str, name: str, spec: JobSpec, now_wall: float) 
     demands: list[Demand] = []
     rooms: list[NodeRoom] = []
     blocked: dict[str, str] = {}
-    if any(store.allocs[i].job == name and store.allocs[i].namespace == ns
-           for i in store.pending):
+    if (ns, name) in store.pending:
         # The leader's own inputs, other jobs' pending work included (it competes for
         # room by priority): a walk over every allocation, as one placement round costs.
         machine = StateMachine()

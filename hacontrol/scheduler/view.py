@@ -9,6 +9,8 @@ from hacontrol.state.machine import StateMachine
 from .constraints import Constraint
 from .placement import BATCH, BINPACK, SERVICE, SPREAD, Demand, JobType, NodeRoom, Placed
 
+_NO_PORTS: frozenset[int] = frozenset()
+
 
 def _job_type(name: str) -> JobType:
     return BATCH if name == BATCH else SERVICE
@@ -62,12 +64,14 @@ def placement_inputs(m: StateMachine, pending: list[Allocation]
                 # Until it has stopped, an allocation on its way out still holds its ports.
                 ports_used.setdefault(a.node, set()).update(a.ports.values())
     rooms = []
+    # A node record's labels and attributes are replaced on update, never changed in place
+    # (`state/handlers/nodes.py`), so the plan, made outside the apply lock, shares them.
     for n in m.nodes.values():
         cpu, mem = m.node_free(n)
+        placed = by_node.get(n.name)
+        ports = ports_used.get(n.name)
         rooms.append(NodeRoom(
-            name=n.name, cpu_capacity=n.capacity.cpu, memory_capacity=n.capacity.memory_mb,
-            cpu_free=cpu, memory_free=mem, labels=dict(n.labels),
-            attributes=dict(n.attributes), eligible=n.eligible,
-            allocations=tuple(by_node.get(n.name, ())),
-            ports_used=frozenset(ports_used.get(n.name, ()))))
+            n.name, n.capacity.cpu, n.capacity.memory_mb, cpu, mem, n.labels, n.attributes,
+            n.eligible, tuple(placed) if placed else (),
+            frozenset(ports) if ports else _NO_PORTS))
     return demands, rooms

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from hacontrol.model.acl import Policy, Token
@@ -212,6 +212,10 @@ class StateMachine:
 
     def pending_allocs(self) -> list[Allocation]:
         return self.store.pending_allocs()
+
+    def pending_by_job(self) -> Mapping[tuple[str, str], Collection[str]]:
+        """Ids of the allocations waiting for a node, by job; read only."""
+        return self.store.pending
 
     def node_free(self, node: Node) -> tuple[float, int]:
         return self.store.node_free(node)

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from hacontrol.raft.config import RaftTuning
 from tests.integration.raft_helpers.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -133,16 +134,20 @@ def test_outcome_unknown_and_failing_apply(cluster: Cluster) -> None:
         assert st is not None and st["healthy"], st
 
 
+# Longer than the longest election timeout: without the grace, followers elect meanwhile.
+SLOW_APPLY_S = 1.5 * RaftTuning().raft_max_timeout
+
+
 def _terms_across_long_apply(root: Path, env: dict[str, str]) -> tuple[int, int]:
     """(term changes, replicas that applied) for one 256 KB entry that takes every replica
-    1.2 s to apply (its tick thread blocked, as a restore's apply blocks it)."""
+    SLOW_APPLY_S to apply (its tick thread blocked, as a restore's apply blocks it)."""
     c = Cluster(root, size=3, env=env)
     try:
         c.start_all()
         leader = c.leader()
         _ok(c.set(leader, "warm", 1))
         before = max(s["term"] for i in range(3) if (s := c.status(i)) is not None)
-        resp = c.submit(leader, timeout=20, op="slow", k="big", seconds=1.2,
+        resp = c.submit(leader, timeout=20, op="slow", k="big", seconds=SLOW_APPLY_S,
                         pad="x" * 256 * 1024)
         assert resp["outcome"] in ("ok", "unknown"), resp
 
@@ -167,6 +172,6 @@ def test_a_long_apply_of_a_large_entry_costs_no_election(tmp_path: Path) -> None
     changes, applied = _terms_across_long_apply(tmp_path / "on", {})
     assert applied == 3
     off, _ = _terms_across_long_apply(tmp_path / "off", {"HC_LONG_APPLY_OFF": "1"})
-    print(f"term changes across a 1.2 s apply: {changes} with the grace, {off} without")
+    print(f"term changes across a {SLOW_APPLY_S:.1f} s apply: {changes} with the grace, {off} without")
     assert off >= 1, "the test no longer provokes an election without the fix"
     assert changes == 0, f"{changes} elections across one long apply"

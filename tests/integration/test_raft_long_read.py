@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 
 from hacontrol.raft import LogBridge, Replica
+from hacontrol.raft.config import RaftTuning
 from tests.integration.harness import wait_for
 from tests.integration.raft_helpers.inproc import kv_replicas, kv_set, kv_value, leader
 
 pytestmark = pytest.mark.timeout(90)
 
-HOLD_S = 2.0  # four times the longest election timeout (RaftTuning: 0.25-0.5 s)
+# Four times the longest election timeout: without the put-off applies, followers elect.
+HOLD_S = 4 * RaftTuning().raft_max_timeout
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 
-from hacontrol.controller.replica import Grouper
+from hacontrol.controller.replica import Grouper, _group_key
 from hacontrol.model import protocol
 from hacontrol.raft.bridge import NotApplied
 from hacontrol.state import commands as C
@@ -170,3 +170,73 @@ def test_a_writer_cancelled_while_gathering_leaves_the_others_proposed() -> None
     assert isinstance(out[0], asyncio.CancelledError)
     assert [r["job"]["name"] for r in out[1:]] == ["j1", "j2"]
     assert ("default", "j0") not in log.m.jobs
+
+
+def _node_world() -> Feeder:
+    """Three nodes, each running two instances of one job."""
+    f = Feeder()
+    for n in ("n1", "n2", "n3"):
+        f(C.NODE_REGISTER, name=n, cpu=4.0, memory_mb=4096, address="", labels={},
+          attributes={})
+    f(C.JOB_PUT, namespace="default", name="web", spec={**SPEC, "count": 6})
+    ids = sorted(a.id for a in f.m.pending_allocs())
+    f(C.PLAN, placements=[[i, f"n{k % 3 + 1}"] for k, i in enumerate(ids)], evictions=[])
+    return f
+
+
+def _reports(m: StateMachine, node: str, state: str) -> bytes:
+    updates = [{"id": a.id, "state": state, "pid": 100 + k}
+               for k, a in enumerate(m.node_allocs(node))]
+    return _cmd(C.ALLOC_UPDATE, None, node=node, updates=updates)
+
+
+def test_nodes_reports_share_an_entry_and_apply_as_one_by_one() -> None:
+    grouped, single = _node_world(), _node_world()
+    assert grouped.m.digest() == single.m.digest()
+    members = [_reports(grouped.m, "n1", "running"), _reports(grouped.m, "n2", "running"),
+               _cmd(C.NODE_REGISTER, None, name="n4", cpu=2.0, memory_mb=1024, address="",
+                    labels={}, attributes={}),
+               _reports(grouped.m, "n3", "failed")]
+    index = grouped.index + 1
+    out = grouped.m.apply(C.encode_group(3000.0, members, protocol.PROTOCOL), index)
+    expected = [single.m.apply(raw, index) for raw in members]
+    assert out == {"ok": True, "index": index, "results": expected}
+    assert [r.get("updated") for r in expected] == [2, 2, None, 2]
+    assert grouped.m.digest() == single.m.digest()
+
+
+def test_a_nodes_two_reports_never_share_an_entry_nor_a_node_a_jobs() -> None:
+    f = _node_world()
+    n1 = _group_key(C.ALLOC_UPDATE, {"node": "n1", "updates": []})
+    assert n1 == _group_key(C.NODE_REGISTER, {"name": "n1"})
+    assert n1 != _group_key(C.ALLOC_UPDATE, {"node": "n2", "updates": []})
+    assert n1 != _group_key(C.JOB_PUT, {"namespace": "node", "name": "n1"})
+    # Only a job in a namespace named as a node key's first part would share n1's key,
+    # and no namespace may have that name.
+    res = f(C.NS_PUT, name="node:")
+    assert res["ok"] is False and res["error"]["field"] == "namespace", res
+
+    class Recording(LogFake):
+        def __init__(self, m: StateMachine, index: int) -> None:
+            super().__init__()
+            self.m, self.base = m, index
+
+        async def submit(self, raw: bytes, timeout: float) -> Any:
+            await asyncio.sleep(0)
+            self.entries.append(raw)
+            return self.m.apply(raw, self.base + len(self.entries))
+
+    log = Recording(f.m, f.index)
+    grouper = Grouper(log, lambda: True, protocol.PROTOCOL)  # type: ignore[arg-type]
+    writes = [(_reports(f.m, "n1", "running"), n1),
+              (_reports(f.m, "n2", "running"), _group_key(C.ALLOC_UPDATE, {"node": "n2"})),
+              (_reports(f.m, "n1", "failed"), n1)]
+
+    async def go() -> list[Any]:
+        return await asyncio.gather(*(grouper.submit(raw, 5.0, key) for raw, key in writes))
+    results = asyncio.run(go())
+    assert all(r["ok"] and r["updated"] == 2 for r in results), results
+    entries = [C.decode(e) for e in log.entries]
+    assert [e.op for e in entries] == [C.GROUP, C.ALLOC_UPDATE]
+    assert entries[0].args["commands"] == [writes[0][0], writes[1][0]]
+    assert {a.state for a in f.m.node_allocs("n1")} == {"failed"}

@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from hacontrol.model.states import DesiredState
+from hacontrol.model.states import AllocState, DesiredState
 from hacontrol.scheduler.decide import MAX_PLACEMENTS_PER_PLAN, placement_inputs_of
 from hacontrol.scheduler.placement import BATCH, SERVICE, Placed
 from hacontrol.scheduler.view import placement_inputs
@@ -148,8 +148,11 @@ def test_the_room_kept_per_node_is_the_room_a_walk_finds() -> None:
 def test_a_plan_takes_the_highest_priorities_first_then_the_smallest_ids() -> None:
     w = World("a", cpu=1.0)  # no room: nothing is placed, everything stays pending
     # "mz" is created before "ma": creation order is not id order
-    for name, priority, count in (("low", 10, 100), ("mz", 50, 450), ("ma", 50, 450),
-                                  ("top", 90, 250), ("waits", 95, 50)):
+    cap = MAX_PLACEMENTS_PER_PLAN
+    # More than one plan carries, so the cap cuts through "mz" and leaves out "low".
+    for name, priority, count in (("low", 10, cap // 10), ("mz", 50, cap * 45 // 100),
+                                  ("ma", 50, cap * 45 // 100), ("top", 90, cap // 4),
+                                  ("waits", 95, 50)):
         w.put_job(name, priority=priority, count=count,
                   resources={"cpu": 2.0, "memory_mb": 16},
                   **({"depends_on": ["top"]} if name == "waits" else {}))
@@ -160,6 +163,40 @@ def test_a_plan_takes_the_highest_priorities_first_then_the_smallest_ids() -> No
     demands, _, blocked = placement_inputs_of(w.m, w.wall)
     assert [d.alloc_id for d in demands] == [a.id for a in want]
     taken = Counter(d.job for d in demands)
-    assert taken == {"top": 250, "ma": 450, "mz": 300}
+    assert taken == {"top": cap // 4, "ma": cap * 45 // 100,
+                     "mz": cap - cap // 4 - cap * 45 // 100}
     assert sorted(blocked) == sorted(a.id for a in pending if a.job == "waits")
     assert set(blocked.values()) == {"waiting for job(s) to complete: top"}
+
+
+def pending_by_walk(m: StateMachine) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for a in m.allocs.values():
+        if a.node is None and a.state == AllocState.PENDING and a.desired == DesiredState.RUN:
+            out.setdefault((a.namespace, a.job), set()).add(a.id)
+    return out
+
+
+def pending_kept(m: StateMachine) -> dict[tuple[str, str], set[str]]:
+    kept = m.pending_by_job()
+    assert all(kept.values()), "a job with nothing pending keeps no entry"
+    return {key: set(ids) for key, ids in kept.items()}
+
+
+def test_the_pending_allocations_kept_by_job_are_those_a_walk_finds() -> None:
+    for seed in range(20):
+        w = busy_world(seed)
+        assert pending_kept(w.m) == pending_by_walk(w.m) != {}, seed
+        w.apply(C.JOB_SCALE, {"namespace": "default", "name": "late", "count": 2})
+        w.apply(C.JOB_DELETE, {"namespace": "default", "name": "j2"})
+        assert pending_kept(w.m) == pending_by_walk(w.m), seed
+        w.settle()
+        w.silent.add("n0")
+        w.tick(GRACE_S + 1)
+        w.round()  # n0 is marked down: its allocations are replaced by pending ones
+        assert pending_kept(w.m) == pending_by_walk(w.m), seed
+        restored = StateMachine()
+        restored.restore(w.m.snapshot())
+        assert pending_kept(restored) == pending_by_walk(w.m), seed
+        w.settle()
+        assert pending_kept(w.m) == pending_by_walk(w.m), seed

@@ -225,9 +225,11 @@ def test_determinism_and_quota_invariant(seq: list[tuple[str, dict[str, Any]]]) 
         for x in a.m.allocs.values():
             by_job.setdefault((x.namespace, x.job), []).append(x.id)
         assert {k: list(v) for k, v in s.by_job.items()} == by_job
-        assert list(s.pending) == [x.id for x in a.m.allocs.values()
-                                   if x.state == "pending" and x.node is None
-                                   and x.desired == "run"]
+        pending: dict[tuple[str, str], list[str]] = {}
+        for x in a.m.allocs.values():
+            if x.state == "pending" and x.node is None and x.desired == "run":
+                pending.setdefault((x.namespace, x.job), []).append(x.id)
+        assert {k: list(v) for k, v in s.pending.items()} == pending
         restored = StateMachine()
         restored.restore(a.m.snapshot())
         for n in a.m.nodes.values():
