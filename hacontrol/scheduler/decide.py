@@ -42,7 +42,9 @@ from .view import placement_inputs
 
 # A round's survey costs about the same whatever the plan's size (it builds every node's
 # room), so larger plans place more per CPU second: 100,000 on 5,000 nodes in memory
-# (`bench/placement_cpu.py --per-plan N`), 7,900 with 1,000 per plan, 14,600 with 5,000.
+# (`bench/placement_cpu.py --per-plan N`), 11,300 with 1,000 per plan, 13,700 with 5,000;
+# in a cluster of 1,000 simulated nodes (`bench/scheduler.py --scale --quick`) 1,106 and
+# 1,849 placements/s, since each round also waits for its plan's commit.
 # A plan of 5,000 is a 132 KiB entry that a replica applies in about 60 ms; heartbeats
 # go out before an entry this large is applied (`heartbeat_before_bytes`, raft/config.py).
 MAX_PLACEMENTS_PER_PLAN = 5000
