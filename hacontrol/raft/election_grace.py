@@ -17,8 +17,8 @@ STALL = 0.02
 # A replica that has heard no leader since it started elects within this instead of its
 # election timeout (1-2 s, config.py): a cluster starting up has no leader to wait for, and
 # one second more at every start would be a second more for every `hacontrol dev` and test
-# cluster. The election timeouts before they grew (a restarted replica that campaigns before
-# its links are up deposes the leader, as it did then).
+# cluster. These are the election timeouts from before they grew; as then, a restarted
+# replica that campaigns before its links to the leader are up deposes it.
 FIRST_TIMEOUT = (0.25, 0.5)
 
 
