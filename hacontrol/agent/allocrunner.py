@@ -17,7 +17,6 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from hacontrol.agent import procinfo
 from hacontrol.agent.backoff import ACTION_COMPLETE, ACTION_GIVE_UP, RestartState, decide
@@ -36,6 +35,7 @@ from hacontrol.agent.process import (
 )
 from hacontrol.agent.spec import AllocationEvent, AllocationSpec, parse_signal
 from hacontrol.agent.transitions import InvalidTransition, Trigger, exit_reason, transition
+from hacontrol.agent.wakeup import Flag, first_of
 from hacontrol.model.states import AllocState, ExitReason, Health
 
 log = logging.getLogger(__name__)
@@ -88,14 +88,14 @@ class AllocationRunner:
         self.restarts = 0
         self.handle: Handle | None = None
         # Resolved once the first start attempt has an outcome (running or failed).
-        self.started = asyncio.Event()
+        self.started = Flag()
         # The runner reached a final state by itself (completed / gave up / could not start).
         self.terminal = False
         self._rstate = RestartState()
-        self._stop_requested = asyncio.Event()
+        self._stop_requested = Flag()
         # Set by restart(), stop() or the health hook to end the current process
         # (or cut a backoff short); a restart or health kill says why in _kill_reason.
-        self._poke = asyncio.Event()
+        self._poke = Flag()
         self._kill_reason: ExitReason | None = None
         self._paused = False
         self._last_exit: ExitStatus = (None, None)
@@ -248,12 +248,7 @@ class AllocationRunner:
             self.started.set()
             self._wake_restart_waiters(ev)
             started = self._monotonic()
-            poked = asyncio.ensure_future(self._poke.wait())
-            either: set[asyncio.Future[Any]] = {handle.done, poked}
-            try:
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                poked.cancel()
+            await first_of(handle.done, self._poke.future())
             if not handle.done.done():
                 # stop(), restart() or a failed health check wants this process gone.
                 await self._terminate(handle)
@@ -329,10 +324,7 @@ class AllocationRunner:
 
     async def _backoff(self, delay_s: float) -> None:
         """Wait out the delay unless a stop or a restart() request comes first."""
-        try:
-            await asyncio.wait_for(self._poke.wait(), delay_s)
-        except TimeoutError:
-            pass
+        await first_of(self._poke.future(), timeout=delay_s)
 
     async def _finish(self, handle: Handle) -> Outcome:
         """After the leader exited: kill what it left behind, then the exited hooks.
@@ -363,10 +355,7 @@ class AllocationRunner:
         signal_all(handle, sig)
         # A frozen or stopped process cannot act on the stop signal.
         self._unpause(handle)
-        try:
-            await asyncio.wait_for(asyncio.shield(handle.done), spec.stop.timeout_s)
-        except TimeoutError:
-            pass
+        await first_of(handle.done, timeout=spec.stop.timeout_s)
         while alive(handle) and self._monotonic() < loop_deadline:
             await asyncio.sleep(POLL_S)
         if not handle.done.done() or alive(handle):
@@ -374,10 +363,7 @@ class AllocationRunner:
                 procinfo.signal_group(handle.pgid, signal.SIGKILL)
             if handle.cg is not None:
                 await asyncio.to_thread(handle.cg.kill)
-        try:
-            await asyncio.wait_for(asyncio.shield(handle.done), KILL_GRACE_S)
-        except TimeoutError:
-            pass
+        await first_of(handle.done, timeout=KILL_GRACE_S)
         kill_deadline = self._monotonic() + KILL_GRACE_S
         while alive(handle) and self._monotonic() < kill_deadline:
             await asyncio.sleep(POLL_S)

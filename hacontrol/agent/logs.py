@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -63,6 +62,10 @@ def rotate_if_needed(path: Path, policy: LogPolicy) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.replace(rotated(path, n), rotated(path, n + 1))
     tmp = path.with_name(path.name + ".rotating")
+    # Imported here: shutil brings zlib, bz2 and lzma, 0.4 MB an agent that never
+    # rotates would keep.
+    import shutil
+
     with open(path, "rb") as src, open(tmp, "wb", opener=private_opener) as dst:
         shutil.copyfileobj(src, dst, _READ_CHUNK)
     # Renamed into place only when complete, so a follower that finds the

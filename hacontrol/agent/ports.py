@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from hacontrol.agent.jitter import uniform
 from hacontrol.model.spec import PortSpec
 from hacontrol.model.spec_ports import parse_reported_ports
 from hacontrol.tls.files import private_opener
@@ -48,10 +48,10 @@ class PortBook:
 
     def __init__(self, dynamic: tuple[int, int] = DYNAMIC_PORTS,
                  is_free: Callable[[int], bool] = can_bind,
-                 rng: random.Random | None = None) -> None:
+                 rng: Callable[[], float] = uniform) -> None:
         self.low, self.high = dynamic
         self.is_free = is_free
-        self.rng = rng or random.Random()
+        self.rng = rng
         self.held: dict[str, dict[str, int]] = {}
 
     def get(self, alloc_id: str) -> dict[str, int] | None:
@@ -98,7 +98,7 @@ class PortBook:
         # From a random point of the range: a port just given up (its old owner may still
         # have connections in TIME_WAIT) is not the next one handed out.
         size = self.high - self.low + 1
-        start = self.rng.randrange(size)
+        start = min(int(self.rng() * size), size - 1)
         for k in range(size):
             port = self.low + (start + k) % size
             if port not in taken and self.is_free(port):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -35,6 +34,7 @@ from hacontrol.agent.hooks.logs import LogsHook
 from hacontrol.agent.hooks.metrics import MetricsHook
 from hacontrol.agent.hooks.pidrecord import PidRecordHook
 from hacontrol.agent.hooks.sockets import SocketsHook
+from hacontrol.agent.jitter import uniform
 from hacontrol.agent.metrics import AllocationMetrics
 from hacontrol.agent.nursery import Nursery
 from hacontrol.agent.process import AdoptedHandle
@@ -93,7 +93,7 @@ class Supervisor:
         data_dir: Path,
         on_event: Callable[[AllocationEvent], None],
         clock: Callable[[], float] = time.time,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = uniform,
         monotonic: Callable[[], float] = time.monotonic,
         *,
         isolation: str | None = None,

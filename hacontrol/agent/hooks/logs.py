@@ -13,6 +13,8 @@ from hacontrol.agent.sampler import Sampler
 
 
 class LogsHook:
+    __slots__ = ("_host", "_sampler")
+
     def __init__(self, host: HookHost, sampler: Sampler) -> None:
         self._host = host
         self._sampler = sampler

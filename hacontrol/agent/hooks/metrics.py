@@ -11,6 +11,8 @@ from hacontrol.agent.sampler import Sampler
 
 
 class MetricsHook:
+    __slots__ = ("_host", "_on_sample", "_sampler")
+
     def __init__(
         self,
         host: HookHost,

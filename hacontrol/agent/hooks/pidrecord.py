@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class PidRecordHook:
+    __slots__ = ("_host",)
+
     def __init__(self, host: HookHost) -> None:
         self._host = host
 

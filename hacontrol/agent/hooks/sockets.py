@@ -15,6 +15,8 @@ from hacontrol.agent.sockets import SocketRegistry
 
 
 class SocketsHook:
+    __slots__ = ("_host", "_key", "_registry", "_socks")
+
     def __init__(self, host: HookHost, registry: SocketRegistry) -> None:
         self._host = host
         self._registry = registry
