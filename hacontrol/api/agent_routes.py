@@ -129,12 +129,16 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
         # Only for this node's live allocations: a node cannot feed another's autoscaling.
         live, ended = store.read_local(lambda m: _live_and_ended(m, name))
         now = time.time()
+        changed = False
         for alloc_id, values in checked.items():
             if alloc_id in live:
                 leader.alloc_metrics[alloc_id] = values
                 leader.alloc_history.record(name, alloc_id, values, now)
+                changed = True
         for alloc_id in ended:  # the leader's memory keeps no metrics of ended allocations
-            leader.alloc_metrics.pop(alloc_id, None)
+            changed = leader.alloc_metrics.pop(alloc_id, None) is not None or changed
+        if changed:
+            leader.metrics_changed(name)
         leader.alloc_history.keep_only(name, live)
     if isinstance(body.get("agent"), dict) or message.busy is not None:
         info = dict(body["agent"]) if isinstance(body.get("agent"), dict) else {}

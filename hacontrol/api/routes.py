@@ -7,6 +7,7 @@ machine or the scheduler. Failures are raised, and answered by `errors.error_mid
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from aiohttp import web
 from hacontrol.acl.authorize import Action
 from hacontrol.model.checks import check_name
 from hacontrol.model.errors import invalid, not_found
+from hacontrol.model.records import Allocation
 from hacontrol.model.spec_parse import parse_count, parse_job_spec
 from hacontrol.scheduler import dryrun
 from hacontrol.scheduler.leader_state import LeaderState
@@ -264,7 +266,7 @@ async def list_allocs(request: web.Request) -> web.Response:
 
     def view(m: StateMachine) -> list[dict[str, Any]]:
         out = []
-        for a in m.allocs.values():
+        for a in _job_allocs(m, ns, job) if job is not None else m.allocs.values():
             if ((ns is None or a.namespace == ns) and (job is None or a.job == job)
                     and (node is None or a.node == node) and shown(m, a.namespace)):
                 v = m.alloc_view(a)
@@ -275,6 +277,17 @@ async def list_allocs(request: web.Request) -> web.Response:
                 out.append(v)
         return out
     return ok({"allocations": await store_of(request).read(view, is_stale(request))})
+
+
+def _job_allocs(m: StateMachine, ns: str | None, job: str) -> Iterable[Allocation]:
+    """The allocations of `job` (in namespace `ns`, or in any), in the order of `m.allocs`:
+    through the job index, not a walk over every allocation under the apply lock (one
+    job's listing among 100,000 allocations took 9 % of a busy leader's CPU)."""
+    by_job = m.store.by_job
+    keys = [(ns, job)] if ns is not None else [k for k in by_job if k[1] == job]
+    if len(keys) > 1:  # one name in several namespaces: their indexes interleave
+        return m.allocs.values()
+    return [m.allocs[i] for i in by_job.get(keys[0], {})] if keys else []
 
 
 @documented(Operation("Read an allocation", "allocations", params=(STALE,), ok={
@@ -340,16 +353,11 @@ async def get_alloc_metrics(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------- nodes
 
-def _measured(leader: LeaderState | None, alloc_ids: list[str]) -> dict[str, Any] | None:
+def _measured(leader: LeaderState | None, node: str, alloc_ids: list[str]
+              ) -> dict[str, Any] | None:
     """What a node's allocations use, as their agents last reported it (the leader's
     memory: None on other replicas), beside the resources they reserve."""
-    if leader is None:
-        return None
-    reports = [r for r in (leader.alloc_metrics.get(i) for i in alloc_ids) if r]
-    cpu = sum(float(r.get("cpu_percent") or 0.0) for r in reports) / 100.0
-    rss = sum(int(r.get("rss_bytes") or 0) for r in reports)
-    return {"cpu": round(cpu, 3), "memory_mb": rss // (1024 * 1024),
-            "reporting": len(reports)}
+    return leader.measured(node, alloc_ids) if leader is not None else None
 
 
 def _with_allocs(m: StateMachine, name: str, n: Any) -> tuple[dict[str, Any], list[str]]:
@@ -371,7 +379,7 @@ async def list_nodes(request: web.Request) -> web.Response:
     for shared, alloc_ids in rows:
         n = dict(shared)  # the cached view stays as the state made it
         n["last_heartbeat"] = leader.last_heartbeat(n["name"]) if leader else None
-        n["measured"] = _measured(leader, alloc_ids)
+        n["measured"] = _measured(leader, n["name"], alloc_ids)
         nodes.append(n)
     return ok({"nodes": nodes})
 
@@ -391,7 +399,7 @@ async def get_node(request: web.Request) -> web.Response:
     out, alloc_ids = row
     leader = leader_of(request)
     out["last_heartbeat"] = leader.last_heartbeat(name) if leader else None
-    out["measured"] = _measured(leader, alloc_ids)
+    out["measured"] = _measured(leader, name, alloc_ids)
     out["agent"] = leader.node_info.get(name) if leader else None
     return ok({"node": out})
 

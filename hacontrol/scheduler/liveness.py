@@ -35,7 +35,7 @@ def poll_seconds(nodes: int) -> float:
     return min(LONGEST_POLL_S, max(BASE_POLL_S, nodes / POLLS_PER_S))
 
 
-def nodes_to_mark_down(ready_nodes: list[str], heartbeats: dict[str, float],
+def nodes_to_mark_down(ready_nodes: list[str], heartbeats: Mapping[str, float],
                        leader_since: float, now: float,
                        grace_s: float = DEFAULT_GRACE_S) -> list[str]:
     """Ready nodes silent for longer than the grace period.
@@ -76,8 +76,11 @@ def judge(ready_nodes: list[str], heard: Heard, leader_since: float, now: float,
     A probe counts only if it failed after the node's last contact: an older failure says
     nothing about a node that has been heard from since.
     """
-    silent = nodes_to_mark_down([n for n in ready_nodes if n not in heard.syncing],
-                                dict(heard.heartbeats), leader_since, now, grace_s)
+    # Silence first, a sync in flight second: asking every ready node whether it has one
+    # (its requests' connections, one call each) was 5 % of a leader's CPU at 5,000 nodes,
+    # where a handful are silent at a time.
+    silent = [n for n in nodes_to_mark_down(ready_nodes, heard.heartbeats, leader_since, now,
+                                            grace_s) if n not in heard.syncing]
     down: list[str] = []
     probe: list[str] = []
     for name in silent:

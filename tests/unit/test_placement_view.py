@@ -200,3 +200,28 @@ def test_the_pending_allocations_kept_by_job_are_those_a_walk_finds() -> None:
         assert pending_kept(restored) == pending_by_walk(w.m), seed
         w.settle()
         assert pending_kept(w.m) == pending_by_walk(w.m), seed
+
+
+def test_listing_one_jobs_allocations_through_the_index_matches_a_walk() -> None:
+    """`GET /v1/allocations?job=` reads the job index (`api/routes._job_allocs`): the same
+    allocations in the same order as a walk over all, with or without a namespace, and
+    with one job name in two namespaces."""
+    from hacontrol.api.routes import _job_allocs
+    from hacontrol.model.spec_parse import parse_job_spec
+
+    from .test_leader_decisions import SLEEP
+    w = busy_world(3)
+    w.apply(C.NS_PUT, {"name": "other", "quota": {}})
+    res = w.apply(C.JOB_PUT, {"namespace": "other", "name": "j2",
+                              "spec": parse_job_spec({**SLEEP, "count": 2}).to_dict()})
+    assert res["ok"], res
+    w.settle()
+    m = w.m
+    for ns, job in [("default", "j2"), ("other", "j2"), (None, "j2"), (None, "late"),
+                    ("default", "late"), ("other", "late"), (None, "nope")]:
+        walk = [a.id for a in m.allocs.values()
+                if a.job == job and (ns is None or a.namespace == ns)]
+        got = [a.id for a in _job_allocs(m, ns, job)
+               if a.job == job and (ns is None or a.namespace == ns)]
+        assert got == walk, (ns, job)
+    assert len([a for a in m.allocs.values() if a.job == "j2"]) > 2
