@@ -24,6 +24,7 @@ def test_the_sum_follows_each_change_of_reports_and_of_allocations() -> None:
     kept = ls.measured("n1", only_b)
     ls.metrics_changed("n2")
     assert ls.measured("n1", only_b) is kept, "unchanged: the same answer, not summed again"
+    assert ls.measured("n1", list(only_b)) is kept, "an equal list of allocations: the same"
     ls.alloc_metrics["b"] = {"cpu_percent": 100.0, "rss_bytes": 2 * MB}
     ls.metrics_changed("n1")
     assert ls.measured("n1", only_b) == {"cpu": 1.0, "memory_mb": 2, "reporting": 1}
