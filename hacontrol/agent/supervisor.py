@@ -349,7 +349,10 @@ class Supervisor:
         return r
 
     def _hooks(self, r: AllocationRunner) -> list[Hook]:
-        """The concerns every runner composes; exited hooks run in this order."""
+        """The concerns a runner composes; exited hooks run in this order. Health checks
+        and listening sockets only for a spec that has them (a runner keeps its hooks for
+        as long as its allocation runs)."""
+        spec = r.spec
         cgroup = CgroupHook(
             r,
             self._layout,
@@ -359,8 +362,8 @@ class Supervisor:
             self._cgpool,
         )
         return [
-            HealthHook(r, self._monotonic),
-            SocketsHook(r, self._sockets),
+            *([HealthHook(r, self._monotonic)] if spec.health is not None else []),
+            *([SocketsHook(r, self._sockets)] if spec.sockets else []),
             MetricsHook(r, self._sampler, cgroup.check_memory),
             LogsHook(r, self._sampler),
             PidRecordHook(r),

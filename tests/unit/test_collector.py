@@ -43,6 +43,20 @@ def test_a_full_collection_freezes_its_survivors(collector: Collector) -> None:
     assert not any(o in gc.get_objects(generation=2) for o in keep[:5])
 
 
+def test_a_middle_collection_freezes_its_survivors_too(collector: Collector) -> None:
+    keep = [Cyclic() for _ in range(1000)]
+    before = collector.full_collections
+    gc.collect(1)
+    assert collector.full_collections == before, "not a full collection"
+    assert gc.get_freeze_count() >= len(keep)
+    assert not any(o in gc.get_objects(generation=2) for o in keep[:5])
+    # a young collection freezes nothing: what it keeps moves on to the middle generation
+    frozen = gc.get_freeze_count()
+    young = [Cyclic() for _ in range(100)]
+    gc.collect(0)
+    assert gc.get_freeze_count() == frozen and young[0] in gc.get_objects(generation=1)
+
+
 def test_without_the_collector_a_cycle_is_collected() -> None:
     ref = abandoned_cycle_after_a_full_collection()
     gc.collect()
