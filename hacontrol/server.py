@@ -123,6 +123,7 @@ async def run_controller(args: Any) -> None:
     collector.install()
     machine = StateMachine()
     metrics = ServerMetrics()
+    metrics.watch_gc(collector)
     tuning = RaftTuning()
     if getattr(args, "compaction_entries", None):
         tuning = replace(tuning, log_compaction_min_entries=int(args.compaction_entries))

@@ -12,9 +12,10 @@ imports it at its first scrape only (agent/exposition.py; docs/deploy.md, "Metri
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -76,6 +77,38 @@ def allocation_families(reports: Iterable[tuple[Mapping[str, str], Mapping[str, 
         yield family
 
 
+class GcFigures(Protocol):
+    """What `hacontrol.raft.collector.Collector` counts."""
+
+    full_collections: int
+    sweeps: int
+    swept_unreachable: int
+
+
+class GcFamilies:
+    """The garbage collector's policy (`hacontrol.raft.collector`), at scrape time: how
+    much is frozen and how much the sweeps found unreachable among it, the cost of freezing
+    that an operator watches for."""
+
+    def __init__(self, collector: GcFigures) -> None:
+        self._collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._collector
+        yield GaugeMetricFamily("hacontrol_gc_frozen_objects",
+                                "objects the collector froze (never walked again; freed by "
+                                "their reference counts, or by a sweep)",
+                                value=gc.get_freeze_count())
+        yield CounterMetricFamily("hacontrol_gc_full_collections",
+                                  "full collections after which the survivors were frozen",
+                                  value=c.full_collections)
+        yield CounterMetricFamily("hacontrol_gc_sweeps", "sweeps of the frozen objects",
+                                  value=c.sweeps)
+        yield CounterMetricFamily("hacontrol_gc_sweep_unreachable",
+                                  "unreachable objects the sweeps freed (cycles that freezing "
+                                  "had kept)", value=c.swept_unreachable)
+
+
 class ServerMetrics:
     """The instruments of one controller replica: the API, the log and the scheduler
     observe into them; `/metrics` renders `registry` (with the state's gauges added by
@@ -109,6 +142,10 @@ class ServerMetrics:
             "hacontrol_scheduler_placements_rejected",
             "placements of a plan refused on apply (the state moved under the plan)",
             registry=r)
+
+    def watch_gc(self, collector: GcFigures) -> None:
+        """Export `collector`'s figures (`GcFamilies`) with the others."""
+        self.registry.register(GcFamilies(collector))
 
     def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
         key = (route, method if method in METHODS else "other", code)

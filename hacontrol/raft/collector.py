@@ -81,6 +81,8 @@ class Collector:
 
     def __init__(self) -> None:
         self.full_collections = 0
+        self.sweeps = 0
+        self.swept_unreachable = 0  # what the sweeps found: cycles freezing kept alive
         self._sweeping = False
 
     def install(self) -> None:
@@ -108,6 +110,8 @@ class Collector:
         finally:
             self._sweeping = False
             gc.freeze()
+        self.sweeps += 1
+        self.swept_unreachable += collected
         return Sweep(collected, before, gc.get_freeze_count(), time.perf_counter() - started)
 
 

@@ -111,6 +111,10 @@ def test_metrics_and_health(cluster: Cluster) -> None:
         assert values[name + "[]"] >= 1, name
     assert any(k.startswith("hacontrol_http_request_duration_seconds_count") and
                "('route', '/v1/allocations/{id}')" in k for k in values), values.keys()
+    # The garbage collector's policy is installed and exported: by now the replica has
+    # frozen what survived its collections.
+    assert values["hacontrol_gc_frozen_objects[]"] > 0
+    assert values["hacontrol_gc_sweep_unreachable_total[]"] >= 0
 
 
 def test_cut_off_instances_stop_after_disconnect_timeout(cluster: Cluster) -> None:

@@ -103,3 +103,27 @@ def test_refcounting_still_frees_frozen_acyclic_objects(collector: Collector) ->
 ])
 def test_when_a_sweep_is_due(elapsed: float, leading: bool, due: bool) -> None:
     assert sweep_due(1000.0 + elapsed, 1000.0, leading, every_s=3600.0) is due
+
+
+def test_the_metrics_show_what_is_frozen_and_what_sweeps_found(collector: Collector) -> None:
+    from prometheus_client import generate_latest
+
+    from hacontrol.observe.metrics import ServerMetrics
+
+    def figures() -> dict[str, float]:
+        text = generate_latest(metrics.registry).decode()
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                if line.startswith("hacontrol_gc_")}
+    metrics = ServerMetrics()
+    metrics.watch_gc(collector)
+    ref = abandoned_cycle_after_a_full_collection()
+    gc.collect()
+    before = figures()
+    assert before["hacontrol_gc_frozen_objects"] == gc.get_freeze_count() > 0
+    assert before["hacontrol_gc_full_collections_total"] == collector.full_collections >= 1
+    assert before["hacontrol_gc_sweeps_total"] == 0
+    collector.sweep()
+    assert ref() is None
+    after = figures()
+    assert after["hacontrol_gc_sweeps_total"] == 1
+    assert after["hacontrol_gc_sweep_unreachable_total"] >= 1
