@@ -18,6 +18,16 @@ def test_a_weight_applied_from_the_cli_changes_the_score(cluster: Cluster,
     before = json.loads(cli(cluster, "operator", "config", "show", "--json").stdout)
     assert before["set"] is False
 
+    # A new command type needs every voter's version known: a replica killed before any
+    # peer heard it counts as the oldest version, and the write is refused (rightly).
+    def versions_known() -> bool:
+        for r in cluster.replicas:
+            seen = cluster.api("GET", "/v1/status", replica=r).body.get("member_protocols")
+            if not seen or any(v is None for v in seen.values()):
+                return False
+        return True
+    wait_for(versions_known, 30, interval=0.1, what="every replica's protocol known to all")
+
     # Kill one replica: "replica down" costs `replica_down` points, here made 33.
     victim = cluster.replicas[2]
     victim.proc.kill9()
