@@ -27,8 +27,7 @@ full collection walked them again: 30-140 ms every 3-5 s, which was the whole ta
 API's read latency in `bench/scheduler.py --scale`'s soak (p99 113-126 ms in three runs;
 72.8 ms with this, the full collections then finding nothing to walk). Sweeping the
 leader after 2 minutes of that soak found 0 unreachable frozen objects (25 after the
-placement of 100,000 allocations): what lives through a middle-generation collection
-here is freed by its reference counts, as requests and replaced records are.
+placement of 100,000 allocations).
 Frozen objects are still freed by their reference counts, which is how a replaced record
 or a finished request is freed, cycle-free. What freezing gives up is
 a cycle among frozen objects that becomes garbage later (a connection's objects that

@@ -39,11 +39,9 @@ class LeaderState:
     heartbeats: dict[str, float] = field(default_factory=dict)  # node -> monotonic time
     # allocation id -> the last metrics its agent reported (cpu_percent, rss_bytes, ...)
     alloc_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # node -> how many times its agent's reports changed alloc_metrics (`metrics_changed`),
-    # and node -> (that count, the allocation ids, what `measured` made of them)
-    metrics_version: dict[str, int] = field(default_factory=dict)
-    measured_memo: dict[str, tuple[int, list[str], dict[str, Any]]] = field(
-        default_factory=dict)
+    # node -> (its allocation ids, what `measured` made of them), dropped when its reports
+    # change (`metrics_changed`)
+    measured_memo: dict[str, tuple[list[str], dict[str, Any]]] = field(default_factory=dict)
     # and the last minutes of them, for charts (bounded: see observe/history.py)
     alloc_history: MetricsHistory = field(default_factory=MetricsHistory)
     node_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> agent details
@@ -127,27 +125,25 @@ class LeaderState:
 
     def metrics_changed(self, node: str) -> None:
         """`node`'s agent changed what alloc_metrics holds for its allocations."""
-        self.metrics_version[node] = self.metrics_version.get(node, 0) + 1
+        self.measured_memo.pop(node, None)
 
     def measured(self, node: str, alloc_ids: list[str]) -> dict[str, Any]:
         """What `alloc_ids` (the node's allocations) use, as their agent last reported it.
         Kept until the node's next change of reports or another list of allocations: a
         listing of 5,000 nodes summed 100,000 reports each time, a quarter of a busy
         leader's CPU while a dashboard polled it."""
-        version = self.metrics_version.get(node, 0)
         hit = self.measured_memo.get(node)
         # The same list, or an equal one: every applied entry rebuilds the listing's rows,
         # and comparing 20 ids costs a fortieth of summing their reports.
-        if hit is not None and hit[0] == version and (hit[1] is alloc_ids
-                                                      or hit[1] == alloc_ids):
-            return hit[2]
+        if hit is not None and (hit[0] is alloc_ids or hit[0] == alloc_ids):
+            return hit[1]
         metrics = self.alloc_metrics
         reports = [r for r in (metrics.get(i) for i in alloc_ids) if r]
         cpu = sum(float(r.get("cpu_percent") or 0.0) for r in reports) / 100.0
         rss = sum(int(r.get("rss_bytes") or 0) for r in reports)
         out = {"cpu": round(cpu, 3), "memory_mb": rss // (1024 * 1024),
                "reporting": len(reports)}
-        self.measured_memo[node] = (version, alloc_ids, out)
+        self.measured_memo[node] = (alloc_ids, out)
         return out
 
     def last_heartbeat(self, node: str) -> float | None:

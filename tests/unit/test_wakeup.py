@@ -25,7 +25,8 @@ def test_waiters_wake_on_set_and_a_set_flag_does_not_block() -> None:
         await asyncio.wait_for(f.wait(), 1)  # set: returns at once
         f.clear()
         again = asyncio.ensure_future(f.wait())
-        await asyncio.sleep(0.01)
+        for _ in range(3):  # nothing but set() can wake it: a few turns of the loop show it
+            await asyncio.sleep(0)
         assert not again.done(), "a cleared flag must block again"
         f.set()
         await asyncio.wait_for(again, 1)

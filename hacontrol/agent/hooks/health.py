@@ -61,10 +61,8 @@ class HealthHook:
         self._config: LaunchConfig | None = None
 
     async def prestart(self, config: LaunchConfig) -> None:
-        # The other hooks fill it in (cgroup, rlimits); read when the process runs. Kept
-        # only when there are checks to run with it.
-        if self._host.spec.health is not None:
-            self._config = config
+        # The other hooks fill it in (cgroup, rlimits); read when the process runs.
+        self._config = config
 
     def confinement(self, handle: Handle) -> Confinement:
         """The allocation's own identity, cgroup and limits, for its exec checks."""
