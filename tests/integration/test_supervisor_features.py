@@ -367,8 +367,12 @@ def test_a_process_is_born_in_its_cgroups_and_no_agent_thread_stays(
         assert ev.state == "running", ev
         paths = h.sup.cgroup_paths("b1")
         assert paths
-        first = await wait_for(lambda: h.sup.read_log("b1", "stdout", 20).decode(),
-                               what="cgroups printed")
+        def printed() -> str | None:
+            # Whole lines only: the log may be read while `cat` is still writing.
+            out = h.sup.read_log("b1", "stdout", 20).decode()
+            return out if out.endswith("\n") else None
+
+        first = await wait_for(printed, what="cgroups printed")
         for controller, path in paths.items():
             assert any(line.endswith(path.name) and controller in line.split(":")[1]
                        for line in first.splitlines()), (controller, first)
@@ -377,7 +381,9 @@ def test_a_process_is_born_in_its_cgroups_and_no_agent_thread_stays(
                 assert "b1." not in f.read(), f"agent thread {task} left in the cgroup"
         cg = h.sup._runners["b1"].handle.cg  # type: ignore[union-attr]
         assert cg is not None and os.getpid() not in cg.pids()
-        assert cg.pids() == [ev.pid]
+        # `cat` has printed but may not have exited yet: once the shell has reaped it and
+        # exec'd sleep, the allocation's own process is all the cgroup holds.
+        await wait_for(lambda: cg.pids() == [ev.pid], what="only the process left")
         await h.sup.stop("b1")
 
     h.run(scenario)
