@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from hacontrol import __version__
 from hacontrol.cli import config
@@ -41,9 +41,42 @@ LEAN_COMMANDS = frozenset({"agent"})
 _VALUED = ("--addr", "--token", "--token-file")
 
 
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size finds it: $COLUMNS, else the
+    terminal's, else 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        out = sys.__stdout__
+        return (os.get_terminal_size(out.fileno()).columns if out else 0) or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the width. Left to find it, argparse imports
+    shutil for every parser it builds, and shutil imports zlib, bz2 and lzma: 0.5 MB an
+    agent would keep for as long as it runs."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser with that formatter; its subparsers are Parsers too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; `only`: with that command alone (a lean daemon's)."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="hacontrol", description="A highly available control plane for processes."
     )
     parser.add_argument("--version", action="version", version=f"hacontrol {__version__}")
@@ -95,6 +128,8 @@ def main(argv: Sequence[str] | None = None, *, transport: Transport | None = Non
         except config.ConfigError as exc:
             sys.stderr.write(f"error: hacontrol {args.command}: {exc}\n")
             return EXIT_USAGE
+    # A daemon runs for months in this frame: its parser is rebuilt on a reload, not kept.
+    del parser
     try:
         if hasattr(args, "run"):
             return int(args.run(args) or 0)
