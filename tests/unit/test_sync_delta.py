@@ -42,7 +42,7 @@ class Agent:
         answer = json.loads(wire)
         merged = self.held.apply(answer["index"], answer["allocations"], answer["delta"])
         assert merged is not None, "a consistent leader's answer always applies"
-        self.last = answer
+        self.last = json.loads(wire)  # as sent (apply gives the answer's dicts their specs)
         return {a["id"]: a for a in merged}
 
 
