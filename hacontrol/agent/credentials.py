@@ -11,14 +11,13 @@ credential, never with a user's token.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .digests import compare, sha256_hex
 from .httpclient import Client, HTTPError
 
 if TYPE_CHECKING:
@@ -70,8 +69,7 @@ class ControllerKey:
     def accepts(self, bearer: str) -> bool:
         if self.sha256 is None or not bearer:
             return False
-        given = hashlib.sha256(bearer.encode()).hexdigest()
-        return hmac.compare_digest(given, self.sha256)
+        return compare(sha256_hex(bearer.encode()), self.sha256)
 
 
 async def _post(controllers: list[str], path: str, body: dict[str, Any], token: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -27,6 +26,7 @@ from hacontrol.agent.cgroups import (
     Layout,
     detect,
 )
+from hacontrol.agent.digests import sha1_hex
 from hacontrol.agent.hooks import Hook
 from hacontrol.agent.hooks.cgroup import CgroupHook
 from hacontrol.agent.hooks.health import HealthHook
@@ -48,7 +48,7 @@ __all__ = ["AllocationNotRunning", "Supervisor", "cgroup_scope", "sweep_leftover
 
 def cgroup_scope(data_dir: Path) -> str:
     """The suffix of the allocation cgroups of the agent whose data dir is `data_dir`."""
-    return hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return sha1_hex(str(data_dir.resolve()).encode())[:8]
 
 
 def sweep_scope(layout: Layout, scope: str, busy: Collection[str] = ()) -> int:

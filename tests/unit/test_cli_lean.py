@@ -46,3 +46,20 @@ def test_an_agent_process_imports_no_client_command_module() -> None:
                          "hacontrol.cli.commands.agent", "hacontrol.cli.commands.base",
                          "hacontrol.cli.commands.flags", "hacontrol.cli.config",
                          "hacontrol.cli.main"]
+
+
+def test_an_agent_process_keeps_no_module_it_needs_only_now_and_then() -> None:
+    """What an agent imports it keeps for as long as it runs. These were 0.2 to 0.9 MB
+    each (bench/agent_rss.py): hashlib and hmac (OpenSSL's digests, for two short
+    hashes), shutil with zlib, bz2 and lzma (argparse's terminal width), random, platform,
+    datetime, and a config file's tomllib and difflib."""
+    code = ("import json, sys\n"
+            "from hacontrol.cli.main import build_parser\n"
+            "build_parser('agent').parse_args(['agent', '--name', 'n'])\n"
+            "import hacontrol.agent.main\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m in ("
+            "'hashlib', '_hashlib', 'hmac', 'shutil', 'zlib', 'bz2', 'lzma', 'random',"
+            " 'platform', 'datetime', 'tomllib', 'difflib'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == []
