@@ -275,18 +275,20 @@ def _detect_v2(root: Path, own_path: str) -> Layout | None:
 # -------------------------------------------------------------------- allocation
 
 
+# The parent directories of cgroups by hierarchy, one tuple for all cgroups that have them.
+_PARENTS: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+
+
 class AllocationCgroup:
     """The cgroup directories of one process (one per hierarchy in v1)."""
 
-    __slots__ = ("_dirs", "_members", "mode", "oom_base")
+    __slots__ = ("_name", "_parents", "mode", "oom_base")
 
     def __init__(self, mode: str, paths: Mapping[str, Path | str]) -> None:
         self.mode = mode
         self.paths = paths
         # OOM kills counted before this allocation had it (a cgroup kept from another).
         self.oom_base = 0
-        # The cgroup.procs file member_pids() reads, picked on first use.
-        self._members: str | None = None
 
     @classmethod
     def create(cls, layout: Layout, name: str, res: Resources | None) -> AllocationCgroup:
@@ -322,24 +324,35 @@ class AllocationCgroup:
 
     @property
     def paths(self) -> dict[str, Path]:
-        """The directory in each hierarchy. Held as strings, made into Paths when asked
-        for: an agent keeps one of these per allocation, and four Path objects were 1.4 KB
-        of its memory per allocation (tracemalloc, 200 running)."""
-        return {k: Path(v) for k, v in self._dirs.items()}
+        """The directory in each hierarchy, made into Paths when asked for."""
+        return {k: Path(v) for k, v in self._dirs().items()}
 
     @paths.setter
     def paths(self, paths: Mapping[str, Path | str]) -> None:
-        self._dirs = {k: str(v) for k, v in paths.items()}
+        # Held as the hierarchies' parent directories, shared by every cgroup of the agent,
+        # and the one name they all have: an agent keeps one of these per allocation, and
+        # four Paths, then four strings, were 1.4 KB, then 0.6 KB of it (tracemalloc, 200
+        # running).
+        dirs = [(k, str(v)) for k, v in paths.items()]
+        names = {os.path.basename(d) for _, d in dirs}
+        name = names.pop() if len(names) == 1 else ""
+        parents = tuple((k, os.path.dirname(d) if name else d) for k, d in dirs)
+        self._parents = _PARENTS.setdefault(parents, parents)
+        self._name = name
+
+    def _dirs(self) -> dict[str, str]:
+        name = self._name
+        return {k: f"{p}/{name}" if name else p for k, p in self._parents}
 
     @classmethod
     def from_record(cls, mode: str, paths: dict[str, str]) -> AllocationCgroup:
         return cls(mode, paths)
 
     def record(self) -> dict[str, str]:
-        return dict(self._dirs)
+        return self._dirs()
 
     def procs_files(self) -> list[str]:
-        return [os.path.join(d, "cgroup.procs") for d in self._dirs.values()]
+        return [os.path.join(d, "cgroup.procs") for d in self._dirs().values()]
 
     def pids(self) -> list[int]:
         found: set[int] = set()
@@ -358,15 +371,13 @@ class AllocationCgroup:
         is enough to account the allocation; kill and signal use pids(), which also finds
         a process that moved itself out of some hierarchies.
         """
-        if self._members is None:
-            dirs = self._dirs
-            key = next((k for k in (V2_KEY, "pids", "memory", "freezer") if k in dirs),
-                       next(iter(dirs), None))
-            self._members = os.path.join(dirs[key], "cgroup.procs") if key is not None else ""
-        if not self._members:
+        dirs = self._dirs()
+        key = next((k for k in (V2_KEY, "pids", "memory", "freezer") if k in dirs),
+                   next(iter(dirs), None))
+        if key is None:
             return []
         try:
-            found = [int(x) for x in _read_all(self._members).split()]
+            found = [int(x) for x in _read_all(os.path.join(dirs[key], "cgroup.procs")).split()]
         except (OSError, ValueError):
             return []
         me = os.getpid()  # a start thread, for the instant it spawns (see pids())

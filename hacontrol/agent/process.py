@@ -35,12 +35,15 @@ STDERR_LOG = "stderr.log"
 
 WRAPPER = str(Path(execwrap.__file__).resolve())
 
-# Starts run in these threads, at most eight at a time: a burst of a thousand queues here
-# instead of crowding the event loop (and the heartbeat it carries). A start mostly waits
-# (vfork, the cgroup move's RCU grace period, the exec), with the GIL released, so more
-# than one per core pays: 200 starts took 7.4 s with one thread, 5.9 s with two, 3.8 s
-# with four and 2.1 s with eight (medians of 3, same loaded 2-core machine).
-_STARTER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hacontrol-start")
+# Starts run in these threads, at most four at a time: a burst of a thousand queues here
+# instead of crowding the event loop (and the heartbeat it carries). A start waits (vfork,
+# the cgroup move's RCU grace period, the exec, a user database) with the GIL released, so
+# more than one pays; since starts spawn directly (hacontrol.agent.direct) their CPU is the
+# bound: 200 starts with 8 / 4 / 2 threads took 0.61 / 0.58 / 0.69 s, 1,000 took 3.3 / 3.3 /
+# 3.5 s (bench/agent_starts.py, medians of 3-5, 2 cores). Each thread keeps a malloc arena:
+# with 200 running the agent's RSS was 28.9 / 28.5 / 28.4 MB. Four leave room for starts
+# that wait on a slow user database without the others waiting behind them.
+_STARTER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hacontrol-start")
 
 ExitStatus = tuple[int | None, str | None]
 
