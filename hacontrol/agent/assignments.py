@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import logging
 import pwd
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -142,6 +143,10 @@ class AssignmentDecoder:
         return decoded, rejected
 
 
+# Fields whose values many held assignments share (their job's, their states).
+_REPEATED = ("namespace", "job", "desired", "state")
+
+
 class HeldAssignments:
     """The agent's copy of its node's assignments, kept up to date by delta answers.
 
@@ -223,6 +228,9 @@ class HeldAssignments:
         # Refused or not, nothing held was touched above; from here on the answer applies.
         for item, key in arrived:
             item["spec"] = specs[key][1]  # (any spec of its own it carried is not the job's)
+            for field in _REPEATED:  # one string for all, not one per assignment held
+                if type(value := item.get(field)) is str:
+                    item[field] = sys.intern(value)
             items[item["id"]] = item
         used: set[str] = set()
         for alloc_id, held in items.items():
