@@ -35,15 +35,17 @@ STDERR_LOG = "stderr.log"
 
 WRAPPER = str(Path(execwrap.__file__).resolve())
 
-# Starts run in these threads, at most four at a time: a burst of a thousand queues here
+# Starts run in these threads, at most six at a time: a burst of a thousand queues here
 # instead of crowding the event loop (and the heartbeat it carries). A start waits (vfork,
 # the cgroup move's RCU grace period, the exec, a user database) with the GIL released, so
-# more than one pays; since starts spawn directly (hacontrol.agent.direct) their CPU is the
-# bound: 200 starts with 8 / 4 / 2 threads took 0.61 / 0.58 / 0.69 s, 1,000 took 3.3 / 3.3 /
-# 3.5 s (bench/agent_starts.py, medians of 3-5, 2 cores). Each thread keeps a malloc arena:
-# with 200 running the agent's RSS was 28.9 / 28.5 / 28.4 MB. Four leave room for starts
-# that wait on a slow user database without the others waiting behind them.
-_STARTER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hacontrol-start")
+# more than one pays, but since starts spawn directly (hacontrol.agent.direct) their CPU is
+# the bound: starting 200 alone with 8 / 4 / 2 threads took 0.61 / 0.58 / 0.69 s, 1,000
+# took 3.3 / 3.3 / 3.5 s (bench/agent_starts.py, medians of 3-5, 2 cores). Each thread keeps
+# a malloc arena: with 200 running the agent's RSS was 28.9 / 28.5 / 28.4 MB. In a real
+# agent beside its cluster, four made 1,000 starts slower (`bench.compare --only agents`:
+# 3.25-3.47 s against 2.87-2.98 s with eight); six were as fast as eight (2.8 s, two runs
+# each) and keep two arenas fewer.
+_STARTER = ThreadPoolExecutor(max_workers=6, thread_name_prefix="hacontrol-start")
 
 ExitStatus = tuple[int | None, str | None]
 
