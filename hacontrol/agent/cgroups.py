@@ -275,7 +275,6 @@ def _detect_v2(root: Path, own_path: str) -> Layout | None:
 # -------------------------------------------------------------------- allocation
 
 
-# The parent directories of cgroups by hierarchy, one tuple for all cgroups that have them.
 _PARENTS: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
 
@@ -298,8 +297,7 @@ class AllocationCgroup:
         try:
             for path in paths.values():
                 if path.exists():
-                    # Left behind by an earlier process (an agent crash):
-                    # reuse would inherit its OOM counters, so empty and redo.
+                    # Left by an agent crash: its OOM counters would carry over; redo.
                     leftover = cls(layout.mode, {"x": path})
                     leftover.kill()
                     leftover.remove()
@@ -325,42 +323,35 @@ class AllocationCgroup:
     @property
     def paths(self) -> dict[str, Path]:
         """The directory in each hierarchy, made into Paths when asked for."""
-        return {k: Path(v) for k, v in self._dirs().items()}
+        return {k: Path(v) for k, v in self.record().items()}
 
     @paths.setter
     def paths(self, paths: Mapping[str, Path | str]) -> None:
-        # Held as the hierarchies' parent directories, shared by every cgroup of the agent,
-        # and the one name they all have: an agent keeps one of these per allocation, and
-        # four Paths, then four strings, were 1.4 KB, then 0.6 KB of it (tracemalloc, 200
-        # running).
+        # Held as the hierarchies' parent directories, one tuple shared by all cgroups that
+        # have them (_PARENTS), and the one name they all have: four Paths, then four
+        # strings, were 1.4 KB, then 0.6 KB per allocation (tracemalloc, 200 running).
         dirs = [(k, str(v)) for k, v in paths.items()]
         names = {os.path.basename(d) for _, d in dirs}
-        name = names.pop() if len(names) == 1 else ""
-        parents = tuple((k, os.path.dirname(d) if name else d) for k, d in dirs)
+        self._name = names.pop() if len(names) == 1 else ""
+        parents = tuple((k, os.path.dirname(d) if self._name else d) for k, d in dirs)
         self._parents = _PARENTS.setdefault(parents, parents)
-        self._name = name
-
-    def _dirs(self) -> dict[str, str]:
-        name = self._name
-        return {k: f"{p}/{name}" if name else p for k, p in self._parents}
 
     @classmethod
     def from_record(cls, mode: str, paths: dict[str, str]) -> AllocationCgroup:
         return cls(mode, paths)
 
     def record(self) -> dict[str, str]:
-        return self._dirs()
+        return {k: os.path.join(p, self._name) if self._name else p for k, p in self._parents}
 
     def procs_files(self) -> list[str]:
-        return [os.path.join(d, "cgroup.procs") for d in self._dirs().values()]
+        return [os.path.join(d, "cgroup.procs") for d in self.record().values()]
 
     def pids(self) -> list[int]:
         found: set[int] = set()
         for path in self.paths.values():
             with contextlib.suppress(OSError, ValueError):
                 found.update(int(x) for x in _read(path / "cgroup.procs").split())
-        # A start thread of the agent sits in the cgroup for the instant it spawns the
-        # process (hacontrol.agent.direct): the agent is never one of its processes.
+        # A start thread sits in it for the instant it spawns (agent.direct): not a member.
         found.discard(os.getpid())
         return sorted(found)
 
@@ -371,7 +362,7 @@ class AllocationCgroup:
         is enough to account the allocation; kill and signal use pids(), which also finds
         a process that moved itself out of some hierarchies.
         """
-        dirs = self._dirs()
+        dirs = self.record()
         key = next((k for k in (V2_KEY, "pids", "memory", "freezer") if k in dirs),
                    next(iter(dirs), None))
         if key is None:

@@ -18,6 +18,7 @@ from hacontrol.agent.cgroups import MODE_V1, MODE_V2, AllocationCgroup
     {"x": "/sys/fs/cgroup/pids/hacontrol/leftover"},
     {"unified": "/sys/fs/cgroup/hacontrol/a1.x"},
     {"memory": "/"},
+    {"memory": "/a", "pids": "/b/a"},
     {},
 ])
 def test_what_goes_in_comes_back_out(paths: dict[str, str]) -> None:
