@@ -41,6 +41,14 @@ async def wait_for(pred: Callable[[], T], timeout: float = 5.0, what: str = "con
         await asyncio.sleep(0.01)
 
 
+def _cmdline(p: psutil.Process) -> list[str]:
+    """Its command line; none for a zombie (an earlier test's, not reaped yet)."""
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
 def gone(pid: int) -> bool:
     """Dead, or a zombie nobody reaps (some container inits do not)."""
     try:
@@ -107,6 +115,9 @@ class Harness:
         deadline = time.monotonic() + 5.0
         while not all(gone(pid) for pid in self._tracked) and time.monotonic() < deadline:
             time.sleep(0.01)
+        for pid in self._tracked:  # ours, if the test's supervisor let go of them: reaped
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         self.new_supervisor().sweep_cgroups()
 
 
@@ -347,7 +358,7 @@ def test_ensure_is_idempotent(h: Harness) -> None:
         assert first.pid == second.pid == third.pid
         assert first.pid is not None
         assert len(h.of("once", "starting")) == 1
-        sleepers = [p for p in psutil.Process().children() if p.cmdline() == ["sleep", "30"]]
+        sleepers = [p for p in psutil.Process().children() if _cmdline(p) == ["sleep", "30"]]
         assert [p.pid for p in sleepers] == [first.pid]
 
     h.run(scenario)
