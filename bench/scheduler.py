@@ -476,6 +476,11 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"  {label:32} {fmt(p[mk], d):>9}   {vals}")
     print(f"  {'submission of all jobs (s)':32} {'':>9}   "
           + " ".join(fmt(x['submit_s'], 1) for x in runs))
+    by_log = [None if not x['placed_events_s'] else x['instances'] / x['placed_events_s']
+              for x in runs]
+    print(f"  {'placements/s by the log':32} "
+          f"{fmt(median([v for v in by_log if v]), 0):>9}   "
+          + " ".join(fmt(v, 0) for v in by_log))
     print(f"  {'all placed / running by the log (s)':32} {'':>9}   "
           + " ".join(f"{fmt(x['placed_events_s'], 1)}/{fmt(x['running_events_s'], 1)}"
                      for x in runs))

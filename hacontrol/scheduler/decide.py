@@ -44,10 +44,14 @@ from .view import placement_inputs
 # room), so larger plans place more per CPU second: 100,000 on 5,000 nodes in memory
 # (`bench/placement_cpu.py --per-plan N`), 11,300 with 1,000 per plan, 13,700 with 5,000;
 # in a cluster of 1,000 simulated nodes (`bench/scheduler.py --scale --quick`) 1,106 and
-# 1,849 placements/s, since each round also waits for its plan's commit.
-# A plan of 5,000 is a 132 KiB entry that a replica applies in about 60 ms; heartbeats
-# go out before an entry this large is applied (`heartbeat_before_bytes`, raft/config.py).
-MAX_PLACEMENTS_PER_PLAN = 5000
+# 1,849 placements/s, since each round also waits for its plan's commit. At 5,000 nodes
+# (`--scale --soak-s 0`, alternating, same half hour) 10,000 per plan placed 100,000 in
+# 20.3-24.0 s (median 22.2) against 26.0-27.3 s with 5,000: a node woken by a plan then
+# gets two assignments per answer instead of one, and the leader's syncs are a third of its
+# time. A plan of 10,000 is a 264 KiB entry that a replica applies in about 75 ms (in
+# memory); heartbeats go out before an entry this large is applied
+# (`heartbeat_before_bytes`, raft/config.py).
+MAX_PLACEMENTS_PER_PLAN = 10000
 
 _FAILED = (AllocState.FAILED, AllocState.LOST)
 _IN_FLIGHT = (AllocState.PENDING, AllocState.STARTING)
