@@ -476,11 +476,13 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"  {label:32} {fmt(p[mk], d):>9}   {vals}")
     print(f"  {'submission of all jobs (s)':32} {'':>9}   "
           + " ".join(fmt(x['submit_s'], 1) for x in runs))
-    by_log = [None if not x['placed_events_s'] else x['instances'] / x['placed_events_s']
-              for x in runs]
-    print(f"  {'placements/s by the log':32} "
-          f"{fmt(median([v for v in by_log if v]), 0):>9}   "
-          + " ".join(fmt(v, 0) for v in by_log))
+    # The moment the last simulated node saw its last assignment: all were placed by then,
+    # without a poll's delay (the log's events can be dropped from its ring under this load).
+    seen = [(x.get("sim") or {}).get("last_seen_s") for x in runs]
+    by_agents = [x["instances"] / t if t else None for x, t in zip(runs, seen, strict=True)]
+    print(f"  {'placements/s as the agents saw':32} "
+          f"{fmt(median([v for v in by_agents if v]), 0):>9}   "
+          + " ".join(fmt(v, 0) for v in by_agents))
     print(f"  {'all placed / running by the log (s)':32} {'':>9}   "
           + " ".join(f"{fmt(x['placed_events_s'], 1)}/{fmt(x['running_events_s'], 1)}"
                      for x in runs))
