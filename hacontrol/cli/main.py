@@ -42,10 +42,11 @@ _VALUED = ("--addr", "--token", "--token-file")
 
 
 def _columns() -> int:
-    """The terminal's width as shutil.get_terminal_size finds it: $COLUMNS, else the
-    terminal's, else 80."""
+    """The terminal's width as shutil.get_terminal_size finds it: $COLUMNS if positive,
+    else the terminal's, else 80."""
     try:
-        return int(os.environ["COLUMNS"])
+        if (given := int(os.environ["COLUMNS"])) > 0:
+            return given
     except (KeyError, ValueError):
         pass
     try:

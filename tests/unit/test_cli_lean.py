@@ -63,3 +63,17 @@ def test_an_agent_process_keeps_no_module_it_needs_only_now_and_then() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) == []
+
+
+@pytest.mark.parametrize("columns", [None, "0", "-3", "abc", "60", "200"])
+def test_help_is_as_wide_as_shutil_would_make_it(columns: str | None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from hacontrol.cli.main import _columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _columns() == shutil.get_terminal_size().columns
