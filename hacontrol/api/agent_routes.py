@@ -36,6 +36,7 @@ from .request import (
     controller_credential_hash,
     json_body,
     leader_of,
+    ok,
     store_of,
 )
 from .schemas import SYNC_ANSWER, SYNC_REQUEST
@@ -175,7 +176,7 @@ async def _sync(request: web.Request, cluster: Cluster, leader: LeaderState,
     index, fp, assignments, poll_s = store.read_local(
         lambda m: (m.index, node_fingerprint(m, name), m.node_assignments(name),
                    poll_seconds(len(m.nodes))))
-    return web.json_response(protocol.stamped(
+    return ok(protocol.stamped(
         {"term": term, "leader": cluster.id, "index": index, "fingerprint": fp, "acked": acked,
          "allocations": assignments, "poll_s": poll_s,
          "controller_credential_sha256": controller_credential_hash(request)}))
@@ -207,13 +208,13 @@ async def _answer_delta(request: web.Request, cluster: Cluster, store: Store, na
                 break
     if not cluster.is_leader():
         raise _not_leader(cluster)
-    return web.json_response(protocol.stamped({
-                              "term": cluster.term(), "leader": cluster.id, "index": index,
-                              "fingerprint": fp, "acked": acked,
-                              "allocations": [a.to_dict(with_spec=False) for a in allocs],
-                              "delta": delta.to_dict(), "poll_s": poll_s,
-                              "controller_credential_sha256":
-                                  controller_credential_hash(request)}))
+    # By orjson (request.dumps): encoding the answers was a fifth of the leader's sync work
+    # while it placed 100,000 allocations on 5,000 nodes (py-spy).
+    return ok(protocol.stamped({
+        "term": cluster.term(), "leader": cluster.id, "index": index, "fingerprint": fp,
+        "acked": acked, "allocations": [a.to_dict(with_spec=False) for a in allocs],
+        "delta": delta.to_dict(), "poll_s": poll_s,
+        "controller_credential_sha256": controller_credential_hash(request)}))
 
 
 class NodeWaits:
