@@ -75,8 +75,8 @@ def sweep_due(now: float, last: float, leading: bool, every_s: float = SWEEP_S) 
 
 
 class Collector:
-    """Freezes the survivors of every full collection while installed (process-wide:
-    one per process, installed by the server)."""
+    """Freezes the survivors of every middle and full collection while installed
+    (process-wide: one per process, installed by the server)."""
 
     def __init__(self) -> None:
         self.full_collections = 0

@@ -115,7 +115,7 @@ def test_metrics_and_health(cluster: Cluster) -> None:
     # a young replica may not have frozen anything yet).
     for name in ("hacontrol_gc_frozen_objects", "hacontrol_gc_full_collections_total",
                  "hacontrol_gc_sweeps_total", "hacontrol_gc_sweep_unreachable_total"):
-        assert values[name + "[]"] >= 0, name
+        assert name + "[]" in values, name
 
 
 def test_cut_off_instances_stop_after_disconnect_timeout(cluster: Cluster) -> None:
