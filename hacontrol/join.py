@@ -23,7 +23,10 @@ from hacontrol.tls.roles import Role
 
 log = logging.getLogger("hacontrol.join")
 
-RETRY_REASONS = ("change_in_progress",)
+# Refusals that pass: another change is under way, or the leader could not connect to this
+# replica's Raft port yet (a firewall that stays shut shows in the log's "retrying" lines
+# until the join's deadline).
+RETRY_REASONS = ("change_in_progress", "unreachable")
 MAX_REDIRECTS = 5
 
 

@@ -198,7 +198,8 @@ async def run_controller(args: Any) -> None:
                       int(getattr(args, "min_quorum", None) or 3),
                       float(getattr(args, "dead_server_after", None) or 30.0))
     pilot_task = asyncio.create_task(membership.autopilot(pilot)) if pilot.enabled else None
-    join_task = (asyncio.create_task(ask_to_join(joiner, MemberInfo(me.id, me.raft, me.api)))
+    join_task = (asyncio.create_task(ask_to_join(joiner, MemberInfo(me.id, me.raft, me.api),
+                                                 replica))
                  if joiner is not None else None)
     log.info("replica %s: raft %s, api %s, pid %d", args.id, args.raft, me.api, os.getpid())
 
@@ -283,7 +284,12 @@ async def membership_at_start(args: Any, me: Member, peers: list[Member], data_d
     return book, joiner
 
 
-async def ask_to_join(joiner: JoinClient, me: MemberInfo) -> None:
+async def ask_to_join(joiner: JoinClient, me: MemberInfo, replica: Replica) -> None:
+    # Not before this replica listens on its Raft port: the leader counts a new member
+    # among the voters from the moment it adds it, and one it cannot reach weakens the
+    # quorum (the replica's health and log say why it does not listen).
+    while not replica.listening():
+        await asyncio.sleep(0.1)
     try:
         answer = await joiner.join(me)
     except JoinRefused as exc:

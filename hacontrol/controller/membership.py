@@ -9,6 +9,9 @@ API redirects there.
   request returns only once the new replica has caught up (snapshot plus log), its match
   index within `CAUGHT_UP_LAG` of the commit index and answering every heartbeat for
   `STEADY_S`; until then no other change starts.
+- Before an add, the leader connects to the new member's Raft port and refuses
+  (`unreachable`) when it cannot; a new member that never connects while the leader waits
+  for its catch-up (never answers it) is removed again (`never_connected`).
 - A second change while one is in progress is refused at once (`change_in_progress`, a
   409), as is one that pysyncobj's leader refuses (REQUEST_DENIED): nothing waits.
 - Removing the leader hands leadership to the most caught-up follower first; the new leader
@@ -51,6 +54,8 @@ JOIN_CATCH_UP_S = 120.0
 STEADY_S = 1.0
 STEADY_CONTACT_S = 0.3
 CHANGE_TIMEOUT_S = 10.0
+# Connecting to a joiner's Raft port: a round trip on any network that can run Raft.
+PROBE_S = 3.0
 # A new leader refuses changes until the no-op of its term is applied: retry that long.
 DENIED_RETRY_S = 2.0
 TRANSFER_S = 5.0
@@ -169,8 +174,17 @@ class Membership:
                     "catch_up_s": round(time.monotonic() - started, 3)}
         async with self._exclusive():
             self._require_leader()
-            index = None if self._already(info) else await self._change("add", info)
-            lag = await self._catch_up(info.raft, index or 1)
+            index = None
+            if not self._already(info):
+                await self._reachable(info.raft)
+                index = await self._change("add", info)
+            try:
+                lag = await self._catch_up(info.raft, index or 1)
+            except MembershipConflict as exc:
+                if exc.code == "never_connected" and index is not None:
+                    await self._change("rem", info)
+                    exc.reason += "; removed again"
+                raise
             return {"member": info.to_dict(), "index": index, "index_lag": lag,
                     "catch_up_s": round(time.monotonic() - started, 3)}
 
@@ -227,15 +241,35 @@ class Membership:
             except LogOutcomeUnknown as exc:
                 raise OutcomeUnknown(str(exc), "") from None
 
+    async def _reachable(self, raft: str) -> None:
+        """Refuse to add a member whose Raft port does not accept a connection from here:
+        counted among the voters at once, it would weaken the quorum from the start."""
+        host, _, port = raft.rpartition(":")
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port)), PROBE_S)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise MembershipConflict(
+                "unreachable", f"{raft} does not accept connections from the leader: "
+                f"{getattr(exc, 'strerror', None) or exc or 'timed out'}",
+                {"field": "raft"}) from None
+        writer.close()
+
     async def _catch_up(self, raft: str, since: int) -> int | None:
         """Wait until `raft` holds the entry at `since` (the one adding it) and is within
         CAUGHT_UP_LAG of the commit index; its lag then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + JOIN_CATCH_UP_S
         steady_since: float | None = None
+        # Whether it ever answered the leader: its match index moved, or the time since its
+        # last answer (counted from the add until then) went down.
+        answered, last_seen = False, None
         while True:
             self._require_leader()
             match, seen, connected = self.ctl.replica.peer_view().get(raft, (0, None, False))
+            answered = answered or match > 0 or (
+                seen is not None and last_seen is not None and seen < last_seen)
+            last_seen = seen
             lag = max(self.ctl.replica.status().commit_index - match, 0)
             if (match >= since and lag <= CAUGHT_UP_LAG and connected
                     and seen is not None and seen <= STEADY_CONTACT_S):
@@ -245,8 +279,11 @@ class Membership:
             else:
                 steady_since = None
             if loop.time() >= deadline:
+                # One that never answered is taken out again (a member that cannot be
+                # reached only costs the quorum); a slow one stays and catches up.
+                code = "not_caught_up" if answered else "never_connected"
                 raise MembershipConflict(
-                    "not_caught_up", f"{raft} was added but has not caught up after "
+                    code, f"{raft} was added but has not caught up after "
                     f"{JOIN_CATCH_UP_S:.0f} s (lag {lag})", {"index_lag": lag})
             await asyncio.sleep(0.05)
 

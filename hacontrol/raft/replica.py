@@ -11,16 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from hacontrol.raft import dump, prepare_gate
+from hacontrol.raft import dump, orphans, prepare_gate
 from hacontrol.raft.config import JournalKind, ReplicaConfig
 from hacontrol.raft.journal import DurableJournal, SyncedJournal, make_mmap_journal
+from hacontrol.raft.listen import bind_address, not_listening
 from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.membership import MEMBERSHIP_TYPE, MemberBook, MemberInfo
 from hacontrol.raft.node import node_class
 from hacontrol.raft.readindex import ReadCallback, ReadOutcome
 from hacontrol.raft.safety import install_fence, require_secret
 from hacontrol.raft.stall import Sample as StallSample
-from hacontrol.raft.stall import StallReporter
+from hacontrol.raft.stall import StallReporter, thread_ident
 from hacontrol.raft.storage import StorageError
 from hacontrol.raft.wake import WakePipe
 from hacontrol.raft.watch import install_watch, watch, weak_wake
@@ -37,7 +38,7 @@ FAIL_DISCARDED = 3
 FAIL_NOT_LEADER = 4
 FAIL_LEADER_CHANGED = 5
 FAIL_REQUEST_DENIED = 6
-FAIL_UNKNOWN_OUTCOME = 7
+FAIL_UNKNOWN_OUTCOME = orphans.UNKNOWN_OUTCOME
 FAIL_NAMES = dict(enumerate(["SUCCESS", "QUEUE_FULL", "MISSING_LEADER", "DISCARDED",
                              "NOT_LEADER", "LEADER_CHANGED", "REQUEST_DENIED", "UNKNOWN_OUTCOME"]))
 
@@ -152,6 +153,7 @@ class Replica(prepare_gate.Preparing):
             # with a custom serializer, this makes the choice explicit.
             useFork=False,
             dynamicMembershipChange=True,
+            bindAddress=bind_address(config.raft_addr),
             **tuning.syncobj_kwargs(),
         )
         self._node = node_class()(self, config.raft_addr, list(config.peers), conf,
@@ -162,8 +164,12 @@ class Replica(prepare_gate.Preparing):
         self._disable_admin_commands()
         watch.replicas.add(self)
         self._stalls = StallReporter(config.node_id, self._progress_sample,
-                                     lambda: self._tick_thread_id)
+                                     lambda: self._tick_thread_id or thread_ident(self._node))
         self._stalls.start()
+
+    def listening(self) -> bool:
+        """Whether the Raft port is bound: until then peers cannot reach this replica."""
+        return self._node is not None and not_listening(self._node) is None
 
     def _progress_sample(self) -> StallSample | None:
         """For the stall reporter (its own thread): None once destroyed."""
@@ -171,7 +177,8 @@ class Replica(prepare_gate.Preparing):
             return None
         st = self.status()
         return StallSample(time.monotonic(), self._last_tick, st.applied_index, st.commit_index,
-                           st.leader, int(self._node._SyncObj__leaderCommitIndex or 0))
+                           st.leader, int(self._node._SyncObj__leaderCommitIndex or 0),
+                           not_listening(self._node))
 
     def _open_journal(self) -> SyncedJournal:
         config = self.config
@@ -195,18 +202,7 @@ class Replica(prepare_gate.Preparing):
         """The journal failed: stop serving. Runs on the tick thread, which then ends."""
         self.storage_error = message
         logger.critical("replica %s stops: %s", self.config.node_id, message)
-        node = self._node
-        try:
-            waiting = node._SyncObj__commandsWaitingCommit
-            forwarded = node._SyncObj__commandsWaitingReply
-            callbacks = [cb for entries in waiting.values() for _term, cb in entries]
-            callbacks += list(forwarded.values())
-            waiting.clear()
-            forwarded.clear()
-        except AttributeError:
-            callbacks = []
-        for callback in callbacks:
-            callback(None, FAIL_UNKNOWN_OUTCOME)
+        orphans.fail_all(self._node)
 
     def apply_entry(self, command: bytes, index: int) -> Applied:
         # An exception escaping a replicated method makes pysyncobj retry the
@@ -259,7 +255,10 @@ class Replica(prepare_gate.Preparing):
             logger.exception("peer view failed")
         if self._snapshot_loaded:
             self._snapshot_loaded = False
-            self._fail_orphaned_callbacks()
+            orphaned = orphans.fail_applied(node)
+            if orphaned:
+                logger.info("snapshot installed: %d waiting commands reported as unknown",
+                            orphaned)
         try:
             node.hc_read_step()
         except Exception:
@@ -277,21 +276,6 @@ class Replica(prepare_gate.Preparing):
             logger.exception("group-commit push failed")
         # The leader's sync thread writes these while the followers do (node.py).
         node.hc_flush()
-
-    def _fail_orphaned_callbacks(self) -> None:
-        # Installing a snapshot jumps raftLastApplied past entries whose
-        # callbacks pysyncobj still holds; they would never fire and every such
-        # caller would sit until its deadline. Whether each entry was ours is
-        # unknowable from a snapshot, so report that, now.
-        node = self._node
-        waiting = node._SyncObj__commandsWaitingCommit
-        applied = node.raftLastApplied
-        orphaned = [idx for idx in list(waiting) if idx <= applied]
-        for idx in orphaned:
-            for _term, callback in waiting.pop(idx, []):
-                callback(None, FAIL_UNKNOWN_OUTCOME)
-        if orphaned:
-            logger.info("snapshot installed: %d waiting commands reported as unknown", len(orphaned))
 
     def _wake(self) -> None:
         self._waker.wake()
@@ -461,6 +445,9 @@ class Replica(prepare_gate.Preparing):
             return False, broken
         if not self._node.tick_thread_alive():
             return False, "tick thread is not running"
+        unbound = not_listening(self._node)
+        if unbound is not None:
+            return False, unbound
         if self._tick_failures >= self._tuning.max_consecutive_tick_failures:
             return False, f"{self._tick_failures} consecutive tick failures"
         stalled = time.monotonic() - self._last_tick

@@ -42,6 +42,8 @@ class Sample:
     leader: str | None
     # The commit index the leader last told this replica (its own, on the leader).
     leader_commit: int = 0
+    # Why the Raft port is not bound (None: it is); the tick thread only retries until.
+    not_listening: str | None = None
 
 
 @dataclass
@@ -69,7 +71,8 @@ def stalled(s: Sample, p: Progress, stall_s: float | None = None) -> str | None:
     elif p.leaderless_since is None:
         p.leaderless_since = s.now
     if s.now - s.last_tick >= stall_s:
-        return f"no Raft tick for {s.now - s.last_tick:.1f} s"
+        why = f"; {s.not_listening}" if s.not_listening else ""
+        return f"no Raft tick for {s.now - s.last_tick:.1f} s{why}"
     if s.commit > s.applied and s.now - p.applied_since >= stall_s:
         return (f"applied index {s.applied} below commit index {s.commit} for "
                 f"{s.now - p.applied_since:.1f} s")
@@ -125,3 +128,10 @@ class StallReporter:
         if frame is None:
             return "  (no Raft thread)"
         return "".join(traceback.format_stack(frame)).rstrip()
+
+
+def thread_ident(node: object) -> int | None:
+    """The id of pysyncobj's tick thread, known before its first tick (which a replica
+    that cannot bind its port never reaches)."""
+    thread = getattr(node, "_SyncObj__thread", None)
+    return thread.ident if isinstance(thread, threading.Thread) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,17 @@ def join_list_remove(c: Cluster) -> None:
 def test_refused_removals_say_why(cluster: Cluster) -> None:
     c = cluster
     lead = c.leader()
+    # A new member the leader cannot connect to is not added: it would vote from the start.
+    with socket.socket() as reserved:  # bound, never listening: connections are refused
+        reserved.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{reserved.getsockname()[1]}"
+        resp = http("POST", f"{lead.api}/v1/operator/raft/peers",
+                    {"id": "c9", "raft": nowhere, "api": "http://127.0.0.1:9"}, token=c.token)
+    assert resp.status == 409, resp
+    err = resp.body["error"]
+    assert err["reason"] == "unreachable" and err["field"] == "raft", err
+    assert nowhere in err["message"], err
+    assert set(peers(c)) == {r.id for r in c.replicas}
     dead = [r for r in c.replicas if r is not lead]
     dead[0].proc.kill9()
     wait_for(lambda: not peers(c)[dead[0].id]["alive"], 10, what="the dead one unreachable")
@@ -307,5 +319,32 @@ def test_autopilot_cleans_up_a_dead_server_but_keeps_the_minimum(tmp_path: Path)
             time.sleep(4.0)  # past dead_after: still listed, the minimum is 3
             assert second.id in peers(c)
         assert_clean(load)
+    finally:
+        c.stop()
+
+
+@ops_only
+def test_a_member_that_never_answers_is_removed_again(tmp_path: Path) -> None:
+    """A port that accepts connections but speaks no Raft passes the leader's connection
+    check; the added member never answers, and after the catch-up wait it is taken out."""
+    c = Cluster(tmp_path / "cluster").start()
+    try:
+        with socket.socket() as mute:
+            mute.bind(("127.0.0.1", 0))
+            mute.listen()
+            raft = f"127.0.0.1:{mute.getsockname()[1]}"
+            lead = c.leader()
+            resp = http("POST", f"{lead.api}/v1/operator/raft/peers",
+                        {"id": "c9", "raft": raft, "api": "http://127.0.0.1:9"},
+                        token=c.token, timeout=200.0)
+        assert resp.status == 409, resp
+        err = resp.body["error"]
+        assert err["reason"] == "never_connected" and "removed again" in err["message"], err
+        assert set(peers(c)) == {r.id for r in c.replicas}
+        resp = c.write("PUT", "/v1/jobs/default/after", {"command": ["sleep", "1"],
+                                                         "count": 0,
+                                                         "resources": {"cpu": 0.1,
+                                                                       "memory_mb": 16}})
+        assert resp.status == 200, resp
     finally:
         c.stop()

@@ -76,3 +76,6 @@ def test_the_stall_rules() -> None:
     assert "commit index 6 behind its leader's 9" in str(stall.stalled(behind, p, 10))
     assert stall.stalled(stall.Sample(41, 41, 7, 7, "c1", leader_commit=9), p, 10) is None
     assert stall.stalled(stall.Sample(60, 60, 9, 9, "c1", leader_commit=9), p, 10) is None
+    # A tick thread that only retries its bind says why.
+    unbound = stall.Sample(80, 60, 9, 9, None, not_listening="cannot listen on h:1: in use")
+    assert str(stall.stalled(unbound, p, 10)).endswith("s; cannot listen on h:1: in use")
