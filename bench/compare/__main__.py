@@ -121,7 +121,7 @@ def cp_settings(args: argparse.Namespace) -> controlplane.CpSettings:
 
 def agent_settings(args: argparse.Namespace) -> agents.AgentSettings:
     if args.quick:
-        s = agents.AgentSettings(crashes=5, small=200, large=1000, settle_s=0.5, idle_s=3.0,
+        s = agents.AgentSettings(crashes=5, small=200, large=1000, settle_s=2.0, idle_s=3.0,
                                  limit_s=45.0)
     else:
         s = agents.AgentSettings(crashes=40, small=200, large=1000, settle_s=2.0,

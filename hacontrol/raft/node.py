@@ -197,6 +197,7 @@ def _make_node_class() -> type:
                 return
             prepare_gate.be_patient(self, self._hc_owner(), raft_clock())
             if self._SyncObj__raftState == _LEADER:
+                self.hc_read_step()  # probes go before pysyncobj's appends: 0.1 ms sooner
                 # Our commit rule first; pysyncobj's loop, which counts the leader for
                 # every entry it has, then finds nothing beyond it (the cap lifts when
                 # pysyncobj applies entries, right after its loop).
