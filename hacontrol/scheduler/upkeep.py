@@ -48,6 +48,11 @@ async def propose_until(done: Callable[[], bool], propose: Callable[[], Awaitabl
         except Exception:
             log.exception("proposing %s failed; retrying", what)
             await asyncio.sleep(1.0)
+        else:
+            if not done():
+                # Applied, yet not done (a write answered before its entry applied here):
+                # proposing again at once spun the event loop without a pause.
+                await asyncio.sleep(retry_s)
     return None
 
 

@@ -111,3 +111,32 @@ def test_propose_until_stops_at_a_refusal_and_when_done() -> None:
 
     assert asyncio.run(upkeep.propose_until(lambda: len(calls) >= 3, flaky, "x", 0.0)) is None
     assert len(calls) == 3
+
+
+def test_propose_until_pauses_when_an_answered_proposal_is_not_done_yet() -> None:
+    """A write answered before its entry applied here (the planted early-ack fault did
+    that) made the loop propose again at once, forever, and nothing else on the event
+    loop ran: other tasks must get their turns, and proposals come `retry_s` apart."""
+    proposals: list[float] = []
+    ticks: list[int] = []
+
+    async def answered_early() -> None:
+        proposals.append(asyncio.get_running_loop().time())
+
+    async def other_task() -> None:
+        while True:
+            ticks.append(1)
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        other = asyncio.create_task(other_task())
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.35
+        await upkeep.propose_until(lambda: loop.time() >= until, answered_early, "x", 0.1)
+        other.cancel()
+
+    asyncio.run(scenario())
+    assert 3 <= len(proposals) <= 5, proposals
+    gaps = [b - a for a, b in zip(proposals, proposals[1:], strict=False)]
+    assert all(g >= 0.09 for g in gaps), proposals
+    assert ticks
