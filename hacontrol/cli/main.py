@@ -113,6 +113,10 @@ def main(argv: Sequence[str] | None = None, *, transport: Transport | None = Non
     """Run one command line; the exit code. `transport` replaces the network (tests)."""
     given = list(sys.argv[1:] if argv is None else argv)
     command = command_named(given)
+    if argv is None and command == "agent":
+        from hacontrol.agent.arenas import limit_arenas
+
+        limit_arenas()  # may execute the agent again, with fewer malloc arenas
     build: Callable[[], argparse.ArgumentParser] = (
         partial(build_parser, command) if command in LEAN_COMMANDS else build_parser)
     parser = build()
