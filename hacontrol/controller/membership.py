@@ -251,7 +251,7 @@ class Membership:
         except (OSError, TimeoutError, ValueError) as exc:
             raise MembershipConflict(
                 "unreachable", f"{raft} does not accept connections from the leader: "
-                f"{getattr(exc, 'strerror', None) or exc or 'timed out'}",
+                f"{getattr(exc, 'strerror', None) or str(exc) or 'timed out'}",
                 {"field": "raft"}) from None
         writer.close()
 
