@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any
 
+from hacontrol.raft.listen import reported_bind
+
 logger = logging.getLogger(__name__)
 
 # A peer's handshake is two frames and one round trip: milliseconds on a LAN.
@@ -87,20 +89,7 @@ def _patch_transport(timeout: float, max_pending: int) -> None:
     orig_bind = server_cls.bind
 
     def bind(self: Any) -> None:
-        # pysyncobj retries a failed bind every second and says nothing: keep the error
-        # (the replica's health and stall report show it) and log each new one once.
-        where = f"{self._TcpServer__host}:{self._TcpServer__port}"
-        try:
-            orig_bind(self)
-        except OSError as exc:
-            error = f"cannot listen on {where}: {exc.strerror or exc}"
-            if error != getattr(self, "hc_bind_error", None):
-                logger.error("raft %s; retrying every second", error)
-            self.hc_bind_error = error
-            raise
-        if getattr(self, "hc_bind_error", None) is not None:
-            logger.warning("raft listens on %s now (was: %s)", where, self.hc_bind_error)
-            self.hc_bind_error = None
+        reported_bind(self, orig_bind)
         self._TcpServer__socket.listen(LISTEN_BACKLOG)  # a second listen() only resizes
 
     def drop(self: Any, conn: Any, why: str) -> None:

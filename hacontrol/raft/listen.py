@@ -15,7 +15,11 @@ IPv6 address, whose literal pysyncobj does not parse.
 from __future__ import annotations
 
 import ipaddress
+import logging
+from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def bind_address(raft_addr: str) -> str | None:
@@ -28,6 +32,26 @@ def bind_address(raft_addr: str) -> str | None:
     except ValueError:
         return None
     return raft_addr if ip.version == 4 else None
+
+
+def reported_bind(server: Any, bind: Callable[[Any], None]) -> None:
+    """`bind(server)` for pysyncobj's TcpServer `server`, keeping its error on it.
+
+    pysyncobj retries a failed bind every second and says nothing; the error kept here is
+    what the replica's health and stall report show (`not_listening`), and each new one is
+    logged once."""
+    where = f"{server._TcpServer__host}:{server._TcpServer__port}"
+    try:
+        bind(server)
+    except OSError as exc:
+        error = f"cannot listen on {where}: {exc.strerror or exc}"
+        if error != getattr(server, "hc_bind_error", None):
+            logger.error("raft %s; retrying every second", error)
+        server.hc_bind_error = error
+        raise
+    if getattr(server, "hc_bind_error", None) is not None:
+        logger.warning("raft listens on %s now (was: %s)", where, server.hc_bind_error)
+        server.hc_bind_error = None
 
 
 def not_listening(node: Any) -> str | None:

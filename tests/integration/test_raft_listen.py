@@ -30,16 +30,12 @@ def test_the_bind_address_follows_the_raft_address() -> None:
     assert bind_address("nonsense") is None
 
 
-@contextmanager
-def listener(host: str, port: int) -> Iterator[socket.socket]:
+def listener(host: str, port: int) -> socket.socket:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, port))
     s.listen()
-    try:
-        yield s
-    finally:
-        s.close()
+    return s
 
 
 @contextmanager
@@ -67,23 +63,18 @@ def test_a_port_taken_on_another_local_address_does_not_keep_a_replica_out(
 
 def test_a_replica_that_cannot_listen_says_why_and_listens_once_it_can(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="hacontrol.raft.handshake")
+    caplog.set_level(logging.ERROR, logger="hacontrol.raft.listen")
     port = free_ports(1)[0]
     addr = f"127.0.0.3:{port}"
-    held = listener("127.0.0.3", port)
-    held.__enter__()
-    try:
-        with lone_replica(tmp_path, addr) as r:
-            wait_for(lambda: "Address already in use" in str(r.status().unhealthy_reason),
-                     15, what="the health naming the bind error")
-            st = r.status()
-            assert not st.healthy and addr in str(st.unhealthy_reason), st
-            assert not r.listening()
-            assert any(f"raft cannot listen on {addr}" in rec.getMessage()
-                       for rec in caplog.records)
-            held.__exit__(None, None, None)
-            wait_for(r.listening, 15, what="the replica listening once the port is free")
-            wait_for(lambda: r.status().role == "leader" and r.status().healthy, 15,
-                     what="the replica leading and healthy")
-    finally:
-        held.__exit__(None, None, None)
+    with listener("127.0.0.3", port) as held, lone_replica(tmp_path, addr) as r:
+        wait_for(lambda: "Address already in use" in str(r.status().unhealthy_reason),
+                 15, what="the health naming the bind error")
+        st = r.status()
+        assert not st.healthy and addr in str(st.unhealthy_reason), st
+        assert not r.listening()
+        assert any(f"raft cannot listen on {addr}" in rec.getMessage()
+                   for rec in caplog.records)
+        held.close()
+        wait_for(r.listening, 15, what="the replica listening once the port is free")
+        wait_for(lambda: r.status().role == "leader" and r.status().healthy, 15,
+                 what="the replica leading and healthy")
