@@ -249,7 +249,9 @@ def _job_view() -> Schema:
         status={"type": "string", "enum": [*JobStatus]},
         created_at=NUMBER, updated_at=NUMBER, modify_index=INTEGER,
         deployment=_nullable(dataclass_schema(Deployment)),
-        counts={"type": "object", "additionalProperties": INTEGER},
+        counts={"type": "object", "additionalProperties": INTEGER,
+                "description": "desired, allocations per state, and queued: pending ones "
+                               "that wait for a node (reads only)"},
         allocations={"type": "array", "items": ALLOCATION,
                      "description": "only in GET /v1/jobs/{ns}/{name}"})
     return {"type": "object", "properties": props,

@@ -228,7 +228,9 @@ def render_job(
                 f"desired={cell_text(counts.get('desired'))} "
                 f"running={cell_text(counts.get('running'))} "
                 f"pending={cell_text(counts.get('pending'))} "
-                f"failed={cell_text(counts.get('failed'))}",
+                # older replicas do not count the queued ones (waiting for a node)
+                + (f"queued={cell_text(counts['queued'])} " if "queued" in counts else "")
+                + f"failed={cell_text(counts.get('failed'))}",
             )
         )
     head = format_kv(pairs)

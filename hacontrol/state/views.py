@@ -75,8 +75,14 @@ def observed_status(store: Store, job: Job) -> str:
 
 
 def read_view(store: Store, job: Job) -> View:
-    """The job as reads show it (`job_view` with `observed_status`)."""
-    return {**job_view(store, job), "status": observed_status(store, job)}
+    """The job as reads show it: `job_view` with `observed_status`, and its counts with
+    `queued`, the allocations that wait for a node (pending ones that have one are on their
+    way to start). Command results keep `job_view` as it is, for the same reason as
+    `observed_status`."""
+    view = job_view(store, job)
+    view["status"] = observed_status(store, job)
+    view["counts"]["queued"] = len(store.pending.get(job.key, ()))
+    return view
 
 
 def job_view(store: Store, job: Job) -> View:

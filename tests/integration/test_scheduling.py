@@ -46,6 +46,12 @@ def test_constraints_place_by_label_and_explain_pending(cluster: Cluster) -> Non
         return got[0] if got and got[0] else None
     text = wait_for(reason, 20, what="a pending reason")
     assert "2" in text and "constraint" in text, text
+    # The counts tell the one waiting for a node (queued) from those placed.
+    listed = {j["name"]: j["counts"] for j in cluster.api("GET", "/v1/jobs").body["jobs"]}
+    assert (listed["nowhere"]["pending"], listed["nowhere"]["queued"]) == (1, 1), listed
+    assert (listed["web"]["running"], listed["web"]["queued"]) == (2, 0), listed
+    one = cluster.api("GET", "/v1/jobs/default/nowhere").body["job"]["counts"]
+    assert one["queued"] == 1, one
     # distinct_nodes: two instances never share a node.
     spread = {**SLEEP, "count": 2, "constraints": [{"operator": "distinct_nodes"}]}
     cluster.write("PUT", "/v1/jobs/default/spread", spread)

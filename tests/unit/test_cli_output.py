@@ -101,6 +101,8 @@ def test_render_job_shows_spec_counts_and_allocations() -> None:
     assert "Resources    cpu=0.5 memory_mb=64" in text
     assert "desired=2 running=1 pending=1 failed=0" in text
     assert "web-000001" in text
+    queued = output.render_job({**job, "counts": {**job["counts"], "queued": 1}}, ALLOCS)
+    assert "desired=2 running=1 pending=1 queued=1 failed=0" in queued
     assert "NAMESPACE" not in text
 
 
