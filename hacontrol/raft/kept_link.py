@@ -3,7 +3,11 @@ that leader back (`node.py`'s `_SyncObj__updateClusterConfiguration` decides to 
 
 Installing a snapshot replaces a follower's configuration with the dump's, as of when the
 dump was written; a leader that joined after that dump forwards it unchanged, and pysyncobj
-would drop the link to it. These helpers run on the tick thread, over our node's own
+would drop the link to it and refuse its connections (only members may connect): the
+follower would hear nothing more, and the leader would see it dead at match index 0, until
+someone the snapshot lists leads. Raft has a follower take entries from any leader of its
+term, and the entries after the snapshot add that leader back, so the link is kept (not
+the membership) until then. These helpers run on the tick thread, over our node's own
 attributes (`_hc_kept`) and pysyncobj's (read from outside its class, so unmangled here).
 """
 

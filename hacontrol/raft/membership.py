@@ -184,3 +184,18 @@ class MemberBook:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def peer_view(node: Any, now: float) -> dict[str, tuple[int, float | None, bool]]:
+    """Tick thread, on the leader: raft address -> (match index, seconds since it last
+    answered, connected). `now` is pysyncobj's clock."""
+    match = node._SyncObj__raftMatchIndex
+    seen = node._SyncObj__lastResponseTime
+    connected = node._SyncObj__connectedNodes
+    out = {}
+    for peer in list(node._SyncObj__otherNodes):
+        at = seen.get(peer)
+        out[str(peer.address)] = (int(match.get(peer, 0)),
+                                  None if at is None else max(now - at, 0.0),
+                                  peer in connected)
+    return out

@@ -34,8 +34,10 @@ from hacontrol.raft import (
     fast_failover,
     kept_link,
     long_apply,
+    membership,
     prepare_gate,
 )
+from hacontrol.raft.commit_push import CommitPush
 from hacontrol.raft.journal import SyncedJournal
 from hacontrol.raft.long_apply import LongApply
 from hacontrol.raft.readindex import (
@@ -131,6 +133,7 @@ def _make_node_class() -> type:
             self._hc_fallback = float(conf.leaderFallbackTimeout)
             self._hc_fallback_hold = (0.0, 0.0)  # (until, extra seconds)
             self._hc_fast = fast_failover.FastFailover.from_heartbeat(conf.appendEntriesPeriod)
+            self._hc_push = CommitPush()
             _pending.journal = journal
             try:
                 super().__init__(self_addr, peers, conf, transport=transport)
@@ -188,6 +191,7 @@ def _make_node_class() -> type:
 
         def _SyncObj__onBecomeLeader(self) -> None:  # noqa: N802
             super()._SyncObj__onBecomeLeader()
+            self._hc_push = CommitPush()
             # Its no-op is on disk before anything counts it: a single-node cluster
             # computes its commit index right after an election, in the same tick.
             self._hc_journal.sync()
@@ -206,6 +210,8 @@ def _make_node_class() -> type:
                 until, extra = self._hc_fallback_hold
                 self._SyncObj__conf.leaderFallbackTimeout = long_apply.fallback_timeout(
                     self._hc_fallback, raft_clock(), until, extra)
+                timeToWait = self._hc_push.wait(  # noqa: N806
+                    timeToWait, self._SyncObj__raftCommitIndex, raft_clock())
             else:
                 election_grace.hear_before_electing(self, raft_clock())
                 election_grace.no_campaign_outside(self, self._hc_owner(), raft_clock())
@@ -244,13 +250,8 @@ def _make_node_class() -> type:
 
         def _SyncObj__updateClusterConfiguration(self, newNodes: Any) -> None:  # noqa: N802, N803
             """A snapshot was installed: its configuration (the members when it was taken)
-            replaces ours. It need not list the leader that sent it: a leader that joined
-            after it forwards the dump it was sent itself. pysyncobj would then drop the
-            link to that leader, and refuse its connections (only members may connect):
-            this replica would hear nothing more, the leader would see it dead at match
-            index 0, until someone the snapshot lists leads. Raft has a follower take
-            entries from any leader of its term, and the entries after the snapshot add
-            that leader back: keep its link (not its membership) until then."""
+            replaces ours. A leader it does not list keeps its link (not its membership)
+            until the log adds it back: pysyncobj would drop it (see kept_link.py)."""
             leader = self._SyncObj__raftLeader
             others = self._SyncObj__otherNodes
             listed = {getattr(n, "address", n) for n in newNodes}
@@ -269,19 +270,14 @@ def _make_node_class() -> type:
             return election_grace.silence(self, raft_clock())
 
         def hc_peer_view(self) -> dict[str, tuple[int, float | None, bool]]:
-            """Tick thread, on the leader: raft address -> (match index, seconds since it
-            last answered, connected)."""
-            now = raft_clock()
-            match = self._SyncObj__raftMatchIndex
-            seen = self._SyncObj__lastResponseTime
-            connected = self._SyncObj__connectedNodes
-            out = {}
-            for node in list(self._SyncObj__otherNodes):
-                at = seen.get(node)
-                out[str(node.address)] = (int(match.get(node, 0)),
-                                          None if at is None else max(now - at, 0.0),
-                                          node in connected)
-            return out
+            return membership.peer_view(self, raft_clock())
+
+        def hc_push(self) -> None:
+            """Tick thread, leader, end of a tick: send AppendEntries now if new entries
+            or a commit index are due to go out (commit_push.py)."""
+            if self._hc_push.push_now(self._SyncObj__raftLog[-1][1],
+                                      self._SyncObj__raftCommitIndex, raft_clock()):
+                self._SyncObj__sendAppendEntries()
 
         def _SyncObj__getCurrentLogIndex(self) -> int:  # noqa: N802
             last: int = self._SyncObj__raftLog[-1][1]
@@ -440,16 +436,19 @@ def _make_node_class() -> type:
             # lookup, so this method is the one registered).
             if self._hc_stopped:
                 return None
-            if isinstance(message, dict) and message.get("type") == "append_entries":
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind == "append_entries":
                 self._hc_heard_at = raft_clock()
-            if isinstance(message, dict) and message.get("type") in prepare_gate.TYPES:
+            elif kind == "apply_command":  # a follower waits to apply it (commit_push.py)
+                self._hc_push.proposed_by_follower()
+            if kind in prepare_gate.TYPES:
                 return prepare_gate.receive(self, node, message, self._hc_owner())
-            if isinstance(message, dict) and message.get("type") in (PROBE, ACK):
+            if kind in (PROBE, ACK):
                 # Older replicas ignore these types: their leaders never probe, and as
                 # voters they never answer, so reads there fall back to the log.
                 return self._hc_on_read_message(node, message)
             handle = super()._SyncObj__onMessageReceived
-            if (not isinstance(message, dict) or message.get("type") != "append_entries"
+            if (kind != "append_entries"
                     or "prevLogIdx" not in message or message.get("transmission") is not None
                     or message.get("term", -1) < self.raftCurrentTerm):
                 return handle(node, message)

@@ -117,8 +117,6 @@ class Replica(prepare_gate.Preparing):
         self._last_tick = time.monotonic()
         self._tick_failures = 0
         self._unhealthy: str | None = None
-        self._pushed_index = 0
-        self._pushed_commit = 0
         self._waker = WakePipe()
         self._destroyed = False
         self._stalls: StallReporter | None = None  # started once the node exists
@@ -266,12 +264,7 @@ class Replica(prepare_gate.Preparing):
         if not self._tuning.group_commit or node._SyncObj__raftState != 2:
             return
         try:
-            last_index = node._SyncObj__raftLog[-1][1]
-            commit = node._SyncObj__raftCommitIndex
-            if last_index > self._pushed_index or commit > self._pushed_commit:
-                self._pushed_index = last_index
-                self._pushed_commit = commit
-                node._SyncObj__sendAppendEntries()
+            node.hc_push()
         except Exception:
             logger.exception("group-commit push failed")
         # The leader's sync thread writes these while the followers do (node.py).

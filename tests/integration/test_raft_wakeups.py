@@ -20,7 +20,7 @@ import pytest
 from hacontrol.controller.replica import Controller
 from hacontrol.controller.status import Member
 from hacontrol.model.resources import Quota
-from hacontrol.raft import LogBridge, Replica, ReplicaConfig
+from hacontrol.raft import LogBridge, Replica, ReplicaConfig, commit_push
 from hacontrol.raft.keys import generate_secret
 from hacontrol.state import commands as C
 from hacontrol.state.machine import StateMachine
@@ -100,7 +100,8 @@ def test_only_events_wake_the_tick_threads(replicas: list[Replica]) -> None:
         # wakes it to sync and answer, the answers wake the leader to commit and apply.
         started = time.monotonic()
         await LogBridge(lead).submit(kv_set("a", 1), WITHIN)
-        # ... and the commit index is pushed at once: the followers apply too.
+        # ... and the commit index follows within commit_push.DELAY_S: the followers
+        # apply too.
         await asyncio.to_thread(wait_for, lambda: all(kv_value(r, "a") == 1 for r in followers),
                                 WITHIN, what="the followers to apply the write")
         # A write through a follower: forwarded when proposed, applied there once the
@@ -112,6 +113,26 @@ def test_only_events_wake_the_tick_threads(replicas: list[Replica]) -> None:
         assert time.monotonic() - started < SLOW, "a timer must have fired"
 
     asyncio.run(events())
+    assert leader(replicas) is lead, "the leader changed: the test lost its premise"
+
+
+def test_a_write_through_a_follower_does_not_wait_for_a_delayed_commit_push(
+        replicas: list[Replica], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower applies its own proposal before it answers: once a follower has proposed,
+    the leader pushes commit indexes at once, not `DELAY_S` later (here beyond the test's
+    deadline) nor with the next heartbeat (a minute out)."""
+    lead = wait_for(lambda: leader(replicas), 15, what="a leader")
+    follower = next(r for r in replicas if r is not lead)
+    _stop_timers(replicas)
+    time.sleep(0.5)
+    _settled(replicas)
+    monkeypatch.setattr(commit_push, "DELAY_S", 3 * WITHIN)
+
+    async def through_follower() -> None:
+        for i in range(3):
+            await LogBridge(follower).submit(kv_set(f"f{i}", i), WITHIN)
+    asyncio.run(through_follower())
+    assert [kv_value(follower, f"f{i}") for i in range(3)] == [0, 1, 2]
     assert leader(replicas) is lead, "the leader changed: the test lost its premise"
 
 
