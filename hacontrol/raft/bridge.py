@@ -189,12 +189,13 @@ class LogBridge:
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def read_index(self, timeout: float) -> int:
-        """ReadIndex on this replica (see readindex.py): once this returns an index, state
-        read here reflects every write acknowledged before the call.
+        """ReadIndex on this replica (see readindex.py; on a follower, asked of the leader,
+        follower_reads.py): once this returns an index, state read here reflects every
+        write acknowledged before the call.
 
-        Raises NotApplied when this replica cannot answer (it does not lead, or its term
-        has no committed entry yet) and OutcomeUnknown when leadership could not be
-        confirmed (a newer term, no majority in time).
+        Raises NotApplied when this replica cannot answer (no leader to ask, or the
+        leader's term has no committed entry yet) and OutcomeUnknown when leadership could
+        not be confirmed (a newer term, no majority in time, no answer).
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
@@ -215,17 +216,18 @@ class LogBridge:
     async def linearize(self, noop_command: bytes, timeout: float) -> int:
         """Wait until a linearizable read may be served from this replica's state.
 
-        The leader confirms its leadership by a heartbeat round (ReadIndex); a follower, or
-        a leader that cannot confirm (just elected, or a round lost), commits a no-op
-        through the log instead (`barrier`), which is always safe.
+        The leader confirms its leadership by a heartbeat round (ReadIndex); a follower
+        asks its leader for that round's index (follower_reads.py). A replica that cannot
+        have one (no leader known, a leader just elected, a round lost, a leader that does
+        not answer asks) commits a no-op through the log instead (`barrier`), which is
+        always safe.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self._replica.status().role == "leader":
-            try:
-                return await self.read_index(timeout)
-            except (NotApplied, OutcomeUnknown):
-                pass
+        try:
+            return await self.read_index(timeout)
+        except (NotApplied, OutcomeUnknown):
+            pass
         return await self.barrier(noop_command, max(deadline - loop.time(), 0.0))
 
     async def barrier(self, noop_command: bytes, timeout: float) -> int:

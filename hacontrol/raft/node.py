@@ -36,19 +36,13 @@ from hacontrol.raft import (
     long_apply,
     membership,
     prepare_gate,
+    read_messages,
 )
 from hacontrol.raft.commit_push import CommitPush
+from hacontrol.raft.follower_reads import FollowerReads
 from hacontrol.raft.journal import SyncedJournal
 from hacontrol.raft.long_apply import LongApply
-from hacontrol.raft.readindex import (
-    ACK,
-    PROBE,
-    LeaderView,
-    ReadCallback,
-    ReadOutcome,
-    ReadRounds,
-    probe_answer,
-)
+from hacontrol.raft.readindex import ReadCallback, ReadOutcome, ReadRounds
 from hacontrol.raft.storage import StorageError, durable_replace
 
 logger = logging.getLogger(__name__)
@@ -127,6 +121,7 @@ def _make_node_class() -> type:
             # A round answered by no majority within one minimum election timeout is
             # lost: by then a partitioned leader's followers may have elected another.
             self._hc_reads = ReadRounds(round_timeout=conf.raftMinTimeout)
+            self._hc_asks = FollowerReads(timeout=conf.raftMinTimeout)
             # Long applies (see long_apply.py): the policy, the leader's fallback timeout as
             # configured, and how long it stays stretched after one.
             self._hc_large = large if large is not None else LongApply()
@@ -184,6 +179,7 @@ def _make_node_class() -> type:
             self._hc_stopped = True
             self._hc_replies = []
             self._hc_reads.fail_all(ReadOutcome.NOT_LEADER)
+            self._hc_asks.fail_all(ReadOutcome.NOT_LEADER)
             owner = self._hc_owner()
             if owner is not None:
                 owner.on_storage_error(message)
@@ -377,7 +373,7 @@ def _make_node_class() -> type:
             self._SyncObj__raftCommitIndex = index
             self._SyncObj__raftLog.setRaftCommitIndex(index)
 
-        # ---- ReadIndex (see readindex) ------------------------------------------------------
+        # ---- linearizable reads (readindex, follower_reads, read_messages) --------------
 
         def hc_read_index(self, callback: ReadCallback) -> bool:
             """Any thread: `callback(read_index, outcome)` fires on the tick thread.
@@ -385,49 +381,17 @@ def _make_node_class() -> type:
             if self._hc_stopped:
                 callback(0, ReadOutcome.NOT_LEADER)
                 return False
-            return self._hc_reads.add(callback)
+            if self._SyncObj__raftState == _LEADER:
+                return self._hc_reads.add(callback)
+            return self._hc_asks.add(callback)  # a follower asks its leader
 
         def hc_read_step(self) -> None:
-            """Tick thread, every tick: expire, release and start read rounds."""
-            reads = self._hc_reads
-            if reads.idle():
-                return
-            seq = reads.step(self._hc_view(), time.monotonic())
-            if seq is not None:
-                probe = {"type": PROBE, "term": self._SyncObj__raftCurrentTerm, "seq": seq}
-                send = self._SyncObj__transport.send
-                for node in self._SyncObj__otherNodes:
-                    send(node, probe)
+            """Tick thread, every tick: expire, release and start reads."""
+            read_messages.step(self, time.monotonic())
 
         @property
         def hc_read_rounds(self) -> int:
             return self._hc_reads.rounds
-
-        def _hc_view(self) -> LeaderView:
-            leader = self._SyncObj__raftState == _LEADER
-            commit = self._SyncObj__raftCommitIndex
-            noop = self._SyncObj__noopIDx
-            return LeaderView(
-                leader=leader, term=self._SyncObj__raftCurrentTerm, commit_index=commit,
-                applied_index=self._SyncObj__raftLastApplied,
-                # The no-op pysyncobj appends on election is this term's first entry.
-                own_term_committed=leader and noop is not None and commit >= noop,
-                voters=len(self._SyncObj__otherNodes) + 1)
-
-        def _hc_on_read_message(self, node: Any, message: dict[str, Any]) -> None:
-            term, seq = message.get("term"), message.get("seq")
-            if not isinstance(term, int) or not isinstance(seq, int):
-                return
-            if message["type"] == PROBE:
-                answer = probe_answer(term, self._SyncObj__raftCurrentTerm)
-                if answer is not None:
-                    self._SyncObj__transport.send(node, {"type": ACK, "term": answer,
-                                                         "seq": seq})
-                return
-            if node not in self._SyncObj__otherNodes:
-                return
-            if self._hc_reads.ack(str(node.id), seq, term, self._hc_view()):
-                self.hc_read_step()  # reads that arrived meanwhile go at once
 
         # ---- overlapping appends (see append_fix) -----------------------------------------
 
@@ -443,10 +407,8 @@ def _make_node_class() -> type:
                 self._hc_push.proposed_by_follower()
             if kind in prepare_gate.TYPES:
                 return prepare_gate.receive(self, node, message, self._hc_owner())
-            if kind in (PROBE, ACK):
-                # Older replicas ignore these types: their leaders never probe, and as
-                # voters they never answer, so reads there fall back to the log.
-                return self._hc_on_read_message(node, message)
+            if kind in read_messages.TYPES:
+                return read_messages.on_message(self, node, message, time.monotonic())
             handle = super()._SyncObj__onMessageReceived
             if (kind != "append_entries"
                     or "prevLogIdx" not in message or message.get("transmission") is not None

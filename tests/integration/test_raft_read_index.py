@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hacontrol.raft import LogBridge, NotApplied, OutcomeUnknown, RaftTuning, Replica
+from hacontrol.raft.follower_reads import ASK
 from hacontrol.raft.readindex import ACK, PROBE
 from tests.integration.harness import wait_for
 from tests.integration.raft_helpers.inproc import kv_replicas, kv_set, kv_value, leader
@@ -55,6 +56,10 @@ def _isolate(replicas: list[Replica], lone: Replica) -> set[str]:
     return passing
 
 
+def _last_index(r: Replica) -> int:
+    return int(r._node._SyncObj__raftLog[-1][1])
+
+
 def test_leader_reads_by_read_index_and_batches_concurrent_reads(
         replicas: list[Replica]) -> None:
     async def scenario() -> None:
@@ -71,13 +76,50 @@ def test_leader_reads_by_read_index_and_batches_concurrent_reads(
         got = await asyncio.gather(*(bridge.linearize(NOOP, 2.0) for _ in range(64)))
         assert all(i >= index for i in got)
         assert 1 <= lead.read_index_rounds - before <= 8, lead.read_index_rounds - before
-        # A follower cannot confirm leadership: it is told so, and linearize goes
-        # through the log instead (and still answers).
+        # A follower asks the leader for a read index: no entry in the log, and the
+        # write acknowledged before is in what the follower serves.
         follower = next(r for r in replicas if r is not lead)
-        with pytest.raises(NotApplied):
-            await LogBridge(follower).read_index(2.0)
-        await LogBridge(follower).linearize(NOOP, 5.0)
-        assert kv_value(follower, "k") == 1
+        await bridge.submit(kv_set("k", 2), 5.0)
+        last = _last_index(lead)
+        rounds = lead.read_index_rounds
+        given = await LogBridge(follower).linearize(NOOP, 5.0)
+        assert given >= last and kv_value(follower, "k") == 2
+        assert follower._node._hc_asks.answered == 1 and lead.read_index_rounds > rounds
+        got = await asyncio.gather(*(LogBridge(follower).linearize(NOOP, 2.0)
+                                     for _ in range(32)))
+        assert all(i >= given for i in got)
+        assert 2 <= follower._node._hc_asks.answered <= 9  # a handful of asks for all
+        assert _last_index(lead) == last, "a follower's read wrote to the log"
+
+    asyncio.run(scenario())
+
+
+def test_a_follower_whose_leader_does_not_answer_asks_reads_through_the_log(
+        replicas: list[Replica]) -> None:
+    """A leader too old to know the asks (here: the asks are dropped on the way) costs the
+    first read one ask's deadline, then the follower goes to the log at once."""
+    async def scenario() -> None:
+        lead = await asyncio.to_thread(wait_for, lambda: leader(replicas), 15,
+                                      what="a leader")
+        await LogBridge(lead).submit(kv_set("k", 1), 5.0)
+        follower = next(r for r in replicas if r is not lead)
+        transport = follower._node._SyncObj__transport
+        real = transport.send
+
+        def send(node: Any, message: Any) -> bool:
+            if isinstance(message, dict) and message.get("type") == ASK:
+                return False
+            return bool(real(node, message))
+        transport.send = send
+        last = _last_index(lead)
+        bridge = LogBridge(follower)
+        await bridge.linearize(NOOP, 5.0)  # after the ask's deadline, by a no-op
+        assert _last_index(lead) > last and kv_value(follower, "k") == 1
+        started = time.monotonic()
+        for _ in range(3):
+            await bridge.linearize(NOOP, 5.0)
+        assert time.monotonic() - started < 0.5, "asked a mute leader again"
+        assert follower._node._hc_asks.answered == 0
 
     asyncio.run(scenario())
 

@@ -136,6 +136,31 @@ def test_a_write_through_a_follower_does_not_wait_for_a_delayed_commit_push(
     assert leader(replicas) is lead, "the leader changed: the test lost its premise"
 
 
+def test_a_follower_given_a_read_index_hears_the_commit_index_at_once(
+        replicas: list[Replica], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower's read waits until it has applied the index the leader gave it, which
+    may be beyond the commit index it knows: the leader pushes it with its answer."""
+    lead = wait_for(lambda: leader(replicas), 15, what="a leader")
+    follower = next(r for r in replicas if r is not lead)
+    _stop_timers(replicas)
+    time.sleep(0.5)
+    _settled(replicas)
+    monkeypatch.setattr(commit_push, "DELAY_S", 3 * WITHIN)
+
+    async def scenario() -> None:
+        for i in range(3):
+            await LogBridge(lead).submit(kv_set("r", i), WITHIN)
+            last = lead._node._SyncObj__raftLog[-1][1]
+            await LogBridge(follower).linearize(kv_set("noop", 0), WITHIN)
+            assert kv_value(follower, "r") == i
+            assert lead._node._SyncObj__raftLog[-1][1] == last, "read through the log"
+    started = time.monotonic()
+    asyncio.run(scenario())
+    assert time.monotonic() - started < WITHIN
+    assert follower._node._hc_asks.answered == 3
+    assert leader(replicas) is lead, "the leader changed: the test lost its premise"
+
+
 def test_a_writer_hears_its_result_before_the_change_feed_wakes_anyone(
         tmp_path: Path) -> None:
     """Waiters on the change feed (the leader loop, long polls) run on the same event loop
