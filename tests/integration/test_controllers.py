@@ -128,6 +128,12 @@ def test_whole_cluster_restart_keeps_state(tmp_path: Path) -> None:
 def test_stale_read_and_no_quorum(cluster: Cluster) -> None:
     cluster.write("PUT", "/v1/jobs/default/web", JOB)
     lone = cluster.followers()[0]
+    # A follower learns that an entry is committed from the leader's next message (a commit
+    # index alone goes out a few milliseconds after it advances): wait until this one has
+    # applied the write, or killing the others could leave it holding the entry uncommitted.
+    wait_for(lambda: cluster.api("GET", "/v1/jobs/default/web?stale=true",
+                                 replica=lone).status == 200,
+             what="the follower to apply the write")
     for r in cluster.replicas:
         if r is not lone:
             r.proc.kill9()
