@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Generic, Protocol, TypeVar
 
 
 class ReadOutcome(IntEnum):
@@ -79,97 +80,70 @@ def probe_answer(probe_term: int, my_term: int) -> int | None:
     return my_term
 
 
-class ReadRounds:
-    """The leader's read batches. `add` is thread-safe; everything else runs on the tick
-    thread, which calls `step` every tick and `ack` on every probe answer."""
+class _Out(Protocol):
+    callbacks: list[ReadCallback]
 
-    def __init__(self, round_timeout: float) -> None:
-        self._timeout = round_timeout
+
+Out = TypeVar("Out", bound=_Out)
+
+
+class ReadBatches(Generic[Out]):
+    """What the leader's rounds and a follower's asks share: reads queued by any thread, at
+    most one batch out at a time (`_out`), and confirmed reads held until the replica has
+    applied up to their index. `add` is thread-safe; everything else runs on the tick
+    thread."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._incoming: list[ReadCallback] = []
-        self._round: _Round | None = None
+        self._out: Out | None = None
         self._confirmed: list[tuple[int, ReadCallback]] = []
         self._seq = 0
-        self.rounds = 0  # rounds confirmed, for status and tests
 
     def add(self, callback: ReadCallback) -> bool:
-        """Queue a read; True when the tick thread must be woken to start its round.
+        """Queue a read; True when the tick thread must be woken to send its batch out.
 
-        Under load a round is nearly always in flight, and the ack that completes it
-        starts the next one at once (`ack` returns True), taking every read queued
+        Under load a batch is nearly always out, and the answer that completes it starts
+        the next one at once (`ack`/`given` return True), taking every read queued
         meanwhile; a read queued behind others rides on whatever they arranged. Skipping
         those wake-ups matters: each is a pipe write and a GIL hand-off on the event loop,
-        measured at an eighth of the leader's loop under 64 readers. A round that is lost
+        measured at an eighth of the leader's loop under 64 readers. A batch that is lost
         instead expires at the next tick, which then takes the queue too.
         """
         with self._lock:
             behind = bool(self._incoming)
             self._incoming.append(callback)
-            # Read under the lock that `step` takes after clearing the round: a round seen
+            # Read under the lock that `step` takes after clearing `_out`: a batch seen
             # here is one whose completion has not yet taken the queue.
-            return not behind and self._round is None
+            return not behind and self._out is None
 
     def idle(self) -> bool:
-        return self._round is None and not self._confirmed and not self._incoming
-
-    def step(self, view: LeaderView, now: float) -> int | None:
-        """Expire the round in flight, release confirmed reads, and start a round for
-        the reads waiting; returns the round number to probe with, if one started."""
-        rnd = self._round
-        if rnd is not None and (not view.leader or view.term != rnd.term or now > rnd.deadline):
-            self._round = None
-            _fire(rnd.callbacks, 0, ReadOutcome.LOST)
-        self._release(view.applied_index)
-        if self._round is not None:
-            return None
-        with self._lock:
-            batch, self._incoming = self._incoming, []
-        if not batch:
-            return None
-        if not view.leader:
-            _fire(batch, 0, ReadOutcome.NOT_LEADER)
-            return None
-        if not view.own_term_committed:
-            _fire(batch, 0, ReadOutcome.NOT_READY)
-            return None
-        self._seq += 1
-        rnd = _Round(self._seq, view.term, view.commit_index, now + self._timeout, batch)
-        if quorum(view.voters) <= 1:
-            self._confirm(rnd, view.applied_index)
-            return None
-        self._round = rnd
-        return rnd.seq
-
-    def ack(self, voter: str, seq: int, term: int, view: LeaderView) -> bool:
-        """A voter's answer; True when it completed the round (start the next at once)."""
-        rnd = self._round
-        if rnd is None or seq != rnd.seq:
-            return False  # an answer to a round already decided
-        if term != rnd.term or not view.leader or view.term != rnd.term:
-            self._round = None
-            _fire(rnd.callbacks, 0, ReadOutcome.LOST)
-            return True
-        rnd.acks.add(voter)
-        if len(rnd.acks) + 1 < quorum(view.voters):
-            return False
-        self._round = None
-        self._confirm(rnd, view.applied_index)
-        return True
+        return self._out is None and not self._confirmed and not self._incoming
 
     def fail_all(self, outcome: ReadOutcome) -> None:
-        rnd, self._round = self._round, None
+        out, self._out = self._out, None
         confirmed, self._confirmed = self._confirmed, []
         with self._lock:
             batch, self._incoming = self._incoming, []
-        if rnd is not None:
-            _fire(rnd.callbacks, 0, outcome)
+        if out is not None:
+            fire(out.callbacks, 0, outcome)
         for _index, callback in confirmed:
             callback(0, outcome)
-        _fire(batch, 0, outcome)
+        fire(batch, 0, outcome)
 
-    def _confirm(self, rnd: _Round, applied: int) -> None:
-        self.rounds += 1
-        self._confirmed.extend((rnd.index, cb) for cb in rnd.callbacks)
+    def _drop_out(self, outcome: ReadOutcome) -> None:
+        out, self._out = self._out, None
+        if out is not None:
+            fire(out.callbacks, 0, outcome)
+
+    def _take_batch(self) -> list[ReadCallback]:
+        with self._lock:
+            batch, self._incoming = self._incoming, []
+        return batch
+
+    def _confirm(self, index: int, callbacks: list[ReadCallback], applied: int) -> None:
+        self._confirmed.extend((index, cb) for cb in callbacks)
         self._release(applied)
 
     def _release(self, applied: int) -> None:
@@ -183,6 +157,60 @@ class ReadRounds:
             callback(index, ReadOutcome.OK)
 
 
-def _fire(callbacks: list[ReadCallback], index: int, outcome: ReadOutcome) -> None:
+class ReadRounds(ReadBatches[_Round]):
+    """The leader's read batches: the tick thread calls `step` every tick and `ack` on
+    every probe answer."""
+
+    def __init__(self, round_timeout: float) -> None:
+        super().__init__(round_timeout)
+        self.rounds = 0  # rounds confirmed, for status and tests
+
+    def step(self, view: LeaderView, now: float) -> int | None:
+        """Expire the round in flight, release confirmed reads, and start a round for
+        the reads waiting; returns the round number to probe with, if one started."""
+        rnd = self._out
+        if rnd is not None and (not view.leader or view.term != rnd.term or now > rnd.deadline):
+            self._drop_out(ReadOutcome.LOST)
+        self._release(view.applied_index)
+        if self._out is not None:
+            return None
+        batch = self._take_batch()
+        if not batch:
+            return None
+        if not view.leader:
+            fire(batch, 0, ReadOutcome.NOT_LEADER)
+            return None
+        if not view.own_term_committed:
+            fire(batch, 0, ReadOutcome.NOT_READY)
+            return None
+        self._seq += 1
+        rnd = _Round(self._seq, view.term, view.commit_index, now + self._timeout, batch)
+        if quorum(view.voters) <= 1:
+            self._confirm_round(rnd, view.applied_index)
+            return None
+        self._out = rnd
+        return rnd.seq
+
+    def ack(self, voter: str, seq: int, term: int, view: LeaderView) -> bool:
+        """A voter's answer; True when it completed the round (start the next at once)."""
+        rnd = self._out
+        if rnd is None or seq != rnd.seq:
+            return False  # an answer to a round already decided
+        if term != rnd.term or not view.leader or view.term != rnd.term:
+            self._drop_out(ReadOutcome.LOST)
+            return True
+        rnd.acks.add(voter)
+        if len(rnd.acks) + 1 < quorum(view.voters):
+            return False
+        self._out = None
+        self._confirm_round(rnd, view.applied_index)
+        return True
+
+    def _confirm_round(self, rnd: _Round, applied: int) -> None:
+        self.rounds += 1
+        self._confirm(rnd.index, rnd.callbacks, applied)
+
+
+def fire(callbacks: list[ReadCallback], index: int, outcome: ReadOutcome) -> None:
     for callback in callbacks:
         callback(index, outcome)

@@ -73,6 +73,24 @@ def _settled(replicas: list[Replica]) -> None:
              what="every replica to apply the leader's entries")
 
 
+def _quieten(replicas: list[Replica]) -> None:
+    _stop_timers(replicas)
+    # One heartbeat may still be due from the old period; let every thread get through it.
+    time.sleep(0.5)
+    _settled(replicas)
+
+
+def _quiet_pair(replicas: list[Replica],
+                monkeypatch: pytest.MonkeyPatch) -> tuple[Replica, Replica]:
+    """The leader and a follower of a quietened cluster whose leader would push a commit
+    index alone only after the test's deadline."""
+    lead = wait_for(lambda: leader(replicas), 15, what="a leader")
+    follower = next(r for r in replicas if r is not lead)
+    _quieten(replicas)
+    monkeypatch.setattr(commit_push, "DELAY_S", 3 * WITHIN)
+    return lead, follower
+
+
 def test_only_events_wake_the_tick_threads(replicas: list[Replica]) -> None:
     lead = wait_for(lambda: leader(replicas), 15, what="a leader")
     followers = [r for r in replicas if r is not lead]
@@ -82,10 +100,7 @@ def test_only_events_wake_the_tick_threads(replicas: list[Replica]) -> None:
     asyncio.run(warm_up())
     wait_for(lambda: all(kv_value(r, "warm") == 1 for r in replicas), WITHIN,
              what="the warm-up write")
-    _stop_timers(replicas)
-    # One heartbeat may still be due from the old period; let every thread get through it.
-    time.sleep(0.5)
-    _settled(replicas)
+    _quieten(replicas)
 
     # Idle: no timer is due for a minute and nobody proposes or reads, so no tick thread
     # has anything to do. (A leader whose journal sync woke it after every empty sync
@@ -121,12 +136,7 @@ def test_a_write_through_a_follower_does_not_wait_for_a_delayed_commit_push(
     """A follower applies its own proposal before it answers: once a follower has proposed,
     the leader pushes commit indexes at once, not `DELAY_S` later (here beyond the test's
     deadline) nor with the next heartbeat (a minute out)."""
-    lead = wait_for(lambda: leader(replicas), 15, what="a leader")
-    follower = next(r for r in replicas if r is not lead)
-    _stop_timers(replicas)
-    time.sleep(0.5)
-    _settled(replicas)
-    monkeypatch.setattr(commit_push, "DELAY_S", 3 * WITHIN)
+    lead, follower = _quiet_pair(replicas, monkeypatch)
 
     async def through_follower() -> None:
         for i in range(3):
@@ -140,12 +150,7 @@ def test_a_follower_given_a_read_index_hears_the_commit_index_at_once(
         replicas: list[Replica], monkeypatch: pytest.MonkeyPatch) -> None:
     """A follower's read waits until it has applied the index the leader gave it, which
     may be beyond the commit index it knows: the leader pushes it with its answer."""
-    lead = wait_for(lambda: leader(replicas), 15, what="a leader")
-    follower = next(r for r in replicas if r is not lead)
-    _stop_timers(replicas)
-    time.sleep(0.5)
-    _settled(replicas)
-    monkeypatch.setattr(commit_push, "DELAY_S", 3 * WITHIN)
+    lead, follower = _quiet_pair(replicas, monkeypatch)
 
     async def scenario() -> None:
         for i in range(3):
