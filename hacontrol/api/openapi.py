@@ -65,7 +65,9 @@ class Param:
 
 
 STALE = Param("stale", {"type": "boolean", "default": False},
-              "read this replica's state as applied so far, without a round through the log")
+              "read this replica's state as applied so far, without confirming it with the "
+              "leader: a follower's may trail the leader's by the few milliseconds it takes "
+              "to hear of a commit, and by longer while it is cut off")
 
 
 @dataclass(frozen=True)
