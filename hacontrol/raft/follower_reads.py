@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hacontrol.raft.readindex import ReadBatches, ReadCallback, ReadOutcome, fire
+from hacontrol.raft.readindex import ReadBatches, ReadCallback, ReadOutcome, fail
 
 ASK = "hc_read_ask"  # follower -> leader: {"type", "term", "seq"}
 GIVEN = "hc_read_given"  # leader -> follower: {"type", "term", "seq", "index"}; -1: refused
@@ -69,7 +69,7 @@ class FollowerReads(ReadBatches[_Ask]):
         if not batch:
             return None
         if leader is None or self._mute == (leader, term):
-            fire(batch, 0, ReadOutcome.NOT_LEADER)
+            fail(batch, ReadOutcome.NOT_LEADER)
             return None
         self._seq += 1
         self._out = _Ask(self._seq, leader, term, now + self._timeout, batch)

@@ -80,14 +80,14 @@ def probe_answer(probe_term: int, my_term: int) -> int | None:
     return my_term
 
 
-class _Out(Protocol):
+class _Batch(Protocol):
     callbacks: list[ReadCallback]
 
 
-Out = TypeVar("Out", bound=_Out)
+_BatchT = TypeVar("_BatchT", bound=_Batch)
 
 
-class ReadBatches(Generic[Out]):
+class ReadBatches(Generic[_BatchT]):
     """What the leader's rounds and a follower's asks share: reads queued by any thread, at
     most one batch out at a time (`_out`), and confirmed reads held until the replica has
     applied up to their index. `add` is thread-safe; everything else runs on the tick
@@ -97,7 +97,7 @@ class ReadBatches(Generic[Out]):
         self._timeout = timeout
         self._lock = threading.Lock()
         self._incoming: list[ReadCallback] = []
-        self._out: Out | None = None
+        self._out: _BatchT | None = None
         self._confirmed: list[tuple[int, ReadCallback]] = []
         self._seq = 0
 
@@ -127,15 +127,14 @@ class ReadBatches(Generic[Out]):
         with self._lock:
             batch, self._incoming = self._incoming, []
         if out is not None:
-            fire(out.callbacks, 0, outcome)
-        for _index, callback in confirmed:
-            callback(0, outcome)
-        fire(batch, 0, outcome)
+            fail(out.callbacks, outcome)
+        fail([callback for _index, callback in confirmed], outcome)
+        fail(batch, outcome)
 
     def _drop_out(self, outcome: ReadOutcome) -> None:
         out, self._out = self._out, None
         if out is not None:
-            fire(out.callbacks, 0, outcome)
+            fail(out.callbacks, outcome)
 
     def _take_batch(self) -> list[ReadCallback]:
         with self._lock:
@@ -178,10 +177,10 @@ class ReadRounds(ReadBatches[_Round]):
         if not batch:
             return None
         if not view.leader:
-            fire(batch, 0, ReadOutcome.NOT_LEADER)
+            fail(batch, ReadOutcome.NOT_LEADER)
             return None
         if not view.own_term_committed:
-            fire(batch, 0, ReadOutcome.NOT_READY)
+            fail(batch, ReadOutcome.NOT_READY)
             return None
         self._seq += 1
         rnd = _Round(self._seq, view.term, view.commit_index, now + self._timeout, batch)
@@ -211,6 +210,7 @@ class ReadRounds(ReadBatches[_Round]):
         self._confirm(rnd.index, rnd.callbacks, applied)
 
 
-def fire(callbacks: list[ReadCallback], index: int, outcome: ReadOutcome) -> None:
+def fail(callbacks: list[ReadCallback], outcome: ReadOutcome) -> None:
+    """Answer reads with an outcome other than OK (whose index is meaningless: 0)."""
     for callback in callbacks:
-        callback(index, outcome)
+        callback(0, outcome)
