@@ -13,7 +13,7 @@ generator (`bench/measure/http_load.py`, 64 keep-alive clients, one client for p
 - `raft`: one command through three replicas (`bench/raft_raw.py`: hacontrol's tuning and
   fsync, proposed in-process, no HTTP, no state machine), one at a time: the p50 of the
   consensus round alone.
-- etcd (3 members, Debian's `etcd-server`) and hacontrol, as in `bench.cp_ab`.
+- etcd (3 members, Debian's `etcd-server`) and hacontrol, as `bench.cp_ab` runs them.
 
 It prints medians and, for each target, how much of it the floor itself takes: a floor
 below the target means no Python HTTP stack meets it here, whatever the server does.
@@ -38,7 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.compare.controlplane import HacKv, job_body  # noqa: E402
-from bench.cp_ab import measure, run_etcd  # noqa: E402
+from bench.cp_ab import measure, run_etcd, run_hac  # noqa: E402
 from bench.measure.clusters import ready_cluster  # noqa: E402
 from bench.measure.http_load import Request  # noqa: E402
 from bench.measure.procs import Reaper, log  # noqa: E402
@@ -131,17 +131,6 @@ class _FloorKv:
         return Request("GET", f"/v1/jobs/default/kv-{w}", None, self.headers)
 
 
-def run_hac(root: Path, a: argparse.Namespace) -> dict[str, float]:
-    cluster = ready_cluster(root)
-    try:
-        kv = HacKv(cluster)
-        kv.prepare(a.clients)
-        return measure(cluster.leader().api, {"put": kv.put, "get": kv.get}, a.clients,
-                       a.seconds, a.latency_ops, [r.proc.pid for r in cluster.replicas])
-    finally:
-        cluster.stop()
-
-
 def raft_p50(count: int) -> float:
     """The p50 of one command committed through three replicas, nothing else (ms)."""
     out = subprocess.run([sys.executable, str(REPO / "bench" / "raft_raw.py"), "--count",
@@ -169,7 +158,7 @@ def main() -> int:
             answers = real_answers(Path(tmp) / "answers")
             systems: dict[str, Callable[[Path], dict[str, float]]] = {
                 "floor": lambda root: run_floor(root, answers, reaper, a),
-                "hacontrol": lambda root: run_hac(root, a),
+                "hacontrol": lambda root: run_hac(REPO, root, a),
             }
             if peer.available and peer.exe is not None:
                 exe = peer.exe
