@@ -145,3 +145,29 @@ def test_pysyncobj_connections_record_who_closed_them() -> None:
     assert gone and not conn._hc_peer_closed  # type: ignore[attr-defined]
     accepted.close()
     server.close()
+
+
+def _probe_outcome(port: int) -> str | None:
+    """A `Probe` to `port`, decided through pysyncobj's poller as the tick thread does."""
+    from pysyncobj.poller import POLL_EVENT_TYPE, createPoller
+
+    poller = createPoller("auto")
+    probe = fast_failover.Probe("127.0.0.1", port)
+    if probe.outcome is None:
+        poller.subscribe(probe.fileno(), lambda _d, _e: probe.ready(),
+                         POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR)
+        _poll_until(poller, lambda: probe.outcome is not None)
+    assert probe.sock is None  # decided: dropped at once
+    return probe.outcome
+
+
+def test_a_probe_tells_a_port_nothing_listens_on_from_a_live_one() -> None:
+    live = socket.create_server(("127.0.0.1", 0))
+    try:
+        assert _probe_outcome(live.getsockname()[1]) == "connected"
+    finally:
+        live.close()
+    gone = socket.create_server(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()
+    assert _probe_outcome(port) == "refused"

@@ -146,7 +146,7 @@ def main() -> None:
     p.add_argument("--compaction-min-entries", type=int, default=5000)
     args = p.parse_args()
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+        level=os.environ.get("HC_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
     if os.environ.get("HC_LOG_FIND_CLASS"):
         safety.find_class_log = []
