@@ -24,13 +24,14 @@ the one with the greater address) redials at once, and a dial that fails means n
 listens on the leader's Raft port any more (its process is gone). Then the follower goes
 after `confirmed` instead of `first`, still in its turn.
 
-Only the follower that dials its leader learns this from a redial: when the leader has
-the greatest address of the three, no follower dials it, and both used to wait `first`
-(a third of kill -9 trials took about 100 ms instead of 25). A follower that does not dial
-its leader therefore probes the leader's Raft port once on the close, with a connect of
-its own that it drops at once (`Probe`): refused is the same proof as a failed redial.
-A probe that connects, or never completes (a dead host answers nothing), proves nothing
-and leaves the deadline as it was.
+Only the follower that dials its leader learns this from a redial, and only when the
+redial is not held back (pysyncobj waits `connection_retry_time` between dials): when the
+leader has the greatest address of the three no follower dials it, and both used to wait
+`first` (a third of kill -9 trials took about 100 ms instead of 25). So a follower whose
+leader closed their link without a failed dial probes the leader's Raft port once, with a
+connect of its own that it drops at once (`Probe`): refused is the same proof as a failed
+redial. A probe that connects, or never completes (a dead host answers nothing), proves
+nothing and leaves the deadline as it was.
 
 A leader's graceful stop closes its links too: the others elect at once, which is what a
 stopping leader wants. Raft's safety does not depend on when an election starts (votes,
@@ -181,7 +182,7 @@ def on_link_closed(node: Any, peer: Any, policy: FastFailover, now: float) -> fl
     confirmed = bool(getattr(conn, "_hc_dial_failed", False))
     deadline = _elect_by(node, peer, policy, turn, now, confirmed,
                          "failed a dial" if confirmed else "closed its link")
-    if not confirmed and me.address < peer.address:  # the leader dials us: nobody redials
+    if not confirmed:
         _start_probe(node, peer, policy)
     return deadline
 
