@@ -105,6 +105,18 @@ def run_etcd(exe: Path, root: Path, reaper: Reaper, a: argparse.Namespace) -> di
         cl.stop()
 
 
+def one_round(systems: dict[str, Callable[[Path], dict[str, float]]], r: int, tmp: Path,
+              runs: dict[str, list[dict[str, float]]]) -> None:
+    """Round `r`: every system once, in an order rotated by `r`, each in a fresh directory
+    under `tmp`; appends each result to `runs[name]`."""
+    names = list(systems)
+    for name in names[r % len(names):] + names[:r % len(names)]:
+        log(f"run {r + 1}: {name}")
+        res = systems[name](tmp / f"{name}-{r}")
+        log(f"  {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
+        runs[name].append(res)
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b > 0 else "-"
 
@@ -136,12 +148,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="cp-ab-") as tmp:
             for r in range(a.runs):
-                order = names[r % len(names):] + names[:r % len(names)]
-                for name in order:
-                    log(f"run {r + 1}: {name}")
-                    res = systems[name](Path(tmp) / f"{name}-{r}")
-                    log(f"  {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
-                    runs[name].append(res)
+                one_round(systems, r, Path(tmp), runs)
     finally:
         reaper.stop_all()
     med = {n: {f: statistics.median(x[f] for x in rs) for f in FIGURES} for n, rs in runs.items()}

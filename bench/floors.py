@@ -38,7 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.compare.controlplane import HacKv, job_body  # noqa: E402
-from bench.cp_ab import measure, run_etcd, run_hac  # noqa: E402
+from bench.cp_ab import measure, one_round, run_etcd, run_hac  # noqa: E402
 from bench.measure.clusters import ready_cluster  # noqa: E402
 from bench.measure.http_load import Request  # noqa: E402
 from bench.measure.procs import Reaper, log  # noqa: E402
@@ -163,13 +163,8 @@ def main() -> int:
             if peer.available and peer.exe is not None:
                 exe = peer.exe
                 systems["etcd"] = lambda root: run_etcd(exe, root, reaper, a)
-            names = list(systems)
             for r in range(a.runs):
-                for name in names[r % len(names):] + names[:r % len(names)]:
-                    log(f"run {r + 1}: {name}")
-                    res = systems[name](Path(tmp) / f"{name}-{r}")
-                    log(f"  {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
-                    runs[name].append(res)
+                one_round(systems, r, Path(tmp), runs)
                 log(f"run {r + 1}: raft alone")
                 raft.append(raft_p50(a.raft_count))
                 log(f"  raft sync p50 {raft[-1]:.2f} ms")

@@ -217,11 +217,10 @@ class Probe:
     def fileno(self) -> int:
         return self.sock.fileno() if self.sock is not None else -1
 
-    def ready(self) -> str | None:
+    def ready(self) -> None:
         """The socket is writable or in error: read the connect's result, close."""
         if self.sock is not None and self.outcome is None:
             self._decide(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
-        return self.outcome
 
     def _decide(self, err: int) -> None:
         self.outcome = ("connected" if err == 0 else
@@ -248,9 +247,7 @@ def _start_probe(node: Any, peer: Any, policy: FastFailover) -> None:
     if probe.outcome is not None:
         _probed(node, peer, policy, probe)
         return
-    poller = node._poller
-    fd = probe.fileno()
-    node._hc_probe = (probe, fd)
+    node._hc_probe = probe
 
     def on_event(_descr: int, _events: int) -> None:
         _unwatch(node)
@@ -258,17 +255,18 @@ def _start_probe(node: Any, peer: Any, policy: FastFailover) -> None:
         _probed(node, peer, policy, probe)
 
     from pysyncobj.poller import POLL_EVENT_TYPE
-    poller.subscribe(fd, on_event, POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR)
+    node._poller.subscribe(probe.fileno(), on_event,
+                           POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR)
 
 
 def _unwatch(node: Any) -> Probe | None:
-    held: tuple[Probe, int] | None = getattr(node, "_hc_probe", None)
-    if held is None:
+    """Stop watching the pending probe (its socket is still open: the fd is its own)."""
+    probe: Probe | None = getattr(node, "_hc_probe", None)
+    if probe is None:
         return None
     node._hc_probe = None
-    probe, fd = held
     try:
-        node._poller.unsubscribe(fd)
+        node._poller.unsubscribe(probe.fileno())
     except (KeyError, ValueError, OSError):
         pass
     return probe
