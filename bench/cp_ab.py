@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -77,9 +78,16 @@ def measure(base: str, makes: dict[str, Make], clients: int, seconds: float,
     return out
 
 
+def tree_secret(tree: Path) -> str:
+    """A cluster secret of the kind `tree` generates (its key format may predate ours)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([sys.executable, "-m", "hacontrol.raft.gensecret"], cwd=tree,
+                          env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def run_hac(tree: Path, root: Path, a: argparse.Namespace) -> dict[str, float]:
     with source_tree(tree):
-        cluster = ready_cluster(root)
+        cluster = ready_cluster(root, secret=tree_secret(tree))
     try:
         kv = HacKv(cluster)
         kv.prepare(a.clients)

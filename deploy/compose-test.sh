@@ -172,15 +172,15 @@ write_env() {
     (umask 077
      # A cluster set up when secrets came in env files keeps its secret and token.
      if [ ! -s "$ENV_DIR/cluster-secret" ] && [ -f "$ENV_DIR/controller.env" ] &&
-         grep -q '^HACONTROL_CLUSTER_SECRET=hcraft1\.' "$ENV_DIR/controller.env"; then
+         grep -q '^HACONTROL_CLUSTER_SECRET=hcraft[12]\.' "$ENV_DIR/controller.env"; then
          sed -n 's/^HACONTROL_CLUSTER_SECRET=//p' "$ENV_DIR/controller.env" > "$ENV_DIR/cluster-secret"
          sed -n 's/^HACONTROL_TOKEN=//p' "$ENV_DIR/controller.env" > "$ENV_DIR/token"
      fi
      if [ ! -s "$ENV_DIR/cluster-secret" ] || [ ! -s "$ENV_DIR/token" ]; then
          say "writing a new cluster secret and management token to ${ENV_DIR#"$ROOT"/}/"
          od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$ENV_DIR/token"
-         # The cluster secret's format is hacontrol.raft.keys': hcraft1.<salt>.<key>.
-         printf 'hcraft1.%s.%s\n' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
+         # The cluster secret's format is hacontrol.raft.keys': hcraft2.<salt>.<key>.
+         printf 'hcraft2.%s.%s\n' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
              "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > "$ENV_DIR/cluster-secret"
      fi)
     write_tls

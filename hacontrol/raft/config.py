@@ -67,8 +67,8 @@ class RaftTuning:
     log_compaction_min_time: float = 300.0
     # As `state.commands.MAX_COMMAND_BYTES`, which every replica decodes: a restore is one
     # entry holding the deflated state (10,000 jobs: ~1 MB); job specs stay capped at 1 MiB
-    # by the API's body limit. A 4 MiB entry is a ~5.5 MiB frame (Fernet's base64), well
-    # under the frame cap.
+    # by the API's body limit. A 4 MiB entry is a ~4 MiB frame (~5.5 MiB with an hcraft1
+    # key's Fernet base64), well under the frame cap.
     max_command_bytes: int = 4 * 1024 * 1024
     # A restore of 10,000 jobs (one ~1 MB entry) takes every replica a second or more to
     # apply on its tick thread: the leader sends AppendEntries before applying an entry

@@ -1,38 +1,39 @@
-"""The cluster secret and the Fernet keys the Raft port encrypts with.
+"""The cluster secret and the keys the Raft port seals its frames with.
 
 A cluster secret is one or more keys, separated by whitespace, each written
-``hcraft1.<salt>.<key>``: 16 random bytes of salt and 32 random bytes of key,
-in hex. The first key encrypts what this replica sends; every listed key is
+``hcraft2.<salt>.<key>``: 16 random bytes of salt and 32 random bytes of key,
+in hex. The first key seals what this replica sends; every listed key is
 accepted on what it receives, which is what makes a rolling rotation possible
-(``docs/security-raft.md``).
+(``docs/security-raft.md``). ``hcraft2`` keys seal with AES-256-GCM; ``hcraft1``
+keys, which earlier versions generated, with Fernet (``cipher``), and stay valid.
 
 pysyncobj derives its Fernet key with PBKDF2 and a salt fixed in its source,
 so the same password gives the same key in every cluster and a precomputed
 dictionary works against all of them. Here the key material is 32 random
 bytes, so a slow KDF buys nothing; HKDF-SHA256 with a per-cluster random salt,
 generated together with the key and stored beside it, is enough to give every
-cluster its own Fernet key. The salt travels inside the secret so that every
+cluster its own keys. The salt travels inside the secret so that every
 place that hands a replica its secret (a file, an environment variable) keeps
 carrying exactly one value.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 import threading
 from dataclasses import dataclass
 
-from cryptography.fernet import Fernet, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import Fernet
 
-KEY_PREFIX = "hcraft1"
+from hacontrol.raft.cipher import FrameCipher, FrameKey, fernet_key
+
+KEY_PREFIX = "hcraft2"  # what new secrets are made of: AES-256-GCM frames
+FERNET_PREFIX = "hcraft1"  # earlier versions' keys: Fernet frames
 SALT_BYTES = 16
 KEY_BYTES = 32
 _HKDF_INFO = b"hacontrol raft fernet v1"
-_ENTRY = re.compile(rf"^{KEY_PREFIX}\.([0-9a-f]{{{2 * SALT_BYTES}}})\.([0-9a-f]{{{2 * KEY_BYTES}}})$")
+_ENTRY = re.compile(rf"^(hcraft[12])\.([0-9a-f]{{{2 * SALT_BYTES}}})\.([0-9a-f]{{{2 * KEY_BYTES}}})$")
 
 
 class SecretError(ValueError):
@@ -43,11 +44,12 @@ class SecretError(ValueError):
 class RaftKey:
     salt: bytes
     key: bytes
+    fernet_frames: bool = False  # an hcraft1 key
 
-    def fernet(self) -> Fernet:
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=self.salt,
-                       info=_HKDF_INFO).derive(self.key)
-        return Fernet(base64.urlsafe_b64encode(derived))
+    def frame_key(self) -> FrameKey | Fernet:
+        if self.fernet_frames:
+            return fernet_key(self.salt, self.key, _HKDF_INFO)
+        return FrameKey(self.salt, self.key)
 
 
 def generate_secret() -> str:
@@ -72,18 +74,19 @@ def parse_secret(text: str | None) -> list[RaftKey]:
                 f"cluster secret key {n} is not of the form {KEY_PREFIX}.<{SALT_BYTES} random "
                 f"bytes in hex>.<{KEY_BYTES} random bytes in hex>; secrets of earlier "
                 f"versions (a bare password) must be replaced, see docs/security-raft.md")
-        salt, key = bytes.fromhex(m.group(1)), bytes.fromhex(m.group(2))
+        salt, key = bytes.fromhex(m.group(2)), bytes.fromhex(m.group(3))
         if len(set(key)) < 16:
             # 32 bytes from a CSPRNG have fewer than 16 distinct values with odds below 2**-50;
             # this catches hand-typed placeholders like 00..00 or 0123..cdef repeated.
             raise SecretError(f"cluster secret key {n} is not random; generate a new one")
-        keys.append(RaftKey(salt, key))
+        keys.append(RaftKey(salt, key, fernet_frames=m.group(1) == FERNET_PREFIX))
     return keys
 
 
-def make_encryptor(secret: str) -> MultiFernet:
-    """What pysyncobj's connections encrypt and decrypt with, for this secret."""
-    return MultiFernet([k.fernet() for k in parse_secret(secret)])
+def make_encryptor(secret: str) -> FrameCipher:
+    """What pysyncobj's connections seal and open frames with, for this secret."""
+    first, *others = [k.frame_key() for k in parse_secret(secret)]
+    return FrameCipher(first, others)
 
 
 _lock = threading.Lock()

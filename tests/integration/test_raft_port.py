@@ -151,9 +151,13 @@ def _restart_with(c: Cluster, i: int, secret: str) -> None:
     c.wait_http(i)
 
 
-def test_rolling_secret_rotation(tmp_path: Path) -> None:
-    """The procedure of docs/security-raft.md, on a real 3-replica cluster."""
+@pytest.mark.parametrize("old_kind", ["hcraft2", "hcraft1"])
+def test_rolling_secret_rotation(tmp_path: Path, old_kind: str) -> None:
+    """The procedure of docs/security-raft.md, on a real 3-replica cluster; from an hcraft1
+    key (Fernet frames, as earlier versions generated) it moves the cluster to AES-GCM."""
     old, new = generate_secret(), generate_secret()
+    if old_kind == "hcraft1":
+        old = "hcraft1" + old.removeprefix("hcraft2")
     c = Cluster(tmp_path / "c", size=3, secret=old)
     with running(c):
         _committed(c, [0, 1, 2], "start", 0)
