@@ -2,8 +2,8 @@
 
 pysyncobj calls three methods on its encryptor: ``encrypt_at_time`` on every frame it
 sends, and ``extract_timestamp`` then ``decrypt`` on every frame it receives (it refuses
-a frame older than the last one on that connection, and drops the connection on any
-error). ``FrameCipher`` answers them for every key of a cluster secret (``keys``): the
+a frame whose timestamp is below the last one's on that connection, and drops the
+connection on any error). ``FrameCipher`` answers them for every key of a cluster secret (``keys``): the
 first key seals, every key opens.
 
 Keys of the form ``hcraft2`` seal with AES-256-GCM (``FrameKey``). Keys of the form
@@ -15,14 +15,19 @@ the critical path of every write and read (bench/README.md, "The Raft port's cip
 
 A ``hcraft2`` frame is::
 
-    0x02 | sender (16 bytes) | counter (8, big-endian) | timestamp (8) | ciphertext + tag
+    0x02 | sender (16 bytes) | counter (8, big-endian) | ciphertext + tag
 
-and the first 33 bytes are authenticated with it. GCM must never see a nonce twice under
+and the first 25 bytes are authenticated with it. GCM must never see a nonce twice under
 one key, and random 96-bit nonces are only safe for about 2**32 frames a key (NIST SP
 800-38D, 8.3), which a busy cluster sends in days. So every cipher (one per replica
 process) picks a random 128-bit sender id and seals under its own key, derived from the
 cluster key and that id (HKDF-SHA256); the nonce is a counter that never repeats within
 one process. Two processes share a key only if they drew the same 128-bit id.
+
+The counter is also what ``extract_timestamp`` answers. It grows with every frame a
+process sends, so pysyncobj's check refuses any earlier frame replayed into a connection
+(a timestamp in seconds refused only frames of earlier seconds); pysyncobj's per-connection
+random key already refuses frames from any other connection.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 VERSION = 2
 _MARK = bytes([VERSION])  # Fernet tokens are base64 text: they start with b"g", never 0x02
 SENDER_BYTES = 16
-_HEADER = struct.Struct(f">c{SENDER_BYTES}sQq")  # mark, sender, counter, timestamp
+_HEADER = struct.Struct(f">c{SENDER_BYTES}sQ")  # mark, sender, counter
 _NONCE_PAD = bytes(4)  # GCM's 96-bit nonce: 4 zero bytes and the 64-bit counter
 _CLUSTER_INFO = b"hacontrol raft frames v2"
 _SENDER_INFO = b"hacontrol raft frames v2 sender"
@@ -76,23 +81,22 @@ class FrameKey:
         return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=sender,
                            info=_SENDER_INFO).derive(self._cluster))
 
-    def seal(self, data: bytes, timestamp: int) -> bytes:
-        counter = next(self._counter)
-        header = _HEADER.pack(_MARK, self._sender, counter, timestamp)
-        return header + self._own.encrypt(_NONCE_PAD + header[17:25], data, header)
+    def seal(self, data: bytes) -> bytes:
+        header = _HEADER.pack(_MARK, self._sender, next(self._counter))
+        return header + self._own.encrypt(_NONCE_PAD + header[17:], data, header)
 
     def open(self, frame: bytes) -> tuple[int, bytes]:
-        """(timestamp, data); raises FrameError unless this key sealed it."""
+        """(counter, data); raises FrameError unless this key sealed it."""
         if len(frame) < _HEADER.size + 16 or frame[:1] != _MARK:
             raise FrameError("not a version 2 frame")
         header = frame[:_HEADER.size]
-        _mark, sender, _counter, timestamp = _HEADER.unpack(header)
+        _mark, sender, counter = _HEADER.unpack(header)
         aead = self._senders.get(sender)
         known = aead is not None
         if aead is None:
             aead = self._aead(sender)
         try:
-            data = aead.decrypt(_NONCE_PAD + header[17:25], frame[_HEADER.size:], header)
+            data = aead.decrypt(_NONCE_PAD + header[17:], frame[_HEADER.size:], header)
         except InvalidTag:
             raise FrameError("frame not sealed with this key") from None
         if not known:
@@ -100,7 +104,7 @@ class FrameKey:
             if len(self._senders) >= MAX_SENDERS:
                 self._senders.pop(next(iter(self._senders)))
             self._senders[sender] = aead
-        return timestamp, data
+        return counter, data
 
 
 class FrameCipher:
@@ -115,7 +119,7 @@ class FrameCipher:
 
     def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
         if isinstance(self._first, FrameKey):
-            return self._first.seal(data, current_time)
+            return self._first.seal(data)  # the counter stands for the time (above)
         assert self._v1 is not None
         return self._v1.encrypt_at_time(data, current_time)
 
@@ -133,8 +137,8 @@ class FrameCipher:
         return self._v1
 
     def extract_timestamp(self, token: bytes) -> int:
-        # Opens the whole frame (0.4 us with GCM): a timestamp is only worth what the tag
-        # behind it proves. (Fernet's checks its HMAC.)
+        # A version 2 frame's counter, from the whole frame opened (0.4 us with GCM): it is
+        # only worth what the tag behind it proves. (Fernet's checks its HMAC.)
         if token[:1] == _MARK:
             return self._open_v2(token)[0]
         return self._fernet().extract_timestamp(token)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hacontrol.raft import safety
-from hacontrol.raft.keys import generate_secret
+from hacontrol.raft.keys import generate_secret, make_encryptor
 from hacontrol.raft.safety import FenceError, SecretError, install_fence, require_secret
 
 install_fence()
@@ -176,6 +176,30 @@ def _parse_all(conn: TcpConnection) -> list[Any]:
             break
         out.append(msg)
     return out
+
+
+def test_an_earlier_frame_replayed_into_a_connection_is_refused(
+    conn_pair: tuple[TcpConnection, socket.socket, list[Any]],
+) -> None:
+    """pysyncobj refuses a frame "older" than the connection's last; with hcraft2 keys a
+    frame's age is its sender's counter, so even frames of the same second are told apart."""
+    conn, peer, _ = conn_pair
+    secret = generate_secret()
+    conn.encryptor = make_encryptor(secret)
+    sender = make_encryptor(secret)
+
+    def sealed(message: Any) -> bytes:
+        body = sender.encrypt_at_time(zlib.compress(pso_pickle.dumps(message)), 7)
+        return struct.pack("i", len(body)) + body
+
+    first, second = sealed("first"), sealed("second")
+    peer.sendall(first + second)
+    _read_all(conn)
+    assert _parse_all(conn) == ["first", "second"]
+    peer.sendall(first)
+    _read_all(conn)
+    assert _parse_all(conn) == []
+    assert conn.state == CONNECTION_STATE.DISCONNECTED
 
 
 @pytest.mark.parametrize("prefix", [2**31 - 1, safety.DEFAULT_MAX_FRAME_BYTES + 1, -1, -(2**31)])
