@@ -11,14 +11,12 @@ listed key, docs/security-raft.md); the first seals.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import replace
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken, MultiFernet
 
 from hacontrol.model.alerts import SEALED_PREFIX, AlertRule, SinkType
+from hacontrol.raft.cipher import fernet_key
 from hacontrol.raft.keys import parse_secret
 
 PREFIX = SEALED_PREFIX
@@ -32,12 +30,8 @@ class Unsealable(Exception):
 
 class Sealer:
     def __init__(self, cluster_secret: str) -> None:
-        fernets = []
-        for k in parse_secret(cluster_secret):
-            derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=k.salt,
-                           info=_INFO).derive(k.key)
-            fernets.append(Fernet(base64.urlsafe_b64encode(derived)))
-        self._fernet = MultiFernet(fernets)
+        self._fernet = MultiFernet([fernet_key(k.salt, k.key, _INFO)
+                                    for k in parse_secret(cluster_secret)])
 
     def seal(self, secret: str) -> str:
         if secret.startswith(PREFIX):

@@ -110,11 +110,11 @@ class FrameKey:
 class FrameCipher:
     """pysyncobj's encryptor for a cluster secret's keys (``keys.parse_secret``)."""
 
-    def __init__(self, first: FrameKey | Fernet, others: list[FrameKey | Fernet]) -> None:
-        every = [first, *others]
-        self._first = first
-        self._v2 = [k for k in every if isinstance(k, FrameKey)]
-        fernets = [k for k in every if isinstance(k, Fernet)]
+    def __init__(self, keys: list[FrameKey | Fernet]) -> None:
+        """`keys`: at least one; the first seals."""
+        self._first = keys[0]
+        self._v2 = [k for k in keys if isinstance(k, FrameKey)]
+        fernets = [k for k in keys if isinstance(k, Fernet)]
         self._v1 = MultiFernet(fernets) if fernets else None  # seals with the first listed
 
     def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:

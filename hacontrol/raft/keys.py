@@ -33,7 +33,7 @@ FERNET_PREFIX = "hcraft1"  # earlier versions' keys: Fernet frames
 SALT_BYTES = 16
 KEY_BYTES = 32
 _HKDF_INFO = b"hacontrol raft fernet v1"
-_ENTRY = re.compile(rf"^(hcraft[12])\.([0-9a-f]{{{2 * SALT_BYTES}}})\.([0-9a-f]{{{2 * KEY_BYTES}}})$")
+_ENTRY = re.compile(rf"^({KEY_PREFIX}|{FERNET_PREFIX})\.([0-9a-f]{{{2 * SALT_BYTES}}})\.([0-9a-f]{{{2 * KEY_BYTES}}})$")
 
 
 class SecretError(ValueError):
@@ -85,8 +85,7 @@ def parse_secret(text: str | None) -> list[RaftKey]:
 
 def make_encryptor(secret: str) -> FrameCipher:
     """What pysyncobj's connections seal and open frames with, for this secret."""
-    first, *others = [k.frame_key() for k in parse_secret(secret)]
-    return FrameCipher(first, others)
+    return FrameCipher([k.frame_key() for k in parse_secret(secret)])
 
 
 _lock = threading.Lock()
